@@ -1,0 +1,194 @@
+"""Cost accounting with fvcore: multiply-adds (MACs, one multiply-add = one) and parameters.
+
+fvcore counts convolutions, matrix products, norms, bilinear up-sampling and
+``grid_sample`` (4 MACs per output element, the bilinear weights); like every MAC
+counter it leaves out cheap element-wise ops (ReLU, sigmoid, additions). Those are
+listed, per path, in :attr:`PathCost.uncounted_ops` so that nothing is left out silently.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils._pytree import tree_flatten, tree_unflatten
+
+__all__ = ["PathCost", "CostReport", "count_macs", "call_macs", "ELEMENTWISE_OPS"]
+
+# Ops fvcore does not count and that cost at most a few operations per element: the
+# usual convention of MAC counters. Anything uncounted outside this set is a bug in
+# our accounting and is reported as such.
+ELEMENTWISE_OPS = frozenset(
+    "aten::" + op
+    for op in (
+        "add add_ sub sub_ rsub mul mul_ div div_ neg relu relu_ leaky_relu leaky_relu_ sigmoid tanh "
+        "tanh_ hardtanh hardtanh_ clamp clamp_ clamp_min elu gelu silu silu_ exp log sqrt rsqrt pow abs "
+        "ones_like zeros_like zeros ones full full_like expand expand_as view reshape flatten unflatten "
+        "permute transpose t contiguous select slice index narrow cat stack chunk split split_with_sizes "
+        "unsqueeze squeeze repeat size to type_as detach clone copy_ reflection_pad2d replication_pad2d "
+        "constant_pad_nd pad pixel_shuffle pixel_unshuffle unbind max_pool2d avg_pool2d dropout "
+        "feature_dropout alpha_dropout arange linspace meshgrid unfold im2col col2im col2im_ baddbmm_ "
+        "softmax log_softmax where masked_fill lt gt eq ne ge le Int ScalarImplicit floor_divide "
+        "lerp repeat_interleave remainder mean sum max min upsample_nearest1d upsample_nearest3d _unsafe_view as_strided "
+        "new_zeros new_ones new_full scalar_tensor"
+    ).split()
+)
+
+
+def _fvcore_macs(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[int, Counter[str], Counter[str]]:
+    from fvcore.nn import FlopCountAnalysis
+
+    analysis = FlopCountAnalysis(module, inputs)
+    analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        total = int(analysis.total())
+        by_op = Counter({k: int(v) for k, v in analysis.by_operator().items()})
+        unsupported = Counter(analysis.unsupported_ops())
+    return total, by_op, unsupported
+
+
+class _FlatCall(nn.Module):
+    """``forward(*tensors)``: calls ``fn`` with the tensor leaves of ``(args, kwargs)`` replaced.
+
+    The output is flattened to a tuple of its tensor leaves so that fvcore's jit tracer
+    accepts any structure (tuples, dicts, None) on either side.
+    """
+
+    def __init__(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
+        super().__init__()
+        if isinstance(fn, nn.Module):
+            self.fn = fn
+        else:
+            self._fn = fn
+            owner = getattr(fn, "__self__", None)  # a bound method: register its module's weights
+            if isinstance(owner, nn.Module):
+                self.owner = owner
+        flat, self.spec = tree_flatten((args, kwargs))
+        self.flat = flat
+        self.slots = [i for i, v in enumerate(flat) if isinstance(v, torch.Tensor)]
+
+    def inputs(self) -> tuple[torch.Tensor, ...]:
+        return tuple(self.flat[i] for i in self.slots)
+
+    def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        flat = list(self.flat)
+        for i, t in zip(self.slots, tensors):
+            flat[i] = t
+        args, kwargs = tree_unflatten(flat, self.spec)
+        fn = self.fn if hasattr(self, "fn") else self._fn
+        out = fn(*args, **kwargs)
+        return tuple(t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor))
+
+
+def count_macs(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[int, Counter[str], Counter[str]]:
+    """MACs of one call ``fn(*args, **kwargs)``, counted by fvcore.
+
+    Returns:
+        ``(total, by_operator, uncounted_ops)``; ``uncounted_ops`` maps each aten op that
+        fvcore has no handle for to its number of calls.
+    """
+    call = _FlatCall(fn, args, kwargs)
+    with torch.no_grad():
+        return _fvcore_macs(call, call.inputs())
+
+
+def call_macs(fn: Callable[..., Any], args: tuple, kwargs: dict) -> int:
+    """MACs of one call (0 when it takes or returns no tensor)."""
+    call = _FlatCall(fn, args, kwargs)
+    if not call.slots:
+        return 0
+    with torch.no_grad():
+        if not call(*call.inputs()):
+            return 0
+        return _fvcore_macs(call, call.inputs())[0]
+
+
+def param_count(params: Any) -> int:
+    """Number of distinct parameter elements."""
+    seen: dict[int, int] = {}
+    for p in params:
+        seen[id(p)] = p.numel()
+    return sum(seen.values())
+
+
+@dataclass(frozen=True)
+class PathCost:
+    """MACs (per frame, for the whole batch of the example input) and parameters of one path."""
+
+    macs: int
+    params: int
+    by_operator: dict[str, int] = field(default_factory=dict)
+    uncounted_ops: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CostReport:
+    """Costs of the teacher and of the paths a :class:`~shortcutify.ShortcutV2V` runs.
+
+    Attributes:
+        teacher: the generator as given.
+        keyframe: a keyframe (the teacher plus the block's reference preparation).
+        shortcut: a non-keyframe: everything it runs, the block included.
+        block: the shortcut block alone (per frame; reference preparation excluded).
+        floor: the shortcut path without the block (layers before the encoder tap and
+            after the decoder tap, plus any side branch the tail needs).
+        interval: keyframe interval α used for :attr:`amortised_macs`.
+        input_shapes: shapes of the example inputs the counts were taken on.
+    """
+
+    teacher: PathCost
+    keyframe: PathCost
+    shortcut: PathCost
+    block: PathCost
+    floor: PathCost
+    interval: int
+    input_shapes: tuple[tuple[int, ...], ...]
+
+    def amortised_macs(self, interval: int | None = None) -> float:
+        """Mean MACs per frame with a keyframe every ``interval`` frames: ``(K + (α−1)·S) / α``."""
+        a = self.interval if interval is None else interval
+        if a < 1:
+            raise ValueError(f"interval must be >= 1, got {a}")
+        return (self.keyframe.macs + (a - 1) * self.shortcut.macs) / a
+
+    @property
+    def shortcut_reduction(self) -> float:
+        """Teacher MACs / shortcut-path MACs."""
+        return self.teacher.macs / max(self.shortcut.macs, 1)
+
+    def as_dict(self) -> dict[str, Any]:
+        rows = {k: getattr(self, k) for k in ("teacher", "keyframe", "shortcut", "block", "floor")}
+        d: dict[str, Any] = {k: {"macs": v.macs, "params": v.params} for k, v in rows.items()}
+        d["interval"] = self.interval
+        d["amortised_macs"] = self.amortised_macs()
+        d["input_shapes"] = [list(s) for s in self.input_shapes]
+        d["uncounted_ops"] = dict(self.shortcut.uncounted_ops)
+        return d
+
+    def __str__(self) -> str:
+        t = self.teacher.macs
+        rows = [
+            ("teacher", self.teacher.macs, self.teacher.params),
+            ("keyframe path", self.keyframe.macs, self.keyframe.params),
+            ("shortcut path", self.shortcut.macs, self.shortcut.params),
+            ("  block alone", self.block.macs, self.block.params),
+            ("  floor (no block)", self.floor.macs, self.floor.params),
+            (f"amortised, α={self.interval}", self.amortised_macs(), None),
+        ]
+        head = f"{'path':<22}{'GMACs':>10}{'x teacher':>11}{'params':>14}{'x teacher':>11}"
+        lines = [f"Costs per frame on input {' + '.join('x'.join(map(str, s)) for s in self.input_shapes)} (fvcore; 1 multiply-add = 1 MAC)", head, "-" * len(head)]
+        for name, macs, params in rows:
+            p = "" if params is None else f"{params:>14,}"
+            pr = "" if params is None else f"{params / max(self.teacher.params, 1):>11.4f}"
+            lines.append(f"{name:<22}{macs / 1e9:>10.3f}{macs / max(t, 1):>11.4f}{p}{pr}")
+        lines.append(f"shortcut frames cost 1/{self.shortcut_reduction:.2f} of the teacher's MACs")
+        unc = sorted(set(self.shortcut.uncounted_ops) | set(self.keyframe.uncounted_ops))
+        if unc:
+            lines.append("not counted (element-wise, by convention): " + ", ".join(u.replace("aten::", "") for u in unc))
+        return "\n".join(lines)

@@ -1,0 +1,54 @@
+"""Exception types raised by shortcutify.
+
+Every error the library raises on bad user input derives from :class:`ShortcutifyError`,
+so ``except ShortcutifyError`` catches them all; each subclass also derives from the
+built-in type a user would expect (``KeyError``, ``ValueError``, ``TypeError``...).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ShortcutifyError",
+    "UnknownTapError",
+    "AmbiguousTapError",
+    "TapOrderError",
+    "TapShapeError",
+    "EmptyCutError",
+    "UntraceableModelError",
+    "IncompatibleCheckpointError",
+]
+
+
+class ShortcutifyError(Exception):
+    """Base class of every error shortcutify raises on bad input."""
+
+
+class UnknownTapError(ShortcutifyError, KeyError):
+    """A tap name is neither an fx node name nor a module qualified name of the model."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; we want it readable
+        return str(self.args[0]) if self.args else ""
+
+
+class AmbiguousTapError(ShortcutifyError, ValueError):
+    """A module qualified name was given as a tap but the module is called more than once."""
+
+
+class TapOrderError(ShortcutifyError, ValueError):
+    """The taps are in the wrong order, or the decoder tap does not depend on the encoder tap."""
+
+
+class TapShapeError(ShortcutifyError, ValueError):
+    """A tap's value is not a 4-D tensor ``[B, C, H, W]``."""
+
+
+class EmptyCutError(ShortcutifyError, ValueError):
+    """The part of the model between the taps costs no multiply-adds: a shortcut saves nothing."""
+
+
+class UntraceableModelError(ShortcutifyError, TypeError):
+    """``torch.fx`` could not trace the model."""
+
+
+class IncompatibleCheckpointError(ShortcutifyError, ValueError):
+    """A saved shortcut block does not match the generator it is being attached to."""
