@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from .deform import columns_matmul, deform_columns, unfold_columns
 
-__all__ = ["LightConv", "ShortcutBlock", "Reference", "default_width"]
+__all__ = ["LightConv", "ShortcutBlock", "Reference", "default_width", "adabd_conv"]
 
 
 class Reference(NamedTuple):
@@ -82,6 +82,34 @@ def _zero_(conv: nn.Conv2d) -> nn.Conv2d:
     if conv.bias is not None:
         nn.init.zeros_(conv.bias)
     return conv
+
+
+def adabd_conv(
+    f_ref: Tensor, a: Tensor, offset: Tensor, mask: Tensor, weight: Tensor, bias: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """AdaBD's shared-weight modulated deformable conv, fused into one matrix product.
+
+    Computes ``deform_conv2d(f_ref, offset, weight, mask=1 − m) + deform_conv2d(a, 0, weight, mask=m)``
+    (bias added once) by blending the sampled columns first. Stride 1, "same" padding.
+
+    Args:
+        f_ref: aligned reference feature ``[B, h, H, W]``.
+        a: current feature ``[B, h, H, W]``.
+        offset: ``[B, 2·k², H, W]`` offsets for ``f_ref`` (interleaved dy, dx).
+        mask: ``m`` in [0, 1], ``[B, k², H, W]``: the weight of the current frame per tap.
+        weight: ``[h_out, h, k, k]``; bias: ``[h_out]``.
+
+    Returns:
+        ``(out, cols_ref)``: ``out`` is ``[B, h_out, H, W]``; ``cols_ref`` the sampled
+        reference columns ``[B, h, k², H·W]`` (for the alignment loss).
+    """
+    k = int(weight.shape[-1])
+    b, _, hh, ww = a.shape
+    cols_ref = deform_columns(f_ref, offset, k, padding=k // 2)  # [B, h, k², P]
+    cols_cur = unfold_columns(a, k, padding=k // 2)
+    m = mask.reshape(b, 1, k * k, hh * ww)
+    blended = torch.lerp(cols_ref, cols_cur, m)  # (1 − m)·ref + m·cur
+    return columns_matmul(blended, weight, bias, out_hw=(hh, ww)), cols_ref
 
 
 class ShortcutBlock(nn.Module):
@@ -161,11 +189,8 @@ class ShortcutBlock(nn.Module):
         pred = self.adabd_head(torch.cat([a_ref, a], dim=1))
         k2 = k * k
         offset, mask = pred[:, : 2 * k2], torch.sigmoid(pred[:, 2 * k2 :])
-        cols_ref = deform_columns(f_ref, offset, k, padding=k // 2)  # [B, h, k2, P]
-        cols_cur = unfold_columns(a, k, padding=k // 2)
-        m = mask.reshape(b, 1, k2, hf * wf)
-        blended = torch.lerp(cols_ref, cols_cur, m)  # (1 − m)·ref + m·cur
-        f_hat = self.reconstruct(F.relu(columns_matmul(blended, self.weight, self.bias, out_hw=(hf, wf))))
+        fused, cols_ref = adabd_conv(f_ref, a, offset, mask, self.weight, self.bias)
+        f_hat = self.reconstruct(F.relu(fused))
         aligned_only = None
         if self.return_aligned:
             aligned_only = self.reconstruct(F.relu(columns_matmul(cols_ref, self.weight, self.bias, out_hw=(hf, wf))))

@@ -285,17 +285,17 @@ def resolve_tap(traced: Traced, name: str, role: str) -> fx.Node:
     """The node a tap name denotes (node name first, then module qualified name)."""
     if not isinstance(name, str):
         raise TypeError(f"{role} must be a str (an fx node name or a module qualified name), got {type(name).__name__}")
-    node = traced.node(name)
-    if node is not None and node.op not in ("output",):
-        return node
     outs = traced.module_outputs.get(name)
+    if outs and len(outs) > 1:  # checked first: a node may carry the same name as the module's first call
+        names = [o.name for o in outs if o is not None]
+        raise AmbiguousTapError(
+            f"{role} {name!r}: module {name!r} is called {len(outs)} times in forward(); "
+            f"name one call by its node name instead: {names}"
+        )
+    node = traced.node(name)
+    if node is not None and node.op != "output":
+        return node
     if outs:
-        if len(outs) > 1:
-            names = [o.name for o in outs if o is not None]
-            raise AmbiguousTapError(
-                f"{role} {name!r}: module {name!r} is called {len(outs)} times in forward(); "
-                f"name one call by its node name instead: {names}"
-            )
         if outs[0] is None:
             raise TapShapeError(f"{role} {name!r}: module {name!r} does not return a single tensor")
         return outs[0]

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils._pytree import tree_flatten
 
-from .blocks import Reference, ShortcutBlock
+from .blocks import Reference, ShortcutBlock, default_width
 from .cost import CostReport, PathCost, count_macs, param_count
 from .graph import REFERENCE_INPUT, Programs, TapInfo, annotate, build_programs, trace
 from .policy import FixedInterval, KeyframePolicy
@@ -225,15 +225,24 @@ def shortcutify(
     model.requires_grad_(False)
     traced = trace(model, leaf_modules=leaf_modules, tracer_kwargs=tracer_kwargs, concrete_args=concrete_args)
     annotate(traced, inputs)
-    # size the block from the tap shapes (resolved and validated by build_programs)
-    from .graph import _check_4d, resolve_tap
-
-    enc_shape = _check_4d(resolve_tap(traced, enc_layer, "enc_layer"), "enc_layer", enc_layer)
-    dec_shape = _check_4d(resolve_tap(traced, dec_layer, "dec_layer"), "dec_layer", dec_layer)
-    block = ShortcutBlock(enc_shape[1], dec_shape[1], width=width)
+    # validate the taps and measure the cut with a stand-in block, then size the real one
+    probe = build_programs(traced, enc_layer, dec_layer, nn.Identity())
+    enc_shape, dec_shape, skipped_macs = probe.enc.shape, probe.dec.shape, probe.skipped_macs
     p = next((t for t in model.parameters()), None)
     ref_tensor = p if p is not None else next(x for x in tree_flatten(list(inputs))[0] if isinstance(x, Tensor))
-    block.to(device=ref_tensor.device, dtype=ref_tensor.dtype if ref_tensor.is_floating_point() else None)
+    factory = {"device": ref_tensor.device, "dtype": ref_tensor.dtype if ref_tensor.is_floating_point() else None}
+    if width is None:
+        width, block_macs = _auto_width(enc_shape, dec_shape, skipped_macs, factory)
+    else:
+        block_macs = _block_macs(width, enc_shape, dec_shape, factory)
+    if block_macs >= skipped_macs:
+        warnings.warn(
+            f"the shortcut block (width {width}) costs {block_macs:,} MACs per frame but the part of the model it "
+            f"skips costs only {skipped_macs:,}: shortcut frames will cost more than the teacher. "
+            "Choose taps further apart (list_taps() shows the MACs up to each node).",
+            stacklevel=2,
+        )
+    block = ShortcutBlock(enc_shape[1], dec_shape[1], width=width).to(**factory)
     programs = build_programs(traced, enc_layer, dec_layer, block)
     config = {
         "enc_layer": enc_layer,
@@ -244,15 +253,39 @@ def shortcutify(
         "dec_shape": list(programs.dec.shape[1:]),
         "width": block.width,
     }
-    sv = ShortcutV2V(model, programs, block, policy, inputs, config)
+    return ShortcutV2V(model, programs, block, policy, inputs, config)
+
+
+def _block_macs(width: int, enc_shape: tuple, dec_shape: tuple, factory: dict) -> int:
+    """fvcore MACs of one block call at the tap shapes (reference preparation excluded)."""
+    block = ShortcutBlock(enc_shape[1], dec_shape[1], width=width).to(**factory)
+    a = torch.zeros(enc_shape, **factory)
+    f = torch.zeros(dec_shape, **factory)
     with torch.no_grad():
-        _, a, f = sv.run_keyframe(*inputs)
-        block_macs = count_macs(block, a, block.prepare_reference(a, f))[0]
-    if block_macs >= programs.skipped_macs:
-        warnings.warn(
-            f"the shortcut block costs {block_macs:,} MACs but the part it skips costs only "
-            f"{programs.skipped_macs:,}: shortcut frames will cost more than the teacher. "
-            "Choose taps further apart or a smaller width.",
-            stacklevel=2,
-        )
-    return sv
+        ref = block.prepare_reference(a, f)
+    return count_macs(block, a, ref)[0]
+
+
+def _auto_width(enc_shape: tuple, dec_shape: tuple, skipped_macs: int, factory: dict) -> tuple[int, int]:
+    """The block width: half the narrower tap (the paper's ratio), shrunk if needed.
+
+    The widest width whose block costs at most half the skipped MACs (so that a
+    shortcut frame costs clearly less than the teacher); if none does, the widest whose
+    block costs less than the skipped part; else width 1 (and the caller warns).
+    """
+    hi = default_width(enc_shape[1], dec_shape[1])
+    macs = _block_macs(hi, enc_shape, dec_shape, factory)
+    if 2 * macs <= skipped_macs:
+        return hi, macs
+    for budget in (skipped_macs / 2, skipped_macs - 1):
+        lo_w, hi_w, best = 1, hi - 1, None
+        while lo_w <= hi_w:  # block MACs grow with the width: binary search
+            mid = (lo_w + hi_w) // 2
+            m = _block_macs(mid, enc_shape, dec_shape, factory)
+            if m <= budget:
+                best, lo_w = (mid, m), mid + 1
+            else:
+                hi_w = mid - 1
+        if best is not None:
+            return best
+    return 1, _block_macs(1, enc_shape, dec_shape, factory)

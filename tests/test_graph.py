@@ -1,0 +1,212 @@
+"""Specification of tap naming, graph splitting and the errors for bad taps or models."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from generators import TinyUNet, TwoInputGen
+from shortcutify import (
+    AmbiguousTapError,
+    EmptyCutError,
+    ShortcutifyError,
+    TapOrderError,
+    TapShapeError,
+    UnknownTapError,
+    UntraceableModelError,
+    list_taps,
+    shortcutify,
+)
+from shortcutify.models import ResnetGenerator, resnet_taps
+
+
+@pytest.fixture
+def resnet():
+    return ResnetGenerator(ngf=8, n_blocks=2), torch.randn(1, 3, 16, 16)
+
+
+def test_list_taps_names_shapes_and_cumulative_macs(resnet):
+    gen, x = resnet
+    taps = list_taps(gen, x)
+    names = [t.name for t in taps]
+    assert names[:2] == ["model_0", "model_1"]
+    by_module = {m: t for t in taps for m in t.modules}
+    assert by_module["model.4"].shape == (1, 16, 8, 8)
+    assert by_module["model.4"].op == "Conv2d"
+    assert by_module["model.10"].op == "add"  # a residual block's output is its add node
+    macs = [t.macs for t in taps]
+    assert macs == sorted(macs)  # a chain: each node costs at least what its input costs
+    assert macs[-1] > macs[0] > 0 or macs[0] == 0
+    table = str(taps)
+    assert "model.4" in table and "MACs up to it" in table and "8x8" in table
+
+
+def test_node_name_and_module_name_denote_the_same_tap(resnet):
+    gen, x = resnet
+    a = shortcutify(gen, "model.4", "model.12", x)
+    b = shortcutify(gen, "model_4", "model_12", x)
+    assert a.enc.name == b.enc.name == "model_4"
+    assert a.skipped_nodes == b.skipped_nodes
+
+
+def test_unknown_tap_suggests_close_names_and_list_taps(resnet):
+    gen, x = resnet
+    with pytest.raises(UnknownTapError) as e:
+        shortcutify(gen, "model.44", "model.12", x)
+    msg = str(e.value)
+    assert "model.44" in msg and "model.4" in msg and "list_taps" in msg
+    assert isinstance(e.value, KeyError) and isinstance(e.value, ShortcutifyError)
+
+
+def test_module_called_twice_asks_for_a_node_name():
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 8, 3, padding=1)
+            self.shared = nn.Conv2d(8, 8, 3, padding=1)
+            self.out = nn.Conv2d(8, 3, 1)
+
+        def forward(self, x):
+            return self.out(self.shared(F.relu(self.shared(self.a(x)))))
+
+    with pytest.raises(AmbiguousTapError, match=r"called 2 times.*\['shared', 'shared_1'\]"):
+        shortcutify(Twice(), "a", "shared", torch.randn(1, 3, 8, 8))
+    sv = shortcutify(Twice(), "a", "shared_1", torch.randn(1, 3, 8, 8))
+    assert sv.dec.name == "shared_1"
+
+
+def test_swapped_taps_are_reported(resnet):
+    gen, x = resnet
+    with pytest.raises(TapOrderError, match="swap"):
+        shortcutify(gen, "model.12", "model.4", x)
+
+
+def test_decoder_tap_on_a_parallel_branch_is_reported():
+    gen = TwoInputGen()
+    ex = (torch.randn(1, 4, 8, 8), torch.randn(1, 3, 8, 8))
+    with pytest.raises(TapOrderError, match="does not depend"):
+        shortcutify(gen, "enc_label", "mask_head", ex)
+
+
+def test_same_tap_twice_is_reported(resnet):
+    gen, x = resnet
+    with pytest.raises(TapOrderError, match="same value"):
+        shortcutify(gen, "model.4", "model_4", x)
+
+
+def test_non_4d_tap_is_reported():
+    class Flat(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.fc = nn.Linear(4 * 8 * 8, 4 * 8 * 8)
+
+        def forward(self, x):
+            h = self.fc(torch.flatten(self.conv(x), 1))
+            return h.view(-1, 4, 8, 8)
+
+    with pytest.raises(TapShapeError, match=r"\(1, 256\).*4-D"):
+        shortcutify(Flat(), "conv", "fc", torch.randn(1, 3, 8, 8))
+
+
+def test_cut_that_skips_no_multiply_adds_is_reported():
+    class G(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3, padding=1)
+            self.act = nn.ReLU()
+            self.out = nn.Conv2d(8, 3, 3, padding=1)
+
+        def forward(self, x):
+            return self.out(self.act(self.conv(x)))
+
+    with pytest.raises(EmptyCutError, match="skips no multiply-adds"):
+        shortcutify(G(), "conv", "act", torch.randn(1, 3, 8, 8))
+
+
+class DataDependent(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.gate = Gate()
+        self.mid = nn.Conv2d(8, 8, 3, padding=1)
+        self.out = nn.Conv2d(8, 3, 3, padding=1)
+
+    def forward(self, x):
+        h = self.gate(self.conv(x))
+        return self.out(self.mid(h))
+
+
+class Gate(nn.Module):
+    def forward(self, x):
+        if x.mean() > 0:  # data-dependent control flow: untraceable
+            return x
+        return -x
+
+
+def test_untraceable_model_names_the_line_and_the_remedies():
+    with pytest.raises(UntraceableModelError) as e:
+        shortcutify(DataDependent(), "conv", "mid", torch.randn(1, 3, 8, 8))
+    msg = str(e.value)
+    assert "if x.mean() > 0" in msg and "test_graph.py" in msg
+    assert "leaf_modules" in msg and "autowrap_functions" in msg and "concrete_args" in msg
+
+
+def test_leaf_modules_remedy_makes_it_traceable():
+    gen = DataDependent()
+    x = torch.randn(1, 3, 8, 8)
+    sv = shortcutify(gen, "gate", "mid", x, leaf_modules=[Gate])
+    assert torch.equal(sv(x), gen(x))
+    sv2 = shortcutify(gen, "gate", "mid", x, leaf_modules=["gate"])
+    assert torch.equal(sv2(x), gen(x))
+
+
+def test_unet_skip_from_the_encoder_stays_in_the_shortcut_program():
+    gen = TinyUNet()
+    x = torch.randn(1, 3, 16, 16)
+    sv = shortcutify(gen, "down", "up", x)
+    code = sv.shortcut_program.code
+    # the skip `s = relu(inc(x))` is needed by the tail: it is computed; the bottleneck is not
+    assert "self.inc(" in code and "self.fuse(" in code
+    assert "self.mid1(" not in code and "self.mid2(" not in code and "self.up(" not in code
+    assert set(sv.skipped_nodes) >= {"mid1", "mid2", "up"}
+    assert "inc" not in sv.skipped_nodes
+
+
+def test_side_branch_and_extra_inputs_pass_through_with_dict_outputs():
+    gen = TwoInputGen()
+    label, prev = torch.randn(2, 4, 8, 8), torch.randn(2, 3, 8, 8)
+    sv = shortcutify(gen, "down", "up", (label, prev))
+    code = sv.shortcut_program.code
+    assert "self.mask_head(" in code and "self.enc_prev(" in code  # the tail needs them
+    assert "self.res(" not in code
+    out0 = sv(label, prev)
+    ref = gen(label, prev)
+    assert out0.keys() == ref.keys() and all(torch.equal(out0[k], ref[k]) for k in ref)
+    out1 = sv(label, prev + 0.1)
+    assert not sv.last_was_keyframe
+    assert out1["frame"].shape == ref["frame"].shape
+    # the side branch is computed exactly on shortcut frames
+    assert torch.equal(out1["mask"], gen(label, prev + 0.1)["mask"])
+
+
+def test_tuple_outputs_pass_through():
+    class T(ResnetGenerator):
+        def forward(self, x):
+            y = self.model(x)
+            return y, y.mean()
+
+    gen = T(ngf=8, n_blocks=2)
+    x = torch.randn(1, 3, 16, 16)
+    sv = shortcutify(gen, "model.4", "model.12", x)
+    y, m = sv(x)
+    assert torch.equal(y, gen(x)[0]) and torch.equal(m, gen(x)[1])
+    y1, m1 = sv(x)
+    assert y1.shape == y.shape and m1.shape == m.shape
+
+
+def test_paper_taps_of_the_resnet_generator():
+    gen = ResnetGenerator(ngf=8, n_blocks=6)
+    assert resnet_taps(gen) == ("model.4", "model.16")
+    assert isinstance(gen.model[4], nn.Conv2d) and gen.model[4].stride == (2, 2)
+    assert isinstance(gen.model[16], nn.ConvTranspose2d)
