@@ -1,0 +1,121 @@
+"""Specification of the shortcut block (AdaBD) and its sizing."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from shortcutify.blocks import ShortcutBlock, adabd_conv, default_width
+from shortcutify.deform import deform_conv2d
+
+
+@pytest.mark.parametrize(
+    "enc_shape, dec_shape",
+    [
+        ((2, 16, 8, 8), (2, 16, 8, 8)),  # same width, same resolution
+        ((2, 12, 16, 16), (2, 20, 8, 8)),  # encoder tap at twice the decoder tap's resolution
+        ((2, 24, 4, 4), (2, 8, 8, 8)),  # encoder tap at half the resolution
+        ((1, 8, 7, 5), (1, 6, 7, 5)),  # odd sizes
+        ((1, 4, 1, 1), (1, 4, 1, 1)),  # a single pixel
+    ],
+)
+def test_block_predicts_the_decoder_tap_shape(enc_shape, dec_shape):
+    block = ShortcutBlock(enc_shape[1], dec_shape[1])
+    a_ref, a = torch.randn(enc_shape), torch.randn(enc_shape)
+    f_ref = torch.randn(dec_shape)
+    f_hat, aligned = block(a, block.prepare_reference(a_ref, f_ref))
+    assert f_hat.shape == dec_shape and aligned is None
+    assert torch.isfinite(f_hat).all()
+    block.return_aligned = True
+    f_hat2, aligned = block(a, block.prepare_reference(a_ref, f_ref))
+    assert aligned.shape == dec_shape and torch.equal(f_hat, f_hat2)
+
+
+def test_width_is_derived_from_the_taps_and_overridable():
+    assert default_width(128, 128) == 64  # the paper's RecycleGAN setting
+    assert default_width(256, 64) == 32
+    assert default_width(4, 4) == 4
+    assert ShortcutBlock(128, 128).width == 64
+    assert ShortcutBlock(128, 128, width=16).width == 16
+    small = sum(p.numel() for p in ShortcutBlock(64, 64, width=8).parameters())
+    big = sum(p.numel() for p in ShortcutBlock(64, 64, width=32).parameters())
+    assert small < big
+    with pytest.raises(ValueError, match="width"):
+        ShortcutBlock(8, 8, width=0)
+
+
+def test_offset_and_mask_predictors_start_at_zero_output():
+    block = ShortcutBlock(8, 8)
+    last_flow, last_adabd = block.flow_head[-1], block.adabd_head[-1]
+    for conv in (last_flow, last_adabd):
+        assert torch.count_nonzero(conv.weight) == 0 and torch.count_nonzero(conv.bias) == 0
+    seen = {}
+    block.adabd_head.register_forward_hook(lambda m, i, o: seen.setdefault("adabd", o))
+    block.flow_head.register_forward_hook(lambda m, i, o: seen.setdefault("flow", o))
+    a = torch.randn(1, 8, 6, 6)
+    block(a, block.prepare_reference(torch.randn(1, 8, 6, 6), torch.randn(1, 8, 6, 6)))
+    assert torch.count_nonzero(seen["flow"]) == 0  # identity warp
+    assert torch.count_nonzero(seen["adabd"]) == 0  # zero offsets, mask sigmoid(0) = 0.5
+
+
+def test_zero_flow_warp_is_the_identity():
+    block = ShortcutBlock(8, 8)
+    a_ref, f_ref = torch.randn(1, 8, 6, 6), torch.randn(1, 8, 6, 6)
+    ref = block.prepare_reference(a_ref, f_ref)
+    h = block.width
+    assert torch.allclose(ref.full[:, h:], F.relu(block.reduce_dec(f_ref)))
+    # with every predictor at zero and a_t = a_ref, AdaBD blends the two inputs half-half
+    f_hat, _ = block(a_ref, ref)
+    a_r, f_r = ref.full[:, :h], ref.full[:, h:]
+    expected = block.reconstruct(F.relu(F.conv2d(0.5 * a_r + 0.5 * f_r, block.weight, block.bias, padding=1)))
+    torch.testing.assert_close(f_hat, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_fused_adabd_equals_two_modulated_deformable_convs_with_shared_weights():
+    torch.manual_seed(1)
+    b, h, hh, ww = 2, 6, 7, 5
+    f_ref, a = torch.randn(b, h, hh, ww, dtype=torch.float64), torch.randn(b, h, hh, ww, dtype=torch.float64)
+    offset = 2 * torch.randn(b, 18, hh, ww, dtype=torch.float64)
+    m = torch.rand(b, 9, hh, ww, dtype=torch.float64)
+    weight, bias = torch.randn(4, h, 3, 3, dtype=torch.float64), torch.randn(4, dtype=torch.float64)
+    fused, _ = adabd_conv(f_ref, a, offset, m, weight, bias)
+    two = (
+        deform_conv2d(f_ref, offset, weight, None, padding=1, mask=1 - m)
+        + deform_conv2d(a, torch.zeros_like(offset), weight, None, padding=1, mask=m)
+        + bias.view(1, -1, 1, 1)
+    )
+    torch.testing.assert_close(fused, two, atol=1e-10, rtol=1e-10)
+
+
+def test_mask_one_takes_the_current_frame_and_zero_the_warped_reference():
+    b, h = 1, 4
+    f_ref, a = torch.randn(b, h, 5, 5), torch.randn(b, h, 5, 5)
+    weight = torch.randn(h, h, 3, 3)
+    offset = torch.randn(b, 18, 5, 5)
+    cur, _ = adabd_conv(f_ref, a, offset, torch.ones(b, 9, 5, 5), weight)
+    torch.testing.assert_close(cur, F.conv2d(a, weight, padding=1), atol=1e-5, rtol=1e-5)
+    past, _ = adabd_conv(f_ref, a, offset, torch.zeros(b, 9, 5, 5), weight)
+    torch.testing.assert_close(past, deform_conv2d(f_ref, offset, weight, padding=1), atol=1e-5, rtol=1e-5)
+
+
+def test_block_streams_are_independent():
+    block = ShortcutBlock(8, 8)
+    for p in block.parameters():  # non-zero predictors so that offsets and flows are live
+        torch.nn.init.normal_(p, std=0.2)
+    a_ref, f_ref, a = torch.randn(2, 8, 6, 6), torch.randn(2, 8, 6, 6), torch.randn(2, 8, 6, 6)
+    out = block(a, block.prepare_reference(a_ref, f_ref))[0]
+    a2 = a.clone()
+    a2[1] += 1.0
+    out2 = block(a2, block.prepare_reference(a_ref, f_ref))[0]
+    assert torch.equal(out[0], out2[0]) and not torch.equal(out[1], out2[1])
+
+
+def test_gradients_reach_every_block_parameter():
+    block = ShortcutBlock(8, 8)
+    block.return_aligned = True
+    a_ref, f_ref, a = torch.randn(1, 8, 6, 6), torch.randn(1, 8, 6, 6), torch.randn(1, 8, 6, 6)
+    f_hat, aligned = block(a, block.prepare_reference(a_ref, f_ref))
+    (f_hat.square().mean() + aligned.square().mean()).backward()
+    # zero-initialised heads still receive gradients (their inputs are non-zero)
+    for name, p in block.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+    assert block.adabd_head[-1].weight.grad.abs().sum() > 0

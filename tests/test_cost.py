@@ -1,0 +1,100 @@
+"""Specification of cost accounting (fvcore MACs, one multiply-add = one)."""
+
+import pytest
+import torch
+from fvcore.nn import FlopCountAnalysis
+from torch.utils.flop_counter import FlopCounterMode
+
+from generators import TinyUNet
+from shortcutify import shortcutify
+from shortcutify.cost import ELEMENTWISE_OPS, count_macs
+from shortcutify.models import ResnetGenerator, resnet_taps
+
+# ops both counters count: fvcore names on the left (conv = aten::_convolution)
+MATMUL_LIKE = {"conv", "matmul", "linear", "addmm", "bmm", "mm", "grid_sampler"}
+
+
+def _grid_sampler_flops(input_shape, grid_shape, *args, out_shape=None, **kwargs):
+    n, c = input_shape[:2]
+    return 2 * 4 * n * c * grid_shape[1] * grid_shape[2]  # bilinear: 4 multiply-adds per output value
+
+
+def _torch_macs(fn, *args, **kwargs):
+    """MACs of matmul-like ops by torch's own counter (which counts 2 flops per multiply-add)."""
+    with FlopCounterMode(display=False, custom_mapping={torch.ops.aten.grid_sampler_2d: _grid_sampler_flops}) as m:
+        with torch.no_grad():
+            fn(*args, **kwargs)
+    return m.get_total_flops() // 2
+
+
+@pytest.fixture(scope="module")
+def resnet_sv():
+    torch.manual_seed(0)
+    gen = ResnetGenerator(ngf=8, n_blocks=3)
+    x = torch.randn(2, 3, 32, 32)
+    return gen, x, shortcutify(gen, *resnet_taps(gen), x, interval=3)
+
+
+def test_teacher_macs_are_fvcores(resnet_sv):
+    gen, x, sv = resnet_sv
+    report = sv.cost()
+    assert report.teacher.macs == int(FlopCountAnalysis(gen, x).total())
+    assert report.teacher.params == sum(p.numel() for p in gen.parameters())
+
+
+def test_paths_add_up_and_amortise(resnet_sv):
+    _, _, sv = resnet_sv
+    r = sv.cost()
+    assert r.keyframe.macs > r.teacher.macs  # the teacher plus the reference preparation
+    assert r.block.macs > 0 and r.floor.macs > 0
+    assert r.floor.macs + r.block.macs == r.shortcut.macs
+    assert r.shortcut.macs < r.teacher.macs
+    assert r.amortised_macs() == pytest.approx((r.keyframe.macs + 2 * r.shortcut.macs) / 3)
+    assert r.amortised_macs(1) == r.keyframe.macs
+    assert r.block.params == sum(p.numel() for p in sv.block.parameters())
+    assert r.shortcut.params < r.teacher.params
+    text = str(r)
+    assert "shortcut path" in text and "amortised, α=3" in text and "block alone" in text
+    d = r.as_dict()
+    assert d["teacher"]["macs"] == r.teacher.macs and d["interval"] == 3
+
+
+def test_every_heavy_op_is_counted_and_matches_torchs_flop_counter(resnet_sv):
+    _, x, sv = resnet_sv
+    r = sv.cost()
+    # nothing but element-wise ops is left uncounted, on any path
+    for path in (r.teacher, r.keyframe, r.shortcut, r.block):
+        assert set(path.uncounted_ops) <= ELEMENTWISE_OPS, path.uncounted_ops
+    # the block's deformable sampling (grid_sample) and its fused matrix product are counted
+    assert r.block.by_operator.get("grid_sampler", 0) > 0 and r.block.by_operator.get("matmul", 0) > 0
+    # cross-check with torch.utils.flop_counter on the same calls
+    with torch.no_grad():
+        _, a, f = sv.run_keyframe(x)
+        ref = sv.block.prepare_reference(a, f)
+    ours_block = sum(v for k, v in r.block.by_operator.items() if k in MATMUL_LIKE)
+    assert ours_block == _torch_macs(sv.block, a, ref)
+    ours_short = sum(v for k, v in r.shortcut.by_operator.items() if k in MATMUL_LIKE)
+    assert ours_short == _torch_macs(sv.run_shortcut, x, reference=ref)
+    ours_teacher = sum(v for k, v in r.teacher.by_operator.items() if k in MATMUL_LIKE)
+    assert ours_teacher == _torch_macs(sv.teacher, x)
+
+
+def test_shortcut_path_of_a_unet_still_pays_for_the_skip():
+    gen = TinyUNet()
+    x = torch.randn(1, 3, 16, 16)
+    sv = shortcutify(gen, "down", "up", x)
+    r = sv.cost()
+    inc_macs = count_macs(gen.inc, x)[0]
+    assert r.floor.macs >= inc_macs  # the encoder skip is computed on shortcut frames
+    assert r.shortcut.macs < r.teacher.macs
+
+
+def test_paper_setting_meets_the_mac_target():
+    """RecycleGAN ResNet generator (ngf=64, 6 blocks, 256x256, the paper's taps): shortcut ≤ 1/6 teacher."""
+    gen = ResnetGenerator(ngf=64, n_blocks=6)
+    x = torch.zeros(1, 3, 256, 256)
+    sv = shortcutify(gen, *resnet_taps(gen), x)
+    r = sv.cost()
+    assert sv.block.width == 64  # h = 64 as in the paper
+    assert r.shortcut.macs * 6 <= r.teacher.macs, str(r)
+    assert r.block.params * 10 < r.teacher.params

@@ -1,0 +1,166 @@
+"""Specification of the stateful ShortcutV2V module."""
+
+import pytest
+import torch
+
+from generators import TwoInputGen
+from shortcutify import FixedInterval, ShortcutV2V, shortcutify
+from shortcutify.models import ResnetGenerator
+
+
+def _sv(interval=3, batch=2, size=16, **kw):
+    torch.manual_seed(0)
+    gen = ResnetGenerator(ngf=8, n_blocks=2)
+    x = torch.randn(batch, 3, size, size)
+    return gen, x, shortcutify(gen, "model.4", "model.12", x, interval=interval, **kw)
+
+
+def _frames(n, batch=2, size=16, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randn(batch, 3, size, size, generator=g)
+    return [base + 0.05 * i * torch.randn(batch, 3, size, size, generator=g) for i in range(n)]
+
+
+def test_keyframes_follow_the_fixed_interval_and_equal_the_teacher_exactly():
+    gen, _, sv = _sv(interval=3)
+    flags = []
+    for x in _frames(8):
+        out = sv(x)
+        flags.append(sv.last_was_keyframe)
+        if sv.last_was_keyframe:
+            assert torch.equal(out, gen(x))
+        else:
+            assert out.shape == gen(x).shape and torch.isfinite(out).all()
+            assert not torch.equal(out, gen(x))
+    assert flags == [True, False, False, True, False, False, True, False]
+
+
+def test_interval_one_runs_the_teacher_on_every_frame():
+    gen, _, sv = _sv(interval=1)
+    for x in _frames(3):
+        assert torch.equal(sv(x), gen(x)) and sv.last_was_keyframe
+
+
+def test_reset_starts_new_streams_with_a_keyframe():
+    gen, _, sv = _sv()
+    f = _frames(3)
+    sv(f[0])
+    sv(f[1])
+    assert not sv.last_was_keyframe
+    sv.reset()
+    assert sv.reference is None
+    assert torch.equal(sv(f[2]), gen(f[2])) and sv.last_was_keyframe
+
+
+def test_a_resolution_change_starts_a_keyframe_instead_of_crashing():
+    gen, _, sv = _sv()
+    sv(_frames(1, size=16)[0])
+    sv(_frames(1, size=16)[0])
+    x24 = _frames(1, size=24)[0]
+    assert torch.equal(sv(x24), gen(x24)) and sv.last_was_keyframe
+    out = sv(x24 + 0.01)
+    assert not sv.last_was_keyframe and out.shape == (2, 3, 24, 24)
+    x1 = _frames(1, batch=1, size=24)[0]  # a batch-size change too
+    sv(x1)
+    assert sv.last_was_keyframe
+
+
+def test_dtype_change_starts_a_keyframe_and_float64_works():
+    gen, _, sv = _sv()
+    x = _frames(2)
+    sv(x[0])
+    sv.double()
+    out = sv(x[1].double())
+    assert sv.last_was_keyframe and out.dtype == torch.float64
+    assert torch.equal(out, gen(x[1].double()))
+    out2 = sv(x[1].double() + 0.01)
+    assert not sv.last_was_keyframe and out2.dtype == torch.float64
+
+
+def test_streams_do_not_influence_each_other():
+    gen, _, sv = _sv(interval=4)
+    for p in sv.block.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    frames = _frames(4)
+    outs_a = [sv(x) for x in frames]
+    sv.reset()
+    frames_b = [x.clone() for x in frames]
+    for x in frames_b:
+        x[1] = torch.randn_like(x[1])  # stream 1 changes completely, stream 0 stays
+    outs_b = [sv(x) for x in frames_b]
+    for oa, ob in zip(outs_a, outs_b):
+        assert torch.equal(oa[0], ob[0])
+        assert not torch.equal(oa[1], ob[1])
+
+
+def test_teacher_is_frozen_and_only_the_block_is_trainable():
+    gen, _, sv = _sv()
+    trainable = [p for p in sv.parameters() if p.requires_grad]
+    assert {id(p) for p in trainable} == {id(p) for p in sv.block.parameters()}
+    assert not any(p.requires_grad for p in gen.parameters())
+    sv.train()
+    assert sv.block.training and not gen.training and not any(m.training for m in gen.modules())
+
+
+def test_inference_builds_no_autograd_graph():
+    _, _, sv = _sv()
+    for x in _frames(3):
+        out = sv(x)
+        assert out.grad_fn is None and not out.requires_grad
+    assert all(t.grad_fn is None for t in sv.reference)
+
+
+def test_custom_policy_decides_keyframes():
+    class EveryOther:
+        interval = 2
+
+        def is_keyframe(self, frames_since_keyframe: int) -> bool:
+            return frames_since_keyframe >= 2
+
+    _, _, sv = _sv(policy=EveryOther())
+    flags = []
+    for x in _frames(5):
+        sv(x)
+        flags.append(sv.last_was_keyframe)
+    assert flags == [True, False, True, False, True]
+
+
+def test_bad_arguments_are_reported():
+    gen = ResnetGenerator(ngf=8, n_blocks=2)
+    x = torch.randn(1, 3, 16, 16)
+    with pytest.raises(ValueError, match="interval"):
+        shortcutify(gen, "model.4", "model.12", x, interval=0)
+    with pytest.raises(TypeError, match="policy"):
+        shortcutify(gen, "model.4", "model.12", x, policy=object())
+    with pytest.raises(TypeError, match="nn.Module"):
+        shortcutify(lambda t: t, "a", "b", x)
+    with pytest.raises(TypeError, match="example_inputs"):
+        shortcutify(gen, "model.4", "model.12", "not a tensor")
+
+
+def test_keyword_and_multi_input_calls():
+    gen = TwoInputGen()
+    label, prev = torch.randn(1, 4, 8, 8), torch.randn(1, 3, 8, 8)
+    sv = shortcutify(gen, "down", "up", (label, prev))
+    out = sv(label, prev=prev)
+    assert torch.equal(out["frame"], gen(label, prev)["frame"])
+    sv(label, prev=prev + 0.1)
+    assert not sv.last_was_keyframe
+
+
+def test_repr_is_short_and_informative():
+    _, _, sv = _sv()
+    r = repr(sv)
+    assert r.startswith("ShortcutV2V(") and "model_4" in r and "FixedInterval(3)" in r and len(r) < 400
+    assert isinstance(sv, ShortcutV2V) and sv.policy.interval == 3 and isinstance(sv.policy, FixedInterval)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda():
+    gen, _, sv = _sv()
+    sv.cuda()
+    x = _frames(2)
+    out0 = sv(x[0].cuda())
+    torch.testing.assert_close(out0, gen(x[0].cuda()))
+    out1 = sv(x[1].cuda())
+    assert out1.is_cuda and not sv.last_was_keyframe
