@@ -1,0 +1,80 @@
+"""Properties over arbitrary small generators drawn by hypothesis."""
+
+import warnings
+
+import torch
+from hypothesis import assume, event, given
+from hypothesis import strategies as st
+
+from generators import random_generators
+from shortcutify import EmptyCutError, TapOrderError, list_taps, shortcutify
+from shortcutify.module import _block_macs
+
+
+def _shortcutified(gen, x, data, **kw):
+    taps = [t for t in list_taps(gen, x) if t.is_4d]
+    assume(len(taps) >= 2)
+    i = data.draw(st.integers(0, len(taps) - 2), label="enc index")
+    j = data.draw(st.integers(i + 1, len(taps) - 1), label="dec index")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sv = shortcutify(gen, taps[i].name, taps[j].name, x, **kw)
+    except (EmptyCutError, TapOrderError):
+        assume(False)
+    return sv
+
+
+def _next(x, k):
+    g = torch.Generator().manual_seed(k)
+    return x + 0.1 * torch.randn(x.shape, generator=g)
+
+
+@given(random_generators(), st.data())
+def test_keyframes_equal_the_teacher_and_shortcut_frames_have_its_shape(gen_x, data):
+    gen, x = gen_x
+    sv = _shortcutified(gen, x, data, interval=2)
+    frames = [_next(x, k) for k in range(4)]
+    for k, f in enumerate(frames):
+        out = sv(f)
+        ref = gen(f)
+        assert sv.last_was_keyframe == (k % 2 == 0)
+        if sv.last_was_keyframe:
+            assert torch.equal(out, ref)
+        else:
+            assert out.shape == ref.shape and out.dtype == ref.dtype
+            assert torch.isfinite(out).all()
+
+
+@given(random_generators(), st.data())
+def test_shortcut_is_cheaper_whenever_some_block_can_be(gen_x, data):
+    gen, x = gen_x
+    sv = _shortcutified(gen, x, data)
+    r = sv.cost()
+    skipped = r.teacher.macs - r.floor.macs
+    assert skipped > 0
+    smallest = _block_macs(1, sv.enc.shape, sv.dec.shape, {"dtype": torch.float32})
+    event(f"some block is cheaper than the skipped part: {smallest < skipped}")
+    if smallest < skipped:  # some width makes the shortcut pay: the default width must
+        assert r.shortcut.macs < r.teacher.macs
+
+
+@given(random_generators(), st.data())
+def test_reset_and_stream_independence(gen_x, data):
+    gen, x = gen_x
+    assume(x.shape[0] == 2)
+    sv = _shortcutified(gen, x, data, interval=3)
+    for p in sv.block.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    frames = [_next(x, k) for k in range(3)]
+    outs = [sv(f) for f in frames]
+    sv.reset()
+    changed = [f.clone() for f in frames]
+    for f in changed:
+        f[1] = -f[1]
+    outs2 = [sv(f) for f in changed]
+    assert sv.last_was_keyframe is False  # frame 2 after reset: shortcut
+    for a, b in zip(outs, outs2):
+        assert torch.equal(a[0], b[0])  # stream 0 never sees stream 1
+    sv.reset()
+    assert torch.equal(sv(frames[2]), gen(frames[2]))  # after reset: a keyframe
