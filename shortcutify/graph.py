@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import inspect
 import linecache
 import operator
 import traceback
@@ -167,6 +168,12 @@ def trace(
             "data-dependent control flow; (3) pass concrete_args={'arg': value} to fix a non-tensor "
             "argument that drives control flow. The taps must then lie outside the opaque parts."
         ) from exc
+    if concrete_args:  # fixed arguments default to their fixed value (callers may leave them out)
+        names = list(inspect.signature(model.forward).parameters)
+        placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+        for name, n in zip(names, placeholders):
+            if name in concrete_args:
+                n.args = (concrete_args[name],)
     gm = fx.GraphModule(tracer.root, graph, type(model).__name__)
     return Traced(gm=gm, module_outputs=tracer.module_outputs)
 

@@ -210,3 +210,46 @@ def test_paper_taps_of_the_resnet_generator():
     assert resnet_taps(gen) == ("model.4", "model.16")
     assert isinstance(gen.model[4], nn.Conv2d) and gen.model[4].stride == (2, 2)
     assert isinstance(gen.model[16], nn.ConvTranspose2d)
+
+
+def test_concrete_args_fix_a_control_flow_argument():
+    class Flip(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+            self.c, self.o = nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 3, 3, padding=1)
+
+        def forward(self, x, flip=False):
+            h = self.a(x)
+            if flip:
+                h = -h
+            return self.o(self.c(F.relu(self.b(h))))
+
+    gen, x = Flip(), torch.randn(1, 3, 8, 8)
+    with pytest.raises(UntraceableModelError):
+        shortcutify(gen, "a", "c", x, concrete_args=None)
+    sv = shortcutify(gen, "a", "c", x, concrete_args={"flip": True})
+    assert torch.equal(sv(x), gen(x, True))
+    sv(x + 0.1)
+    assert not sv.last_was_keyframe
+
+
+def sign_gate(t):
+    return t if t.mean() > 0 else -t  # untraceable unless wrapped
+
+
+def test_tracer_kwargs_autowrap_a_free_function():
+    class W(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+            self.o = nn.Conv2d(8, 3, 3, padding=1)
+
+        def forward(self, x):
+            return self.o(self.b(sign_gate(self.a(x))))
+
+    gen, x = W(), torch.randn(1, 3, 8, 8)
+    with pytest.raises(UntraceableModelError, match="t.mean"):
+        shortcutify(gen, "a", "b", x)
+    sv = shortcutify(gen, "a", "b", x, tracer_kwargs={"autowrap_functions": (sign_gate,)})
+    assert torch.equal(sv(x), gen(x))
