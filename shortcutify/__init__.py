@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from .blocks import Reference, ShortcutBlock
 from .cost import CostReport, PathCost
+from .distill import History, LossWeights, distill
 from .errors import (
     AmbiguousTapError,
     EmptyCutError,
@@ -22,7 +23,9 @@ from .errors import (
     UnknownTapError,
     UntraceableModelError,
 )
+from .evaluate import EvalResult, evaluate
 from .graph import TapInfo, TapList, list_taps
+from .io import load
 from .module import ShortcutV2V, shortcutify
 from .policy import FixedInterval, KeyframePolicy
 
@@ -31,6 +34,12 @@ __version__ = "0.1.0"
 __all__ = [
     "shortcutify",
     "list_taps",
+    "distill",
+    "load",
+    "evaluate",
+    "EvalResult",
+    "History",
+    "LossWeights",
     "ShortcutV2V",
     "ShortcutBlock",
     "Reference",

@@ -15,7 +15,10 @@ deformation). Shapes, for an encoder tap ``a`` of ``[B, Ca, Ha, Wa]`` and a deco
    (offsets, modulation ``1 − m``) and to ``a_t`` (zero offsets, modulation ``m``).
    Because the conv is linear the two applications are fused: the sampled columns are
    blended first, then one matrix product;
-4. reconstruction: ReLU, then 1×1 conv to ``[B, Cf, Hf, Wf]``.
+4. reconstruction: ReLU, then 1×1 conv to ``[B, Cf, Hf, Wf]``, added to the coarsely
+   warped full-width ``f_ref`` (a residual the paper's block does not have: the block
+   starts as "reuse the warped reference feature", zero-initialised reconstruction,
+   and learns the correction; the warp costs 4·Cf MACs per position).
 
 Everything that depends only on the reference (its reductions, the half-resolution
 copy of ``a_ref``) is computed once per keyframe by :meth:`ShortcutBlock.prepare_reference`.
@@ -40,8 +43,8 @@ class Reference(NamedTuple):
 
     Attributes:
         a_half: reduced encoder feature at half resolution, ``[B, h, ceil(Hf/2), ceil(Wf/2)]``.
-        full: reduced encoder and decoder features at the decoder tap's resolution,
-            concatenated, ``[B, 2h, Hf, Wf]``.
+        full: the reduced encoder and decoder features and the decoder feature itself at
+            the decoder tap's resolution, concatenated, ``[B, 2h + Cf, Hf, Wf]``.
     """
 
     a_half: Tensor
@@ -55,6 +58,27 @@ def _light_groups(cin: int, cout: int, min_per_group: int = 8) -> int:
         if g % d == 0 and cin // d >= min_per_group and cout // d >= min_per_group:
             best = d
     return best
+
+
+def correlation_flow(cur: Tensor, ref: Tensor, radius: int, temperature: Tensor) -> Tensor:
+    """Soft-argmax flow from a local correlation volume (no learned weights).
+
+    For each position of ``cur [B, h, H, W]`` the cosine similarities with ``ref`` at the
+    ``(2r+1)²`` displacements within ``radius`` become, through a softmax with the given
+    ``temperature``, weights of an expected displacement ``[B, 2, H, W]`` (dy, dx, pixels):
+    where ``cur`` sees the content ``ref`` had. Costs ``h·(2r+1)²`` MACs per position.
+    """
+    b, h, hh, ww = cur.shape
+    k = 2 * radius + 1
+    cur = F.normalize(cur, dim=1)
+    ref = F.normalize(ref, dim=1)
+    cols = unfold_columns(ref, k, padding=radius)  # [B, h, k², P]
+    corr = torch.einsum("bhkp,bhp->bpk", cols, cur.reshape(b, h, hh * ww))  # [B, P, k²]
+    prob = torch.softmax(corr * temperature, dim=-1)
+    r = torch.arange(-radius, radius + 1, dtype=cur.dtype, device=cur.device)
+    disp = torch.stack(torch.meshgrid(r, r, indexing="ij"), dim=-1).reshape(1, k * k, 2).expand(b, k * k, 2)
+    flow = torch.matmul(prob, disp)  # [B, P, 2]
+    return flow.transpose(1, 2).reshape(b, 2, hh, ww)
 
 
 class LightConv(nn.Module):
@@ -127,7 +151,9 @@ class ShortcutBlock(nn.Module):
     (mask ``m = 0``) when :attr:`return_aligned` is set (for distillation), else ``None``.
     """
 
-    def __init__(self, enc_channels: int, dec_channels: int, width: int | None = None, kernel_size: int = 3) -> None:
+    def __init__(
+        self, enc_channels: int, dec_channels: int, width: int | None = None, kernel_size: int = 3, radius: int = 3
+    ) -> None:
         super().__init__()
         if kernel_size % 2 != 1:
             raise ValueError(f"kernel_size must be odd, got {kernel_size}")
@@ -138,8 +164,10 @@ class ShortcutBlock(nn.Module):
         k2 = kernel_size * kernel_size
         self.reduce_enc = nn.Conv2d(enc_channels, h, 1)
         self.reduce_dec = nn.Conv2d(dec_channels, h, 1)
+        self.radius = radius
+        self.temperature = nn.Parameter(torch.zeros(()))  # 0: uniform weights, zero flow at init
         self.flow_head = nn.Sequential(
-            LightConv(2 * h, h), nn.ReLU(), LightConv(h, h), nn.ReLU(), _zero_(nn.Conv2d(h, 2, 1))
+            LightConv(2 * h + 2, h), nn.ReLU(), LightConv(h, h), nn.ReLU(), _zero_(nn.Conv2d(h, 2, 1))
         )
         self.adabd_head = nn.Sequential(
             LightConv(2 * h, h), nn.ReLU(), LightConv(h, h), nn.ReLU(), _zero_(nn.Conv2d(h, 3 * k2, 1))
@@ -149,7 +177,7 @@ class ShortcutBlock(nn.Module):
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # nn.Conv2d's fan-in init
         bound = 1 / math.sqrt(h * k2)
         nn.init.uniform_(self.bias, -bound, bound)
-        self.reconstruct = nn.Conv2d(h, dec_channels, 1)
+        self.reconstruct = _zero_(nn.Conv2d(h, dec_channels, 1))
         self.return_aligned = False
 
     def extra_repr(self) -> str:
@@ -168,7 +196,7 @@ class ShortcutBlock(nn.Module):
         f = F.relu(self.reduce_dec(f_ref))
         half = ((size[0] + 1) // 2, (size[1] + 1) // 2)
         a_half = F.interpolate(a, size=half, mode="bilinear", align_corners=False)
-        return Reference(a_half, torch.cat([a, f], dim=1))
+        return Reference(a_half, torch.cat([a, f, f_ref], dim=1))
 
     def forward(self, a: Tensor, reference: Reference) -> tuple[Tensor, Tensor | None]:
         """Predict the decoder-tap feature ``[B, Cf, Hf, Wf]`` from ``a [B, Ca, Ha, Wa]``."""
@@ -178,20 +206,23 @@ class ShortcutBlock(nn.Module):
         a = self._reduce_enc(a, (hf, wf))
         a_half = F.interpolate(a, size=a_ref_half.shape[-2:], mode="bilinear", align_corners=False)
 
-        # coarse alignment: one flow at half resolution, warping at full resolution
-        flow = self.flow_head(torch.cat([a_half, a_ref_half], dim=1))
+        # coarse alignment: one flow at half resolution (correlation + learned refinement),
+        # warping at full resolution
+        flow = correlation_flow(a_half, a_ref_half, self.radius, self.temperature)
+        flow = flow + self.flow_head(torch.cat([a_half, a_ref_half, flow], dim=1))
         scale = torch.tensor([hf / a_half.shape[-2], wf / a_half.shape[-1]], dtype=flow.dtype, device=flow.device)
         flow = F.interpolate(flow, size=(hf, wf), mode="bilinear", align_corners=False) * scale.view(1, 2, 1, 1)
-        aligned = deform_columns(ref, flow, 1).view(b, 2 * h, hf, wf)
-        a_ref, f_ref = aligned[:, :h], aligned[:, h:]
+        aligned = deform_columns(ref, flow, 1).view(b, ref.shape[1], hf, wf)
+        a_ref, f_ref, f_warped = aligned[:, :h], aligned[:, h : 2 * h], aligned[:, 2 * h :]
 
         # AdaBD: offsets and blending mask, then one fused modulated deformable conv
         pred = self.adabd_head(torch.cat([a_ref, a], dim=1))
         k2 = k * k
         offset, mask = pred[:, : 2 * k2], torch.sigmoid(pred[:, 2 * k2 :])
         fused, cols_ref = adabd_conv(f_ref, a, offset, mask, self.weight, self.bias)
-        f_hat = self.reconstruct(F.relu(fused))
+        f_hat = f_warped + self.reconstruct(F.relu(fused))
         aligned_only = None
         if self.return_aligned:
-            aligned_only = self.reconstruct(F.relu(columns_matmul(cols_ref, self.weight, self.bias, out_hw=(hf, wf))))
+            ref_only = columns_matmul(cols_ref, self.weight, self.bias, out_hw=(hf, wf))
+            aligned_only = f_warped + self.reconstruct(F.relu(ref_only))
         return f_hat, aligned_only

@@ -1,7 +1,8 @@
 """Cost accounting with fvcore: multiply-adds (MACs, one multiply-add = one) and parameters.
 
 fvcore counts convolutions, matrix products, norms, bilinear up-sampling and
-``grid_sample`` (4 MACs per output element, the bilinear weights); like every MAC
+``grid_sample`` (4 MACs per output element, the bilinear weights); we add exact handles
+for two-operand ``einsum`` and for vector norms (one MAC per element). Like every MAC
 counter it leaves out cheap element-wise ops (ReLU, sigmoid, additions). Those are
 listed, per path, in :attr:`PathCost.uncounted_ops` so that nothing is left out silently.
 """
@@ -40,10 +41,43 @@ ELEMENTWISE_OPS = frozenset(
 )
 
 
+def _einsum_macs(inputs: list[Any], outputs: list[Any]) -> int:
+    """Exact MACs of a two-operand einsum: the product of the sizes of all its indices.
+
+    (fvcore's own handle estimates general equations through numpy's path optimiser,
+    which is off by a few MACs.)
+    """
+    from fvcore.nn.jit_handles import get_shape
+
+    equation = inputs[0].toIValue().replace(" ", "")
+    operands = [get_shape(v) for v in inputs[1].node().inputs()]
+    lhs = equation.split("->")[0].split(",")
+    if len(lhs) != 2 or "." in equation:
+        raise NotImplementedError(f"MAC count of einsum {equation!r} (only two-operand equations are counted)")
+    sizes: dict[str, int] = {}
+    for letters, shape in zip(lhs, operands):
+        sizes.update(zip(letters, shape))
+    total = 1
+    for v in sizes.values():
+        total *= v
+    return total
+
+
+def _vector_norm_macs(inputs: list[Any], outputs: list[Any]) -> int:
+    """A vector norm: one multiply-add per input element."""
+    from fvcore.nn.jit_handles import get_shape
+
+    total = 1
+    for v in get_shape(inputs[0]):
+        total *= v
+    return total
+
+
 def _fvcore_macs(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[int, Counter[str], Counter[str]]:
     from fvcore.nn import FlopCountAnalysis
 
     analysis = FlopCountAnalysis(module, inputs)
+    analysis.set_op_handle("aten::einsum", _einsum_macs, "aten::linalg_vector_norm", _vector_norm_macs)
     analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

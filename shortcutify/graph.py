@@ -339,7 +339,7 @@ class Programs:
     dec: TapInfo
     skipped: tuple[str, ...]  # node names of the teacher that shortcut frames do not run
     skipped_macs: int
-    fingerprint: str
+    signature: list[str]
 
 
 def _root_dict(gm: fx.GraphModule, graph: fx.Graph) -> dict[str, Any]:
@@ -353,18 +353,25 @@ def _root_dict(gm: fx.GraphModule, graph: fx.Graph) -> dict[str, Any]:
     return root
 
 
-def graph_fingerprint(traced: Traced, enc: fx.Node, dec: fx.Node) -> str:
-    """A hash of the graph structure and tap shapes (ops, targets, edges; not the weights)."""
-    h = hashlib.sha256()
+def graph_signature(traced: Traced, enc: fx.Node, dec: fx.Node) -> list[str]:
+    """One line per node of the teacher graph: its op, what it computes and its inputs.
+
+    Marks the taps and includes module hyper-parameters (their ``repr``), not weights;
+    two generators with equal signatures can share a shortcut block.
+    """
     index = {n: i for i, n in enumerate(traced.gm.graph.nodes)}
+    lines = []
     for n in traced.gm.graph.nodes:
-        desc = _describe(traced.gm, n)
-        h.update(f"{index[n]}|{n.op}|{desc}|{[index[a] for a in n.all_input_nodes]}|".encode())
-        if n.op == "call_module":
-            mod = traced.gm.get_submodule(n.target)
-            h.update(repr(mod).encode())
-    h.update(f"{index[enc]}:{enc.meta['tensor_meta'][0][1:]}|{index[dec]}:{dec.meta['tensor_meta'][0][1:]}".encode())
-    return h.hexdigest()[:16]
+        what = repr(traced.gm.get_submodule(n.target)) if n.op == "call_module" else _describe(traced.gm, n)
+        what = " ".join(what.split())
+        tap = " <enc>" if n is enc else " <dec>" if n is dec else ""
+        lines.append(f"{n.name}: {n.op} {what} <- {[index[a] for a in n.all_input_nodes]}{tap}")
+    return lines
+
+
+def graph_fingerprint(signature: list[str]) -> str:
+    """A short hash of :func:`graph_signature`."""
+    return hashlib.sha256("\n".join(signature).encode()).hexdigest()[:16]
 
 
 def build_programs(traced: Traced, enc_layer: str, dec_layer: str, block: nn.Module) -> Programs:
@@ -440,7 +447,7 @@ def build_programs(traced: Traced, enc_layer: str, dec_layer: str, block: nn.Mod
         dec=taps[dec.name],
         skipped=skipped,
         skipped_macs=skipped_macs,
-        fingerprint=graph_fingerprint(traced, enc, dec),
+        signature=graph_signature(traced, enc, dec),
     )
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -72,7 +74,7 @@ class ShortcutV2V(nn.Module):
         self.enc: TapInfo = programs.enc
         self.dec: TapInfo = programs.dec
         self.skipped_nodes: tuple[str, ...] = programs.skipped
-        self.fingerprint = programs.fingerprint
+        self.graph_signature = programs.signature
         self.config = config
         self._teacher = [teacher]  # not a submodule: its weights are already in the programs
         self._example = tuple(x.detach().cpu() if isinstance(x, Tensor) else x for x in example_inputs)
@@ -169,6 +171,12 @@ class ShortcutV2V(nn.Module):
             interval=self.policy.interval if interval is None else interval,
             input_shapes=tuple(tuple(x.shape) for x in ex if isinstance(x, Tensor)),
         )
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Save the block and its config (not the teacher) to the directory ``path``; see :func:`shortcutify.load`."""
+        from .io import save
+
+        return save(self, path)
 
     def __repr__(self) -> str:
         return (

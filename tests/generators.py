@@ -139,3 +139,15 @@ def random_generators(draw: st.DrawFn, max_ops: int = 7) -> tuple[RandomGen, tor
         torch.nn.init.normal_(p, std=0.3)
     x = torch.randn(batch, 3, size, size)
     return gen, x
+
+
+def moving_clips(n: int = 4, frames: int = 6, size: int = 16, seed: int = 0) -> list[torch.Tensor]:
+    """Clips ``[T, 3, size, size]`` of a smooth random texture drifting by about a pixel per frame."""
+    g = torch.Generator().manual_seed(seed)
+    clips = []
+    for _ in range(n):
+        big = F.interpolate(torch.rand(1, 3, size // 2, size // 2, generator=g) * 2 - 1, size=2 * size, mode="bilinear")
+        dy, dx = (int(v) for v in torch.randint(-1, 2, (2,), generator=g))
+        frames_ = [big[0, :, size // 2 + t * dy : size // 2 + t * dy + size, size // 2 + t * dx : size // 2 + t * dx + size] for t in range(frames)]
+        clips.append(torch.stack(frames_))
+    return clips

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from shortcutify.blocks import ShortcutBlock, adabd_conv, default_width
+from shortcutify.blocks import ShortcutBlock, adabd_conv, correlation_flow, default_width
 from shortcutify.deform import deform_conv2d
 
 
@@ -57,17 +57,24 @@ def test_offset_and_mask_predictors_start_at_zero_output():
     assert torch.count_nonzero(seen["adabd"]) == 0  # zero offsets, mask sigmoid(0) = 0.5
 
 
-def test_zero_flow_warp_is_the_identity():
-    block = ShortcutBlock(8, 8)
-    a_ref, f_ref = torch.randn(1, 8, 6, 6), torch.randn(1, 8, 6, 6)
-    ref = block.prepare_reference(a_ref, f_ref)
-    h = block.width
-    assert torch.allclose(ref.full[:, h:], F.relu(block.reduce_dec(f_ref)))
-    # with every predictor at zero and a_t = a_ref, AdaBD blends the two inputs half-half
-    f_hat, _ = block(a_ref, ref)
-    a_r, f_r = ref.full[:, :h], ref.full[:, h:]
-    expected = block.reconstruct(F.relu(F.conv2d(0.5 * a_r + 0.5 * f_r, block.weight, block.bias, padding=1)))
-    torch.testing.assert_close(f_hat, expected, atol=1e-5, rtol=1e-5)
+def test_an_untrained_block_reuses_the_reference_feature():
+    """Zero flow (temperature 0, zero-initialised heads) and a zero-initialised reconstruction."""
+    block = ShortcutBlock(8, 6)
+    a_ref, f_ref = torch.randn(2, 8, 6, 6), torch.randn(2, 6, 6, 6)
+    f_hat, _ = block(torch.randn(2, 8, 6, 6), block.prepare_reference(a_ref, f_ref))
+    torch.testing.assert_close(f_hat, f_ref, atol=1e-6, rtol=1e-6)
+
+
+def test_correlation_flow_finds_a_translation():
+    torch.manual_seed(0)
+    ref = torch.randn(1, 16, 20, 20)
+    cur = torch.roll(ref, shifts=(-1, 2), dims=(2, 3))  # cur(p) = ref(p + (1, -2))
+    flow = correlation_flow(cur, ref, radius=3, temperature=torch.tensor(100.0))
+    inner = flow[..., 4:-4, 4:-4]
+    torch.testing.assert_close(inner[:, 0], torch.full_like(inner[:, 0], 1.0), atol=1e-3, rtol=0)
+    torch.testing.assert_close(inner[:, 1], torch.full_like(inner[:, 1], -2.0), atol=1e-3, rtol=0)
+    # temperature 0: uniform weights, zero flow (up to rounding)
+    assert correlation_flow(cur, ref, 3, torch.tensor(0.0)).abs().max() < 1e-6
 
 
 def test_fused_adabd_equals_two_modulated_deformable_convs_with_shared_weights():
@@ -111,11 +118,11 @@ def test_block_streams_are_independent():
 
 def test_gradients_reach_every_block_parameter():
     block = ShortcutBlock(8, 8)
+    for layer in (block.reconstruct, block.flow_head[-1], block.adabd_head[-1]):  # as after a first step
+        torch.nn.init.normal_(layer.weight, std=0.1)
     block.return_aligned = True
     a_ref, f_ref, a = torch.randn(1, 8, 6, 6), torch.randn(1, 8, 6, 6), torch.randn(1, 8, 6, 6)
     f_hat, aligned = block(a, block.prepare_reference(a_ref, f_ref))
     (f_hat.square().mean() + aligned.square().mean()).backward()
-    # zero-initialised heads still receive gradients (their inputs are non-zero)
     for name, p in block.named_parameters():
-        assert p.grad is not None and torch.isfinite(p.grad).all(), name
-    assert block.adabd_head[-1].weight.grad.abs().sum() > 0
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name

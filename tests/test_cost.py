@@ -11,7 +11,7 @@ from shortcutify.cost import ELEMENTWISE_OPS, count_macs
 from shortcutify.models import ResnetGenerator, resnet_taps
 
 # ops both counters count: fvcore names on the left (conv = aten::_convolution)
-MATMUL_LIKE = {"conv", "matmul", "linear", "addmm", "bmm", "mm", "grid_sampler"}
+MATMUL_LIKE = {"conv", "matmul", "linear", "addmm", "bmm", "mm", "einsum", "grid_sampler"}
 
 
 def _grid_sampler_flops(input_shape, grid_shape, *args, out_shape=None, **kwargs):

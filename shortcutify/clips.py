@@ -1,0 +1,116 @@
+"""Clips of consecutive frames and the (reference, current) training pairs drawn from them.
+
+A *clip* is a tensor ``[T, C, H, W]`` of consecutive frames, or, for a generator with
+several ``forward`` arguments, a tuple of such tensors (one per argument, same ``T``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+__all__ = ["as_clip", "ClipSource", "sample_pairs"]
+
+
+def as_clip(clip: Any, index: int | None = None) -> tuple[Tensor, ...]:
+    """Normalise a clip to a tuple of ``[T, C, H, W]`` tensors with a common ``T >= 1``."""
+    where = "" if index is None else f" (clip {index})"
+    parts = (clip,) if isinstance(clip, Tensor) else tuple(clip) if isinstance(clip, (tuple, list)) else None
+    if not parts or not all(isinstance(p, Tensor) for p in parts):
+        raise TypeError(
+            f"a clip must be a tensor [T, C, H, W] or a tuple of such tensors (one per forward() argument), "
+            f"got {type(clip).__name__}{where}"
+        )
+    for p in parts:
+        if p.dim() != 4:
+            raise ValueError(f"a clip tensor must be [T, C, H, W], got shape {tuple(p.shape)}{where}")
+    lengths = {p.shape[0] for p in parts}
+    if len(lengths) != 1:
+        raise ValueError(f"the tensors of a multi-input clip must have the same number of frames, got {sorted(lengths)}{where}")
+    return parts
+
+
+class ClipSource:
+    """Random access to clips from a list, a ``Dataset``, a ``DataLoader`` or any iterable.
+
+    A ``DataLoader`` (whose batches are ``[N, T, C, H, W]`` or tuples of them) and plain
+    iterables are read once, into memory; pass a ``Dataset`` (``__len__`` and
+    ``__getitem__``) to keep large data on disk.
+    """
+
+    def __init__(self, clips: Iterable[Any] | Sequence[Any]) -> None:
+        if isinstance(clips, DataLoader):
+            items: list[Any] = []
+            for batch in clips:
+                parts = (batch,) if isinstance(batch, Tensor) else tuple(batch)
+                if any(p.dim() != 5 for p in parts):
+                    raise ValueError("a DataLoader of clips must yield batches [N, T, C, H, W] (or tuples of them)")
+                items += [tuple(p[i] for p in parts) if len(parts) > 1 else parts[0][i] for i in range(parts[0].shape[0])]
+            self.items: Any = items
+        elif hasattr(clips, "__getitem__") and hasattr(clips, "__len__") and not isinstance(clips, Tensor):
+            self.items = clips
+        elif isinstance(clips, Tensor):
+            raise TypeError("clips must be a collection of clips; wrap a single clip [T, C, H, W] in a list: [clip]")
+        else:
+            self.items = list(clips)
+        if len(self.items) == 0:
+            raise ValueError("no clips given")
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, ...]:
+        return as_clip(self.items[i], i)
+
+
+def sample_pairs(
+    source: ClipSource,
+    n: int,
+    max_gap: int,
+    generator: torch.Generator,
+    *,
+    crop: tuple[int, int] | None = None,
+    flip: bool = False,
+) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+    """Draw ``n`` (reference, current) pairs, the current frame 1..``max_gap`` frames later.
+
+    Returns:
+        ``(reference_inputs, current_inputs)``, each a tuple (one per forward argument)
+        of ``[n, C, H, W]`` tensors. With ``crop=(h, w)`` both frames of a pair share one
+        random crop; with ``flip`` they share one random horizontal flip.
+    """
+    refs: list[tuple[Tensor, ...]] = []
+    curs: list[tuple[Tensor, ...]] = []
+    for _ in range(n):
+        ci = int(torch.randint(len(source), (1,), generator=generator))
+        clip = source[ci]
+        t = clip[0].shape[0]
+        if t < 2:
+            raise ValueError(f"clip {ci} has {t} frame(s); training pairs need clips of at least 2 frames")
+        gap = int(torch.randint(1, min(max_gap, t - 1) + 1, (1,), generator=generator))
+        r = int(torch.randint(0, t - gap, (1,), generator=generator))
+        ref, cur = tuple(p[r] for p in clip), tuple(p[r + gap] for p in clip)
+        if crop is not None:
+            h, w = ref[0].shape[-2:]
+            ch, cw = crop
+            if ch > h or cw > w:
+                raise ValueError(f"crop {crop} is larger than the frames of clip {ci} ({h}x{w})")
+            top = int(torch.randint(0, h - ch + 1, (1,), generator=generator))
+            left = int(torch.randint(0, w - cw + 1, (1,), generator=generator))
+            ref = tuple(p[..., top : top + ch, left : left + cw] for p in ref)
+            cur = tuple(p[..., top : top + ch, left : left + cw] for p in cur)
+        if flip and bool(torch.rand((), generator=generator) < 0.5):
+            ref = tuple(p.flip(-1) for p in ref)
+            cur = tuple(p.flip(-1) for p in cur)
+        refs.append(ref)
+        curs.append(cur)
+    try:
+        ref_batch = tuple(torch.stack([r[k] for r in refs]) for k in range(len(refs[0])))
+        cur_batch = tuple(torch.stack([c[k] for c in curs]) for k in range(len(curs[0])))
+    except RuntimeError as exc:
+        raise ValueError(f"clips of different frame sizes cannot share a batch; pass crop=(h, w): {exc}") from exc
+    return ref_batch, cur_batch

