@@ -165,7 +165,9 @@ class ShortcutBlock(nn.Module):
         self.reduce_enc = nn.Conv2d(enc_channels, h, 1)
         self.reduce_dec = nn.Conv2d(dec_channels, h, 1)
         self.radius = radius
-        self.temperature = nn.Parameter(torch.zeros(()))  # 0: uniform weights, zero flow at init
+        # softmax temperature of the correlation, as 30·t: 0 (uniform weights, zero flow) at init;
+        # the factor lets Adam's per-step change of t move the temperature by a useful amount
+        self.temperature = nn.Parameter(torch.zeros(()))
         self.flow_head = nn.Sequential(
             LightConv(2 * h + 2, h), nn.ReLU(), LightConv(h, h), nn.ReLU(), _zero_(nn.Conv2d(h, 2, 1))
         )
@@ -208,7 +210,7 @@ class ShortcutBlock(nn.Module):
 
         # coarse alignment: one flow at half resolution (correlation + learned refinement),
         # warping at full resolution
-        flow = correlation_flow(a_half, a_ref_half, self.radius, self.temperature)
+        flow = correlation_flow(a_half, a_ref_half, self.radius, 30.0 * self.temperature)
         flow = flow + self.flow_head(torch.cat([a_half, a_ref_half, flow], dim=1))
         scale = torch.tensor([hf / a_half.shape[-2], wf / a_half.shape[-1]], dtype=flow.dtype, device=flow.device)
         flow = F.interpolate(flow, size=(hf, wf), mode="bilinear", align_corners=False) * scale.view(1, 2, 1, 1)

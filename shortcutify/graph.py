@@ -125,12 +125,15 @@ class _TapTracer(fx.Tracer):
         return out
 
 
+_MACHINERY = tuple(f"/shortcutify/{name}.py" for name in ("graph", "module", "io", "cost"))
+
+
 def _user_frame(exc: BaseException) -> str:
-    """The innermost traceback frame that is not inside torch or shortcutify."""
+    """The innermost traceback frame that is not inside torch or shortcutify's tracing machinery."""
     frames = traceback.extract_tb(exc.__traceback__)
     for fr in reversed(frames):
         f = fr.filename.replace("\\", "/")
-        if "/torch/" not in f and "/shortcutify/" not in f and not f.startswith("<"):
+        if "/torch/" not in f and not f.endswith(_MACHINERY) and not f.startswith("<"):
             code = (fr.line or linecache.getline(fr.filename, fr.lineno or 0)).strip()
             return f'File "{fr.filename}", line {fr.lineno}, in {fr.name}: {code}'
     return "(no frame of your code found in the traceback)"

@@ -10,6 +10,7 @@ up-sampling transposed conv.
 from __future__ import annotations
 
 import torch
+import torch.fx
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -83,6 +84,9 @@ def warp(image: Tensor, flow: Tensor) -> Tensor:
     scale = torch.stack([2.0 / max(w - 1, 1) * torch.ones((), dtype=image.dtype), 2.0 / max(h - 1, 1) * torch.ones((), dtype=image.dtype)]).to(image.device)
     grid = base.unsqueeze(0) + flow.permute(0, 2, 3, 1) * scale
     return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+
+torch.fx.wrap("warp")  # traced as one call: its shape arithmetic is not graph material
 
 
 class Vid2VidGenerator(nn.Module):

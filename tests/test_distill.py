@@ -170,3 +170,31 @@ def test_torchrun_with_two_cpu_processes_keeps_the_blocks_identical(tmp_path):
     h1 = json.loads((tmp_path / "history_rank1.json").read_text())
     assert h0["total"] != h1["total"]  # each rank trained on its own pairs
     assert sum(h0["feature"][-2:]) < sum(h0["feature"][:2])
+
+
+def test_distillation_on_real_video_beats_the_untrained_block_and_repeating_the_keyframe():
+    """A tiny cartoon teacher on small frames of bikes.mp4; held-out frames 190-249 only.
+
+    About a minute on 2 cores.
+    """
+    from shortcutify import evaluate
+    from shortcutify.teachers import SPLITS
+
+    video = pytest.importorskip("shortcutify.video")
+    path = video.sample_video("bikes")
+    (name, first, last), = [s for s in SPLITS["train"] if s[0] == "bikes"]
+    train = video.read_video(path, size=(68, 160), start=first, max_frames=last - first)
+    (name, first, last), = [s for s in SPLITS["heldout"] if s[0] == "bikes"]
+    held = video.read_video(path, size=(68, 160), start=first, max_frames=last - first)
+    gen, sv = _tiny_teacher_sv(train[:1])
+    sv.policy = type(sv.policy)(3)
+    val = [held[i : i + 12] for i in range(0, held.shape[0], 12)]
+    before = evaluate(sv, val).summary()
+    torch.manual_seed(0)
+    distill(sv, [train[i : i + 12] for i in range(0, train.shape[0], 12)], steps=900, batch_size=4, lr=2e-3,
+            crop=64, flip=True, progress=False, weights={"feature": 1.0, "alignment": 0.0})
+    after = evaluate(sv, val).summary()
+    assert after["shortcut_frames"] == 40
+    assert after["psnr"] > before["psnr"] + 1.5, (before, after)  # the untrained block
+    assert after["psnr"] > after["psnr_repeat"] + 1.5, after  # repeating the keyframe's output
+    assert after["ssim"] > after["ssim_repeat"], after

@@ -1,0 +1,8 @@
+"""``python -m shortcutify demo``: see :mod:`shortcutify.demo`."""
+
+import sys
+
+from .demo import main
+
+if __name__ == "__main__":
+    sys.exit(main())

