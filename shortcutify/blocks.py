@@ -60,27 +60,6 @@ def _light_groups(cin: int, cout: int, min_per_group: int = 8) -> int:
     return best
 
 
-def correlation_flow(cur: Tensor, ref: Tensor, radius: int, temperature: Tensor) -> Tensor:
-    """Soft-argmax flow from a local correlation volume (no learned weights).
-
-    For each position of ``cur [B, h, H, W]`` the cosine similarities with ``ref`` at the
-    ``(2r+1)²`` displacements within ``radius`` become, through a softmax with the given
-    ``temperature``, weights of an expected displacement ``[B, 2, H, W]`` (dy, dx, pixels):
-    where ``cur`` sees the content ``ref`` had. Costs ``h·(2r+1)²`` MACs per position.
-    """
-    b, h, hh, ww = cur.shape
-    k = 2 * radius + 1
-    cur = F.normalize(cur, dim=1)
-    ref = F.normalize(ref, dim=1)
-    cols = unfold_columns(ref, k, padding=radius)  # [B, h, k², P]
-    corr = torch.einsum("bhkp,bhp->bpk", cols, cur.reshape(b, h, hh * ww))  # [B, P, k²]
-    prob = torch.softmax(corr * temperature, dim=-1)
-    r = torch.arange(-radius, radius + 1, dtype=cur.dtype, device=cur.device)
-    disp = torch.stack(torch.meshgrid(r, r, indexing="ij"), dim=-1).reshape(1, k * k, 2).expand(b, k * k, 2)
-    flow = torch.matmul(prob, disp)  # [B, P, 2]
-    return flow.transpose(1, 2).reshape(b, 2, hh, ww)
-
-
 class LightConv(nn.Module):
     """Heterogeneous conv: a grouped 3×3 conv and a pointwise conv in parallel, summed.
 
@@ -151,9 +130,7 @@ class ShortcutBlock(nn.Module):
     (mask ``m = 0``) when :attr:`return_aligned` is set (for distillation), else ``None``.
     """
 
-    def __init__(
-        self, enc_channels: int, dec_channels: int, width: int | None = None, kernel_size: int = 3, radius: int = 3
-    ) -> None:
+    def __init__(self, enc_channels: int, dec_channels: int, width: int | None = None, kernel_size: int = 3) -> None:
         super().__init__()
         if kernel_size % 2 != 1:
             raise ValueError(f"kernel_size must be odd, got {kernel_size}")
@@ -164,12 +141,8 @@ class ShortcutBlock(nn.Module):
         k2 = kernel_size * kernel_size
         self.reduce_enc = nn.Conv2d(enc_channels, h, 1)
         self.reduce_dec = nn.Conv2d(dec_channels, h, 1)
-        self.radius = radius
-        # softmax temperature of the correlation, as 30·t: 0 (uniform weights, zero flow) at init;
-        # the factor lets Adam's per-step change of t move the temperature by a useful amount
-        self.temperature = nn.Parameter(torch.zeros(()))
         self.flow_head = nn.Sequential(
-            LightConv(2 * h + 2, h), nn.ReLU(), LightConv(h, h), nn.ReLU(), _zero_(nn.Conv2d(h, 2, 1))
+            LightConv(2 * h, h), nn.ReLU(), LightConv(h, h), nn.ReLU(), _zero_(nn.Conv2d(h, 2, 1))
         )
         self.adabd_head = nn.Sequential(
             LightConv(2 * h, h), nn.ReLU(), LightConv(h, h), nn.ReLU(), _zero_(nn.Conv2d(h, 3 * k2, 1))
@@ -208,10 +181,8 @@ class ShortcutBlock(nn.Module):
         a = self._reduce_enc(a, (hf, wf))
         a_half = F.interpolate(a, size=a_ref_half.shape[-2:], mode="bilinear", align_corners=False)
 
-        # coarse alignment: one flow at half resolution (correlation + learned refinement),
-        # warping at full resolution
-        flow = correlation_flow(a_half, a_ref_half, self.radius, 30.0 * self.temperature)
-        flow = flow + self.flow_head(torch.cat([a_half, a_ref_half, flow], dim=1))
+        # coarse alignment: one flow at half resolution, warping at full resolution
+        flow = self.flow_head(torch.cat([a_half, a_ref_half], dim=1))
         scale = torch.tensor([hf / a_half.shape[-2], wf / a_half.shape[-1]], dtype=flow.dtype, device=flow.device)
         flow = F.interpolate(flow, size=(hf, wf), mode="bilinear", align_corners=False) * scale.view(1, 2, 1, 1)
         aligned = deform_columns(ref, flow, 1).view(b, ref.shape[1], hf, wf)

@@ -1,0 +1,160 @@
+"""Speed and memory benchmark: wall-clock per frame of teacher, keyframe, shortcut frame, amortised.
+
+usage: python benchmarks/speed.py [--quick] [--threads 2] [--device cpu|cuda]
+
+ResNet generator (ngf=64, 6 residual blocks, the paper's taps) at 256x256 (--quick: 128x128).
+All paths run in one process on the same input, interleaved round by round, after
+warm-up; the median of the rounds is reported, as ratios to the teacher. On CUDA, CUDA
+events with synchronisation. The block's own time is measured the same way. Peak memory:
+on CPU the growth of the peak resident set of a fresh process running one path once
+(the reference state is prepared by the parent); on CUDA torch.cuda.max_memory_allocated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import machine, table, write  # noqa: E402
+
+from shortcutify import shortcutify  # noqa: E402
+from shortcutify.blocks import Reference  # noqa: E402
+from shortcutify.models import ResnetGenerator, resnet_taps  # noqa: E402
+
+PATHS = ("teacher", "keyframe", "shortcut", "block")
+
+
+def build(size: int, device: str, example_size: int | None = None):
+    """The module, built on an example of ``example_size`` (default ``size``), and a frame of ``size``."""
+    torch.manual_seed(0)
+    gen = ResnetGenerator(ngf=64, n_blocks=6).to(device)
+    x = torch.randn(1, 3, size, size, device=device)
+    sv = shortcutify(gen, *resnet_taps(gen), x if example_size is None else x[..., :example_size, :example_size])
+    return sv, x
+
+
+def calls(sv, x, ref, a):
+    return {
+        "teacher": lambda: sv.teacher(x),
+        "keyframe": lambda: sv.block.prepare_reference(*sv.run_keyframe(x)[1:]),
+        "shortcut": lambda: sv.run_shortcut(x, reference=ref),
+        "block": lambda: sv.block(a, ref),
+    }
+
+
+@torch.no_grad()
+def timings(sv, x, repeats: int, warmup: int, device: str) -> dict[str, float]:
+    _, a, f = sv.run_keyframe(x)
+    ref = sv.block.prepare_reference(a, f)
+    fns = calls(sv, x, ref, a)
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    samples: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            if device == "cuda":
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                torch.cuda.synchronize()
+                start.record()
+                fn()
+                end.record()
+                torch.cuda.synchronize()
+                samples[k].append(start.elapsed_time(end) / 1e3)
+            else:
+                t0 = time.perf_counter()
+                fn()
+                samples[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+@torch.no_grad()
+def cuda_memory(sv, x) -> dict[str, float]:
+    _, a, f = sv.run_keyframe(x)
+    ref = sv.block.prepare_reference(a, f)
+    out = {}
+    for k, fn in calls(sv, x, ref, a).items():
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        fn()
+        torch.cuda.synchronize()
+        out[k] = (torch.cuda.max_memory_allocated() - base) / 2**20
+    return out
+
+
+def child(path: str, size: int, state_file: str) -> None:
+    """Runs one path once in a fresh process; prints the growth of its peak RSS in MiB."""
+    with torch.no_grad():
+        sv, _ = build(32, "cpu")  # built on a small example: tracing must not set the peak
+        state = torch.load(state_file, weights_only=True)
+        x, a = state["x"], state["a"]
+        ref = Reference(state["a_half"], state["full"])
+        fn = calls(sv, x, ref, a)[path]
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        fn()
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print((peak - base) / 1024)
+
+
+def cpu_memory(sv, x, size: int, threads: int) -> dict[str, float]:
+    with torch.no_grad():
+        _, a, f = sv.run_keyframe(x)
+        ref = sv.block.prepare_reference(a, f)
+    out = {}
+    with tempfile.TemporaryDirectory() as d:
+        state_file = str(Path(d) / "state.pt")
+        torch.save({"x": x, "a": a, "f": f, "a_half": ref.a_half, "full": ref.full}, state_file)
+        for k in PATHS:
+            res = subprocess.run(
+                [sys.executable, __file__, "--child", k, "--size", str(size), "--state", state_file, "--threads", str(threads)],
+                capture_output=True, text=True, check=True,
+            )
+            out[k] = float(res.stdout.strip().splitlines()[-1])
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--child", default=None)
+    parser.add_argument("--size", type=int, default=None)
+    parser.add_argument("--state", default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.child:
+        child(args.child, args.size, args.state)
+        return
+    size = args.size or (128 if args.quick else 256)
+    repeats = args.repeats or (5 if args.quick else 15)
+    sv, x = build(size, args.device)
+    t = timings(sv, x, repeats, warmup=2 if args.quick else 3, device=args.device)
+    a = sv.policy.interval
+    t["amortised"] = (t["keyframe"] + (a - 1) * t["shortcut"]) / a
+    mem = cuda_memory(sv, x) if args.device == "cuda" else cpu_memory(sv, x, size, args.threads)
+    rows = [[k, f"{t[k] * 1e3:.1f}", f"{t['teacher'] / t[k]:.2f}x", f"{mem[k]:.0f}" if k in mem else "-"] for k in ("teacher", "keyframe", "shortcut", "amortised", "block")]
+    share = t["block"] / t["shortcut"]
+    md = table(["path", "ms per frame (median)", "speed-up vs teacher", "peak memory growth (MiB)"], rows)
+    print(f"ResNet ngf=64, 6 blocks, {size}x{size}, {args.device}, {args.threads} threads, {repeats} rounds")
+    print(md)
+    print(f"block share of a shortcut frame: {share:.1%}; amortised at α={a}")
+    name = f"speed_{args.device}" + ("_quick" if args.quick else "")
+    path = write(name, {"machine": machine(args.device), "size": size, "repeats": repeats, "seconds": t, "memory_mib": mem,
+                        "block_share": share, "interval": a, "markdown": md})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
