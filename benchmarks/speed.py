@@ -6,18 +6,15 @@ ResNet generator (ngf=64, 6 residual blocks, the paper's taps) at 256x256 (--qui
 All paths run in one process on the same input, interleaved round by round, after
 warm-up; the median of the rounds is reported, as ratios to the teacher. On CUDA, CUDA
 events with synchronisation. The block's own time is measured the same way. Peak memory:
-on CPU the growth of the peak resident set of a fresh process running one path once
-(the reference state is prepared by the parent); on CUDA torch.cuda.max_memory_allocated.
+the peak of tensor memory allocated while one path runs, above what was live before (CPU:
+from the profiler's allocation events; CUDA: torch.cuda.max_memory_allocated).
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -27,18 +24,16 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import machine, table, write  # noqa: E402
 
 from shortcutify import shortcutify  # noqa: E402
-from shortcutify.blocks import Reference  # noqa: E402
 from shortcutify.models import ResnetGenerator, resnet_taps  # noqa: E402
 
 PATHS = ("teacher", "keyframe", "shortcut", "block")
 
 
-def build(size: int, device: str, example_size: int | None = None):
-    """The module, built on an example of ``example_size`` (default ``size``), and a frame of ``size``."""
+def build(size: int, device: str):
     torch.manual_seed(0)
     gen = ResnetGenerator(ngf=64, n_blocks=6).to(device)
     x = torch.randn(1, 3, size, size, device=device)
-    sv = shortcutify(gen, *resnet_taps(gen), x if example_size is None else x[..., :example_size, :example_size])
+    sv = shortcutify(gen, *resnet_taps(gen), x)
     return sv, x
 
 
@@ -92,34 +87,28 @@ def cuda_memory(sv, x) -> dict[str, float]:
     return out
 
 
-def child(path: str, size: int, state_file: str) -> None:
-    """Runs one path once in a fresh process; prints the growth of its peak RSS in MiB."""
-    with torch.no_grad():
-        sv, _ = build(32, "cpu")  # built on a small example: tracing must not set the peak
-        state = torch.load(state_file, weights_only=True)
-        x, a = state["x"], state["a"]
-        ref = Reference(state["a_half"], state["full"])
-        fn = calls(sv, x, ref, a)[path]
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        fn()
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print((peak - base) / 1024)
+@torch.no_grad()
+def cpu_memory(sv, x) -> dict[str, float]:
+    """Peak of live tensor memory while one path runs (MiB above what was live before), CPU.
 
+    From the allocations (ops' self memory) and frees (``[memory]`` events) torch's
+    profiler records with ``profile_memory``: their running sum in time order peaks at
+    the path's working set.
+    """
+    from torch.profiler import ProfilerActivity, profile
 
-def cpu_memory(sv, x, size: int, threads: int) -> dict[str, float]:
-    with torch.no_grad():
-        _, a, f = sv.run_keyframe(x)
-        ref = sv.block.prepare_reference(a, f)
+    _, a, f = sv.run_keyframe(x)
+    ref = sv.block.prepare_reference(a, f)
     out = {}
-    with tempfile.TemporaryDirectory() as d:
-        state_file = str(Path(d) / "state.pt")
-        torch.save({"x": x, "a": a, "f": f, "a_half": ref.a_half, "full": ref.full}, state_file)
-        for k in PATHS:
-            res = subprocess.run(
-                [sys.executable, __file__, "--child", k, "--size", str(size), "--state", state_file, "--threads", str(threads)],
-                capture_output=True, text=True, check=True,
-            )
-            out[k] = float(res.stdout.strip().splitlines()[-1])
+    for k, fn in calls(sv, x, ref, a).items():
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            fn()
+        events = sorted((e.time_range.start, e.self_cpu_memory_usage) for e in prof.events() if e.self_cpu_memory_usage)
+        live = peak = 0
+        for _, delta in events:
+            live += delta
+            peak = max(peak, live)
+        out[k] = peak / 2**20
     return out
 
 
@@ -129,24 +118,19 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--child", default=None)
     parser.add_argument("--size", type=int, default=None)
-    parser.add_argument("--state", default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    if args.child:
-        child(args.child, args.size, args.state)
-        return
     size = args.size or (128 if args.quick else 256)
     repeats = args.repeats or (5 if args.quick else 15)
     sv, x = build(size, args.device)
     t = timings(sv, x, repeats, warmup=2 if args.quick else 3, device=args.device)
     a = sv.policy.interval
     t["amortised"] = (t["keyframe"] + (a - 1) * t["shortcut"]) / a
-    mem = cuda_memory(sv, x) if args.device == "cuda" else cpu_memory(sv, x, size, args.threads)
+    mem = cuda_memory(sv, x) if args.device == "cuda" else cpu_memory(sv, x)
     rows = [[k, f"{t[k] * 1e3:.1f}", f"{t['teacher'] / t[k]:.2f}x", f"{mem[k]:.0f}" if k in mem else "-"] for k in ("teacher", "keyframe", "shortcut", "amortised", "block")]
     share = t["block"] / t["shortcut"]
-    md = table(["path", "ms per frame (median)", "speed-up vs teacher", "peak memory growth (MiB)"], rows)
+    md = table(["path", "ms per frame (median)", "speed-up vs teacher", "peak tensor memory (MiB)"], rows)
     print(f"ResNet ngf=64, 6 blocks, {size}x{size}, {args.device}, {args.threads} threads, {repeats} rounds")
     print(md)
     print(f"block share of a shortcut frame: {share:.1%}; amortised at α={a}")
