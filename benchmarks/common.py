@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(os.environ.get("SHORTCUTIFY_RESULTS", Path(__file__).parent / "results"))
 
 
 def machine(device: str = "cpu") -> dict[str, Any]:

@@ -13,9 +13,7 @@ from the profiler's allocation events; CUDA: torch.cuda.max_memory_allocated).
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -25,6 +23,7 @@ from common import machine, table, write  # noqa: E402
 
 from shortcutify import shortcutify  # noqa: E402
 from shortcutify.models import ResnetGenerator, resnet_taps  # noqa: E402
+from shortcutify.timing import time_calls  # noqa: E402
 
 PATHS = ("teacher", "keyframe", "shortcut", "block")
 
@@ -50,26 +49,7 @@ def calls(sv, x, ref, a):
 def timings(sv, x, repeats: int, warmup: int, device: str) -> dict[str, float]:
     _, a, f = sv.run_keyframe(x)
     ref = sv.block.prepare_reference(a, f)
-    fns = calls(sv, x, ref, a)
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    samples: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            if device == "cuda":
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                torch.cuda.synchronize()
-                start.record()
-                fn()
-                end.record()
-                torch.cuda.synchronize()
-                samples[k].append(start.elapsed_time(end) / 1e3)
-            else:
-                t0 = time.perf_counter()
-                fn()
-                samples[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in samples.items()}
+    return time_calls(calls(sv, x, ref, a), repeats=repeats, warmup=warmup, cuda=device.startswith("cuda"))
 
 
 @torch.no_grad()
@@ -127,7 +107,7 @@ def main() -> None:
     t = timings(sv, x, repeats, warmup=2 if args.quick else 3, device=args.device)
     a = sv.policy.interval
     t["amortised"] = (t["keyframe"] + (a - 1) * t["shortcut"]) / a
-    mem = cuda_memory(sv, x) if args.device == "cuda" else cpu_memory(sv, x)
+    mem = cuda_memory(sv, x) if args.device.startswith("cuda") else cpu_memory(sv, x)
     rows = [[k, f"{t[k] * 1e3:.1f}", f"{t['teacher'] / t[k]:.2f}x", f"{mem[k]:.0f}" if k in mem else "-"] for k in ("teacher", "keyframe", "shortcut", "amortised", "block")]
     share = t["block"] / t["shortcut"]
     md = table(["path", "ms per frame (median)", "speed-up vs teacher", "peak tensor memory (MiB)"], rows)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from .evaluate import evaluate, output_image
 from .models import resnet_taps, vid2vid_taps
 from .module import shortcutify
 from .teachers import SPLITS, load_teacher
+from .timing import time_calls
 from .video import read_video, sample_video, side_by_side, write_video
 
 __all__ = ["run_demo", "time_paths", "task_inputs", "main"]
@@ -53,15 +53,6 @@ def task_inputs(frames: torch.Tensor, labeller: Any) -> torch.Tensor | tuple[tor
     return labeller(frames), prev
 
 
-def _median_seconds(fn: Any, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 @torch.no_grad()
 def time_paths(sv: Any, inputs: Any, repeats: int = 10, warmup: int = 3) -> dict[str, float]:
     """Median wall-clock seconds per frame of teacher, keyframe and shortcut frame, side by side.
@@ -79,14 +70,7 @@ def time_paths(sv: Any, inputs: Any, repeats: int = 10, warmup: int = 3) -> dict
         "keyframe": lambda: sv.block.prepare_reference(*sv.run_keyframe(*args)[1:]),
         "shortcut": lambda: sv.run_shortcut(*args, reference=ref),
     }
-    for _ in range(warmup):
-        for fn in calls.values():
-            fn()
-    samples: dict[str, list[float]] = {k: [] for k in calls}
-    for _ in range(repeats):
-        for k, fn in calls.items():
-            samples[k].append(_median_seconds(fn, 1))
-    out = {k: statistics.median(v) for k, v in samples.items()}
+    out = time_calls(calls, repeats=repeats, warmup=warmup)
     a = sv.policy.interval
     out["amortised"] = (out["keyframe"] + (a - 1) * out["shortcut"]) / a
     sv.reset()
