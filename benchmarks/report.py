@@ -109,6 +109,17 @@ def main() -> None:
             verdicts.append(f"- {video}: Shortcut-V2V at α=3 {sc['psnr']:.2f} dB; beats {len(beaten)} of the {len(rivals)} baselines "
                             f"with equal or lower MACs ({listed}).")
         out += ["Target: at α = 3 the shortcut frames beat every baseline of equal or lower MACs, on two real videos:", ""] + verdicts + [""]
+    out += [
+        "## Reproducing",
+        "",
+        "Full mode: `python benchmarks/cost.py && python benchmarks/speed.py && python benchmarks/quality.py && "
+        "python benchmarks/report.py`. cost.py and speed.py take under a minute each on 2 cores; quality.py took "
+        + (f"{q['seconds'] / 60:.0f} min" if q else "(not run)")
+        + " (it distils the block and trains the slim student; that run shared the 2 cores with other jobs).",
+        "Quick mode (what CI runs after the tests, in a few minutes, results to a scratch directory): "
+        "`python benchmarks/cost.py --quick; python benchmarks/speed.py --quick; python benchmarks/quality.py --quick`.",
+        "",
+    ]
     (HERE / "RESULTS.md").write_text("\n".join(out))
     print(f"wrote {HERE / 'RESULTS.md'}")
 
