@@ -183,8 +183,9 @@ class ShortcutBlock(nn.Module):
 
         # coarse alignment: one flow at half resolution, warping at full resolution
         flow = self.flow_head(torch.cat([a_half, a_ref_half], dim=1))
-        scale = torch.tensor([hf / a_half.shape[-2], wf / a_half.shape[-1]], dtype=flow.dtype, device=flow.device)
-        flow = F.interpolate(flow, size=(hf, wf), mode="bilinear", align_corners=False) * scale.view(1, 2, 1, 1)
+        flow = F.interpolate(flow, size=(hf, wf), mode="bilinear", align_corners=False)
+        # half-resolution pixels -> full-resolution pixels (Python scalars: no host-to-device copy per frame)
+        flow = torch.cat([flow[:, :1] * (hf / a_half.shape[-2]), flow[:, 1:] * (wf / a_half.shape[-1])], dim=1)
         aligned = deform_columns(ref, flow, 1).view(b, ref.shape[1], hf, wf)
         a_ref, f_ref, f_warped = aligned[:, :h], aligned[:, h : 2 * h], aligned[:, 2 * h :]
 

@@ -23,13 +23,12 @@ import inspect
 import linecache
 import operator
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import fx, nn
-from torch.utils._pytree import tree_flatten
 
 from .errors import (
     AmbiguousTapError,
@@ -91,7 +90,6 @@ class Traced:
 
     gm: fx.GraphModule
     module_outputs: dict[str, list[fx.Node]]
-    example_inputs: tuple[Any, ...] = ()
     macs: dict[str, int] = field(default_factory=dict)
 
     def node(self, name: str) -> fx.Node | None:
@@ -191,7 +189,7 @@ def _describe(gm: fx.GraphModule, node: fx.Node) -> str:
     return node.op
 
 
-def _as_tuple(example_inputs: Any) -> tuple[Any, ...]:
+def as_tuple(example_inputs: Any) -> tuple[Any, ...]:
     return tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
 
 
@@ -203,7 +201,7 @@ def annotate(traced: Traced, example_inputs: Any) -> None:
     """
     from .cost import call_macs  # local import: cost imports graph
 
-    inputs = _as_tuple(example_inputs)
+    inputs = as_tuple(example_inputs)
     macs: dict[str, int] = {}
 
     class _Annotator(fx.Interpreter):
@@ -226,7 +224,6 @@ def annotate(traced: Traced, example_inputs: Any) -> None:
     with torch.no_grad():
         _Annotator(traced.gm).run(*inputs)
     traced.macs = macs
-    traced.example_inputs = inputs
 
 
 class _MethodCall:
@@ -452,8 +449,3 @@ def build_programs(traced: Traced, enc_layer: str, dec_layer: str, block: nn.Mod
         skipped_macs=skipped_macs,
         signature=graph_signature(traced, enc, dec),
     )
-
-
-def flat_tensors(values: Iterable[Any]) -> list[torch.Tensor]:
-    """The tensor leaves of a (nested) structure."""
-    return [v for v in tree_flatten(list(values))[0] if isinstance(v, torch.Tensor)]

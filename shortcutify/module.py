@@ -15,7 +15,7 @@ from torch.utils._pytree import tree_flatten
 
 from .blocks import Reference, ShortcutBlock, default_width
 from .cost import CostReport, PathCost, count_macs, param_count
-from .graph import REFERENCE_INPUT, Programs, TapInfo, annotate, build_programs, trace
+from .graph import REFERENCE_INPUT, Programs, TapInfo, annotate, as_tuple, build_programs, trace
 from .policy import FixedInterval, KeyframePolicy
 
 __all__ = ["ShortcutV2V", "shortcutify"]
@@ -143,7 +143,7 @@ class ShortcutV2V(nn.Module):
             example_inputs: inputs to count on (default: the ones given to :func:`shortcutify`).
             interval: α for the amortised figure (default: the policy's interval).
         """
-        ex = self._example_on_device() if example_inputs is None else _as_tuple(example_inputs)
+        ex = self._example_on_device() if example_inputs is None else as_tuple(example_inputs)
         block = self.block
         with torch.no_grad():
             _, a, f = self.run_keyframe(*ex)
@@ -186,10 +186,6 @@ class ShortcutV2V(nn.Module):
         )
 
 
-def _as_tuple(example_inputs: Any) -> tuple[Any, ...]:
-    return tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
-
-
 def shortcutify(
     model: nn.Module,
     enc_layer: str,
@@ -222,7 +218,7 @@ def shortcutify(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    inputs = _as_tuple(example_inputs)
+    inputs = as_tuple(example_inputs)
     if not any(isinstance(x, Tensor) for x in tree_flatten(list(inputs))[0]):
         raise TypeError("example_inputs must be a tensor [B, C, H, W] or a tuple of forward()'s arguments holding tensors")
     if policy is None:
