@@ -244,10 +244,6 @@ def distill(
     program = sv.shortcut_program
     original = program.shortcut_block
     was_aligned = block.return_aligned
-    block.return_aligned = w.alignment > 0
-    program.shortcut_block = student  # the program now calls block(a, prepare_reference(a_ref, f_ref))
-    sv.reset()
-    block.train()
 
     def save(step: int) -> None:
         if ckpt_path is None:
@@ -287,13 +283,17 @@ def distill(
         history.val.append({"step": float(step), **{k: summary[k] for k in ("psnr", "ssim", "psnr_repeat", "ssim_repeat")}})
 
     bar = None
-    if progress and rank == 0:
-        from tqdm.auto import tqdm
+    block.return_aligned = w.alignment > 0
+    program.shortcut_block = student  # the program now calls block(a, prepare_reference(a_ref, f_ref))
+    try:  # from here on, whatever happens, the module is restored in `finally`
+        sv.reset()
+        block.train()
+        if progress and rank == 0:
+            from tqdm.auto import tqdm
 
-        bar = tqdm(total=steps, initial=start, desc="distill", unit="step", dynamic_ncols=True)
-    running: dict[str, float] = {}
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16)
-    try:
+            bar = tqdm(total=steps, initial=start, desc="distill", unit="step", dynamic_ncols=True)
+        running: dict[str, float] = {}
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16)
         for step in range(start + 1, steps + 1):
             ref_in, cur_in = sample_pairs(source, batch_size, alpha - 1, gen, crop=crop_hw, flip=flip)
             ref_in = tuple(x.to(device, non_blocking=True) for x in ref_in)

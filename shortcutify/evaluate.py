@@ -33,8 +33,7 @@ def output_image(out: Any) -> Tensor:
 class EvalResult:
     """Per-frame fidelity of shortcut frames (and of repeating the keyframe's output).
 
-    Lists hold one entry per frame of every clip (per stream of the batch averaged),
-    in order; ``keyframe[i]`` says whether frame ``i`` ran the full teacher. Means are
+    Lists hold one entry per frame of every clip (one stream per clip), in order; ``keyframe[i]`` says whether frame ``i`` ran the full teacher. Means are
     over shortcut frames only (keyframes equal the teacher exactly).
     """
 
@@ -91,7 +90,7 @@ def evaluate(sv: Any, clips: Iterable[Any], *, data_range: float = 2.0, max_clip
             for t in range(frames[0].shape[0]):
                 inputs = tuple(f[t : t + 1].to(device) for f in frames)
                 out = output_image(sv(*inputs))
-                teacher = output_image(sv.teacher(*inputs))
+                teacher = out if sv.last_was_keyframe else output_image(sv.run_keyframe(*inputs)[0])
                 if sv.last_was_keyframe:
                     key_out = out
                 assert key_out is not None

@@ -382,6 +382,12 @@ def build_programs(traced: Traced, enc_layer: str, dec_layer: str, block: nn.Mod
     """
     enc = resolve_tap(traced, enc_layer, "enc_layer")
     dec = resolve_tap(traced, dec_layer, "dec_layer")
+    for node, role, name in ((enc, "enc_layer", enc_layer), (dec, "dec_layer", dec_layer)):
+        if node.op in ("placeholder", "get_attr"):
+            raise TapOrderError(
+                f"{role} {name!r} is {'an input' if node.op == 'placeholder' else 'a constant'} of the model; "
+                "taps must be values the model computes. Pick one from list_taps()."
+            )
     if enc is dec:
         raise TapOrderError(f"enc_layer {enc_layer!r} and dec_layer {dec_layer!r} are the same value ({enc.name!r})")
     _check_4d(enc, "enc_layer", enc_layer)
@@ -405,7 +411,13 @@ def build_programs(traced: Traced, enc_layer: str, dec_layer: str, block: nn.Mod
     kgraph = fx.Graph()
     env: dict[fx.Node, fx.Node] = {}
     out_val = kgraph.graph_copy(traced.gm.graph, env)
-    kgraph.output((out_val, env[enc], env[dec]))
+    # the tap values leave the program as copies taken right where they are computed: an
+    # in-place op after a tap (ReLU(inplace=True) after a norm) must not change them
+    taps_out = []
+    for node in (env[enc], env[dec]):
+        with kgraph.inserting_after(node):
+            taps_out.append(kgraph.call_method("clone", (node,)))
+    kgraph.output((out_val, *taps_out))
     keyframe = fx.GraphModule(_root_dict(traced.gm, kgraph), kgraph, "KeyframeProgram")
 
     # shortcut program: d replaced by the block's prediction, dead code removed
@@ -422,7 +434,9 @@ def build_programs(traced: Traced, enc_layer: str, dec_layer: str, block: nn.Mod
     with sgraph.inserting_after(f_hat):
         aux = sgraph.call_function(operator.getitem, (blk, 1))
     senv[dec].replace_all_uses_with(f_hat)
-    sgraph.output((s_out, f_hat, aux))
+    with sgraph.inserting_after(aux):  # returned for the losses: safe from in-place ops of the tail
+        f_hat_out = sgraph.call_method("clone", (f_hat,))
+    sgraph.output((s_out, f_hat_out, aux))
     root = _root_dict(traced.gm, sgraph)
     root[BLOCK_NAME] = block
     shortcut = fx.GraphModule(root, sgraph, "ShortcutProgram")

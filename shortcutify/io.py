@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .errors import IncompatibleCheckpointError, ShortcutifyError
+from .errors import IncompatibleCheckpointError, ShortcutifyError, UntraceableModelError
 from .graph import graph_fingerprint
 from .policy import FixedInterval, KeyframePolicy
 
@@ -152,12 +152,13 @@ def load(
             width=int(config["width"]),
             **trace_options,
         )
-    except IncompatibleCheckpointError:
+    except (IncompatibleCheckpointError, UntraceableModelError):
         raise
     except ShortcutifyError as exc:
         raise IncompatibleCheckpointError(
             f"the saved block's taps ({config['enc_layer']!r} -> {config['dec_layer']!r}) do not fit this "
-            f"{type(model).__name__}: {exc}"
+            f"{type(model).__name__}: {exc}. (If shortcutify() was given leaf_modules, tracer_kwargs or "
+            "concrete_args, pass the same to load().)"
         ) from exc
 
     problems = []

@@ -80,6 +80,13 @@ class ShortcutV2V(nn.Module):
         self._example = tuple(x.detach().cpu() if isinstance(x, Tensor) else x for x in example_inputs)
         self._state: _State | None = None
         self.last_was_keyframe = False
+        self.train(False)
+
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> ShortcutV2V:
+        # .to()/.cuda()/.double() also reach the teacher: the programs share its submodules
+        # but hold their own references to tensors the graph reads directly
+        self._teacher[0]._apply(fn, *args, **kwargs)
+        return super()._apply(fn, *args, **kwargs)
 
     # ------------------------------------------------------------------ state
     @property
@@ -120,9 +127,10 @@ class ShortcutV2V(nn.Module):
         state = self._state
         with torch.no_grad():
             if state is not None and state.signature == sig and not self.policy.is_keyframe(state.since_keyframe + 1):
+                out = self.run_shortcut(*args, reference=state.reference, **kwargs)[0]
                 state.since_keyframe += 1
                 self.last_was_keyframe = False
-                return self.run_shortcut(*args, reference=state.reference, **kwargs)[0]
+                return out
             out, a, f = self.run_keyframe(*args, **kwargs)
             self._state = _State(self.block.prepare_reference(a, f), sig, 0)
             self.last_was_keyframe = True

@@ -253,3 +253,35 @@ def test_tracer_kwargs_autowrap_a_free_function():
         shortcutify(gen, "a", "b", x)
     sv = shortcutify(gen, "a", "b", x, tracer_kwargs={"autowrap_functions": (sign_gate,)})
     assert torch.equal(sv(x), gen(x))
+
+
+def test_an_in_place_op_after_a_tap_does_not_change_the_reference():
+    class InPlace(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3, padding=1)
+            self.norm = nn.InstanceNorm2d(8)
+            self.act = nn.ReLU(inplace=True)
+            self.mid = nn.Conv2d(8, 8, 3, padding=1)
+            self.up = nn.Conv2d(8, 8, 3, padding=1)
+            self.act2 = nn.ReLU(inplace=True)
+            self.out = nn.Conv2d(8, 3, 1)
+
+        def forward(self, x):
+            return self.out(self.act2(self.up(self.mid(self.act(self.norm(self.conv(x)))))))
+
+    gen, x = InPlace(), torch.randn(1, 3, 8, 8)
+    sv = shortcutify(gen, "norm", "up", x)
+    out, a, f = sv.run_keyframe(x)
+    assert torch.equal(out, gen(x))
+    assert a.min() < 0 and f.min() < 0  # the values at the taps, before the in-place ReLUs
+    seen = {}
+    sv.block.register_forward_hook(lambda m, i, o: seen.update(a=i[0].clone()))
+    _, f_hat, _ = sv.run_shortcut(x, reference=sv.block.prepare_reference(a, f))
+    assert torch.equal(seen["a"], a)  # the block sees the same encoder feature as the keyframe
+
+
+def test_a_model_input_is_not_a_tap():
+    gen = TwoInputGen()
+    with pytest.raises(TapOrderError, match="input of the model"):
+        shortcutify(gen, "prev", "up", (torch.randn(1, 4, 8, 8), torch.randn(1, 3, 8, 8)))

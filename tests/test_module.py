@@ -164,3 +164,22 @@ def test_cuda():
     torch.testing.assert_close(out0, gen(x[0].cuda()))
     out1 = sv(x[1].cuda())
     assert out1.is_cuda and not sv.last_was_keyframe
+
+
+def test_moving_the_module_moves_tensors_the_teacher_graph_reads_directly():
+    class Normalised(ResnetGenerator):
+        def __init__(self):
+            super().__init__(ngf=8, n_blocks=2)
+            self.register_buffer("mean", torch.full((1, 3, 1, 1), 0.5))
+
+        def forward(self, x):
+            return self.model(x - self.mean)
+
+    gen = Normalised()
+    x = torch.randn(1, 3, 16, 16)
+    sv = shortcutify(gen, "model.4", "model.12", x)
+    sv.double()
+    assert gen.mean.dtype == torch.float64
+    assert torch.equal(sv(x.double()), gen(x.double()))
+    report = sv.cost()  # counts the teacher on float64 inputs without a dtype clash
+    assert report.teacher.macs > 0
