@@ -37,6 +37,7 @@ from torch.utils._pytree import tree_flatten
 from .clips import ClipSource, sample_pairs
 from .discriminators import PatchDiscriminator, lsgan_loss
 from .evaluate import evaluate, output_image
+from .io import atomic_write
 
 __all__ = ["LossWeights", "History", "distill", "CHECKPOINT_NAME"]
 
@@ -101,15 +102,6 @@ class _Student(nn.Module):
 
     def forward(self, a: Tensor, raw_reference: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor | None]:
         return self.block(a, self.block.prepare_reference(*raw_reference))
-
-
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        torch.save(obj, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _l1_outputs(student: Any, teacher: Any) -> Tensor:
@@ -254,18 +246,16 @@ def distill(
             dist.all_gather_object(gathered, gen.get_state())
             states = gathered
         if rank == 0:
-            _atomic_save(
-                {
-                    "step": step,
-                    "block": block.state_dict(),
-                    "opt": opt.state_dict(),
-                    "sched": sched.state_dict(),
-                    "rng": states,
-                    "discs": {k: {"net": d.state_dict(), "opt": d_opts[k].state_dict()} for k, d in discs.items()},
-                    "history": {"losses": history.losses, "val": history.val},
-                },
-                ckpt_path,
-            )
+            state = {
+                "step": step,
+                "block": block.state_dict(),
+                "opt": opt.state_dict(),
+                "sched": sched.state_dict(),
+                "rng": states,
+                "discs": {k: {"net": d.state_dict(), "opt": d_opts[k].state_dict()} for k, d in discs.items()},
+                "history": {"losses": history.losses, "val": history.val},
+            }
+            atomic_write(ckpt_path, lambda fh: torch.save(state, fh))
 
     def validate(step: int) -> None:
         if val_list is None or rank != 0:

@@ -39,7 +39,8 @@ def teacher_checksum(model: nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
-def _atomic_write_bytes(path: Path, write: Any) -> None:
+def atomic_write(path: Path, write: Any) -> None:
+    """Write ``path`` through ``write(file)`` into a temporary file, fsync, then rename over ``path``."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with open(tmp, "wb") as fh:
         write(fh)
@@ -66,7 +67,6 @@ def save(sv: Any, path: str | os.PathLike[str]) -> Path:
         "library": "shortcutify",
         "library_version": __version__,
         **sv.config,
-        "kernel_size": sv.block.kernel_size,
         "interval": policy.interval,
         "policy": policy_cfg,
         "example_inputs": examples,
@@ -76,8 +76,8 @@ def save(sv: Any, path: str | os.PathLike[str]) -> Path:
         "graph_signature": sv.graph_signature,
     }
     state = {k: v.detach().cpu() for k, v in sv.block.state_dict().items()}
-    _atomic_write_bytes(out / WEIGHTS_NAME, lambda fh: torch.save(state, fh))
-    _atomic_write_bytes(out / CONFIG_NAME, lambda fh: fh.write(json.dumps(config, indent=1).encode()))
+    atomic_write(out / WEIGHTS_NAME, lambda fh: torch.save(state, fh))
+    atomic_write(out / CONFIG_NAME, lambda fh: fh.write(json.dumps(config, indent=1).encode()))
     return out
 
 
