@@ -175,6 +175,9 @@ def trace(
         for name, n in zip(names, placeholders):
             if name in concrete_args:
                 n.args = (concrete_args[name],)
+                if n.target != name:  # fx renames it (flag -> flag_1); keep the keyword callers use
+                    n.target = name
+                    n._rename(name)
     gm = fx.GraphModule(tracer.root, graph, type(model).__name__)
     return Traced(gm=gm, module_outputs=tracer.module_outputs)
 

@@ -78,6 +78,7 @@ class ShortcutV2V(nn.Module):
         self.config = config
         self._teacher = [teacher]  # not a submodule: its weights are already in the programs
         self._example = tuple(x.detach().cpu() if isinstance(x, Tensor) else x for x in example_inputs)
+        self._fixed_args: dict[str, Any] = {}
         self._state: _State | None = None
         self.last_was_keyframe = False
         self.train(False)
@@ -159,7 +160,7 @@ class ShortcutV2V(nn.Module):
         was = block.return_aligned
         block.return_aligned = False
         try:
-            t_macs, t_ops, t_unc = count_macs(self.teacher, *ex)
+            t_macs, t_ops, t_unc = count_macs(self.teacher, *ex, **self._fixed_args)
             k_macs, k_ops, k_unc = count_macs(self.run_keyframe, *ex)
             r_macs, r_ops, r_unc = count_macs(block.prepare_reference, a, f)
             s_macs, s_ops, s_unc = count_macs(self.run_shortcut, *ex, reference=ref)
@@ -265,7 +266,9 @@ def shortcutify(
         "dec_shape": list(programs.dec.shape[1:]),
         "width": block.width,
     }
-    return ShortcutV2V(model, programs, block, policy, inputs, config)
+    sv = ShortcutV2V(model, programs, block, policy, inputs, config)
+    sv._fixed_args = dict(concrete_args or {})  # the teacher itself needs them (cost())
+    return sv
 
 
 def _block_macs(width: int, enc_shape: tuple, dec_shape: tuple, factory: dict) -> int:

@@ -218,11 +218,12 @@ def test_concrete_args_fix_a_control_flow_argument():
             super().__init__()
             self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
             self.c, self.o = nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 3, 3, padding=1)
+            self.extra = nn.Conv2d(8, 8, 3, padding=1)
 
         def forward(self, x, flip=False):
             h = self.a(x)
             if flip:
-                h = -h
+                h = self.extra(-h)
             return self.o(self.c(F.relu(self.b(h))))
 
     gen, x = Flip(), torch.randn(1, 3, 8, 8)
@@ -232,6 +233,14 @@ def test_concrete_args_fix_a_control_flow_argument():
     assert torch.equal(sv(x), gen(x, True))
     sv(x + 0.1)
     assert not sv.last_was_keyframe
+    sv(x + 0.2, flip=True)  # the fixed argument may still be passed, by keyword too
+    assert sv.last_was_keyframe  # (a change of the call's arguments starts a keyframe)
+    sv(x + 0.3, flip=True)
+    assert not sv.last_was_keyframe
+    from shortcutify.cost import count_macs
+
+    # the teacher is counted on the branch the programs were traced on
+    assert sv.cost().teacher.macs == count_macs(gen, x, flip=True)[0] != count_macs(gen, x)[0]
 
 
 def sign_gate(t):
