@@ -56,6 +56,10 @@ def main() -> None:
         ratio = s["teacher"] / s["shortcut"]
         amort = s["teacher"] / s["amortised"]
         mem = speed["memory_mib"]
+        r6s = next(r for r in (cost or {"results": []})["results"] if "6 blocks" in r["model"] and "ResNet" in r["model"])
+        t_macs, b_macs = r6s["teacher"]["macs"], r6s["block"]["macs"]
+        tap_hw = speed["size"] // 2  # the paper's taps sit at half the input resolution
+        col_mb = 9 * r6s["block_width"] * tap_hw * tap_hw * 4 / 1e6
         out += [
             "## Speed and memory (CPU)",
             "",
@@ -69,15 +73,16 @@ def main() -> None:
             f"- Target: amortised at α = 3 ≥ 1.6× — measured {amort:.2f}×: **missed**.",
             f"- Target: peak memory of a shortcut frame below the teacher's — measured {mem['shortcut']:.0f} vs {mem['teacher']:.0f} MiB: **missed**.",
             "",
-            "Why: the block is 1.6 GMACs (4.6% of the teacher) but runs at about 17 GMAC/s against the teacher's ~125:",
+            f"Why: the block is {b_macs / 1e9:.2f} GMACs ({b_macs / t_macs:.1%} of the teacher) but runs at about "
+            f"{b_macs / s['block'] / 1e9:.0f} GMAC/s against the teacher's {t_macs / s['teacher'] / 1e9:.0f}:",
             "its time goes to `grid_sample` (the full-resolution warp of the 256-channel reference state and the 9-tap",
             "deformable sampling), `im2col` for the current-frame columns and the column blend (`lerp`) — memory-bound",
-            "ops on [B, h, 9, H·W] column tensors, which are also what raises the peak memory (three 38 MB column",
-            "tensors at 128x128, h = 64). What would close it: tile the deformable conv over rows so that columns",
+            "ops on [B, h, 9, H·W] column tensors, which are also what raises the peak memory (three column tensors of",
+            f"{col_mb:.0f} MB each at the decoder tap's resolution). What would close it: tile the deformable conv over rows so that columns",
             "stay in cache (also bounds the peak memory), warp only the reduced h-channel reference and let the block",
             "learn the residual in reduced space, a smaller width (time scales about linearly with h), and on GPU a",
             "fused sampling+matmul kernel. The teacher's sequential layers free their inputs at once, so its live",
-            "tensor peak is small (33 MiB); the shortcut path must hold the reference state and the columns.",
+            f"tensor peak is small ({mem['teacher']:.0f} MiB); the shortcut path must hold the reference state and the columns.",
             "",
             "GPU: no GPU was lent to the session that measured these; `python benchmarks/speed.py --device cuda` times",
             "with CUDA events and reports torch.cuda.max_memory_allocated when one is.",
