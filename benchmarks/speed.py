@@ -40,7 +40,7 @@ def calls(sv, x, ref, a):
     return {
         "teacher": lambda: sv.teacher(x),
         "keyframe": lambda: sv.block.prepare_reference(*sv.run_keyframe(x)[1:]),
-        "shortcut": lambda: sv.run_shortcut(x, reference=ref),
+        "shortcut": lambda: sv.predict(x, reference=ref),
         "block": lambda: sv.block(a, ref),
     }
 

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .deform import columns_matmul, deform_columns, unfold_columns
+from .deform import columns_matmul, deform_columns, warp
 
 __all__ = ["LightConv", "ShortcutBlock", "Reference", "default_width", "adabd_conv"]
 
@@ -42,13 +42,14 @@ class Reference(NamedTuple):
     """What a keyframe leaves for the frames after it (per stream, batched).
 
     Attributes:
-        a_half: reduced encoder feature at half resolution, ``[B, h, ceil(Hf/2), ceil(Wf/2)]``.
-        full: the reduced encoder and decoder features and the decoder feature itself at
-            the decoder tap's resolution, concatenated, ``[B, 2h + Cf, Hf, Wf]``.
+        half: the reduced encoder and decoder taps at half the decoder tap's resolution,
+            concatenated, ``[B, 2h, ceil(Hf/2), ceil(Wf/2)]`` (channels-last memory).
+        feature: the decoder tap itself, ``[B, Cf, Hf, Wf]`` (channels-last memory: the
+            layout in which ``grid_sample`` warps it fastest).
     """
 
-    a_half: Tensor
-    full: Tensor
+    half: Tensor
+    feature: Tensor
 
 
 def _light_groups(cin: int, cout: int, min_per_group: int = 8) -> int:
@@ -88,31 +89,86 @@ def _zero_(conv: nn.Conv2d) -> nn.Conv2d:
 
 
 def adabd_conv(
-    f_ref: Tensor, a: Tensor, offset: Tensor, mask: Tensor, weight: Tensor, bias: Tensor | None = None
-) -> tuple[Tensor, Tensor]:
+    f_ref: Tensor,
+    a: Tensor,
+    offset: Tensor,
+    mask: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    reference_only: bool = False,
+) -> tuple[Tensor, Tensor | None]:
     """AdaBD's shared-weight modulated deformable conv, fused into one matrix product.
 
     Computes ``deform_conv2d(f_ref, offset, weight, mask=1 − m) + deform_conv2d(a, 0, weight, mask=m)``
     (bias added once) by blending the sampled columns first. Stride 1, "same" padding.
+    The reference's columns come from one ``grid_sample``; the current frame's are a
+    strided view of the zero-padded input (no ``im2col`` copy); the blend is one ``lerp``
+    and the conv one matrix product.
 
     Args:
         f_ref: aligned reference feature ``[B, h, H, W]``.
         a: current feature ``[B, h, H, W]``.
-        offset: ``[B, 2·k², H, W]`` offsets for ``f_ref`` (interleaved dy, dx).
+        offset: ``[B, 2·k², H, W]`` offsets for ``f_ref`` (interleaved dy, dx), in pixels.
         mask: ``m`` in [0, 1], ``[B, k², H, W]``: the weight of the current frame per tap.
         weight: ``[h_out, h, k, k]``; bias: ``[h_out]``.
+        reference_only: also return the conv of the reference alone (``m = 0``).
 
     Returns:
-        ``(out, cols_ref)``: ``out`` is ``[B, h_out, H, W]``; ``cols_ref`` the sampled
-        reference columns ``[B, h, k², H·W]`` (for the alignment loss).
+        ``(out, ref_out)``: ``out`` is ``[B, h_out, H, W]``; ``ref_out`` the same for
+        ``m = 0`` when ``reference_only``, else ``None``.
     """
     k = int(weight.shape[-1])
-    b, _, hh, ww = a.shape
-    cols_ref = deform_columns(f_ref, offset, k, padding=k // 2)  # [B, h, k², P]
-    cols_cur = unfold_columns(a, k, padding=k // 2)
-    m = mask.reshape(b, 1, k * k, hh * ww)
-    blended = torch.lerp(cols_ref, cols_cur, m)  # (1 − m)·ref + m·cur
-    return columns_matmul(blended, weight, bias, out_hw=(hh, ww)), cols_ref
+    b, c, hh, ww = a.shape
+    p = k // 2
+    cols_ref = deform_columns(f_ref, offset, k, padding=p)  # [B, h, k², H·W]
+    padded = F.pad(a, (p, p, p, p))
+    sb, sc, sy, sx = padded.stride()
+    cols_cur = padded.as_strided((b, c, k, k, hh, ww), (sb, sc, sy, sx, sy, sx))  # im2col as a view
+    m = mask.reshape(b, 1, k, k, hh, ww)
+    ref6 = cols_ref.view(b, c, k, k, hh, ww)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (cols_ref, a, mask)):
+        blended = torch.lerp(ref6, cols_cur, m)  # (1 − m)·ref + m·cur
+    else:  # out=: one pass laid out like the columns, in place unless they are needed again
+        blended = torch.lerp(ref6, cols_cur, m, out=torch.empty_like(ref6) if reference_only else ref6)
+    out = columns_matmul(blended.reshape(b, c, k * k, hh * ww), weight, bias, out_hw=(hh, ww))
+    return out, (columns_matmul(cols_ref, weight, bias, out_hw=(hh, ww)) if reference_only else None)
+
+
+def _transpose_rows(src: Tensor, dst: Tensor) -> Tensor:
+    """``dst[i] = src[i].T`` for ``[B, M, N]`` -> ``[B, N, M]`` (``dst`` contiguous), one 2-D copy per sample.
+
+    torch copies a transposed 2-D matrix cache-blocked; a 3-D or 4-D layout change goes
+    through the generic strided copy, about 3–4× slower on CPU.
+    """
+    for i in range(src.shape[0]):
+        dst[i].copy_(src[i].t())
+    return dst
+
+
+def _to_channels_last(x: Tensor) -> Tensor:
+    """``x`` ``[B, C, H, W]`` in channels-last memory (same values)."""
+    b, c, hh, ww = x.shape
+    if torch.is_grad_enabled() or not x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last):
+        return x.contiguous(memory_format=torch.channels_last)
+    out = torch.empty_like(x, memory_format=torch.channels_last)
+    _transpose_rows(x.view(b, c, hh * ww), out.permute(0, 2, 3, 1).view(b, hh * ww, c))
+    return out
+
+
+def _to_contiguous(x: Tensor) -> Tensor:
+    """``x`` ``[B, C, H, W]`` in contiguous (NCHW) memory (same values)."""
+    b, c, hh, ww = x.shape
+    if torch.is_grad_enabled() or x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last):
+        return x.contiguous()
+    out = torch.empty_like(x, memory_format=torch.contiguous_format)
+    _transpose_rows(x.permute(0, 2, 3, 1).reshape(b, hh * ww, c), out.view(b, c, hh * ww))
+    return out
+
+
+def _pad_even(x: Tensor) -> Tensor:
+    """Replicate-pad ``[B, C, H, W]`` at the bottom/right to even ``H`` and ``W``."""
+    ph, pw = x.shape[-2] % 2, x.shape[-1] % 2
+    return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
 
 
 class ShortcutBlock(nn.Module):
@@ -139,8 +195,10 @@ class ShortcutBlock(nn.Module):
             raise ValueError(f"width must be >= 1, got {width}")
         self.enc_channels, self.dec_channels, self.width, self.kernel_size = enc_channels, dec_channels, h, kernel_size
         k2 = kernel_size * kernel_size
-        self.reduce_enc = nn.Conv2d(enc_channels, h, 1)
-        self.reduce_dec = nn.Conv2d(dec_channels, h, 1)
+        # 2×2 stride-2 convs in (space-to-depth + 1×1), a 2×2 stride-2 transposed conv out:
+        # the block runs at half the decoder tap's resolution without discarding detail
+        self.reduce_enc = nn.Conv2d(enc_channels, h, 2, stride=2)
+        self.reduce_dec = nn.Conv2d(dec_channels, h, 2, stride=2)
         self.flow_head = nn.Sequential(
             LightConv(2 * h, h), nn.ReLU(), LightConv(h, h), nn.ReLU(), _zero_(nn.Conv2d(h, 2, 1))
         )
@@ -152,51 +210,52 @@ class ShortcutBlock(nn.Module):
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # nn.Conv2d's fan-in init
         bound = 1 / math.sqrt(h * k2)
         nn.init.uniform_(self.bias, -bound, bound)
-        self.reconstruct = _zero_(nn.Conv2d(h, dec_channels, 1))
+        self.reconstruct = _zero_(nn.ConvTranspose2d(h, dec_channels, 2, stride=2))
         self.return_aligned = False
 
     def extra_repr(self) -> str:
         return f"enc_channels={self.enc_channels}, dec_channels={self.dec_channels}, width={self.width}"
 
-    def _reduce_enc(self, a: Tensor, size: tuple[int, int]) -> Tensor:
-        a = F.relu(self.reduce_enc(a))
-        if tuple(a.shape[-2:]) != tuple(size):
-            a = F.interpolate(a, size=size, mode="bilinear", align_corners=False)
-        return a
+    def _reduce(self, x: Tensor, size: tuple[int, int], conv: nn.Conv2d) -> Tensor:
+        """``[B, C, H, W]`` -> ``[B, h, ceil(Hf/2), ceil(Wf/2)]``: resize to ``size``, 2×2 stride-2 conv, ReLU."""
+        if tuple(x.shape[-2:]) != tuple(size):
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        return F.relu(conv(_pad_even(x)))
 
     def prepare_reference(self, a_ref: Tensor, f_ref: Tensor) -> Reference:
         """Reference state from a keyframe's taps ``a_ref [B, Ca, Ha, Wa]``, ``f_ref [B, Cf, Hf, Wf]``."""
         size = (f_ref.shape[-2], f_ref.shape[-1])
-        a = self._reduce_enc(a_ref, size)
-        f = F.relu(self.reduce_dec(f_ref))
-        half = ((size[0] + 1) // 2, (size[1] + 1) // 2)
-        a_half = F.interpolate(a, size=half, mode="bilinear", align_corners=False)
-        return Reference(a_half, torch.cat([a, f, f_ref], dim=1))
+        half = torch.cat([self._reduce(a_ref, size, self.reduce_enc), self._reduce(f_ref, size, self.reduce_dec)], dim=1)
+        return Reference(_to_channels_last(half), _to_channels_last(f_ref))  # the layout grid_sample warps fastest
 
     def forward(self, a: Tensor, reference: Reference) -> tuple[Tensor, Tensor | None]:
         """Predict the decoder-tap feature ``[B, Cf, Hf, Wf]`` from ``a [B, Ca, Ha, Wa]``."""
-        a_ref_half, ref = reference
+        ref_half, f_ref = reference
         h, k = self.width, self.kernel_size
-        b, _, hf, wf = ref.shape
-        a = self._reduce_enc(a, (hf, wf))
-        a_half = F.interpolate(a, size=a_ref_half.shape[-2:], mode="bilinear", align_corners=False)
+        hf, wf = f_ref.shape[-2:]
+        a = self._reduce(a, (hf, wf), self.reduce_enc)  # [B, h, Hf/2, Wf/2]
 
-        # coarse alignment: one flow at half resolution, warping at full resolution
-        flow = self.flow_head(torch.cat([a_half, a_ref_half], dim=1))
-        flow = F.interpolate(flow, size=(hf, wf), mode="bilinear", align_corners=False)
-        # half-resolution pixels -> full-resolution pixels (Python scalars: no host-to-device copy per frame)
-        flow = torch.cat([flow[:, :1] * (hf / a_half.shape[-2]), flow[:, 1:] * (wf / a_half.shape[-1])], dim=1)
-        aligned = deform_columns(ref, flow, 1).view(b, ref.shape[1], hf, wf)
-        a_ref, f_ref, f_warped = aligned[:, :h], aligned[:, h : 2 * h], aligned[:, 2 * h :]
+        # coarse alignment: one flow (half-resolution pixels) warps the reduced reference
+        flow = self.flow_head(torch.cat([a, ref_half[:, :h]], dim=1))
+        aligned = warp(ref_half, flow)
+        a_ref, f_ref_h = aligned[:, :h], aligned[:, h:]
 
         # AdaBD: offsets and blending mask, then one fused modulated deformable conv
         pred = self.adabd_head(torch.cat([a_ref, a], dim=1))
         k2 = k * k
         offset, mask = pred[:, : 2 * k2], torch.sigmoid(pred[:, 2 * k2 :])
-        fused, cols_ref = adabd_conv(f_ref, a, offset, mask, self.weight, self.bias)
-        f_hat = f_warped + self.reconstruct(F.relu(fused))
-        aligned_only = None
-        if self.return_aligned:
-            ref_only = columns_matmul(cols_ref, self.weight, self.bias, out_hw=(hf, wf))
-            aligned_only = f_warped + self.reconstruct(F.relu(ref_only))
-        return f_hat, aligned_only
+        fused, ref_only = adabd_conv(f_ref_h, a, offset, mask, self.weight, self.bias, reference_only=self.return_aligned)
+
+        # the correction, back at full resolution (transposed 2×2 stride-2 conv), is added
+        # to the full-width reference feature warped by the same flow at full resolution
+        def correction(x: Tensor) -> Tensor:  # channels-last in: the CPU's transposed conv is far faster there
+            return _to_contiguous(self.reconstruct(_to_channels_last(F.relu(x))))[..., :hf, :wf]
+
+        f_hat, aligned_only = correction(fused), (correction(ref_only) if ref_only is not None else None)
+        flow_full = F.interpolate(flow, scale_factor=2.0, mode="bilinear", align_corners=False)[..., :hf, :wf] * 2.0
+        f_warped = warp(f_ref, flow_full)  # computed last: fewer full-resolution buffers alive at once
+        if torch.is_grad_enabled() or not f_hat.is_contiguous():
+            f_hat = f_warped + f_hat
+        else:
+            f_hat.add_(f_warped)
+        return f_hat, (f_warped + aligned_only if aligned_only is not None else None)

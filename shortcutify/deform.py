@@ -50,6 +50,7 @@ __all__ = [
     "columns_matmul",
     "conv_output_size",
     "DeformConv2d",
+    "warp",
 ]
 
 IntPair = Union[int, Tuple[int, int]]
@@ -245,8 +246,11 @@ def deform_columns(
     gy = (2.0 * y + 1.0) / h - 1.0
     grid = torch.stack((gx, gy), dim=-1).view(b * g, k * ho, wo, 2)
 
+    # one offset group: sample from channels-last memory, where grid_sample reads whole
+    # channel vectors per position (markedly faster on CPU; same values)
+    source = input.contiguous(memory_format=torch.channels_last) if g == 1 else input.reshape(b * g, c // g, h, w)
     sampled = F.grid_sample(
-        input.reshape(b * g, c // g, h, w),
+        source,
         grid,
         mode="bilinear",
         padding_mode="zeros",
@@ -319,6 +323,37 @@ def columns_matmul(
     if bias is not None:
         out = out + bias.view(1, cout, 1, 1)
     return out
+
+
+# --------------------------------------------------------------------------- #
+# Warping (used by the shortcut block)
+# --------------------------------------------------------------------------- #
+def _normalise(pos: Tensor, size: int) -> Tensor:
+    """Pixel coordinate -> ``grid_sample``'s normalised coordinate (``align_corners=False``)."""
+    return pos * (2.0 / size) + (1.0 / size - 1.0)
+
+
+def warp(input: Tensor, flow: Tensor) -> Tensor:
+    """Backward warp with bilinear sampling: ``out[b, :, y, x] = input[b, :, y + dy, x + dx]``.
+
+    Args:
+        input: ``[B, C, H, W]``, any memory format (channels-last is several times faster
+            on CPU: ``grid_sample`` then reads whole channel vectors).
+        flow: ``[B, 2, H, W]`` displacements in pixels, channel 0 ``dy``, channel 1 ``dx``.
+
+    Returns:
+        ``[B, C, H, W]`` in ``input``'s memory format; samples outside the image read zeros
+        (the same rule as :func:`deform_columns`, of which this is the ``k = 1`` case).
+    """
+    _check_4d(input, "input", "[B, C, H, W]")
+    _check_4d(flow, "flow", "[B, 2, H, W]")
+    b, _, h, w = input.shape
+    if tuple(flow.shape) != (b, 2, h, w):
+        raise ValueError(f"flow must have shape [B, 2, H, W] = {(b, 2, h, w)}, got {tuple(flow.shape)}")
+    ys = torch.arange(h, device=input.device, dtype=input.dtype).view(1, h, 1)
+    xs = torch.arange(w, device=input.device, dtype=input.dtype).view(1, 1, w)
+    grid = torch.stack((_normalise(xs + flow[:, 1], w), _normalise(ys + flow[:, 0], h)), dim=-1)
+    return F.grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 # --------------------------------------------------------------------------- #

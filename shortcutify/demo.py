@@ -68,7 +68,7 @@ def time_paths(sv: Any, inputs: Any, repeats: int = 10, warmup: int = 3) -> dict
     calls = {
         "teacher": lambda: sv.teacher(*args),
         "keyframe": lambda: sv.block.prepare_reference(*sv.run_keyframe(*args)[1:]),
-        "shortcut": lambda: sv.run_shortcut(*args, reference=ref),
+        "shortcut": lambda: sv.predict(*args, reference=ref),
     }
     out = time_calls(calls, repeats=repeats, warmup=warmup)
     a = sv.policy.interval

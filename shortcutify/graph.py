@@ -337,12 +337,78 @@ class Programs:
     """The two programs a :class:`~shortcutify.ShortcutV2V` runs, plus facts about the cut."""
 
     keyframe: fx.GraphModule
-    shortcut: fx.GraphModule
+    shortcut: fx.GraphModule  # returns (output, f_hat, aligned)
+    inference: fx.GraphModule  # the shortcut program returning the output alone
     enc: TapInfo
     dec: TapInfo
     skipped: tuple[str, ...]  # node names of the teacher that shortcut frames do not run
     skipped_macs: int
     signature: list[str]
+
+
+# ops that return a view of (or the same storage as) their first argument
+_VIEW_OPS = frozenset(
+    "view view_as reshape reshape_as permute transpose t flatten unflatten squeeze unsqueeze narrow select "
+    "expand expand_as contiguous chunk split unbind movedim as_strided detach __getitem__ getitem".split()
+)
+_INPLACE_OPERATORS = frozenset(
+    getattr(operator, n) for n in "iadd isub imul itruediv ifloordiv imod ipow iand ior ixor ilshift irshift imatmul setitem".split()
+)
+
+
+def _target_name(node: fx.Node) -> str:
+    t = node.target
+    return t if isinstance(t, str) else getattr(t, "__name__", "")
+
+
+def _writes_first_input(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    """Whether ``node`` may write into the storage of its first argument (conservative)."""
+    if node.op == "output":
+        return False
+    if node.op == "call_module":
+        mod = modules.get(str(node.target))
+        # torch's own layers mutate only through an `inplace` flag; a user's leaf module is opaque
+        return mod is None or not type(mod).__module__.startswith("torch.nn") or bool(getattr(mod, "inplace", False))
+    if node.op not in ("call_function", "call_method"):
+        return True
+    if node.target in _INPLACE_OPERATORS or "out" in node.kwargs:
+        return True
+    name = _target_name(node)
+    if name.endswith("_") and not name.endswith("__"):
+        return True
+    if node.kwargs.get("inplace"):
+        return True
+    if node.op == "call_function" and callable(node.target):
+        try:
+            params = inspect.signature(node.target).parameters
+        except (TypeError, ValueError):
+            return True
+        if "inplace" in params:
+            try:
+                bound = inspect.signature(node.target).bind(*node.args, **node.kwargs)
+            except TypeError:
+                return True
+            return bool(bound.arguments.get("inplace", False))
+    return False
+
+
+def _may_be_mutated(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    """Whether a later op may change the value of ``node`` in place (directly or through a view)."""
+    seen: set[fx.Node] = set()
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        for user in n.users:
+            if user in seen:
+                continue
+            seen.add(user)
+            if user.args and user.args[0] is n and _writes_first_input(user, modules):
+                return True
+            if any(isinstance(v, fx.Node) and v is n for v in user.kwargs.values()) and _writes_first_input(user, modules):
+                return True
+            if user.op in ("call_function", "call_method") and _target_name(user) in _VIEW_OPS:
+                stack.append(user)
+    return False
 
 
 def _root_dict(gm: fx.GraphModule, graph: fx.Graph) -> dict[str, Any]:
@@ -414,12 +480,17 @@ def build_programs(traced: Traced, enc_layer: str, dec_layer: str, block: nn.Mod
     kgraph = fx.Graph()
     env: dict[fx.Node, fx.Node] = {}
     out_val = kgraph.graph_copy(traced.gm.graph, env)
-    # the tap values leave the program as copies taken right where they are computed: an
-    # in-place op after a tap (ReLU(inplace=True) after a norm) must not change them
+    # a tap value that a later in-place op may change (ReLU(inplace=True) after a norm)
+    # leaves the program as a copy taken right where it is computed; others as they are
+    modules = dict(traced.gm.named_modules())
+    mutated = {n: _may_be_mutated(n, modules) for n in (enc, dec)}
     taps_out = []
-    for node in (env[enc], env[dec]):
-        with kgraph.inserting_after(node):
-            taps_out.append(kgraph.call_method("clone", (node,)))
+    for orig in (enc, dec):
+        node = env[orig]
+        if mutated[orig]:
+            with kgraph.inserting_after(node):
+                node = kgraph.call_method("clone", (node,))
+        taps_out.append(node)
     kgraph.output((out_val, *taps_out))
     keyframe = fx.GraphModule(_root_dict(traced.gm, kgraph), kgraph, "KeyframeProgram")
 
@@ -437,8 +508,10 @@ def build_programs(traced: Traced, enc_layer: str, dec_layer: str, block: nn.Mod
     with sgraph.inserting_after(f_hat):
         aux = sgraph.call_function(operator.getitem, (blk, 1))
     senv[dec].replace_all_uses_with(f_hat)
-    with sgraph.inserting_after(aux):  # returned for the losses: safe from in-place ops of the tail
-        f_hat_out = sgraph.call_method("clone", (f_hat,))
+    f_hat_out = f_hat
+    if mutated[dec]:  # returned for the losses: kept safe from in-place ops of the tail
+        with sgraph.inserting_after(aux):
+            f_hat_out = sgraph.call_method("clone", (f_hat,))
     sgraph.output((s_out, f_hat_out, aux))
     root = _root_dict(traced.gm, sgraph)
     root[BLOCK_NAME] = block
@@ -456,10 +529,21 @@ def build_programs(traced: Traced, enc_layer: str, dec_layer: str, block: nn.Mod
             "list_taps() shows the MACs up to each node."
         )
 
+    # what a shortcut frame runs at inference: the output alone, so that f_hat is freed as
+    # soon as the tail has read it (the training program keeps it for the losses)
+    igraph = fx.Graph()
+    ienv: dict[fx.Node, fx.Node] = {}
+    i_out = igraph.graph_copy(shortcut.graph, ienv)
+    igraph.output(i_out[0])
+    inference = fx.GraphModule(shortcut, igraph, "ShortcutInferenceProgram")
+    inference.graph.eliminate_dead_code()
+    inference.recompile()
+
     taps = {t.name: t for t in _tap_infos(traced)}
     return Programs(
         keyframe=keyframe,
         shortcut=shortcut,
+        inference=inference,
         enc=taps[enc.name],
         dec=taps[dec.name],
         skipped=skipped,

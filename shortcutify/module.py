@@ -69,6 +69,7 @@ class ShortcutV2V(nn.Module):
         super().__init__()
         self.keyframe_program = programs.keyframe
         self.shortcut_program = programs.shortcut
+        self.inference_program = programs.inference
         self.block = block
         self.policy = policy
         self.enc: TapInfo = programs.enc
@@ -119,16 +120,24 @@ class ShortcutV2V(nn.Module):
         """Run a shortcut frame against ``reference``: ``(output, f_hat, aligned)``.
 
         ``aligned`` (the prediction from the warped reference alone) is ``None`` unless
-        ``block.return_aligned`` is set.
+        ``block.return_aligned`` is set. See :meth:`predict` for the output alone.
         """
         return self.shortcut_program(*args, **kwargs, **{REFERENCE_INPUT: reference})
+
+    def predict(self, *args: Any, reference: Reference, **kwargs: Any) -> Any:
+        """The output of a shortcut frame against ``reference``, as :meth:`forward` computes it.
+
+        Unlike :meth:`run_shortcut` it keeps no intermediate value: the predicted decoder
+        feature is freed as soon as the tail has read it (lower peak memory).
+        """
+        return self.inference_program(*args, **kwargs, **{REFERENCE_INPUT: reference})
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         sig = _signature(args, kwargs)
         state = self._state
         with torch.no_grad():
             if state is not None and state.signature == sig and not self.policy.is_keyframe(state.since_keyframe + 1):
-                out = self.run_shortcut(*args, reference=state.reference, **kwargs)[0]
+                out = self.predict(*args, reference=state.reference, **kwargs)
                 state.since_keyframe += 1
                 self.last_was_keyframe = False
                 return out
@@ -163,13 +172,13 @@ class ShortcutV2V(nn.Module):
             t_macs, t_ops, t_unc = count_macs(self.teacher, *ex, **self._fixed_args)
             k_macs, k_ops, k_unc = count_macs(self.run_keyframe, *ex)
             r_macs, r_ops, r_unc = count_macs(block.prepare_reference, a, f)
-            s_macs, s_ops, s_unc = count_macs(self.run_shortcut, *ex, reference=ref)
+            s_macs, s_ops, s_unc = count_macs(self.predict, *ex, reference=ref)
             b_macs, b_ops, b_unc = count_macs(block, a, ref)
         finally:
             block.return_aligned = was
         ref_params = param_count(list(block.reduce_enc.parameters()) + list(block.reduce_dec.parameters()))
         t_params = param_count(self.teacher.parameters())
-        s_params = param_count(self.shortcut_program.parameters())
+        s_params = param_count(self.inference_program.parameters())
         b_params = param_count(block.parameters())
         return CostReport(
             teacher=PathCost(t_macs, t_params, dict(t_ops), dict(t_unc)),
