@@ -92,6 +92,22 @@ def cpu_memory(sv, x) -> dict[str, float]:
     return out
 
 
+@torch.no_grad()
+def block_ops(sv, x, rounds: int = 5, top: int = 6) -> list[dict[str, float]]:
+    """Where the block's time goes: the ops with the most self CPU time over ``rounds`` calls (profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    _, a, f = sv.run_keyframe(x)
+    ref = sv.block.prepare_reference(a, f)
+    sv.block(a, ref)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(rounds):
+            sv.block(a, ref)
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events)
+    return [{"op": e.key, "share": e.self_cpu_time_total / total, "ms_per_call": e.self_cpu_time_total / rounds / 1e3} for e in events[:top]]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
@@ -108,15 +124,19 @@ def main() -> None:
     a = sv.policy.interval
     t["amortised"] = (t["keyframe"] + (a - 1) * t["shortcut"]) / a
     mem = cuda_memory(sv, x) if args.device.startswith("cuda") else cpu_memory(sv, x)
+    ops = block_ops(sv, x) if args.device == "cpu" else []
     rows = [[k, f"{t[k] * 1e3:.1f}", f"{t['teacher'] / t[k]:.2f}x", f"{mem[k]:.0f}" if k in mem else "-"] for k in ("teacher", "keyframe", "shortcut", "amortised", "block")]
     share = t["block"] / t["shortcut"]
     md = table(["path", "ms per frame (median)", "speed-up vs teacher", "peak tensor memory (MiB)"], rows)
     print(f"ResNet ngf=64, 6 blocks, {size}x{size}, {args.device}, {args.threads} threads, {repeats} rounds")
     print(md)
     print(f"block share of a shortcut frame: {share:.1%}; amortised at α={a}")
+    if ops:
+        print("block's time by op (profiler, self CPU time): " + ", ".join(f"{o['op']} {o['share']:.0%}" for o in ops))
     name = f"speed_{args.device}" + ("_quick" if args.quick else "")
     path = write(name, {"machine": machine(args.device), "size": size, "repeats": repeats, "seconds": t, "memory_mib": mem,
-                        "block_share": share, "interval": a, "markdown": md})
+                        "block_share": share, "interval": a, "markdown": md, "block_ops": ops,
+                        "block_width": sv.block.width})
     print(f"wrote {path}")
 
 

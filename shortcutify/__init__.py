@@ -29,7 +29,7 @@ from .io import load
 from .module import ShortcutV2V, shortcutify
 from .policy import FixedInterval, KeyframePolicy
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "shortcutify",

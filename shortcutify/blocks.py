@@ -2,26 +2,36 @@
 
 ``ShortcutBlock`` implements Shortcut-V2V's block with AdaBD (adaptive blending and
 deformation). Shapes, for an encoder tap ``a`` of ``[B, Ca, Ha, Wa]`` and a decoder tap
-``f`` of ``[B, Cf, Hf, Wf]``, with ``h`` the block's width:
+``f`` of ``[B, Cf, Hf, Wf]``, with ``h`` the block's width and ``(Hh, Wh) = (⌈Hf/2⌉, ⌈Wf/2⌉)``:
 
-1. channel reduction: 1×1 conv + ReLU, ``a -> [B, h, Hf, Wf]`` (resized to the decoder
-   tap's resolution when the taps differ), ``f_ref -> [B, h, Hf, Wf]``;
-2. coarse alignment: a light conv stack on ``[a_t, a_ref]`` at half resolution predicts
-   one flow ``[B, 2, Hf/2, Wf/2]`` (dy, dx); it is up-sampled and warps the reduced
-   ``a_ref`` and ``f_ref`` at full resolution (one bilinear ``grid_sample``);
+1. channel reduction to half resolution: a 2×2 stride-2 conv + ReLU (space-to-depth then
+   1×1: nothing is discarded by resampling), ``a -> [B, h, Hh, Wh]`` (``a`` first resized to
+   the decoder tap's resolution when the taps differ), ``f_ref -> [B, h, Hh, Wh]``;
+2. coarse alignment: a light conv stack on ``[a_t, a_ref]`` predicts one flow
+   ``[B, 2, Hh, Wh]`` (dy, dx) that warps the reduced ``a_ref`` and ``f_ref`` (one
+   bilinear ``grid_sample``);
 3. AdaBD: a light conv stack on ``[aligned a_ref, a_t]`` predicts 3×3 deformable offsets
-   ``[B, 18, Hf, Wf]`` and a blending mask ``m = sigmoid(.)`` ``[B, 9, Hf, Wf]``; one
+   ``[B, 18, Hh, Wh]`` and a blending mask ``m = sigmoid(.)`` ``[B, 9, Hh, Wh]``; one
    modulated deformable conv with shared weights is applied to the aligned ``f_ref``
    (offsets, modulation ``1 − m``) and to ``a_t`` (zero offsets, modulation ``m``).
    Because the conv is linear the two applications are fused: the sampled columns are
    blended first, then one matrix product;
-4. reconstruction: ReLU, then 1×1 conv to ``[B, Cf, Hf, Wf]``, added to the coarsely
-   warped full-width ``f_ref`` (a residual the paper's block does not have: the block
-   starts as "reuse the warped reference feature", zero-initialised reconstruction,
-   and learns the correction; the warp costs 4·Cf MACs per position).
+4. reconstruction: ReLU, then a 2×2 stride-2 transposed conv back to ``[B, Cf, Hf, Wf]``
+   (depth-to-space), added to the full-width ``f_ref`` warped at full resolution by the
+   same flow (a residual the paper's block does not have: the block starts as "reuse the
+   warped reference feature", zero-initialised reconstruction, and learns the correction;
+   the warp costs 4·Cf MACs per position).
 
-Everything that depends only on the reference (its reductions, the half-resolution
-copy of ``a_ref``) is computed once per keyframe by :meth:`ShortcutBlock.prepare_reference`.
+Differences from the paper's block, and why: the paper runs AdaBD at the decoder tap's
+resolution. Here everything but the final warp runs at half of it, entered and left
+without resampling loss (2×2 stride-2 conv in, transposed conv out). On CPU the block's
+time is set by gathers and memory traffic, not MACs: at full resolution it took 54% of a
+shortcut frame (ResNet, 256×256, 2 threads) and now about a fifth, for 0.66 instead of
+1.62 GMACs (``benchmarks/RESULTS.md``). The price on the small distillation example
+(``examples/distill_bikes.py``, 68×160 frames) was 0.7 dB after 900 steps.
+
+Everything that depends only on the reference (its reductions, its channels-last copy)
+is computed once per keyframe by :meth:`ShortcutBlock.prepare_reference`.
 """
 
 from __future__ import annotations

@@ -380,15 +380,20 @@ def _writes_first_input(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
         return True
     if node.op == "call_function" and callable(node.target):
         try:
-            params = inspect.signature(node.target).parameters
-        except (TypeError, ValueError):
-            return True
-        if "inplace" in params:
+            signature = inspect.signature(node.target)
+        except (TypeError, ValueError):  # a builtin: torch's and operator's write only as checked above
+            module = getattr(node.target, "__module__", None) or ""
+            return not (node.target is getattr or module.startswith("torch") or module in ("_operator", "operator"))
+        if "inplace" in signature.parameters:
             try:
-                bound = inspect.signature(node.target).bind(*node.args, **node.kwargs)
+                bound = signature.bind(*node.args, **node.kwargs)
             except TypeError:
                 return True
             return bool(bound.arguments.get("inplace", False))
+        module = getattr(node.target, "__module__", None) or ""
+        # torch's Python functions write into inputs only through `inplace`/`out`; a user's
+        # wrapped function is opaque
+        return not (module.startswith("torch") or module in ("_operator", "operator"))
     return False
 
 

@@ -27,7 +27,7 @@ __all__ = ["save", "load", "CONFIG_NAME", "WEIGHTS_NAME"]
 
 CONFIG_NAME = "shortcut_config.json"
 WEIGHTS_NAME = "shortcut_block.pt"
-FORMAT = 1
+FORMAT = 2  # 2: the block at half the decoder tap's resolution (format-1 blocks do not fit it)
 
 
 def teacher_checksum(model: nn.Module) -> str:
@@ -130,8 +130,14 @@ def load(
         config = json.loads(cfg_file.read_text())
     except json.JSONDecodeError as exc:
         raise IncompatibleCheckpointError(f"{cfg_file} is not valid JSON: {exc}") from exc
-    if config.get("library") != "shortcutify" or config.get("format") != FORMAT:
-        raise IncompatibleCheckpointError(f"{cfg_file} is not a shortcutify format-{FORMAT} config")
+    if config.get("library") != "shortcutify":
+        raise IncompatibleCheckpointError(f"{cfg_file} is not a shortcutify config")
+    if config.get("format") != FORMAT:
+        raise IncompatibleCheckpointError(
+            f"{cfg_file} holds a format-{config.get('format')} block (shortcutify {config.get('library_version')}); "
+            f"this version reads format {FORMAT}, whose block has another architecture. Distil the block again "
+            "with this version (the teacher is unchanged), or load it with the version that saved it."
+        )
     if config.get("library_version") != __version__:
         warnings.warn(
             f"block saved by shortcutify {config.get('library_version')}, loading with {__version__}", stacklevel=2

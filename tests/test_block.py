@@ -114,3 +114,47 @@ def test_gradients_reach_every_block_parameter():
     (f_hat.square().mean() + aligned.square().mean()).backward()
     for name, p in block.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
+
+
+def test_fused_adabd_is_the_same_with_and_without_autograd():
+    """The inference path blends in place; the training path must give the same numbers."""
+    torch.manual_seed(2)
+    f_ref, a = torch.randn(2, 5, 6, 7), torch.randn(2, 5, 6, 7)
+    offset, m = torch.randn(2, 18, 6, 7), torch.rand(2, 9, 6, 7)
+    weight, bias = torch.randn(3, 5, 3, 3), torch.randn(3)
+    with torch.no_grad():
+        fast, fast_ref = adabd_conv(f_ref, a, offset, m, weight, bias, reference_only=True)
+        fast_only, none = adabd_conv(f_ref, a, offset, m, weight, bias)
+    slow, slow_ref = adabd_conv(f_ref.requires_grad_(), a, offset, m, weight, bias, reference_only=True)
+    assert none is None
+    torch.testing.assert_close(fast, slow.detach())
+    torch.testing.assert_close(fast_only, slow.detach())
+    torch.testing.assert_close(fast_ref, slow_ref.detach())
+    torch.testing.assert_close(fast_ref, deform_conv2d(f_ref.detach(), offset, weight, bias, padding=1))
+
+
+def test_block_output_is_the_same_with_and_without_autograd_and_in_the_teachers_layout():
+    torch.manual_seed(4)
+    block = ShortcutBlock(6, 10, width=4)
+    for p in block.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    a_ref, f_ref, a = torch.randn(2, 6, 9, 11), torch.randn(2, 10, 9, 11), torch.randn(2, 6, 9, 11)
+    block.return_aligned = True
+    with torch.no_grad():
+        fast, fast_aligned = block(a, block.prepare_reference(a_ref, f_ref))
+    slow, slow_aligned = block(a, block.prepare_reference(a_ref, f_ref))
+    torch.testing.assert_close(fast, slow.detach())
+    torch.testing.assert_close(fast_aligned, slow_aligned.detach())
+    assert fast.is_contiguous()  # what the teacher's tail would have received from its own layer
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_layout_changes_keep_values(grad):
+    from shortcutify.blocks import _to_channels_last, _to_contiguous
+
+    x = torch.randn(3, 5, 64, 70)
+    with torch.set_grad_enabled(grad):
+        cl = _to_channels_last(x)
+        back = _to_contiguous(cl)
+    assert cl.is_contiguous(memory_format=torch.channels_last) and torch.equal(cl, x)
+    assert back.is_contiguous() and torch.equal(back, x)

@@ -567,3 +567,35 @@ def test_cuda_matches_cpu():
 def test_empty_batch():
     out = deform_conv2d(torch.randn(0, 2, 4, 4), torch.zeros(0, 18, 4, 4), torch.randn(3, 2, 3, 3), padding=1)
     assert out.shape == (0, 3, 4, 4)
+
+
+# --------------------------------------------------------------------------- #
+# warp
+# --------------------------------------------------------------------------- #
+from shortcutify.deform import warp  # noqa: E402
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_warp_is_the_one_tap_deformable_sampling_in_either_memory_format(channels_last):
+    torch.manual_seed(3)
+    x = torch.randn(2, 5, 6, 7, dtype=torch.float64)
+    flow = 1.5 * torch.randn(2, 2, 6, 7, dtype=torch.float64)
+    src = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    out = warp(src, flow)
+    expected = deform_columns(x, flow, 1).view(2, 5, 6, 7)
+    torch.testing.assert_close(out, expected, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(warp(src, torch.zeros_like(flow)), x, atol=1e-12, rtol=0)  # zero flow: the identity
+
+
+def test_warp_moves_content_by_whole_pixels_and_reads_zeros_outside():
+    x = torch.arange(12.0).view(1, 1, 3, 4)
+    flow = torch.zeros(1, 2, 3, 4)
+    flow[:, 1] = 1.0  # dx = +1: every pixel takes its right neighbour's value
+    out = warp(x, flow)
+    torch.testing.assert_close(out[..., :3], x[..., 1:])
+    assert torch.equal(out[..., 3], torch.zeros(1, 1, 3))
+
+
+def test_warp_rejects_a_flow_of_the_wrong_shape():
+    with pytest.raises(ValueError, match=r"flow must have shape \[B, 2, H, W\]"):
+        warp(torch.randn(1, 3, 4, 4), torch.randn(1, 2, 4, 5))

@@ -290,6 +290,93 @@ def test_an_in_place_op_after_a_tap_does_not_change_the_reference():
     assert torch.equal(seen["a"], a)  # the block sees the same encoder feature as the keyframe
 
 
+class _AfterTap(nn.Module):
+    """conv -> norm (tap "a") -> <after> -> mid -> up (tap "f") -> <after> -> out."""
+
+    def __init__(self, after):
+        super().__init__()
+        self.after = after
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.norm = nn.InstanceNorm2d(8)
+        self.mid = nn.Conv2d(8, 8, 3, padding=1)
+        self.up = nn.Conv2d(8, 8, 3, padding=1)
+        self.out = nn.Conv2d(8, 3, 1)
+
+    def forward(self, x):
+        a = self.norm(self.conv(x))
+        f = self.up(self.mid(self.after(self, a)))
+        return self.out(self.after(self, f))
+
+
+def _relu_inplace_method(m, x):
+    return x.relu_()
+
+
+def _relu_functional_inplace(m, x):
+    return F.relu(x, inplace=True)
+
+
+def _relu_on_a_view(m, x):
+    x.view(x.shape[0], -1).clamp_(min=0)
+    return x
+
+
+def _augmented_assignment(m, x):
+    x += 1.0
+    return x
+
+
+def _out_of_place(m, x):
+    return F.relu(x) + torch.sigmoid(x.view(x.shape)) * 2
+
+
+@pytest.mark.parametrize(
+    "after, mutates",
+    [
+        (_relu_inplace_method, True),
+        (_relu_functional_inplace, True),
+        (_relu_on_a_view, True),
+        (_augmented_assignment, False),  # fx records `x += 1` as an out-of-place add
+        (_out_of_place, False),
+    ],
+)
+def test_tap_values_are_copied_exactly_when_a_later_op_may_write_into_them(after, mutates):
+    torch.manual_seed(0)
+    gen, x = _AfterTap(after), torch.randn(1, 3, 8, 8)
+    sv = shortcutify(gen, "norm", "up", x)
+    out, a, f = sv.run_keyframe(x)
+    torch.testing.assert_close(out, gen(x))
+    with torch.no_grad():
+        a_true = gen.norm(gen.conv(x))
+        f_true = gen.up(gen.mid(after(gen, a_true.clone())))
+    torch.testing.assert_close(a, a_true)  # the values at the taps, before any in-place op
+    torch.testing.assert_close(f, f_true)
+    clones = [n for n in sv.keyframe_program.graph.nodes if n.target == "clone"]
+    assert len(clones) == (2 if mutates else 0)  # no copy (time, memory) when nothing can write into a tap
+    _, f_hat, _ = sv.run_shortcut(x, reference=sv.block.prepare_reference(a, f))
+    torch.testing.assert_close(f_hat, f)  # untrained block: the reference feature, as returned for the losses
+
+
+def test_a_users_opaque_leaf_module_after_a_tap_counts_as_writing_into_it():
+    class Opaque(nn.Module):  # a leaf: fx cannot see what it does to its input
+        def forward(self, x):
+            return x.mul_(2.0)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.opaque = nn.Conv2d(3, 8, 3, padding=1), Opaque()
+            self.mid, self.up, self.out = nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 3, 1)
+
+        def forward(self, x):
+            return self.out(self.up(self.mid(self.opaque(self.conv(x)))))
+
+    gen, x = Net(), torch.randn(1, 3, 8, 8)
+    sv = shortcutify(gen, "conv", "up", x, leaf_modules=(Opaque,))
+    _, a, _ = sv.run_keyframe(x)
+    torch.testing.assert_close(a, gen.conv(x))
+
+
 def test_a_model_input_is_not_a_tap():
     gen = TwoInputGen()
     with pytest.raises(TapOrderError, match="input of the model"):

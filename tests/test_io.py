@@ -48,6 +48,16 @@ def test_only_the_block_is_saved(tmp_path):
     assert cfg["enc_shape"] == [16, 8, 8] and cfg["policy"] == {"type": "FixedInterval", "n": 4}
 
 
+def test_a_block_of_another_format_is_refused_with_what_to_do(tmp_path):
+    gen, sv = _trained_sv()
+    sv.save(tmp_path)
+    cfg = json.loads((tmp_path / CONFIG_NAME).read_text())
+    cfg["format"], cfg["library_version"] = 1, "0.1.0"  # the full-resolution block of 0.1
+    (tmp_path / CONFIG_NAME).write_text(json.dumps(cfg))
+    with pytest.raises(IncompatibleCheckpointError, match=r"format-1 block \(shortcutify 0.1.0\).*Distil the block again"):
+        load(gen, tmp_path)
+
+
 def test_a_fresh_copy_of_the_generator_accepts_the_block(tmp_path):
     gen, sv = _trained_sv()
     sv.save(tmp_path)

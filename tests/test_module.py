@@ -35,6 +35,24 @@ def test_keyframes_follow_the_fixed_interval_and_equal_the_teacher_exactly():
     assert flags == [True, False, False, True, False, False, True, False]
 
 
+def test_a_shortcut_frame_is_what_predict_and_run_shortcut_compute():
+    _, _, sv = _sv(interval=3)
+    for p in sv.block.parameters():  # a trained-looking block: flows, offsets and corrections live
+        torch.nn.init.normal_(p, std=0.05)
+    x0, x1 = _frames(2)
+    with torch.no_grad():
+        _, a, f = sv.run_keyframe(x0)
+        ref = sv.block.prepare_reference(a, f)
+        expected, f_hat, _ = sv.run_shortcut(x1, reference=ref)
+        predicted = sv.predict(x1, reference=ref)
+    sv(x0)
+    assert torch.equal(sv(x1), expected) and not sv.last_was_keyframe
+    assert torch.equal(predicted, expected)
+    assert f_hat.shape == f.shape
+    outputs = next(n for n in sv.inference_program.graph.nodes if n.op == "output")
+    assert not isinstance(outputs.args[0], tuple)  # the inference program returns the output alone
+
+
 def test_interval_one_runs_the_teacher_on_every_frame():
     gen, _, sv = _sv(interval=1)
     for x in _frames(3):
