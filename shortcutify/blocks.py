@@ -26,9 +26,12 @@ Differences from the paper's block, and why: the paper runs AdaBD at the decoder
 resolution. Here everything but the final warp runs at half of it, entered and left
 without resampling loss (2×2 stride-2 conv in, transposed conv out). On CPU the block's
 time is set by gathers and memory traffic, not MACs: at full resolution it took 54% of a
-shortcut frame (ResNet, 256×256, 2 threads) and now about a fifth, for 0.66 instead of
-1.62 GMACs (``benchmarks/RESULTS.md``). The price on the small distillation example
-(``examples/distill_bikes.py``, 68×160 frames) was 0.7 dB after 900 steps.
+shortcut frame (ResNet ngf=64, 256×256, 2 threads; 1.62 GMACs) and at half resolution
+about a fifth (0.66 GMACs), which is what brings a shortcut frame to 2.5× the teacher's
+speed (``benchmarks/RESULTS.md``). The price is quality: with the cartoon teacher
+(136×320, α = 3, 500 distillation steps) the full-resolution block reached 34.9 / 39.3 dB
+PSNR vs the teacher on held-out bikes / carphone frames, this one 33.2 / 37.0 dB (repeating
+the keyframe: 29.7 / 34.7 dB). Doubling or quadrupling the width recovers under 1 dB.
 
 Everything that depends only on the reference (its reductions, its channels-last copy)
 is computed once per keyframe by :meth:`ShortcutBlock.prepare_reference`.
@@ -53,9 +56,9 @@ class Reference(NamedTuple):
 
     Attributes:
         half: the reduced encoder and decoder taps at half the decoder tap's resolution,
-            concatenated, ``[B, 2h, ceil(Hf/2), ceil(Wf/2)]`` (channels-last memory).
-        feature: the decoder tap itself, ``[B, Cf, Hf, Wf]`` (channels-last memory: the
-            layout in which ``grid_sample`` warps it fastest).
+            concatenated, ``[B, 2h, ceil(Hf/2), ceil(Wf/2)]`` (on CPU in channels-last memory).
+        feature: the decoder tap itself, ``[B, Cf, Hf, Wf]`` (on CPU in channels-last memory:
+            the layout in which ``grid_sample`` warps it fastest there).
     """
 
     half: Tensor
@@ -158,7 +161,7 @@ def _transpose_rows(src: Tensor, dst: Tensor) -> Tensor:
 def _to_channels_last(x: Tensor) -> Tensor:
     """``x`` ``[B, C, H, W]`` in channels-last memory (same values)."""
     b, c, hh, ww = x.shape
-    if torch.is_grad_enabled() or not x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last):
+    if x.device.type != "cpu" or torch.is_grad_enabled() or not x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last):
         return x.contiguous(memory_format=torch.channels_last)
     out = torch.empty_like(x, memory_format=torch.channels_last)
     _transpose_rows(x.view(b, c, hh * ww), out.permute(0, 2, 3, 1).view(b, hh * ww, c))
@@ -168,7 +171,7 @@ def _to_channels_last(x: Tensor) -> Tensor:
 def _to_contiguous(x: Tensor) -> Tensor:
     """``x`` ``[B, C, H, W]`` in contiguous (NCHW) memory (same values)."""
     b, c, hh, ww = x.shape
-    if torch.is_grad_enabled() or x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last):
+    if x.device.type != "cpu" or torch.is_grad_enabled() or x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last):
         return x.contiguous()
     out = torch.empty_like(x, memory_format=torch.contiguous_format)
     _transpose_rows(x.permute(0, 2, 3, 1).reshape(b, hh * ww, c), out.view(b, c, hh * ww))
@@ -226,6 +229,10 @@ class ShortcutBlock(nn.Module):
     def extra_repr(self) -> str:
         return f"enc_channels={self.enc_channels}, dec_channels={self.dec_channels}, width={self.width}"
 
+    def reference_parameters(self) -> list[nn.Parameter]:
+        """The parameters :meth:`prepare_reference` uses (counted in the keyframe path's cost)."""
+        return [*self.reduce_enc.parameters(), *self.reduce_dec.parameters()]
+
     def _reduce(self, x: Tensor, size: tuple[int, int], conv: nn.Conv2d) -> Tensor:
         """``[B, C, H, W]`` -> ``[B, h, ceil(Hf/2), ceil(Wf/2)]``: resize to ``size``, 2×2 stride-2 conv, ReLU."""
         if tuple(x.shape[-2:]) != tuple(size):
@@ -236,7 +243,9 @@ class ShortcutBlock(nn.Module):
         """Reference state from a keyframe's taps ``a_ref [B, Ca, Ha, Wa]``, ``f_ref [B, Cf, Hf, Wf]``."""
         size = (f_ref.shape[-2], f_ref.shape[-1])
         half = torch.cat([self._reduce(a_ref, size, self.reduce_enc), self._reduce(f_ref, size, self.reduce_dec)], dim=1)
-        return Reference(_to_channels_last(half), _to_channels_last(f_ref))  # the layout grid_sample warps fastest
+        if f_ref.device.type == "cpu":  # the layout in which the CPU's grid_sample warps fastest
+            half, f_ref = _to_channels_last(half), _to_channels_last(f_ref)
+        return Reference(half, f_ref)
 
     def forward(self, a: Tensor, reference: Reference) -> tuple[Tensor, Tensor | None]:
         """Predict the decoder-tap feature ``[B, Cf, Hf, Wf]`` from ``a [B, Ca, Ha, Wa]``."""
@@ -258,8 +267,11 @@ class ShortcutBlock(nn.Module):
 
         # the correction, back at full resolution (transposed 2×2 stride-2 conv), is added
         # to the full-width reference feature warped by the same flow at full resolution
-        def correction(x: Tensor) -> Tensor:  # channels-last in: the CPU's transposed conv is far faster there
-            return _to_contiguous(self.reconstruct(_to_channels_last(F.relu(x))))[..., :hf, :wf]
+        def correction(x: Tensor) -> Tensor:
+            x = F.relu(x)
+            if x.device.type == "cpu":  # the CPU's transposed conv is an order of magnitude faster in channels-last
+                return _to_contiguous(self.reconstruct(_to_channels_last(x)))[..., :hf, :wf]
+            return self.reconstruct(x)[..., :hf, :wf]
 
         f_hat, aligned_only = correction(fused), (correction(ref_only) if ref_only is not None else None)
         flow_full = F.interpolate(flow, scale_factor=2.0, mode="bilinear", align_corners=False)[..., :hf, :wf] * 2.0

@@ -246,9 +246,12 @@ def deform_columns(
     gy = (2.0 * y + 1.0) / h - 1.0
     grid = torch.stack((gx, gy), dim=-1).view(b * g, k * ho, wo, 2)
 
-    # one offset group: sample from channels-last memory, where grid_sample reads whole
-    # channel vectors per position (markedly faster on CPU; same values)
-    source = input.contiguous(memory_format=torch.channels_last) if g == 1 else input.reshape(b * g, c // g, h, w)
+    # one offset group on CPU: sample from channels-last memory, where grid_sample reads
+    # whole channel vectors per position (markedly faster there; same values)
+    if g == 1 and input.device.type == "cpu":
+        source = input.contiguous(memory_format=torch.channels_last)
+    else:
+        source = input.reshape(b * g, c // g, h, w)
     sampled = F.grid_sample(
         source,
         grid,

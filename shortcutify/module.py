@@ -176,7 +176,7 @@ class ShortcutV2V(nn.Module):
             b_macs, b_ops, b_unc = count_macs(block, a, ref)
         finally:
             block.return_aligned = was
-        ref_params = param_count(list(block.reduce_enc.parameters()) + list(block.reduce_dec.parameters()))
+        ref_params = param_count(block.reference_parameters())
         t_params = param_count(self.teacher.parameters())
         s_params = param_count(self.inference_program.parameters())
         b_params = param_count(block.parameters())
