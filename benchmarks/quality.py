@@ -1,6 +1,6 @@
 """Quality benchmark on held-out real video: Shortcut-V2V against baselines of equal or lower cost.
 
-usage: python benchmarks/quality.py [--quick] [--steps N]
+usage: python benchmarks/quality.py [--quick] [--steps N] [--resolution half|full]
 
 Teacher: the cartoon teacher trained here (RecycleGAN-style ResNet; --quick: the tiny one).
 Held-out frames: the end of bikes.mp4 and carphone (never used to train anything).
@@ -82,6 +82,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--resolution", choices=("half", "full"), default="half", help="the block's resolution")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -102,7 +103,7 @@ def main() -> None:
     }
 
     torch.manual_seed(0)
-    sv = shortcutify(teacher, *resnet_taps(teacher), train[:1], interval=5)
+    sv = shortcutify(teacher, *resnet_taps(teacher), train[:1], interval=5, resolution=args.resolution)
     cache = shortcutify(teacher, *resnet_taps(teacher), train[:1], interval=5)  # untrained block = cache
     print(f"distilling the block ({steps} steps, α=5) ...", flush=True)
     distill(sv, clips, steps=steps, batch_size=4, lr=2e-3, crop=crop, flip=True, progress=False, weights={"feature": 1.0, "alignment": 0.0})
@@ -143,7 +144,7 @@ def main() -> None:
     rows = [[r["video"], r["method"], r["alpha"] or "-", f"{r['macs'] / 1e9:.3f}", f"{r['psnr']:.2f}", f"{r['ssim']:.4f}", f"{r['temporal']:.4f}"] for r in results]
     md = table(["video", "method", "α", "GMACs/frame (amortised)", "PSNR vs teacher (dB)", "SSIM", "temporal error"], rows)
     print(md)
-    tag = "quality_quick" if args.quick else "quality"
+    tag = "quality" + ("" if args.resolution == "half" else f"_{args.resolution}") + ("_quick" if args.quick else "")
     plot = _plot(results, RESULTS / f"{tag}.png")
     path = write(tag, {"machine": machine(), "teacher": name, "steps": steps, "sizes": {"bikes": size, "carphone": car_size},
                        "results": results, "markdown": md, "seconds": time.time() - t_start})

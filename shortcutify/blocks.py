@@ -23,15 +23,15 @@ deformation). Shapes, for an encoder tap ``a`` of ``[B, Ca, Ha, Wa]`` and a deco
    the warp costs 4·Cf MACs per position).
 
 Differences from the paper's block, and why: the paper runs AdaBD at the decoder tap's
-resolution. Here everything but the final warp runs at half of it, entered and left
-without resampling loss (2×2 stride-2 conv in, transposed conv out). On CPU the block's
-time is set by gathers and memory traffic, not MACs: at full resolution it took 54% of a
-shortcut frame (ResNet ngf=64, 256×256, 2 threads; 1.62 GMACs) and at half resolution
-about a fifth (0.66 GMACs), which is what brings a shortcut frame to 2.5× the teacher's
-speed (``benchmarks/RESULTS.md``). The price is quality: with the cartoon teacher
-(136×320, α = 3, 500 distillation steps) the full-resolution block reached 34.9 / 39.3 dB
-PSNR vs the teacher on held-out bikes / carphone frames, this one 33.2 / 37.0 dB (repeating
-the keyframe: 29.7 / 34.7 dB). Doubling or quadrupling the width recovers under 1 dB.
+resolution (``resolution="full"`` here: 1×1 reductions and reconstruction, the flow at half
+resolution, AdaBD at full). By default (``resolution="half"``) everything but the final
+warp runs at half of it, entered and left without resampling loss (2×2 stride-2 conv in,
+transposed conv out). On CPU the block's time is set by gathers and memory traffic, not
+MACs: with ResNet ngf=64 at 256×256 (2 threads) the full-resolution block takes about half
+of a shortcut frame's time, the half-resolution one about a fifth, which is what brings a
+shortcut frame to 2.5× the teacher's speed. The price is quality (2–3.5 dB PSNR vs the
+teacher on the held-out videos of ``benchmarks/quality.py``); doubling or quadrupling the
+half-resolution block's width recovered under 1 dB in a short run.
 
 Everything that depends only on the reference (its reductions, its channels-last copy)
 is computed once per keyframe by :meth:`ShortcutBlock.prepare_reference`.
@@ -53,6 +53,10 @@ __all__ = ["LightConv", "ShortcutBlock", "Reference", "default_width", "adabd_co
 
 class Reference(NamedTuple):
     """What a keyframe leaves for the frames after it (per stream, batched).
+
+    With ``resolution="full"`` blocks, ``half`` is the reduced encoder tap alone
+    ``[B, h, ⌈Hf/2⌉, ⌈Wf/2⌉]`` and ``feature`` the reduced encoder and decoder taps and the
+    decoder tap at full resolution, concatenated, ``[B, 2h + Cf, Hf, Wf]``.
 
     Attributes:
         half: the reduced encoder and decoder taps at half the decoder tap's resolution,
@@ -178,6 +182,19 @@ def _to_contiguous(x: Tensor) -> Tensor:
     return out
 
 
+RESOLUTIONS = ("half", "full")
+
+
+def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
+    if tuple(x.shape[-2:]) != tuple(size):
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    return x
+
+
+def _half(size: tuple[int, int]) -> tuple[int, int]:
+    return (size[0] + 1) // 2, (size[1] + 1) // 2
+
+
 def _pad_even(x: Tensor) -> Tensor:
     """Replicate-pad ``[B, C, H, W]`` at the bottom/right to even ``H`` and ``W``."""
     ph, pw = x.shape[-2] % 2, x.shape[-1] % 2
@@ -192,6 +209,10 @@ class ShortcutBlock(nn.Module):
         dec_channels: ``Cf``, channels of the decoder tap.
         width: ``h``, the block's internal width (default :func:`default_width`).
         kernel_size: kernel of the AdaBD deformable conv (odd).
+        resolution: ``"half"`` (default): everything but the final warp runs at half the
+            decoder tap's resolution, fast on CPU; ``"full"``: the paper's layout, AdaBD at
+            the decoder tap's resolution (1×1 reductions and reconstruction), slower and
+            more accurate (figures in ``benchmarks/RESULTS.md``).
 
     Call ``prepare_reference(a_ref, f_ref)`` on a keyframe, then ``block(a_t, reference)``
     on the following frames; it returns ``(f_hat, aligned)`` where ``f_hat`` is
@@ -199,10 +220,16 @@ class ShortcutBlock(nn.Module):
     (mask ``m = 0``) when :attr:`return_aligned` is set (for distillation), else ``None``.
     """
 
-    def __init__(self, enc_channels: int, dec_channels: int, width: int | None = None, kernel_size: int = 3) -> None:
+    def __init__(
+        self, enc_channels: int, dec_channels: int, width: int | None = None, kernel_size: int = 3, resolution: str = "half"
+    ) -> None:
         super().__init__()
         if kernel_size % 2 != 1:
             raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+        if resolution not in RESOLUTIONS:
+            raise ValueError(f"resolution must be one of {RESOLUTIONS}, got {resolution!r}")
+        self.resolution = resolution
+        full = resolution == "full"
         h = default_width(enc_channels, dec_channels) if width is None else int(width)
         if h < 1:
             raise ValueError(f"width must be >= 1, got {width}")
@@ -210,8 +237,9 @@ class ShortcutBlock(nn.Module):
         k2 = kernel_size * kernel_size
         # 2×2 stride-2 convs in (space-to-depth + 1×1), a 2×2 stride-2 transposed conv out:
         # the block runs at half the decoder tap's resolution without discarding detail
-        self.reduce_enc = nn.Conv2d(enc_channels, h, 2, stride=2)
-        self.reduce_dec = nn.Conv2d(dec_channels, h, 2, stride=2)
+        # ("full": 1×1 convs and reconstruction at the tap's resolution)
+        self.reduce_enc = nn.Conv2d(enc_channels, h, 1) if full else nn.Conv2d(enc_channels, h, 2, stride=2)
+        self.reduce_dec = nn.Conv2d(dec_channels, h, 1) if full else nn.Conv2d(dec_channels, h, 2, stride=2)
         self.flow_head = nn.Sequential(
             LightConv(2 * h, h), nn.ReLU(), LightConv(h, h), nn.ReLU(), _zero_(nn.Conv2d(h, 2, 1))
         )
@@ -223,11 +251,12 @@ class ShortcutBlock(nn.Module):
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # nn.Conv2d's fan-in init
         bound = 1 / math.sqrt(h * k2)
         nn.init.uniform_(self.bias, -bound, bound)
-        self.reconstruct = _zero_(nn.ConvTranspose2d(h, dec_channels, 2, stride=2))
+        self.reconstruct = _zero_(nn.Conv2d(h, dec_channels, 1) if full else nn.ConvTranspose2d(h, dec_channels, 2, stride=2))
         self.return_aligned = False
 
     def extra_repr(self) -> str:
-        return f"enc_channels={self.enc_channels}, dec_channels={self.dec_channels}, width={self.width}"
+        return (f"enc_channels={self.enc_channels}, dec_channels={self.dec_channels}, width={self.width}, "
+                f"resolution={self.resolution!r}")
 
     def reference_parameters(self) -> list[nn.Parameter]:
         """The parameters :meth:`prepare_reference` uses (counted in the keyframe path's cost)."""
@@ -235,13 +264,16 @@ class ShortcutBlock(nn.Module):
 
     def _reduce(self, x: Tensor, size: tuple[int, int], conv: nn.Conv2d) -> Tensor:
         """``[B, C, H, W]`` -> ``[B, h, ceil(Hf/2), ceil(Wf/2)]``: resize to ``size``, 2×2 stride-2 conv, ReLU."""
-        if tuple(x.shape[-2:]) != tuple(size):
-            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-        return F.relu(conv(_pad_even(x)))
+        return F.relu(conv(_pad_even(_resize(x, size))))
 
     def prepare_reference(self, a_ref: Tensor, f_ref: Tensor) -> Reference:
         """Reference state from a keyframe's taps ``a_ref [B, Ca, Ha, Wa]``, ``f_ref [B, Cf, Hf, Wf]``."""
         size = (f_ref.shape[-2], f_ref.shape[-1])
+        if self.resolution == "full":
+            a = F.relu(self.reduce_enc(_resize(a_ref, size)))
+            half = F.interpolate(a, size=_half(size), mode="bilinear", align_corners=False)
+            full = torch.cat([a, F.relu(self.reduce_dec(f_ref)), f_ref], dim=1)
+            return Reference(half, _to_channels_last(full) if full.device.type == "cpu" else full)
         half = torch.cat([self._reduce(a_ref, size, self.reduce_enc), self._reduce(f_ref, size, self.reduce_dec)], dim=1)
         if f_ref.device.type == "cpu":  # the layout in which the CPU's grid_sample warps fastest
             half, f_ref = _to_channels_last(half), _to_channels_last(f_ref)
@@ -249,6 +281,8 @@ class ShortcutBlock(nn.Module):
 
     def forward(self, a: Tensor, reference: Reference) -> tuple[Tensor, Tensor | None]:
         """Predict the decoder-tap feature ``[B, Cf, Hf, Wf]`` from ``a [B, Ca, Ha, Wa]``."""
+        if self.resolution == "full":
+            return self._forward_full(a, reference)
         ref_half, f_ref = reference
         h, k = self.width, self.kernel_size
         hf, wf = f_ref.shape[-2:]
@@ -281,3 +315,24 @@ class ShortcutBlock(nn.Module):
         else:
             f_hat.add_(f_warped)
         return f_hat, (f_warped + aligned_only if aligned_only is not None else None)
+
+    def _forward_full(self, a: Tensor, reference: Reference) -> tuple[Tensor, Tensor | None]:
+        """``resolution="full"``: the flow at half resolution, everything else at the tap's."""
+        a_ref_half, ref = reference
+        h, k = self.width, self.kernel_size
+        hf, wf = ref.shape[-2:]
+        a = F.relu(self.reduce_enc(_resize(a, (hf, wf))))  # [B, h, Hf, Wf]
+        a_half = F.interpolate(a, size=a_ref_half.shape[-2:], mode="bilinear", align_corners=False)
+        flow = self.flow_head(torch.cat([a_half, a_ref_half], dim=1))
+        flow = F.interpolate(flow, size=(hf, wf), mode="bilinear", align_corners=False)
+        # half-resolution pixels -> full-resolution pixels (Python scalars: no host-to-device copy per frame)
+        flow = torch.cat([flow[:, :1] * (hf / a_half.shape[-2]), flow[:, 1:] * (wf / a_half.shape[-1])], dim=1)
+        aligned = warp(ref, flow)
+        a_ref, f_ref, f_warped = aligned[:, :h], aligned[:, h : 2 * h], aligned[:, 2 * h :]
+        pred = self.adabd_head(torch.cat([a_ref, a], dim=1))
+        k2 = k * k
+        offset, mask = pred[:, : 2 * k2], torch.sigmoid(pred[:, 2 * k2 :])
+        fused, ref_only = adabd_conv(f_ref, a, offset, mask, self.weight, self.bias, reference_only=self.return_aligned)
+        f_hat = f_warped + self.reconstruct(F.relu(fused))
+        aligned_only = f_warped + self.reconstruct(F.relu(ref_only)) if ref_only is not None else None
+        return f_hat, aligned_only

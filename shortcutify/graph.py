@@ -346,10 +346,11 @@ class Programs:
     signature: list[str]
 
 
-# ops that return a view of (or the same storage as) their first argument
+# ops that may return a view of (or the same storage as) their first argument
 _VIEW_OPS = frozenset(
     "view view_as reshape reshape_as permute transpose t flatten unflatten squeeze unsqueeze narrow select "
-    "expand expand_as contiguous chunk split unbind movedim as_strided detach __getitem__ getitem".split()
+    "expand expand_as contiguous chunk split unbind movedim as_strided detach __getitem__ getitem "
+    "to type type_as float double half bfloat16 cpu cuda identity".split()
 )
 _INPLACE_OPERATORS = frozenset(
     getattr(operator, n) for n in "iadd isub imul itruediv ifloordiv imod ipow iand ior ixor ilshift irshift imatmul setitem".split()

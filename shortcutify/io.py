@@ -156,6 +156,7 @@ def load(
             example_inputs,
             policy=_policy_from(config, policy),
             width=int(config["width"]),
+            resolution=str(config.get("resolution", "half")),
             **trace_options,
         )
     except (IncompatibleCheckpointError, UntraceableModelError):

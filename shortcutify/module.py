@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils._pytree import tree_flatten
 
-from .blocks import Reference, ShortcutBlock, default_width
+from .blocks import RESOLUTIONS, Reference, ShortcutBlock, default_width
 from .cost import CostReport, PathCost, count_macs, param_count
 from .graph import REFERENCE_INPUT, Programs, TapInfo, annotate, as_tuple, build_programs, trace
 from .policy import FixedInterval, KeyframePolicy
@@ -199,7 +199,7 @@ class ShortcutV2V(nn.Module):
     def __repr__(self) -> str:
         return (
             f"ShortcutV2V(teacher={type(self.teacher).__name__}, enc={self.enc.name!r} {list(self.enc.shape[1:])}, "
-            f"dec={self.dec.name!r} {list(self.dec.shape[1:])}, width={self.block.width}, policy={self.policy!r}, "
+            f"dec={self.dec.name!r} {list(self.dec.shape[1:])}, width={self.block.width}, resolution={self.block.resolution!r}, policy={self.policy!r}, "
             f"block_params={param_count(self.block.parameters()):,}, skipped_nodes={len(self.skipped_nodes)})"
         )
 
@@ -213,6 +213,7 @@ def shortcutify(
     interval: int = 3,
     policy: KeyframePolicy | None = None,
     width: int | None = None,
+    resolution: str = "half",
     leaf_modules: Sequence[type | str] = (),
     tracer_kwargs: dict[str, Any] | None = None,
     concrete_args: dict[str, Any] | None = None,
@@ -228,6 +229,9 @@ def shortcutify(
         interval: keyframe interval α for the default :class:`FixedInterval` policy.
         policy: a custom keyframe policy (overrides ``interval``).
         width: the block's width ``h`` (default: half the narrower tap's channels).
+        resolution: where the block works: ``"half"`` (default) of the decoder tap's
+            resolution, several times faster on CPU, or ``"full"``, the paper's layout, more
+            accurate (see :class:`~shortcutify.ShortcutBlock`).
         leaf_modules, tracer_kwargs, concrete_args: tracing options, see :func:`shortcutify.graph.trace`.
 
     Raises:
@@ -243,6 +247,8 @@ def shortcutify(
         policy = FixedInterval(interval)
     elif not isinstance(policy, KeyframePolicy):
         raise TypeError(f"policy must have .interval and .is_keyframe(n), got {type(policy).__name__}")
+    if resolution not in RESOLUTIONS:
+        raise ValueError(f"resolution must be one of {RESOLUTIONS}, got {resolution!r}")
     model.eval()
     model.requires_grad_(False)
     traced = trace(model, leaf_modules=leaf_modules, tracer_kwargs=tracer_kwargs, concrete_args=concrete_args)
@@ -254,9 +260,9 @@ def shortcutify(
     ref_tensor = p if p is not None else next(x for x in tree_flatten(list(inputs))[0] if isinstance(x, Tensor))
     factory = {"device": ref_tensor.device, "dtype": ref_tensor.dtype if ref_tensor.is_floating_point() else None}
     if width is None:
-        width, block_macs = _auto_width(enc_shape, dec_shape, skipped_macs, factory)
+        width, block_macs = _auto_width(enc_shape, dec_shape, skipped_macs, factory, resolution)
     else:
-        block_macs = _block_macs(width, enc_shape, dec_shape, factory)
+        block_macs = _block_macs(width, enc_shape, dec_shape, factory, resolution)
     if block_macs >= skipped_macs:
         warnings.warn(
             f"the shortcut block (width {width}) costs {block_macs:,} MACs per frame but the part of the model it "
@@ -264,7 +270,7 @@ def shortcutify(
             "Choose taps further apart (list_taps() shows the MACs up to each node).",
             stacklevel=2,
         )
-    block = ShortcutBlock(enc_shape[1], dec_shape[1], width=width).to(**factory)
+    block = ShortcutBlock(enc_shape[1], dec_shape[1], width=width, resolution=resolution).to(**factory)
     programs = build_programs(traced, enc_layer, dec_layer, block)
     config = {
         "enc_layer": enc_layer,
@@ -274,15 +280,16 @@ def shortcutify(
         "enc_shape": list(programs.enc.shape[1:]),
         "dec_shape": list(programs.dec.shape[1:]),
         "width": block.width,
+        "resolution": block.resolution,
     }
     sv = ShortcutV2V(model, programs, block, policy, inputs, config)
     sv._fixed_args = dict(concrete_args or {})  # the teacher itself needs them (cost())
     return sv
 
 
-def _block_macs(width: int, enc_shape: tuple, dec_shape: tuple, factory: dict) -> int:
+def _block_macs(width: int, enc_shape: tuple, dec_shape: tuple, factory: dict, resolution: str = "half") -> int:
     """fvcore MACs of one block call at the tap shapes (reference preparation excluded)."""
-    block = ShortcutBlock(enc_shape[1], dec_shape[1], width=width).to(**factory)
+    block = ShortcutBlock(enc_shape[1], dec_shape[1], width=width, resolution=resolution).to(**factory)
     a = torch.zeros(enc_shape, **factory)
     f = torch.zeros(dec_shape, **factory)
     with torch.no_grad():
@@ -290,7 +297,7 @@ def _block_macs(width: int, enc_shape: tuple, dec_shape: tuple, factory: dict) -
     return count_macs(block, a, ref)[0]
 
 
-def _auto_width(enc_shape: tuple, dec_shape: tuple, skipped_macs: int, factory: dict) -> tuple[int, int]:
+def _auto_width(enc_shape: tuple, dec_shape: tuple, skipped_macs: int, factory: dict, resolution: str = "half") -> tuple[int, int]:
     """The block width: half the narrower tap (the paper's ratio), shrunk if needed.
 
     The widest width whose block costs at most half the skipped MACs (so that a
@@ -298,18 +305,18 @@ def _auto_width(enc_shape: tuple, dec_shape: tuple, skipped_macs: int, factory: 
     block costs less than the skipped part; else width 1 (and the caller warns).
     """
     hi = default_width(enc_shape[1], dec_shape[1])
-    macs = _block_macs(hi, enc_shape, dec_shape, factory)
+    macs = _block_macs(hi, enc_shape, dec_shape, factory, resolution)
     if 2 * macs <= skipped_macs:
         return hi, macs
     for budget in (skipped_macs / 2, skipped_macs - 1):
         lo_w, hi_w, best = 1, hi - 1, None
         while lo_w <= hi_w:  # block MACs grow with the width: binary search
             mid = (lo_w + hi_w) // 2
-            m = _block_macs(mid, enc_shape, dec_shape, factory)
+            m = _block_macs(mid, enc_shape, dec_shape, factory, resolution)
             if m <= budget:
                 best, lo_w = (mid, m), mid + 1
             else:
                 hi_w = mid - 1
         if best is not None:
             return best
-    return 1, _block_macs(1, enc_shape, dec_shape, factory)
+    return 1, _block_macs(1, enc_shape, dec_shape, factory, resolution)

@@ -18,8 +18,9 @@ from shortcutify.deform import deform_conv2d
         ((1, 4, 1, 1), (1, 4, 1, 1)),  # a single pixel
     ],
 )
-def test_block_predicts_the_decoder_tap_shape(enc_shape, dec_shape):
-    block = ShortcutBlock(enc_shape[1], dec_shape[1])
+@pytest.mark.parametrize("resolution", ["half", "full"])
+def test_block_predicts_the_decoder_tap_shape(enc_shape, dec_shape, resolution):
+    block = ShortcutBlock(enc_shape[1], dec_shape[1], resolution=resolution)
     a_ref, a = torch.randn(enc_shape), torch.randn(enc_shape)
     f_ref = torch.randn(dec_shape)
     f_hat, aligned = block(a, block.prepare_reference(a_ref, f_ref))
@@ -43,8 +44,9 @@ def test_width_is_derived_from_the_taps_and_overridable():
         ShortcutBlock(8, 8, width=0)
 
 
-def test_offset_and_mask_predictors_start_at_zero_output():
-    block = ShortcutBlock(8, 8)
+@pytest.mark.parametrize("resolution", ["half", "full"])
+def test_offset_and_mask_predictors_start_at_zero_output(resolution):
+    block = ShortcutBlock(8, 8, resolution=resolution)
     last_flow, last_adabd = block.flow_head[-1], block.adabd_head[-1]
     for conv in (last_flow, last_adabd):
         assert torch.count_nonzero(conv.weight) == 0 and torch.count_nonzero(conv.bias) == 0
@@ -57,9 +59,10 @@ def test_offset_and_mask_predictors_start_at_zero_output():
     assert torch.count_nonzero(seen["adabd"]) == 0  # zero offsets, mask sigmoid(0) = 0.5
 
 
-def test_an_untrained_block_reuses_the_reference_feature():
+@pytest.mark.parametrize("resolution", ["half", "full"])
+def test_an_untrained_block_reuses_the_reference_feature(resolution):
     """Zero flow (zero-initialised flow head) and a zero-initialised reconstruction."""
-    block = ShortcutBlock(8, 6)
+    block = ShortcutBlock(8, 6, resolution=resolution)
     a_ref, f_ref = torch.randn(2, 8, 6, 6), torch.randn(2, 6, 6, 6)
     f_hat, _ = block(torch.randn(2, 8, 6, 6), block.prepare_reference(a_ref, f_ref))
     torch.testing.assert_close(f_hat, f_ref, atol=1e-6, rtol=1e-6)
@@ -92,8 +95,9 @@ def test_mask_one_takes_the_current_frame_and_zero_the_warped_reference():
     torch.testing.assert_close(past, deform_conv2d(f_ref, offset, weight, padding=1), atol=1e-5, rtol=1e-5)
 
 
-def test_block_streams_are_independent():
-    block = ShortcutBlock(8, 8)
+@pytest.mark.parametrize("resolution", ["half", "full"])
+def test_block_streams_are_independent(resolution):
+    block = ShortcutBlock(8, 8, resolution=resolution)
     for p in block.parameters():  # non-zero predictors so that offsets and flows are live
         torch.nn.init.normal_(p, std=0.2)
     a_ref, f_ref, a = torch.randn(2, 8, 6, 6), torch.randn(2, 8, 6, 6), torch.randn(2, 8, 6, 6)
@@ -104,8 +108,9 @@ def test_block_streams_are_independent():
     assert torch.equal(out[0], out2[0]) and not torch.equal(out[1], out2[1])
 
 
-def test_gradients_reach_every_block_parameter():
-    block = ShortcutBlock(8, 8)
+@pytest.mark.parametrize("resolution", ["half", "full"])
+def test_gradients_reach_every_block_parameter(resolution):
+    block = ShortcutBlock(8, 8, resolution=resolution)
     for layer in (block.reconstruct, block.flow_head[-1], block.adabd_head[-1]):  # as after a first step
         torch.nn.init.normal_(layer.weight, std=0.1)
     block.return_aligned = True
@@ -133,9 +138,10 @@ def test_fused_adabd_is_the_same_with_and_without_autograd():
     torch.testing.assert_close(fast_ref, deform_conv2d(f_ref.detach(), offset, weight, bias, padding=1))
 
 
-def test_block_output_is_the_same_with_and_without_autograd_and_in_the_teachers_layout():
+@pytest.mark.parametrize("resolution", ["half", "full"])
+def test_block_output_is_the_same_with_and_without_autograd_and_in_the_teachers_layout(resolution):
     torch.manual_seed(4)
-    block = ShortcutBlock(6, 10, width=4)
+    block = ShortcutBlock(6, 10, width=4, resolution=resolution)
     for p in block.parameters():
         torch.nn.init.normal_(p, std=0.3)
     a_ref, f_ref, a = torch.randn(2, 6, 9, 11), torch.randn(2, 10, 9, 11), torch.randn(2, 6, 9, 11)
@@ -158,3 +164,20 @@ def test_layout_changes_keep_values(grad):
         back = _to_contiguous(cl)
     assert cl.is_contiguous(memory_format=torch.channels_last) and torch.equal(cl, x)
     assert back.is_contiguous() and torch.equal(back, x)
+
+
+def test_the_half_resolution_block_works_at_half_the_decoder_taps_resolution():
+    seen = {}
+    block = ShortcutBlock(8, 8)
+    block.adabd_head.register_forward_hook(lambda m, i, o: seen.update(half=o.shape[-2:]))
+    block(torch.randn(1, 8, 10, 14), block.prepare_reference(torch.randn(1, 8, 10, 14), torch.randn(1, 8, 10, 14)))
+    assert tuple(seen["half"]) == (5, 7)
+    full = ShortcutBlock(8, 8, resolution="full")
+    full.adabd_head.register_forward_hook(lambda m, i, o: seen.update(full=o.shape[-2:]))
+    full(torch.randn(1, 8, 10, 14), full.prepare_reference(torch.randn(1, 8, 10, 14), torch.randn(1, 8, 10, 14)))
+    assert tuple(seen["full"]) == (10, 14)
+
+
+def test_an_unknown_resolution_is_refused():
+    with pytest.raises(ValueError, match="resolution must be one of"):
+        ShortcutBlock(8, 8, resolution="quarter")

@@ -321,6 +321,10 @@ def _relu_on_a_view(m, x):
     return x
 
 
+def _relu_after_a_no_op_cast(m, x):
+    return x.to(torch.float32).relu_()  # .to() to the same dtype returns x itself
+
+
 def _augmented_assignment(m, x):
     x += 1.0
     return x
@@ -336,6 +340,7 @@ def _out_of_place(m, x):
         (_relu_inplace_method, True),
         (_relu_functional_inplace, True),
         (_relu_on_a_view, True),
+        (_relu_after_a_no_op_cast, True),
         (_augmented_assignment, False),  # fx records `x += 1` as an out-of-place add
         (_out_of_place, False),
     ],

@@ -34,6 +34,20 @@ def test_round_trip_gives_identical_outputs(tmp_path):
         assert torch.equal(sv(x), sv2(x))
 
 
+def test_a_full_resolution_block_round_trips(tmp_path):
+    torch.manual_seed(0)
+    gen = ResnetGenerator(ngf=8, n_blocks=2)
+    sv = shortcutify(gen, "model.4", "model.12", torch.zeros(1, 3, 16, 16), resolution="full")
+    for p in sv.block.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    sv.save(tmp_path)
+    assert json.loads((tmp_path / CONFIG_NAME).read_text())["resolution"] == "full"
+    sv2 = load(gen, tmp_path)
+    assert sv2.block.resolution == "full"
+    for x in _frames():
+        assert torch.equal(sv(x), sv2(x))
+
+
 def test_only_the_block_is_saved(tmp_path):
     gen, sv = _trained_sv()
     sv.save(tmp_path)

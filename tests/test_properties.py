@@ -16,6 +16,7 @@ def _shortcutified(gen, x, data, **kw):
     assume(len(taps) >= 2)
     i = data.draw(st.integers(0, len(taps) - 2), label="enc index")
     j = data.draw(st.integers(i + 1, len(taps) - 1), label="dec index")
+    kw.setdefault("resolution", data.draw(st.sampled_from(["half", "full"]), label="resolution"))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -53,7 +54,7 @@ def test_shortcut_is_cheaper_whenever_some_block_can_be(gen_x, data):
     r = sv.cost()
     skipped = r.teacher.macs - r.floor.macs
     assert skipped > 0
-    smallest = _block_macs(1, sv.enc.shape, sv.dec.shape, {"dtype": torch.float32})
+    smallest = _block_macs(1, sv.enc.shape, sv.dec.shape, {"dtype": torch.float32}, sv.block.resolution)
     event(f"some block is cheaper than the skipped part: {smallest < skipped}")
     if smallest < skipped:  # some width makes the shortcut pay: the default width must
         assert r.shortcut.macs < r.teacher.macs
