@@ -284,7 +284,7 @@ class ShortcutBlock(nn.Module):
         if self.resolution == "full":
             return self._forward_full(a, reference)
         ref_half, f_ref = reference
-        h, k = self.width, self.kernel_size
+        h = self.width
         hf, wf = f_ref.shape[-2:]
         a = self._reduce(a, (hf, wf), self.reduce_enc)  # [B, h, Hf/2, Wf/2]
 
@@ -293,11 +293,7 @@ class ShortcutBlock(nn.Module):
         aligned = warp(ref_half, flow)
         a_ref, f_ref_h = aligned[:, :h], aligned[:, h:]
 
-        # AdaBD: offsets and blending mask, then one fused modulated deformable conv
-        pred = self.adabd_head(torch.cat([a_ref, a], dim=1))
-        k2 = k * k
-        offset, mask = pred[:, : 2 * k2], torch.sigmoid(pred[:, 2 * k2 :])
-        fused, ref_only = adabd_conv(f_ref_h, a, offset, mask, self.weight, self.bias, reference_only=self.return_aligned)
+        fused, ref_only = self._adabd(a_ref, a, f_ref_h)
 
         # the correction, back at full resolution (transposed 2×2 stride-2 conv), is added
         # to the full-width reference feature warped by the same flow at full resolution
@@ -316,10 +312,17 @@ class ShortcutBlock(nn.Module):
             f_hat.add_(f_warped)
         return f_hat, (f_warped + aligned_only if aligned_only is not None else None)
 
+    def _adabd(self, a_ref: Tensor, a: Tensor, f_ref: Tensor) -> tuple[Tensor, Tensor | None]:
+        """AdaBD: offsets and blending mask from ``[aligned a_ref, a]``, then one fused modulated deformable conv."""
+        pred = self.adabd_head(torch.cat([a_ref, a], dim=1))
+        k2 = self.kernel_size * self.kernel_size
+        offset, mask = pred[:, : 2 * k2], torch.sigmoid(pred[:, 2 * k2 :])
+        return adabd_conv(f_ref, a, offset, mask, self.weight, self.bias, reference_only=self.return_aligned)
+
     def _forward_full(self, a: Tensor, reference: Reference) -> tuple[Tensor, Tensor | None]:
         """``resolution="full"``: the flow at half resolution, everything else at the tap's."""
         a_ref_half, ref = reference
-        h, k = self.width, self.kernel_size
+        h = self.width
         hf, wf = ref.shape[-2:]
         a = F.relu(self.reduce_enc(_resize(a, (hf, wf))))  # [B, h, Hf, Wf]
         a_half = F.interpolate(a, size=a_ref_half.shape[-2:], mode="bilinear", align_corners=False)
@@ -329,10 +332,7 @@ class ShortcutBlock(nn.Module):
         flow = torch.cat([flow[:, :1] * (hf / a_half.shape[-2]), flow[:, 1:] * (wf / a_half.shape[-1])], dim=1)
         aligned = warp(ref, flow)
         a_ref, f_ref, f_warped = aligned[:, :h], aligned[:, h : 2 * h], aligned[:, 2 * h :]
-        pred = self.adabd_head(torch.cat([a_ref, a], dim=1))
-        k2 = k * k
-        offset, mask = pred[:, : 2 * k2], torch.sigmoid(pred[:, 2 * k2 :])
-        fused, ref_only = adabd_conv(f_ref, a, offset, mask, self.weight, self.bias, reference_only=self.return_aligned)
+        fused, ref_only = self._adabd(a_ref, a, f_ref)
         f_hat = f_warped + self.reconstruct(F.relu(fused))
         aligned_only = f_warped + self.reconstruct(F.relu(ref_only)) if ref_only is not None else None
         return f_hat, aligned_only
