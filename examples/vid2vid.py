@@ -17,6 +17,7 @@ from shortcutify.demo import run_demo
 parser = argparse.ArgumentParser()
 parser.add_argument("--quick", action="store_true", help="tiny teacher, small frames, few steps")
 parser.add_argument("--steps", type=int, default=None)
+parser.add_argument("--resolution", choices=("half", "full"), default="half", help="the block's resolution")
 parser.add_argument("--out", default="out/vid2vid")
 args = parser.parse_args()
-run_demo(args.out, quick=args.quick, steps=args.steps, task="vid2vid")
+run_demo(args.out, quick=args.quick, steps=args.steps, resolution=args.resolution, task="vid2vid")

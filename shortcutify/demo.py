@@ -113,6 +113,7 @@ def run_demo(
     steps: int | None = None,
     progress: bool = True,
     task: str = "cartoon",
+    resolution: str = "half",
 ) -> dict[str, Any]:
     """Run the whole pipeline for one task's teacher; returns the report (also ``out/report.json``).
 
@@ -121,6 +122,7 @@ def run_demo(
         quick: the tiny teacher on small frames with few steps (for CI).
         steps: distillation steps (default: the preset's).
         task: ``"cartoon"`` (RecycleGAN-style) or ``"vid2vid"``.
+        resolution: the block's resolution, ``"half"`` or ``"full"`` (see :func:`shortcutify.shortcutify`).
     """
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
@@ -152,7 +154,7 @@ def run_demo(
         return tuple(t[:1] for t in x) if isinstance(x, tuple) else x[:1]
 
     log("[2/5] shortcutify at the taps " + " -> ".join(taps))
-    sv = shortcutify(gen, *taps, first(clips[0]), interval=3)
+    sv = shortcutify(gen, *taps, first(clips[0]), interval=3, resolution=resolution)
     cost = sv.cost()
     log(str(cost))
 
@@ -197,6 +199,7 @@ def run_demo(
         "teacher": p["teacher"],
         "taps": list(taps),
         "block_width": sv.block.width,
+        "block_resolution": sv.block.resolution,
         "cost": cost.as_dict(),
         "distill": {
             "steps": hist.steps,
@@ -227,7 +230,7 @@ def _report_md(r: dict[str, Any], cost: Any) -> str:
     lines = [
         f"# shortcutify demo ({r['preset']} preset)",
         "",
-        f"Teacher: `{r['teacher']}` (trained here on real video), taps {r['taps'][0]} -> {r['taps'][1]}, block width {r['block_width']}, keyframe interval 3.",
+        f"Teacher: `{r['teacher']}` (trained here on real video), taps {r['taps'][0]} -> {r['taps'][1]}, block width {r['block_width']} at {r['block_resolution']} resolution, keyframe interval 3.",
         "",
         "## Cost (fvcore)",
         "",
@@ -272,8 +275,10 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--steps", type=int, default=None, help="distillation steps (default: 1000, quick: 60)")
     d.add_argument("--task", choices=TASKS, default="cartoon", help="which teacher (default: %(default)s)")
     d.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    d.add_argument("--resolution", choices=("half", "full"), default="half",
+                   help="the block's resolution: half (fast on CPU) or full (the paper's, more accurate)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    run_demo(args.out, quick=args.quick, steps=args.steps, task=args.task)
+    run_demo(args.out, quick=args.quick, steps=args.steps, task=args.task, resolution=args.resolution)
     return 0

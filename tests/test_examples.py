@@ -28,10 +28,11 @@ def test_demo_quick_writes_report_video_plot_and_block(tmp_path):
     assert report["timing_seconds"]["teacher"] > 0
 
 
-def test_vid2vid_example_quick(tmp_path):
-    _run([str(ROOT / "examples" / "vid2vid.py"), "--quick", "--steps", "10", "--out", str(tmp_path)], ROOT)
+def test_vid2vid_example_quick_with_the_full_resolution_block(tmp_path):
+    _run([str(ROOT / "examples" / "vid2vid.py"), "--quick", "--steps", "10", "--resolution", "full", "--out", str(tmp_path)], ROOT)
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["taps"] == ["trunk.4", "trunk.11"]
+    assert report["block_resolution"] == "full"
 
 
 def test_quickstart(tmp_path):
