@@ -1,6 +1,6 @@
 """Speed and memory benchmark: wall-clock per frame of teacher, keyframe, shortcut frame, amortised.
 
-usage: python benchmarks/speed.py [--quick] [--threads 2] [--device cpu|cuda] [--resolution half|full]
+usage: python benchmarks/speed.py [--quick] [--threads 2] [--device cpu|cuda] [--resolution half|full] [--width W]
 
 ResNet generator (ngf=64, 6 residual blocks, the paper's taps) at 256x256 (--quick: 128x128).
 All paths run in one process on the same input, interleaved round by round, after
@@ -28,11 +28,11 @@ from shortcutify.timing import time_calls  # noqa: E402
 PATHS = ("teacher", "keyframe", "shortcut", "block")
 
 
-def build(size: int, device: str, resolution: str = "half"):
+def build(size: int, device: str, resolution: str = "half", width: int | None = None):
     torch.manual_seed(0)
     gen = ResnetGenerator(ngf=64, n_blocks=6).to(device)
     x = torch.randn(1, 3, size, size, device=device)
-    sv = shortcutify(gen, *resnet_taps(gen), x, resolution=resolution)
+    sv = shortcutify(gen, *resnet_taps(gen), x, resolution=resolution, width=width)
     return sv, x
 
 
@@ -116,11 +116,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--size", type=int, default=None)
     parser.add_argument("--resolution", choices=("half", "full"), default="half", help="the block's resolution")
+    parser.add_argument("--width", type=int, default=None, help="the block's width (default: automatic)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     size = args.size or (128 if args.quick else 256)
     repeats = args.repeats or (5 if args.quick else 15)
-    sv, x = build(size, args.device, args.resolution)
+    sv, x = build(size, args.device, args.resolution, args.width)
     t = timings(sv, x, repeats, warmup=2 if args.quick else 3, device=args.device)
     a = sv.policy.interval
     t["amortised"] = (t["keyframe"] + (a - 1) * t["shortcut"]) / a
@@ -134,7 +135,8 @@ def main() -> None:
     print(f"block share of a shortcut frame: {share:.1%}; amortised at α={a}")
     if ops:
         print("block's time by op (profiler, self CPU time): " + ", ".join(f"{o['op']} {o['share']:.0%}" for o in ops))
-    name = f"speed_{args.device}" + ("" if args.resolution == "half" else f"_{args.resolution}") + ("_quick" if args.quick else "")
+    name = (f"speed_{args.device}" + ("" if args.resolution == "half" else f"_{args.resolution}")
+            + ("" if args.width is None else f"_w{args.width}") + ("_quick" if args.quick else ""))
     path = write(name, {"machine": machine(args.device), "size": size, "repeats": repeats, "seconds": t, "memory_mib": mem,
                         "block_share": share, "interval": a, "markdown": md, "block_ops": ops,
                         "block_width": sv.block.width, "resolution": args.resolution})
