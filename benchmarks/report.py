@@ -68,8 +68,8 @@ def resolution_section(speed: dict | None, speed_full: dict | None, q: dict | No
         "margin and adds nothing to the peak memory; the full-resolution block (AdaBD at the decoder tap's",
         "resolution, as in the paper) is the one to choose when quality matters more than CPU time (and",
         "perhaps on a GPU: not measured, no GPU was lent). At half its default width it runs about as fast",
-        "as the half-resolution block; the ablation below compares the two at matched speed on the cartoon",
-        "teacher (half at width 32 against full at width 16).",
+        "as the half-resolution block (last row); the ablation below compares the two at that width ratio",
+        "on the cartoon teacher (half at width 32 against full at width 16; their speed there not measured).",
         "",
     ]
 
