@@ -275,9 +275,12 @@ class ShortcutBlock(nn.Module):
             full = torch.cat([a, F.relu(self.reduce_dec(f_ref)), f_ref], dim=1)
             return Reference(half, _to_channels_last(full) if full.device.type == "cpu" else full)
         half = torch.cat([self._reduce(a_ref, size, self.reduce_enc), self._reduce(f_ref, size, self.reduce_dec)], dim=1)
+        feature = f_ref
         if f_ref.device.type == "cpu":  # the layout in which the CPU's grid_sample warps fastest
-            half, f_ref = _to_channels_last(half), _to_channels_last(f_ref)
-        return Reference(half, f_ref)
+            half, feature = _to_channels_last(half), _to_channels_last(f_ref)
+        if feature.untyped_storage().data_ptr() == f_ref.untyped_storage().data_ptr():
+            feature = feature.clone()  # the state must not share memory with the tap (nor the teacher's output)
+        return Reference(half, feature)
 
     def forward(self, a: Tensor, reference: Reference) -> tuple[Tensor, Tensor | None]:
         """Predict the decoder-tap feature ``[B, Cf, Hf, Wf]`` from ``a [B, Ca, Ha, Wa]``."""

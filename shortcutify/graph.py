@@ -346,11 +346,17 @@ class Programs:
     signature: list[str]
 
 
-# ops that may return a view of (or the same storage as) their first argument
+# ops that may return a view of (or the very tensor of) an argument
 _VIEW_OPS = frozenset(
     "view view_as reshape reshape_as permute transpose t flatten unflatten squeeze unsqueeze narrow select "
-    "expand expand_as contiguous chunk split unbind movedim as_strided detach __getitem__ getitem "
-    "to type type_as float double half bfloat16 cpu cuda identity".split()
+    "expand expand_as contiguous chunk split tensor_split unbind movedim moveaxis swapaxes swapdims diagonal "
+    "as_strided detach __getitem__ getitem getattr unfold real imag view_as_real view_as_complex "
+    "to type type_as float double half bfloat16 cpu cuda identity "
+    "dropout dropout1d dropout2d dropout3d alpha_dropout feature_alpha_dropout".split()
+)
+# torch.nn layers that may return their input itself (or a view of it)
+_ALIASING_MODULES = frozenset(
+    "Identity Dropout Dropout1d Dropout2d Dropout3d AlphaDropout FeatureAlphaDropout Flatten Unflatten".split()
 )
 _INPLACE_OPERATORS = frozenset(
     getattr(operator, n) for n in "iadd isub imul itruediv ifloordiv imod ipow iand ior ixor ilshift irshift imatmul setitem".split()
@@ -362,59 +368,95 @@ def _target_name(node: fx.Node) -> str:
     return t if isinstance(t, str) else getattr(t, "__name__", "")
 
 
-def _writes_first_input(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
-    """Whether ``node`` may write into the storage of its first argument (conservative)."""
+def _effect(node: fx.Node, modules: dict[str, nn.Module]) -> str:
+    """What ``node`` may do to its tensor arguments: ``"write"``, ``"alias"`` (return one of
+    them or a view) or ``"pure"``. Conservative: anything not known to be pure or an alias
+    counts as writing."""
     if node.op == "output":
-        return False
+        return "pure"
     if node.op == "call_module":
         mod = modules.get(str(node.target))
-        # torch's own layers mutate only through an `inplace` flag; a user's leaf module is opaque
-        return mod is None or not type(mod).__module__.startswith("torch.nn") or bool(getattr(mod, "inplace", False))
+        if mod is None or not type(mod).__module__.startswith("torch.nn.modules") or bool(getattr(mod, "inplace", False)):
+            return "write"  # a user's leaf module, or a container, is opaque
+        if isinstance(mod, (nn.Sequential, nn.ModuleList, nn.ModuleDict)):
+            return "write"
+        return "alias" if type(mod).__name__ in _ALIASING_MODULES else "pure"
     if node.op not in ("call_function", "call_method"):
-        return True
-    if node.target in _INPLACE_OPERATORS or "out" in node.kwargs:
-        return True
+        return "write"
+    if node.target in _INPLACE_OPERATORS or "out" in node.kwargs or node.kwargs.get("inplace"):
+        return "write"
     name = _target_name(node)
     if name.endswith("_") and not name.endswith("__"):
-        return True
-    if node.kwargs.get("inplace"):
-        return True
+        return "write"
     if node.op == "call_function" and callable(node.target):
         try:
             signature = inspect.signature(node.target)
         except (TypeError, ValueError):  # a builtin: torch's and operator's write only as checked above
             module = getattr(node.target, "__module__", None) or ""
-            return not (node.target is getattr or module.startswith("torch") or module in ("_operator", "operator"))
+            known = node.target is getattr or module.startswith("torch") or module in ("_operator", "operator")
+            return ("alias" if name in _VIEW_OPS else "pure") if known else "write"
         if "inplace" in signature.parameters:
             try:
-                bound = signature.bind(*node.args, **node.kwargs)
+                if signature.bind(*node.args, **node.kwargs).arguments.get("inplace", False):
+                    return "write"
             except TypeError:
-                return True
-            return bool(bound.arguments.get("inplace", False))
+                return "write"
         module = getattr(node.target, "__module__", None) or ""
-        # torch's Python functions write into inputs only through `inplace`/`out`; a user's
-        # wrapped function is opaque
-        return not (module.startswith("torch") or module in ("_operator", "operator"))
-    return False
+        if not (module.startswith("torch") or module in ("_operator", "operator")):
+            return "write"  # a user's wrapped function is opaque
+    return "alias" if name in _VIEW_OPS else "pure"
+
+
+def _uses(user: fx.Node, node: fx.Node) -> bool:
+    found: list[bool] = []
+    fx.node.map_arg((user.args, user.kwargs), lambda n: found.append(n is node))
+    return any(found)
 
 
 def _may_be_mutated(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
-    """Whether a later op may change the value of ``node`` in place (directly or through a view)."""
+    """Whether an op may change the value of ``node`` in place, through any alias (conservative).
+
+    A tap that is itself an alias of an earlier value counts as mutable: a write into that
+    value would be a write into the tap.
+    """
+    if _effect(node, modules) == "alias":
+        return True
     seen: set[fx.Node] = set()
     stack = [node]
     while stack:
         n = stack.pop()
         for user in n.users:
-            if user in seen:
+            if user in seen or not _uses(user, n):
                 continue
             seen.add(user)
-            if user.args and user.args[0] is n and _writes_first_input(user, modules):
+            effect = _effect(user, modules)
+            if effect == "write":
                 return True
-            if any(isinstance(v, fx.Node) and v is n for v in user.kwargs.values()) and _writes_first_input(user, modules):
-                return True
-            if user.op in ("call_function", "call_method") and _target_name(user) in _VIEW_OPS:
+            if effect == "alias":
                 stack.append(user)
     return False
+
+
+def _keeps_writes(graph: fx.Graph, modules: dict[str, nn.Module]) -> Callable[[fx.Node], bool]:
+    """``is_impure_node`` for dead-code elimination: also keep an unused op that may write into
+    a value (or an alias of one) that a later op still reads, e.g. ``f.view(..).clamp_(min=0)``."""
+    order = {n: i for i, n in enumerate(graph.nodes)}
+
+    def impure(node: fx.Node) -> bool:
+        if node.is_impure():
+            return True
+        if node.op not in ("call_function", "call_method", "call_module") or _effect(node, modules) != "write":
+            return False
+        targets, stack = set(), list(node.all_input_nodes)
+        while stack:  # what the op may write into: its inputs and whatever they alias
+            n = stack.pop()
+            if n not in targets:
+                targets.add(n)
+                if _effect(n, modules) == "alias":
+                    stack.extend(n.all_input_nodes)
+        return any(order.get(u, -1) > order[node] for t in targets for u in t.users if u is not node)
+
+    return impure
 
 
 def _root_dict(gm: fx.GraphModule, graph: fx.Graph) -> dict[str, Any]:
@@ -522,7 +564,7 @@ def build_programs(traced: Traced, enc_layer: str, dec_layer: str, block: nn.Mod
     root = _root_dict(traced.gm, sgraph)
     root[BLOCK_NAME] = block
     shortcut = fx.GraphModule(root, sgraph, "ShortcutProgram")
-    shortcut.graph.eliminate_dead_code()
+    shortcut.graph.eliminate_dead_code(is_impure_node=_keeps_writes(shortcut.graph, dict(shortcut.named_modules())))
     shortcut.delete_all_unused_submodules()
     shortcut.recompile()
     alive = set(shortcut.graph.nodes)
@@ -542,7 +584,7 @@ def build_programs(traced: Traced, enc_layer: str, dec_layer: str, block: nn.Mod
     i_out = igraph.graph_copy(shortcut.graph, ienv)
     igraph.output(i_out[0])
     inference = fx.GraphModule(shortcut, igraph, "ShortcutInferenceProgram")
-    inference.graph.eliminate_dead_code()
+    inference.graph.eliminate_dead_code(is_impure_node=_keeps_writes(inference.graph, dict(inference.named_modules())))
     inference.recompile()
 
     taps = {t.name: t for t in _tap_infos(traced)}

@@ -362,6 +362,75 @@ def test_tap_values_are_copied_exactly_when_a_later_op_may_write_into_them(after
     torch.testing.assert_close(f_hat, f)  # untrained block: the reference feature, as returned for the losses
 
 
+class _Aliased(nn.Module):
+    """conv (tap) -> <alias> -> ReLU(inplace=True): the in-place op reaches the tap through an alias."""
+
+    def __init__(self, alias):
+        super().__init__()
+        self.conv, self.alias, self.act = nn.Conv2d(3, 8, 3, padding=1), alias, nn.ReLU(inplace=True)
+        self.mid, self.up, self.out = nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 3, 1)
+
+    def forward(self, x):
+        return self.out(self.up(self.mid(self.act(self.alias(self.conv(x))))))
+
+
+class _Swap(nn.Module):
+    def forward(self, x):
+        return x.swapaxes(2, 3).swapaxes(2, 3)
+
+
+@pytest.mark.parametrize("alias", [nn.Identity(), nn.Dropout(0.5), _Swap()], ids=["Identity", "Dropout-eval", "swapaxes"])
+def test_an_in_place_op_reaching_a_tap_through_an_alias_does_not_change_it(alias):
+    torch.manual_seed(0)
+    gen, x = _Aliased(alias).eval(), torch.randn(1, 3, 8, 8)
+    sv = shortcutify(gen, "conv", "up", x)
+    _, a, _ = sv.run_keyframe(x)
+    torch.testing.assert_close(a, gen.conv(x))
+    assert a.min() < 0  # before the ReLU
+
+
+def test_an_unused_in_place_op_on_a_view_of_a_live_value_survives_dead_code_elimination():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.mid, self.up, self.out = (nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1),
+                                                      nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 3, 1))
+
+        def forward(self, x):
+            f = self.up(self.mid(self.conv(x)))
+            f.view(f.shape[0], -1).clamp_(min=0)  # result unused: only its effect on f matters
+            return self.out(f)
+
+    torch.manual_seed(0)
+    gen, x = Net(), torch.randn(1, 3, 8, 8)
+    sv = shortcutify(gen, "conv", "up", x)
+    _, a, f = sv.run_keyframe(x)
+    ref = sv.block.prepare_reference(a, f)
+    with torch.no_grad():
+        expected = gen(x)
+        assert f.min() < 0  # the tap, before the clamp
+        torch.testing.assert_close(sv.predict(x, reference=ref), expected)  # untrained block: f_hat == f
+        torch.testing.assert_close(sv.run_shortcut(x, reference=ref)[0], expected)
+
+
+def test_the_reference_state_does_not_share_memory_with_the_keyframe_output():
+    class Flat(nn.Module):  # the decoder tap is (a view of) the output
+        def __init__(self):
+            super().__init__()
+            self.conv, self.mid, self.up = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 3, 3, padding=1)
+
+        def forward(self, x):
+            f = self.up(self.mid(self.conv(x.contiguous(memory_format=torch.channels_last))))  # channels-last
+            return f.view(f.shape)  # the output is a view of the decoder tap
+
+    gen, x = Flat(), torch.randn(1, 3, 8, 8)
+    sv = shortcutify(gen, "conv", "up", x)
+    out = sv(x)
+    before = sv.reference.feature.clone()
+    out.mul_(0.5).add_(0.5)  # what users do to outputs
+    assert torch.equal(sv.reference.feature, before)
+
+
 def test_a_users_opaque_leaf_module_after_a_tap_counts_as_writing_into_it():
     class Opaque(nn.Module):  # a leaf: fx cannot see what it does to its input
         def forward(self, x):
@@ -378,6 +447,23 @@ def test_a_users_opaque_leaf_module_after_a_tap_counts_as_writing_into_it():
 
     gen, x = Net(), torch.randn(1, 3, 8, 8)
     sv = shortcutify(gen, "conv", "up", x, leaf_modules=(Opaque,))
+    _, a, _ = sv.run_keyframe(x)
+    torch.testing.assert_close(a, gen.conv(x))
+
+
+def test_a_leaf_container_after_a_tap_counts_as_writing_into_it():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3, padding=1)
+            self.seq = nn.Sequential(nn.LeakyReLU(0.2, True), nn.Conv2d(8, 8, 3, padding=1))  # pix2pix-style
+            self.up, self.out = nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 3, 1)
+
+        def forward(self, x):
+            return self.out(self.up(self.seq(self.conv(x))))
+
+    gen, x = Net(), torch.randn(1, 3, 8, 8)
+    sv = shortcutify(gen, "conv", "up", x, leaf_modules=["seq"])
     _, a, _ = sv.run_keyframe(x)
     torch.testing.assert_close(a, gen.conv(x))
 
