@@ -30,8 +30,8 @@ transposed conv out). On CPU the block's time is set by gathers and memory traff
 MACs: with ResNet ngf=64 at 256×256 (2 threads) the full-resolution block takes about half
 of a shortcut frame's time, the half-resolution one about a fifth, which is what brings a
 shortcut frame to 2.5× the teacher's speed. The price is quality (2–3.5 dB PSNR vs the
-teacher on the held-out videos of ``benchmarks/quality.py``); doubling or quadrupling the
-half-resolution block's width recovered under 1 dB in a short run.
+teacher on the held-out videos of ``benchmarks/quality.py``); doubling the half-resolution
+block's width recovered under 0.5 dB on average in short runs (``benchmarks/ablation.py``).
 
 Everything that depends only on the reference (its reductions, its channels-last copy)
 is computed once per keyframe by :meth:`ShortcutBlock.prepare_reference`.
