@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import machine, write  # noqa: E402
 
 from shortcutify import distill, evaluate, shortcutify  # noqa: E402
-from shortcutify.models import resnet_taps  # noqa: E402
-from shortcutify.teachers import SPLITS, load_teacher  # noqa: E402
-from shortcutify.video import read_video, sample_video  # noqa: E402
+from shortcutify.demo.models import resnet_taps  # noqa: E402
+from shortcutify.demo.teachers import SPLITS, load_teacher  # noqa: E402
+from shortcutify.demo.video import read_video, sample_video  # noqa: E402
 
 
 def main() -> None:

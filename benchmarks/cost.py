@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import machine, table, write  # noqa: E402
 
 from shortcutify import shortcutify  # noqa: E402
-from shortcutify.models import ResnetGenerator, Vid2VidGenerator, resnet_taps, vid2vid_taps  # noqa: E402
+from shortcutify.demo.models import ResnetGenerator, Vid2VidGenerator, resnet_taps, vid2vid_taps  # noqa: E402
 
 ALPHAS = (2, 3, 5, 8)
 

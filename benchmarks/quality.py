@@ -34,12 +34,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import RESULTS, machine, table, write  # noqa: E402
 
 from shortcutify import FixedInterval, distill, shortcutify  # noqa: E402
-from shortcutify.cost import count_macs  # noqa: E402
-from shortcutify.evaluate import output_image  # noqa: E402
-from shortcutify.metrics import psnr, ssim, temporal_error  # noqa: E402
-from shortcutify.models import ResnetGenerator, resnet_taps  # noqa: E402
-from shortcutify.teachers import SPECS, SPLITS, load_teacher  # noqa: E402
-from shortcutify.video import read_video, sample_video  # noqa: E402
+from shortcutify.core.cost import count_macs  # noqa: E402
+from shortcutify.train.evaluate import output_image  # noqa: E402
+from shortcutify.train.metrics import psnr, ssim, temporal_error  # noqa: E402
+from shortcutify.demo.models import ResnetGenerator, resnet_taps  # noqa: E402
+from shortcutify.demo.teachers import SPECS, SPLITS, load_teacher  # noqa: E402
+from shortcutify.demo.video import read_video, sample_video  # noqa: E402
 
 ALPHAS = (2, 3, 5)
 

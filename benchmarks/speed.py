@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import machine, table, write  # noqa: E402
 
 from shortcutify import shortcutify  # noqa: E402
-from shortcutify.models import ResnetGenerator, resnet_taps  # noqa: E402
-from shortcutify.timing import time_calls  # noqa: E402
+from shortcutify.demo.models import ResnetGenerator, resnet_taps  # noqa: E402
+from shortcutify.demo.timing import time_calls  # noqa: E402
 
 PATHS = ("teacher", "keyframe", "shortcut", "block")
 

@@ -13,9 +13,9 @@ import time
 import torch
 
 from shortcutify import distill, evaluate, shortcutify
-from shortcutify.models import resnet_taps
-from shortcutify.teachers import SPLITS, load_teacher
-from shortcutify.video import read_video, sample_video
+from shortcutify.demo.models import resnet_taps
+from shortcutify.demo.teachers import SPLITS, load_teacher
+from shortcutify.demo.video import read_video, sample_video
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--steps", type=int, default=900)

@@ -8,8 +8,8 @@ import argparse
 import torch
 
 from shortcutify import distill, shortcutify
-from shortcutify.teachers import load_teacher
-from shortcutify.video import read_video, sample_video
+from shortcutify.demo.teachers import load_teacher
+from shortcutify.demo.video import read_video, sample_video
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--steps", type=int, default=300)

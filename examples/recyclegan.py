@@ -11,7 +11,7 @@ usage: python examples/recyclegan.py [--quick] [--steps N] [--out DIR]
 
 import argparse
 
-from shortcutify.demo import run_demo
+from shortcutify.demo.cli import run_demo
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--quick", action="store_true", help="tiny teacher, small frames, few steps")

@@ -6,13 +6,39 @@ generator::
     sv = shortcutify(generator, enc_layer="model.4", dec_layer="model.16", example_inputs=frame)
     distill(sv, clips)   # learns the small shortcut block; the generator stays frozen
     out = sv(next_frame) # keyframes run the full model, the rest take the shortcut
+
+Layers: :mod:`shortcutify.ops` (the block's numerical ops) <- :mod:`shortcutify.core`
+(capture, cut, blocks, programs, the module, costs, saving) <- :mod:`shortcutify.train`
+(distillation, evaluation) <- :mod:`shortcutify.demo` (teachers, video, the demo).
 """
 
 from __future__ import annotations
 
-from .blocks import Reference, ShortcutBlock
-from .cost import CostReport, PathCost
-from .distill import History, LossWeights, distill
+from .core import (
+    BlockOutput,
+    CaptureOptions,
+    CostReport,
+    FixedInterval,
+    FullReference,
+    FullResolutionBlock,
+    HalfReference,
+    HalfResolutionBlock,
+    KeyframeOutput,
+    KeyframePolicy,
+    KeyframeTaps,
+    PathCost,
+    Reference,
+    ShortcutBlock,
+    ShortcutConfig,
+    ShortcutOutput,
+    ShortcutV2V,
+    TapInfo,
+    TapList,
+    list_taps,
+    load,
+    make_block,
+    shortcutify,
+)
 from .errors import (
     AmbiguousTapError,
     EmptyCutError,
@@ -23,13 +49,8 @@ from .errors import (
     UnknownTapError,
     UntraceableModelError,
 )
-from .evaluate import EvalResult, evaluate
-from .graph import TapInfo, TapList, list_taps
-from .io import load
-from .module import ShortcutV2V, shortcutify
-from .policy import FixedInterval, KeyframePolicy
-
-__version__ = "0.2.0"
+from .train import EvalResult, History, LossWeights, distill, evaluate
+from .version import __version__
 
 __all__ = [
     "shortcutify",
@@ -41,8 +62,19 @@ __all__ = [
     "History",
     "LossWeights",
     "ShortcutV2V",
+    "ShortcutConfig",
+    "CaptureOptions",
+    "KeyframeOutput",
+    "ShortcutOutput",
     "ShortcutBlock",
+    "HalfResolutionBlock",
+    "FullResolutionBlock",
+    "make_block",
     "Reference",
+    "HalfReference",
+    "FullReference",
+    "KeyframeTaps",
+    "BlockOutput",
     "FixedInterval",
     "KeyframePolicy",
     "TapInfo",

@@ -4,8 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from shortcutify.blocks import ShortcutBlock, adabd_conv, default_width
-from shortcutify.deform import deform_conv2d
+from shortcutify import FullResolutionBlock, HalfResolutionBlock, KeyframeTaps, ShortcutBlock, make_block
+from shortcutify.core.blocks import default_width
+from shortcutify.ops import adabd_conv, deform_conv2d
 
 
 @pytest.mark.parametrize(
@@ -20,14 +21,13 @@ from shortcutify.deform import deform_conv2d
 )
 @pytest.mark.parametrize("resolution", ["half", "full"])
 def test_block_predicts_the_decoder_tap_shape(enc_shape, dec_shape, resolution):
-    block = ShortcutBlock(enc_shape[1], dec_shape[1], resolution=resolution)
+    block = make_block(resolution, enc_shape[1], dec_shape[1])
     a_ref, a = torch.randn(enc_shape), torch.randn(enc_shape)
     f_ref = torch.randn(dec_shape)
     f_hat, aligned = block(a, block.prepare_reference(a_ref, f_ref))
     assert f_hat.shape == dec_shape and aligned is None
     assert torch.isfinite(f_hat).all()
-    block.return_aligned = True
-    f_hat2, aligned = block(a, block.prepare_reference(a_ref, f_ref))
+    f_hat2, aligned = block(a, block.prepare_reference(a_ref, f_ref), return_aligned=True)
     assert aligned.shape == dec_shape and torch.equal(f_hat, f_hat2)
 
 
@@ -35,18 +35,18 @@ def test_width_is_derived_from_the_taps_and_overridable():
     assert default_width(128, 128) == 64  # the paper's RecycleGAN setting
     assert default_width(256, 64) == 32
     assert default_width(4, 4) == 4
-    assert ShortcutBlock(128, 128).width == 64
-    assert ShortcutBlock(128, 128, width=16).width == 16
-    small = sum(p.numel() for p in ShortcutBlock(64, 64, width=8).parameters())
-    big = sum(p.numel() for p in ShortcutBlock(64, 64, width=32).parameters())
+    assert HalfResolutionBlock(128, 128).width == 64
+    assert HalfResolutionBlock(128, 128, width=16).width == 16
+    small = sum(p.numel() for p in HalfResolutionBlock(64, 64, width=8).parameters())
+    big = sum(p.numel() for p in HalfResolutionBlock(64, 64, width=32).parameters())
     assert small < big
     with pytest.raises(ValueError, match="width"):
-        ShortcutBlock(8, 8, width=0)
+        HalfResolutionBlock(8, 8, width=0)
 
 
 @pytest.mark.parametrize("resolution", ["half", "full"])
 def test_offset_and_mask_predictors_start_at_zero_output(resolution):
-    block = ShortcutBlock(8, 8, resolution=resolution)
+    block = make_block(resolution, 8, 8)
     last_flow, last_adabd = block.flow_head[-1], block.adabd_head[-1]
     for conv in (last_flow, last_adabd):
         assert torch.count_nonzero(conv.weight) == 0 and torch.count_nonzero(conv.bias) == 0
@@ -62,7 +62,7 @@ def test_offset_and_mask_predictors_start_at_zero_output(resolution):
 @pytest.mark.parametrize("resolution", ["half", "full"])
 def test_an_untrained_block_reuses_the_reference_feature(resolution):
     """Zero flow (zero-initialised flow head) and a zero-initialised reconstruction."""
-    block = ShortcutBlock(8, 6, resolution=resolution)
+    block = make_block(resolution, 8, 6)
     a_ref, f_ref = torch.randn(2, 8, 6, 6), torch.randn(2, 6, 6, 6)
     f_hat, _ = block(torch.randn(2, 8, 6, 6), block.prepare_reference(a_ref, f_ref))
     torch.testing.assert_close(f_hat, f_ref, atol=1e-6, rtol=1e-6)
@@ -97,7 +97,7 @@ def test_mask_one_takes_the_current_frame_and_zero_the_warped_reference():
 
 @pytest.mark.parametrize("resolution", ["half", "full"])
 def test_block_streams_are_independent(resolution):
-    block = ShortcutBlock(8, 8, resolution=resolution)
+    block = make_block(resolution, 8, 8)
     for p in block.parameters():  # non-zero predictors so that offsets and flows are live
         torch.nn.init.normal_(p, std=0.2)
     a_ref, f_ref, a = torch.randn(2, 8, 6, 6), torch.randn(2, 8, 6, 6), torch.randn(2, 8, 6, 6)
@@ -110,12 +110,11 @@ def test_block_streams_are_independent(resolution):
 
 @pytest.mark.parametrize("resolution", ["half", "full"])
 def test_gradients_reach_every_block_parameter(resolution):
-    block = ShortcutBlock(8, 8, resolution=resolution)
+    block = make_block(resolution, 8, 8)
     for layer in (block.reconstruct, block.flow_head[-1], block.adabd_head[-1]):  # as after a first step
         torch.nn.init.normal_(layer.weight, std=0.1)
-    block.return_aligned = True
     a_ref, f_ref, a = torch.randn(1, 8, 6, 6), torch.randn(1, 8, 6, 6), torch.randn(1, 8, 6, 6)
-    f_hat, aligned = block(a, block.prepare_reference(a_ref, f_ref))
+    f_hat, aligned = block(a, KeyframeTaps(a_ref, f_ref), return_aligned=True)  # the reference prepared inside
     (f_hat.square().mean() + aligned.square().mean()).backward()
     for name, p in block.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
@@ -141,14 +140,13 @@ def test_fused_adabd_is_the_same_with_and_without_autograd():
 @pytest.mark.parametrize("resolution", ["half", "full"])
 def test_block_output_is_the_same_with_and_without_autograd_and_in_the_teachers_layout(resolution):
     torch.manual_seed(4)
-    block = ShortcutBlock(6, 10, width=4, resolution=resolution)
+    block = make_block(resolution, 6, 10, width=4)
     for p in block.parameters():
         torch.nn.init.normal_(p, std=0.3)
     a_ref, f_ref, a = torch.randn(2, 6, 9, 11), torch.randn(2, 10, 9, 11), torch.randn(2, 6, 9, 11)
-    block.return_aligned = True
     with torch.no_grad():
-        fast, fast_aligned = block(a, block.prepare_reference(a_ref, f_ref))
-    slow, slow_aligned = block(a, block.prepare_reference(a_ref, f_ref))
+        fast, fast_aligned = block(a, block.prepare_reference(a_ref, f_ref), return_aligned=True)
+    slow, slow_aligned = block(a, block.prepare_reference(a_ref, f_ref), return_aligned=True)
     torch.testing.assert_close(fast, slow.detach())
     torch.testing.assert_close(fast_aligned, slow_aligned.detach())
     assert fast.is_contiguous()  # what the teacher's tail would have received from its own layer
@@ -156,23 +154,23 @@ def test_block_output_is_the_same_with_and_without_autograd_and_in_the_teachers_
 
 @pytest.mark.parametrize("grad", [False, True])
 def test_layout_changes_keep_values(grad):
-    from shortcutify.blocks import _to_channels_last, _to_contiguous
+    from shortcutify.ops.layout import to_channels_last, to_contiguous
 
     x = torch.randn(3, 5, 64, 70)
     with torch.set_grad_enabled(grad):
-        cl = _to_channels_last(x)
-        back = _to_contiguous(cl)
+        cl = to_channels_last(x)
+        back = to_contiguous(cl)
     assert cl.is_contiguous(memory_format=torch.channels_last) and torch.equal(cl, x)
     assert back.is_contiguous() and torch.equal(back, x)
 
 
 def test_the_half_resolution_block_works_at_half_the_decoder_taps_resolution():
     seen = {}
-    block = ShortcutBlock(8, 8)
+    block = HalfResolutionBlock(8, 8)
     block.adabd_head.register_forward_hook(lambda m, i, o: seen.update(half=o.shape[-2:]))
     block(torch.randn(1, 8, 10, 14), block.prepare_reference(torch.randn(1, 8, 10, 14), torch.randn(1, 8, 10, 14)))
     assert tuple(seen["half"]) == (5, 7)
-    full = ShortcutBlock(8, 8, resolution="full")
+    full = make_block("full", 8, 8)
     full.adabd_head.register_forward_hook(lambda m, i, o: seen.update(full=o.shape[-2:]))
     full(torch.randn(1, 8, 10, 14), full.prepare_reference(torch.randn(1, 8, 10, 14), torch.randn(1, 8, 10, 14)))
     assert tuple(seen["full"]) == (10, 14)
@@ -180,4 +178,31 @@ def test_the_half_resolution_block_works_at_half_the_decoder_taps_resolution():
 
 def test_an_unknown_resolution_is_refused():
     with pytest.raises(ValueError, match="resolution must be one of"):
-        ShortcutBlock(8, 8, resolution="quarter")
+        make_block("quarter", 8, 8)
+
+
+def test_the_two_layouts_are_two_block_types_behind_one_protocol():
+    half, full = make_block("half", 8, 8), make_block("full", 8, 8)
+    assert type(half) is HalfResolutionBlock and type(full) is FullResolutionBlock
+    assert isinstance(half, ShortcutBlock) and isinstance(full, ShortcutBlock)
+    assert (half.resolution, full.resolution) == ("half", "full")
+    with pytest.raises(TypeError):
+        ShortcutBlock(8, 8)  # abstract: a layout must be chosen
+
+
+@pytest.mark.parametrize("resolution", ["half", "full"])
+def test_raw_keyframe_taps_are_prepared_inside_the_call(resolution):
+    block = make_block(resolution, 8, 6)
+    for p in block.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    a_ref, f_ref, a = torch.randn(2, 8, 6, 6), torch.randn(2, 6, 6, 6), torch.randn(2, 8, 6, 6)
+    with torch.no_grad():
+        prepared = block(a, block.prepare_reference(a_ref, f_ref), return_aligned=True)
+        raw = block(a, KeyframeTaps(a_ref, f_ref), return_aligned=True)
+    assert torch.equal(prepared.feature, raw.feature) and torch.equal(prepared.aligned, raw.aligned)
+
+
+@pytest.mark.parametrize("width", [2.9, "8", True, 0, -1])
+def test_a_width_that_is_not_a_positive_integer_is_refused(width):
+    with pytest.raises(ValueError, match="width must be an integer"):
+        make_block("half", 8, 8, width=width)

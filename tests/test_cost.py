@@ -7,8 +7,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from generators import TinyUNet
 from shortcutify import shortcutify
-from shortcutify.cost import ELEMENTWISE_OPS, count_macs
-from shortcutify.models import ResnetGenerator, resnet_taps
+from shortcutify.core.cost import ELEMENTWISE_OPS, count_macs
+from shortcutify.demo.models import ResnetGenerator, resnet_taps
 
 # ops both counters count: fvcore names on the left (conv = aten::_convolution)
 MATMUL_LIKE = {"conv", "matmul", "linear", "addmm", "bmm", "mm", "einsum", "grid_sampler"}

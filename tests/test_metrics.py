@@ -1,4 +1,4 @@
-"""Tests of shortcutify.metrics: PSNR, SSIM (against a numpy reference) and temporal error."""
+"""Tests of shortcutify.train.metrics: PSNR, SSIM (against a numpy reference) and temporal error."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.lib.stride_tricks import sliding_window_view
 
-from shortcutify.metrics import psnr, ssim, temporal_error
+from shortcutify.train.metrics import psnr, ssim, temporal_error
 
 
 # ---------------------------------------------------------------------------------------

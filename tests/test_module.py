@@ -5,7 +5,7 @@ import torch
 
 from generators import TwoInputGen
 from shortcutify import FixedInterval, ShortcutV2V, shortcutify
-from shortcutify.models import ResnetGenerator
+from shortcutify.demo.models import ResnetGenerator
 
 
 def _sv(interval=3, batch=2, size=16, **kw):

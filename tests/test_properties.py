@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from generators import random_generators
 from shortcutify import EmptyCutError, TapOrderError, list_taps, shortcutify
-from shortcutify.module import _block_macs
+from shortcutify.core.build import block_macs
 
 
 def _shortcutified(gen, x, data, **kw):
@@ -54,7 +54,7 @@ def test_shortcut_is_cheaper_whenever_some_block_can_be(gen_x, data):
     r = sv.cost()
     skipped = r.teacher.macs - r.floor.macs
     assert skipped > 0
-    smallest = _block_macs(1, sv.enc.shape, sv.dec.shape, {"dtype": torch.float32}, sv.block.resolution)
+    smallest = block_macs(sv.block.resolution, 1, sv.enc.shape, sv.dec.shape, {"dtype": torch.float32})
     event(f"some block is cheaper than the skipped part: {smallest < skipped}")
     if smallest < skipped:  # some width makes the shortcut pay: the default width must
         assert r.shortcut.macs < r.teacher.macs

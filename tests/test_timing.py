@@ -1,6 +1,6 @@
 """time_calls runs every call the same number of times, interleaved (no timing assertions)."""
 
-from shortcutify.timing import time_calls
+from shortcutify.demo.timing import time_calls
 
 
 def test_every_call_runs_warmup_plus_repeats_times_interleaved():

@@ -1,4 +1,4 @@
-"""Tests of shortcutify.video: sample videos, decoding, encoding round trip, layout helpers."""
+"""Tests of shortcutify.demo.video: sample videos, decoding, encoding round trip, layout helpers."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 av = pytest.importorskip("av")
 
 from shortcutify.errors import ShortcutifyError  # noqa: E402
-from shortcutify.video import (  # noqa: E402
+from shortcutify.demo.video import (  # noqa: E402
     SAMPLE_VIDEOS,
     VideoReadError,
     frames_to_uint8,
@@ -157,7 +157,7 @@ def test_write_video_uses_h264_when_available(tmp_path):
 
 
 def test_write_video_mpeg4_fallback(tmp_path, monkeypatch):
-    import shortcutify.video as video
+    import shortcutify.demo.video as video
 
     monkeypatch.setattr(video, "_encoder_name", lambda _av: "mpeg4")
     clip = _gradient_clip(4, 17, 24)

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from generators import moving_clips  # noqa: E402
 
 from shortcutify import distill, shortcutify  # noqa: E402
-from shortcutify.models import ResnetGenerator  # noqa: E402
+from shortcutify.demo.models import ResnetGenerator  # noqa: E402
 
 torch.set_num_threads(1)
 out = Path(sys.argv[1])

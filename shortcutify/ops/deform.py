@@ -333,7 +333,7 @@ def columns_matmul(
 
 
 # --------------------------------------------------------------------------- #
-# Warping (used by the shortcut block)
+# Warping
 # --------------------------------------------------------------------------- #
 def warp(input: Tensor, flow: Tensor) -> Tensor:
     """Backward warp with bilinear sampling: ``out[b, :, y, x] = input[b, :, y + dy, x + dx]``.

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .errors import ShortcutifyError
+from ..errors import ShortcutifyError
 
 __all__ = [
     "SAMPLE_VIDEOS",

@@ -23,10 +23,9 @@ from typing import Any
 
 import torch
 
-from .distill import distill
-from .evaluate import evaluate, output_image
+from ..core import shortcutify
+from ..train import distill, evaluate, output_image
 from .models import resnet_taps, vid2vid_taps
-from .module import shortcutify
 from .teachers import SPLITS, load_teacher
 from .timing import time_calls
 from .video import read_video, sample_video, side_by_side, write_video

@@ -8,9 +8,9 @@ the input's shape, dtype or device changes.
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["KeyframePolicy", "FixedInterval"]
+__all__ = ["KeyframePolicy", "FixedInterval", "policy_to_config", "policy_from_config"]
 
 
 @runtime_checkable
@@ -48,5 +48,18 @@ class FixedInterval:
     def __repr__(self) -> str:
         return f"FixedInterval({self.n})"
 
-    def to_config(self) -> dict:
+    def to_config(self) -> dict[str, Any]:
         return {"type": "FixedInterval", "n": self.n}
+
+
+def policy_to_config(policy: KeyframePolicy) -> dict[str, Any]:
+    """A JSON-ready description of ``policy`` (``{"type": ..., ...}``); see :func:`policy_from_config`."""
+    to_config = getattr(policy, "to_config", None)
+    return dict(to_config()) if callable(to_config) else {"type": type(policy).__name__}
+
+
+def policy_from_config(config: dict[str, Any]) -> KeyframePolicy | None:
+    """The policy :func:`policy_to_config` described, or ``None`` if it cannot be rebuilt from JSON."""
+    if config.get("type") == "FixedInterval":
+        return FixedInterval(int(config["n"]))
+    return None

@@ -1,0 +1,42 @@
+"""Shortcut blocks: one protocol (:class:`ShortcutBlock`), two layouts, chosen by name."""
+
+from __future__ import annotations
+
+from typing import Union
+
+from .base import BlockOutput, KeyframeTaps, LightConv, ShortcutBlock, default_width
+from .full import FullReference, FullResolutionBlock
+from .half import HalfReference, HalfResolutionBlock
+
+__all__ = [
+    "ShortcutBlock",
+    "HalfResolutionBlock",
+    "FullResolutionBlock",
+    "HalfReference",
+    "FullReference",
+    "Reference",
+    "BlockOutput",
+    "KeyframeTaps",
+    "LightConv",
+    "BLOCK_TYPES",
+    "RESOLUTIONS",
+    "make_block",
+    "default_width",
+]
+
+Reference = Union[HalfReference, FullReference]
+
+#: block layouts by the name ``shortcutify(..., resolution=...)`` takes
+BLOCK_TYPES: dict[str, type[ShortcutBlock]] = {"half": HalfResolutionBlock, "full": FullResolutionBlock}
+RESOLUTIONS = tuple(BLOCK_TYPES)
+
+
+def make_block(resolution: str, enc_channels: int, dec_channels: int, width: int | None = None, kernel_size: int = 3) -> ShortcutBlock:
+    """The block of layout ``resolution`` (a key of :data:`BLOCK_TYPES`), sized from the taps.
+
+    Raises:
+        ValueError: ``resolution`` names no layout.
+    """
+    if resolution not in BLOCK_TYPES:
+        raise ValueError(f"resolution must be one of {RESOLUTIONS}, got {resolution!r}")
+    return BLOCK_TYPES[resolution](enc_channels, dec_channels, width=width, kernel_size=kernel_size)

@@ -1,0 +1,184 @@
+"""What every shortcut block shares: the protocol, the alignment and AdaBD heads.
+
+A block predicts the decoder-tap feature of the current frame ``[B, Cf, Hf, Wf]`` from the
+encoder-tap feature ``a`` ``[B, Ca, Ha, Wa]`` and a reference taken on the last keyframe:
+
+* ``prepare_reference(a_ref, f_ref)`` runs once per keyframe and returns the block's own
+  reference type (a ``NamedTuple`` of tensors);
+* ``block(a, reference, return_aligned=False)`` returns :class:`BlockOutput`. ``reference``
+  may also be the keyframe's raw taps, :class:`KeyframeTaps`; the block then prepares the
+  reference itself, so that training uses every parameter inside one ``forward`` (as
+  ``DistributedDataParallel`` wants).
+
+A new block type subclasses :class:`ShortcutBlock`, implements ``_reductions``,
+``_reconstruction``, ``prepare_reference`` and ``_predict``, and is registered in
+:data:`shortcutify.core.blocks.BLOCK_TYPES` under its ``resolution`` name.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from ...ops import adabd_conv
+
+__all__ = ["ShortcutBlock", "BlockOutput", "KeyframeTaps", "LightConv", "default_width"]
+
+
+class KeyframeTaps(NamedTuple):
+    """A keyframe's raw tap values: ``enc`` ``[B, Ca, Ha, Wa]``, ``dec`` ``[B, Cf, Hf, Wf]``."""
+
+    enc: Tensor
+    dec: Tensor
+
+
+class BlockOutput(NamedTuple):
+    """What a block returns.
+
+    Attributes:
+        feature: the predicted decoder-tap feature ``[B, Cf, Hf, Wf]``.
+        aligned: the prediction from the warped reference alone (AdaBD's mask ``m = 0``),
+            same shape, when asked for with ``return_aligned=True`` (distillation's
+            alignment loss), else ``None``.
+    """
+
+    feature: Tensor
+    aligned: Tensor | None
+
+
+def _light_groups(cin: int, cout: int, min_per_group: int = 8) -> int:
+    g = math.gcd(cin, cout)
+    best = 1
+    for d in range(1, g + 1):
+        if g % d == 0 and cin // d >= min_per_group and cout // d >= min_per_group:
+            best = d
+    return best
+
+
+class LightConv(nn.Module):
+    """Heterogeneous conv: a grouped 3×3 conv and a pointwise conv in parallel, summed.
+
+    ``[B, cin, H, W] -> [B, cout, H, W]``; MACs per position ``9·cin·cout/g + cin·cout``.
+    """
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.spatial = nn.Conv2d(cin, cout, 3, padding=1, groups=_light_groups(cin, cout), bias=False)
+        self.point = nn.Conv2d(cin, cout, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.spatial(x) + self.point(x)
+
+
+def default_width(enc_channels: int, dec_channels: int) -> int:
+    """Block width ``h`` from the tap widths: half the narrower tap, at least 4."""
+    return max(4, min(enc_channels, dec_channels) // 2)
+
+
+def zero_(conv: nn.Module) -> nn.Module:
+    """Zero a conv's weight and bias (a head that starts as "no change")."""
+    nn.init.zeros_(conv.weight)  # type: ignore[arg-type]
+    if getattr(conv, "bias", None) is not None:
+        nn.init.zeros_(conv.bias)  # type: ignore[arg-type]
+    return conv
+
+
+def _head(h: int, out_channels: int) -> nn.Sequential:
+    return nn.Sequential(LightConv(2 * h, h), nn.ReLU(), LightConv(h, h), nn.ReLU(), zero_(nn.Conv2d(h, out_channels, 1)))
+
+
+class ShortcutBlock(nn.Module, ABC):
+    """Shortcut-V2V's block with AdaBD (adaptive blending and deformation), sized from the taps.
+
+    Abstract: :class:`~shortcutify.core.blocks.HalfResolutionBlock` and
+    :class:`~shortcutify.core.blocks.FullResolutionBlock` are the two layouts; build one by
+    name with :func:`~shortcutify.core.blocks.make_block`.
+
+    Args:
+        enc_channels: ``Ca``, channels of the encoder tap.
+        dec_channels: ``Cf``, channels of the decoder tap.
+        width: ``h``, the block's internal width (default :func:`default_width`).
+        kernel_size: kernel of the AdaBD deformable conv (odd).
+
+    Both layouts share: a flow head (a light conv stack on ``[a_t, a_ref]`` predicting one
+    flow ``[B, 2, ., .]`` (dy, dx) in pixels), an AdaBD head (a light conv stack on
+    ``[aligned a_ref, a_t]`` predicting 3×3 offsets ``[B, 2k², ., .]`` and a blending mask
+    ``m = sigmoid(.)`` ``[B, k², ., .]``), and one modulated deformable conv with shared
+    weights applied to the aligned reference feature (offsets, modulation ``1 − m``) and to
+    the current feature (zero offsets, modulation ``m``), fused into one matrix product
+    (:func:`~shortcutify.ops.adabd_conv`). Heads and reconstruction start at zero: an
+    untrained block predicts the warped reference feature.
+    """
+
+    resolution: ClassVar[str]
+
+    def __init__(self, enc_channels: int, dec_channels: int, width: int | None = None, kernel_size: int = 3) -> None:
+        super().__init__()
+        if kernel_size % 2 != 1:
+            raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+        h = default_width(enc_channels, dec_channels) if width is None else width
+        if isinstance(h, bool) or not isinstance(h, numbers.Integral) or h < 1:
+            raise ValueError(f"width must be an integer >= 1, got {width!r}")
+        h = int(h)
+        self.enc_channels, self.dec_channels, self.width, self.kernel_size = enc_channels, dec_channels, h, kernel_size
+        k2 = kernel_size * kernel_size
+        self.reduce_enc, self.reduce_dec = self._reductions(enc_channels, dec_channels, h)
+        self.flow_head = _head(h, 2)
+        self.adabd_head = _head(h, 3 * k2)
+        self.weight = nn.Parameter(torch.empty(h, h, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.empty(h))
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # nn.Conv2d's fan-in init
+        bound = 1 / math.sqrt(h * k2)
+        nn.init.uniform_(self.bias, -bound, bound)
+        self.reconstruct = zero_(self._reconstruction(h, dec_channels))
+
+    # ------------------------------------------------------------ what a layout defines
+    @abstractmethod
+    def _reductions(self, enc_channels: int, dec_channels: int, h: int) -> tuple[nn.Module, nn.Module]:
+        """The convs that take the encoder and decoder taps to width ``h``."""
+
+    @abstractmethod
+    def _reconstruction(self, h: int, dec_channels: int) -> nn.Module:
+        """The conv that takes the blended feature back to the decoder tap's width."""
+
+    @abstractmethod
+    def prepare_reference(self, a_ref: Tensor, f_ref: Tensor) -> Any:
+        """The reference state from a keyframe's taps ``a_ref [B, Ca, Ha, Wa]``, ``f_ref [B, Cf, Hf, Wf]``."""
+
+    @abstractmethod
+    def _predict(self, a: Tensor, reference: Any, return_aligned: bool) -> BlockOutput:
+        """Predict from ``a`` and a prepared reference."""
+
+    # ------------------------------------------------------------------ shared
+    def forward(self, a: Tensor, reference: Any, return_aligned: bool = False) -> BlockOutput:
+        """Predict the decoder-tap feature ``[B, Cf, Hf, Wf]`` from ``a [B, Ca, Ha, Wa]``.
+
+        ``reference``: what :meth:`prepare_reference` returned, or the keyframe's
+        :class:`KeyframeTaps` (then prepared here). ``return_aligned``: also return the
+        prediction from the warped reference alone.
+        """
+        if isinstance(reference, KeyframeTaps):
+            reference = self.prepare_reference(reference.enc, reference.dec)
+        return self._predict(a, reference, return_aligned)
+
+    def reference_parameters(self) -> list[nn.Parameter]:
+        """The parameters :meth:`prepare_reference` uses (counted in the keyframe path's cost)."""
+        return [*self.reduce_enc.parameters(), *self.reduce_dec.parameters()]
+
+    def _adabd(self, a_ref: Tensor, a: Tensor, f_ref: Tensor, return_aligned: bool) -> tuple[Tensor, Tensor | None]:
+        """AdaBD: offsets and blending mask from ``[aligned a_ref, a]``, then one fused modulated deformable conv."""
+        pred = self.adabd_head(torch.cat([a_ref, a], dim=1))
+        k2 = self.kernel_size * self.kernel_size
+        offset, mask = pred[:, : 2 * k2], torch.sigmoid(pred[:, 2 * k2 :])
+        return adabd_conv(f_ref, a, offset, mask, self.weight, self.bias, reference_only=return_aligned)
+
+    def extra_repr(self) -> str:
+        return (
+            f"enc_channels={self.enc_channels}, dec_channels={self.dec_channels}, width={self.width}, "
+            f"kernel_size={self.kernel_size}, resolution={self.resolution!r}"
+        )

@@ -1,0 +1,78 @@
+"""The paper's block layout: AdaBD at the decoder tap's resolution.
+
+1×1 reductions and reconstruction at the decoder tap's resolution ``(Hf, Wf)``; the flow is
+predicted at half of it and resized; the reduced reference taps and the decoder tap are
+warped together by one ``grid_sample``; AdaBD runs at ``(Hf, Wf)``; the reconstruction is
+added to the warped decoder tap. More accurate than
+:class:`~shortcutify.core.blocks.HalfResolutionBlock`, slower on CPU
+(``benchmarks/RESULTS.md``).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ...ops import warp
+from ...ops.layout import to_channels_last
+from .base import BlockOutput, ShortcutBlock
+from .resize import half_size, resize
+
+__all__ = ["FullReference", "FullResolutionBlock"]
+
+
+class FullReference(NamedTuple):
+    """What a keyframe leaves for the frames after it (per stream, batched).
+
+    Attributes:
+        enc_half: the reduced encoder tap at half the decoder tap's resolution
+            ``[B, h, ⌈Hf/2⌉, ⌈Wf/2⌉]`` (the flow head's input).
+        stacked: the reduced encoder tap, the reduced decoder tap and the decoder tap,
+            concatenated, ``[B, 2h + Cf, Hf, Wf]`` (warped together; on CPU in channels-last
+            memory).
+    """
+
+    enc_half: Tensor
+    stacked: Tensor
+
+
+class FullResolutionBlock(ShortcutBlock):
+    """The shortcut block laid out as in the paper (AdaBD at the decoder tap's resolution).
+
+    Args: as :class:`~shortcutify.core.blocks.ShortcutBlock`. ``resolution="full"``.
+    """
+
+    resolution = "full"
+
+    def _reductions(self, enc_channels: int, dec_channels: int, h: int) -> tuple[nn.Module, nn.Module]:
+        return nn.Conv2d(enc_channels, h, 1), nn.Conv2d(dec_channels, h, 1)
+
+    def _reconstruction(self, h: int, dec_channels: int) -> nn.Module:
+        return nn.Conv2d(h, dec_channels, 1)
+
+    def prepare_reference(self, a_ref: Tensor, f_ref: Tensor) -> FullReference:
+        size = (f_ref.shape[-2], f_ref.shape[-1])
+        a = F.relu(self.reduce_enc(resize(a_ref, size)))
+        enc_half = F.interpolate(a, size=half_size(size), mode="bilinear", align_corners=False)
+        stacked = torch.cat([a, F.relu(self.reduce_dec(f_ref)), f_ref], dim=1)
+        return FullReference(enc_half, to_channels_last(stacked) if stacked.device.type == "cpu" else stacked)
+
+    def _predict(self, a: Tensor, reference: FullReference, return_aligned: bool) -> BlockOutput:
+        a_ref_half, ref = reference
+        h = self.width
+        hf, wf = ref.shape[-2:]
+        a = F.relu(self.reduce_enc(resize(a, (hf, wf))))  # [B, h, Hf, Wf]
+        a_half = F.interpolate(a, size=a_ref_half.shape[-2:], mode="bilinear", align_corners=False)
+        flow = self.flow_head(torch.cat([a_half, a_ref_half], dim=1))
+        flow = F.interpolate(flow, size=(hf, wf), mode="bilinear", align_corners=False)
+        # half-resolution pixels -> full-resolution pixels (Python scalars: no host-to-device copy per frame)
+        flow = torch.cat([flow[:, :1] * (hf / a_half.shape[-2]), flow[:, 1:] * (wf / a_half.shape[-1])], dim=1)
+        aligned = warp(ref, flow)
+        a_ref, f_ref, f_warped = aligned[:, :h], aligned[:, h : 2 * h], aligned[:, 2 * h :]
+        fused, ref_only = self._adabd(a_ref, a, f_ref, return_aligned)
+        f_hat = f_warped + self.reconstruct(F.relu(fused))
+        aligned_only = f_warped + self.reconstruct(F.relu(ref_only)) if ref_only is not None else None
+        return BlockOutput(f_hat, aligned_only)

@@ -1,0 +1,226 @@
+"""Building a :class:`~shortcutify.ShortcutV2V`: :func:`shortcutify` from taps, :func:`load` from a saved block.
+
+Both go the same one-way path: capture the generator (:mod:`~shortcutify.core.capture`),
+resolve the cut (:mod:`~shortcutify.core.cut`), size and make the block
+(:mod:`~shortcutify.core.blocks`), then the module builds its programs.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils._pytree import tree_flatten
+from typing_extensions import Unpack
+
+from ..errors import IncompatibleCheckpointError, ShortcutifyError, UntraceableModelError
+from ..version import __version__
+from .blocks import RESOLUTIONS, default_width, make_block
+from .capture import CaptureKwargs, CaptureOptions, as_tuple, capture
+from .cost import count_macs
+from .cut import Cut, graph_fingerprint, resolve_cut
+from .module import ShortcutV2V
+from .policy import FixedInterval, KeyframePolicy, policy_from_config
+from .storage import read_manifest, read_weights, teacher_checksum
+
+__all__ = ["shortcutify", "load", "block_macs"]
+
+
+def shortcutify(
+    model: nn.Module,
+    enc_layer: str,
+    dec_layer: str,
+    example_inputs: Tensor | Sequence[Any],
+    *,
+    interval: int = 3,
+    policy: KeyframePolicy | None = None,
+    width: int | None = None,
+    resolution: str = "half",
+    **capture_options: Unpack[CaptureKwargs],
+) -> ShortcutV2V:
+    """Wrap a video-to-video generator into a stateful :class:`~shortcutify.ShortcutV2V`.
+
+    Args:
+        model: the trained generator (frozen and put in eval mode by this call).
+        enc_layer: encoder tap, an fx node name or module qualified name (see :func:`list_taps`).
+        dec_layer: decoder tap, downstream of ``enc_layer``.
+        example_inputs: one frame ``[B, C, H, W]``, or a tuple of ``forward``'s positional
+            arguments; used for shapes, and kept (on CPU) for :meth:`ShortcutV2V.cost`.
+        interval: keyframe interval α for the default :class:`FixedInterval` policy.
+        policy: a custom keyframe policy (overrides ``interval``).
+        width: the block's width ``h`` (default: half the narrower tap's channels, shrunk
+            if the block would cost more than half of what it skips).
+        resolution: the block layout: ``"half"`` (default), AdaBD at half the decoder tap's
+            resolution, several times faster on CPU, or ``"full"``, the paper's layout, more
+            accurate (see :mod:`shortcutify.core.blocks`).
+        capture_options: ``leaf_modules``, ``tracer_kwargs``, ``concrete_args``; see
+            :class:`~shortcutify.core.capture.CaptureOptions`.
+
+    Raises:
+        UnknownTapError, AmbiguousTapError, TapOrderError, TapShapeError, EmptyCutError,
+        UntraceableModelError: with a message that says what to change.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    inputs = as_tuple(example_inputs)
+    if not any(isinstance(x, Tensor) for x in tree_flatten(list(inputs))[0]):
+        raise TypeError("example_inputs must be a tensor [B, C, H, W] or a tuple of forward()'s arguments holding tensors")
+    if policy is None:
+        policy = FixedInterval(interval)
+    elif not isinstance(policy, KeyframePolicy):
+        raise TypeError(f"policy must have .interval and .is_keyframe(n), got {type(policy).__name__}")
+    if resolution not in RESOLUTIONS:
+        raise ValueError(f"resolution must be one of {RESOLUTIONS}, got {resolution!r}")
+    options = CaptureOptions.from_kwargs(**capture_options)
+    model.eval()
+    model.requires_grad_(False)
+    cut = resolve_cut(capture(model, inputs, options), enc_layer, dec_layer)
+    factory = _factory(model, inputs)
+    if width is None:
+        width, macs = _auto_width(cut, factory, resolution)
+    else:
+        macs = block_macs(resolution, width, cut.enc.shape, cut.dec.shape, factory)
+    if macs >= cut.skipped_macs:
+        warnings.warn(
+            f"the shortcut block (width {width}) costs {macs:,} MACs per frame but the part of the model it "
+            f"skips costs only {cut.skipped_macs:,}: shortcut frames will cost more than the teacher. "
+            "Choose taps further apart (list_taps() shows the MACs up to each node).",
+            stacklevel=2,
+        )
+    block = make_block(resolution, cut.enc.shape[1], cut.dec.shape[1], width=width).to(**factory)
+    return ShortcutV2V(model, cut, block, policy, inputs)
+
+
+def _factory(model: nn.Module, inputs: tuple[Any, ...]) -> dict[str, Any]:
+    """Device and floating dtype for the block: the model's parameters', else the inputs'."""
+    p = next((t for t in model.parameters()), None)
+    ref = p if p is not None else next(x for x in tree_flatten(list(inputs))[0] if isinstance(x, Tensor))
+    return {"device": ref.device, "dtype": ref.dtype if ref.is_floating_point() else None}
+
+
+def block_macs(resolution: str, width: int, enc_shape: tuple[int, ...], dec_shape: tuple[int, ...], factory: dict[str, Any] | None = None) -> int:
+    """fvcore MACs of one block call at the tap shapes ``[B, C, H, W]`` (reference preparation excluded)."""
+    factory = factory or {}
+    block = make_block(resolution, enc_shape[1], dec_shape[1], width=width).to(**factory)
+    a = torch.zeros(enc_shape, **factory)
+    f = torch.zeros(dec_shape, **factory)
+    with torch.no_grad():
+        ref = block.prepare_reference(a, f)
+    return count_macs(block, a, ref)[0]
+
+
+def _auto_width(cut: Cut, factory: dict[str, Any], resolution: str) -> tuple[int, int]:
+    """The block width: half the narrower tap (the paper's ratio), shrunk if needed.
+
+    The widest width whose block costs at most half the skipped MACs (so that a
+    shortcut frame costs clearly less than the teacher); if none does, the widest whose
+    block costs less than the skipped part; else width 1 (and the caller warns).
+    """
+    enc_shape, dec_shape, skipped = cut.enc.shape, cut.dec.shape, cut.skipped_macs
+
+    def macs(w: int) -> int:
+        return block_macs(resolution, w, enc_shape, dec_shape, factory)
+
+    hi = default_width(enc_shape[1], dec_shape[1])
+    m = macs(hi)
+    if 2 * m <= skipped:
+        return hi, m
+    for budget in (skipped / 2, skipped - 1):
+        lo_w, hi_w, best = 1, hi - 1, None
+        while lo_w <= hi_w:  # block MACs grow with the width: binary search
+            mid = (lo_w + hi_w) // 2
+            m = macs(mid)
+            if m <= budget:
+                best, lo_w = (mid, m), mid + 1
+            else:
+                hi_w = mid - 1
+        if best is not None:
+            return best
+    return 1, macs(1)
+
+
+def load(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    *,
+    example_inputs: Any = None,
+    policy: KeyframePolicy | None = None,
+    map_location: str | torch.device | None = None,
+    **capture_options: Unpack[CaptureKwargs],
+) -> ShortcutV2V:
+    """Re-attach a saved shortcut block to ``model`` (the user's own generator).
+
+    Args:
+        model: a generator with the same graph as the one the block was trained on.
+        path: the directory written by :meth:`ShortcutV2V.save`.
+        example_inputs: inputs for tracing (default: zeros of the saved example shapes,
+            on the model's device).
+        policy: keyframe policy (default: the saved one).
+        map_location: where to load the weights (default: the model's device).
+        capture_options: ``leaf_modules``, ``tracer_kwargs``, ``concrete_args`` as given
+            to :func:`shortcutify` originally.
+
+    Raises:
+        FileNotFoundError: ``path`` holds no saved block.
+        IncompatibleCheckpointError: the generator does not match; the message says what differs.
+    """
+    manifest = read_manifest(path)
+    cfg = manifest.config
+    if manifest.library_version != __version__:
+        warnings.warn(f"block saved by shortcutify {manifest.library_version}, loading with {__version__}", stacklevel=2)
+    if policy is None:
+        policy = policy_from_config(manifest.policy)
+        if policy is None:
+            raise IncompatibleCheckpointError(
+                f"the block was saved with a {manifest.policy.get('type')!r} keyframe policy, which cannot be rebuilt "
+                "from JSON: pass policy=... to load()"
+            )
+    p = next(iter(model.parameters()), None)
+    device = p.device if p is not None else torch.device("cpu")
+    if example_inputs is None:
+        example_inputs = tuple(e.zeros(device) for e in manifest.example_inputs)
+    if cfg.resolution not in RESOLUTIONS:
+        raise IncompatibleCheckpointError(f"the block's layout {cfg.resolution!r} is unknown to this version (it knows {RESOLUTIONS})")
+    try:
+        sv = shortcutify(
+            model, cfg.enc_layer, cfg.dec_layer, example_inputs, policy=policy, width=cfg.width, resolution=cfg.resolution,
+            **capture_options,
+        )
+    except (IncompatibleCheckpointError, UntraceableModelError):
+        raise
+    except ShortcutifyError as exc:
+        raise IncompatibleCheckpointError(
+            f"the saved block's taps ({cfg.enc_layer!r} -> {cfg.dec_layer!r}) do not fit this "
+            f"{type(model).__name__}: {exc}. (If shortcutify() was given leaf_modules, tracer_kwargs or "
+            "concrete_args, pass the same to load().)"
+        ) from exc
+
+    problems = []
+    for role, saved, here in (("enc", cfg.enc_shape, sv.config.enc_shape), ("dec", cfg.dec_shape, sv.config.dec_shape)):
+        if saved[:1] != here[:1]:
+            problems.append(f"{role} tap channels: saved {saved[0]}, this generator {here[0]}")
+    if graph_fingerprint(sv.graph_signature) != manifest.graph_fingerprint:
+        diff = list(difflib.unified_diff(manifest.graph_signature, sv.graph_signature, "saved teacher", "this generator", n=0, lineterm=""))
+        shown = [line for line in diff if not line.startswith("@@")][:12]
+        problems.append("graph differs:\n    " + "\n    ".join(shown) + ("\n    ..." if len(diff) > len(shown) + 2 else ""))
+    if problems:
+        raise IncompatibleCheckpointError(
+            f"the block in {path} was trained for a different generator ({manifest.teacher}):\n  - " + "\n  - ".join(problems)
+        )
+    state = read_weights(path, map_location=map_location or device)
+    try:
+        sv.block.load_state_dict(state)
+    except RuntimeError as exc:
+        raise IncompatibleCheckpointError(f"the saved weights in {path} do not fit the block: {exc}") from exc
+    if teacher_checksum(model) != manifest.teacher_checksum:
+        warnings.warn(
+            "the generator's weights differ from those the block was distilled from (same graph, other weights): "
+            "shortcut frames may be poor until you distill again",
+            stacklevel=2,
+        )
+    return sv

@@ -1,0 +1,64 @@
+"""The typed description of a shortcut: which taps, which block (what :meth:`ShortcutV2V.save` stores)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+__all__ = ["ShortcutConfig"]
+
+
+@dataclass(frozen=True)
+class ShortcutConfig:
+    """Taps and block of a :class:`~shortcutify.ShortcutV2V`; enough to rebuild it on the same generator.
+
+    Attributes:
+        enc_layer, dec_layer: the tap names as given to :func:`~shortcutify.shortcutify`.
+        enc_node, dec_node: the fx node names they resolved to.
+        enc_shape, dec_shape: the taps' ``[C, H, W]`` on the example input.
+        width: the block's width ``h``.
+        resolution: the block layout (a key of :data:`shortcutify.core.blocks.BLOCK_TYPES`).
+        kernel_size: the AdaBD deformable conv's kernel.
+    """
+
+    enc_layer: str
+    dec_layer: str
+    enc_node: str
+    dec_node: str
+    enc_shape: tuple[int, ...]
+    dec_shape: tuple[int, ...]
+    width: int
+    resolution: str
+    kernel_size: int = 3
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (shapes as lists)."""
+        d = asdict(self)
+        d["enc_shape"], d["dec_shape"] = list(self.enc_shape), list(self.dec_shape)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ShortcutConfig:
+        """From :meth:`to_dict`'s output; keys that are not fields are ignored.
+
+        Raises:
+            ValueError: a required field is missing or has the wrong type.
+        """
+        names = {f.name for f in fields(cls)}
+        required = {f.name for f in fields(cls) if f.name != "kernel_size"}
+        missing = sorted(required - set(d))
+        if missing:
+            raise ValueError(f"shortcut config lacks {missing}")
+        kw = {k: v for k, v in d.items() if k in names}
+        try:
+            kw["enc_shape"], kw["dec_shape"] = tuple(int(v) for v in kw["enc_shape"]), tuple(int(v) for v in kw["dec_shape"])
+            for key in ("width", "kernel_size"):
+                if key in kw:
+                    if isinstance(kw[key], bool) or not isinstance(kw[key], int):
+                        raise TypeError(f"{key} must be an int, got {kw[key]!r}")
+            for key in ("enc_layer", "dec_layer", "enc_node", "dec_node", "resolution"):
+                if not isinstance(kw[key], str):
+                    raise TypeError(f"{key} must be a str, got {kw[key]!r}")
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"shortcut config is malformed: {exc}") from exc
+        return cls(**kw)

@@ -1,0 +1,210 @@
+"""The cut: two validated taps and what a shortcut frame skips between them.
+
+Given a :class:`~shortcutify.core.capture.Captured` graph ``G``, an encoder tap ``e`` and a
+decoder tap ``d``, :func:`resolve_cut` checks the taps and builds the **shortcut graph**:
+``G`` with a call of the shortcut block inserted right after ``e``, every use of ``d``
+replaced by the block's prediction, and dead code removed::
+
+    shortcut(*inputs, shortcut_reference=ref, shortcut_return_aligned=False) -> (output, f_hat, aligned)
+
+Whatever the tail still needs (skip connections, extra inputs, side branches) stays and is
+computed exactly; whatever was needed only for ``d`` is gone (:attr:`Cut.skipped`). The
+programs a module runs are built from a :class:`Cut` by
+:func:`~shortcutify.core.programs.build_programs`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import operator
+from dataclasses import dataclass
+
+from torch import fx, nn
+
+from ..errors import EmptyCutError, TapOrderError, TapShapeError
+from .capture import Captured
+from .effects import keeps_writes, may_be_mutated
+from .taps import TapInfo, ancestors, describe, resolve_tap, tap_infos
+
+__all__ = ["Cut", "resolve_cut", "graph_fingerprint", "BLOCK_NAME", "REFERENCE_INPUT", "ALIGNED_INPUT", "root_dict"]
+
+BLOCK_NAME = "shortcut_block"
+REFERENCE_INPUT = "shortcut_reference"
+ALIGNED_INPUT = "shortcut_return_aligned"
+
+
+@dataclass(frozen=True)
+class Cut:
+    """Two validated taps of a captured generator and the shortcut graph between them.
+
+    Attributes:
+        enc_layer, dec_layer: the tap names as given.
+        captured: the captured generator.
+        enc_node, dec_node: the tap nodes in ``captured.gm.graph``.
+        enc, dec: :class:`~shortcutify.core.taps.TapInfo` of the taps (shapes on the example input).
+        copy_enc, copy_dec: whether a later in-place op may change the tap's value (it then
+            leaves the keyframe program as a copy).
+        shortcut: the shortcut graph (owned by a ``GraphModule`` whose ``shortcut_block`` is a
+            stand-in; :func:`~shortcutify.core.programs.build_programs` copies it).
+        skipped: node names of the generator that shortcut frames do not run.
+        skipped_macs: their multiply-adds on the example input.
+        signature: :func:`graph_signature` of the generator with the taps marked.
+    """
+
+    enc_layer: str
+    dec_layer: str
+    captured: Captured
+    enc_node: fx.Node
+    dec_node: fx.Node
+    enc: TapInfo
+    dec: TapInfo
+    copy_enc: bool
+    copy_dec: bool
+    shortcut: fx.GraphModule
+    skipped: tuple[str, ...]
+    skipped_macs: int
+    signature: tuple[str, ...]
+
+
+class _BlockSlot(nn.Module):
+    """Where the shortcut block goes (opaque to the effect analysis, as the real block is)."""
+
+
+def _check_4d(node: fx.Node, role: str, name: str) -> tuple[int, int, int, int]:
+    meta = node.meta.get("tensor_meta")
+    if meta is None:
+        raise TapShapeError(f"{role} {name!r} (node {node.name!r}) is not a tensor on the example input")
+    shape = meta[0]
+    if len(shape) != 4:
+        raise TapShapeError(
+            f"{role} {name!r} (node {node.name!r}) has shape {tuple(shape)}; a tap must be a 4-D "
+            "feature map [B, C, H, W]. Pick another tap from list_taps() (column 'shape')."
+        )
+    return tuple(shape)  # type: ignore[return-value]
+
+
+def root_dict(gm: fx.GraphModule, graph: fx.Graph) -> dict[str, object]:
+    """The submodules and attributes of ``gm`` that ``graph`` reads (not the block)."""
+    root: dict[str, object] = {}
+    for n in graph.nodes:
+        if n.op in ("call_module", "get_attr") and n.target != BLOCK_NAME:
+            obj: object = gm
+            for part in n.target.split("."):
+                obj = getattr(obj, part)
+            root[n.target] = obj
+    return root
+
+
+def graph_signature(captured: Captured, enc: fx.Node, dec: fx.Node) -> tuple[str, ...]:
+    """One line per node of the generator's graph: its op, what it computes and its inputs.
+
+    Marks the taps and includes module hyper-parameters (their ``repr``), not weights;
+    two generators with equal signatures can share a shortcut block.
+    """
+    gm = captured.gm
+    index = {n: i for i, n in enumerate(gm.graph.nodes)}
+    lines = []
+    for n in gm.graph.nodes:
+        what = repr(gm.get_submodule(n.target)) if n.op == "call_module" else describe(gm, n)
+        what = " ".join(what.split())
+        tap = " <enc>" if n is enc else " <dec>" if n is dec else ""
+        lines.append(f"{n.name}: {n.op} {what} <- {[index[a] for a in n.all_input_nodes]}{tap}")
+    return tuple(lines)
+
+
+def graph_fingerprint(signature: tuple[str, ...] | list[str]) -> str:
+    """A short hash of a graph signature."""
+    return hashlib.sha256("\n".join(signature).encode()).hexdigest()[:16]
+
+
+def _check_order(captured: Captured, enc: fx.Node, dec: fx.Node, enc_layer: str, dec_layer: str) -> None:
+    for node, role, name in ((enc, "enc_layer", enc_layer), (dec, "dec_layer", dec_layer)):
+        if node.op in ("placeholder", "get_attr"):
+            raise TapOrderError(
+                f"{role} {name!r} is {'an input' if node.op == 'placeholder' else 'a constant'} of the model; "
+                "taps must be values the model computes. Pick one from list_taps()."
+            )
+    if enc is dec:
+        raise TapOrderError(f"enc_layer {enc_layer!r} and dec_layer {dec_layer!r} are the same value ({enc.name!r})")
+    _check_4d(enc, "enc_layer", enc_layer)
+    _check_4d(dec, "dec_layer", dec_layer)
+    order = {n: i for i, n in enumerate(captured.gm.graph.nodes)}
+    if order[enc] > order[dec]:
+        raise TapOrderError(
+            f"enc_layer {enc_layer!r} (node {enc.name!r}) runs after dec_layer {dec_layer!r} (node {dec.name!r}); "
+            "the encoder tap must come first. Did you swap them?"
+        )
+    if enc not in ancestors(dec):
+        raise TapOrderError(
+            f"dec_layer {dec_layer!r} (node {dec.name!r}) does not depend on enc_layer {enc_layer!r} "
+            f"(node {enc.name!r}): they lie on parallel branches. Choose a decoder tap downstream of the encoder tap."
+        )
+    output_node = next(n for n in captured.gm.graph.nodes if n.op == "output")
+    if dec not in ancestors(output_node):
+        raise TapOrderError(f"dec_layer {dec_layer!r} (node {dec.name!r}) does not reach the model's output")
+
+
+def resolve_cut(captured: Captured, enc_layer: str, dec_layer: str) -> Cut:
+    """Validate the taps of an annotated :class:`Captured` and build the shortcut graph.
+
+    Raises:
+        UnknownTapError, AmbiguousTapError, TapOrderError, TapShapeError, EmptyCutError:
+            with a message that says what to change.
+    """
+    enc = resolve_tap(captured, enc_layer, "enc_layer")
+    dec = resolve_tap(captured, dec_layer, "dec_layer")
+    _check_order(captured, enc, dec, enc_layer, dec_layer)
+    modules = dict(captured.gm.named_modules())
+    copy_enc, copy_dec = may_be_mutated(enc, modules), may_be_mutated(dec, modules)
+
+    graph = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {}
+    out = graph.graph_copy(captured.gm.graph, env)
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+    with graph.inserting_after(placeholders[-1]):
+        ref = graph.placeholder(REFERENCE_INPUT, default_value=None)
+    with graph.inserting_after(ref):
+        want_aligned = graph.placeholder(ALIGNED_INPUT, default_value=False)
+    with graph.inserting_after(env[enc]):
+        blk = graph.call_module(BLOCK_NAME, (env[enc], ref), {"return_aligned": want_aligned})
+    with graph.inserting_after(blk):
+        f_hat = graph.call_function(operator.getitem, (blk, 0))
+    with graph.inserting_after(f_hat):
+        aligned = graph.call_function(operator.getitem, (blk, 1))
+    env[dec].replace_all_uses_with(f_hat)
+    f_hat_out = f_hat
+    if copy_dec:  # returned for the losses: kept safe from in-place ops of the tail
+        with graph.inserting_after(aligned):
+            f_hat_out = graph.call_method("clone", (f_hat,))
+    graph.output((out, f_hat_out, aligned))
+    root = root_dict(captured.gm, graph)
+    root[BLOCK_NAME] = _BlockSlot()
+    shortcut = fx.GraphModule(root, graph, "ShortcutProgram")
+    shortcut.graph.eliminate_dead_code(is_impure_node=keeps_writes(shortcut.graph, dict(shortcut.named_modules())))
+    shortcut.delete_all_unused_submodules()
+
+    alive = set(shortcut.graph.nodes)
+    skipped = tuple(n.name for n in captured.gm.graph.nodes if n in env and env[n] not in alive)
+    skipped_macs = sum(captured.macs.get(name, 0) for name in skipped)
+    if skipped_macs == 0:
+        raise EmptyCutError(
+            f"the cut between enc_layer {enc_layer!r} and dec_layer {dec_layer!r} skips no multiply-adds "
+            f"(skipped nodes: {list(skipped)}); a shortcut block would only add cost. Choose taps further apart: "
+            "list_taps() shows the MACs up to each node."
+        )
+    taps = {t.name: t for t in tap_infos(captured)}
+    return Cut(
+        enc_layer=enc_layer,
+        dec_layer=dec_layer,
+        captured=captured,
+        enc_node=enc,
+        dec_node=dec,
+        enc=taps[enc.name],
+        dec=taps[dec.name],
+        copy_enc=copy_enc,
+        copy_dec=copy_dec,
+        shortcut=shortcut,
+        skipped=skipped,
+        skipped_macs=skipped_macs,
+        signature=graph_signature(captured, enc, dec),
+    )

@@ -1,0 +1,148 @@
+"""Taps: named values inside a captured generator, listed and resolved.
+
+A *tap* names one value: either an fx node name (as printed by :func:`list_taps`) or a
+module qualified name (``"model.4"``), meaning the output of that module's call, as in
+``torchvision.models.feature_extraction``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any
+
+from torch import fx, nn
+from typing_extensions import Unpack
+
+from ..errors import AmbiguousTapError, TapShapeError, UnknownTapError
+from .capture import CaptureKwargs, CaptureOptions, Captured, capture
+
+__all__ = ["TapInfo", "TapList", "list_taps", "tap_infos", "resolve_tap", "ancestors", "describe"]
+
+
+@dataclass(frozen=True)
+class TapInfo:
+    """One candidate tap: a tensor-valued node of the captured generator.
+
+    Attributes:
+        name: the fx node name (always accepted as a tap name).
+        modules: module qualified names whose (single) call returns this value; each is
+            accepted as a tap name too.
+        op: what computes it, e.g. ``"Conv2d"``, ``"add"``, ``"relu"``.
+        shape: the value's shape on the example input, e.g. ``(1, 128, 128, 128)``.
+        macs: multiply-adds needed to compute this value from the model inputs (the
+            node and all its ancestors, counted by fvcore on the example input).
+    """
+
+    name: str
+    modules: tuple[str, ...]
+    op: str
+    shape: tuple[int, ...]
+    macs: int
+
+    @property
+    def is_4d(self) -> bool:
+        """Whether the value is a ``[B, C, H, W]`` feature map (required for a tap)."""
+        return len(self.shape) == 4
+
+
+class TapList(list):
+    """A list of :class:`TapInfo` that prints as a table."""
+
+    def __str__(self) -> str:
+        rows = [("node", "module", "op", "shape", "MACs up to it")]
+        for t in self:
+            rows.append((t.name, ", ".join(t.modules) or "-", t.op, "x".join(map(str, t.shape)), f"{t.macs:,}"))
+        widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        lines = ["  ".join(c.ljust(w) if i < 4 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        return "\n".join(lines)
+
+
+def describe(gm: fx.GraphModule, node: fx.Node) -> str:
+    """What computes ``node``: a module type, a function name or ``.method()``."""
+    if node.op == "call_module":
+        return type(gm.get_submodule(node.target)).__name__
+    if node.op == "call_function":
+        return getattr(node.target, "__name__", str(node.target))
+    if node.op == "call_method":
+        return f".{node.target}()"
+    return node.op
+
+
+def ancestors(node: fx.Node) -> set[fx.Node]:
+    """``node`` and every node it depends on."""
+    seen: set[fx.Node] = set()
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        stack.extend(n.all_input_nodes)
+    return seen
+
+
+def tap_infos(captured: Captured) -> TapList:
+    """Every tensor-valued computed node of an annotated :class:`Captured`, in execution order."""
+    modules_of: dict[fx.Node, list[str]] = {}
+    for qualname, outs in captured.module_outputs.items():
+        if len(outs) == 1 and outs[0] is not None and qualname:
+            modules_of.setdefault(outs[0], []).append(qualname)
+    taps = TapList()
+    for n in captured.gm.graph.nodes:
+        meta = n.meta.get("tensor_meta")
+        if n.op in ("placeholder", "output", "get_attr") or meta is None:
+            continue
+        macs = sum(captured.macs.get(a.name, 0) for a in ancestors(n))
+        taps.append(TapInfo(n.name, tuple(sorted(modules_of.get(n, []))), describe(captured.gm, n), meta[0], macs))
+    return taps
+
+
+def list_taps(model: nn.Module, example_inputs: Any, **options: Unpack[CaptureKwargs]) -> TapList:
+    """Every tensor-valued node of ``model``, in execution order, as candidate taps.
+
+    Args:
+        model: the generator.
+        example_inputs: a tensor ``[B, C, H, W]`` or a tuple of ``forward``'s positional
+            arguments; used to record shapes and MACs.
+        options: capture options (``leaf_modules``, ``tracer_kwargs``, ``concrete_args``;
+            see :class:`~shortcutify.core.capture.CaptureOptions`).
+
+    Returns:
+        A :class:`TapList` of :class:`TapInfo` (name, module names, op, shape, MACs up to
+        it); ``print()`` it for a table. Taps must be 4-D (``TapInfo.is_4d``).
+    """
+    return tap_infos(capture(model, example_inputs, CaptureOptions.from_kwargs(**options)))
+
+
+def resolve_tap(captured: Captured, name: str, role: str) -> fx.Node:
+    """The node a tap name denotes (node name first, then module qualified name).
+
+    Raises:
+        UnknownTapError, AmbiguousTapError, TapShapeError: with what to do instead.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"{role} must be a str (an fx node name or a module qualified name), got {type(name).__name__}")
+    outs = captured.module_outputs.get(name)
+    if outs and len(outs) > 1:  # checked first: a node may carry the same name as the module's first call
+        names = [o.name for o in outs if o is not None]
+        raise AmbiguousTapError(
+            f"{role} {name!r}: module {name!r} is called {len(outs)} times in forward(); "
+            f"name one call by its node name instead: {names}"
+        )
+    node = captured.node(name)
+    if node is not None and node.op != "output":
+        return node
+    if outs:
+        if outs[0] is None:
+            raise TapShapeError(f"{role} {name!r}: module {name!r} does not return a single tensor")
+        return outs[0]
+    candidates = [n.name for n in captured.gm.graph.nodes if n.op not in ("output",)]
+    candidates += [q for q in captured.module_outputs if q]
+    close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.5)
+    hint = f" Closest names: {close}." if close else ""
+    raise UnknownTapError(
+        f"{role} {name!r} is neither a node name nor a module qualified name of "
+        f"{type(captured.gm).__name__}.{hint} Call shortcutify.list_taps(model, example_inputs) to see them all."
+    )

@@ -1,0 +1,28 @@
+"""The block's numerical ops in plain PyTorch, public as in ``torchvision.ops``.
+
+Functional and module pairs with torchvision's semantics, without torchvision:
+
+* :func:`deform_conv2d` / :class:`DeformConv2d`: modulated deformable convolution (DCNv2);
+* :func:`deform_columns`, :func:`unfold_columns`, :func:`columns_matmul`: its two stages,
+  exposed so that several applications of one weight can share one matrix product;
+* :func:`warp`: backward warping by a flow ``(dy, dx)`` in pixels, zeros outside;
+* :func:`adabd_conv`: AdaBD's fused blend-and-deform convolution.
+
+These are the reference implementations, run on every device and differentiable; a
+device-specific fast path goes beside them with the same signature and is tested
+against them. ``shortcutify.ops.layout`` holds CPU memory-layout helpers.
+"""
+
+from .adabd import adabd_conv
+from .deform import DeformConv2d, columns_matmul, conv_output_size, deform_columns, deform_conv2d, unfold_columns, warp
+
+__all__ = [
+    "deform_conv2d",
+    "DeformConv2d",
+    "deform_columns",
+    "unfold_columns",
+    "columns_matmul",
+    "conv_output_size",
+    "warp",
+    "adabd_conv",
+]

@@ -1,0 +1,15 @@
+"""The training layer: distilling the block (:func:`distill`) and measuring it (:func:`evaluate`).
+
+``distill`` is a short loop over named pieces: ``clips`` (training pairs), ``losses`` (the
+terms and the optional discriminators), ``checkpoint`` (resume state), ``distributed``
+(DDP set-up) and ``history``; ``evaluate`` and ``metrics`` measure fidelity to the teacher.
+Imports only :mod:`shortcutify.core`.
+"""
+
+from .checkpoint import CHECKPOINT_NAME
+from .distill import distill
+from .evaluate import EvalResult, evaluate, output_image
+from .history import History
+from .losses import LossWeights
+
+__all__ = ["distill", "evaluate", "EvalResult", "History", "LossWeights", "output_image", "CHECKPOINT_NAME"]

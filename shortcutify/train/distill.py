@@ -1,0 +1,204 @@
+"""``distill(sv, clips)``: train the shortcut block by distillation from the frozen teacher.
+
+Each step draws (reference, current) frame pairs 1..α−1 frames apart (α = the module's
+keyframe interval, the gaps met at inference), runs the teacher on both without
+autograd (:meth:`~shortcutify.ShortcutV2V.run_keyframe`), runs the shortcut frame against the
+reference's raw taps (:meth:`~shortcutify.ShortcutV2V.shortcut_step`) and trains the block on
+the terms of :mod:`shortcutify.train.losses`. Adam (lr 2e-4, betas (0.5, 0.999)) with a linear
+decay to zero. Runs unchanged under ``torchrun --nproc_per_node=N`` (DistributedDataParallel:
+each rank draws its own pairs; rank 0 alone logs, validates and checkpoints).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..core.module import ShortcutV2V
+from . import distributed
+from .checkpoint import CHECKPOINT_NAME, TrainingState
+from .clips import ClipSource, sample_pairs
+from .evaluate import evaluate, output_image
+from .history import History
+from .losses import Adversaries, LossWeights, student_terms
+
+__all__ = ["distill", "CHECKPOINT_NAME"]
+
+
+def _check_arguments(sv: Any, steps: Any, batch_size: Any, resume: bool, checkpoint_dir: Any) -> int:
+    """Validate the arguments; returns the keyframe interval α."""
+    if not isinstance(sv, ShortcutV2V):
+        raise TypeError(f"distill() trains a ShortcutV2V (from shortcutify()), got {type(sv).__name__}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    alpha = sv.policy.interval
+    if alpha < 2:
+        raise ValueError(
+            f"the module's keyframe interval is {alpha}: every frame is a keyframe and there is nothing to "
+            "distill. Build it with interval >= 2."
+        )
+    if resume and checkpoint_dir is None:
+        raise ValueError("resume=True needs checkpoint_dir")
+    return alpha
+
+
+def distill(
+    sv: ShortcutV2V,
+    clips: Iterable[Any],
+    *,
+    steps: int = 2000,
+    batch_size: int = 4,
+    lr: float = 2e-4,
+    betas: tuple[float, float] = (0.5, 0.999),
+    weights: LossWeights | dict[str, float] | None = None,
+    perceptual: Callable[[Tensor, Tensor], Tensor] | None = None,
+    crop: int | tuple[int, int] | None = None,
+    flip: bool = False,
+    val_clips: Iterable[Any] | None = None,
+    val_every: int = 500,
+    data_range: float = 2.0,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+    checkpoint_every: int = 500,
+    resume: bool = False,
+    callback: Callable[[int, dict[str, float]], None] | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    bf16: bool = False,
+) -> History:
+    """Train ``sv.block`` so that shortcut frames reproduce the teacher's.
+
+    Args:
+        sv: a :class:`~shortcutify.ShortcutV2V` (its teacher stays frozen).
+        clips: clips ``[T, C, H, W]`` of consecutive frames (tuples of them for a
+            multi-input generator): a list, a ``Dataset``, a ``DataLoader`` or any iterable.
+        steps: optimisation steps (total, also when resuming).
+        batch_size: pairs per step (per process under torchrun).
+        lr, betas: Adam settings; the learning rate decays linearly to 0 at ``steps``.
+        weights: :class:`LossWeights` or a dict of some of its fields.
+        perceptual: optional ``f(student_image, teacher_image) -> scalar`` (images
+            ``[B, C, H, W]`` as :func:`~shortcutify.train.evaluate.output_image` picks them).
+        crop: random crop ``h`` or ``(h, w)`` shared by both frames of a pair.
+        flip: random horizontal flips shared by both frames of a pair.
+        val_clips: held-out clips; PSNR/SSIM of shortcut frames vs the teacher are
+            recorded every ``val_every`` steps and at the end.
+        data_range: value range of the outputs for PSNR/SSIM (2.0 for [-1, 1]).
+        checkpoint_dir: where ``checkpoint.pt`` is written (atomically) every
+            ``checkpoint_every`` steps and at the end.
+        resume: continue from ``checkpoint_dir/checkpoint.pt``; with the same arguments
+            the result equals an uninterrupted run's.
+        callback: called as ``callback(step, logs)`` after every step (rank 0 only).
+        seed: seeds the pair sampling (rank r uses ``seed`` and ``r``).
+        progress: show a progress bar with the running losses.
+        bf16: run forward passes under bf16 autocast (CUDA only).
+
+    Returns:
+        :class:`History` (per-step losses and validations). On return, also after an
+        error, the block is in eval mode and the module's stream state is reset.
+    """
+    alpha = _check_arguments(sv, steps, batch_size, resume, checkpoint_dir)
+    w = LossWeights.coerce(weights)
+    if w.perceptual > 0 and perceptual is None:
+        w = w.without("perceptual")
+    crop_hw = (crop, crop) if isinstance(crop, int) else crop
+
+    distributed.init_from_env()
+    rank, world = distributed.rank_and_world()
+    device = distributed.local_device(next(sv.block.parameters()).device)
+    if device != next(sv.block.parameters()).device:
+        sv.to(device)
+    if bf16 and device.type != "cuda":
+        raise ValueError("bf16=True needs the module on a CUDA device (bf16 autocast is a GPU option)")
+
+    source = ClipSource(clips)
+    val_list = list(val_clips) if val_clips is not None else None
+    step_fn = distributed.wrap(sv.shortcut_step(), device)
+    opt = torch.optim.Adam([p for p in sv.block.parameters() if p.requires_grad], lr=lr, betas=betas)
+    run = TrainingState(
+        block=sv.block,
+        opt=opt,
+        sched=torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1.0 - s / steps)),
+        generator=torch.Generator().manual_seed(seed * 1_000_003 + rank),
+        adversaries=Adversaries(w, device, lr, betas),
+        history=History(),
+    )
+    ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
+    if ckpt_path is not None and rank == 0:
+        ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+    start = 0
+    if resume and ckpt_path is not None and ckpt_path.exists():
+        start = run.restore(ckpt_path, device, rank, world)
+    elif resume:
+        warnings.warn(f"resume=True but {ckpt_path} does not exist: starting from step 0", stacklevel=2)
+
+    def validate(step: int) -> None:
+        if val_list is None or rank != 0:
+            return
+        summary = evaluate(sv, val_list, data_range=data_range).summary()  # restores the training mode
+        run.history.val.append({"step": float(step), **{k: summary[k] for k in ("psnr", "ssim", "psnr_repeat", "ssim_repeat")}})
+
+    bar = None
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16)
+    try:
+        sv.reset()
+        sv.train()
+        if progress and rank == 0:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=steps, initial=start, desc="distill", unit="step", dynamic_ncols=True)
+        running: dict[str, float] = {}
+        for step in range(start + 1, steps + 1):
+            ref_in, cur_in = sample_pairs(source, batch_size, alpha - 1, run.generator, crop=crop_hw, flip=flip)
+            ref_in = tuple(x.to(device, non_blocking=True) for x in ref_in)
+            cur_in = tuple(x.to(device, non_blocking=True) for x in cur_in)
+            with autocast:
+                with torch.no_grad():
+                    key = sv.run_keyframe(*ref_in)
+                    target = sv.run_keyframe(*cur_in)
+                student = step_fn(*cur_in, reference=key.taps, return_aligned=w.alignment > 0)
+                image, target_image, previous = output_image(student.output), output_image(target.output), output_image(key.output)
+                terms = student_terms(
+                    w, feature=student.feature, aligned=student.aligned, target_feature=target.dec,
+                    output=student.output, target_output=target.output, image=image, target_image=target_image,
+                    perceptual=perceptual,
+                )
+                terms.update(run.adversaries.student_terms(image, previous))
+                total = sum(terms.values())
+            opt.zero_grad(set_to_none=True)
+            total.backward()  # type: ignore[union-attr]
+            opt.step()
+            run.sched.step()
+            terms.update(run.adversaries.update(image, target_image, previous, autocast))
+
+            logs = {k: float(v.detach()) for k, v in terms.items()}
+            logs["total"] = float(total.detach())  # type: ignore[union-attr]
+            if not math.isfinite(logs["total"]):
+                raise FloatingPointError(f"distillation diverged at step {step}: losses {logs}; lower lr")
+            run.history.record(logs)
+            for k, v in logs.items():
+                running[k] = v if k not in running else 0.9 * running[k] + 0.1 * v
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix({k: f"{v:.4f}" for k, v in running.items() if not k.startswith("D_")}, refresh=False)
+            if callback is not None and rank == 0:
+                callback(step, logs)
+            if val_list is not None and (step % val_every == 0 or step == steps):
+                validate(step)
+            if ckpt_path is not None and (step % checkpoint_every == 0 or step == steps):
+                rng = distributed.gather(run.generator.get_state())
+                if rank == 0:
+                    run.save(ckpt_path, step, rng)
+    finally:
+        if bar is not None:
+            bar.close()
+        sv.eval()
+        sv.reset()
+    return run.history

@@ -1,0 +1,53 @@
+"""What a :func:`~shortcutify.distill` run records."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["History"]
+
+
+@dataclass
+class History:
+    """What a :func:`~shortcutify.distill` run recorded.
+
+    Attributes:
+        losses: per step, each weighted loss term and ``"total"``.
+        val: one dict per validation: ``step``, ``psnr``, ``ssim`` (dB / [0, 1], shortcut
+            frames vs the teacher) and ``psnr_repeat``, ``ssim_repeat`` (repeating the
+            keyframe's output, the trivial baseline).
+    """
+
+    losses: dict[str, list[float]] = field(default_factory=dict)
+    val: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def steps(self) -> int:
+        return len(self.losses.get("total", []))
+
+    def record(self, logs: dict[str, float]) -> None:
+        """Append one step's losses."""
+        for k, v in logs.items():
+            self.losses.setdefault(k, []).append(v)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"losses": self.losses, "val": self.val}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> History:
+        return cls(losses={k: list(v) for k, v in d["losses"].items()}, val=list(d["val"]))
+
+    def summary(self) -> str:
+        total = self.losses.get("total", [])
+        lines = []
+        if total:
+            k = max(1, len(total) // 10)
+            first, last = sum(total[:k]) / k, sum(total[-k:]) / k
+            lines.append(f"loss (mean of first/last {k} steps): {first:.4f} -> {last:.4f} over {len(total)} steps")
+        for v in self.val:
+            lines.append(
+                f"step {int(v['step'])}: PSNR {v['psnr']:.2f} dB, SSIM {v['ssim']:.4f} "
+                f"(repeat keyframe: {v['psnr_repeat']:.2f} dB, {v['ssim_repeat']:.4f})"
+            )
+        return "\n".join(lines)

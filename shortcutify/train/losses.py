@@ -1,0 +1,150 @@
+"""The distillation losses: what a shortcut frame is trained to match.
+
+* ``feature``: L1 between the predicted and the true decoder-tap features (paper: 5);
+* ``alignment``: L1 between the prediction from the warped reference alone and the true
+  features (5);
+* ``output``: L1 between the shortcut frame's output and the teacher's (10); the gradient
+  reaches the block through the frozen layers after the decoder tap;
+* ``perceptual``: any callable ``perceptual(student_image, teacher_image) -> scalar`` (10);
+* ``adversarial`` / ``temporal``: optional LSGAN terms from a PatchGAN on single frames and
+  from a temporal discriminator on (previous, current) output pairs (off by default),
+  kept by :class:`Adversaries`.
+
+A new loss term is a field of :class:`LossWeights` and a few lines in :func:`student_terms`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils._pytree import tree_flatten
+
+from .discriminators import PatchDiscriminator, lsgan_loss
+from .distributed import wrap
+
+__all__ = ["LossWeights", "student_terms", "Adversaries"]
+
+
+@dataclass
+class LossWeights:
+    """Weights of the distillation losses (the paper's defaults; 0 turns a term off)."""
+
+    feature: float = 5.0
+    alignment: float = 5.0
+    output: float = 10.0
+    perceptual: float = 10.0
+    adversarial: float = 0.0
+    temporal: float = 0.0
+
+    @classmethod
+    def coerce(cls, weights: LossWeights | dict[str, float] | None) -> LossWeights:
+        """``weights`` as :class:`LossWeights` (a dict gives some of its fields)."""
+        if isinstance(weights, LossWeights):
+            return weights
+        unknown = set(weights or {}) - set(asdict(cls()))
+        if unknown:
+            raise ValueError(f"unknown loss term(s) {sorted(unknown)}; the terms are {sorted(asdict(cls()))}")
+        return cls(**(weights or {}))
+
+    def without(self, *names: str) -> LossWeights:
+        """A copy with the named terms turned off."""
+        return LossWeights(**{**asdict(self), **{n: 0.0 for n in names}})
+
+
+def l1_outputs(student: Any, teacher: Any) -> Tensor:
+    """Mean L1 over the floating tensors of two outputs of the same structure."""
+    s = [t for t in tree_flatten(student)[0] if isinstance(t, Tensor) and t.is_floating_point()]
+    t = [t for t in tree_flatten(teacher)[0] if isinstance(t, Tensor) and t.is_floating_point()]
+    return sum(F.l1_loss(a, b) for a, b in zip(s, t)) / max(len(s), 1)  # type: ignore[return-value]
+
+
+def student_terms(
+    w: LossWeights,
+    *,
+    feature: Tensor,
+    aligned: Tensor | None,
+    target_feature: Tensor,
+    output: Any,
+    target_output: Any,
+    image: Tensor,
+    target_image: Tensor,
+    perceptual: Callable[[Tensor, Tensor], Tensor] | None,
+) -> dict[str, Tensor]:
+    """The weighted reconstruction terms of one step (GAN terms: :meth:`Adversaries.student_terms`)."""
+    terms: dict[str, Tensor] = {}
+    if w.feature:
+        terms["feature"] = w.feature * F.l1_loss(feature.float(), target_feature.float())
+    if w.alignment:
+        if aligned is None:
+            raise ValueError("the alignment term needs the block's aligned prediction (run_shortcut(return_aligned=True))")
+        terms["alignment"] = w.alignment * F.l1_loss(aligned.float(), target_feature.float())
+    if w.output:
+        terms["output"] = w.output * l1_outputs(output, target_output)
+    if w.perceptual and perceptual is not None:
+        terms["perceptual"] = w.perceptual * perceptual(image, target_image)
+    return terms
+
+
+class Adversaries:
+    """The discriminators of the optional GAN terms, built on first use, with their optimisers.
+
+    ``"adversarial"`` scores single output images; ``"temporal"`` scores (previous keyframe
+    output, current output) pairs stacked on channels.
+    """
+
+    NAMES = ("adversarial", "temporal")
+
+    def __init__(self, w: LossWeights, device: torch.device, lr: float, betas: tuple[float, float]) -> None:
+        self.weights = {name: getattr(w, name) for name in self.NAMES if getattr(w, name)}
+        self.device, self.lr, self.betas = device, lr, betas
+        self.nets: dict[str, nn.Module] = {}
+        self.opts: dict[str, torch.optim.Optimizer] = {}
+        self._pending: dict[str, Any] = {}
+
+    def _net(self, name: str, channels: int) -> nn.Module:
+        if name not in self.nets:
+            net = wrap(PatchDiscriminator(channels).to(self.device), self.device)
+            opt = torch.optim.Adam(net.parameters(), lr=self.lr, betas=self.betas)
+            if name in self._pending:
+                net.load_state_dict(self._pending[name]["net"])
+                opt.load_state_dict(self._pending[name]["opt"])
+            self.nets[name], self.opts[name] = net, opt
+        return self.nets[name]
+
+    @staticmethod
+    def _pair(name: str, previous: Tensor, image: Tensor) -> Tensor:
+        return image if name == "adversarial" else torch.cat([previous, image], 1)
+
+    def student_terms(self, image: Tensor, previous: Tensor) -> dict[str, Tensor]:
+        """The weighted terms that push the student's ``image`` ``[B, C, H, W]`` to look real."""
+        terms = {}
+        for name, weight in self.weights.items():
+            fake = self._pair(name, previous, image)
+            terms[name] = weight * lsgan_loss(self._net(name, fake.shape[1])(fake), real=True)
+        return terms
+
+    def update(self, image: Tensor, target: Tensor, previous: Tensor, autocast: Any) -> dict[str, Tensor]:
+        """One step of every discriminator on detached student and teacher images; their losses as ``D_<name>``."""
+        logs = {}
+        for name, net in self.nets.items():
+            real = self._pair(name, previous, target).detach()
+            fake = self._pair(name, previous, image.detach())
+            with autocast:
+                loss = 0.5 * (lsgan_loss(net(real), True) + lsgan_loss(net(fake), False))
+            self.opts[name].zero_grad(set_to_none=True)
+            loss.backward()
+            self.opts[name].step()
+            logs[f"D_{name}"] = loss.detach()
+        return logs
+
+    def state_dict(self) -> dict[str, Any]:
+        return {k: {"net": d.state_dict(), "opt": self.opts[k].state_dict()} for k, d in self.nets.items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore discriminators when they are next built (they are built on first use)."""
+        self._pending = dict(state)

@@ -1,0 +1,3 @@
+"""The library version (also in pyproject.toml)."""
+
+__version__ = "0.2.0"
