@@ -25,7 +25,7 @@ from common import machine, write  # noqa: E402
 
 from shortcutify import distill, evaluate, shortcutify  # noqa: E402
 from shortcutify.demo.models import resnet_taps  # noqa: E402
-from shortcutify.demo.teachers import SPLITS, load_teacher  # noqa: E402
+from shortcutify.demo.teachers import load_teacher, read_split  # noqa: E402
 from shortcutify.demo.video import read_video, sample_video  # noqa: E402
 
 
@@ -38,12 +38,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    bikes = sample_video("bikes")
-    ((_, t0, t1),) = [s for s in SPLITS["train"] if s[0] == "bikes"]
-    ((_, h0, h1),) = [s for s in SPLITS["heldout"] if s[0] == "bikes"]
-    train = read_video(bikes, size=(136, 320), start=t0, max_frames=t1 - t0)
+    train = read_split("bikes", "train", (136, 320))
     videos = {
-        "bikes (held-out frames)": read_video(bikes, size=(136, 320), start=h0, max_frames=min(60, h1 - h0)),
+        "bikes (held-out frames)": read_split("bikes", "heldout", (136, 320), max_frames=60),
         "carphone (held-out video)": read_video(sample_video("carphone_pristine"), size=(144, 176), max_frames=60),
     }
     teacher, _ = load_teacher("cartoon")

@@ -38,7 +38,7 @@ from shortcutify.core.cost import count_macs  # noqa: E402
 from shortcutify.train.evaluate import output_image  # noqa: E402
 from shortcutify.train.metrics import psnr, ssim, temporal_error  # noqa: E402
 from shortcutify.demo.models import ResnetGenerator, resnet_taps  # noqa: E402
-from shortcutify.demo.teachers import SPECS, SPLITS, load_teacher  # noqa: E402
+from shortcutify.demo.teachers import SPECS, load_teacher, read_split  # noqa: E402
 from shortcutify.demo.video import read_video, sample_video  # noqa: E402
 
 ALPHAS = (2, 3, 5)
@@ -91,14 +91,11 @@ def main() -> None:
     size, car_size, crop = ((68, 160), (72, 88), 64) if args.quick else ((136, 320), (144, 176), 128)
     steps = args.steps or (150 if args.quick else 1500)
     teacher, _ = load_teacher(name)
-    bikes = sample_video("bikes")
-    (_, t0, t1), = [s for s in SPLITS["train"] if s[0] == "bikes"]
-    (_, h0, h1), = [s for s in SPLITS["heldout"] if s[0] == "bikes"]
-    train = read_video(bikes, size=size, start=t0, max_frames=t1 - t0)
+    train = read_split("bikes", "train", size)
     clips = [train[i : i + 12] for i in range(0, train.shape[0], 12)]
     n_held = 24 if args.quick else 60
     held = {
-        "bikes (held-out frames)": read_video(bikes, size=size, start=h0, max_frames=min(n_held, h1 - h0)),
+        "bikes (held-out frames)": read_split("bikes", "heldout", size, max_frames=n_held),
         "carphone (held-out video)": read_video(sample_video("carphone_pristine"), size=car_size, max_frames=n_held),
     }
 

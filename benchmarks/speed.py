@@ -23,7 +23,7 @@ from common import machine, table, write  # noqa: E402
 
 from shortcutify import shortcutify  # noqa: E402
 from shortcutify.demo.models import ResnetGenerator, resnet_taps  # noqa: E402
-from shortcutify.demo.timing import time_calls  # noqa: E402
+from shortcutify.demo.timing import amortised, path_calls, time_calls  # noqa: E402
 
 PATHS = ("teacher", "keyframe", "shortcut", "block")
 
@@ -36,28 +36,15 @@ def build(size: int, device: str, resolution: str = "half", width: int | None = 
     return sv, x
 
 
-def calls(sv, x, ref, a):
-    return {
-        "teacher": lambda: sv.teacher(x),
-        "keyframe": lambda: sv.block.prepare_reference(*sv.run_keyframe(x)[1:]),
-        "shortcut": lambda: sv.predict(x, reference=ref),
-        "block": lambda: sv.block(a, ref),
-    }
-
-
 @torch.no_grad()
 def timings(sv, x, repeats: int, warmup: int, device: str) -> dict[str, float]:
-    _, a, f = sv.run_keyframe(x)
-    ref = sv.block.prepare_reference(a, f)
-    return time_calls(calls(sv, x, ref, a), repeats=repeats, warmup=warmup, cuda=device.startswith("cuda"))
+    return time_calls(path_calls(sv, x), repeats=repeats, warmup=warmup, cuda=device.startswith("cuda"))
 
 
 @torch.no_grad()
 def cuda_memory(sv, x) -> dict[str, float]:
-    _, a, f = sv.run_keyframe(x)
-    ref = sv.block.prepare_reference(a, f)
     out = {}
-    for k, fn in calls(sv, x, ref, a).items():
+    for k, fn in path_calls(sv, x).items():
         torch.cuda.synchronize()
         base = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
@@ -77,10 +64,8 @@ def cpu_memory(sv, x) -> dict[str, float]:
     """
     from torch.profiler import ProfilerActivity, profile
 
-    _, a, f = sv.run_keyframe(x)
-    ref = sv.block.prepare_reference(a, f)
     out = {}
-    for k, fn in calls(sv, x, ref, a).items():
+    for k, fn in path_calls(sv, x).items():
         with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
             fn()
         events = sorted((e.time_range.start, e.self_cpu_memory_usage) for e in prof.events() if e.self_cpu_memory_usage)
@@ -97,12 +82,11 @@ def block_ops(sv, x, rounds: int = 5, top: int = 6) -> list[dict[str, float]]:
     """Where the block's time goes: the ops with the most self CPU time over ``rounds`` calls (profiler)."""
     from torch.profiler import ProfilerActivity, profile
 
-    _, a, f = sv.run_keyframe(x)
-    ref = sv.block.prepare_reference(a, f)
-    sv.block(a, ref)
+    block = path_calls(sv, x)["block"]
+    block()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(rounds):
-            sv.block(a, ref)
+            block()
     events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in events)
     return [{"op": e.key, "share": e.self_cpu_time_total / total, "ms_per_call": e.self_cpu_time_total / rounds / 1e3} for e in events[:top]]
@@ -124,7 +108,7 @@ def main() -> None:
     sv, x = build(size, args.device, args.resolution, args.width)
     t = timings(sv, x, repeats, warmup=2 if args.quick else 3, device=args.device)
     a = sv.policy.interval
-    t["amortised"] = (t["keyframe"] + (a - 1) * t["shortcut"]) / a
+    t["amortised"] = amortised(t["keyframe"], t["shortcut"], a)
     mem = cuda_memory(sv, x) if args.device.startswith("cuda") else cpu_memory(sv, x)
     ops = block_ops(sv, x) if args.device == "cpu" else []
     rows = [[k, f"{t[k] * 1e3:.1f}", f"{t['teacher'] / t[k]:.2f}x", f"{mem[k]:.0f}" if k in mem else "-"] for k in ("teacher", "keyframe", "shortcut", "amortised", "block")]

@@ -14,19 +14,16 @@ import torch
 
 from shortcutify import distill, evaluate, shortcutify
 from shortcutify.demo.models import resnet_taps
-from shortcutify.demo.teachers import SPLITS, load_teacher
-from shortcutify.demo.video import read_video, sample_video
+from shortcutify.demo.teachers import load_teacher, read_split, split_range
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--steps", type=int, default=900)
 args = parser.parse_args()
 torch.set_num_threads(2)
 
-path = sample_video("bikes")
-(_, t0, t1), = [s for s in SPLITS["train"] if s[0] == "bikes"]
-(_, h0, h1), = [s for s in SPLITS["heldout"] if s[0] == "bikes"]
-train = read_video(path, size=(68, 160), start=t0, max_frames=t1 - t0)
-held = read_video(path, size=(68, 160), start=h0, max_frames=h1 - h0)
+train = read_split("bikes", "train", (68, 160))
+held = read_split("bikes", "heldout", (68, 160))
+h0, h1 = split_range("bikes", "heldout")
 gen, _ = load_teacher("cartoon-tiny")
 sv = shortcutify(gen, *resnet_taps(gen), train[:1], interval=3)
 val = [held[i : i + 12] for i in range(0, held.shape[0], 12)]

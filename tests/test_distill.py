@@ -178,14 +178,11 @@ def test_distillation_on_real_video_beats_the_untrained_block_and_repeating_the_
     About a minute on 2 cores.
     """
     from shortcutify import evaluate
-    from shortcutify.demo.teachers import SPLITS
+    pytest.importorskip("av")
+    from shortcutify.demo.teachers import read_split
 
-    video = pytest.importorskip("shortcutify.demo.video")
-    path = video.sample_video("bikes")
-    (name, first, last), = [s for s in SPLITS["train"] if s[0] == "bikes"]
-    train = video.read_video(path, size=(68, 160), start=first, max_frames=last - first)
-    (name, first, last), = [s for s in SPLITS["heldout"] if s[0] == "bikes"]
-    held = video.read_video(path, size=(68, 160), start=first, max_frames=last - first)
+    train = read_split("bikes", "train", (68, 160))
+    held = read_split("bikes", "heldout", (68, 160))
     gen, sv = _tiny_teacher_sv(train[:1])
     sv.policy = type(sv.policy)(3)
     val = [held[i : i + 12] for i in range(0, held.shape[0], 12)]

@@ -1,6 +1,7 @@
 """Specification of saving only the block and re-attaching it to the user's generator."""
 
 import json
+import warnings
 
 import pytest
 import torch
@@ -115,3 +116,20 @@ def test_missing_or_corrupt_files_are_reported(tmp_path):
     (tmp_path / CONFIG_NAME).write_text("{not json")
     with pytest.raises(IncompatibleCheckpointError, match="JSON"):
         load(ResnetGenerator(ngf=8, n_blocks=2), tmp_path)
+
+
+@pytest.mark.parametrize("resolution", ["half", "full"])
+def test_blocks_saved_by_the_previous_layout_of_the_package_load_and_run_identically(resolution):
+    """tests/data/format2-*: saved by shortcutify 0.2.0 before the package was split into layers."""
+    from pathlib import Path
+
+    saved = Path(__file__).parent / "data" / f"format2-{resolution}"
+    expected = torch.load(saved / "expected.pt", weights_only=True)
+    gen = ResnetGenerator(ngf=8, n_blocks=2)
+    gen.load_state_dict(expected["teacher"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # same version, same teacher: not a word
+        sv = load(gen, saved)
+    assert sv.block.resolution == resolution and sv.policy.interval == 4
+    for x, out in zip(expected["frames"], expected["outputs"]):
+        assert torch.equal(sv(x), out)

@@ -201,3 +201,45 @@ def test_moving_the_module_moves_tensors_the_teacher_graph_reads_directly():
     assert torch.equal(sv(x.double()), gen(x.double()))
     report = sv.cost()  # counts the teacher on float64 inputs without a dtype clash
     assert report.teacher.macs > 0
+
+
+def test_training_runs_a_shortcut_frame_through_shortcut_step_without_changing_the_module():
+    """A frame against the keyframe's raw taps (prepared inside, as DDP wants) equals one
+    against the prepared reference; the module's parts are the same objects afterwards."""
+    from shortcutify import KeyframeTaps
+
+    _, _, sv = _sv(interval=3)
+    for p in sv.block.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    parts = dict(sv.named_modules())
+    x0, x1 = _frames(2)
+    key = sv.run_keyframe(x0)
+    step = sv.shortcut_step()
+    trained = step(x1, reference=KeyframeTaps(key.enc, key.dec), return_aligned=True)
+    with torch.no_grad():
+        prepared = sv.run_shortcut(x1, reference=sv.prepare_reference(key), return_aligned=True)
+    torch.testing.assert_close(trained.output, prepared.output)
+    torch.testing.assert_close(trained.aligned, prepared.aligned)
+    (trained.feature.square().mean() + trained.aligned.square().mean()).backward()
+    assert all(p.grad is not None for p in sv.block.parameters())
+    assert all(p.grad is None for p in sv.teacher.parameters())
+    assert {k: id(v) for k, v in sv.named_modules()} == {k: id(v) for k, v in parts.items()}
+    assert sv.run_shortcut(x1, reference=sv.prepare_reference(key)).aligned is None  # only when asked for
+
+
+def test_the_config_describes_the_taps_and_the_block_and_round_trips():
+    from shortcutify import ShortcutConfig
+
+    _, _, sv = _sv(interval=3, resolution="full", width=4)
+    cfg = sv.config
+    assert (cfg.enc_layer, cfg.dec_layer, cfg.width, cfg.resolution) == ("model.4", "model.12", 4, "full")
+    assert cfg.enc_shape == tuple(sv.enc.shape[1:]) and cfg.dec_shape == tuple(sv.dec.shape[1:])
+    assert ShortcutConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="lacks"):
+        ShortcutConfig.from_dict({"enc_layer": "model.4"})
+
+
+def test_an_unknown_capture_option_is_refused_by_name():
+    gen, x, _ = _sv()
+    with pytest.raises(TypeError, match="leaf_module"):
+        shortcutify(gen, "model.4", "model.12", x, leaf_module=[torch.nn.Conv2d])

