@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from shortcutify import IncompatibleCheckpointError, load, shortcutify
+from shortcutify import __version__ as shortcutify_version
 from shortcutify.core.storage import CONFIG_NAME, WEIGHTS_NAME
 from shortcutify.demo.models import ResnetGenerator
 
@@ -127,9 +128,10 @@ def test_blocks_saved_by_the_previous_layout_of_the_package_load_and_run_identic
     expected = torch.load(saved / "expected.pt", weights_only=True)
     gen = ResnetGenerator(ngf=8, n_blocks=2)
     gen.load_state_dict(expected["teacher"])
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # same version, same teacher: not a word
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         sv = load(gen, saved)
+    assert [str(w.message) for w in caught] == ["block saved by shortcutify 0.2.0, loading with " + shortcutify_version]
     assert sv.block.resolution == resolution and sv.policy.interval == 4
     for x, out in zip(expected["frames"], expected["outputs"]):
         assert torch.equal(sv(x), out)
