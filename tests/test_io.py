@@ -135,3 +135,22 @@ def test_blocks_saved_by_the_previous_layout_of_the_package_load_and_run_identic
     assert sv.block.resolution == resolution and sv.policy.interval == 4
     for x, out in zip(expected["frames"], expected["outputs"]):
         assert torch.equal(sv(x), out)
+
+
+def test_an_early_format_2_block_saved_without_a_resolution_loads_as_half(tmp_path):
+    """0.2.0 blocks saved before ``resolution`` was recorded are half-resolution blocks."""
+    import shutil
+    from pathlib import Path
+
+    saved = Path(__file__).parent / "data" / "format2-half"
+    shutil.copytree(saved, tmp_path / "blk")
+    cfg = json.loads((tmp_path / "blk" / CONFIG_NAME).read_text())
+    del cfg["resolution"]
+    (tmp_path / "blk" / CONFIG_NAME).write_text(json.dumps(cfg))
+    expected = torch.load(saved / "expected.pt", weights_only=True)
+    gen = ResnetGenerator(ngf=8, n_blocks=2)
+    gen.load_state_dict(expected["teacher"])
+    with pytest.warns(UserWarning, match="saved by shortcutify 0.2.0"):
+        sv = load(gen, tmp_path / "blk")
+    assert sv.block.resolution == "half"
+    assert torch.equal(sv(expected["frames"][0]), expected["outputs"][0])

@@ -243,3 +243,13 @@ def test_an_unknown_capture_option_is_refused_by_name():
     gen, x, _ = _sv()
     with pytest.raises(TypeError, match="leaf_module"):
         shortcutify(gen, "model.4", "model.12", x, leaf_module=[torch.nn.Conv2d])
+
+
+def test_the_training_step_holds_only_the_block():
+    """Its parameters, its mode and what DistributedDataParallel would wrap are the block's alone."""
+    gen, _, sv = _sv()
+    step = sv.shortcut_step()
+    assert {id(p) for p in step.parameters()} == {id(p) for p in sv.block.parameters()}
+    step.train()
+    assert sv.block.training and not any(m.training for m in gen.modules())
+    step.eval()

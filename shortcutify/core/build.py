@@ -23,10 +23,10 @@ from ..version import __version__
 from .blocks import RESOLUTIONS, default_width, make_block
 from .capture import CaptureKwargs, CaptureOptions, as_tuple, capture
 from .cost import count_macs
-from .cut import Cut, graph_fingerprint, resolve_cut
+from .cut import Cut, resolve_cut
 from .module import ShortcutV2V
 from .policy import FixedInterval, KeyframePolicy, policy_from_config
-from .storage import read_manifest, read_weights, teacher_checksum
+from .storage import graph_fingerprint, read_manifest, read_weights, teacher_checksum
 
 __all__ = ["shortcutify", "load", "block_macs"]
 
@@ -47,11 +47,11 @@ def shortcutify(
 
     Args:
         model: the trained generator (frozen and put in eval mode by this call).
-        enc_layer: encoder tap, an fx node name or module qualified name (see :func:`list_taps`).
+        enc_layer: encoder tap, an fx node name or module qualified name (see :func:`~shortcutify.list_taps`).
         dec_layer: decoder tap, downstream of ``enc_layer``.
         example_inputs: one frame ``[B, C, H, W]``, or a tuple of ``forward``'s positional
             arguments; used for shapes, and kept (on CPU) for :meth:`ShortcutV2V.cost`.
-        interval: keyframe interval α for the default :class:`FixedInterval` policy.
+        interval: keyframe interval α for the default :class:`~shortcutify.FixedInterval` policy.
         policy: a custom keyframe policy (overrides ``interval``).
         width: the block's width ``h`` (default: half the narrower tap's channels, shrunk
             if the block would cost more than half of what it skips).
@@ -163,7 +163,7 @@ def load(
         policy: keyframe policy (default: the saved one).
         map_location: where to load the weights (default: the model's device).
         capture_options: ``leaf_modules``, ``tracer_kwargs``, ``concrete_args`` as given
-            to :func:`shortcutify` originally.
+            to :func:`~shortcutify.shortcutify` originally.
 
     Raises:
         FileNotFoundError: ``path`` holds no saved block.
@@ -186,6 +186,10 @@ def load(
         example_inputs = tuple(e.zeros(device) for e in manifest.example_inputs)
     if cfg.resolution not in RESOLUTIONS:
         raise IncompatibleCheckpointError(f"the block's layout {cfg.resolution!r} is unknown to this version (it knows {RESOLUTIONS})")
+    if cfg.kernel_size != 3:
+        raise IncompatibleCheckpointError(
+            f"the block has a {cfg.kernel_size}x{cfg.kernel_size} AdaBD kernel; this version builds 3x3 blocks only"
+        )
     try:
         sv = shortcutify(
             model, cfg.enc_layer, cfg.dec_layer, example_inputs, policy=policy, width=cfg.width, resolution=cfg.resolution,

@@ -29,7 +29,7 @@ __all__ = ["CaptureOptions", "CaptureKwargs", "Captured", "capture", "trace", "a
 class CaptureKwargs(TypedDict, total=False):
     """The capture options as keyword arguments of :func:`~shortcutify.shortcutify`, :func:`~shortcutify.list_taps` and :func:`~shortcutify.load`."""
 
-    leaf_modules: Sequence[type | str]
+    leaf_modules: type | str | Sequence[type | str]
     tracer_kwargs: dict[str, Any] | None
     concrete_args: dict[str, Any] | None
 

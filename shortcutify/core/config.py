@@ -28,7 +28,7 @@ class ShortcutConfig:
     enc_shape: tuple[int, ...]
     dec_shape: tuple[int, ...]
     width: int
-    resolution: str
+    resolution: str = "half"
     kernel_size: int = 3
 
     def to_dict(self) -> dict[str, Any]:
@@ -41,11 +41,14 @@ class ShortcutConfig:
     def from_dict(cls, d: dict[str, Any]) -> ShortcutConfig:
         """From :meth:`to_dict`'s output; keys that are not fields are ignored.
 
+        ``resolution`` and ``kernel_size`` default to ``"half"`` and 3 (early format-2 blocks
+        were saved without them).
+
         Raises:
             ValueError: a required field is missing or has the wrong type.
         """
         names = {f.name for f in fields(cls)}
-        required = {f.name for f in fields(cls) if f.name != "kernel_size"}
+        required = {f.name for f in fields(cls) if f.name not in ("resolution", "kernel_size")}
         missing = sorted(required - set(d))
         if missing:
             raise ValueError(f"shortcut config lacks {missing}")
@@ -57,7 +60,7 @@ class ShortcutConfig:
                     if isinstance(kw[key], bool) or not isinstance(kw[key], int):
                         raise TypeError(f"{key} must be an int, got {kw[key]!r}")
             for key in ("enc_layer", "dec_layer", "enc_node", "dec_node", "resolution"):
-                if not isinstance(kw[key], str):
+                if key in kw and not isinstance(kw[key], str):
                     raise TypeError(f"{key} must be a str, got {kw[key]!r}")
         except (TypeError, ValueError) as exc:
             raise ValueError(f"shortcut config is malformed: {exc}") from exc

