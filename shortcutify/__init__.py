@@ -41,6 +41,7 @@ from .core import (
 )
 from .errors import (
     AmbiguousTapError,
+    CaptureMismatchError,
     EmptyCutError,
     IncompatibleCheckpointError,
     ShortcutifyError,
@@ -88,6 +89,7 @@ __all__ = [
     "TapShapeError",
     "EmptyCutError",
     "UntraceableModelError",
+    "CaptureMismatchError",
     "IncompatibleCheckpointError",
     "__version__",
 ]

@@ -15,6 +15,7 @@ __all__ = [
     "TapShapeError",
     "EmptyCutError",
     "UntraceableModelError",
+    "CaptureMismatchError",
     "IncompatibleCheckpointError",
 ]
 
@@ -47,7 +48,11 @@ class EmptyCutError(ShortcutifyError, ValueError):
 
 
 class UntraceableModelError(ShortcutifyError, TypeError):
-    """``torch.fx`` could not trace the model."""
+    """Neither ``torch.fx`` nor ``torch.export`` (whichever was tried) could capture the model's graph."""
+
+
+class CaptureMismatchError(UntraceableModelError):
+    """The captured graph computes something other than the model on the example inputs."""
 
 
 class IncompatibleCheckpointError(ShortcutifyError, ValueError):

@@ -21,7 +21,7 @@ from typing_extensions import Unpack
 from ..errors import IncompatibleCheckpointError, ShortcutifyError, UntraceableModelError
 from ..version import __version__
 from .blocks import RESOLUTIONS, default_width, make_block
-from .capture import CaptureKwargs, CaptureOptions, as_tuple, capture
+from .capture import CaptureKwargs, CaptureOptions, as_tuple, capture, recapture
 from .cost import count_macs
 from .cut import Cut, resolve_cut
 from .module import ShortcutV2V
@@ -79,7 +79,8 @@ def shortcutify(
     options = CaptureOptions.from_kwargs(**capture_options)
     model.eval()
     model.requires_grad_(False)
-    cut = resolve_cut(capture(model, inputs, options), enc_layer, dec_layer)
+    captured = capture(model, inputs, options)
+    cut = resolve_cut(captured, enc_layer, dec_layer)
     factory = _factory(model, inputs)
     if width is None:
         width, macs = _auto_width(cut, factory, resolution)
@@ -93,7 +94,11 @@ def shortcutify(
             stacklevel=2,
         )
     block = make_block(resolution, cut.enc.shape[1], cut.dec.shape[1], width=width).to(**factory)
-    return ShortcutV2V(model, cut, block, policy, inputs)
+
+    def capture_again(args: tuple[Any, ...]) -> Cut:
+        return resolve_cut(recapture(captured, model, args, options), enc_layer, dec_layer)
+
+    return ShortcutV2V(model, cut, block, policy, inputs, recapture=capture_again)
 
 
 def _factory(model: nn.Module, inputs: tuple[Any, ...]) -> dict[str, Any]:
@@ -190,6 +195,7 @@ def load(
         raise IncompatibleCheckpointError(
             f"the block has a {cfg.kernel_size}x{cfg.kernel_size} AdaBD kernel; this version builds 3x3 blocks only"
         )
+    capture_options.setdefault("capture", cfg.capture)  # type: ignore[typeddict-item]  # by the path that saved it
     try:
         sv = shortcutify(
             model, cfg.enc_layer, cfg.dec_layer, example_inputs, policy=policy, width=cfg.width, resolution=cfg.resolution,

@@ -3,8 +3,20 @@
 :func:`capture` returns a :class:`Captured` graph — the fx ``GraphModule``, which node each
 module call returned (so that module qualified names work as taps), and per-node shapes and
 MACs on the example inputs. Everything downstream (taps, the cut, the programs, costs,
-save/load) reads a :class:`Captured` and does not care how it was made; today it is made by
-symbolic tracing (:func:`trace`), configured by :class:`CaptureOptions`.
+save/load) reads a :class:`Captured` and does not care how it was made. Two paths make one:
+
+* ``"fx"``: symbolic tracing (:func:`trace`). Module-level graph, fast, one graph for every
+  input shape; fails on code that inspects shapes or types of its inputs (``assert
+  x.shape[1] == c``, ``len(x.shape)``, ``torch.jit.isinstance``...) or takes a branch the
+  real model does not take.
+* ``"export"``: ``torch.export.export(strict=False)`` (:func:`export`). An ATen-level graph
+  specialised on the example inputs' shapes (a new input signature is captured again),
+  slower to capture; runs such code as Python on real tensors.
+
+``"auto"`` (the default) tries fx, then export. Either way the captured graph is run on
+the example inputs beside the eager model, under one random seed, and must give the same
+output (:func:`check_against_eager`): a graph that computes something else is an error,
+never a silently different program.
 """
 
 from __future__ import annotations
@@ -13,22 +25,43 @@ import inspect
 import linecache
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
 import torch
 from torch import fx, nn
+from torch.utils._pytree import tree_flatten, tree_unflatten
 from typing_extensions import TypedDict
 
-from ..errors import UntraceableModelError
+from ..errors import CaptureMismatchError, UntraceableModelError
 from .cost import call_macs
 
-__all__ = ["CaptureOptions", "CaptureKwargs", "Captured", "capture", "trace", "annotate", "as_tuple"]
+__all__ = [
+    "CaptureOptions",
+    "CaptureKwargs",
+    "Captured",
+    "capture",
+    "trace",
+    "export",
+    "annotate",
+    "check_against_eager",
+    "recapture",
+    "as_tuple",
+    "METHODS",
+    "EXPORT_TOLERANCE",
+]
+
+#: the capture paths ``capture=`` accepts
+METHODS = ("auto", "fx", "export")
+#: how close an exported graph's output must be to the eager model's (``rtol`` and ``atol``):
+#: export replaces some ops by their ATen decompositions, which round differently
+EXPORT_TOLERANCE = 1e-5
 
 
 class CaptureKwargs(TypedDict, total=False):
     """The capture options as keyword arguments of :func:`~shortcutify.shortcutify`, :func:`~shortcutify.list_taps` and :func:`~shortcutify.load`."""
 
+    capture: Literal["auto", "fx", "export"]
     leaf_modules: type | str | Sequence[type | str]
     tracer_kwargs: dict[str, Any] | None
     concrete_args: dict[str, Any] | None
@@ -39,16 +72,23 @@ class CaptureOptions:
     """How to capture a generator's graph.
 
     Attributes:
-        leaf_modules: module types or qualified names to keep as opaque calls (for
+        method: ``"auto"`` (fx, then export), ``"fx"`` or ``"export"`` (see the module docstring).
+        leaf_modules: fx only: module types or qualified names to keep as opaque calls (for
             submodules with data-dependent control flow); taps must lie outside them.
-        tracer_kwargs: passed to :class:`torch.fx.Tracer` (e.g. ``autowrap_functions``).
-        concrete_args: passed to :meth:`torch.fx.Tracer.trace` to fix non-tensor
-            arguments; fixed arguments keep their keyword and default to their value.
+        tracer_kwargs: fx only: passed to :class:`torch.fx.Tracer` (e.g. ``autowrap_functions``).
+        concrete_args: fixed non-tensor arguments of ``forward``, by name; fixed arguments keep
+            their keyword and default to their value (fx: ``Tracer.trace(concrete_args=)``;
+            export: passed as keyword arguments and specialised).
     """
 
+    method: str = "auto"
     leaf_modules: tuple[type | str, ...] = ()
     tracer_kwargs: dict[str, Any] = field(default_factory=dict)
     concrete_args: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"capture must be one of {METHODS}, got {self.method!r}")
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> CaptureOptions:
@@ -61,7 +101,12 @@ class CaptureOptions:
         leaf = kwargs.get("leaf_modules") or ()
         if isinstance(leaf, (str, type)):
             leaf = (leaf,)
-        return cls(tuple(leaf), dict(kwargs.get("tracer_kwargs") or {}), dict(kwargs.get("concrete_args") or {}))
+        return cls(
+            str(kwargs.get("capture", "auto")),
+            tuple(leaf),
+            dict(kwargs.get("tracer_kwargs") or {}),
+            dict(kwargs.get("concrete_args") or {}),
+        )
 
 
 @dataclass
@@ -74,12 +119,17 @@ class Captured:
             (``None`` for a call that returned no single tensor).
         macs: per node name, the multiply-adds of that node alone on the example inputs.
         fixed_args: arguments the graph has fixed (the teacher itself needs them to run).
+        method: the path that made it, ``"fx"`` or ``"export"``.
+        shape_specific: whether the graph holds only for inputs of the example's shapes,
+            dtypes and devices (export); other inputs need a new capture.
     """
 
     gm: fx.GraphModule
     module_outputs: dict[str, list[fx.Node | None]]
     macs: dict[str, int] = field(default_factory=dict)
     fixed_args: dict[str, Any] = field(default_factory=dict)
+    method: str = "fx"
+    shape_specific: bool = False
 
     def node(self, name: str) -> fx.Node | None:
         for n in self.gm.graph.nodes:
@@ -142,7 +192,8 @@ def trace(model: nn.Module, options: CaptureOptions = CaptureOptions()) -> Captu
             "submodule holding this code is called as a black box; (2) pass "
             "tracer_kwargs={'autowrap_functions': (your_function,)} for a free function with "
             "data-dependent control flow; (3) pass concrete_args={'arg': value} to fix a non-tensor "
-            "argument that drives control flow. The taps must then lie outside the opaque parts."
+            "argument that drives control flow. The taps must then lie outside the opaque parts. "
+            "(4) pass capture='export' (torch.export runs such code on real tensors)."
         ) from exc
     if concrete:  # fixed arguments default to their fixed value (callers may leave them out)
         names = list(inspect.signature(model.forward).parameters)
@@ -203,13 +254,176 @@ def annotate(captured: Captured, example_inputs: Any) -> None:
     captured.macs = macs
 
 
-def capture(model: nn.Module, example_inputs: Any, options: CaptureOptions = CaptureOptions()) -> Captured:
-    """Capture ``model``'s graph and annotate it with shapes and MACs on ``example_inputs``.
+def _module_outputs_from_stack(graph: fx.Graph) -> dict[str, list[fx.Node | None]]:
+    """Per module qualified name, the node each of its calls returned, from export's ``nn_module_stack``.
+
+    The nodes of one call are those whose stack holds that call's key (a second call of a
+    module has its own key); the call returned the one node of them that a node outside
+    the call uses (``None`` when there are several: not a single tap).
+    """
+    members: dict[str, list[fx.Node]] = {}
+    path_of: dict[str, str] = {}
+    for n in graph.nodes:
+        for key, value in (n.meta.get("nn_module_stack") or {}).items():
+            members.setdefault(key, []).append(n)
+            path_of[key] = value[0] if isinstance(value, tuple) else str(value)
+    outputs: dict[str, list[fx.Node | None]] = {}
+    for key, nodes in members.items():
+        path = path_of[key]
+        if not path:
+            continue
+        inside = set(nodes)
+        leaving = [n for n in nodes if any(u not in inside for u in n.users)]
+        outputs.setdefault(path, []).append(leaving[0] if len(leaving) == 1 else None)
+    return outputs
+
+
+def export(model: nn.Module, example_inputs: Any, options: CaptureOptions = CaptureOptions()) -> Captured:
+    """Capture ``model`` with ``torch.export.export(strict=False)`` on ``example_inputs``.
+
+    The graph is specialised on the example inputs' shapes. Its placeholders are
+    ``forward``'s tensor arguments, in order; its output has the model's structure (tensors
+    in tuples, lists and dicts).
 
     Raises:
-        UntraceableModelError: the graph could not be captured; the message names the
-            failing line of the model and the remedies.
+        UntraceableModelError: export failed (naming the failing line), or ``forward``'s
+            arguments or outputs have a structure this path does not support.
     """
-    captured = trace(model, options)
-    annotate(captured, example_inputs)
+    inputs = as_tuple(example_inputs)
+    fixed = dict(options.concrete_args)
+    try:
+        exported = torch.export.export(model, inputs, kwargs=fixed or None, strict=False)
+        gm = exported.module()
+    except Exception as exc:  # export raises UserError, GuardOnDataDependentSymNode, RuntimeError, ...
+        raise UntraceableModelError(
+            f"torch.export could not capture {type(model).__name__}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}\n"
+            f"  failing line: {_user_frame(exc)}\n"
+            "export runs forward() on the example inputs and fails on control flow that depends on tensor values; "
+            "try capture='fx' (with leaf_modules= for the part that fails), or fix the value-dependent branch."
+        ) from exc
+    leaves = tree_flatten((inputs, fixed))[0]
+    graph = fx.Graph()
+    out = graph.graph_copy(gm.graph, {})
+    for n in list(graph.nodes):  # export's own shape guard: we capture again for other shapes instead
+        if n.op == "call_module" and n.target == "_guards_fn":
+            graph.erase_node(n)
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+    if len(placeholders) != len(leaves) or any(
+        isinstance(leaf, torch.Tensor) != (i < len(inputs)) for i, leaf in enumerate(leaves)
+    ):
+        raise UntraceableModelError(
+            f"capture='export' needs forward()'s arguments to be tensors, one per argument (got {len(inputs)} "
+            f"argument(s) holding {sum(isinstance(v, torch.Tensor) for v in leaves)} tensor(s)); fix the others with "
+            "concrete_args={'name': value}, or use capture='fx'"
+        )
+    for n, leaf in zip(placeholders[len(inputs) :], leaves[len(inputs) :]):
+        n.replace_all_uses_with(leaf)  # type: ignore[arg-type]  # a fixed argument: its value
+        graph.erase_node(n)
+    try:
+        structured = tree_unflatten(list(out), exported.call_spec.out_spec)
+    except Exception as exc:
+        raise UntraceableModelError(f"capture='export': the output structure of {type(model).__name__} is not supported ({exc})") from exc
+    graph.output(structured)
+    result = fx.GraphModule(gm, graph, type(model).__name__)
+    return Captured(
+        gm=result,
+        module_outputs=_module_outputs_from_stack(result.graph),
+        fixed_args=fixed,
+        method="export",
+        shape_specific=True,
+    )
+
+
+def _leaves(value: Any) -> list[Any]:
+    return tree_flatten(value)[0]
+
+
+def check_against_eager(captured: Captured, model: nn.Module, example_inputs: Any) -> None:
+    """Run the captured graph and the eager model on ``example_inputs`` under one random seed; compare.
+
+    Exact for fx on CPU; within :data:`EXPORT_TOLERANCE` (relative and absolute) for export
+    or on other devices.
+
+    Raises:
+        CaptureMismatchError: the outputs differ in structure, shape, dtype or value.
+        UntraceableModelError: the captured graph fails to run on the example inputs.
+    """
+    inputs = as_tuple(example_inputs)
+    devices = sorted({x.device.index or 0 for x in _leaves(list(inputs)) if isinstance(x, torch.Tensor) and x.is_cuda})
+    other = "export" if captured.method == "fx" else "fx"
+
+    def run(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
+            torch.manual_seed(0)
+            return fn(*args, **kwargs)
+
+    expected = run(model, *inputs, **captured.fixed_args)
+    try:
+        got = run(captured.gm, *inputs)
+    except Exception as exc:
+        raise UntraceableModelError(
+            f"the graph that {captured.method} captured from {type(model).__name__} fails on the example inputs "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}): it is not the program the model runs "
+            f"(e.g. tracing took a branch the model does not take). Try capture={other!r}."
+        ) from exc
+    e_leaves, g_leaves = _leaves(expected), _leaves(got)
+    exact = captured.method == "fx" and all(
+        not (isinstance(v, torch.Tensor) and v.device.type != "cpu") for v in e_leaves
+    )
+    problem = None
+    if len(e_leaves) != len(g_leaves):
+        problem = f"the model returns {len(e_leaves)} values, the graph {len(g_leaves)}"
+    for i, (e, g) in enumerate(zip(e_leaves, g_leaves)):
+        if problem:
+            break
+        if isinstance(e, torch.Tensor) != isinstance(g, torch.Tensor):
+            problem = f"output {i}: a {type(e).__name__} from the model, a {type(g).__name__} from the graph"
+        elif isinstance(e, torch.Tensor):
+            if e.shape != g.shape or e.dtype != g.dtype:
+                problem = f"output {i}: {tuple(e.shape)} {e.dtype} from the model, {tuple(g.shape)} {g.dtype} from the graph"
+            elif exact and not torch.equal(e, g):
+                problem = f"output {i} differs (max |difference| {(e.double() - g.double()).abs().max().item():.3g})"
+            elif not exact and not torch.allclose(e, g, rtol=EXPORT_TOLERANCE, atol=EXPORT_TOLERANCE, equal_nan=True):
+                problem = f"output {i} differs beyond {EXPORT_TOLERANCE} (max |difference| {(e.double() - g.double()).abs().max().item():.3g})"
+    if problem:
+        raise CaptureMismatchError(
+            f"the graph that {captured.method} captured from {type(model).__name__} computes something other than the "
+            f"model on the example inputs: {problem}. Try capture={other!r}."
+        )
+
+
+def _capture_one(method: str, model: nn.Module, inputs: tuple[Any, ...], options: CaptureOptions) -> Captured:
+    captured = trace(model, options) if method == "fx" else export(model, inputs, options)
+    check_against_eager(captured, model, inputs)
+    annotate(captured, inputs)
     return captured
+
+
+def capture(model: nn.Module, example_inputs: Any, options: CaptureOptions = CaptureOptions()) -> Captured:
+    """Capture ``model``'s graph, check it against the eager model, annotate it with shapes and MACs.
+
+    With ``options.method == "auto"``: fx first; if it fails or computes something else,
+    export; if both fail, the error names both.
+
+    Raises:
+        UntraceableModelError: the graph could not be captured; the message names the path,
+            the failing line of the model and the remedies.
+        CaptureMismatchError: the captured graph computes something other than the model.
+    """
+    inputs = as_tuple(example_inputs)
+    if options.method != "auto":
+        return _capture_one(options.method, model, inputs, options)
+    try:
+        return _capture_one("fx", model, inputs, options)
+    except UntraceableModelError as fx_error:
+        try:
+            return _capture_one("export", model, inputs, options)
+        except UntraceableModelError as export_error:
+            raise type(export_error)(
+                f"neither capture path works for {type(model).__name__}.\n[fx] {fx_error}\n[export] {export_error}"
+            ) from export_error
+
+
+def recapture(captured: Captured, model: nn.Module, example_inputs: Any, options: CaptureOptions) -> Captured:
+    """Capture ``model`` again, by the path that made ``captured``, for other example inputs."""
+    return _capture_one(captured.method, model, as_tuple(example_inputs), replace(options, method=captured.method))

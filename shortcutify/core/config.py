@@ -19,6 +19,8 @@ class ShortcutConfig:
         width: the block's width ``h``.
         resolution: the block layout (a key of :data:`shortcutify.core.blocks.BLOCK_TYPES`).
         kernel_size: the AdaBD deformable conv's kernel.
+        capture: how the generator's graph was captured, ``"fx"`` or ``"export"`` (a saved
+            block is attached again by the same path).
     """
 
     enc_layer: str
@@ -30,6 +32,7 @@ class ShortcutConfig:
     width: int
     resolution: str = "half"
     kernel_size: int = 3
+    capture: str = "fx"
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (shapes as lists)."""
@@ -41,14 +44,14 @@ class ShortcutConfig:
     def from_dict(cls, d: dict[str, Any]) -> ShortcutConfig:
         """From :meth:`to_dict`'s output; keys that are not fields are ignored.
 
-        ``resolution`` and ``kernel_size`` default to ``"half"`` and 3 (early format-2 blocks
-        were saved without them).
+        ``resolution``, ``kernel_size`` and ``capture`` default to ``"half"``, 3 and ``"fx"``
+        (earlier format-2 blocks were saved without them).
 
         Raises:
             ValueError: a required field is missing or has the wrong type.
         """
         names = {f.name for f in fields(cls)}
-        required = {f.name for f in fields(cls) if f.name not in ("resolution", "kernel_size")}
+        required = {f.name for f in fields(cls) if f.name not in ("resolution", "kernel_size", "capture")}
         missing = sorted(required - set(d))
         if missing:
             raise ValueError(f"shortcut config lacks {missing}")
@@ -59,7 +62,7 @@ class ShortcutConfig:
                 if key in kw:
                     if isinstance(kw[key], bool) or not isinstance(kw[key], int):
                         raise TypeError(f"{key} must be an int, got {kw[key]!r}")
-            for key in ("enc_layer", "dec_layer", "enc_node", "dec_node", "resolution"):
+            for key in ("enc_layer", "dec_layer", "enc_node", "dec_node", "resolution", "capture"):
                 if key in kw and not isinstance(kw[key], str):
                     raise TypeError(f"{key} must be a str, got {kw[key]!r}")
         except (TypeError, ValueError) as exc:

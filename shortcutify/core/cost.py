@@ -2,7 +2,8 @@
 
 fvcore counts convolutions, matrix products, norms, bilinear up-sampling and
 ``grid_sample`` (4 MACs per output element, the bilinear weights); we add exact handles
-for two-operand ``einsum`` and for vector norms (one MAC per element). Like every MAC
+for two-operand ``einsum``, vector norms (one MAC per element) and scaled dot-product
+attention. Like every MAC
 counter it leaves out cheap element-wise ops (ReLU, sigmoid, additions). Those are
 listed, per path, in :attr:`PathCost.uncounted_ops` so that nothing is left out silently.
 """
@@ -73,11 +74,25 @@ def _vector_norm_macs(inputs: list[Any], outputs: list[Any]) -> int:
     return total
 
 
+def _sdpa_macs(inputs: list[Any], outputs: list[Any]) -> int:
+    """Scaled dot-product attention: ``Q·Kᵀ`` and ``softmax(.)·V``, ``N·L·S·(E + Ev)`` for
+    ``q [N..., L, E]``, ``k [N..., S, E]``, ``v [N..., S, Ev]`` (the softmax is element-wise)."""
+    from fvcore.nn.jit_handles import get_shape
+
+    q, k, v = (get_shape(inputs[i]) for i in range(3))
+    batch = 1
+    for d in q[:-2]:
+        batch *= d
+    return batch * q[-2] * k[-2] * (q[-1] + v[-1])
+
+
 def _fvcore_macs(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[int, Counter[str], Counter[str]]:
     from fvcore.nn import FlopCountAnalysis
 
     analysis = FlopCountAnalysis(module, inputs)
-    analysis.set_op_handle("aten::einsum", _einsum_macs, "aten::linalg_vector_norm", _vector_norm_macs)
+    analysis.set_op_handle(
+        "aten::einsum", _einsum_macs, "aten::linalg_vector_norm", _vector_norm_macs, "aten::scaled_dot_product_attention", _sdpa_macs
+    )
     analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -14,6 +14,7 @@ import inspect
 import operator
 from collections.abc import Callable
 
+import torch
 from torch import fx, nn
 
 __all__ = ["effect", "may_be_mutated", "keeps_writes"]
@@ -56,6 +57,11 @@ def effect(node: fx.Node, modules: dict[str, nn.Module]) -> str:
         return "alias" if type(mod).__name__ in _ALIASING_MODULES else "pure"
     if node.op not in ("call_function", "call_method"):
         return "write"
+    if node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload):  # an ATen op (export): its schema says
+        schema = node.target._schema
+        if any(a.alias_info is not None and a.alias_info.is_write for a in schema.arguments):
+            return "write"
+        return "alias" if any(r.alias_info is not None for r in schema.returns) else "pure"
     if node.target in _INPLACE_OPERATORS or "out" in node.kwargs or node.kwargs.get("inplace"):
         return "write"
     name = _target_name(node)
@@ -112,13 +118,24 @@ def may_be_mutated(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
 
 def keeps_writes(graph: fx.Graph, modules: dict[str, nn.Module]) -> Callable[[fx.Node], bool]:
     """``is_impure_node`` for dead-code elimination: also keep an unused op that may write into
-    a value (or an alias of one) that a later op still reads, e.g. ``f.view(..).clamp_(min=0)``."""
+    a value (or an alias of one) that a later op still reads, e.g. ``f.view(..).clamp_(min=0)``,
+    or into a model input or attribute.
+
+    An ATen op that writes only into its own arguments (``aten.relu_`` in an exported graph), or
+    that draws random numbers (``aten.dropout``), is not kept for that alone, as torch's own rule
+    would: it is dead when nobody reads what it computed.
+    """
     order = {n: i for i, n in enumerate(graph.nodes)}
 
     def impure(node: fx.Node) -> bool:
-        if node.is_impure():
+        writes = node.op in ("call_function", "call_method", "call_module") and effect(node, modules) == "write"
+        if isinstance(node.target, torch._ops.OpOverload):
+            # an unused random op (aten.dropout in an exported graph) is dead too
+            if not writes and node.is_impure(impure_random=False):
+                return True
+        elif node.is_impure():
             return True
-        if node.op not in ("call_function", "call_method", "call_module") or effect(node, modules) != "write":
+        if not writes:
             return False
         targets, stack = set(), list(node.all_input_nodes)
         while stack:  # what the op may write into: its inputs and whatever they alias
@@ -127,6 +144,8 @@ def keeps_writes(graph: fx.Graph, modules: dict[str, nn.Module]) -> Callable[[fx
                 targets.add(n)
                 if effect(n, modules) == "alias":
                     stack.extend(n.all_input_nodes)
+        if any(t.op in ("placeholder", "get_attr") for t in targets):
+            return True
         return any(order.get(u, -1) > order[node] for t in targets for u in t.users if u is not node)
 
     return impure

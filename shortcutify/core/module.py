@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
-from torch import Tensor, fx, nn
+from torch import Tensor, nn
 from torch.utils._pytree import tree_flatten
 
 from ..errors import ShortcutifyError
 from .blocks import KeyframeTaps, Reference, ShortcutBlock
 from .config import ShortcutConfig
 from .cost import CostReport, PathCost, count_macs, param_count
-from .cut import ALIGNED_INPUT, BLOCK_NAME, REFERENCE_INPUT, Cut
+from .cut import ALIGNED_INPUT, REFERENCE_INPUT, Cut
 from .policy import KeyframePolicy, policy_to_config
-from .programs import build_programs
+from .programs import Programs, build_programs
 from .storage import ExampleInput, Manifest, teacher_checksum, write_saved
 from .taps import TapInfo
 
@@ -66,15 +67,15 @@ class ShortcutStep(nn.Module):
     :meth:`ShortcutV2V.shortcut_step`; it shares the module's programs and block.
     """
 
-    def __init__(self, program: fx.GraphModule) -> None:
+    def __init__(self, owner: ShortcutV2V) -> None:
         super().__init__()
         # only the block is a submodule: .train(), .parameters() and DistributedDataParallel
-        # see the trainable part; the program (which shares the frozen teacher) is not registered
-        self.block = program.get_submodule(BLOCK_NAME)
-        self._program = [program]
+        # see the trainable part; the module (which shares the frozen teacher) is not registered
+        self.block = owner.block
+        self._owner = [owner]
 
     def forward(self, *args: Any, reference: Any, return_aligned: bool = False, **kwargs: Any) -> ShortcutOutput:
-        return _call_shortcut(self._program[0], args, kwargs, reference, return_aligned)
+        return self._owner[0].run_shortcut(*args, reference=reference, return_aligned=return_aligned, **kwargs)
 
 
 @dataclass
@@ -115,7 +116,15 @@ class ShortcutV2V(nn.Module):
         last_was_keyframe: whether the most recent call ran the full teacher.
     """
 
-    def __init__(self, teacher: nn.Module, cut: Cut, block: ShortcutBlock, policy: KeyframePolicy, example_inputs: tuple[Any, ...]) -> None:
+    def __init__(
+        self,
+        teacher: nn.Module,
+        cut: Cut,
+        block: ShortcutBlock,
+        policy: KeyframePolicy,
+        example_inputs: tuple[Any, ...],
+        recapture: Callable[[tuple[Any, ...]], Cut] | None = None,
+    ) -> None:
         super().__init__()
         programs = build_programs(cut, block)
         self.keyframe_program = programs.keyframe
@@ -137,7 +146,13 @@ class ShortcutV2V(nn.Module):
             width=block.width,
             resolution=block.resolution,
             kernel_size=block.kernel_size,
+            capture=cut.captured.method,
         )
+        # a graph specialised on the example's shapes (export) is captured again, once, for
+        # every other input signature; these programs share the block and are dropped by .to()
+        self._recapture = recapture if cut.captured.shape_specific else None
+        self._capture_key = _signature(tuple(example_inputs), {})
+        self._recaptured: dict[tuple, Programs] = {}
         self._teacher = [teacher]  # not a submodule: its weights are already in the programs
         self._example = tuple(x.detach().cpu() if isinstance(x, Tensor) else x for x in example_inputs)
         self._fixed_args: dict[str, Any] = dict(cut.captured.fixed_args)
@@ -149,7 +164,21 @@ class ShortcutV2V(nn.Module):
         # .to()/.cuda()/.double() also reach the teacher: the programs share its submodules
         # but hold their own references to tensors the graph reads directly
         self._teacher[0]._apply(fn, *args, **kwargs)
+        self._recaptured.clear()
         return super()._apply(fn, *args, **kwargs)
+
+    def _programs(self, args: tuple, kwargs: dict) -> Programs:
+        """The programs for these inputs: the ones built at construction, or (for a
+        shape-specific capture and inputs of another signature) ones captured for them."""
+        main = Programs(self.keyframe_program, self.shortcut_program, self.inference_program)
+        if self._recapture is None:
+            return main
+        key = _signature(args, kwargs)
+        if key == self._capture_key:
+            return main
+        if key not in self._recaptured:
+            self._recaptured[key] = build_programs(self._recapture(args), self.block)
+        return self._recaptured[key]
 
     # ------------------------------------------------------------------ state
     @property
@@ -180,7 +209,7 @@ class ShortcutV2V(nn.Module):
     # ---------------------------------------------------------------- running
     def run_keyframe(self, *args: Any, **kwargs: Any) -> KeyframeOutput:
         """Run the teacher: its output and the encoder/decoder tap values."""
-        out, a, f = self.keyframe_program(*args, **kwargs)
+        out, a, f = self._programs(args, kwargs).keyframe(*args, **kwargs)
         return KeyframeOutput(out, a, f)
 
     def prepare_reference(self, keyframe: KeyframeOutput) -> Reference:
@@ -194,11 +223,11 @@ class ShortcutV2V(nn.Module):
         ``return_aligned``: also compute the prediction from the warped reference alone.
         See :meth:`predict` for the output alone.
         """
-        return _call_shortcut(self.shortcut_program, args, kwargs, reference, return_aligned)
+        return _call_shortcut(self._programs(args, kwargs).shortcut, args, kwargs, reference, return_aligned)
 
     def shortcut_step(self) -> ShortcutStep:
         """:meth:`run_shortcut` as a module (what training wraps in ``DistributedDataParallel``)."""
-        return ShortcutStep(self.shortcut_program)
+        return ShortcutStep(self)
 
     def predict(self, *args: Any, reference: Reference, **kwargs: Any) -> Any:
         """The output of a shortcut frame against ``reference``, as :meth:`forward` computes it.
@@ -206,7 +235,7 @@ class ShortcutV2V(nn.Module):
         Unlike :meth:`run_shortcut` it keeps no intermediate value: the predicted decoder
         feature is freed as soon as the tail has read it (lower peak memory).
         """
-        return self.inference_program(*args, **kwargs, **{REFERENCE_INPUT: reference})
+        return self._programs(args, kwargs).inference(*args, **kwargs, **{REFERENCE_INPUT: reference})
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         sig = _signature(args, kwargs)

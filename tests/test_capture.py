@@ -1,0 +1,234 @@
+"""Specification of the two capture paths: torch.fx symbolic tracing and torch.export.
+
+Whatever path captured a generator, the module must run the same program as the eager
+model: keyframes equal it, the cut skips the same work, and a graph that computes something
+else is an error, never a silently different program.
+"""
+
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from generators import random_generators
+from shortcutify import (
+    CaptureMismatchError,
+    EmptyCutError,
+    TapOrderError,
+    UntraceableModelError,
+    distill,
+    list_taps,
+    load,
+    shortcutify,
+)
+from shortcutify.core.capture import EXPORT_TOLERANCE
+from shortcutify.demo.models import ResnetGenerator
+
+
+class ShapeAsserting(nn.Module):
+    """Checks its input's shape, as much third-party code does: fx cannot trace it."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.mid = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(8, 8, 3, padding=1))
+        self.dec = nn.ConvTranspose2d(8, 8, 2, stride=2)
+        self.out = nn.Conv2d(8, 3, 1)
+
+    def forward(self, x):
+        assert x.shape[1] == 3, "expects RGB frames"
+        h = self.enc(x)
+        b, c, hh, ww = h.shape
+        h = self.mid(h) + h.new_zeros(len(h.shape))[0]
+        return torch.tanh(self.out(F.relu(self.dec(h))))
+
+
+class IsInstanceSkip(nn.Module):
+    """Takes a skip only when ``torch.jit.isinstance`` says it is a tensor: under fx a Proxy is
+    not, so tracing records the other branch (as MONAI's BasicUNet does)."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.Conv2d(3, 8, 3, padding=1)
+        self.mid = nn.Conv2d(8, 8, 3, padding=1)
+        self.dec = nn.Conv2d(8, 8, 3, padding=1)
+        self.out = nn.Conv2d(8, 3, 1)
+
+    def forward(self, x):
+        skip = self.enc(x)
+        h = self.dec(self.mid(skip))
+        if torch.jit.isinstance(skip, torch.Tensor):
+            h = h + skip
+        return self.out(h)
+
+
+class ValueBranch(nn.Module):
+    """Branches on a tensor's value: neither path can capture one program for it."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 3, 1), nn.Conv2d(3, 3, 1)
+
+    def forward(self, x):
+        return self.a(x) if x.sum() > 0 else self.b(x)
+
+
+def _resnet():
+    torch.manual_seed(0)
+    return ResnetGenerator(ngf=8, n_blocks=2), torch.randn(1, 3, 16, 16)
+
+
+def test_a_model_fx_cannot_trace_is_captured_by_export_and_runs_exactly():
+    gen, x = ShapeAsserting().eval(), torch.randn(1, 3, 16, 16)
+    with pytest.raises(UntraceableModelError, match=r"(?s)torch\.fx could not trace.*capture='export'"):
+        shortcutify(gen, "enc", "dec", x, capture="fx")
+    sv = shortcutify(gen, "enc", "dec", x)  # capture="auto"
+    assert sv.config.capture == "export"
+    assert torch.equal(sv(x), gen(x)) and sv.last_was_keyframe
+    out = sv(x + 0.1)
+    assert out.shape == x.shape and torch.isfinite(out).all() and not sv.last_was_keyframe
+    cost = sv.cost()
+    assert cost.shortcut.macs < cost.teacher.macs
+
+
+def test_a_graph_that_computes_something_else_is_an_error_naming_the_path_and_auto_falls_back():
+    gen, x = IsInstanceSkip().eval(), torch.randn(1, 3, 8, 8)
+    with pytest.raises(CaptureMismatchError, match=r"(?s)fx captured.*computes something other.*capture='export'"):
+        shortcutify(gen, "enc", "dec", x, capture="fx")
+    sv = shortcutify(gen, "enc", "dec", x)
+    assert sv.config.capture == "export"
+    assert torch.equal(sv(x), gen(x))
+
+
+def test_when_both_paths_fail_the_error_says_why_for_each():
+    gen, x = ValueBranch(), torch.randn(1, 3, 8, 8)
+    with pytest.raises(UntraceableModelError, match=r"(?s)neither capture path.*\[fx\].*\[export\]"):
+        list_taps(gen, x)
+
+
+def test_an_unknown_capture_path_is_refused_with_the_choices():
+    gen, x = _resnet()
+    with pytest.raises(ValueError, match=r"capture must be one of \('auto', 'fx', 'export'\)"):
+        shortcutify(gen, "model.4", "model.12", x, capture="trace")
+
+
+def test_taps_by_module_name_mean_the_same_values_on_both_paths():
+    gen, x = _resnet()
+    fx_taps = {m: t for t in list_taps(gen, x, capture="fx") for m in t.modules}
+    ex_taps = {m: t for t in list_taps(gen, x, capture="export") for m in t.modules}
+    for name in ("model.1", "model.4", "model.7", "model.10", "model.12", "model.15"):
+        assert ex_taps[name].shape == fx_taps[name].shape and ex_taps[name].macs == fx_taps[name].macs, name
+
+
+def test_both_paths_run_the_same_shortcut_and_skip_the_same_work():
+    gen, x = _resnet()
+    sf = shortcutify(gen, "model.4", "model.12", x, capture="fx")
+    se = shortcutify(gen, "model.4", "model.12", x, capture="export")
+    for p in sf.block.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    se.block.load_state_dict(sf.block.state_dict())
+    g = torch.Generator().manual_seed(1)
+    for _ in range(4):
+        f = torch.randn(1, 3, 16, 16, generator=g)
+        torch.testing.assert_close(sf(f), se(f), rtol=EXPORT_TOLERANCE, atol=EXPORT_TOLERANCE)
+    assert sf.cost().shortcut.macs == se.cost().shortcut.macs
+    # export's in-place ReLUs and eval-mode dropouts must not keep skipped layers alive
+    ops = {str(n.target) for n in se.inference_program.graph.nodes if n.op == "call_function"}
+    assert "aten.conv_transpose2d.input" in ops
+    assert sum(str(n.target) == "aten.conv_transpose2d.input" for n in se.inference_program.graph.nodes) == 1
+
+
+@settings(max_examples=6, deadline=None)
+@given(random_generators(max_ops=5), st.data())
+def test_both_paths_give_the_same_keyframes_and_skip_the_same_macs(gen_x, data):
+    gen, x = gen_x
+    taps = [t for t in list_taps(gen, x, capture="fx") if t.is_4d and t.modules]
+    if len(taps) < 2:
+        return
+    i = data.draw(st.integers(0, len(taps) - 2), label="enc")
+    j = data.draw(st.integers(i + 1, len(taps) - 1), label="dec")
+    enc, dec = taps[i].modules[0], taps[j].modules[0]
+    results = {}
+    for method in ("fx", "export"):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                results[method] = shortcutify(gen, enc, dec, x, capture=method)
+        except (EmptyCutError, TapOrderError) as exc:
+            results[method] = type(exc)
+    sf, se = results["fx"], results["export"]
+    if isinstance(sf, type) or isinstance(se, type):
+        assert sf == se  # the same cut is refused the same way
+        return
+    k_fx, k_ex = sf.run_keyframe(x), se.run_keyframe(x)
+    torch.testing.assert_close(k_ex.output, k_fx.output, rtol=EXPORT_TOLERANCE, atol=EXPORT_TOLERANCE)
+    cf, ce = sf.cost(), se.cost()
+    assert cf.teacher.macs - cf.floor.macs == ce.teacher.macs - ce.floor.macs
+
+
+def test_other_input_shapes_are_captured_again_once_each_and_run_exactly():
+    gen, x = ShapeAsserting().eval(), torch.randn(1, 3, 16, 16)
+    sv = shortcutify(gen, "enc", "dec", x, capture="export")
+    calls = []
+    gen.register_forward_pre_hook(lambda m, a: calls.append(1))
+    for shape in [(2, 3, 24, 16), (2, 3, 24, 16), (1, 3, 16, 16), (2, 3, 24, 16)]:
+        f = torch.randn(shape)
+        sv.reset()
+        assert torch.equal(sv(f), gen(f))  # a keyframe: exactly the model
+        assert sv(f + 0.1).shape == shape
+    seen = len(calls)
+    calls.clear()
+    for _ in range(3):  # the signature seen before: no new capture (only the eager comparisons above ran the model)
+        f = torch.randn(2, 3, 24, 16)
+        sv.reset()
+        sv(f)
+        sv(f + 0.1)
+    assert calls == [] and seen > 0
+
+
+def test_a_module_captured_by_export_distils_saves_and_loads_by_the_same_path(tmp_path):
+    gen, x = ShapeAsserting().eval(), torch.randn(1, 3, 16, 16)
+    sv = shortcutify(gen, "enc", "dec", x, interval=2)
+    clips = [torch.randn(4, 3, 16, 16) for _ in range(2)]
+    hist = distill(sv, clips, steps=3, batch_size=2, progress=False)
+    assert len(hist.losses["total"]) == 3
+    sv.save(tmp_path)
+    sv2 = load(gen, tmp_path)
+    assert sv2.config.capture == "export"
+    for f in (x, x + 0.1, x + 0.2):
+        assert torch.equal(sv(f), sv2(f))
+
+
+def test_in_place_ops_after_a_tap_leave_the_tap_values_intact_on_export():
+    class InPlace(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.norm, self.act = nn.Conv2d(3, 8, 3, padding=1), nn.InstanceNorm2d(8), nn.ReLU(inplace=True)
+            self.mid, self.up, self.act2 = nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(inplace=True)
+            self.out = nn.Conv2d(8, 3, 1)
+
+        def forward(self, x):
+            return self.out(self.act2(self.up(self.mid(self.act(self.norm(self.conv(x)))))))
+
+    gen, x = InPlace(), torch.randn(1, 3, 8, 8)
+    sv = shortcutify(gen, "norm", "up", x, capture="export")
+    out, a, f = sv.run_keyframe(x)
+    torch.testing.assert_close(out, gen(x))
+    assert a.min() < 0 and f.min() < 0  # the values at the taps, before the in-place ReLUs
+    clones = [n for n in sv.keyframe_program.graph.nodes if n.target == "clone"]
+    assert len(clones) == 2
+
+
+def test_to_another_dtype_captures_again_for_it():
+    gen, x = ShapeAsserting().eval(), torch.randn(1, 3, 16, 16)
+    sv = shortcutify(gen, "enc", "dec", x, capture="export")
+    sv.to(torch.float64)
+    x64 = x.double()
+    assert gen.enc.weight.dtype == torch.float64  # the teacher moved with the module
+    assert torch.equal(sv(x64), gen(x64))
+    out = sv(x64 + 0.1)
+    assert out.dtype == torch.float64 and torch.isfinite(out).all()

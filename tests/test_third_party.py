@@ -1,0 +1,37 @@
+"""Real third-party generator code (diffusers, MONAI; test-only dependencies, randomly
+initialised, 32×32 frames) wraps in three lines, runs the eager model's program on keyframes,
+saves MACs on shortcut frames, and distils."""
+
+import warnings
+
+import pytest
+import torch
+
+from shortcutify import distill, shortcutify
+from shortcutify.core.capture import EXPORT_TOLERANCE
+from shortcutify.demo.third_party import MODELS
+
+pytest.importorskip("diffusers")
+pytest.importorskip("monai")
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_third_party_generators_wrap_in_three_lines(name):
+    spec = MODELS[name]
+    torch.manual_seed(0)
+    model = spec.build().eval()
+    x = torch.randn(1, 3, 32, 32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        sv = shortcutify(model, spec.enc, spec.dec, x, interval=2)
+    assert sv.config.capture == spec.path
+    with torch.no_grad():
+        expected = model(x)
+    torch.testing.assert_close(sv(x), expected, rtol=EXPORT_TOLERANCE, atol=EXPORT_TOLERANCE)
+    out = sv(x + 0.05 * torch.randn_like(x))
+    assert not sv.last_was_keyframe and out.shape == expected.shape and torch.isfinite(out).all()
+    cost = sv.cost()
+    assert cost.shortcut.macs < cost.teacher.macs
+    if spec.path == "export":  # the models only export can capture also distil
+        hist = distill(sv, [torch.randn(3, 3, 32, 32)], steps=2, batch_size=1, progress=False)
+        assert all(torch.isfinite(torch.tensor(hist.losses["total"])))
