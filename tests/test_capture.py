@@ -173,21 +173,34 @@ def test_both_paths_give_the_same_keyframes_and_skip_the_same_macs(gen_x, data):
 def test_other_input_shapes_are_captured_again_once_each_and_run_exactly():
     gen, x = ShapeAsserting().eval(), torch.randn(1, 3, 16, 16)
     sv = shortcutify(gen, "enc", "dec", x, capture="export")
-    calls = []
-    gen.register_forward_pre_hook(lambda m, a: calls.append(1))
-    for shape in [(2, 3, 24, 16), (2, 3, 24, 16), (1, 3, 16, 16), (2, 3, 24, 16)]:
+    model_runs = []
+    gen.register_forward_pre_hook(lambda m, a: model_runs.append(1))
+
+    def stream(shape):
+        """A keyframe and a shortcut frame of ``shape``; how often the eager model ran meanwhile."""
+        before = len(model_runs)
         f = torch.randn(shape)
         sv.reset()
-        assert torch.equal(sv(f), gen(f))  # a keyframe: exactly the model
-        assert sv(f + 0.1).shape == shape
-    seen = len(calls)
-    calls.clear()
-    for _ in range(3):  # the signature seen before: no new capture (only the eager comparisons above ran the model)
-        f = torch.randn(2, 3, 24, 16)
-        sv.reset()
-        sv(f)
-        sv(f + 0.1)
-    assert calls == [] and seen > 0
+        key = sv(f)
+        short = sv(f + 0.1)
+        ran = len(model_runs) - before
+        with torch.no_grad():
+            assert torch.equal(key, gen(f)) and short.shape == shape and torch.isfinite(short).all()
+        return ran
+
+    assert stream((2, 3, 24, 16)) > 0  # a new signature: captured (and checked against the model) again
+    assert stream((2, 3, 24, 16)) == 0  # the same signature: its program is kept
+    assert stream((1, 3, 16, 16)) == 0  # the example's signature: the program built at construction
+    assert stream((2, 3, 24, 16)) == 0
+    assert stream((1, 3, 8, 8)) > 0
+
+
+def test_a_non_contiguous_input_gets_its_own_program():
+    gen, x = ShapeAsserting().eval(), torch.randn(1, 3, 16, 16)
+    sv = shortcutify(gen, "enc", "dec", x, capture="export")
+    f = torch.randn(1, 16, 16, 3).permute(0, 3, 1, 2)  # channels-last memory, the example's shape
+    assert torch.equal(sv(f), gen(f))
+    assert torch.isfinite(sv(f + 0.1)).all()
 
 
 def test_a_module_captured_by_export_distils_saves_and_loads_by_the_same_path(tmp_path):
@@ -232,3 +245,81 @@ def test_to_another_dtype_captures_again_for_it():
     assert torch.equal(sv(x64), gen(x64))
     out = sv(x64 + 0.1)
     assert out.dtype == torch.float64 and torch.isfinite(out).all()
+
+
+class CastDropoutInPlace(nn.Module):
+    """``.to()`` and an eval-mode dropout followed by an in-place add between the taps: export
+    records guards and aliases there that must neither keep skipped layers alive nor hide a write."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.Conv2d(3, 8, 3, padding=1)
+        self.drop = nn.Dropout(0.1)
+        self.mid = nn.Conv2d(8, 8, 3, padding=1)
+        self.dec = nn.Conv2d(8, 8, 3, padding=1)
+        self.out = nn.Conv2d(8, 3, 1)
+
+    def forward(self, x):
+        a = self.enc(x)
+        h = self.drop(a)
+        h += 1.0  # writes into a through the dropout's alias (eval mode)
+        h = self.mid(h).to(torch.float32)
+        return self.out(self.dec(h))
+
+
+def test_guards_aliases_and_writes_in_an_exported_cut_are_handled_like_fx():
+    torch.manual_seed(0)
+    gen, x = CastDropoutInPlace().eval(), torch.randn(1, 3, 8, 8)
+    sf = shortcutify(gen, "enc", "dec", x, capture="fx")
+    se = shortcutify(gen, "enc", "dec", x, capture="export")
+    with torch.no_grad():
+        a_true = gen.enc(x)
+    for sv in (sf, se):
+        key = sv.run_keyframe(x)
+        torch.testing.assert_close(key.enc, a_true)  # the value at the tap, before the in-place add
+    cf, ce = sf.cost(), se.cost()
+    assert cf.teacher.macs - cf.floor.macs == ce.teacher.macs - ce.floor.macs > 0
+    names = {str(n.target) for n in se.inference_program.graph.nodes}
+    assert "aten.conv2d.default" in names and not any("_assert" in n for n in names)
+    assert sum(str(n.target) == "aten.conv2d.default" for n in se.inference_program.graph.nodes) == 2  # enc and out: mid, dec skipped
+
+
+class Flagged(nn.Module):
+    """A fixed non-tensor argument and a shape assert: export with ``concrete_args``."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc, self.mid, self.dec = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 3, 1)
+
+    def forward(self, x, flip=False):
+        assert x.shape[1] == 3
+        h = self.mid(self.enc(x.flip(-1) if flip else x))
+        return self.dec(h)
+
+
+def test_a_fixed_argument_keeps_its_keyword_on_export():
+    gen, x = Flagged().eval(), torch.randn(1, 3, 8, 8)
+    sv = shortcutify(gen, "enc", "mid", x, capture="export", concrete_args={"flip": True})
+    assert torch.equal(sv(x), gen(x, flip=True))
+    assert torch.equal(sv.run_keyframe(x, flip=True).output, gen(x, flip=True))
+
+
+def test_an_output_export_cannot_rebuild_is_refused_with_what_to_do():
+    from dataclasses import dataclass
+
+    @dataclass
+    class Out:
+        frame: torch.Tensor
+
+    class DataclassOut(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 3, 1), nn.Conv2d(3, 3, 1)
+
+        def forward(self, x):
+            assert x.shape[1] == 3
+            return Out(self.b(self.a(x)))
+
+    torch.utils._pytree.register_dataclass(Out)
+    with pytest.raises(UntraceableModelError, match=r"returns a Out.*tuples, lists and dicts"):
+        list_taps(DataclassOut(), torch.randn(1, 3, 8, 8), capture="export")

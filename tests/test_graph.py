@@ -228,8 +228,11 @@ def test_concrete_args_fix_a_control_flow_argument():
 
     gen, x = Flip(), torch.randn(1, 3, 8, 8)
     with pytest.raises(UntraceableModelError):
-        shortcutify(gen, "a", "c", x, concrete_args=None)
+        shortcutify(gen, "a", "c", x, concrete_args=None, capture="fx")
+    # (capture="auto" falls back to torch.export, which runs forward with flip's default)
+    assert shortcutify(gen, "a", "c", x).config.capture == "export"
     sv = shortcutify(gen, "a", "c", x, concrete_args={"flip": True})
+    assert sv.config.capture == "fx"
     assert torch.equal(sv(x), gen(x, True))
     sv(x + 0.1)
     assert not sv.last_was_keyframe

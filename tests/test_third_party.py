@@ -35,3 +35,17 @@ def test_third_party_generators_wrap_in_three_lines(name):
     if spec.path == "export":  # the models only export can capture also distil
         hist = distill(sv, [torch.randn(3, 3, 32, 32)], steps=2, batch_size=1, progress=False)
         assert all(torch.isfinite(torch.tensor(hist.losses["total"])))
+
+
+@pytest.mark.parametrize("name", [n for n, spec in MODELS.items() if spec.path == "fx"])
+def test_where_both_paths_capture_they_skip_the_same_work(name):
+    spec = MODELS[name]
+    torch.manual_seed(0)
+    model = spec.build().eval()
+    x = torch.randn(1, 3, 32, 32)
+    sf = shortcutify(model, spec.enc, spec.dec, x, capture="fx")
+    se = shortcutify(model, spec.enc, spec.dec, x, capture="export")
+    cf, ce = sf.cost(), se.cost()
+    assert cf.teacher.macs - cf.floor.macs == ce.teacher.macs - ce.floor.macs > 0
+    torch.testing.assert_close(se.run_keyframe(x).output, sf.run_keyframe(x).output, rtol=EXPORT_TOLERANCE, atol=EXPORT_TOLERANCE)
+    assert not any("_assert" in str(n.target) for n in se.inference_program.graph.nodes)

@@ -301,11 +301,17 @@ def export(model: nn.Module, example_inputs: Any, options: CaptureOptions = Capt
             "export runs forward() on the example inputs and fails on control flow that depends on tensor values; "
             "try capture='fx' (with leaf_modules= for the part that fails), or fix the value-dependent branch."
         ) from exc
-    leaves = tree_flatten((inputs, fixed))[0]
+    _check_output_structure(exported.call_spec.out_spec, model)
+    leaves, in_spec = tree_flatten((inputs, fixed))
     graph = fx.Graph()
     out = graph.graph_copy(gm.graph, {})
-    for n in list(graph.nodes):  # export's own shape guard: we capture again for other shapes instead
-        if n.op == "call_module" and n.target == "_guards_fn":
+    for n in list(graph.nodes):
+        # export's own guards on the example's shapes and dtypes: we capture again for other
+        # signatures instead, and the assertions would keep dead code alive
+        if not n.users and (
+            (n.op == "call_module" and n.target == "_guards_fn")
+            or (isinstance(n.target, torch._ops.OpOverload) and n.target._schema.name.startswith("aten::_assert"))
+        ):
             graph.erase_node(n)
     placeholders = [n for n in graph.nodes if n.op == "placeholder"]
     if len(placeholders) != len(leaves) or any(
@@ -316,14 +322,16 @@ def export(model: nn.Module, example_inputs: Any, options: CaptureOptions = Capt
             f"argument(s) holding {sum(isinstance(v, torch.Tensor) for v in leaves)} tensor(s)); fix the others with "
             "concrete_args={'name': value}, or use capture='fx'"
         )
-    for n, leaf in zip(placeholders[len(inputs) :], leaves[len(inputs) :]):
-        n.replace_all_uses_with(leaf)  # type: ignore[arg-type]  # a fixed argument: its value
-        graph.erase_node(n)
-    try:
-        structured = tree_unflatten(list(out), exported.call_spec.out_spec)
-    except Exception as exc:
-        raise UntraceableModelError(f"capture='export': the output structure of {type(model).__name__} is not supported ({exc})") from exc
-    graph.output(structured)
+    single = {name for name, value in fixed.items() if len(tree_flatten(value)[0]) == 1}
+    fixed_names = [name for name in fixed for _ in tree_flatten(fixed[name])[0]]
+    for n, leaf, name in zip(placeholders[len(inputs) :], leaves[len(inputs) :], fixed_names):
+        if name in single:  # keeps its keyword, defaulting to its fixed value (as fx does)
+            n.args = (leaf,)
+            n.target = name  # the keyword callers use (fx code binds it to the node's own name)
+        else:  # part of a container argument: its value
+            n.replace_all_uses_with(leaf)  # type: ignore[arg-type]
+            graph.erase_node(n)
+    graph.output(tree_unflatten(list(out), exported.call_spec.out_spec))
     result = fx.GraphModule(gm, graph, type(model).__name__)
     return Captured(
         gm=result,
@@ -334,8 +342,53 @@ def export(model: nn.Module, example_inputs: Any, options: CaptureOptions = Capt
     )
 
 
+_OUTPUT_CONTAINERS = (tuple, list, dict, type(None))
+
+
+def _check_output_structure(spec: Any, model: nn.Module) -> None:
+    """Export's graph returns its outputs flat; we rebuild tuples, lists and dicts of them in the graph."""
+    stack = [spec]
+    while stack:
+        s = stack.pop()
+        if s.is_leaf():
+            continue
+        if s.type not in _OUTPUT_CONTAINERS:
+            raise UntraceableModelError(
+                f"capture='export': {type(model).__name__} returns a {s.type.__name__}; this path rebuilds outputs made of "
+                "tensors in tuples, lists and dicts. Return one of those (e.g. return_dict=False in diffusers), or "
+                "wrap the model in a module that does."
+            )
+        stack.extend(s.children_specs)
+
+
 def _leaves(value: Any) -> list[Any]:
     return tree_flatten(value)[0]
+
+
+def _tolerance(dtype: torch.dtype) -> float:
+    """How close export's output must be for ``dtype`` (half types round at about 1e-3)."""
+    return EXPORT_TOLERANCE if dtype in (torch.float32, torch.float64, torch.complex64, torch.complex128) else 1e-2
+
+
+def _differs(e: torch.Tensor, g: torch.Tensor, exact: bool) -> str | None:
+    """Why ``g`` is not ``e`` (``None`` when it is); NaNs in the same places count as equal."""
+    if e.shape != g.shape or e.dtype != g.dtype:
+        return f"{tuple(e.shape)} {e.dtype} from the model, {tuple(g.shape)} {g.dtype} from the graph"
+    if e.is_complex():
+        e, g = torch.view_as_real(e), torch.view_as_real(g)
+    if not e.is_floating_point():
+        return None if torch.equal(e, g) else "differs"
+    if exact:
+        same = (e == g) | (e.isnan() & g.isnan())
+        if bool(same.all()):
+            return None
+    else:
+        tol = _tolerance(e.dtype)
+        if torch.allclose(e, g, rtol=tol, atol=tol, equal_nan=True):
+            return None
+    finite = torch.isfinite(e) & torch.isfinite(g)
+    worst = (e.double() - g.double())[finite].abs().max().item() if bool(finite.any()) else float("nan")
+    return f"differs {'' if exact else f'beyond {_tolerance(e.dtype)} '}(max |difference| {worst:.3g})"
 
 
 def check_against_eager(captured: Captured, model: nn.Module, example_inputs: Any) -> None:
@@ -349,10 +402,12 @@ def check_against_eager(captured: Captured, model: nn.Module, example_inputs: An
         UntraceableModelError: the captured graph fails to run on the example inputs.
     """
     inputs = as_tuple(example_inputs)
-    devices = sorted({x.device.index or 0 for x in _leaves(list(inputs)) if isinstance(x, torch.Tensor) and x.is_cuda})
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
     other = "export" if captured.method == "fx" else "fx"
 
     def run(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        # fresh copies: a model that writes into its inputs must not see (nor leave) other values
+        args = tuple(a.clone() if isinstance(a, torch.Tensor) else a for a in args)
         with torch.random.fork_rng(devices=devices), torch.no_grad():
             torch.manual_seed(0)
             return fn(*args, **kwargs)
@@ -366,25 +421,23 @@ def check_against_eager(captured: Captured, model: nn.Module, example_inputs: An
             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}): it is not the program the model runs "
             f"(e.g. tracing took a branch the model does not take). Try capture={other!r}."
         ) from exc
-    e_leaves, g_leaves = _leaves(expected), _leaves(got)
+    (e_leaves, e_spec), (g_leaves, g_spec) = tree_flatten(expected), tree_flatten(got)
     exact = captured.method == "fx" and all(
         not (isinstance(v, torch.Tensor) and v.device.type != "cpu") for v in e_leaves
     )
     problem = None
-    if len(e_leaves) != len(g_leaves):
-        problem = f"the model returns {len(e_leaves)} values, the graph {len(g_leaves)}"
+    if e_spec != g_spec:
+        problem = f"the model returns {e_spec}, the graph {g_spec}"
     for i, (e, g) in enumerate(zip(e_leaves, g_leaves)):
         if problem:
             break
         if isinstance(e, torch.Tensor) != isinstance(g, torch.Tensor):
             problem = f"output {i}: a {type(e).__name__} from the model, a {type(g).__name__} from the graph"
         elif isinstance(e, torch.Tensor):
-            if e.shape != g.shape or e.dtype != g.dtype:
-                problem = f"output {i}: {tuple(e.shape)} {e.dtype} from the model, {tuple(g.shape)} {g.dtype} from the graph"
-            elif exact and not torch.equal(e, g):
-                problem = f"output {i} differs (max |difference| {(e.double() - g.double()).abs().max().item():.3g})"
-            elif not exact and not torch.allclose(e, g, rtol=EXPORT_TOLERANCE, atol=EXPORT_TOLERANCE, equal_nan=True):
-                problem = f"output {i} differs beyond {EXPORT_TOLERANCE} (max |difference| {(e.double() - g.double()).abs().max().item():.3g})"
+            why = _differs(e, g, exact)
+            problem = f"output {i}: {why}" if why else None
+        elif e is not g and e != g:
+            problem = f"output {i}: {e!r} from the model, {g!r} from the graph"
     if problem:
         raise CaptureMismatchError(
             f"the graph that {captured.method} captured from {type(model).__name__} computes something other than the "

@@ -58,10 +58,13 @@ def effect(node: fx.Node, modules: dict[str, nn.Module]) -> str:
     if node.op not in ("call_function", "call_method"):
         return "write"
     if node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload):  # an ATen op (export): its schema says
-        schema = node.target._schema
-        if any(a.alias_info is not None and a.alias_info.is_write for a in schema.arguments):
+        if _written_arguments(node):
             return "write"
-        return "alias" if any(r.alias_info is not None for r in schema.returns) else "pure"
+        aliasing = any(r.alias_info is not None for r in node.target._schema.returns)
+        # e.g. aten.dropout returns its very input in eval mode, though its schema declares no alias
+        maybe = getattr(torch.Tag, "maybe_aliasing_or_mutating", None)  # (older torch has no such tag)
+        aliasing = aliasing or (maybe is not None and maybe in node.target.tags)
+        return "alias" if aliasing else "pure"
     if node.target in _INPLACE_OPERATORS or "out" in node.kwargs or node.kwargs.get("inplace"):
         return "write"
     name = _target_name(node)
@@ -84,6 +87,26 @@ def effect(node: fx.Node, modules: dict[str, nn.Module]) -> str:
         if not (module.startswith("torch") or module in ("_operator", "operator")):
             return "write"  # a user's wrapped function is opaque
     return "alias" if name in _VIEW_OPS else "pure"
+
+
+def _written_arguments(node: fx.Node) -> list[fx.Node]:
+    """The nodes an ATen op's schema says it writes into (``Tensor(a!)`` arguments)."""
+    written: list[fx.Node] = []
+    for i, arg in enumerate(node.target._schema.arguments):  # type: ignore[union-attr]
+        if arg.alias_info is None or not arg.alias_info.is_write:
+            continue
+        value = node.args[i] if i < len(node.args) else node.kwargs.get(arg.name)
+        fx.node.map_arg(value, lambda n: written.append(n) or n)
+    if any(a.alias_info is not None and a.alias_info.is_write for a in node.target._schema.arguments) and not written:  # type: ignore[union-attr]
+        written.extend(node.all_input_nodes)  # an out= argument left at its default: be conservative
+    return written
+
+
+def _is_impure(node: fx.Node, random_counts: bool) -> bool:
+    try:
+        return node.is_impure(impure_random=random_counts)
+    except TypeError:  # torch without the impure_random argument: random ops count as impure
+        return node.is_impure()
 
 
 def _uses(user: fx.Node, node: fx.Node) -> bool:
@@ -118,8 +141,7 @@ def may_be_mutated(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
 
 def keeps_writes(graph: fx.Graph, modules: dict[str, nn.Module]) -> Callable[[fx.Node], bool]:
     """``is_impure_node`` for dead-code elimination: also keep an unused op that may write into
-    a value (or an alias of one) that a later op still reads, e.g. ``f.view(..).clamp_(min=0)``,
-    or into a model input or attribute.
+    a value (or an alias of one) that a later op still reads, e.g. ``f.view(..).clamp_(min=0)``.
 
     An ATen op that writes only into its own arguments (``aten.relu_`` in an exported graph), or
     that draws random numbers (``aten.dropout``), is not kept for that alone, as torch's own rule
@@ -129,23 +151,24 @@ def keeps_writes(graph: fx.Graph, modules: dict[str, nn.Module]) -> Callable[[fx
 
     def impure(node: fx.Node) -> bool:
         writes = node.op in ("call_function", "call_method", "call_module") and effect(node, modules) == "write"
-        if isinstance(node.target, torch._ops.OpOverload):
+        aten = isinstance(node.target, torch._ops.OpOverload)
+        if aten:
             # an unused random op (aten.dropout in an exported graph) is dead too
-            if not writes and node.is_impure(impure_random=False):
+            if not writes and _is_impure(node, random_counts=False):
                 return True
         elif node.is_impure():
             return True
         if not writes:
             return False
-        targets, stack = set(), list(node.all_input_nodes)
-        while stack:  # what the op may write into: its inputs and whatever they alias
+        # what the op may write into: its written arguments (ATen: as its schema says; otherwise
+        # all its inputs) and whatever they alias
+        targets, stack = set(), list(_written_arguments(node) if aten else node.all_input_nodes)
+        while stack:
             n = stack.pop()
             if n not in targets:
                 targets.add(n)
                 if effect(n, modules) == "alias":
                     stack.extend(n.all_input_nodes)
-        if any(t.op in ("placeholder", "get_attr") for t in targets):
-            return True
         return any(order.get(u, -1) > order[node] for t in targets for u in t.users if u is not node)
 
     return impure

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils._pytree import tree_flatten
 
-from ..errors import ShortcutifyError
+from ..errors import ShortcutifyError, TapShapeError
 from .blocks import KeyframeTaps, Reference, ShortcutBlock
 from .config import ShortcutConfig
 from .cost import CostReport, PathCost, count_macs, param_count
@@ -28,6 +29,12 @@ __all__ = ["ShortcutV2V", "KeyframeOutput", "ShortcutOutput", "ShortcutStep"]
 def _signature(args: tuple, kwargs: dict) -> tuple:
     leaves = tree_flatten((args, kwargs))[0]
     return tuple((tuple(v.shape), v.dtype, v.device) if isinstance(v, Tensor) else (type(v), v) for v in leaves)
+
+
+def _program_key(args: tuple, kwargs: dict) -> tuple:
+    """What a shape-specific program holds for: the signature and the memory layout."""
+    strides = tuple(v.stride() for v in tree_flatten((args, kwargs))[0] if isinstance(v, Tensor))
+    return _signature(args, kwargs), strides
 
 
 class KeyframeOutput(NamedTuple):
@@ -151,7 +158,7 @@ class ShortcutV2V(nn.Module):
         # a graph specialised on the example's shapes (export) is captured again, once, for
         # every other input signature; these programs share the block and are dropped by .to()
         self._recapture = recapture if cut.captured.shape_specific else None
-        self._capture_key = _signature(tuple(example_inputs), {})
+        self._capture_key = _program_key(tuple(example_inputs), {})
         self._recaptured: dict[tuple, Programs] = {}
         self._teacher = [teacher]  # not a submodule: its weights are already in the programs
         self._example = tuple(x.detach().cpu() if isinstance(x, Tensor) else x for x in example_inputs)
@@ -173,11 +180,24 @@ class ShortcutV2V(nn.Module):
         main = Programs(self.keyframe_program, self.shortcut_program, self.inference_program)
         if self._recapture is None:
             return main
-        key = _signature(args, kwargs)
+        key = _program_key(args, kwargs)
         if key == self._capture_key:
             return main
         if key not in self._recaptured:
-            self._recaptured[key] = build_programs(self._recapture(args), self.block)
+            with contextlib.ExitStack() as stack:  # captured as the model is, not as the caller's autocast would run it
+                for device_type in {v.device.type for v in tree_flatten(args)[0] if isinstance(v, Tensor)}:
+                    stack.enter_context(torch.autocast(device_type, enabled=False))
+                cut = self._recapture(args)
+            for role, tap in (("enc_layer", cut.enc), ("dec_layer", cut.dec)):
+                built = self.enc if role == "enc_layer" else self.dec
+                if tap.shape[1] != built.shape[1]:
+                    raise TapShapeError(
+                        f"for inputs {[tuple(v.shape) for v in args if isinstance(v, Tensor)]} the {role} "
+                        f"{getattr(self.config, role)!r} has {tap.shape[1]} channels; the block was built for "
+                        f"{built.shape[1]} (inputs {[list(v.shape) for v in self._example if isinstance(v, Tensor)]}). "
+                        "Use inputs of the example's layout, or wrap the generator again for these."
+                    )
+            self._recaptured[key] = build_programs(cut, self.block)
         return self._recaptured[key]
 
     # ------------------------------------------------------------------ state
