@@ -43,6 +43,7 @@ from .errors import (
     AmbiguousTapError,
     CaptureMismatchError,
     EmptyCutError,
+    FixedArgumentError,
     IncompatibleCheckpointError,
     ShortcutifyError,
     TapOrderError,
@@ -90,6 +91,7 @@ __all__ = [
     "EmptyCutError",
     "UntraceableModelError",
     "CaptureMismatchError",
+    "FixedArgumentError",
     "IncompatibleCheckpointError",
     "__version__",
 ]

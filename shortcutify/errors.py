@@ -16,6 +16,7 @@ __all__ = [
     "EmptyCutError",
     "UntraceableModelError",
     "CaptureMismatchError",
+    "FixedArgumentError",
     "IncompatibleCheckpointError",
 ]
 
@@ -53,6 +54,10 @@ class UntraceableModelError(ShortcutifyError, TypeError):
 
 class CaptureMismatchError(UntraceableModelError):
     """The captured graph computes something other than the model on the example inputs."""
+
+
+class FixedArgumentError(ShortcutifyError, ValueError):
+    """A call passed another value for an argument of ``forward`` that the captured graph fixed."""
 
 
 class IncompatibleCheckpointError(ShortcutifyError, ValueError):

@@ -7,6 +7,7 @@ from torch import nn
 
 from generators import TinyUNet, TwoInputGen
 from shortcutify import (
+    FixedArgumentError,
     AmbiguousTapError,
     EmptyCutError,
     ShortcutifyError,
@@ -227,10 +228,11 @@ def test_concrete_args_fix_a_control_flow_argument():
             return self.o(self.c(F.relu(self.b(h))))
 
     gen, x = Flip(), torch.randn(1, 3, 8, 8)
-    with pytest.raises(UntraceableModelError):
-        shortcutify(gen, "a", "c", x, concrete_args=None, capture="fx")
-    # (capture="auto" falls back to torch.export, which runs forward with flip's default)
-    assert shortcutify(gen, "a", "c", x).config.capture == "export"
+    # a default the example inputs do not give is fixed to its default, and checked on every call
+    by_default = shortcutify(gen, "a", "c", x, capture="fx")
+    assert torch.equal(by_default(x), gen(x))
+    with pytest.raises(FixedArgumentError, match="flip"):
+        by_default.run_keyframe(x, flip=True)
     sv = shortcutify(gen, "a", "c", x, concrete_args={"flip": True})
     assert sv.config.capture == "fx"
     assert torch.equal(sv(x), gen(x, True))

@@ -8,7 +8,7 @@ import torch
 
 from shortcutify import IncompatibleCheckpointError, load, shortcutify
 from shortcutify import __version__ as shortcutify_version
-from shortcutify.core.storage import CONFIG_NAME, WEIGHTS_NAME
+from shortcutify.core.storage import CONFIG_NAME, weights_path
 from shortcutify.demo.models import ResnetGenerator
 
 
@@ -29,7 +29,7 @@ def _frames():
 def test_round_trip_gives_identical_outputs(tmp_path):
     gen, sv = _trained_sv()
     sv.save(tmp_path / "blk")
-    assert sorted(p.name for p in (tmp_path / "blk").iterdir()) == sorted([CONFIG_NAME, WEIGHTS_NAME])
+    assert sorted(p.name for p in (tmp_path / "blk").iterdir()) == sorted([CONFIG_NAME, weights_path(tmp_path / "blk").name])
     sv2 = load(gen, tmp_path / "blk")
     assert sv2.policy.interval == 4 and sv2.block.width == sv.block.width
     for x in _frames():
@@ -53,9 +53,9 @@ def test_a_full_resolution_block_round_trips(tmp_path):
 def test_only_the_block_is_saved(tmp_path):
     gen, sv = _trained_sv()
     sv.save(tmp_path)
-    state = torch.load(tmp_path / WEIGHTS_NAME, weights_only=True)
+    state = torch.load(weights_path(tmp_path), weights_only=True)
     assert set(state) == set(sv.block.state_dict())
-    size = (tmp_path / WEIGHTS_NAME).stat().st_size
+    size = weights_path(tmp_path).stat().st_size
     teacher_bytes = sum(p.numel() * 4 for p in gen.parameters())
     assert size < teacher_bytes / 2
     cfg = json.loads((tmp_path / CONFIG_NAME).read_text())

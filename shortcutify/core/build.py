@@ -26,7 +26,7 @@ from .cost import count_macs
 from .cut import Cut, resolve_cut
 from .module import ShortcutV2V
 from .policy import FixedInterval, KeyframePolicy, policy_from_config
-from .storage import graph_fingerprint, read_manifest, read_weights, teacher_checksum
+from .storage import CONFIG_NAME, Manifest, graph_fingerprint, read_manifest, read_weights, teacher_checksum, weights_path
 
 __all__ = ["shortcutify", "load", "block_macs"]
 
@@ -172,29 +172,30 @@ def load(
 
     Raises:
         FileNotFoundError: ``path`` holds no saved block.
-        IncompatibleCheckpointError: the generator does not match; the message says what differs.
+        IncompatibleCheckpointError: the generator does not match (the message says what
+            differs), or a saved file is damaged or malformed (the message names it).
     """
     manifest = read_manifest(path)
     cfg = manifest.config
+    cfg_file = os.path.join(path, CONFIG_NAME)
     if manifest.library_version != __version__:
         warnings.warn(f"block saved by shortcutify {manifest.library_version}, loading with {__version__}", stacklevel=2)
     if policy is None:
-        policy = policy_from_config(manifest.policy)
-        if policy is None:
-            raise IncompatibleCheckpointError(
-                f"the block was saved with a {manifest.policy.get('type')!r} keyframe policy, which cannot be rebuilt "
-                "from JSON: pass policy=... to load()"
-            )
+        policy = _saved_policy(manifest, cfg_file)
     p = next(iter(model.parameters()), None)
     device = p.device if p is not None else torch.device("cpu")
     if example_inputs is None:
         example_inputs = tuple(e.zeros(device) for e in manifest.example_inputs)
     if cfg.resolution not in RESOLUTIONS:
-        raise IncompatibleCheckpointError(f"the block's layout {cfg.resolution!r} is unknown to this version (it knows {RESOLUTIONS})")
+        raise IncompatibleCheckpointError(
+            f"the block's layout {cfg.resolution!r} in {cfg_file} is unknown to this version (it knows {RESOLUTIONS})"
+        )
     if cfg.kernel_size != 3:
         raise IncompatibleCheckpointError(
-            f"the block has a {cfg.kernel_size}x{cfg.kernel_size} AdaBD kernel; this version builds 3x3 blocks only"
+            f"the block in {cfg_file} has a {cfg.kernel_size}x{cfg.kernel_size} AdaBD kernel; this version builds 3x3 blocks only"
         )
+    # read (and check) the weights before the capture, so that a damaged file is reported at once
+    state = read_weights(path, map_location=map_location or device, manifest=manifest)
     capture_options.setdefault("capture", cfg.capture)  # type: ignore[typeddict-item]  # by the path that saved it
     try:
         sv = shortcutify(
@@ -222,11 +223,13 @@ def load(
         raise IncompatibleCheckpointError(
             f"the block in {path} was trained for a different generator ({manifest.teacher}):\n  - " + "\n  - ".join(problems)
         )
-    state = read_weights(path, map_location=map_location or device)
     try:
         sv.block.load_state_dict(state)
     except RuntimeError as exc:
-        raise IncompatibleCheckpointError(f"the saved weights in {path} do not fit the block: {exc}") from exc
+        raise IncompatibleCheckpointError(
+            f"the saved weights in {weights_path(path, manifest)} do not fit the block {cfg_file} describes: {exc}. "
+            "Save the block again with sv.save(path)."
+        ) from exc
     if teacher_checksum(model) != manifest.teacher_checksum:
         warnings.warn(
             "the generator's weights differ from those the block was distilled from (same graph, other weights): "
@@ -234,3 +237,24 @@ def load(
             stacklevel=2,
         )
     return sv
+
+
+def _saved_policy(manifest: Manifest, cfg_file: str) -> KeyframePolicy:
+    """The keyframe policy the config describes.
+
+    Raises:
+        IncompatibleCheckpointError: it cannot be rebuilt from JSON, or its description is malformed.
+    """
+    try:
+        policy = policy_from_config(manifest.policy)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise IncompatibleCheckpointError(
+            f"the keyframe policy in {cfg_file} is malformed ({type(exc).__name__}: {exc}): {manifest.policy!r}; "
+            "fix it (e.g. {\"type\": \"FixedInterval\", \"n\": 3}), pass policy=... to load(), or save the block again with sv.save(path)"
+        ) from exc
+    if policy is None:
+        raise IncompatibleCheckpointError(
+            f"the block was saved with a {manifest.policy.get('type')!r} keyframe policy, which cannot be rebuilt "
+            "from JSON: pass policy=... to load()"
+        )
+    return policy

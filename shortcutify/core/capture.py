@@ -23,17 +23,20 @@ from __future__ import annotations
 
 import inspect
 import linecache
+import operator
 import traceback
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import torch
 from torch import fx, nn
+from torch.fx import _symbolic_trace
 from torch.utils._pytree import tree_flatten, tree_unflatten
 from typing_extensions import TypedDict
 
-from ..errors import CaptureMismatchError, UntraceableModelError
+from ..errors import CaptureMismatchError, FixedArgumentError, UntraceableModelError
 from .cost import call_macs
 
 __all__ = [
@@ -42,6 +45,8 @@ __all__ = [
     "Captured",
     "capture",
     "trace",
+    "FixedArgumentError",
+    "check_fixed_argument",
     "export",
     "annotate",
     "check_against_eager",
@@ -101,6 +106,13 @@ class CaptureOptions:
         leaf = kwargs.get("leaf_modules") or ()
         if isinstance(leaf, (str, type)):
             leaf = (leaf,)
+        if not isinstance(leaf, (tuple, list)) or not all(
+            isinstance(m, str) or (isinstance(m, type) and issubclass(m, nn.Module)) for m in leaf
+        ):
+            raise TypeError(f"leaf_modules must be nn.Module subclasses or module qualified names, got {leaf!r}")
+        for key in ("tracer_kwargs", "concrete_args"):
+            if kwargs.get(key) is not None and not isinstance(kwargs[key], dict):
+                raise TypeError(f"{key} must be a dict, got {type(kwargs[key]).__name__}")
         return cls(
             str(kwargs.get("capture", "auto")),
             tuple(leaf),
@@ -174,20 +186,180 @@ def _user_frame(exc: BaseException) -> str:
     return "(no frame of your code found in the traceback)"
 
 
-def trace(model: nn.Module, options: CaptureOptions = CaptureOptions()) -> Captured:
+_FX_CHECKS = (operator.eq, torch._assert, _symbolic_trace._assert_is_none)  # what fx checks a fixed argument with
+_PHBase = _symbolic_trace.PHBase  # fx's placeholder marker in concrete_args (an input, not a value)
+
+
+def _same_value(value: Any, fixed: Any) -> bool:
+    """Whether ``value`` is ``fixed`` (equal leaves in the same structure; a tensor never is)."""
+    if value is fixed:
+        return True
+    (v_leaves, v_spec), (f_leaves, f_spec) = tree_flatten(value), tree_flatten(fixed)
+    if v_spec != f_spec:
+        return False
+    for v, f in zip(v_leaves, f_leaves):
+        if v is f:
+            continue
+        if isinstance(v, torch.Tensor) or isinstance(f, torch.Tensor):
+            return False
+        try:
+            if not bool(v == f):
+                return False
+        except Exception:  # an object whose == does not give a truth value
+            return False
+    return True
+
+
+@fx.node.has_side_effect  # kept by dead-code elimination although nothing reads it
+def check_fixed_argument(value: Any, fixed: Any, name: str) -> None:
+    """Raise :class:`FixedArgumentError` unless ``value`` equals ``fixed``, the value tracing fixed ``name`` to.
+
+    Called at the start of a program traced with ``name`` fixed to its default, so that a call
+    with another value is refused instead of silently running the default's branch.
+    """
+    if not _same_value(value, fixed):
+        raise FixedArgumentError(
+            f"forward()'s argument {name!r} was fixed to {fixed!r} when torch.fx traced the generator (a default "
+            f"not given in the example inputs is fixed so, as is a value in concrete_args); the captured programs "
+            f"compute {name}={fixed!r} and cannot run with {name}={value!r}. To run with that value, wrap the "
+            f"generator again with concrete_args={{{name!r}: ...}} holding it; to vary it from call to call, give it "
+            "in the example inputs (positionally)."
+        )
+
+
+def _forward_parameters(model: nn.Module) -> tuple[list[str], int, inspect.Signature]:
+    """``forward``'s named parameters in the order fx makes their placeholders (without ``self``),
+    how many of them are positional, and its signature (as fx reads them)."""
+    fn = inspect.unwrap(type(model).forward)
+    co = getattr(fn, "__code__", None)
+    if co is None:  # (not a Python function: fx cannot trace it anyway)
+        return [], 0, inspect.Signature()
+    names = list(co.co_varnames[1 : co.co_argcount + co.co_kwonlyargcount])
+    return names, co.co_argcount - 1, inspect.signature(fn)
+
+
+def _defaults_to_fix(model: nn.Module, options: CaptureOptions, n_positional: int | None) -> dict[str, Any]:
+    """The parameters of ``forward`` that tracing fixes to their defaults: not given positionally
+    (the first ``n_positional``; ``None``: those without a default), not in ``concrete_args``,
+    with a default that holds no tensor."""
+    names, n_pos, sig = _forward_parameters(model)
+    if n_positional is None:
+        n_positional = next(
+            (i for i, name in enumerate(names[:n_pos]) if sig.parameters[name].default is not inspect.Parameter.empty),
+            n_pos,
+        )
+    fixed: dict[str, Any] = {}
+    for i, name in enumerate(names):
+        default = sig.parameters[name].default
+        if (i < n_pos and i < n_positional) or name in options.concrete_args or default is inspect.Parameter.empty:
+            continue
+        if any(isinstance(v, (torch.Tensor, _PHBase)) for v in tree_flatten(default)[0]):
+            continue
+        fixed[name] = default
+    return fixed
+
+
+def _fix_placeholders(model: nn.Module, graph: fx.Graph, concrete: dict[str, Any], checked: set[str]) -> None:
+    """Give each fixed argument one placeholder with its keyword, defaulting to its fixed value.
+
+    fx makes one placeholder per leaf of a fixed value (none for ``[]``), named ``name_1``...,
+    each checked by an assertion, and for a value that is a container (``[]``, ``(1, 2)``) it
+    generates code that flattens ``forward``'s arguments and outputs. A single-leaf
+    argument not in ``checked`` keeps fx's placeholder and assertion (with its keyword); the
+    others (``checked``, and containers) get one placeholder ``name`` and a
+    :func:`check_fixed_argument` node in place of fx's assertions; the graph then has one
+    placeholder per argument, and returns the model's output structure itself.
+    """
+    if any(isinstance(v, _PHBase) for v in tree_flatten(list(concrete.values()))[0]):
+        return  # (a PH in concrete_args stays an input: leave the graph as traced)
+    names, _, _ = _forward_parameters(model)
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+    groups: dict[str, list[fx.Node]] = {}
+    position = 0
+    for name in names:
+        count = len(tree_flatten(concrete[name])[0]) if name in concrete else 1
+        groups[name] = placeholders[position : position + count]
+        position += count
+    if position > len(placeholders) or not set(concrete) <= set(groups):
+        return  # (not the placeholders fx makes: leave the graph as traced)
+    rest = placeholders[position:]  # *args, **kwargs
+    replaced: dict[str, list[fx.Node]] = {}  # argument -> fx's assertions of its placeholders
+    for name, value in concrete.items():
+        if name not in checked and len(groups[name]) == 1:
+            continue
+        asserts: list[fx.Node] = []
+        stack = list(groups[name])
+        while stack:
+            for user in stack.pop().users:
+                if user not in asserts:
+                    asserts.append(user)
+                    stack.append(user)
+        if not all(a.op == "call_function" and a.target in _FX_CHECKS for a in asserts):
+            return  # (something else reads them: leave the graph as traced)
+        replaced[name] = asserts
+
+    checks: list[tuple[fx.Node, Any, str]] = []
+    for name, value in concrete.items():
+        group = groups[name]
+        if name not in replaced:  # fx's placeholder and assertion, with the caller's keyword
+            n = group[0]
+            n.args = (value,)
+            if n.target != name:  # fx renames it (flag -> flag_1)
+                n.target = name
+                n._rename(name)
+            continue
+        with graph.inserting_before(group[0] if group else next(n for n in graph.nodes if n.op != "placeholder")):
+            node = graph.placeholder(name, default_value=value)
+        order = {n: i for i, n in enumerate(graph.nodes)}
+        for a in sorted(replaced[name], key=order.__getitem__, reverse=True):
+            graph.erase_node(a)
+        for n in group:
+            graph.erase_node(n)
+        groups[name] = [node]
+        checks.append((node, value, name))
+    first_op = next(n for n in graph.nodes if n.op != "placeholder")
+    for n in [n for name in names for n in groups[name]] + rest:  # forward's order
+        first_op.prepend(n)
+    with graph.inserting_before(first_op):
+        for node, value, name in checks:
+            graph.call_function(check_fixed_argument, (node, value, name))
+    codegen = graph._codegen
+    if isinstance(codegen, fx.graph._PyTreeCodeGen):  # one placeholder per argument now: plain code
+        output = next(n for n in reversed(graph.nodes) if n.op == "output")
+        if codegen.pytree_info.out_spec is not None:
+            output.args = (tree_unflatten(list(output.args[0]), codegen.pytree_info.out_spec),)
+        graph._codegen = fx.graph.CodeGen()
+
+
+def trace(model: nn.Module, options: CaptureOptions = CaptureOptions(), n_positional: int | None = None) -> Captured:
     """Symbolically trace ``model`` with ``torch.fx`` (no shapes or MACs yet: see :func:`annotate`).
+
+    ``n_positional``: how many of ``forward``'s arguments the example inputs give (positionally;
+    ``None``: those without a default). Every other argument of ``forward`` with a default that
+    holds no tensor, and not in ``options.concrete_args``, is fixed to its default as if given
+    in ``concrete_args`` (so ``if encode_only:`` traces); the graph then checks, on every call,
+    that such an argument still has its default, and raises :class:`FixedArgumentError`
+    naming it otherwise (a keyframe would otherwise run the default's branch silently).
+    Arguments fixed by ``concrete_args`` keep their keyword and default to the fixed value.
 
     Raises:
         UntraceableModelError: naming the line of the model that failed and the remedies.
     """
     tracer = _TapTracer(options.leaf_modules, **options.tracer_kwargs)
-    concrete = options.concrete_args or None
+    defaults = _defaults_to_fix(model, options, n_positional)
+    concrete = {**options.concrete_args, **defaults}
     try:
-        graph = tracer.trace(model, concrete_args=concrete)
+        with warnings.catch_warnings():  # fx warns that it cannot assert such values: check_fixed_argument does
+            if defaults:
+                warnings.filterwarnings("ignore", message="Was not able to add assertion to guarantee correct input")
+            graph = tracer.trace(model, concrete_args=concrete or None)
     except Exception as exc:  # fx raises TraceError, TypeError, RuntimeError, ...
+        fixed_note = (
+            f"(the arguments {sorted(defaults)} were fixed to their defaults)\n" if defaults else ""
+        )
         raise UntraceableModelError(
             f"torch.fx could not trace {type(model).__name__}: {type(exc).__name__}: {exc}\n"
-            f"  failing line: {_user_frame(exc)}\n"
+            f"  failing line: {_user_frame(exc)}\n{fixed_note}"
             "Remedies: (1) pass leaf_modules=[TheSubmoduleClass] (or its qualified name) so that the "
             "submodule holding this code is called as a black box; (2) pass "
             "tracer_kwargs={'autowrap_functions': (your_function,)} for a free function with "
@@ -195,16 +367,17 @@ def trace(model: nn.Module, options: CaptureOptions = CaptureOptions()) -> Captu
             "argument that drives control flow. The taps must then lie outside the opaque parts. "
             "(4) pass capture='export' (torch.export runs such code on real tensors)."
         ) from exc
-    if concrete:  # fixed arguments default to their fixed value (callers may leave them out)
-        names = list(inspect.signature(model.forward).parameters)
-        placeholders = [n for n in graph.nodes if n.op == "placeholder"]
-        for name, n in zip(names, placeholders):
-            if name in concrete:
-                n.args = (concrete[name],)
-                if n.target != name:  # fx renames it (flag -> flag_1); keep the keyword callers use
-                    n.target = name
-                    n._rename(name)
-    gm = fx.GraphModule(tracer.root, graph, type(model).__name__)
+    if concrete:  # fixed arguments keep their keyword and default to their fixed value (callers may leave them out)
+        _fix_placeholders(model, graph, concrete, set(defaults))
+    try:
+        gm = fx.GraphModule(tracer.root, graph, type(model).__name__)
+    except Exception as exc:  # e.g. a default value with no Python literal form in the generated code
+        raise UntraceableModelError(
+            f"torch.fx traced {type(model).__name__} but could not generate code for its graph "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); a default or fixed argument "
+            "of forward() probably has no Python literal form. Pass capture='export', or wrap the generator in a "
+            "module whose forward() takes tensors alone."
+        ) from exc
     return Captured(gm=gm, module_outputs=tracer.module_outputs, fixed_args=dict(options.concrete_args))
 
 
@@ -358,7 +531,7 @@ def _check_output_structure(spec: Any, model: nn.Module) -> None:
                 "tensors in tuples, lists and dicts. Return one of those (e.g. return_dict=False in diffusers), or "
                 "wrap the model in a module that does."
             )
-        stack.extend(s.children_specs)
+        stack.extend(s.children() if hasattr(s, "children") else s.children_specs)
 
 
 def _leaves(value: Any) -> list[Any]:
@@ -446,7 +619,7 @@ def check_against_eager(captured: Captured, model: nn.Module, example_inputs: An
 
 
 def _capture_one(method: str, model: nn.Module, inputs: tuple[Any, ...], options: CaptureOptions) -> Captured:
-    captured = trace(model, options) if method == "fx" else export(model, inputs, options)
+    captured = trace(model, options, len(inputs)) if method == "fx" else export(model, inputs, options)
     check_against_eager(captured, model, inputs)
     annotate(captured, inputs)
     return captured

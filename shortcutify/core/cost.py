@@ -10,6 +10,7 @@ listed, per path, in :attr:`PathCost.uncounted_ops` so that nothing is left out 
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from collections import Counter
 from collections.abc import Callable
@@ -202,8 +203,8 @@ class CostReport:
     def amortised_macs(self, interval: int | None = None) -> float:
         """Mean MACs per frame with a keyframe every ``interval`` frames: ``(K + (α−1)·S) / α``."""
         a = self.interval if interval is None else interval
-        if a < 1:
-            raise ValueError(f"interval must be >= 1, got {a}")
+        if isinstance(a, bool) or not isinstance(a, numbers.Integral) or a < 1:
+            raise ValueError(f"interval must be an integer >= 1, got {a!r}")
         return (self.keyframe.macs + (a - 1) * self.shortcut.macs) / a
 
     @property

@@ -3,7 +3,8 @@
 Given a :class:`~shortcutify.core.capture.Captured` graph ``G``, an encoder tap ``e`` and a
 decoder tap ``d``, :func:`resolve_cut` checks the taps and builds the **shortcut graph**:
 ``G`` with a call of the shortcut block inserted right after ``e``, every use of ``d``
-replaced by the block's prediction, and dead code removed::
+replaced by the block's prediction (an output that is ``d`` itself, such as the new state of
+a recurrent generator, included), and dead code removed::
 
     shortcut(*inputs, shortcut_reference=ref, shortcut_return_aligned=False) -> (output, f_hat, aligned)
 
@@ -166,6 +167,9 @@ def resolve_cut(captured: Captured, enc_layer: str, dec_layer: str) -> Cut:
     with graph.inserting_after(f_hat):
         aligned = graph.call_function(operator.getitem, (blk, 1))
     env[dec].replace_all_uses_with(f_hat)
+    # the output value was built by graph_copy before the replacement: a decoder tap that is
+    # also an output (a recurrent generator's new state) is returned as the prediction too
+    out = fx.node.map_arg(out, lambda n: f_hat if n is env[dec] else n)
     f_hat_out = f_hat
     if copy_dec:  # returned for the losses: kept safe from in-place ops of the tail
         with graph.inserting_after(aligned):

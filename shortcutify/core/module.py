@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import numbers
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor, fx, nn
 from torch.utils._pytree import tree_flatten
 
 from ..errors import ShortcutifyError, TapShapeError
@@ -107,7 +108,10 @@ class ShortcutV2V(nn.Module):
       block, and the layers after the decoder tap (plus whatever the tail needs).
 
     The teacher is frozen (``requires_grad=False``, eval mode); only :attr:`block` is
-    trainable. Calls run under ``torch.no_grad()``. Training (see :func:`shortcutify.distill`)
+    trainable, and only the block is this module's own: ``state_dict()``, ``parameters()`` and
+    ``load_state_dict()`` hold the block alone (keys ``block.*``), never the teacher's weights
+    (they are your generator's), however many programs share its layers. ``.to()`` moves the
+    teacher too. The module cannot be pickled: use :meth:`save` and :func:`~shortcutify.load`. Calls run under ``torch.no_grad()``. Training (see :func:`shortcutify.distill`)
     uses :meth:`run_keyframe` for the teacher's side and :meth:`shortcut_step` for the
     student's; nothing is patched.
 
@@ -134,9 +138,9 @@ class ShortcutV2V(nn.Module):
     ) -> None:
         super().__init__()
         programs = build_programs(cut, block)
-        self.keyframe_program = programs.keyframe
-        self.shortcut_program = programs.shortcut
-        self.inference_program = programs.inference
+        # the programs share the teacher's modules: held outside the module tree, so that
+        # state_dict(), parameters() and load_state_dict() see only what this module owns
+        self._main = programs
         self.block = block
         self.policy = policy
         self.enc: TapInfo = cut.enc
@@ -171,13 +175,37 @@ class ShortcutV2V(nn.Module):
         # .to()/.cuda()/.double() also reach the teacher: the programs share its submodules
         # but hold their own references to tensors the graph reads directly
         self._teacher[0]._apply(fn, *args, **kwargs)
+        for program in (self._main.keyframe, self._main.shortcut, self._main.inference):
+            program._apply(fn, *args, **kwargs)
         self._recaptured.clear()
         return super()._apply(fn, *args, **kwargs)
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        raise TypeError(
+            "a ShortcutV2V cannot be pickled or deep-copied (its programs are fx graphs over your generator's "
+            "modules): save the block with sv.save(path) and attach it again with shortcutify.load(generator, path)"
+        )
+
+    # ------------------------------------------------------------------ programs
+    @property
+    def keyframe_program(self) -> fx.GraphModule:
+        """``(*inputs) -> (output, enc, dec)``: the teacher with the tap values as extra outputs."""
+        return self._main.keyframe
+
+    @property
+    def shortcut_program(self) -> fx.GraphModule:
+        """``(*inputs, shortcut_reference=, shortcut_return_aligned=) -> (output, f_hat, aligned)``."""
+        return self._main.shortcut
+
+    @property
+    def inference_program(self) -> fx.GraphModule:
+        """``(*inputs, shortcut_reference=) -> output``: what :meth:`forward` runs on shortcut frames."""
+        return self._main.inference
 
     def _programs(self, args: tuple, kwargs: dict) -> Programs:
         """The programs for these inputs: the ones built at construction, or (for a
         shape-specific capture and inputs of another signature) ones captured for them."""
-        main = Programs(self.keyframe_program, self.shortcut_program, self.inference_program)
+        main = self._main
         if self._recapture is None:
             return main
         key = _program_key(args, kwargs)
@@ -286,6 +314,8 @@ class ShortcutV2V(nn.Module):
             example_inputs: inputs to count on (default: the ones given to :func:`shortcutify`).
             interval: α for the amortised figure (default: the policy's interval).
         """
+        if interval is not None and (isinstance(interval, bool) or not isinstance(interval, numbers.Integral) or interval < 1):
+            raise ValueError(f"interval must be an integer >= 1 (frames from one keyframe to the next), got {interval!r}")
         ex = self._example_on_device() if example_inputs is None else (
             tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
         )
@@ -308,7 +338,7 @@ class ShortcutV2V(nn.Module):
             shortcut=PathCost(s_macs, s_params, dict(s_ops), dict(s_unc)),
             block=PathCost(b_macs, b_params, dict(b_ops), dict(b_unc)),
             floor=PathCost(s_macs - b_macs, s_params - b_params, dict(s_ops - b_ops), {}),
-            interval=self.policy.interval if interval is None else interval,
+            interval=self.policy.interval if interval is None else int(interval),
             input_shapes=tuple(tuple(x.shape) for x in ex if isinstance(x, Tensor)),
         )
 

@@ -8,6 +8,7 @@ the input's shape, dtype or device changes.
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, Protocol, runtime_checkable
 
 __all__ = ["KeyframePolicy", "FixedInterval", "policy_to_config", "policy_from_config"]
@@ -34,9 +35,9 @@ class FixedInterval:
     """
 
     def __init__(self, n: int = 3) -> None:
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
             raise ValueError(f"FixedInterval needs an integer interval >= 1, got {n!r}")
-        self.n = n
+        self.n = int(n)
 
     @property
     def interval(self) -> int:

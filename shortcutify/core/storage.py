@@ -1,18 +1,38 @@
 """The on-disk format of a saved shortcut block: only the small learned part (as in PEFT).
 
-A saved block is a directory with ``shortcut_block.pt`` (the block's ``state_dict``, read
-with ``weights_only=True`` so that loading never runs code) and ``shortcut_config.json``
-(the :class:`Manifest`: the :class:`~shortcutify.core.config.ShortcutConfig`, the policy,
-the example input shapes, the library version and a signature of the teacher's graph).
+A saved block is a directory holding two files:
+
+* ``shortcut_config.json``, the :class:`Manifest`: the
+  :class:`~shortcutify.core.config.ShortcutConfig`, the policy, the example input shapes, the
+  library version, a signature of the teacher's graph, and ``weights_file``, the name of the
+  weights file beside it;
+* ``shortcut_block.<hash>.pt`` (``<hash>``: the first 16 hex digits of the SHA-256 of its
+  bytes), the block's ``state_dict``, read with ``weights_only=True`` so that loading never
+  runs code.
+
+The config is the commit point, so that a save replaces the whole block atomically:
+:func:`write_saved` writes the new weights under their own name (temporary file, fsync,
+rename), then atomically replaces the config that names them, and only then deletes the
+weights files no config names any more. An interrupted save leaves the previous block
+intact (the old config still names the old weights) and removes its temporary files.
+
+Format-2 blocks saved before ``weights_file`` existed (config without it, weights in
+``shortcut_block.pt``) read the same way. Older versions of shortcutify cannot read a block
+saved in this layout: they look for ``shortcut_block.pt``.
+
 This module reads and writes that format; building a module from it is
 :func:`shortcutify.load`'s job.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import io
 import json
 import os
+import re
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,11 +45,26 @@ from ..errors import IncompatibleCheckpointError
 from ..version import __version__
 from .config import ShortcutConfig
 
-__all__ = ["Manifest", "ExampleInput", "graph_fingerprint", "write_saved", "read_manifest", "read_weights", "atomic_write", "teacher_checksum", "CONFIG_NAME", "WEIGHTS_NAME", "FORMAT"]
+__all__ = [
+    "Manifest",
+    "ExampleInput",
+    "graph_fingerprint",
+    "write_saved",
+    "read_manifest",
+    "read_weights",
+    "weights_path",
+    "atomic_write",
+    "teacher_checksum",
+    "CONFIG_NAME",
+    "WEIGHTS_NAME",
+    "FORMAT",
+]
 
 CONFIG_NAME = "shortcut_config.json"
-WEIGHTS_NAME = "shortcut_block.pt"
+WEIGHTS_NAME = "shortcut_block.pt"  # the weights of blocks saved before ``weights_file`` (and its default)
 FORMAT = 2  # 2: the block at half the decoder tap's resolution (format-1 blocks do not fit it)
+_WEIGHTS_FILE = re.compile(r"shortcut_block(\.[0-9a-f]{16})?\.pt")  # the files write_saved writes (and may delete)
+_FIX = "save the block again with sv.save(path), or restore the file"
 
 
 def graph_fingerprint(signature: tuple[str, ...] | list[str]) -> str:
@@ -46,14 +81,52 @@ def teacher_checksum(model: nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
+def _fsync_dir(path: Path) -> None:
+    """Make the renames in the directory ``path`` durable (best effort: not every platform can)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
-    """Write ``path`` through ``write(file)`` into a temporary file, fsync, then rename over ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        write(fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    """Write ``path`` through ``write(file)`` into a temporary file, fsync, then rename over ``path``.
+
+    ``path`` is either left as it was or holds everything ``write`` wrote; the temporary file
+    is removed if anything fails (or is interrupted) before the rename.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+
+
+def _json_kind(value: Any) -> str:
+    for kind, types in (("null", type(None)), ("boolean", bool), ("number", (int, float)), ("string", str), ("array", list)):
+        if isinstance(value, types):
+            return kind
+    return type(value).__name__
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_file_name(value: Any) -> bool:
+    """A bare file name (no directory part), as ``weights_file`` must be."""
+    return isinstance(value, str) and value not in ("", ".", "..") and "/" not in value and "\\" not in value and Path(value).name == value
 
 
 @dataclass(frozen=True)
@@ -84,6 +157,8 @@ class Manifest:
         teacher_checksum: :func:`teacher_checksum` of the teacher the block was saved with.
         graph_signature: the teacher's graph signature with the taps marked.
         library_version: the shortcutify version that saved it.
+        weights_file: the name of the weights file in the same directory (:func:`write_saved`
+            sets it; configs without it name ``shortcut_block.pt``).
     """
 
     config: ShortcutConfig
@@ -94,6 +169,7 @@ class Manifest:
     teacher_checksum: str
     graph_signature: tuple[str, ...]
     library_version: str = __version__
+    weights_file: str = WEIGHTS_NAME
 
     @property
     def graph_fingerprint(self) -> str:
@@ -112,6 +188,7 @@ class Manifest:
             "teacher_checksum": self.teacher_checksum,
             "graph_fingerprint": self.graph_fingerprint,
             "graph_signature": list(self.graph_signature),
+            "weights_file": self.weights_file,
         }
 
     @classmethod
@@ -119,66 +196,195 @@ class Manifest:
         """Parse and check :meth:`to_dict`'s output.
 
         Raises:
-            IncompatibleCheckpointError: not a shortcutify config, another format, or malformed.
+            IncompatibleCheckpointError: not a shortcutify config, another format, or malformed
+                (a missing key or a value of the wrong type); the message names ``where``.
         """
-        if not isinstance(d, dict) or d.get("library") != "shortcutify":
-            raise IncompatibleCheckpointError(f"{where} is not a shortcutify config")
-        if d.get("format") != FORMAT:
+        if not isinstance(d, dict):
             raise IncompatibleCheckpointError(
-                f"{where} holds a format-{d.get('format')} block (shortcutify {d.get('library_version')}); "
+                f"{where} holds a JSON {_json_kind(d)}, not an object: it is not a shortcutify config; {_FIX}"
+            )
+        if d.get("library") != "shortcutify":
+            raise IncompatibleCheckpointError(
+                f"{where} is not a shortcutify config (its \"library\" is {d.get('library')!r}, not 'shortcutify'); {_FIX}"
+            )
+        fmt = d.get("format")
+        if not _is_int(fmt):
+            raise IncompatibleCheckpointError(
+                f"{where} has \"format\": {json.dumps(fmt)} (a JSON {_json_kind(fmt)}); the format is an integer, and "
+                f"this version reads format {FORMAT}: write \"format\": {FORMAT} if the block was saved as format {FORMAT}, "
+                f"else {_FIX}"
+            )
+        if fmt != FORMAT:
+            raise IncompatibleCheckpointError(
+                f"{where} holds a format-{fmt} block (shortcutify {d.get('library_version')}); "
                 f"this version reads format {FORMAT}, whose block has another architecture. Distil the block again "
                 "with this version (the teacher is unchanged), or load it with the version that saved it."
             )
-        try:
-            return cls(
-                config=ShortcutConfig.from_dict(d),
-                interval=int(d["interval"]),
-                policy=dict(d["policy"]),
-                example_inputs=tuple(ExampleInput(tuple(int(v) for v in e["shape"]), str(e["dtype"])) for e in d["example_inputs"]),
-                teacher=str(d["teacher"]),
-                teacher_checksum=str(d["teacher_checksum"]),
-                graph_signature=tuple(str(line) for line in d["graph_signature"]),
-                library_version=str(d.get("library_version")),
+
+        def malformed(problem: str) -> IncompatibleCheckpointError:
+            return IncompatibleCheckpointError(f"{where} is malformed: {problem}; {_FIX}")
+
+        def get(key: str, check: Callable[[Any], bool], expected: str) -> Any:
+            if key not in d:
+                raise malformed(f"it lacks {key!r}")
+            if not check(d[key]):
+                raise malformed(f"{key!r} must be {expected}, got {json.dumps(d[key])[:80]}")
+            return d[key]
+
+        def is_example_input(e: Any) -> bool:
+            return (
+                isinstance(e, dict)
+                and isinstance(e.get("shape"), list)
+                and all(_is_int(v) and v >= 0 for v in e["shape"])
+                and isinstance(e.get("dtype"), str)
+                and isinstance(getattr(torch, e["dtype"], None), torch.dtype)
             )
+
+        try:
+            config = ShortcutConfig.from_dict(d)
         except (KeyError, TypeError, ValueError) as exc:
-            raise IncompatibleCheckpointError(f"{where} is malformed ({type(exc).__name__}: {exc}); save the block again") from exc
+            raise malformed(str(exc)) from exc
+        interval = get("interval", lambda v: _is_int(v) and v >= 1, "an integer >= 1")
+        policy = get("policy", lambda v: isinstance(v, dict), 'an object (such as {"type": "FixedInterval", "n": 3})')
+        examples = get(
+            "example_inputs",
+            lambda v: isinstance(v, list) and all(is_example_input(e) for e in v),
+            'a list of {"shape": [non-negative integers], "dtype": a torch dtype name}',
+        )
+        teacher = get("teacher", lambda v: isinstance(v, str), "a string")
+        checksum = get("teacher_checksum", lambda v: isinstance(v, str), "a string")
+        signature = get("graph_signature", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v), "a list of strings")
+        version = d.get("library_version")
+        if version is not None and not isinstance(version, str):
+            raise malformed(f"'library_version' must be a string, got {json.dumps(version)[:80]}")
+        weights_file = d.get("weights_file", WEIGHTS_NAME)
+        if not _is_file_name(weights_file):
+            raise malformed(f"'weights_file' must be the name of a file beside it, got {json.dumps(weights_file)[:80]}")
+        return cls(
+            config=config,
+            interval=interval,
+            policy=dict(policy),
+            example_inputs=tuple(ExampleInput(tuple(e["shape"]), e["dtype"]) for e in examples),
+            teacher=teacher,
+            teacher_checksum=checksum,
+            graph_signature=tuple(signature),
+            library_version=str(version),
+            weights_file=weights_file,
+        )
+
+
+def _named_weights(directory: Path) -> str | None:
+    """The weights file the config in ``directory`` names now, or ``None`` if it names none readable."""
+    try:
+        d = json.loads((directory / CONFIG_NAME).read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return None
+    if not isinstance(d, dict):
+        return None
+    name = d.get("weights_file", WEIGHTS_NAME)
+    return name if _is_file_name(name) else None
 
 
 def write_saved(path: str | os.PathLike[str], manifest: Manifest, state: dict[str, Tensor]) -> Path:
-    """Write a block's ``state`` and ``manifest`` to the directory ``path`` (created if needed)."""
+    """Write a block's ``state`` and ``manifest`` to the directory ``path`` (created if needed).
+
+    The block already in ``path`` is replaced as a whole or not at all (see the module
+    docstring): an exception or an interrupt leaves it, and no temporary file, behind.
+    """
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
-    cpu_state = {k: v.detach().cpu() for k, v in state.items()}
-    atomic_write(out / WEIGHTS_NAME, lambda fh: torch.save(cpu_state, fh))
-    atomic_write(out / CONFIG_NAME, lambda fh: fh.write(json.dumps(manifest.to_dict(), indent=1).encode()))
+    buf = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in state.items()}, buf)
+    data = buf.getvalue()
+    weights_name = f"shortcut_block.{hashlib.sha256(data).hexdigest()[:16]}.pt"
+    config_bytes = json.dumps(dataclasses.replace(manifest, weights_file=weights_name).to_dict(), indent=1).encode()
+    previous = _named_weights(out)
+    committed = False
+    try:
+        atomic_write(out / weights_name, lambda fh: fh.write(data))
+        atomic_write(out / CONFIG_NAME, lambda fh: fh.write(config_bytes))  # the commit point
+        committed = True
+    finally:
+        if not committed and weights_name != previous:
+            (out / weights_name).unlink(missing_ok=True)
+    keep = {weights_name, _named_weights(out)}  # (and what a concurrent save may have committed since)
+    for f in out.iterdir():
+        if _WEIGHTS_FILE.fullmatch(f.name) and f.name not in keep:
+            try:
+                f.unlink()
+            except OSError:
+                pass  # a stale weights file is harmless: no config names it
     return out
 
 
-def _files(path: str | os.PathLike[str]) -> tuple[Path, Path]:
+def _config_file(path: str | os.PathLike[str]) -> Path:
     src = Path(path)
-    cfg_file, w_file = src / CONFIG_NAME, src / WEIGHTS_NAME
-    for f in (cfg_file, w_file):
-        if not f.is_file():
-            raise FileNotFoundError(f"no saved shortcut block at {src}: {f.name} is missing (write one with sv.save(path))")
-    return cfg_file, w_file
+    cfg_file = src / CONFIG_NAME
+    if not cfg_file.is_file():
+        raise FileNotFoundError(f"no saved shortcut block at {src}: {cfg_file.name} is missing (write one with sv.save(path))")
+    return cfg_file
 
 
 def read_manifest(path: str | os.PathLike[str]) -> Manifest:
     """The :class:`Manifest` of the saved block in the directory ``path``.
 
     Raises:
-        FileNotFoundError: ``path`` holds no saved block.
-        IncompatibleCheckpointError: the config is not valid JSON, of another format, or malformed.
+        FileNotFoundError: ``path`` holds no saved block, or not the weights file its config names.
+        IncompatibleCheckpointError: the config is not a JSON object, of another format, or malformed.
     """
-    cfg_file, _ = _files(path)
+    cfg_file = _config_file(path)
     try:
-        d = json.loads(cfg_file.read_text())
-    except json.JSONDecodeError as exc:
-        raise IncompatibleCheckpointError(f"{cfg_file} is not valid JSON: {exc}") from exc
-    return Manifest.from_dict(d, where=str(cfg_file))
+        d = json.loads(cfg_file.read_bytes())
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError are ValueErrors
+        raise IncompatibleCheckpointError(f"{cfg_file} is not valid JSON ({exc}); {_FIX}") from exc
+    manifest = Manifest.from_dict(d, where=str(cfg_file))
+    w_file = cfg_file.parent / manifest.weights_file
+    if not w_file.is_file():
+        raise FileNotFoundError(
+            f"the saved shortcut block at {cfg_file.parent} is incomplete: {w_file.name}, which {cfg_file.name} names, "
+            "is missing (write the block again with sv.save(path))"
+        )
+    return manifest
 
 
-def read_weights(path: str | os.PathLike[str], map_location: str | torch.device | None = None) -> dict[str, Tensor]:
-    """The block ``state_dict`` saved in the directory ``path`` (``weights_only=True``)."""
-    _, w_file = _files(path)
-    return torch.load(w_file, map_location=map_location, weights_only=True)
+def weights_path(path: str | os.PathLike[str], manifest: Manifest | None = None) -> Path:
+    """The weights file of the saved block in the directory ``path`` (the one its config names)."""
+    return Path(path) / (manifest or read_manifest(path)).weights_file
+
+
+def read_weights(
+    path: str | os.PathLike[str], map_location: str | torch.device | None = None, manifest: Manifest | None = None
+) -> dict[str, Tensor]:
+    """The block ``state_dict`` saved in the directory ``path`` (``weights_only=True``).
+
+    Args:
+        path: the saved block's directory.
+        map_location: where to put the tensors (default: the CPU, where they were saved).
+        manifest: its :func:`read_manifest` (read again if not given).
+
+    Raises:
+        FileNotFoundError: ``path`` holds no saved block.
+        IncompatibleCheckpointError: the weights file is unreadable (truncated, empty, not a
+            checkpoint) or holds something other than a dict of tensors.
+    """
+    w_file = weights_path(path, manifest)
+    try:
+        state = torch.load(w_file, map_location="cpu", weights_only=True)
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
+        raise
+    except Exception as exc:  # a damaged archive raises any of OSError, EOFError, RuntimeError, KeyError, UnpicklingError...
+        raise IncompatibleCheckpointError(
+            f"{w_file} cannot be read as block weights ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'}): "
+            f"it is truncated or damaged; {_FIX}"
+        ) from exc
+    if not isinstance(state, dict):
+        raise IncompatibleCheckpointError(f"{w_file} holds a {type(state).__name__}, not a block's state_dict (a dict of tensors); {_FIX}")
+    bad = [k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, Tensor)]
+    if bad:
+        k = bad[0]
+        raise IncompatibleCheckpointError(
+            f"{w_file} is not a block's state_dict (a dict of tensors): entry {k!r} holds a {type(state[k]).__name__}; {_FIX}"
+        )
+    if map_location is not None:
+        state = {k: v.to(map_location) for k, v in state.items()}
+    return state

@@ -1,8 +1,8 @@
 """The training layer: distilling the block (:func:`distill`) and measuring it (:func:`evaluate`).
 
 ``distill`` is a short loop over named pieces: ``clips`` (training pairs), ``losses`` (the
-terms and the optional discriminators), ``checkpoint`` (resume state), ``distributed``
-(DDP set-up) and ``history``; ``evaluate`` and ``metrics`` measure fidelity to the teacher.
+terms and the optional discriminators), ``guard`` (finiteness checks before each update),
+``checkpoint`` (resume state and run record), ``distributed`` (DDP set-up) and ``history``; ``evaluate`` and ``metrics`` measure fidelity to the teacher.
 Imports only :mod:`shortcutify.core`.
 """
 

@@ -7,13 +7,13 @@ several ``forward`` arguments, a tuple of such tensors (one per argument, same `
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-__all__ = ["as_clip", "ClipSource", "sample_pairs"]
+__all__ = ["as_clip", "ClipSource", "check_clips", "Pairs", "sample_pairs"]
 
 
 def as_clip(clip: Any, index: int | None = None) -> tuple[Tensor, ...]:
@@ -67,6 +67,61 @@ class ClipSource:
         return as_clip(self.items[i], i)
 
 
+def _sizes(clip: tuple[Tensor, ...]) -> str:
+    return " + ".join(f"{p.shape[-2]}x{p.shape[-1]} ({p.shape[1]} channels)" for p in clip)
+
+
+def check_clips(source: ClipSource, crop: tuple[int, int] | None) -> None:
+    """Index every clip once and check that training pairs can be drawn from all of them.
+
+    Each clip needs at least 2 frames; without ``crop`` all frames must have one size (pairs
+    of several clips share a batch), with ``crop`` every clip must be at least ``crop``.
+
+    Raises:
+        ValueError: naming the first clip that does not fit.
+    """
+    first: tuple[tuple[int, ...], ...] | None = None
+    described: list[str] = []  # the frame sizes of clip 0 and of the first clip that differs
+    mismatch: int | None = None
+    heights: list[int] = []
+    widths: list[int] = []
+    for i in range(len(source)):
+        clip = source[i]
+        t = clip[0].shape[0]
+        if t < 2:
+            raise ValueError(f"clip {i} has {t} frame(s); training pairs need clips of at least 2 frames")
+        h, w = clip[0].shape[-2:]
+        if crop is not None and (crop[0] > h or crop[1] > w):
+            raise ValueError(f"crop {crop} is larger than the frames of clip {i} ({h}x{w}); pass a smaller crop")
+        heights.append(h)
+        widths.append(w)
+        shapes = tuple(tuple(p.shape[1:]) for p in clip)
+        if first is None:
+            first, described = shapes, [_sizes(clip)]
+        elif shapes != first and mismatch is None:
+            mismatch = i
+            described.append(_sizes(clip))
+    if crop is None and mismatch is not None:
+        raise ValueError(
+            f"clip {mismatch} has frames of {described[1]}, clip 0 of {described[0]}: clips of "
+            f"different frame sizes cannot share a batch; pass crop=(h, w) with h <= {min(heights)}, "
+            f"w <= {min(widths)} (the smallest frames), or resize the clips"
+        )
+
+
+class Pairs(NamedTuple):
+    """One batch of training pairs (what :func:`sample_pairs` draws).
+
+    Attributes:
+        reference, current: one ``[n, C, H, W]`` tensor per forward argument.
+        origins: per row, ``(clip index, reference frame, current frame)``.
+    """
+
+    reference: tuple[Tensor, ...]
+    current: tuple[Tensor, ...]
+    origins: list[tuple[int, int, int]]
+
+
 def sample_pairs(
     source: ClipSource,
     n: int,
@@ -75,16 +130,18 @@ def sample_pairs(
     *,
     crop: tuple[int, int] | None = None,
     flip: bool = False,
-) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+) -> Pairs:
     """Draw ``n`` (reference, current) pairs, the current frame 1..``max_gap`` frames later.
 
     Returns:
-        ``(reference_inputs, current_inputs)``, each a tuple (one per forward argument)
-        of ``[n, C, H, W]`` tensors. With ``crop=(h, w)`` both frames of a pair share one
-        random crop; with ``flip`` they share one random horizontal flip.
+        :class:`Pairs`: the reference and current inputs, each a tuple (one per forward
+        argument) of ``[n, C, H, W]`` tensors, and where each row came from. With
+        ``crop=(h, w)`` both frames of a pair share one random crop; with ``flip`` they
+        share one random horizontal flip.
     """
     refs: list[tuple[Tensor, ...]] = []
     curs: list[tuple[Tensor, ...]] = []
+    origins: list[tuple[int, int, int]] = []
     for _ in range(n):
         ci = int(torch.randint(len(source), (1,), generator=generator))
         clip = source[ci]
@@ -108,9 +165,10 @@ def sample_pairs(
             cur = tuple(p.flip(-1) for p in cur)
         refs.append(ref)
         curs.append(cur)
+        origins.append((ci, r, r + gap))
     try:
         ref_batch = tuple(torch.stack([r[k] for r in refs]) for k in range(len(refs[0])))
         cur_batch = tuple(torch.stack([c[k] for c in curs]) for k in range(len(curs[0])))
     except RuntimeError as exc:
         raise ValueError(f"clips of different frame sizes cannot share a batch; pass crop=(h, w): {exc}") from exc
-    return ref_batch, cur_batch
+    return Pairs(ref_batch, cur_batch, origins)

@@ -11,7 +11,7 @@ each rank draws its own pairs; rank 0 alone logs, validates and checkpoints).
 
 from __future__ import annotations
 
-import math
+import numbers
 import os
 import warnings
 from collections.abc import Callable, Iterable
@@ -23,23 +23,37 @@ from torch import Tensor
 
 from ..core.module import ShortcutV2V
 from . import distributed
-from .checkpoint import CHECKPOINT_NAME, TrainingState
-from .clips import ClipSource, sample_pairs
+from .checkpoint import CHECKPOINT_NAME, TrainingState, prepare_dir, run_record
+from .clips import ClipSource, check_clips, sample_pairs
 from .evaluate import evaluate, output_image
+from .guard import StepGuard
 from .history import History
 from .losses import Adversaries, LossWeights, student_terms
 
 __all__ = ["distill", "CHECKPOINT_NAME"]
 
 
-def _check_arguments(sv: Any, steps: Any, batch_size: Any, resume: bool, checkpoint_dir: Any) -> int:
-    """Validate the arguments; returns the keyframe interval α."""
+def _positive_int(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, numbers.Integral) and value >= 1
+
+
+def _crop(crop: Any) -> tuple[int, int] | None:
+    """``crop`` as ``(h, w)`` (``None`` stays ``None``)."""
+    if crop is None:
+        return None
+    pair = (crop, crop) if _positive_int(crop) else tuple(crop) if isinstance(crop, (tuple, list)) else None
+    if pair is None or len(pair) != 2 or not all(_positive_int(v) for v in pair):
+        raise ValueError(f"crop must be a positive integer or a pair (h, w) of them, got {crop!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def _check_arguments(sv: Any, resume: bool, checkpoint_dir: Any, **counts: Any) -> int:
+    """Validate the arguments (``counts``: the ones that must be positive integers); returns the keyframe interval α."""
     if not isinstance(sv, ShortcutV2V):
         raise TypeError(f"distill() trains a ShortcutV2V (from shortcutify()), got {type(sv).__name__}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    for name, value in counts.items():
+        if not _positive_int(value):
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
     alpha = sv.policy.interval
     if alpha < 2:
         raise ValueError(
@@ -86,15 +100,23 @@ def distill(
         weights: :class:`LossWeights` or a dict of some of its fields.
         perceptual: optional ``f(student_image, teacher_image) -> scalar`` (images
             ``[B, C, H, W]`` as :func:`~shortcutify.train.evaluate.output_image` picks them).
-        crop: random crop ``h`` or ``(h, w)`` shared by both frames of a pair.
+        crop: random crop ``h`` or ``(h, w)`` shared by both frames of a pair. Without it
+            all clips must have one frame size (every clip is indexed once, up front, to check).
         flip: random horizontal flips shared by both frames of a pair.
         val_clips: held-out clips; PSNR/SSIM of shortcut frames vs the teacher are
             recorded every ``val_every`` steps and at the end.
         data_range: value range of the outputs for PSNR/SSIM (2.0 for [-1, 1]).
         checkpoint_dir: where ``checkpoint.pt`` is written (atomically) every
-            ``checkpoint_every`` steps and at the end.
+            ``checkpoint_every`` steps and at the end; created, and checked writable, up front.
         resume: continue from ``checkpoint_dir/checkpoint.pt``; with the same arguments
-            the result equals an uninterrupted run's.
+            the result equals an uninterrupted run's. A checkpoint records its run (teacher
+            checksum and graph fingerprint, block config and keyframe interval, lr, betas,
+            batch_size, steps, loss weights, crop, flip, seed, bf16, number of processes);
+            one of another run, one past ``steps``, or one whose block does not fit is
+            refused, naming each difference, before anything is loaded. The clips and
+            ``perceptual`` cannot be recorded: keep them the same. A checkpoint written
+            before runs were recorded is resumed with a warning (only its step, process
+            count and block shapes are checked), and its next save records this run.
         callback: called as ``callback(step, logs)`` after every step (rank 0 only).
         seed: seeds the pair sampling (rank r uses ``seed`` and ``r``).
         progress: show a progress bar with the running losses.
@@ -103,12 +125,25 @@ def distill(
     Returns:
         :class:`History` (per-step losses and validations). On return, also after an
         error, the block is in eval mode and the module's stream state is reset.
+
+    Raises:
+        ValueError: bad arguments or clips (mixed frame sizes without ``crop``, clips of
+            fewer than 2 frames, a crop larger than some clip), before the first step.
+        OSError: ``checkpoint_dir`` cannot be created or written, before the first step.
+        IncompatibleCheckpointError: (a ``ValueError``) ``resume`` found a checkpoint of
+            another run (see ``resume``).
+        FloatingPointError: a step's inputs (naming the clips and frames), loss or
+            gradients are not finite; checked before the optimiser applies the step, so
+            the block is left exactly as after the last good step (checkpoints or not).
     """
-    alpha = _check_arguments(sv, steps, batch_size, resume, checkpoint_dir)
+    alpha = _check_arguments(
+        sv, resume, checkpoint_dir, steps=steps, batch_size=batch_size, val_every=val_every, checkpoint_every=checkpoint_every
+    )
+    steps, batch_size, val_every, checkpoint_every = int(steps), int(batch_size), int(val_every), int(checkpoint_every)
     w = LossWeights.coerce(weights)
     if w.perceptual > 0 and perceptual is None:
         w = w.without("perceptual")
-    crop_hw = (crop, crop) if isinstance(crop, int) else crop
+    crop_hw = _crop(crop)
 
     distributed.init_from_env()
     rank, world = distributed.rank_and_world()
@@ -119,6 +154,10 @@ def distill(
         raise ValueError("bf16=True needs the module on a CUDA device (bf16 autocast is a GPU option)")
 
     source = ClipSource(clips)
+    check_clips(source, crop_hw)
+    ckpt_path = None
+    if checkpoint_dir is not None:
+        ckpt_path = prepare_dir(checkpoint_dir) if rank == 0 else Path(checkpoint_dir) / CHECKPOINT_NAME
     val_list = list(val_clips) if val_clips is not None else None
     step_fn = distributed.wrap(sv.shortcut_step(), device)
     opt = torch.optim.Adam([p for p in sv.block.parameters() if p.requires_grad], lr=lr, betas=betas)
@@ -130,14 +169,15 @@ def distill(
         adversaries=Adversaries(w, device, lr, betas),
         history=History(),
     )
-    ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
-    if ckpt_path is not None and rank == 0:
-        ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+    if ckpt_path is not None:
+        run.record = run_record(sv, world=world, lr=float(lr), betas=tuple(map(float, betas)), batch_size=batch_size,
+                                steps=steps, weights=w, crop=crop_hw, flip=bool(flip), seed=seed, bf16=bool(bf16))
     start = 0
     if resume and ckpt_path is not None and ckpt_path.exists():
-        start = run.restore(ckpt_path, device, rank, world)
+        start = run.restore(ckpt_path, device, rank, world, steps)
     elif resume:
         warnings.warn(f"resume=True but {ckpt_path} does not exist: starting from step 0", stacklevel=2)
+    guard = StepGuard(sv.block, lr)
 
     def validate(step: int) -> None:
         if val_list is None or rank != 0:
@@ -156,9 +196,10 @@ def distill(
             bar = tqdm(total=steps, initial=start, desc="distill", unit="step", dynamic_ncols=True)
         running: dict[str, float] = {}
         for step in range(start + 1, steps + 1):
-            ref_in, cur_in = sample_pairs(source, batch_size, alpha - 1, run.generator, crop=crop_hw, flip=flip)
-            ref_in = tuple(x.to(device, non_blocking=True) for x in ref_in)
-            cur_in = tuple(x.to(device, non_blocking=True) for x in cur_in)
+            pairs = sample_pairs(source, batch_size, alpha - 1, run.generator, crop=crop_hw, flip=flip)
+            guard.start(step, pairs)  # each check raises FloatingPointError and leaves the block as it was
+            ref_in = tuple(x.to(device, non_blocking=True) for x in pairs.reference)
+            cur_in = tuple(x.to(device, non_blocking=True) for x in pairs.current)
             with autocast:
                 with torch.no_grad():
                     key = sv.run_keyframe(*ref_in)
@@ -174,14 +215,12 @@ def distill(
                 total = sum(terms.values())
             opt.zero_grad(set_to_none=True)
             total.backward()  # type: ignore[union-attr]
+            logs, total_value = {k: float(v.detach()) for k, v in terms.items()}, float(total.detach())  # type: ignore[union-attr]
+            guard.check(logs, total_value)
             opt.step()
             run.sched.step()
-            terms.update(run.adversaries.update(image, target_image, previous, autocast))
-
-            logs = {k: float(v.detach()) for k, v in terms.items()}
-            logs["total"] = float(total.detach())  # type: ignore[union-attr]
-            if not math.isfinite(logs["total"]):
-                raise FloatingPointError(f"distillation diverged at step {step}: losses {logs}; lower lr")
+            logs.update({k: float(v) for k, v in run.adversaries.update(image, target_image, previous, autocast).items()})
+            logs["total"] = total_value
             run.history.record(logs)
             for k, v in logs.items():
                 running[k] = v if k not in running else 0.9 * running[k] + 0.1 * v

@@ -1,0 +1,208 @@
+"""Specification of distill()'s failure modes: a non-finite step leaves the block as it was,
+resume refuses a checkpoint of another run, bad clips and checkpoint directories fail at once."""
+
+import os
+import warnings
+
+import pytest
+import torch
+
+from generators import moving_clips
+from shortcutify import distill, shortcutify
+from shortcutify.demo.models import ResnetGenerator
+from shortcutify.errors import IncompatibleCheckpointError
+from shortcutify.train import CHECKPOINT_NAME
+
+
+def _sv(seed=0, width=None):
+    torch.manual_seed(seed)
+    gen = ResnetGenerator(ngf=8, n_blocks=2)
+    return shortcutify(gen, "model.4", "model.12", torch.zeros(1, 3, 16, 16), interval=3, width=width)
+
+
+def _state(sv):
+    return {k: v.clone() for k, v in sv.block.state_dict().items()}
+
+
+def _same(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ------------------------------------------------------------------ non-finite steps
+def test_nan_inputs_are_reported_as_inputs_and_leave_the_block_as_it_was():
+    sv = _sv()
+    before = _state(sv)
+    clips = moving_clips(2)
+    for c in clips:
+        c[2, 0, 5, 5] = float("nan")  # every pair touching frame 2 is non-finite
+        c[:, :, 0, 0] = float("nan")  # ... and so is every other pair
+    with pytest.raises(FloatingPointError, match="input") as err:
+        distill(sv, clips, steps=3, batch_size=2, progress=False)
+    assert "clip" in str(err.value) and "frame" in str(err.value)
+    assert "lower lr" not in str(err.value)  # a lower learning rate would not help
+    assert _same(_state(sv), before)
+
+
+def test_a_nan_pair_drawn_later_names_its_clip_and_frame_and_keeps_the_last_good_block():
+    sv = _sv()
+    clips = moving_clips(4)
+    clips[2][3, 1, 7, 7] = float("nan")
+    good = {}
+
+    def keep(step, logs):
+        good["step"], good["block"] = step, _state(sv)
+
+    with pytest.raises(FloatingPointError, match=r"clip 2\b.*frame.*\b3\b") as err:
+        distill(sv, clips, steps=60, batch_size=1, progress=False, callback=keep)
+    assert "step" in good, "the NaN pair should not be the very first one drawn"
+    assert f"step {good['step'] + 1}" in str(err.value)
+    assert _same(_state(sv), good["block"])  # exactly the block after the last good step
+
+
+@pytest.mark.parametrize(
+    "what, perceptual",
+    [
+        ("loss", lambda s, t: (s - t).abs().mean() * float("nan")),
+        # finite loss (0), NaN gradient: d sqrt(|x|)/dx at 0 is inf * 0
+        ("gradient", lambda s, t: torch.sqrt((s - s.detach()).abs()).sum()),
+    ],
+)
+def test_a_non_finite_loss_or_gradient_is_caught_before_the_optimiser_steps(what, perceptual):
+    sv = _sv()
+    before = _state(sv)
+    with pytest.raises(FloatingPointError, match=what) as err:
+        distill(sv, moving_clips(2), steps=2, progress=False, perceptual=perceptual)
+    assert "step 1" in str(err.value) and "lower lr" in str(err.value)  # the inputs were finite
+    assert _same(_state(sv), before)
+
+
+# ------------------------------------------------------------------ resume
+RUN = dict(steps=4, batch_size=2, lr=1e-3, checkpoint_every=2, progress=False, seed=1)
+
+
+def _checkpoint(tmp_path, sv=None, **overrides):
+    distill(sv or _sv(), moving_clips(3), checkpoint_dir=tmp_path, **{**RUN, **overrides})
+    return tmp_path / CHECKPOINT_NAME
+
+
+@pytest.mark.parametrize(
+    "change, names",
+    [
+        ({"lr": 2e-3}, ["lr", "0.001", "0.002"]),
+        ({"batch_size": 1}, ["batch_size", "2", "1"]),
+        ({"lr": 2e-3, "seed": 5, "crop": 12}, ["lr", "seed", "crop"]),
+        ({"steps": 6}, ["steps", "4", "6"]),
+        ({"weights": {"output": 1.0}}, ["weights", "output"]),
+    ],
+)
+def test_resume_refuses_a_checkpoint_of_a_run_with_other_arguments(tmp_path, change, names):
+    _checkpoint(tmp_path)
+    sv = _sv()
+    before = _state(sv)
+    with pytest.raises(IncompatibleCheckpointError) as err:
+        distill(sv, moving_clips(3), checkpoint_dir=tmp_path, resume=True, **{**RUN, **change})
+    for name in names:
+        assert name in str(err.value)
+    assert _same(_state(sv), before)  # nothing was loaded
+
+
+def test_resume_refuses_a_checkpoint_written_for_another_teacher(tmp_path):
+    _checkpoint(tmp_path)
+    sv = _sv(seed=1)  # the same architecture with other weights
+    with pytest.raises(IncompatibleCheckpointError, match="teacher"):
+        distill(sv, moving_clips(3), checkpoint_dir=tmp_path, resume=True, **RUN)
+
+
+def test_resume_refuses_steps_below_the_checkpoint_step(tmp_path):
+    _checkpoint(tmp_path)
+    sv = _sv()
+    before = _state(sv)
+    with pytest.raises(ValueError, match=r"step 4.*steps=2"):
+        distill(sv, moving_clips(3), checkpoint_dir=tmp_path, resume=True, **{**RUN, "steps": 2})
+    assert _same(_state(sv), before)
+
+
+def test_a_checkpoint_of_another_block_width_is_an_incompatible_checkpoint(tmp_path):
+    _checkpoint(tmp_path, _sv(width=8))
+    with pytest.raises(IncompatibleCheckpointError, match="width"):
+        distill(_sv(width=4), moving_clips(3), checkpoint_dir=tmp_path, resume=True, **RUN)
+
+
+def _strip_record(path):
+    state = torch.load(path, weights_only=True)
+    del state["run"]
+    torch.save(state, path)
+
+
+def test_a_checkpoint_without_a_run_record_resumes_with_a_warning_but_must_fit_the_block(tmp_path):
+    path = _checkpoint(tmp_path, _sv(width=8), steps=2)
+    _strip_record(path)
+    with pytest.raises(IncompatibleCheckpointError, match="block"), pytest.warns(UserWarning, match="record"):
+        distill(_sv(width=4), moving_clips(3), checkpoint_dir=tmp_path, resume=True, **RUN)
+    sv = _sv(width=8)
+    with pytest.warns(UserWarning, match="record"):
+        hist = distill(sv, moving_clips(3), checkpoint_dir=tmp_path, resume=True, **RUN)
+    assert hist.steps == 4
+    assert "run" in torch.load(path, weights_only=True)  # rewritten with this run's record
+
+
+def test_resume_with_the_same_arguments_is_accepted_silently(tmp_path):
+    _checkpoint(tmp_path, steps=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        hist = distill(_sv(), moving_clips(3), checkpoint_dir=tmp_path, resume=True, **RUN)
+    assert hist.steps == 4
+
+
+# ------------------------------------------------------------------ up-front checks
+def test_clips_of_mixed_frame_sizes_fail_before_the_first_step_naming_the_clip():
+    sv = _sv()
+    clips = moving_clips(3) + moving_clips(1, size=24)
+    seen = []
+    with pytest.raises(ValueError, match=r"clip 3\b.*24x24.*crop"):
+        distill(sv, clips, steps=5, batch_size=1, progress=False, callback=lambda s, l: seen.append(s))
+    assert seen == []
+    hist = distill(sv, clips, steps=2, batch_size=2, crop=16, progress=False)  # a crop makes them fit
+    assert hist.steps == 2
+
+
+def test_a_crop_larger_than_some_clip_fails_before_the_first_step():
+    seen = []
+    with pytest.raises(ValueError, match=r"crop.*clip 3\b"):
+        distill(_sv(), moving_clips(3, size=24) + moving_clips(1), steps=5, batch_size=1, crop=20, progress=False,
+                callback=lambda s, l: seen.append(s))
+    assert seen == []
+
+
+def _under_a_file(tmp_path):
+    (tmp_path / "file").write_text("not a directory")
+    return tmp_path / "file" / "ckpt"
+
+
+def _checkpoint_name_taken(tmp_path):
+    (tmp_path / "ckpt" / CHECKPOINT_NAME).mkdir(parents=True)  # the checkpoint could never be written
+    return tmp_path / "ckpt"
+
+
+def _read_only(tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("root writes into read-only directories")
+    d = tmp_path / "ro"
+    d.mkdir()
+    d.chmod(0o500)
+    return d
+
+
+@pytest.mark.parametrize("make", [_under_a_file, _checkpoint_name_taken, _read_only])
+def test_an_unusable_checkpoint_dir_fails_before_the_first_step_naming_it(tmp_path, make):
+    directory = make(tmp_path)
+    seen = []
+    try:
+        with pytest.raises(OSError, match="checkpoint_dir") as err:
+            distill(_sv(), moving_clips(2), steps=2, checkpoint_dir=directory, progress=False,
+                    callback=lambda s, l: seen.append(s))
+    finally:
+        if directory.exists():
+            directory.chmod(0o700)
+    assert str(directory) in str(err.value)
+    assert seen == []

@@ -1,0 +1,132 @@
+"""Specification of generators of shapes beyond one frame in, one frame out.
+
+* A recurrent generator ``forward(frame, state) -> (image, new_state)`` whose new state is
+  the decoder tap itself: shortcut frames return the predicted feature as the state, and
+  the cut still skips the work between the taps, whichever path captured it.
+* A generator with non-tensor keyword defaults that drive control flow (CUT's
+  ``forward(input, layers=[], encode_only=False)``): fx fixes them to their defaults with no
+  ``concrete_args``, and a call with another value is refused, naming the argument.
+"""
+
+import pytest
+import torch
+from torch import nn
+
+from shortcutify import ShortcutifyError, list_taps, shortcutify
+from shortcutify.core.capture import EXPORT_TOLERANCE, FixedArgumentError
+
+
+class Recurrent(nn.Module):
+    """``(frame [B, 3, H, W], state [B, 8, H, W]) -> (image [B, 3, H, W], new_state)``; the new state is ``dec``'s output."""
+
+    def __init__(self, c=8):
+        super().__init__()
+        self.enc = nn.Conv2d(3 + c, c, 3, stride=2, padding=1)
+        self.mid = nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.ReLU(), nn.Conv2d(c, c, 3, padding=1), nn.ReLU())
+        self.dec = nn.ConvTranspose2d(c, c, 2, stride=2)
+        self.head = nn.Conv2d(c, 3, 3, padding=1)
+
+    def forward(self, frame, state):
+        f = self.dec(self.mid(self.enc(torch.cat([frame, state], 1))))
+        return torch.tanh(self.head(f)), f
+
+
+def _close(a, b, exact):
+    return torch.equal(a, b) if exact else torch.allclose(a, b, rtol=EXPORT_TOLERANCE, atol=EXPORT_TOLERANCE)
+
+
+@pytest.mark.parametrize("capture", ["fx", "export"])
+def test_a_decoder_tap_that_is_also_an_output_is_predicted_there_too(capture):
+    gen = Recurrent().eval()
+    frame, state = torch.randn(1, 3, 16, 16), torch.zeros(1, 8, 16, 16)
+    sv = shortcutify(gen, "enc", "dec", (frame, state), capture=capture, interval=4)
+    assert sv.config.capture == capture
+    assert sv.skipped_nodes  # mid and dec are not run on shortcut frames
+    cost = sv.cost()
+    assert cost.shortcut.macs < cost.teacher.macs
+
+    exact = capture == "fx"
+    image, new_state = sv(frame, state)  # a keyframe: the teacher's output and its true state
+    assert sv.last_was_keyframe
+    t_image, t_state = gen(frame, state)
+    assert _close(image, t_image, exact) and _close(new_state, t_state, exact)
+    key = sv.run_keyframe(frame, state)
+    assert _close(key.output[1], key.dec, exact)
+
+    for step in range(2):  # shortcut frames: the state is the block's prediction of the decoder feature
+        frame = frame + 0.1
+        reference = sv.reference
+        image, next_state = sv(frame, new_state)
+        assert not sv.last_was_keyframe
+        assert next_state.shape == state.shape
+        predicted = sv.run_shortcut(frame, new_state, reference=reference)
+        assert torch.equal(next_state, predicted.feature)
+        assert torch.equal(image, predicted.output[0])
+        with torch.no_grad():  # the image is the head of that same prediction
+            assert torch.allclose(image, torch.tanh(gen.head(next_state)), atol=1e-6)
+        new_state = next_state
+
+
+class CutLike(nn.Module):
+    """CUT's generator interface: ``layers`` and ``encode_only`` drive which features it returns."""
+
+    def __init__(self):
+        super().__init__()
+        self.model = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+            nn.ConvTranspose2d(8, 8, 2, stride=2), nn.ReLU(),
+            nn.Conv2d(8, 3, 3, padding=1), nn.Tanh(),
+        )  # fmt: skip
+
+    def forward(self, input, layers=[], encode_only=False):  # noqa: B006 (CUT's signature)
+        if -1 in layers:
+            layers.append(len(self.model))
+        if len(layers) > 0:
+            feat, feats = input, []
+            for layer_id, layer in enumerate(self.model):
+                feat = layer(feat)
+                if layer_id in layers:
+                    feats.append(feat)
+                if layer_id == layers[-1] and encode_only:
+                    return feats
+            return feat, feats
+        return self.model(input)
+
+
+def test_keyword_defaults_that_drive_control_flow_are_fixed_and_checked():
+    gen, x = CutLike().eval(), torch.randn(1, 3, 16, 16)
+    assert [t.name for t in list_taps(gen, x, capture="fx")]  # traces with no concrete_args
+    sv = shortcutify(gen, "model.2", "model.8", x, capture="fx", interval=4)
+    assert sv.config.capture == "fx"
+    assert sv.skipped_nodes
+    assert torch.equal(sv(x), gen(x))  # a keyframe
+    assert sv.last_was_keyframe
+    y = sv(x + 0.1)
+    assert not sv.last_was_keyframe and y.shape == x.shape
+    assert torch.equal(sv(x, encode_only=False), gen(x))  # the default, given by keyword: accepted
+    assert torch.equal(sv.run_keyframe(x, [], False).output, gen(x))  # or positionally
+
+    with pytest.raises(FixedArgumentError, match="encode_only") as err:
+        sv(x, layers=[], encode_only=True)  # a new signature: a keyframe, whose program fixed encode_only
+    assert isinstance(err.value, ShortcutifyError) and isinstance(err.value, ValueError)
+    assert "concrete_args" in str(err.value)
+    with pytest.raises(FixedArgumentError, match="layers"):
+        sv(x, layers=[0, 4])
+    with pytest.raises(FixedArgumentError, match="encode_only"):  # the shortcut programs keep the check too
+        sv.predict(x, reference=sv.reference, encode_only=True)
+    with pytest.raises(FixedArgumentError, match="encode_only"):
+        sv.run_shortcut(x, reference=sv.reference, encode_only=True)
+
+
+def test_concrete_args_still_fix_a_chosen_value():
+    gen, x = CutLike().eval(), torch.randn(1, 3, 16, 16)
+    # a container in concrete_args keeps its keyword; encode_only is fixed to its default beside it
+    sv = shortcutify(gen, "model.2", "model.8", x, capture="fx", concrete_args={"layers": []})
+    assert torch.equal(sv(x), gen(x)) and torch.equal(sv(x, layers=[]), gen(x))
+    with pytest.raises(FixedArgumentError, match="layers"):
+        sv(x, layers=[2])
+    with pytest.raises(FixedArgumentError, match="encode_only"):
+        sv(x, encode_only=True)

@@ -1,0 +1,67 @@
+"""What a ShortcutV2V owns (its state dict), and arguments refused up front."""
+
+import copy
+import io
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from shortcutify import FixedInterval, shortcutify
+from shortcutify.demo.models import ResnetGenerator
+
+
+def _sv(seed=0, **kw):
+    torch.manual_seed(seed)
+    gen = ResnetGenerator(ngf=8, n_blocks=2)
+    return gen, shortcutify(gen, "model.4", "model.12", torch.zeros(1, 3, 16, 16), **kw)
+
+
+def test_the_state_dict_holds_the_block_alone():
+    gen, sv = _sv()
+    assert set(sv.state_dict()) == {f"block.{k}" for k in sv.block.state_dict()}
+    assert {id(p) for p in sv.parameters()} == {id(p) for p in sv.block.parameters()}
+
+
+def test_loading_another_modules_state_never_touches_the_users_generator():
+    gen, sv = _sv(seed=0)
+    other_gen, other = _sv(seed=1)
+    for p in other.block.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    teacher_before = {k: v.clone() for k, v in gen.state_dict().items()}
+    sv.load_state_dict(other.state_dict())
+    assert all(torch.equal(v, teacher_before[k]) for k, v in gen.state_dict().items())
+    assert all(torch.equal(a, b) for a, b in zip(sv.block.state_dict().values(), other.block.state_dict().values()))
+
+
+def test_to_still_moves_the_teacher_and_the_programs():
+    gen, sv = _sv()
+    sv.to(torch.float64)
+    x = torch.randn(1, 3, 16, 16, dtype=torch.float64)
+    assert gen.model[1].weight.dtype == torch.float64
+    assert torch.equal(sv(x), gen(x))
+    assert sv(x + 0.1).dtype == torch.float64
+
+
+def test_pickling_is_refused_with_what_to_do_instead():
+    _, sv = _sv()
+    for attempt in (lambda: pickle.dumps(sv), lambda: torch.save(sv, io.BytesIO()), lambda: copy.deepcopy(sv)):
+        with pytest.raises(TypeError, match=r"sv\.save\(path\).*shortcutify\.load"):
+            attempt()
+
+
+@pytest.mark.parametrize("interval", [np.int64(3), np.int32(2), 4])
+def test_integer_intervals_of_any_integer_type_are_accepted(interval):
+    _, sv = _sv(interval=interval)
+    assert sv.policy.interval == int(interval) and type(sv.policy.interval) is int
+    assert FixedInterval(interval).interval == int(interval)
+
+
+@pytest.mark.parametrize("interval", [0, -1, 2.5, "3", True])
+def test_a_bad_interval_is_refused_when_given(interval):
+    _, sv = _sv()
+    with pytest.raises(ValueError, match="interval"):
+        sv.cost(interval=interval)
+    with pytest.raises(ValueError, match="interval"):
+        FixedInterval(interval)

@@ -1,0 +1,223 @@
+"""A saved block survives an interrupted save, and damaged or hand-edited files are reported, never raw errors."""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from shortcutify import IncompatibleCheckpointError, load, shortcutify
+from shortcutify.core import storage
+from shortcutify.core.storage import CONFIG_NAME, WEIGHTS_NAME
+from shortcutify.demo.models import ResnetGenerator
+
+OLD_LAYOUT = Path(__file__).parent / "data" / "format2-half"  # saved before the config named its weights file
+
+
+def _sv(seed):
+    torch.manual_seed(0)
+    gen = ResnetGenerator(ngf=8, n_blocks=2)
+    sv = shortcutify(gen, "model.4", "model.12", torch.zeros(1, 3, 16, 16), interval=4)
+    torch.manual_seed(seed)
+    for p in sv.block.parameters():  # stands in for a distilled block
+        torch.nn.init.normal_(p, std=0.1)
+    return gen, sv
+
+
+def _outputs(sv):
+    sv.reset()
+    g = torch.Generator().manual_seed(3)
+    return [sv(torch.randn(1, 3, 16, 16, generator=g)) for _ in range(3)]
+
+
+def _saved_weights(directory):
+    """The weights file the config names (``shortcut_block.pt`` in configs that name none)."""
+    return directory / json.loads((directory / CONFIG_NAME).read_text()).get("weights_file", WEIGHTS_NAME)
+
+
+def _fail_at(monkeypatch, step):
+    """Make the next save fail (or be interrupted) at ``step``: after the new weights are on disk, or while serialising them."""
+    if step == "config rename":  # the last step: the rename of the config over the old one
+        real = os.replace
+
+        def replace(src, dst, *a, **k):
+            if Path(dst).name == CONFIG_NAME:
+                raise OSError(28, "No space left on device")
+            return real(src, dst, *a, **k)
+
+        monkeypatch.setattr(storage.os, "replace", replace)
+    elif step == "config write interrupted":  # Ctrl-C while the config's temporary file is being written
+        real_fsync = os.fsync
+
+        def fsync(fd):
+            if os.path.basename(os.readlink(f"/proc/self/fd/{fd}")).startswith(f".{CONFIG_NAME}"):
+                raise KeyboardInterrupt
+            real_fsync(fd)
+
+        monkeypatch.setattr(storage.os, "fsync", fsync)
+    else:  # serialising the weights fails
+        def save(*a, **k):
+            raise RuntimeError("disk quota exceeded")
+
+        monkeypatch.setattr(storage.torch, "save", save)
+
+
+@pytest.mark.parametrize("step", ["config rename", "config write interrupted", "weights serialisation"])
+def test_an_interrupted_save_keeps_the_previous_block_and_leaves_no_temporary_file(tmp_path, monkeypatch, step):
+    if step == "config write interrupted" and not Path("/proc/self/fd").is_dir():
+        pytest.skip("needs /proc to tell the config's file descriptor")
+    gen, old = _sv(seed=1)
+    old.save(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    expected = _outputs(old)
+    _, new = _sv(seed=2)
+    assert not torch.equal(_outputs(new)[1], expected[1])  # the new block differs from the old one
+    _fail_at(monkeypatch, step)
+    with pytest.raises((OSError, KeyboardInterrupt, RuntimeError)):
+        new.save(tmp_path)
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no temporary file, no orphaned weights
+    again = load(gen, tmp_path)
+    assert all(torch.equal(a, b) for a, b in zip(_outputs(again), expected))
+
+
+def test_a_save_leaves_one_config_and_the_one_weights_file_it_names(tmp_path):
+    gen, sv = _sv(seed=1)
+    sv.save(tmp_path)
+    first = _saved_weights(tmp_path)
+    _, sv2 = _sv(seed=2)
+    sv2.save(tmp_path)
+    second = _saved_weights(tmp_path)
+    assert first.name != second.name
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([CONFIG_NAME, second.name])
+    sv2.save(tmp_path)  # the same block again: same weights file
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([CONFIG_NAME, second.name])
+    assert all(torch.equal(a, b) for a, b in zip(_outputs(load(gen, tmp_path)), _outputs(sv2)))
+
+
+def test_saving_over_a_block_of_the_old_layout_replaces_it(tmp_path):
+    shutil.copytree(OLD_LAYOUT, tmp_path / "blk")
+    gen, sv = _sv(seed=1)
+    sv.save(tmp_path / "blk")
+    assert not (tmp_path / "blk" / WEIGHTS_NAME).exists()
+    assert sorted(p.name for p in (tmp_path / "blk").iterdir()) == sorted(["expected.pt", CONFIG_NAME, _saved_weights(tmp_path / "blk").name])
+    assert all(torch.equal(a, b) for a, b in zip(_outputs(load(gen, tmp_path / "blk")), _outputs(sv)))
+
+
+@pytest.fixture
+def saved(tmp_path):
+    """A saved block, its generator, and its weights file."""
+    gen, sv = _sv(seed=1)
+    sv.save(tmp_path)
+    return gen, tmp_path, _saved_weights(tmp_path)
+
+
+def _damage_weights(how, w_file):
+    data = w_file.read_bytes()
+    if how == "truncated":
+        w_file.write_bytes(data[: len(data) // 2])
+    elif how == "truncated at the end":
+        w_file.write_bytes(data[:-10])
+    elif how == "empty":
+        w_file.write_bytes(b"")
+    elif how == "not a checkpoint":
+        w_file.write_bytes(b"hello world" * 5)
+    elif how == "a list of tensors":
+        torch.save([torch.zeros(1)], w_file)
+    elif how == "a dict of numbers":
+        torch.save({"conv.weight": 1.0}, w_file)
+    elif how == "a tensor":
+        torch.save(torch.zeros(3), w_file)
+
+
+@pytest.mark.parametrize(
+    "how", ["truncated", "truncated at the end", "empty", "not a checkpoint", "a list of tensors", "a dict of numbers", "a tensor"]
+)
+def test_a_damaged_weights_file_is_reported_by_name(saved, how):
+    gen, path, w_file = saved
+    _damage_weights(how, w_file)
+    with pytest.raises(IncompatibleCheckpointError, match=rf"{w_file.name}.*sv\.save"):
+        load(gen, path)
+
+
+def _edit(cfg, how):
+    if how == "policy without n":
+        cfg["policy"] = {"type": "FixedInterval"}
+    elif how == "policy with n = 0":
+        cfg["policy"]["n"] = 0
+    elif how == "policy with n as a word":
+        cfg["policy"]["n"] = "four"
+    elif how == "interval as a string":
+        cfg["interval"] = "4"
+    elif how == "example dtype unknown":
+        cfg["example_inputs"][0]["dtype"] = "float33"
+    elif how == "graph signature as a string":
+        cfg["graph_signature"] = "x"
+    elif how == "teacher checksum as a number":
+        cfg["teacher_checksum"] = 12345
+    elif how == "weights file outside the directory":
+        cfg["weights_file"] = "../elsewhere.pt"
+    return cfg
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        "policy without n",
+        "policy with n = 0",
+        "policy with n as a word",
+        "interval as a string",
+        "example dtype unknown",
+        "graph signature as a string",
+        "teacher checksum as a number",
+        "weights file outside the directory",
+    ],
+)
+def test_a_hand_edited_config_is_reported_by_name(saved, how):
+    gen, path, _ = saved
+    cfg_file = path / CONFIG_NAME
+    cfg_file.write_text(json.dumps(_edit(json.loads(cfg_file.read_text()), how)))
+    with pytest.raises(IncompatibleCheckpointError, match=r"(?s)shortcut_config\.json.*sv\.save"):
+        load(gen, path)
+
+
+@pytest.mark.parametrize("content, kind", [("[1, 2]", "array"), ('"shortcut"', "string"), ("null", "null")])
+def test_a_config_that_is_not_a_json_object_says_what_it_holds(saved, content, kind):
+    gen, path, _ = saved
+    (path / CONFIG_NAME).write_text(content)
+    with pytest.raises(IncompatibleCheckpointError, match=rf"shortcut_config\.json holds a JSON {kind}, not an object.*sv\.save"):
+        load(gen, path)
+
+
+def test_a_format_given_as_a_string_is_reported_with_its_type(saved):
+    gen, path, _ = saved
+    cfg_file = path / CONFIG_NAME
+    cfg = json.loads(cfg_file.read_text())
+    cfg["format"] = "2"
+    cfg_file.write_text(json.dumps(cfg))
+    with pytest.raises(IncompatibleCheckpointError) as info:
+        load(gen, path)
+    message = str(info.value)
+    assert '"format": "2"' in message and "string" in message and "format-2 block" not in message
+
+
+def test_a_config_that_is_not_utf8_is_reported_by_name(saved):
+    gen, path, _ = saved
+    (path / CONFIG_NAME).write_bytes(b"\xff\xfe\x00garbage\x80")
+    with pytest.raises(IncompatibleCheckpointError, match=CONFIG_NAME.replace(".", r"\.")):
+        load(gen, path)
+
+
+def test_a_failed_atomic_write_removes_its_temporary_file(tmp_path):
+    target = tmp_path / "checkpoint.pt"
+    target.write_bytes(b"old")
+
+    def write(fh):
+        fh.write(b"half of it")
+        raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError):
+        storage.atomic_write(target, write)
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"] and target.read_bytes() == b"old"
