@@ -8,7 +8,9 @@ the frame size (and batch) changes to another of a few signatures. Reports the p
 resident memory and the median time per frame over the first and the last windows of the
 stream: per signature, the median time of a shortcut frame in the first quarter (after a
 warm-up) and in the last quarter, and the median resident memory of both quarters. A leak or a
-growing cache shows as a ratio above 1.
+growing cache shows as a ratio above 1 that the control row (the plain teacher, timed every tenth
+frame on a fixed input in the same process) does not show: the control tells drift of the
+machine from drift of the module.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ def main() -> None:
     sv = shortcutify(gen, *resnet_taps(gen), torch.randn(b, 3, h, w), interval=3, capture=args.capture)
     base = {sig: torch.randn(sig[0], 3, sig[1], sig[2]) for sig in SIGNATURES}
     sig = SIGNATURES[0]
-    records, memory = [], []  # (frame, signature, keyframe, seconds)
+    records, memory, control = [], [], []  # (frame, signature, keyframe, seconds); (frame, seconds)
     keyframes = resets = changes = 0
     for i in range(frames):
         if rng.random() < 0.01:
@@ -68,6 +70,10 @@ def main() -> None:
         t = time.perf_counter()
         out = sv(x)
         records.append((i, sig, sv.last_was_keyframe, time.perf_counter() - t))
+        if i % 10 == 0:  # control: the plain teacher on a fixed input, to tell drift of the machine from drift of ours
+            t = time.perf_counter()
+            sv.teacher(base[SIGNATURES[0]])
+            control.append((i, time.perf_counter() - t))
         keyframes += sv.last_was_keyframe
         memory.append(rss_mib())
         if not torch.isfinite(out).all():
@@ -81,6 +87,9 @@ def main() -> None:
             f, l_ = statistics.median(first), statistics.median(last)
             ratios.append(l_ / f)
             rows.append([f"shortcut frame {s_[0]}x3x{s_[1]}x{s_[2]}, median ms", f"{f * 1e3:.2f}", f"{l_ * 1e3:.2f}", f"{l_ / f:.2f}"])
+    c_first = statistics.median([dt for i, dt in control if quarter // 4 <= i < quarter])
+    c_last = statistics.median([dt for i, dt in control if i >= frames - quarter])
+    rows.append(["control: the teacher alone 1x3x32x32, median ms", f"{c_first * 1e3:.2f}", f"{c_last * 1e3:.2f}", f"{c_last / c_first:.2f}"])
     first_m = statistics.median(memory[quarter // 4 : quarter])
     last_m = statistics.median(memory[-quarter:])
     rows.append(["resident memory, median MiB", f"{first_m:.1f}", f"{last_m:.1f}", f"{last_m / first_m:.3f}"])
@@ -90,7 +99,8 @@ def main() -> None:
     print(md)
     path = write("soak" + ("_quick" if args.quick else "") + ("" if args.capture == "fx" else f"_{args.capture}"), {
         "machine": machine(), "frames": frames, "capture": args.capture, "resets": resets, "changes": changes,
-        "keyframes": keyframes, "time_ratios": ratios, "first_mib": first_m, "last_mib": last_m, "markdown": md,
+        "keyframes": keyframes, "time_ratios": ratios, "control_ratio": c_last / c_first, "first_mib": first_m,
+        "last_mib": last_m, "markdown": md,
     })
     print(f"wrote {path}")
 
