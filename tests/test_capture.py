@@ -323,3 +323,23 @@ def test_an_output_export_cannot_rebuild_is_refused_with_what_to_do():
     torch.utils._pytree.register_dataclass(Out)
     with pytest.raises(UntraceableModelError, match=r"returns a Out.*tuples, lists and dicts"):
         list_taps(DataclassOut(), torch.randn(1, 3, 8, 8), capture="export")
+
+
+@pytest.mark.parametrize("capture", ["fx", "export"])
+def test_another_value_for_a_fixed_argument_is_refused_and_the_same_one_needs_no_new_capture(capture):
+    from shortcutify import FixedArgumentError
+
+    class Traceable(Flagged):  # no shape assert: fx traces it
+        def forward(self, x, flip=False):
+            return self.dec(self.mid(self.enc(x.flip(-1) if flip else x)))
+
+    gen, x = (Flagged() if capture == "export" else Traceable()).eval(), torch.randn(1, 3, 8, 8)
+    sv = shortcutify(gen, "enc", "mid", x, capture=capture, concrete_args={"flip": True})
+    model_runs = []
+    gen.register_forward_pre_hook(lambda m, a: model_runs.append(1))
+    assert torch.equal(sv(x, flip=True), gen(x, flip=True))  # the fixed value by keyword: the same program
+    model_runs.clear()
+    sv(x + 0.1, flip=True)
+    assert model_runs == []  # no new capture for a keyword call
+    with pytest.raises(FixedArgumentError, match="flip"):
+        sv.run_keyframe(x, flip=False)

@@ -206,3 +206,30 @@ def test_an_unusable_checkpoint_dir_fails_before_the_first_step_naming_it(tmp_pa
             directory.chmod(0o700)
     assert str(directory) in str(err.value)
     assert seen == []
+
+
+@pytest.mark.parametrize("damage", ["truncate", "empty", "not a checkpoint"])
+def test_a_damaged_checkpoint_is_refused_by_name_on_resume(tmp_path, damage):
+    from shortcutify import IncompatibleCheckpointError
+    from shortcutify.train import CHECKPOINT_NAME
+
+    torch.manual_seed(0)
+    gen = ResnetGenerator(ngf=8, n_blocks=2)
+    sv = shortcutify(gen, "model.4", "model.12", torch.zeros(1, 3, 16, 16), interval=3)
+    clips = moving_clips(n=2, frames=4, size=16)
+    distill(sv, clips, steps=2, batch_size=1, progress=False, checkpoint_dir=tmp_path)
+    path = tmp_path / CHECKPOINT_NAME
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2] if damage == "truncate" else b"" if damage == "empty" else b"")
+    if damage == "not a checkpoint":
+        torch.save({"hello": torch.zeros(1)}, path)
+    with pytest.raises(IncompatibleCheckpointError, match=CHECKPOINT_NAME):
+        distill(sv, clips, steps=2, batch_size=1, progress=False, checkpoint_dir=tmp_path, resume=True)
+
+
+def test_weights_that_turn_every_loss_term_off_are_refused():
+    torch.manual_seed(0)
+    gen = ResnetGenerator(ngf=8, n_blocks=2)
+    sv = shortcutify(gen, "model.4", "model.12", torch.zeros(1, 3, 16, 16), interval=3)
+    with pytest.raises(ValueError, match="weights"):
+        distill(sv, moving_clips(n=2, frames=4, size=16), steps=1, progress=False, weights={"feature": 0, "alignment": 0, "output": 0})

@@ -58,7 +58,8 @@ def shortcutify(
         resolution: the block layout: ``"half"`` (default), AdaBD at half the decoder tap's
             resolution, several times faster on CPU, or ``"full"``, the paper's layout, more
             accurate (see :mod:`shortcutify.core.blocks`).
-        capture_options: ``leaf_modules``, ``tracer_kwargs``, ``concrete_args``; see
+        capture_options: ``capture`` (``"auto"``, ``"fx"``, ``"export"``), ``leaf_modules``,
+            ``tracer_kwargs``, ``concrete_args``; see
             :class:`~shortcutify.core.capture.CaptureOptions`.
 
     Raises:
@@ -167,7 +168,8 @@ def load(
             on the model's device).
         policy: keyframe policy (default: the saved one).
         map_location: where to load the weights (default: the model's device).
-        capture_options: ``leaf_modules``, ``tracer_kwargs``, ``concrete_args`` as given
+        capture_options: ``capture`` (default: the path that saved the block), ``leaf_modules``,
+            ``tracer_kwargs``, ``concrete_args`` as given
             to :func:`~shortcutify.shortcutify` originally.
 
     Raises:

@@ -340,7 +340,8 @@ def trace(model: nn.Module, options: CaptureOptions = CaptureOptions(), n_positi
     in ``concrete_args`` (so ``if encode_only:`` traces); the graph then checks, on every call,
     that such an argument still has its default, and raises :class:`FixedArgumentError`
     naming it otherwise (a keyframe would otherwise run the default's branch silently).
-    Arguments fixed by ``concrete_args`` keep their keyword and default to the fixed value.
+    Arguments fixed by ``concrete_args`` keep their keyword, default to the fixed value, and
+    are checked the same way.
 
     Raises:
         UntraceableModelError: naming the line of the model that failed and the remedies.
@@ -350,7 +351,7 @@ def trace(model: nn.Module, options: CaptureOptions = CaptureOptions(), n_positi
     concrete = {**options.concrete_args, **defaults}
     try:
         with warnings.catch_warnings():  # fx warns that it cannot assert such values: check_fixed_argument does
-            if defaults:
+            if concrete:
                 warnings.filterwarnings("ignore", message="Was not able to add assertion to guarantee correct input")
             graph = tracer.trace(model, concrete_args=concrete or None)
     except Exception as exc:  # fx raises TraceError, TypeError, RuntimeError, ...
@@ -368,7 +369,7 @@ def trace(model: nn.Module, options: CaptureOptions = CaptureOptions(), n_positi
             "(4) pass capture='export' (torch.export runs such code on real tensors)."
         ) from exc
     if concrete:  # fixed arguments keep their keyword and default to their fixed value (callers may leave them out)
-        _fix_placeholders(model, graph, concrete, set(defaults))
+        _fix_placeholders(model, graph, concrete, set(concrete))
     try:
         gm = fx.GraphModule(tracer.root, graph, type(model).__name__)
     except Exception as exc:  # e.g. a default value with no Python literal form in the generated code
@@ -498,9 +499,11 @@ def export(model: nn.Module, example_inputs: Any, options: CaptureOptions = Capt
     single = {name for name, value in fixed.items() if len(tree_flatten(value)[0]) == 1}
     fixed_names = [name for name in fixed for _ in tree_flatten(fixed[name])[0]]
     for n, leaf, name in zip(placeholders[len(inputs) :], leaves[len(inputs) :], fixed_names):
-        if name in single:  # keeps its keyword, defaulting to its fixed value (as fx does)
+        if name in single:  # keeps its keyword, defaulting to its fixed value, checked on every call (as on fx)
             n.args = (leaf,)
             n.target = name  # the keyword callers use (fx code binds it to the node's own name)
+            with graph.inserting_after(placeholders[-1]):  # (export puts its get_attr nodes before the placeholders)
+                graph.call_function(check_fixed_argument, (n, leaf, name))
         else:  # part of a container argument: its value
             n.replace_all_uses_with(leaf)  # type: ignore[arg-type]
             graph.erase_node(n)
@@ -532,10 +535,6 @@ def _check_output_structure(spec: Any, model: nn.Module) -> None:
                 "wrap the model in a module that does."
             )
         stack.extend(s.children() if hasattr(s, "children") else s.children_specs)
-
-
-def _leaves(value: Any) -> list[Any]:
-    return tree_flatten(value)[0]
 
 
 def _tolerance(dtype: torch.dtype) -> float:

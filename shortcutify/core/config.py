@@ -65,6 +65,8 @@ class ShortcutConfig:
             for key in ("enc_layer", "dec_layer", "enc_node", "dec_node", "resolution", "capture"):
                 if key in kw and not isinstance(kw[key], str):
                     raise TypeError(f"{key} must be a str, got {kw[key]!r}")
+            if kw.get("capture", "fx") not in ("fx", "export"):
+                raise ValueError(f"capture must be 'fx' or 'export', got {kw['capture']!r}")
         except (TypeError, ValueError) as exc:
             raise ValueError(f"shortcut config is malformed: {exc}") from exc
         return cls(**kw)

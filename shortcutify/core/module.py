@@ -32,10 +32,10 @@ def _signature(args: tuple, kwargs: dict) -> tuple:
     return tuple((tuple(v.shape), v.dtype, v.device) if isinstance(v, Tensor) else (type(v), v) for v in leaves)
 
 
-def _program_key(args: tuple, kwargs: dict) -> tuple:
-    """What a shape-specific program holds for: the signature and the memory layout."""
-    strides = tuple(v.stride() for v in tree_flatten((args, kwargs))[0] if isinstance(v, Tensor))
-    return _signature(args, kwargs), strides
+def _program_key(args: tuple) -> tuple:
+    """What a shape-specific program holds for: the positional inputs' signature and memory layout."""
+    strides = tuple(v.stride() for v in tree_flatten(args)[0] if isinstance(v, Tensor))
+    return _signature(args, {}), strides
 
 
 class KeyframeOutput(NamedTuple):
@@ -162,7 +162,7 @@ class ShortcutV2V(nn.Module):
         # a graph specialised on the example's shapes (export) is captured again, once, for
         # every other input signature; these programs share the block and are dropped by .to()
         self._recapture = recapture if cut.captured.shape_specific else None
-        self._capture_key = _program_key(tuple(example_inputs), {})
+        self._capture_key = _program_key(tuple(example_inputs))
         self._recaptured: dict[tuple, Programs] = {}
         self._teacher = [teacher]  # not a submodule: its weights are already in the programs
         self._example = tuple(x.detach().cpu() if isinstance(x, Tensor) else x for x in example_inputs)
@@ -208,7 +208,7 @@ class ShortcutV2V(nn.Module):
         main = self._main
         if self._recapture is None:
             return main
-        key = _program_key(args, kwargs)
+        key = _program_key(args)  # keyword arguments are fixed ones: the programs check their values
         if key == self._capture_key:
             return main
         if key not in self._recaptured:

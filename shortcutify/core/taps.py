@@ -106,7 +106,7 @@ def list_taps(model: nn.Module, example_inputs: Any, **options: Unpack[CaptureKw
         model: the generator.
         example_inputs: a tensor ``[B, C, H, W]`` or a tuple of ``forward``'s positional
             arguments; used to record shapes and MACs.
-        options: capture options (``leaf_modules``, ``tracer_kwargs``, ``concrete_args``;
+        options: capture options (``capture``, ``leaf_modules``, ``tracer_kwargs``, ``concrete_args``;
             see :class:`~shortcutify.core.capture.CaptureOptions`).
 
     Returns:

@@ -3,7 +3,7 @@
 ``distill`` is a short loop over named pieces: ``clips`` (training pairs), ``losses`` (the
 terms and the optional discriminators), ``guard`` (finiteness checks before each update),
 ``checkpoint`` (resume state and run record), ``distributed`` (DDP set-up) and ``history``; ``evaluate`` and ``metrics`` measure fidelity to the teacher.
-Imports only :mod:`shortcutify.core`.
+Imports :mod:`shortcutify.core` (and the shared :mod:`shortcutify.errors`), never the demo layer.
 """
 
 from .checkpoint import CHECKPOINT_NAME

@@ -138,7 +138,18 @@ class TrainingState:
                 (:func:`run_record`), is past ``steps``, or its block does not fit; nothing is
                 loaded then.
         """
-        state = torch.load(path, map_location=device, weights_only=True)
+        try:
+            state = torch.load(path, map_location=device, weights_only=True)
+        except (FileNotFoundError, PermissionError, IsADirectoryError):
+            raise
+        except Exception as exc:  # a damaged archive raises OSError, EOFError, RuntimeError, UnpicklingError...
+            raise IncompatibleCheckpointError(
+                f"checkpoint {path} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                "it is damaged: delete it and start afresh (resume=False), or resume from a copy"
+            ) from exc
+        missing = [k for k in ("step", "block", "opt", "sched", "rng", "history") if not isinstance(state, dict) or k not in state]
+        if missing:
+            raise IncompatibleCheckpointError(f"checkpoint {path} lacks {missing}: it is not a distill() checkpoint or is damaged")
         self._check(path, state, steps, world)
         before = {k: v.clone() for k, v in self.block.state_dict().items()}
         try:

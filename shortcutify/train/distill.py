@@ -143,6 +143,8 @@ def distill(
     w = LossWeights.coerce(weights)
     if w.perceptual > 0 and perceptual is None:
         w = w.without("perceptual")
+    if not any(getattr(w, name) for name in ("feature", "alignment", "output", "perceptual", "adversarial", "temporal")):
+        raise ValueError(f"weights: every loss term is 0 ({w}); give at least one term a positive weight")
     crop_hw = _crop(crop)
 
     distributed.init_from_env()

@@ -49,7 +49,10 @@ class LossWeights:
         unknown = set(weights or {}) - set(asdict(cls()))
         if unknown:
             raise ValueError(f"unknown loss term(s) {sorted(unknown)}; the terms are {sorted(asdict(cls()))}")
-        return cls(**(weights or {}))
+        w = cls(**(weights or {}))
+        if any(not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0 for v in asdict(w).values()):
+            raise ValueError(f"weights must be numbers >= 0, got {asdict(w)}")
+        return w
 
     def without(self, *names: str) -> LossWeights:
         """A copy with the named terms turned off."""
