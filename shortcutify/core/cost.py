@@ -10,7 +10,6 @@ listed, per path, in :attr:`PathCost.uncounted_ops` so that nothing is left out 
 
 from __future__ import annotations
 
-import numbers
 import warnings
 from collections import Counter
 from collections.abc import Callable
@@ -21,7 +20,15 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
-__all__ = ["PathCost", "CostReport", "count_macs", "call_macs", "ELEMENTWISE_OPS"]
+from .checks import is_count
+
+__all__ = ["PathCost", "CostReport", "count_macs", "call_macs", "amortised", "ELEMENTWISE_OPS"]
+
+
+def amortised(keyframe: float, shortcut: float, interval: int) -> float:
+    """Mean cost per frame with a keyframe every ``interval`` frames: ``(K + (α−1)·S) / α``
+    (``K``, ``S``: a keyframe's and a shortcut frame's cost, in MACs or seconds)."""
+    return (keyframe + (interval - 1) * shortcut) / interval
 
 # Ops fvcore does not count and that cost at most a few operations per element: the
 # usual convention of MAC counters. Anything uncounted outside this set is a bug in
@@ -203,9 +210,9 @@ class CostReport:
     def amortised_macs(self, interval: int | None = None) -> float:
         """Mean MACs per frame with a keyframe every ``interval`` frames: ``(K + (α−1)·S) / α``."""
         a = self.interval if interval is None else interval
-        if isinstance(a, bool) or not isinstance(a, numbers.Integral) or a < 1:
+        if not is_count(a):
             raise ValueError(f"interval must be an integer >= 1, got {a!r}")
-        return (self.keyframe.macs + (a - 1) * self.shortcut.macs) / a
+        return amortised(self.keyframe.macs, self.shortcut.macs, a)
 
     @property
     def shortcut_reduction(self) -> float:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import numbers
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from torch.utils._pytree import tree_flatten
 
 from ..errors import ShortcutifyError, TapShapeError
 from .blocks import KeyframeTaps, Reference, ShortcutBlock
+from .checks import is_count
 from .config import ShortcutConfig
 from .cost import CostReport, PathCost, count_macs, param_count
 from .cut import ALIGNED_INPUT, REFERENCE_INPUT, Cut
@@ -314,7 +314,7 @@ class ShortcutV2V(nn.Module):
             example_inputs: inputs to count on (default: the ones given to :func:`shortcutify`).
             interval: α for the amortised figure (default: the policy's interval).
         """
-        if interval is not None and (isinstance(interval, bool) or not isinstance(interval, numbers.Integral) or interval < 1):
+        if interval is not None and not is_count(interval):
             raise ValueError(f"interval must be an integer >= 1 (frames from one keyframe to the next), got {interval!r}")
         ex = self._example_on_device() if example_inputs is None else (
             tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)

@@ -8,8 +8,9 @@ the input's shape, dtype or device changes.
 
 from __future__ import annotations
 
-import numbers
 from typing import Any, Protocol, runtime_checkable
+
+from .checks import is_count
 
 __all__ = ["KeyframePolicy", "FixedInterval", "policy_to_config", "policy_from_config"]
 
@@ -35,7 +36,7 @@ class FixedInterval:
     """
 
     def __init__(self, n: int = 3) -> None:
-        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+        if not is_count(n):
             raise ValueError(f"FixedInterval needs an integer interval >= 1, got {n!r}")
         self.n = int(n)
 

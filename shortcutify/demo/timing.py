@@ -10,6 +10,8 @@ from typing import Any
 
 import torch
 
+from ..core.cost import amortised
+
 __all__ = ["time_calls", "path_calls", "amortised"]
 
 
@@ -60,7 +62,3 @@ def path_calls(sv: Any, inputs: Any) -> dict[str, Callable[[], object]]:
         "block": lambda: sv.block(a, ref),
     }
 
-
-def amortised(keyframe: float, shortcut: float, interval: int) -> float:
-    """Mean per frame with a keyframe every ``interval`` frames: ``(K + (α−1)·S) / α``."""
-    return (keyframe + (interval - 1) * shortcut) / interval

@@ -11,7 +11,6 @@ each rank draws its own pairs; rank 0 alone logs, validates and checkpoints).
 
 from __future__ import annotations
 
-import numbers
 import os
 import warnings
 from collections.abc import Callable, Iterable
@@ -21,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..core.checks import is_count
 from ..core.module import ShortcutV2V
 from . import distributed
 from .checkpoint import CHECKPOINT_NAME, TrainingState, prepare_dir, run_record
@@ -33,16 +33,12 @@ from .losses import Adversaries, LossWeights, student_terms
 __all__ = ["distill", "CHECKPOINT_NAME"]
 
 
-def _positive_int(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, numbers.Integral) and value >= 1
-
-
 def _crop(crop: Any) -> tuple[int, int] | None:
     """``crop`` as ``(h, w)`` (``None`` stays ``None``)."""
     if crop is None:
         return None
-    pair = (crop, crop) if _positive_int(crop) else tuple(crop) if isinstance(crop, (tuple, list)) else None
-    if pair is None or len(pair) != 2 or not all(_positive_int(v) for v in pair):
+    pair = (crop, crop) if is_count(crop) else tuple(crop) if isinstance(crop, (tuple, list)) else None
+    if pair is None or len(pair) != 2 or not all(is_count(v) for v in pair):
         raise ValueError(f"crop must be a positive integer or a pair (h, w) of them, got {crop!r}")
     return int(pair[0]), int(pair[1])
 
@@ -52,7 +48,7 @@ def _check_arguments(sv: Any, resume: bool, checkpoint_dir: Any, **counts: Any) 
     if not isinstance(sv, ShortcutV2V):
         raise TypeError(f"distill() trains a ShortcutV2V (from shortcutify()), got {type(sv).__name__}")
     for name, value in counts.items():
-        if not _positive_int(value):
+        if not is_count(value):
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     alpha = sv.policy.interval
     if alpha < 2:

@@ -18,7 +18,6 @@ A new block type subclasses :class:`ShortcutBlock`, implements ``_reductions``,
 from __future__ import annotations
 
 import math
-import numbers
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, NamedTuple
 
@@ -26,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from ...ops import adabd_conv
+from ..checks import is_count
 
 __all__ = ["ShortcutBlock", "BlockOutput", "KeyframeTaps", "LightConv", "default_width"]
 
@@ -122,7 +122,7 @@ class ShortcutBlock(nn.Module, ABC):
         if kernel_size % 2 != 1:
             raise ValueError(f"kernel_size must be odd, got {kernel_size}")
         h = default_width(enc_channels, dec_channels) if width is None else width
-        if isinstance(h, bool) or not isinstance(h, numbers.Integral) or h < 1:
+        if not is_count(h):
             raise ValueError(f"width must be an integer >= 1, got {width!r}")
         h = int(h)
         self.enc_channels, self.dec_channels, self.width, self.kernel_size = enc_channels, dec_channels, h, kernel_size
