@@ -15,10 +15,12 @@ Layers: :mod:`shortcutify.ops` (the block's numerical ops) <- :mod:`shortcutify.
 from __future__ import annotations
 
 from .core import (
+    AdaptiveKeyframes,
     BlockOutput,
     CaptureOptions,
     CostReport,
     FixedInterval,
+    FrameSignal,
     FullReference,
     FullResolutionBlock,
     HalfReference,
@@ -45,7 +47,9 @@ from .errors import (
     EmptyCutError,
     FixedArgumentError,
     IncompatibleCheckpointError,
+    PolicyError,
     ShortcutifyError,
+    StreamSplitError,
     TapOrderError,
     TapShapeError,
     UnknownTapError,
@@ -78,6 +82,8 @@ __all__ = [
     "KeyframeTaps",
     "BlockOutput",
     "FixedInterval",
+    "AdaptiveKeyframes",
+    "FrameSignal",
     "KeyframePolicy",
     "TapInfo",
     "TapList",
@@ -93,5 +99,7 @@ __all__ = [
     "CaptureMismatchError",
     "FixedArgumentError",
     "IncompatibleCheckpointError",
+    "StreamSplitError",
+    "PolicyError",
     "__version__",
 ]

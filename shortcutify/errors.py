@@ -18,6 +18,8 @@ __all__ = [
     "CaptureMismatchError",
     "FixedArgumentError",
     "IncompatibleCheckpointError",
+    "StreamSplitError",
+    "PolicyError",
 ]
 
 
@@ -62,3 +64,12 @@ class FixedArgumentError(ShortcutifyError, ValueError):
 
 class IncompatibleCheckpointError(ShortcutifyError, ValueError):
     """A saved shortcut block does not match the generator it is being attached to."""
+
+
+class StreamSplitError(ShortcutifyError, ValueError):
+    """Streams of one batch took different paths (keyframe / shortcut), but the inputs or
+    outputs are not batched by stream, so they cannot be split and merged."""
+
+
+class PolicyError(ShortcutifyError, TypeError):
+    """A keyframe policy answered something other than one bool per stream."""

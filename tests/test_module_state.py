@@ -60,8 +60,18 @@ def test_integer_intervals_of_any_integer_type_are_accepted(interval):
 
 @pytest.mark.parametrize("interval", [0, -1, 2.5, "3", True])
 def test_a_bad_interval_is_refused_when_given(interval):
+    with pytest.raises(ValueError, match="interval"):
+        FixedInterval(interval)
+
+
+@pytest.mark.parametrize("interval", [0, -1, 0.5, float("nan"), float("inf"), "3", True])
+def test_a_bad_mean_interval_for_costs_is_refused(interval):
     _, sv = _sv()
     with pytest.raises(ValueError, match="interval"):
         sv.cost(interval=interval)
-    with pytest.raises(ValueError, match="interval"):
-        FixedInterval(interval)
+
+
+def test_costs_take_a_mean_interval_between_integers():
+    _, sv = _sv()
+    r = sv.cost(interval=2.5)
+    assert r.amortised_macs() == pytest.approx((r.keyframe.macs + 1.5 * r.shortcut.macs) / 2.5)

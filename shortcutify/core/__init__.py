@@ -23,7 +23,7 @@ from .capture import CaptureOptions
 from .config import ShortcutConfig
 from .cost import CostReport, PathCost
 from .module import KeyframeOutput, ShortcutOutput, ShortcutStep, ShortcutV2V
-from .policy import FixedInterval, KeyframePolicy
+from .policy import AdaptiveKeyframes, FixedInterval, FrameSignal, KeyframePolicy
 from .taps import TapInfo, TapList, list_taps
 
 __all__ = [
@@ -46,6 +46,8 @@ __all__ = [
     "KeyframeTaps",
     "make_block",
     "FixedInterval",
+    "AdaptiveKeyframes",
+    "FrameSignal",
     "KeyframePolicy",
     "TapInfo",
     "TapList",

@@ -25,7 +25,7 @@ from .capture import CaptureKwargs, CaptureOptions, as_tuple, capture, recapture
 from .cost import count_macs
 from .cut import Cut, resolve_cut
 from .module import ShortcutV2V
-from .policy import FixedInterval, KeyframePolicy, policy_from_config
+from .policy import FixedInterval, KeyframePolicy, as_policy, policy_from_config
 from .storage import CONFIG_NAME, Manifest, graph_fingerprint, read_manifest, read_weights, teacher_checksum, weights_path
 
 __all__ = ["shortcutify", "load", "block_macs"]
@@ -52,7 +52,8 @@ def shortcutify(
         example_inputs: one frame ``[B, C, H, W]``, or a tuple of ``forward``'s positional
             arguments; used for shapes, and kept (on CPU) for :meth:`ShortcutV2V.cost`.
         interval: keyframe interval α for the default :class:`~shortcutify.FixedInterval` policy.
-        policy: a custom keyframe policy (overrides ``interval``).
+        policy: a keyframe policy, e.g. :class:`~shortcutify.AdaptiveKeyframes` (overrides
+            ``interval``; see :mod:`shortcutify.core.policy` for writing one).
         width: the block's width ``h`` (default: half the narrower tap's channels, shrunk
             if the block would cost more than half of what it skips).
         resolution: the block layout: ``"half"`` (default), AdaBD at half the decoder tap's
@@ -73,8 +74,8 @@ def shortcutify(
         raise TypeError("example_inputs must be a tensor [B, C, H, W] or a tuple of forward()'s arguments holding tensors")
     if policy is None:
         policy = FixedInterval(interval)
-    elif not isinstance(policy, KeyframePolicy):
-        raise TypeError(f"policy must have .interval and .is_keyframe(n), got {type(policy).__name__}")
+    else:
+        policy = as_policy(policy)
     if resolution not in RESOLUTIONS:
         raise ValueError(f"resolution must be one of {RESOLUTIONS}, got {resolution!r}")
     options = CaptureOptions.from_kwargs(**capture_options)

@@ -20,12 +20,12 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
-from .checks import is_count
+from .checks import is_interval
 
 __all__ = ["PathCost", "CostReport", "count_macs", "call_macs", "amortised", "ELEMENTWISE_OPS"]
 
 
-def amortised(keyframe: float, shortcut: float, interval: int) -> float:
+def amortised(keyframe: float, shortcut: float, interval: float) -> float:
     """Mean cost per frame with a keyframe every ``interval`` frames: ``(K + (α−1)·S) / α``
     (``K``, ``S``: a keyframe's and a shortcut frame's cost, in MACs or seconds)."""
     return (keyframe + (interval - 1) * shortcut) / interval
@@ -195,7 +195,10 @@ class CostReport:
         block: the shortcut block alone (per frame; reference preparation excluded).
         floor: the shortcut path without the block (layers before the encoder tap and
             after the decoder tap, plus any side branch the tail needs).
-        interval: keyframe interval α used for :attr:`amortised_macs`.
+        decision: what the keyframe policy's signal costs per frame (the encoder tap's
+            change, for policies that use it; zero for :class:`~shortcutify.FixedInterval`);
+            already included in ``keyframe`` and ``shortcut``.
+        interval: mean frames per keyframe α used for :meth:`amortised_macs`.
         input_shapes: shapes of the example inputs the counts were taken on.
     """
 
@@ -204,14 +207,15 @@ class CostReport:
     shortcut: PathCost
     block: PathCost
     floor: PathCost
-    interval: int
+    interval: float
     input_shapes: tuple[tuple[int, ...], ...]
+    decision: PathCost = PathCost(0, 0)
 
-    def amortised_macs(self, interval: int | None = None) -> float:
-        """Mean MACs per frame with a keyframe every ``interval`` frames: ``(K + (α−1)·S) / α``."""
+    def amortised_macs(self, interval: float | None = None) -> float:
+        """Mean MACs per frame with a keyframe every ``interval`` frames on average: ``(K + (α−1)·S) / α``."""
         a = self.interval if interval is None else interval
-        if not is_count(a):
-            raise ValueError(f"interval must be an integer >= 1, got {a!r}")
+        if not is_interval(a):
+            raise ValueError(f"interval must be a number >= 1, got {a!r}")
         return amortised(self.keyframe.macs, self.shortcut.macs, a)
 
     @property
@@ -220,7 +224,7 @@ class CostReport:
         return self.teacher.macs / max(self.shortcut.macs, 1)
 
     def as_dict(self) -> dict[str, Any]:
-        rows = {k: getattr(self, k) for k in ("teacher", "keyframe", "shortcut", "block", "floor")}
+        rows = {k: getattr(self, k) for k in ("teacher", "keyframe", "shortcut", "block", "floor", "decision")}
         d: dict[str, Any] = {k: {"macs": v.macs, "params": v.params} for k, v in rows.items()}
         d["interval"] = self.interval
         d["amortised_macs"] = self.amortised_macs()
@@ -236,7 +240,8 @@ class CostReport:
             ("shortcut path", self.shortcut.macs, self.shortcut.params),
             ("  block alone", self.block.macs, self.block.params),
             ("  floor (no block)", self.floor.macs, self.floor.params),
-            (f"amortised, α={self.interval}", self.amortised_macs(), None),
+            *([("  keyframe decision", self.decision.macs, None)] if self.decision.macs else []),
+            (f"amortised, α={self.interval:g}", self.amortised_macs(), None),
         ]
         head = f"{'path':<22}{'GMACs':>10}{'x teacher':>11}{'params':>14}{'x teacher':>11}"
         lines = [f"Costs per frame on input {' + '.join('x'.join(map(str, s)) for s in self.input_shapes)} (fvcore; 1 multiply-add = 1 MAC)", head, "-" * len(head)]

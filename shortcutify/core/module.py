@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,15 +12,15 @@ from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, fx, nn
-from torch.utils._pytree import tree_flatten
+from torch.utils._pytree import tree_flatten, tree_unflatten
 
-from ..errors import ShortcutifyError, TapShapeError
+from ..errors import PolicyError, ShortcutifyError, StreamSplitError, TapShapeError
 from .blocks import KeyframeTaps, Reference, ShortcutBlock
-from .checks import is_count
+from .checks import is_count, is_interval
 from .config import ShortcutConfig
 from .cost import CostReport, PathCost, count_macs, param_count
 from .cut import ALIGNED_INPUT, REFERENCE_INPUT, Cut
-from .policy import KeyframePolicy, policy_to_config
+from .policy import FrameSignal, KeyframePolicy, as_policy, encoder_change, policy_to_config
 from .programs import Programs, build_programs
 from .storage import ExampleInput, Manifest, teacher_checksum, write_saved
 from .taps import TapInfo
@@ -88,9 +89,69 @@ class ShortcutStep(nn.Module):
 
 @dataclass
 class _State:
+    """What the module keeps between calls, per stream (batch entry) where it says ``[B]``."""
+
     reference: Reference
     signature: tuple
-    since_keyframe: int
+    since_keyframe: Tensor  # [B] int64 (CPU): frames since each stream's keyframe
+    stale: Tensor  # [B] bool (CPU): streams reset since, keyframed on the next call
+    enc: Tensor | None  # [B, Ca, Ha, Wa]: the keyframes' encoder taps (for policies that use the change)
+    enc_norm: Tensor | None  # [B]: their L1 norms
+
+
+def _take(tree: Any, index: Tensor, streams: int) -> Any:
+    """The entries ``index`` of every tensor leaf with ``streams`` entries in dimension 0 (others as they are)."""
+    leaves, spec = tree_flatten(tree)
+    out = [
+        v.index_select(0, index.to(v.device)) if isinstance(v, Tensor) and v.dim() > 0 and v.shape[0] == streams else v
+        for v in leaves
+    ]
+    return tree_unflatten(out, spec)
+
+
+def _check_streams(args: tuple, kwargs: dict, streams: int) -> None:
+    """Per-stream keyframes split the inputs by stream: every tensor input must be ``[B, ...]``."""
+    for v in tree_flatten((args, kwargs))[0]:
+        if isinstance(v, Tensor) and (v.dim() == 0 or v.shape[0] != streams):
+            raise StreamSplitError(
+                f"the keyframe policy chose a keyframe for some of the {streams} streams only, which runs the teacher "
+                f"on those streams' inputs alone, but an input tensor of shape {tuple(v.shape)} is not batched by "
+                f"stream (dimension 0 is not {streams}). Pass every tensor input as [B, ...], or run the streams "
+                "with one module each."
+            )
+
+
+def _scatter(parts: list[tuple[Tensor, Any]], streams: int) -> Any:
+    """One output for all streams from per-sub-batch outputs ``(stream indices, output)``."""
+    flat = [tree_flatten(out) for _, out in parts]
+    spec = flat[0][1]
+    if any(f[1] != spec for f in flat[1:]):
+        raise StreamSplitError(
+            "the teacher's and the shortcut's outputs have different structures, so per-stream results cannot be "
+            f"merged: {spec} vs {flat[1][1]}"
+        )
+    merged = []
+    for i, leaf in enumerate(flat[0][0]):
+        values = [f[0][i] for f in flat]
+        if not isinstance(leaf, Tensor):
+            if any(v != leaf for v in values[1:]):
+                raise StreamSplitError(f"a non-tensor output differs between sub-batches ({values!r}); it cannot be merged per stream")
+            merged.append(leaf)
+            continue
+        if any(v.dim() == 0 or v.shape[0] != len(idx) or v.shape[1:] != leaf.shape[1:] or v.dtype != leaf.dtype for v, (idx, _) in zip(values, parts)):
+            raise StreamSplitError(
+                f"an output of shapes {[tuple(v.shape) for v in values]} is not batched by stream; per-stream keyframes "
+                "need every tensor output as [B, ...]"
+            )
+        out = leaf.new_empty((streams, *leaf.shape[1:]))
+        for v, (idx, _) in zip(values, parts):
+            out.index_copy_(0, idx.to(out.device), v)
+        merged.append(out)
+    return tree_unflatten(merged, spec)
+
+
+def _merge(old: Tensor, index: Tensor, new: Tensor) -> Tensor:
+    return old.index_copy(0, index.to(old.device), new.to(old.dtype))
 
 
 class ShortcutV2V(nn.Module):
@@ -106,6 +167,14 @@ class ShortcutV2V(nn.Module):
       the teacher's output and the encoder/decoder tap values become the reference.
     * On other frames the shortcut program runs: the layers before the encoder tap, the
       block, and the layers after the decoder tap (plus whatever the tail needs).
+
+    Keyframes are decided per stream: when the policy picks some streams of the batch
+    only, those run the teacher and the others the shortcut, in the same call (two
+    sub-batches, merged back in order), and a stream's outputs never depend on the other
+    streams. This needs every tensor input and output batched as ``[B, ...]``
+    (:class:`~shortcutify.StreamSplitError` otherwise). A policy that ``uses_change``
+    (:class:`~shortcutify.AdaptiveKeyframes`) sees the encoder tap's change: the layers up to
+    the encoder tap run first, then the policy decides, then the rest of the chosen path.
 
     The teacher is frozen (``requires_grad=False``, eval mode); only :attr:`block` is
     trainable, and only the block is this module's own: ``state_dict()``, ``parameters()`` and
@@ -124,7 +193,10 @@ class ShortcutV2V(nn.Module):
         graph_signature: the teacher's graph signature with the taps marked.
         keyframe_program, shortcut_program, inference_program: the fx programs (see
             :mod:`shortcutify.core.programs`).
-        last_was_keyframe: whether the most recent call ran the full teacher.
+        last_keyframes: ``[B]`` bool (CPU), which streams ran the full teacher on the most
+            recent call (``None`` before the first).
+        last_was_keyframe: whether every stream ran the full teacher on the most recent call
+            (for one stream: whether it was a keyframe).
     """
 
     def __init__(
@@ -142,7 +214,7 @@ class ShortcutV2V(nn.Module):
         # state_dict(), parameters() and load_state_dict() see only what this module owns
         self._main = programs
         self.block = block
-        self.policy = policy
+        self._policy = as_policy(policy)
         self.enc: TapInfo = cut.enc
         self.dec: TapInfo = cut.dec
         self.skipped_nodes: tuple[str, ...] = cut.skipped
@@ -168,7 +240,7 @@ class ShortcutV2V(nn.Module):
         self._example = tuple(x.detach().cpu() if isinstance(x, Tensor) else x for x in example_inputs)
         self._fixed_args: dict[str, Any] = dict(cut.captured.fixed_args)
         self._state: _State | None = None
-        self.last_was_keyframe = False
+        self.last_keyframes: Tensor | None = None
         self.train(False)
 
     def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> ShortcutV2V:
@@ -177,7 +249,9 @@ class ShortcutV2V(nn.Module):
         self._teacher[0]._apply(fn, *args, **kwargs)
         for program in (self._main.keyframe, self._main.shortcut, self._main.inference):
             program._apply(fn, *args, **kwargs)
+        self._main.stages = None  # split again from the moved programs
         self._recaptured.clear()
+        self._state = None
         return super()._apply(fn, *args, **kwargs)
 
     def __reduce_ex__(self, protocol: Any) -> Any:
@@ -239,9 +313,51 @@ class ShortcutV2V(nn.Module):
         """The example inputs given to :func:`~shortcutify.shortcutify` (tensors on CPU)."""
         return self._example
 
-    def reset(self) -> None:
-        """Forget the reference: the next call starts new streams with a keyframe."""
-        self._state = None
+    @property
+    def policy(self) -> KeyframePolicy:
+        """The keyframe policy (settable; an old-style ``is_keyframe(n)`` policy is adapted, see
+        :func:`~shortcutify.core.policy.as_policy`)."""
+        return self._policy
+
+    @policy.setter
+    def policy(self, policy: KeyframePolicy) -> None:
+        self._policy = as_policy(policy)
+
+    @property
+    def last_was_keyframe(self) -> bool:
+        return self.last_keyframes is not None and bool(self.last_keyframes.all())
+
+    def reset(self, streams: Any = None) -> None:
+        """Forget the reference: the next call starts new streams with a keyframe.
+
+        Args:
+            streams: which streams (batch entries) to reset: indices or a ``[B]`` bool mask;
+                ``None`` (default) resets all. The others keep their reference and count.
+
+        Raises:
+            IndexError: an index is outside the batch of the current streams.
+        """
+        state = self._state
+        if streams is None:
+            self._state = None
+            return
+        if state is None:
+            return  # nothing kept: every stream starts with a keyframe anyway
+        n = state.since_keyframe.shape[0]
+        index = torch.as_tensor(streams)
+        if index.dtype == torch.bool:
+            if index.shape != (n,):
+                raise IndexError(f"reset(streams=mask) needs a bool mask of shape [{n}] (one per stream), got {tuple(index.shape)}")
+            mask = index.cpu()
+        else:
+            if index.is_floating_point() or index.is_complex():
+                raise IndexError(f"reset(streams=...) takes stream indices (integers) or a bool mask, got {streams!r}")
+            index = index.reshape(-1).long().cpu()
+            if index.numel() and (int(index.min()) < -n or int(index.max()) >= n):
+                raise IndexError(f"reset(streams={streams!r}): the current batch has {n} streams (indices 0..{n - 1})")
+            mask = torch.zeros(n, dtype=torch.bool)
+            mask[index] = True
+        state.stale = state.stale | mask
 
     @property
     def reference(self) -> Reference | None:
@@ -288,16 +404,105 @@ class ShortcutV2V(nn.Module):
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         sig = _signature(args, kwargs)
         state = self._state
+        policy = self._policy
+        uses_change = bool(getattr(policy, "uses_change", False))
         with torch.no_grad():
-            if state is not None and state.signature == sig and not self.policy.is_keyframe(state.since_keyframe + 1):
-                out = self.predict(*args, reference=state.reference, **kwargs)
-                state.since_keyframe += 1
-                self.last_was_keyframe = False
+            if state is None or state.signature != sig or (uses_change and state.enc is None):
+                return self._keyframe_all(args, kwargs, sig, None, uses_change)
+            streams = state.since_keyframe.shape[0]
+            since = state.since_keyframe + 1
+            head = stages = None
+            change = None
+            if uses_change:
+                stages = self._programs(args, kwargs).staged()
+                head = stages.head(*args, **kwargs)
+                assert state.enc_norm is not None
+                change = encoder_change(head[0], state.enc, state.enc_norm)
+            key = self._decide(FrameSignal(since, change), streams) | state.stale
+            n_key = int(key.sum())
+            if n_key == streams:
+                return self._keyframe_all(args, kwargs, sig, (stages, head), uses_change)
+            if n_key == 0:
+                out = self._shortcut(args, kwargs, state.reference, stages, head)
+                state.since_keyframe = since
+                self.last_keyframes = key
                 return out
-            key = self.run_keyframe(*args, **kwargs)
-            self._state = _State(self.prepare_reference(key), sig, 0)
-            self.last_was_keyframe = True
-            return key.output
+            return self._mixed(args, kwargs, key, since, stages, head, uses_change)
+
+    def _decide(self, signal: FrameSignal, streams: int) -> Tensor:
+        answer = self._policy.select(signal)
+        try:
+            key = torch.as_tensor(answer).cpu()
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise PolicyError(f"{self._policy!r}.select() returned {answer!r}, not one bool per stream") from exc
+        if key.dtype != torch.bool or key.shape != (streams,):
+            raise PolicyError(
+                f"{self._policy!r}.select() must return a bool tensor of shape [{streams}] (one per stream), "
+                f"got {key.dtype} of shape {tuple(key.shape)}"
+            )
+        return key
+
+    def _keyframe_from(self, args: tuple, kwargs: dict, staged: Any) -> KeyframeOutput:
+        """A keyframe; continues from the head's values when they were computed and the split allows."""
+        stages, head = staged if staged is not None else (None, None)
+        if head is not None and stages.keyframe is not None:
+            out, a, f = stages.keyframe(*args, **kwargs, **dict(zip(stages.boundary, head)))
+            return KeyframeOutput(out, a, f)
+        return self.run_keyframe(*args, **kwargs)
+
+    def _shortcut(self, args: tuple, kwargs: dict, reference: Reference, stages: Any, head: Any) -> Any:
+        if head is not None:
+            return stages.inference(*args, **kwargs, **dict(zip(stages.boundary, head)), **{REFERENCE_INPUT: reference})
+        return self.predict(*args, reference=reference, **kwargs)
+
+    def _keyframe_all(self, args: tuple, kwargs: dict, sig: tuple, staged: Any, uses_change: bool) -> Any:
+        key = self._keyframe_from(args, kwargs, staged)
+        streams = key.enc.shape[0]
+        enc = key.enc if uses_change else None
+        self._state = _State(
+            reference=self.prepare_reference(key),
+            signature=sig,
+            since_keyframe=torch.zeros(streams, dtype=torch.long),
+            stale=torch.zeros(streams, dtype=torch.bool),
+            enc=enc,
+            enc_norm=None if enc is None else torch.linalg.vector_norm(enc.flatten(1), ord=1, dim=1),
+        )
+        self.last_keyframes = torch.ones(streams, dtype=torch.bool)
+        return key.output
+
+    def _mixed(self, args: tuple, kwargs: dict, key: Tensor, since: Tensor, stages: Any, head: Any, uses_change: bool) -> Any:
+        """Some streams take a keyframe, the others the shortcut: two sub-batches, merged in order."""
+        state = self._state
+        assert state is not None
+        streams = key.shape[0]
+        _check_streams(args, kwargs, streams)
+        idx_k, idx_s = key.nonzero().flatten(), (~key).nonzero().flatten()
+        parts = []
+        for idx in (idx_k, idx_s):
+            sub_args, sub_kwargs = _take((args, kwargs), idx, streams)
+            sub_head = None
+            if head is not None:  # continue from the head's values if the sub-batch's programs split alike
+                sub_stages = self._programs(sub_args, sub_kwargs).staged()
+                if sub_stages.boundary == stages.boundary:
+                    sub_head = (sub_stages, _take(tuple(head), idx, streams))
+            if idx is idx_k:
+                keyframe = self._keyframe_from(sub_args, sub_kwargs, sub_head)
+                parts.append((idx, keyframe.output))
+            else:
+                reference = type(state.reference)(*_take(tuple(state.reference), idx, streams))
+                sub_stages, sub_values = sub_head if sub_head is not None else (None, None)
+                parts.append((idx, self._shortcut(sub_args, sub_kwargs, reference, sub_stages, sub_values)))
+        out = _scatter(parts, streams)
+        new_ref = self.prepare_reference(keyframe)
+        state.reference = type(state.reference)(*(_merge(o, idx_k, n) for o, n in zip(state.reference, new_ref)))
+        if uses_change:
+            assert state.enc is not None and state.enc_norm is not None
+            state.enc = _merge(state.enc, idx_k, keyframe.enc)
+            state.enc_norm = _merge(state.enc_norm, idx_k, torch.linalg.vector_norm(keyframe.enc.flatten(1), ord=1, dim=1))
+        state.since_keyframe = torch.where(key, torch.zeros_like(since), since)
+        state.stale = state.stale & ~key
+        self.last_keyframes = key
+        return out
 
     # ------------------------------------------------------------------ costs
     def _example_on_device(self) -> tuple[Any, ...]:
@@ -307,15 +512,17 @@ class ShortcutV2V(nn.Module):
             for x in self._example
         )
 
-    def cost(self, example_inputs: Any = None, interval: int | None = None) -> CostReport:
-        """MACs and parameters of teacher, keyframe path, shortcut path, block and floor.
+    def cost(self, example_inputs: Any = None, interval: float | None = None) -> CostReport:
+        """MACs and parameters of teacher, keyframe path, shortcut path, block, floor and keyframe decision.
 
         Args:
             example_inputs: inputs to count on (default: the ones given to :func:`shortcutify`).
-            interval: α for the amortised figure (default: the policy's interval).
+            interval: mean frames per keyframe α (≥ 1) for the amortised figure (default: the
+                policy's ``expected_interval`` if it has one, e.g. a calibrated
+                :class:`~shortcutify.AdaptiveKeyframes`, else its ``interval``).
         """
-        if interval is not None and not is_count(interval):
-            raise ValueError(f"interval must be an integer >= 1 (frames from one keyframe to the next), got {interval!r}")
+        if interval is not None and not is_interval(interval):
+            raise ValueError(f"interval must be a number >= 1 (mean frames from one keyframe to the next), got {interval!r}")
         ex = self._example_on_device() if example_inputs is None else (
             tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
         )
@@ -328,17 +535,27 @@ class ShortcutV2V(nn.Module):
         r_macs, r_ops, r_unc = count_macs(block.prepare_reference, a, f)
         s_macs, s_ops, s_unc = count_macs(self.predict, *ex, reference=ref)
         b_macs, b_ops, b_unc = count_macs(block, a, ref)
+        d_macs, d_ops, d_unc, norm_macs = 0, Counter(), Counter(), 0
+        if getattr(self._policy, "uses_change", False):  # every non-forced frame measures the encoder tap's change
+            ref_norm = torch.linalg.vector_norm(a.flatten(1), ord=1, dim=1)
+            d_macs, d_ops, d_unc = count_macs(encoder_change, a, a, ref_norm)
+            norm_macs = count_macs(lambda t: torch.linalg.vector_norm(t.flatten(1), ord=1, dim=1), a)[0]  # once per keyframe
+            if self._main.staged().keyframe is None:  # a decided keyframe then runs the layers up to the tap twice
+                norm_macs += count_macs(self._main.staged().head, *ex)[0]
         ref_params = param_count(block.reference_parameters())
         t_params = param_count(self.teacher.parameters())
         s_params = param_count(self.inference_program.parameters())
         b_params = param_count(block.parameters())
         return CostReport(
             teacher=PathCost(t_macs, t_params, dict(t_ops), dict(t_unc)),
-            keyframe=PathCost(k_macs + r_macs, t_params + ref_params, dict(k_ops + r_ops), dict(k_unc + r_unc)),
-            shortcut=PathCost(s_macs, s_params, dict(s_ops), dict(s_unc)),
+            keyframe=PathCost(
+                k_macs + r_macs + d_macs + norm_macs, t_params + ref_params, dict(k_ops + r_ops + d_ops), dict(k_unc + r_unc + d_unc)
+            ),
+            shortcut=PathCost(s_macs + d_macs, s_params, dict(s_ops + d_ops), dict(s_unc + d_unc)),
             block=PathCost(b_macs, b_params, dict(b_ops), dict(b_unc)),
             floor=PathCost(s_macs - b_macs, s_params - b_params, dict(s_ops - b_ops), {}),
-            interval=self.policy.interval if interval is None else int(interval),
+            decision=PathCost(d_macs, 0, dict(d_ops), dict(d_unc)),
+            interval=float(getattr(self._policy, "expected_interval", None) or self._policy.interval) if interval is None else float(interval),
             input_shapes=tuple(tuple(x.shape) for x in ex if isinstance(x, Tensor)),
         )
 

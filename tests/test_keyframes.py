@@ -1,0 +1,276 @@
+"""Specification of keyframe policies: adaptive keyframes, per-stream decisions, the policy protocol."""
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch.utils._pytree import tree_flatten
+
+from generators import TinyUNet, TwoInputGen
+from shortcutify import (
+    AdaptiveKeyframes,
+    FixedInterval,
+    FrameSignal,
+    PolicyError,
+    StreamSplitError,
+    load,
+    shortcutify,
+)
+from shortcutify.core.policy import encoder_change
+from shortcutify.demo.models import ResnetGenerator
+
+
+def _live(sv, seed=0):
+    """Random non-zero block weights: flows, offsets, masks and corrections all act."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in sv.block.parameters():
+            p.copy_(0.05 * torch.randn(p.shape, generator=g))
+    return sv
+
+
+def _resnet_sv(batch=2, size=16, capture="fx", policy=None):
+    torch.manual_seed(0)
+    gen = ResnetGenerator(ngf=8, n_blocks=2)
+    x = torch.randn(batch, 3, size, size)
+    policy = policy or AdaptiveKeyframes(0.3, max_interval=5)
+    return gen, _live(shortcutify(gen, "model.4", "model.12", x, policy=policy, capture=capture))
+
+
+def _same(x, y):
+    (xs, xspec), (ys, yspec) = tree_flatten(x), tree_flatten(y)
+    return xspec == yspec and all(torch.equal(a, b) for a, b in zip(xs, ys))
+
+
+def _stream(n, size=16, seed=1, cut_at=None):
+    """Frames of one slowly drifting stream [1, 3, size, size]; new content from ``cut_at`` on."""
+    g = torch.Generator().manual_seed(seed)
+    base, other = torch.randn(1, 3, size, size, generator=g), torch.randn(1, 3, size, size, generator=g)
+    drift = torch.randn(1, 3, size, size, generator=g)
+    return [(other if cut_at is not None and i >= cut_at else base) + 0.01 * i * drift for i in range(n)]
+
+
+# ------------------------------------------------------------------ the policies themselves
+def test_adaptive_policy_decides_from_change_within_its_interval_range():
+    p = AdaptiveKeyframes(0.5, min_interval=2, max_interval=4)
+    since = torch.tensor([1, 1, 2, 3, 4, 4])
+    change = torch.tensor([0.9, 0.1, 0.6, 0.5, 0.0, 0.9])
+    assert p.select(FrameSignal(since, change)).tolist() == [False, False, True, False, True, True]
+    assert p.interval == 4 and p.uses_change
+
+
+def test_fixed_interval_decides_by_count_alone_and_keeps_the_old_protocol():
+    p = FixedInterval(3)
+    assert p.select(FrameSignal(torch.tensor([1, 2, 3, 4]))).tolist() == [False, False, True, True]
+    assert [p.is_keyframe(n) for n in (1, 2, 3)] == [False, False, True] and not p.uses_change
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(threshold=0), dict(threshold=-1.0), dict(threshold=float("nan")), dict(threshold=True),
+     dict(max_interval=1), dict(min_interval=0), dict(min_interval=4, max_interval=3), dict(max_interval=2.5),
+     dict(expected_interval=0.5), dict(expected_interval=9.0)],
+)
+def test_adaptive_policy_refuses_bad_settings_naming_them(kwargs):
+    kwargs = {"threshold": 0.3, **kwargs}
+    threshold = kwargs.pop("threshold")
+    with pytest.raises(ValueError, match="|".join(list(kwargs) or ["threshold"])):
+        AdaptiveKeyframes(threshold, **kwargs)
+
+
+def test_encoder_change_is_a_relative_l1_distance_per_stream():
+    a_ref = torch.randn(3, 4, 5, 5)
+    a = a_ref.clone()
+    a[1] = -a_ref[1]
+    a[2] = a_ref[2] * 1.5
+    assert encoder_change(a, a_ref).tolist() == pytest.approx([0.0, 2.0, 0.5], rel=1e-5)
+
+
+# ------------------------------------------------------------------ adaptive keyframes in a stream
+def test_a_still_stream_gets_keyframes_only_at_the_maximum_interval():
+    _, sv = _resnet_sv(batch=1)
+    frame = _stream(1)[0]
+    flags = []
+    for _ in range(60):
+        sv(frame)
+        flags.append(sv.last_was_keyframe)
+    assert [i for i, k in enumerate(flags) if k] == list(range(0, 60, 5))
+    default = AdaptiveKeyframes()
+    assert default.interval > 3 and 60 / default.interval < 60 / 3  # fewer keyframes than FixedInterval(3)
+
+
+def test_a_scene_cut_takes_a_keyframe_at_once_and_keyframes_equal_the_teacher():
+    gen, sv = _resnet_sv(batch=1)
+    flags = []
+    for i, x in enumerate(_stream(8, cut_at=3)):
+        out = sv(x)
+        flags.append(sv.last_was_keyframe)
+        if sv.last_was_keyframe:
+            assert torch.equal(out, gen(x))
+    assert flags == [True, False, False, True, False, False, False, False]
+
+
+@pytest.mark.parametrize("capture", ["fx", "export"])
+@pytest.mark.parametrize("which", ["resnet", "unet", "two_inputs"])
+def test_split_programs_compute_exactly_what_the_whole_programs_do(which, capture):
+    torch.manual_seed(0)
+    if which == "resnet":
+        gen, taps, x = ResnetGenerator(ngf=8, n_blocks=2), ("model.4", "model.12"), (torch.randn(2, 3, 16, 16),)
+    elif which == "unet":
+        gen, taps, x = TinyUNet(), ("down", "up"), (torch.randn(2, 3, 16, 16),)
+    else:
+        gen, taps, x = TwoInputGen(), ("down", "up"), (torch.randn(2, 4, 16, 16), torch.randn(2, 3, 16, 16))
+    sv = _live(shortcutify(gen, *taps, x, policy=AdaptiveKeyframes(0.3), capture=capture))
+    stages = sv._programs(x, {}).staged()
+    y = tuple(v + 0.1 * torch.randn_like(v) for v in x)
+    with torch.no_grad():
+        key = sv.run_keyframe(*x)
+        ref = sv.prepare_reference(key)
+        head = stages.head(*x)
+        assert stages.keyframe is not None
+        out, a, f = stages.keyframe(*x, **dict(zip(stages.boundary, head)))
+        assert _same(out, key.output) and torch.equal(a, key.enc) and torch.equal(f, key.dec)
+        head = stages.head(*y)
+        rest = stages.inference(*y, **dict(zip(stages.boundary, head)), shortcut_reference=ref)
+        assert _same(rest, sv.predict(*y, reference=ref))
+
+
+def test_the_decision_is_counted_in_the_costs():
+    _, fixed = _resnet_sv(policy=FixedInterval(3))
+    _, adaptive = _resnet_sv(policy=AdaptiveKeyframes(0.3, max_interval=5))
+    cf, ca = fixed.cost(), adaptive.cost()
+    assert cf.decision.macs == 0
+    assert ca.decision.macs == int(torch.tensor(adaptive.enc.shape).prod())  # one per element of the encoder tap
+    assert ca.shortcut.macs == cf.shortcut.macs + ca.decision.macs
+    assert ca.keyframe.macs > cf.keyframe.macs and ca.interval == 5
+    adaptive.policy = AdaptiveKeyframes(0.3, max_interval=5, expected_interval=2.5)
+    assert adaptive.cost().interval == 2.5
+
+
+# ------------------------------------------------------------------ per-stream keyframes
+def test_mixed_batch_keyframes_only_the_stream_with_a_scene_cut_and_matches_each_stream_alone():
+    _, sv = _resnet_sv(batch=2)
+    cut, still = _stream(7, seed=1, cut_at=3), _stream(7, seed=2)
+    outs, keys = [], []
+    for a, b in zip(cut, still):
+        outs.append(sv(torch.cat([a, b])))
+        keys.append(sv.last_keyframes.tolist())
+    assert keys[3] == [True, False] and keys[0] == [True, True]
+    assert not any(k[1] for k in keys[1:5])
+    for stream, frames in enumerate((cut, still)):
+        _, alone = _resnet_sv(batch=1)
+        for t, x in enumerate(frames):
+            torch.testing.assert_close(alone(x), outs[t][stream : stream + 1], rtol=1e-5, atol=1e-5)
+            assert alone.last_was_keyframe == keys[t][stream]
+
+
+def test_reset_of_some_streams_keyframes_those_only():
+    gen, sv = _resnet_sv(batch=3, policy=FixedInterval(4))
+    frames = [torch.cat([s[i] for s in (_stream(4, seed=1), _stream(4, seed=2), _stream(4, seed=3))]) for i in range(4)]
+    sv(frames[0])
+    sv(frames[1])
+    sv.reset(streams=[2])
+    out = sv(frames[2])
+    assert sv.last_keyframes.tolist() == [False, False, True] and not sv.last_was_keyframe
+    assert torch.equal(out[2:], gen(frames[2][2:]))
+    sv.reset(streams=torch.tensor([True, False, False]))
+    sv(frames[3])
+    assert sv.last_keyframes.tolist() == [True, False, False]
+    with pytest.raises(IndexError, match="3 streams"):
+        sv.reset(streams=[3])
+    with pytest.raises(IndexError, match="mask"):
+        sv.reset(streams=torch.tensor([True, False]))
+
+
+class _Scheduled:
+    """A policy that replays a given decision per stream and frame (for property tests)."""
+
+    def __init__(self, schedule):
+        self.schedule, self.t = schedule, 0
+        self.interval = 1 + max(len(s) for s in schedule)
+
+    def select(self, signal):
+        self.t += 1
+        return torch.tensor([s[self.t - 1] if self.t - 1 < len(s) else False for s in self.schedule]) | (signal.since_keyframe >= self.interval)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.lists(st.booleans(), min_size=5, max_size=5), min_size=2, max_size=3))
+def test_a_streams_outputs_never_depend_on_the_other_streams(schedule):
+    n = len(schedule)
+    streams = [_stream(6, seed=10 + i) for i in range(n)]
+    _, sv = _resnet_sv(batch=n, policy=_Scheduled(schedule))
+    together = [sv(torch.cat([s[t] for s in streams])) for t in range(6)]
+    for i, frames in enumerate(streams):
+        _, alone = _resnet_sv(batch=1, policy=_Scheduled([schedule[i]]))
+        for t, x in enumerate(frames):
+            torch.testing.assert_close(alone(x), together[t][i : i + 1], rtol=1e-5, atol=1e-5)
+
+
+def test_streams_that_cannot_be_split_are_named():
+    class Conditioned(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = ResnetGenerator(ngf=8, n_blocks=2)
+
+        def forward(self, x, style):
+            return self.inner(x) * style.mean()
+
+    torch.manual_seed(0)
+    gen = Conditioned()
+    x, style = torch.randn(2, 3, 16, 16), torch.randn(5)
+    sv = shortcutify(gen, "inner.model.4", "inner.model.12", (x, style), policy=_Scheduled([[True], [False]]))
+    sv(x, style)
+    with pytest.raises(StreamSplitError, match=r"shape \(5,\)"):
+        sv(x, style)
+
+
+# ------------------------------------------------------------------ the protocol
+def test_old_style_policies_keep_working():
+    class EveryOther:
+        interval = 2
+
+        def is_keyframe(self, n):
+            return n >= 2
+
+    _, sv = _resnet_sv(batch=2, policy=EveryOther())
+    flags = []
+    for x in _stream(5):
+        sv(torch.cat([x, x]))
+        flags.append(sv.last_was_keyframe)
+    assert flags == [True, False, True, False, True]
+
+
+def test_a_policy_must_answer_one_bool_per_stream():
+    class Wrong:
+        interval = 3
+
+        def select(self, signal):
+            return torch.tensor([True])
+
+    _, sv = _resnet_sv(batch=2, policy=Wrong())
+    x = torch.randn(2, 3, 16, 16)
+    sv(x)
+    with pytest.raises(PolicyError, match=r"shape \[2\]"):
+        sv(x)
+    with pytest.raises(TypeError, match="select"):
+        sv.policy = object()
+
+
+def test_an_adaptive_policy_is_saved_with_the_block_and_restored(tmp_path):
+    gen, sv = _resnet_sv(batch=1, policy=AdaptiveKeyframes(0.123, min_interval=2, max_interval=7, expected_interval=3.5))
+    sv.save(tmp_path / "b")
+    back = load(gen, tmp_path / "b")
+    assert isinstance(back.policy, AdaptiveKeyframes)
+    assert (back.policy.threshold, back.policy.min_interval, back.policy.max_interval, back.policy.expected_interval) == (0.123, 2, 7, 3.5)
+
+
+def test_moving_the_module_keeps_adaptive_keyframes_working():
+    gen, sv = _resnet_sv(batch=1)
+    frames = _stream(3)
+    sv(frames[0])
+    sv.double()
+    out = sv(frames[1].double())
+    assert sv.last_was_keyframe and out.dtype == torch.float64  # moved: a fresh keyframe
+    out = sv(frames[2].double())
+    assert not sv.last_was_keyframe and out.dtype == torch.float64
