@@ -55,13 +55,15 @@ from .errors import (
     UnknownTapError,
     UntraceableModelError,
 )
-from .train import EvalResult, History, LossWeights, distill, evaluate
+from .train import Calibration, EvalResult, History, LossWeights, calibrate, distill, evaluate
 from .version import __version__
 
 __all__ = [
     "shortcutify",
     "list_taps",
     "distill",
+    "calibrate",
+    "Calibration",
     "load",
     "evaluate",
     "EvalResult",

@@ -12,6 +12,7 @@ from shortcutify import (
     FixedInterval,
     FrameSignal,
     PolicyError,
+    calibrate,
     StreamSplitError,
     load,
     shortcutify,
@@ -274,3 +275,62 @@ def test_moving_the_module_keeps_adaptive_keyframes_working():
     assert sv.last_was_keyframe and out.dtype == torch.float64  # moved: a fresh keyframe
     out = sv(frames[2].double())
     assert not sv.last_was_keyframe and out.dtype == torch.float64
+
+
+# ------------------------------------------------------------------ calibration
+def _clips(n=3, t=8, size=16):
+    from generators import moving_clips
+
+    return moving_clips(n=n, frames=t, size=size, seed=3)
+
+
+def _keyframe_rate(sv, clips):
+    from shortcutify import evaluate
+
+    res = evaluate(sv, clips)
+    return sum(res.keyframe) / len(res.keyframe), res
+
+
+def test_calibration_to_a_keyframe_rate_is_exact_on_its_clips():
+    _, sv = _resnet_sv(batch=1, policy=AdaptiveKeyframes(0.3, max_interval=5))
+    clips = _clips()
+    cal = calibrate(sv, clips, keyframe_rate=1 / 3, progress=False)
+    assert sv.policy is cal.policy and cal.policy.max_interval == 5
+    rate, _ = _keyframe_rate(sv, clips)
+    assert rate == pytest.approx(cal.keyframe_rate)
+    assert abs(cal.keyframe_rate - 1 / 3) <= min(abs(r - 1 / 3) for _, r in cal.candidates) + 1e-12
+    assert cal.policy.expected_interval == pytest.approx(1 / cal.keyframe_rate)
+
+
+def test_calibration_to_a_quality_keeps_every_shortcut_frame_above_it_with_fewest_keyframes():
+    _, sv = _resnet_sv(batch=1, policy=AdaptiveKeyframes(0.3, max_interval=4))
+    clips = _clips()
+    loose = calibrate(sv, clips, min_psnr=0.0, progress=False)
+    rate, res = _keyframe_rate(sv, clips)
+    assert rate == pytest.approx(loose.keyframe_rate) and loose.keyframe_rate == min(r for _, r in loose.candidates)
+    target = sorted(p for p, k in zip(res.psnr, res.keyframe) if not k)[len(res.psnr) // 4] + 1e-3  # above a quarter of them
+    cal = calibrate(sv, clips, min_psnr=target, progress=False)
+    rate, res = _keyframe_rate(sv, clips)
+    shortcut = [p for p, k in zip(res.psnr, res.keyframe) if not k]
+    assert rate == pytest.approx(cal.keyframe_rate) and cal.keyframe_rate > loose.keyframe_rate
+    assert min(shortcut, default=float("inf")) >= target - 1e-4
+    if shortcut:
+        assert cal.worst_psnr == pytest.approx(min(shortcut), abs=1e-4)
+
+
+def test_calibration_leaves_the_policy_alone_when_asked_and_refuses_bad_targets():
+    _, sv = _resnet_sv(batch=1, policy=FixedInterval(3))
+    clips = _clips(n=1, t=6)
+    cal = calibrate(sv, clips, keyframe_rate=0.5, apply=False, progress=False)
+    assert isinstance(sv.policy, FixedInterval) and isinstance(cal.policy, AdaptiveKeyframes)
+    with pytest.raises(ValueError, match="exactly one target"):
+        calibrate(sv, clips, progress=False)
+    with pytest.raises(ValueError, match="exactly one target"):
+        calibrate(sv, clips, keyframe_rate=0.5, min_psnr=30, progress=False)
+    for bad in (0, 1.5, -0.1, True):
+        with pytest.raises(ValueError, match="keyframe_rate"):
+            calibrate(sv, clips, keyframe_rate=bad, progress=False)
+    with pytest.raises(ValueError, match="at least one clip"):
+        calibrate(sv, [], keyframe_rate=0.5, progress=False)
+    with pytest.raises(TypeError, match="AdaptiveKeyframes"):
+        calibrate(sv, clips, keyframe_rate=0.5, policy=FixedInterval(2), progress=False)

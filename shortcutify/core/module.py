@@ -389,6 +389,12 @@ class ShortcutV2V(nn.Module):
         """
         return _call_shortcut(self._programs(args, kwargs).shortcut, args, kwargs, reference, return_aligned)
 
+    def encode(self, *args: Any, **kwargs: Any) -> Tensor:
+        """The encoder tap's value ``[B, Ca, Ha, Wa]`` for these inputs, running only the layers up to it
+        (what a policy's :attr:`~shortcutify.FrameSignal.change` is measured on; see :func:`~shortcutify.calibrate`)."""
+        with torch.no_grad():
+            return self._programs(args, kwargs).staged().head(*args, **kwargs)[0]
+
     def shortcut_step(self) -> ShortcutStep:
         """:meth:`run_shortcut` as a module (what training wraps in ``DistributedDataParallel``)."""
         return ShortcutStep(self)

@@ -2,14 +2,16 @@
 
 ``distill`` is a short loop over named pieces: ``clips`` (training pairs), ``losses`` (the
 terms and the optional discriminators), ``guard`` (finiteness checks before each update),
-``checkpoint`` (resume state and run record), ``distributed`` (DDP set-up) and ``history``; ``evaluate`` and ``metrics`` measure fidelity to the teacher.
+``checkpoint`` (resume state and run record), ``distributed`` (DDP set-up) and ``history``; ``evaluate`` and ``metrics`` measure fidelity to the teacher;
+``calibrate`` chooses an adaptive keyframe policy's threshold on footage.
 Imports :mod:`shortcutify.core` (and the shared :mod:`shortcutify.errors`), never the demo layer.
 """
 
+from .calibrate import Calibration, calibrate
 from .checkpoint import CHECKPOINT_NAME
 from .distill import distill
 from .evaluate import EvalResult, evaluate, output_image
 from .history import History
 from .losses import LossWeights
 
-__all__ = ["distill", "evaluate", "EvalResult", "History", "LossWeights", "output_image", "CHECKPOINT_NAME"]
+__all__ = ["distill", "calibrate", "Calibration", "evaluate", "EvalResult", "History", "LossWeights", "output_image", "CHECKPOINT_NAME"]

@@ -1,0 +1,226 @@
+"""Choosing an :class:`~shortcutify.AdaptiveKeyframes` threshold on footage: :func:`calibrate`.
+
+The policy's decisions on a stream depend only on the encoder-tap changes between each
+frame and its keyframe, so :func:`calibrate` measures those once per clip (for every
+frame and every earlier frame it could have as keyframe, up to the policy's maximum
+interval) and then replays the policy exactly for every threshold at which a decision can
+flip. A keyframe-rate target needs the layers up to the encoder tap only; a quality target
+also runs the teacher on every frame and the shortcut from every possible keyframe.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..core.policy import AdaptiveKeyframes, encoder_change
+from .clips import as_clip
+from .evaluate import output_image
+from .metrics import psnr
+
+__all__ = ["Calibration", "calibrate"]
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What :func:`calibrate` chose and what it gives on the calibration clips.
+
+    Attributes:
+        policy: the calibrated :class:`~shortcutify.AdaptiveKeyframes` (its
+            ``expected_interval`` is ``1 / keyframe_rate``).
+        keyframe_rate: keyframes per frame on the clips with it (each clip's first frame,
+            always a keyframe, included).
+        frames: frames in the clips.
+        mean_psnr, worst_psnr: mean and lowest PSNR (dB) of its shortcut frames against the
+            teacher, for a quality target (``None`` for a rate target).
+        candidates: ``(threshold, keyframe rate)`` of every distinct outcome considered.
+    """
+
+    policy: AdaptiveKeyframes
+    keyframe_rate: float
+    frames: int
+    mean_psnr: float | None
+    worst_psnr: float | None
+    candidates: tuple[tuple[float, float], ...]
+
+    @property
+    def threshold(self) -> float:
+        return self.policy.threshold
+
+
+@dataclass
+class _Clip:
+    change: np.ndarray  # [T, M]: change[t, g] of frame t against frame t - g (g = 1..M-1), nan where t - g < 0
+    quality: np.ndarray | None  # [T, M]: PSNR of frame t's shortcut from keyframe t - g
+
+
+def _measure(sv: Any, frames: tuple[torch.Tensor, ...], gaps: int, quality: bool, data_range: float, device: Any) -> _Clip:
+    t_len = frames[0].shape[0]
+    change = np.full((t_len, gaps + 1), np.nan)
+    scores = np.full((t_len, gaps + 1), np.nan) if quality else None
+    taps: deque[tuple[torch.Tensor, torch.Tensor]] = deque(maxlen=gaps)
+    refs: deque[Any] = deque(maxlen=gaps)
+    with torch.no_grad():
+        for t in range(t_len):
+            inputs = tuple(f[t : t + 1].to(device) for f in frames)
+            if quality:
+                key = sv.run_keyframe(*inputs)
+                a = key.enc
+                teacher = output_image(key.output)
+                for g, ref in enumerate(reversed(refs), start=1):
+                    out = output_image(sv.predict(*inputs, reference=ref))
+                    scores[t, g] = psnr(out, teacher, data_range).mean().item()  # type: ignore[index]
+            else:
+                a = sv.encode(*inputs)
+            for g, (a_ref, norm) in enumerate(reversed(taps), start=1):
+                change[t, g] = float(encoder_change(a, a_ref, norm)[0])
+            taps.append((a, torch.linalg.vector_norm(a.flatten(1), ord=1, dim=1)))
+            if quality:
+                refs.append(sv.prepare_reference(key))
+    return _Clip(change, scores)
+
+
+def _replay(clips: list[_Clip], thresholds: np.ndarray, policy: AdaptiveKeyframes) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Replay ``policy`` with each threshold on every clip (vectorised over thresholds).
+
+    Returns per threshold: keyframes, frames, sum and minimum of shortcut-frame PSNR
+    (``nan``/``inf`` without quality).
+    """
+    n = thresholds.shape[0]
+    keys = np.zeros(n)
+    frames = 0
+    total = np.zeros(n)
+    worst = np.full(n, np.inf)
+    for clip in clips:
+        t_len = clip.change.shape[0]
+        since = np.zeros(n, dtype=np.int64)
+        keys += 1  # the first frame of a stream is a keyframe
+        frames += t_len
+        for t in range(1, t_len):
+            since += 1
+            change = clip.change[t, np.minimum(since, clip.change.shape[1] - 1)]
+            key = (since >= policy.max_interval) | ((since >= policy.min_interval) & (change > thresholds))
+            if clip.quality is not None:
+                q = clip.quality[t, np.minimum(since, clip.quality.shape[1] - 1)]
+                short = ~key
+                total += np.where(short, q, 0.0)
+                worst = np.where(short, np.minimum(worst, q), worst)
+            keys += key
+            since[key] = 0
+    return keys, np.full(n, frames), total, worst
+
+
+def calibrate(
+    sv: Any,
+    clips: Iterable[Any],
+    *,
+    keyframe_rate: float | None = None,
+    min_psnr: float | None = None,
+    policy: AdaptiveKeyframes | None = None,
+    data_range: float = 2.0,
+    apply: bool = True,
+    progress: bool = True,
+) -> Calibration:
+    """Pick the :class:`~shortcutify.AdaptiveKeyframes` threshold for these clips.
+
+    Give exactly one target:
+
+    * ``keyframe_rate``: the keyframes per frame to reach on average (``1/3`` costs what
+      :class:`~shortcutify.FixedInterval` ``(3)`` costs); the threshold whose rate is
+      closest is chosen (the highest such threshold, on ties);
+    * ``min_psnr``: the lowest PSNR (dB, against the teacher) a shortcut frame may have on
+      these clips; the threshold with the fewest keyframes that keeps every shortcut frame
+      at or above it is chosen.
+
+    Each clip is one stream, played from its first frame (a keyframe), as
+    :func:`~shortcutify.evaluate` does. Replays are exact: the chosen policy gives the
+    reported rate when the module runs these clips.
+
+    Args:
+        sv: a :class:`~shortcutify.ShortcutV2V` (distilled, for a quality target).
+        clips: clips ``[T, C, H, W]`` or tuples of them (one per ``forward`` argument).
+        keyframe_rate: target keyframes per frame, in ``(0, 1]``.
+        min_psnr: target lowest shortcut-frame PSNR in dB.
+        policy: the policy whose threshold is chosen (its other settings are kept);
+            default: ``sv.policy`` if it is an ``AdaptiveKeyframes``, else ``AdaptiveKeyframes()``.
+        data_range: value range of the outputs (2.0 for tanh outputs in [-1, 1]).
+        apply: set ``sv.policy`` to the calibrated policy.
+        progress: show a progress bar over the clips.
+
+    Raises:
+        ValueError: no target or both, a target out of range, no clips, or a quality
+            target that no threshold reaches (the message gives the best one).
+    """
+    if (keyframe_rate is None) == (min_psnr is None):
+        raise ValueError("calibrate() needs exactly one target: keyframe_rate=... (e.g. 1/3) or min_psnr=... (dB)")
+    if keyframe_rate is not None and (isinstance(keyframe_rate, bool) or not isinstance(keyframe_rate, (int, float)) or not 0 < keyframe_rate <= 1):
+        raise ValueError(f"keyframe_rate must be a number in (0, 1] (keyframes per frame; 1/3 = FixedInterval(3)), got {keyframe_rate!r}")
+    if min_psnr is not None and (isinstance(min_psnr, bool) or not isinstance(min_psnr, (int, float)) or not math.isfinite(min_psnr)):
+        raise ValueError(f"min_psnr must be a finite number of dB, got {min_psnr!r}")
+    if policy is None:
+        policy = sv.policy if isinstance(sv.policy, AdaptiveKeyframes) else AdaptiveKeyframes()
+    if not isinstance(policy, AdaptiveKeyframes):
+        raise TypeError(f"calibrate() chooses the threshold of an AdaptiveKeyframes policy, got {type(policy).__name__}")
+    clip_list = [as_clip(c, i) for i, c in enumerate(clips)]
+    if not clip_list:
+        raise ValueError("calibrate() needs at least one clip")
+    quality = min_psnr is not None
+    device = next(sv.block.parameters()).device
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(clip_list), desc="calibrate", unit="clip", dynamic_ncols=True)
+    was_training = sv.training
+    sv.eval()
+    measured = []
+    try:
+        for frames in clip_list:
+            measured.append(_measure(sv, frames, policy.max_interval - 1, quality, data_range, device))
+            if bar is not None:
+                bar.update(1)
+    finally:
+        sv.train(was_training)
+        if bar is not None:
+            bar.close()
+
+    values = np.unique(np.concatenate([c.change[np.isfinite(c.change)] for c in measured] + [np.zeros(1)]))
+    # a decision flips only where the threshold crosses a measured change: one candidate
+    # per gap between neighbours (their midpoint), and one above them all
+    candidates = np.concatenate([(values[:-1] + values[1:]) / 2, [values[-1] * 1.5 + 1e-6]])
+    candidates = candidates[candidates > 0]
+    keys, frames, total, worst = _replay(measured, candidates, policy)
+    rates = keys / frames
+    if keyframe_rate is not None:
+        err = np.abs(rates - keyframe_rate)
+        best = int(np.flatnonzero(err == err.min())[-1])  # thresholds ascend: the highest on ties
+    else:
+        ok = np.flatnonzero(worst >= min_psnr)
+        if ok.size == 0:
+            i = int(np.argmax(worst))
+            raise ValueError(
+                f"no threshold keeps every shortcut frame at or above {min_psnr} dB on these clips with "
+                f"min_interval={policy.min_interval}; the best reaches {worst[i]:.2f} dB (threshold {candidates[i]:.4g}). "
+                "Lower min_psnr or min_interval."
+            )
+        best = int(ok[np.lexsort((-candidates[ok], rates[ok]))[0]])  # fewest keyframes, then the highest threshold
+    rate = float(rates[best])
+    chosen = policy.with_threshold(float(candidates[best]), expected_interval=min(1 / rate, float(policy.max_interval)))
+    shortcut_frames = frames[best] - keys[best]
+    result = Calibration(
+        policy=chosen,
+        keyframe_rate=rate,
+        frames=int(frames[best]),
+        mean_psnr=float(total[best] / shortcut_frames) if quality and shortcut_frames else None,
+        worst_psnr=float(worst[best]) if quality and shortcut_frames else None,
+        candidates=tuple((float(c), float(r)) for c, r in zip(candidates, rates)),
+    )
+    if apply:
+        sv.policy = chosen
+    return result
