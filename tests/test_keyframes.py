@@ -165,6 +165,19 @@ def test_mixed_batch_keyframes_only_the_stream_with_a_scene_cut_and_matches_each
             assert alone.last_was_keyframe == keys[t][stream]
 
 
+def test_mixed_batches_work_on_the_export_path_too():
+    _, sv = _resnet_sv(batch=2, capture="export")
+    _, fx_sv = _resnet_sv(batch=2, capture="fx")
+    cut, still = _stream(5, seed=1, cut_at=3), _stream(5, seed=2)
+    keys = []
+    for a, b in zip(cut, still):
+        x = torch.cat([a, b])
+        torch.testing.assert_close(sv(x), fx_sv(x), rtol=1e-5, atol=1e-5)
+        keys.append(sv.last_keyframes.tolist())
+        assert keys[-1] == fx_sv.last_keyframes.tolist()
+    assert [True, False] in keys and sv.config.capture == "export"
+
+
 def test_reset_of_some_streams_keyframes_those_only():
     gen, sv = _resnet_sv(batch=3, policy=FixedInterval(4))
     frames = [torch.cat([s[i] for s in (_stream(4, seed=1), _stream(4, seed=2), _stream(4, seed=3))]) for i in range(4)]

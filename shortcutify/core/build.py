@@ -20,9 +20,9 @@ from typing_extensions import Unpack
 
 from ..errors import IncompatibleCheckpointError, ShortcutifyError, UntraceableModelError
 from ..version import __version__
-from .blocks import RESOLUTIONS, default_width, make_block
+from .blocks import RESOLUTIONS, make_block
+from .blocks.sizing import auto_width, block_macs
 from .capture import CaptureKwargs, CaptureOptions, as_tuple, capture, recapture
-from .cost import count_macs
 from .cut import Cut, resolve_cut
 from .module import ShortcutV2V
 from .policy import FixedInterval, KeyframePolicy, as_policy, policy_from_config
@@ -110,45 +110,13 @@ def _factory(model: nn.Module, inputs: tuple[Any, ...]) -> dict[str, Any]:
     return {"device": ref.device, "dtype": ref.dtype if ref.is_floating_point() else None}
 
 
-def block_macs(resolution: str, width: int, enc_shape: tuple[int, ...], dec_shape: tuple[int, ...], factory: dict[str, Any] | None = None) -> int:
-    """fvcore MACs of one block call at the tap shapes ``[B, C, H, W]`` (reference preparation excluded)."""
-    factory = factory or {}
-    block = make_block(resolution, enc_shape[1], dec_shape[1], width=width).to(**factory)
-    a = torch.zeros(enc_shape, **factory)
-    f = torch.zeros(dec_shape, **factory)
-    with torch.no_grad():
-        ref = block.prepare_reference(a, f)
-    return count_macs(block, a, ref)[0]
-
-
 def _auto_width(cut: Cut, factory: dict[str, Any], resolution: str) -> tuple[int, int]:
-    """The block width: half the narrower tap (the paper's ratio), shrunk if needed.
-
-    The widest width whose block costs at most half the skipped MACs (so that a
-    shortcut frame costs clearly less than the teacher); if none does, the widest whose
-    block costs less than the skipped part; else width 1 (and the caller warns).
-    """
-    enc_shape, dec_shape, skipped = cut.enc.shape, cut.dec.shape, cut.skipped_macs
+    """The block width for ``cut`` and the block's MACs at it (:func:`~shortcutify.core.blocks.sizing.auto_width`)."""
 
     def macs(w: int) -> int:
-        return block_macs(resolution, w, enc_shape, dec_shape, factory)
+        return block_macs(resolution, w, cut.enc.shape, cut.dec.shape, factory)
 
-    hi = default_width(enc_shape[1], dec_shape[1])
-    m = macs(hi)
-    if 2 * m <= skipped:
-        return hi, m
-    for budget in (skipped / 2, skipped - 1):
-        lo_w, hi_w, best = 1, hi - 1, None
-        while lo_w <= hi_w:  # block MACs grow with the width: binary search
-            mid = (lo_w + hi_w) // 2
-            m = macs(mid)
-            if m <= budget:
-                best, lo_w = (mid, m), mid + 1
-            else:
-                hi_w = mid - 1
-        if best is not None:
-            return best
-    return 1, macs(1)
+    return auto_width(cut.enc.shape, cut.dec.shape, cut.skipped_macs, macs)
 
 
 def load(

@@ -125,9 +125,11 @@ class FixedInterval:
         return {"type": "FixedInterval", "n": self.n}
 
 
-# The threshold AdaptiveKeyframes uses when not calibrated: see README "Adaptive keyframes"
-# for how it was chosen (benchmarks/keyframes.py, `--choose-default`).
-DEFAULT_THRESHOLD = 0.35
+# The threshold AdaptiveKeyframes uses when not calibrated: the geometric middle of the
+# thresholds that give FixedInterval(3)'s keyframe rate on the bikes training frames for
+# the two bundled teachers (`python benchmarks/keyframes.py --choose-default`, README
+# "Keyframes"). It depends on the teacher and the footage: calibrate() for yours.
+DEFAULT_THRESHOLD = 0.45
 
 
 class AdaptiveKeyframes:

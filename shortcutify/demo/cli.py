@@ -7,10 +7,12 @@ the training frames of ``bikes.mp4``, and evaluates on held-out frames (the end 
 to ``--out``:
 
 * ``report.md`` / ``report.json``: cost table, fidelity vs the teacher (PSNR/SSIM of shortcut
-  frames next to "repeat the keyframe's output"), wall-clock per frame measured side by side;
-* ``side_by_side.mp4``: input | teacher | shortcut;
-* ``per_frame.png``: per-frame PSNR and per-frame MACs with keyframes marked;
-* ``block/``: the distilled block (``ShortcutV2V.save``).
+  frames next to "repeat the keyframe's output") with ``FixedInterval(3)`` and with an
+  ``AdaptiveKeyframes`` policy calibrated on the training frames to the same keyframe rate,
+  each held-out video streamed in order; wall-clock per frame measured side by side;
+* ``side_by_side.mp4``: input | teacher | shortcut (adaptive keyframes);
+* ``per_frame.png``: per-frame PSNR and MACs of both policies, keyframes marked where each chose them;
+* ``block/``: the distilled block with the calibrated policy (``ShortcutV2V.save``).
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ from typing import Any
 
 import torch
 
-from ..core import shortcutify
-from ..train import distill, evaluate, output_image
+from ..core import AdaptiveKeyframes, FixedInterval, shortcutify
+from ..train import calibrate, distill, evaluate, output_image
 from .models import resnet_taps, vid2vid_taps
 from .teachers import load_teacher, read_split
 from .timing import amortised, path_calls, time_calls
@@ -66,7 +68,8 @@ def time_paths(sv: Any, inputs: Any, repeats: int = 10, warmup: int = 3) -> dict
     return out
 
 
-def _plot(path: Path, psnr: list[float], keyframe: list[bool], macs: list[float], boundaries: list[int]) -> Path | None:
+def _plot(path: Path, series: dict[str, dict[str, list]], boundaries: list[int]) -> Path | None:
+    """Per-frame PSNR and MACs of each policy (``series[name]`` holds ``psnr``, ``keyframe``, ``macs``)."""
     try:
         import matplotlib
 
@@ -75,18 +78,20 @@ def _plot(path: Path, psnr: list[float], keyframe: list[bool], macs: list[float]
     except ImportError:
         print("matplotlib is not installed: no plot (pip install 'shortcutify[plot]')")
         return None
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True)
-    xs = list(range(len(psnr)))
-    finite = [p if p != float("inf") else None for p in psnr]
-    ax1.plot(xs, [p if p is not None else float("nan") for p in finite], ".-", lw=0.8, ms=3, label="shortcut frame vs teacher")
-    kx = [x for x in xs if keyframe[x]]
-    top = max([p for p in finite if p is not None] or [40.0]) + 2
-    ax1.scatter(kx, [top] * len(kx), marker="v", color="crimson", s=12, label="keyframe (= teacher, PSNR ∞)")
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
+    finite = [p for s in series.values() for p in s["psnr"] if p != float("inf")]
+    top = max(finite or [40.0]) + 2
+    for k, ((name, s), color) in enumerate(zip(series.items(), ("tab:blue", "tab:orange", "tab:green"))):
+        xs = list(range(len(s["psnr"])))
+        ax1.plot(xs, [p if p != float("inf") else float("nan") for p in s["psnr"]], ".-", lw=0.8, ms=3, color=color, label=f"{name}: shortcut frame vs teacher")
+        kx = [x for x in xs if s["keyframe"][x]]
+        ax1.scatter(kx, [top + 1.5 * k] * len(kx), marker="v", color=color, s=12, label=f"{name}: keyframe (= teacher)")
+        ax2.step(xs, [m / 1e9 for m in s["macs"]], where="mid", color=color, lw=0.8, label=name)
     ax1.set_ylabel("PSNR vs teacher (dB)")
-    ax1.legend(loc="lower right", fontsize=8)
-    ax2.step(xs, [m / 1e9 for m in macs], where="mid", color="slateblue")
+    ax1.legend(loc="lower right", fontsize=7)
     ax2.set_ylabel("GMACs per frame")
-    ax2.set_xlabel("frame (held-out clips, one after another)")
+    ax2.set_xlabel("frame (held-out videos, each streamed in order, one after another)")
+    ax2.legend(loc="upper right", fontsize=7)
     for b in boundaries:
         ax1.axvline(b - 0.5, color="gray", lw=0.5)
         ax2.axvline(b - 0.5, color="gray", lw=0.5)
@@ -140,7 +145,8 @@ def run_demo(
         return tuple(t[:1] for t in x) if isinstance(x, tuple) else x[:1]
 
     log("[2/5] shortcutify at the taps " + " -> ".join(taps))
-    sv = shortcutify(gen, *taps, first(clips[0]), interval=3, resolution=resolution)
+    # distilled on the gaps the adaptive policy may produce (1..max_interval-1); FixedInterval(3) uses 1..2 of them
+    sv = shortcutify(gen, *taps, first(clips[0]), policy=AdaptiveKeyframes(), resolution=resolution)
     cost = sv.cost()
     log(str(cost))
 
@@ -150,21 +156,39 @@ def run_demo(
         sv, clips, steps=steps or p["steps"], batch_size=p["batch"], lr=2e-3, crop=p["crop"], flip=True,
         progress=progress, weights={"feature": 1.0, "alignment": 0.0},
     )
-    sv.save(out / "block")
 
-    log("[4/5] evaluating on held-out frames (end of bikes.mp4, carphone)")
+    log("[4/5] calibrating adaptive keyframes on the training frames (rate of FixedInterval(3)); held-out videos streamed in order")
+    cal = calibrate(sv, [task_inputs(train, labeller)], keyframe_rate=1 / 3, progress=progress)
+    sv.save(out / "block")
+    policies = {"FixedInterval(3)": FixedInterval(3), "adaptive": cal.policy}
+    names = ("bikes (held-out frames)", "carphone (held-out video)")
     per_video = []
-    frames_in, frames_t, frames_s, psnr_all, key_all, macs_all, bounds = [], [], [], [], [], [], []
-    for name, video in zip(("bikes (held-out frames)", "carphone (held-out video)"), held):
-        clips_v = [task_inputs(video[i : i + 12], labeller) for i in range(0, video.shape[0] - 11, 12)]
-        res = evaluate(sv, clips_v)
-        c = sv.cost(first(clips_v[0]))
-        per_video.append({"video": name, "size": list(video.shape[-2:]), **res.summary()})
-        bounds.append(len(psnr_all))
-        psnr_all += res.psnr
-        key_all += res.keyframe
-        macs_all += [c.keyframe.macs if k else c.shortcut.macs for k in res.keyframe]
-    # the side-by-side video: the held-out bikes frames as one stream
+    series: dict[str, dict[str, list]] = {}
+    bounds: list[int] = []
+    for pname, policy in policies.items():
+        sv.policy = policy
+        s_psnr: list[float] = []
+        s_key: list[bool] = []
+        s_macs: list[float] = []
+        bounds = []
+        for name, video in zip(names, held):
+            stream = task_inputs(video, labeller)
+            res = evaluate(sv, [stream])
+            c = sv.cost(first(stream))
+            macs = [c.keyframe.macs if k else c.shortcut.macs for k in res.keyframe]
+            shortcut = [p for p, k in zip(res.psnr, res.keyframe) if not k]
+            per_video.append({
+                "video": name, "policy": pname, "size": list(video.shape[-2:]), **res.summary(),
+                "keyframe_rate": sum(res.keyframe) / len(res.keyframe), "worst_psnr": min(shortcut, default=float("inf")),
+                "gmacs": sum(macs) / len(macs) / 1e9,
+            })
+            bounds.append(len(s_psnr))
+            s_psnr += res.psnr
+            s_key += res.keyframe
+            s_macs += macs
+        series[pname] = {"psnr": s_psnr, "keyframe": s_key, "macs": s_macs}
+    # the side-by-side video: the held-out bikes frames as one stream, adaptive keyframes
+    frames_in, frames_t, frames_s = [], [], []
     sv.reset()
     stream = task_inputs(held[0], labeller)
     with torch.no_grad():
@@ -175,9 +199,10 @@ def run_demo(
             frames_s.append(output_image(sv(*inputs))[0])
     sv.reset()
     write_video(out / "side_by_side.mp4", side_by_side(torch.stack(frames_in), torch.stack(frames_t), torch.stack(frames_s)), fps=12)
-    plot = _plot(out / "per_frame.png", psnr_all, key_all, macs_all, bounds[1:])
+    plot = _plot(out / "per_frame.png", series, bounds[1:])
 
     log("[5/5] timing teacher, keyframe and shortcut frames side by side")
+    sv.policy = FixedInterval(3)  # timings of the paths themselves, amortised at α = 3
     threads = torch.get_num_threads()
     timing = time_paths(sv, first(val[0]), repeats=5 if quick else 10)
     report = {
@@ -194,6 +219,8 @@ def run_demo(
         },
         "fidelity_untrained": before,
         "fidelity": per_video,
+        "adaptive_policy": repr(cal.policy),
+        "adaptive_calibration_rate": cal.keyframe_rate,
         "timing_seconds": timing,
         "timing_threads": threads,
         "torch": torch.__version__,
@@ -216,7 +243,7 @@ def _report_md(r: dict[str, Any], cost: Any) -> str:
     lines = [
         f"# shortcutify demo ({r['preset']} preset)",
         "",
-        f"Teacher: `{r['teacher']}` (trained here on real video), taps {r['taps'][0]} -> {r['taps'][1]}, block width {r['block_width']} at {r['block_resolution']} resolution, keyframe interval 3.",
+        f"Teacher: `{r['teacher']}` (trained here on real video), taps {r['taps'][0]} -> {r['taps'][1]}, block width {r['block_width']} at {r['block_resolution']} resolution.",
         "",
         "## Cost (fvcore)",
         "",
@@ -226,12 +253,16 @@ def _report_md(r: dict[str, Any], cost: Any) -> str:
         "",
         "## Fidelity to the teacher on held-out frames (shortcut frames only; keyframes are exact)",
         "",
-        "| video | size | PSNR (dB) | SSIM | repeat keyframe PSNR | repeat keyframe SSIM | shortcut frames |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        f"Each video streamed in order, frame by frame. `adaptive`: `{r['adaptive_policy']}`, its threshold calibrated on the "
+        f"training frames to FixedInterval(3)'s keyframe rate (reached there: {r['adaptive_calibration_rate']:.3f}).",
+        "",
+        "| video | size | policy | keyframe rate | GMACs/frame | PSNR (dB) | worst frame (dB) | SSIM | repeat keyframe PSNR | repeat keyframe SSIM | shortcut frames |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for v in r["fidelity"]:
         lines.append(
-            f"| {v['video']} | {v['size'][0]}x{v['size'][1]} | {v['psnr']:.2f} | {v['ssim']:.4f} | "
+            f"| {v['video']} | {v['size'][0]}x{v['size'][1]} | {v['policy']} | {v['keyframe_rate']:.3f} | {v['gmacs']:.3f} | "
+            f"{v['psnr']:.2f} | {v['worst_psnr']:.2f} | {v['ssim']:.4f} | "
             f"{v['psnr_repeat']:.2f} | {v['ssim_repeat']:.4f} | {int(v['shortcut_frames'])} |"
         )
     u = r["fidelity_untrained"]
