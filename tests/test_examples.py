@@ -25,7 +25,10 @@ def test_demo_quick_writes_report_video_plot_and_block(tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert report["cost"]["shortcut"]["macs"] < report["cost"]["teacher"]["macs"]
     assert all(v["shortcut_frames"] > 0 for v in report["fidelity"])
+    assert {v["policy"] for v in report["fidelity"]} == {"FixedInterval(3)", "adaptive"}
     assert report["timing_seconds"]["teacher"] > 0
+    saved = json.loads((out / "block" / "shortcut_config.json").read_text())
+    assert saved["policy"]["type"] == "AdaptiveKeyframes"  # the calibrated policy travels with the block
 
 
 def test_vid2vid_example_quick_with_the_full_resolution_block(tmp_path):
