@@ -36,8 +36,11 @@ from .core import (
     ShortcutV2V,
     TapInfo,
     TapList,
+    TapSuggestion,
+    TapSuggestions,
     list_taps,
     load,
+    suggest_taps,
     make_block,
     shortcutify,
 )
@@ -61,6 +64,9 @@ from .version import __version__
 __all__ = [
     "shortcutify",
     "list_taps",
+    "suggest_taps",
+    "TapSuggestion",
+    "TapSuggestions",
     "distill",
     "calibrate",
     "Calibration",

@@ -253,3 +253,26 @@ def test_the_training_step_holds_only_the_block():
     step.train()
     assert sv.block.training and not any(m.training for m in gen.modules())
     step.eval()
+
+
+def test_without_taps_the_best_suggestion_is_used_and_named(caplog):
+    from shortcutify import suggest_taps
+
+    torch.manual_seed(0)
+    gen = ResnetGenerator(ngf=8, n_blocks=2)
+    x = torch.randn(1, 3, 32, 32)
+    best = suggest_taps(gen, x, top=1)[0]
+    with caplog.at_level("WARNING", logger="shortcutify"):
+        sv = shortcutify(gen, example_inputs=x)
+    assert (sv.config.enc_layer, sv.config.dec_layer) == (best.enc_layer, best.dec_layer)
+    assert best.enc_layer in caplog.text and best.dec_layer in caplog.text
+    assert sv(x).shape == gen(x).shape
+
+
+def test_one_tap_alone_or_no_example_is_refused():
+    gen = ResnetGenerator(ngf=8, n_blocks=2)
+    x = torch.randn(1, 3, 16, 16)
+    with pytest.raises(ValueError, match="both taps or neither"):
+        shortcutify(gen, "model.4", example_inputs=x)
+    with pytest.raises(TypeError, match="example_inputs"):
+        shortcutify(gen, "model.4", "model.12")

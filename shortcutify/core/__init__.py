@@ -24,12 +24,16 @@ from .config import ShortcutConfig
 from .cost import CostReport, PathCost
 from .module import KeyframeOutput, ShortcutOutput, ShortcutStep, ShortcutV2V
 from .policy import AdaptiveKeyframes, FixedInterval, FrameSignal, KeyframePolicy
+from .suggest import TapSuggestion, TapSuggestions, suggest_taps
 from .taps import TapInfo, TapList, list_taps
 
 __all__ = [
     "shortcutify",
     "load",
     "list_taps",
+    "suggest_taps",
+    "TapSuggestion",
+    "TapSuggestions",
     "ShortcutV2V",
     "ShortcutStep",
     "KeyframeOutput",

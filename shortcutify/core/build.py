@@ -8,6 +8,7 @@ resolve the cut (:mod:`~shortcutify.core.cut`), size and make the block
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 import warnings
 from collections.abc import Sequence
@@ -27,15 +28,16 @@ from .cut import Cut, resolve_cut
 from .module import ShortcutV2V
 from .policy import FixedInterval, KeyframePolicy, as_policy, policy_from_config
 from .storage import CONFIG_NAME, Manifest, graph_fingerprint, read_manifest, read_weights, teacher_checksum, weights_path
+from .suggest import suggest_taps
 
 __all__ = ["shortcutify", "load", "block_macs"]
 
 
 def shortcutify(
     model: nn.Module,
-    enc_layer: str,
-    dec_layer: str,
-    example_inputs: Tensor | Sequence[Any],
+    enc_layer: str | None = None,
+    dec_layer: str | None = None,
+    example_inputs: Tensor | Sequence[Any] | None = None,
     *,
     interval: int = 3,
     policy: KeyframePolicy | None = None,
@@ -48,7 +50,9 @@ def shortcutify(
     Args:
         model: the trained generator (frozen and put in eval mode by this call).
         enc_layer: encoder tap, an fx node name or module qualified name (see :func:`~shortcutify.list_taps`).
-        dec_layer: decoder tap, downstream of ``enc_layer``.
+        dec_layer: decoder tap, downstream of ``enc_layer``. Leave both out to use the first
+            pair :func:`~shortcutify.suggest_taps` ranks (logged on the ``shortcutify`` logger
+            at warning level, and in ``sv.config``).
         example_inputs: one frame ``[B, C, H, W]``, or a tuple of ``forward``'s positional
             arguments; used for shapes, and kept (on CPU) for :meth:`ShortcutV2V.cost`.
         interval: keyframe interval α for the default :class:`~shortcutify.FixedInterval` policy.
@@ -69,6 +73,20 @@ def shortcutify(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if example_inputs is None:
+        raise TypeError("shortcutify() needs example_inputs: one frame [B, C, H, W] or a tuple of forward()'s arguments")
+    if (enc_layer is None) != (dec_layer is None):
+        raise ValueError(
+            f"give both taps or neither (then suggest_taps() chooses them): got enc_layer={enc_layer!r}, dec_layer={dec_layer!r}"
+        )
+    if enc_layer is None:
+        best = suggest_taps(model, example_inputs, resolution=resolution, top=1, **capture_options)[0]
+        enc_layer, dec_layer = best.enc_layer, best.dec_layer
+        logging.getLogger("shortcutify").warning(
+            "shortcutify(): no taps given; chose enc_layer=%r, dec_layer=%r (saves %.1f%% of the teacher's MACs per shortcut "
+            "frame; difficulty %.3f; suggest_taps() ranks the alternatives)",
+            enc_layer, dec_layer, 100 * best.saved_fraction, best.difficulty,
+        )
     inputs = as_tuple(example_inputs)
     if not any(isinstance(x, Tensor) for x in tree_flatten(list(inputs))[0]):
         raise TypeError("example_inputs must be a tensor [B, C, H, W] or a tuple of forward()'s arguments holding tensors")

@@ -1,0 +1,59 @@
+"""Sizing a block from its taps: its MACs at a width, and the automatic width."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from ..cost import count_macs
+from . import make_block
+from .base import default_width
+
+__all__ = ["block_macs", "auto_width"]
+
+
+def block_macs(resolution: str, width: int, enc_shape: tuple[int, ...], dec_shape: tuple[int, ...], factory: dict[str, Any] | None = None) -> int:
+    """fvcore MACs of one block call at the tap shapes ``[B, C, H, W]`` (reference preparation excluded)."""
+    factory = factory or {}
+    block = make_block(resolution, enc_shape[1], dec_shape[1], width=width).to(**factory)
+    a = torch.zeros(enc_shape, **factory)
+    f = torch.zeros(dec_shape, **factory)
+    with torch.no_grad():
+        ref = block.prepare_reference(a, f)
+    return count_macs(block, a, ref)[0]
+
+
+def auto_width(enc_shape: tuple[int, ...], dec_shape: tuple[int, ...], skipped: int, macs: Callable[[int], int]) -> tuple[int, int]:
+    """The block width: half the narrower tap (the paper's ratio), shrunk if needed.
+
+    The widest width whose block costs at most half the ``skipped`` MACs (so that a
+    shortcut frame costs clearly less than the teacher); if none does, the widest whose
+    block costs less than the skipped part; else width 1 (and ``shortcutify()`` warns).
+
+    Args:
+        enc_shape, dec_shape: the taps' shapes ``[B, C, H, W]``.
+        skipped: MACs of the part of the generator that a shortcut frame skips.
+        macs: the block's MACs at a width (:func:`block_macs` at these shapes; called
+            O(log width) times, so cache it where it is called often).
+
+    Returns:
+        ``(width, the block's MACs at that width)``.
+    """
+    hi = default_width(enc_shape[1], dec_shape[1])
+    m = macs(hi)
+    if 2 * m <= skipped:
+        return hi, m
+    for budget in (skipped / 2, skipped - 1):
+        lo_w, hi_w, best = 1, hi - 1, None
+        while lo_w <= hi_w:  # block MACs grow with the width: binary search
+            mid = (lo_w + hi_w) // 2
+            m = macs(mid)
+            if m <= budget:
+                best, lo_w = (mid, m), mid + 1
+            else:
+                hi_w = mid - 1
+        if best is not None:
+            return best
+    return 1, macs(1)

@@ -1,0 +1,525 @@
+"""Automatic taps: rank (encoder tap, decoder tap) pairs of a generator for a shortcut.
+
+:func:`suggest_taps` captures the generator once, considers every pair of taps that
+:func:`~shortcutify.shortcutify` accepts, and ranks them by the multiply-adds a shortcut frame
+would save, discounted by how hard the skipped part is to predict (the proxy is described in
+:func:`suggest_taps`).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, fx, nn
+from torch.utils._pytree import tree_flatten
+from typing_extensions import Unpack
+
+from ..errors import EmptyCutError, TapOrderError, TapShapeError
+from .blocks import RESOLUTIONS
+from .blocks.sizing import auto_width, block_macs
+from .capture import CaptureKwargs, CaptureOptions, Captured, as_tuple, capture
+from .checks import is_count
+from .cut import resolve_cut
+from .taps import TapInfo, resolve_tap, tap_infos
+
+__all__ = ["TapSuggestion", "TapSuggestions", "suggest_taps"]
+
+#: the default second frame: the example translated by this many pixels (down, right)
+SHIFT = (2, 2)
+#: at most this many frame pairs of a clip are compared (evenly spread over it)
+MAX_FRAME_PAIRS = 4
+#: the proxy is measured on at most this many pairs (those that skip the most MACs)
+MAX_MEASURED = 160
+#: ridge penalty of the linearisation, relative to the mean diagonal of the Gram matrix
+RIDGE = 1e-2
+
+
+@dataclass(frozen=True)
+class TapSuggestion:
+    """One ranked pair of taps; pass ``enc_layer`` and ``dec_layer`` to :func:`~shortcutify.shortcutify`.
+
+    Attributes:
+        enc_layer, dec_layer: the tap names: the module qualified name where the value is a
+            module's output (the most specific one), else the fx node name.
+        enc, dec: the taps' :class:`~shortcutify.core.taps.TapInfo` (shapes ``[B, C, H, W]`` on
+            the example inputs).
+        width: the block width ``shortcutify()`` would choose for them (``resolution`` as asked).
+        skipped_macs: MACs of the generator that a shortcut frame does not run, on the example
+            inputs (one multiply-add = one).
+        block_macs: MACs of one call of the block at that width.
+        teacher_macs: MACs of the whole generator on the example inputs.
+        difficulty: the proxy for how hard the skipped part is to predict, in ``[0, 1]``: the
+            share of the output's frame-to-frame change that a linearisation of the skipped
+            part fails to reproduce (see :func:`suggest_taps`).
+        score: ``saved_fraction * (1 - difficulty)``; suggestions are sorted by it.
+    """
+
+    enc_layer: str
+    dec_layer: str
+    enc: TapInfo
+    dec: TapInfo
+    width: int
+    skipped_macs: int
+    block_macs: int
+    teacher_macs: int
+    difficulty: float
+    score: float
+
+    @property
+    def saved_macs(self) -> int:
+        """MACs a shortcut frame saves against the teacher: skipped minus the block's."""
+        return self.skipped_macs - self.block_macs
+
+    @property
+    def saved_fraction(self) -> float:
+        """``saved_macs`` as a fraction of the teacher's MACs."""
+        return self.saved_macs / self.teacher_macs if self.teacher_macs else 0.0
+
+
+class TapSuggestions(list):
+    """A list of :class:`TapSuggestion`, best first, that prints as a table."""
+
+    def __str__(self) -> str:
+        rows = [("#", "enc_layer", "dec_layer", "enc shape", "dec shape", "width", "MACs saved", "saved", "difficulty", "score")]
+        for i, s in enumerate(self, 1):
+            rows.append((
+                str(i), s.enc_layer, s.dec_layer, "x".join(map(str, s.enc.shape)), "x".join(map(str, s.dec.shape)),
+                str(s.width), f"{s.saved_macs:,}", f"{s.saved_fraction:.1%}", f"{s.difficulty:.3f}", f"{s.score:.3f}",
+            ))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        left = {1, 2, 3, 4}
+        lines = ["  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- the graph
+class _Graph:
+    """A captured graph's nodes in order, what each depends on, and the MACs a cut skips.
+
+    ``skipped(encs, d)`` follows :func:`~shortcutify.core.cut.resolve_cut`: a shortcut frame runs
+    what the output needs once the decoder tap's value comes from the block (which reads
+    the encoder tap); the rest is skipped. (``resolve_cut`` also keeps in-place writes
+    alive: the suggestions returned are checked with it.)
+    """
+
+    def __init__(self, captured: Captured) -> None:
+        self.nodes = list(captured.gm.graph.nodes)
+        self.index = {n: i for i, n in enumerate(self.nodes)}
+        self.macs = torch.tensor([float(captured.macs.get(n.name, 0)) for n in self.nodes], dtype=torch.float64)
+        self.total = sum(captured.macs.get(n.name, 0) for n in self.nodes)
+        self.output = next(n for n in self.nodes if n.op == "output")
+        n = len(self.nodes)
+        self.ancestors = torch.zeros(n, n, dtype=torch.bool)  # row i: node i and every node it depends on
+        for i, node in enumerate(self.nodes):  # in order: a node's inputs come before it
+            self.ancestors[i, i] = True
+            for a in node.all_input_nodes:
+                self.ancestors[i] |= self.ancestors[self.index[a]]
+
+    def depends(self, node: fx.Node, on: fx.Node) -> bool:
+        """Whether ``node`` is ``on`` or computed from it."""
+        return bool(self.ancestors[self.index[node], self.index[on]])
+
+    def kept_without(self, dec: fx.Node) -> Tensor:
+        """``[N]`` bool: the nodes the output needs when ``dec``'s value is given (``dec`` excluded)."""
+        kept = torch.zeros(len(self.nodes), dtype=torch.bool)
+        seen, stack = set(), [self.output]
+        while stack:
+            node = stack.pop()
+            if node is dec or node in seen:
+                continue
+            seen.add(node)
+            kept[self.index[node]] = True
+            stack.extend(node.all_input_nodes)
+        return kept
+
+    def skipped(self, encs: Sequence[fx.Node], dec: fx.Node) -> list[int]:
+        """MACs skipped by the cut of each encoder tap in ``encs`` with the decoder tap ``dec``."""
+        rows = self.ancestors[[self.index[e] for e in encs]] | self.kept_without(dec)
+        return [self.total - round(v) for v in (rows.double() @ self.macs).tolist()]
+
+
+def _tap_name(captured: Captured, node: fx.Node, info: TapInfo) -> str:
+    """How a user names ``node``: its most specific module qualified name, else its node name."""
+    for name in sorted(info.modules, key=lambda q: (-q.count("."), q)):
+        try:
+            if resolve_tap(captured, name, "tap") is node:
+                return name
+        except (KeyError, ValueError):  # a name another node or module shadows
+            continue
+    return node.name
+
+
+def _candidates(captured: Captured, graph: _Graph) -> tuple[list[list[fx.Node]], dict[fx.Node, TapInfo]]:
+    """The nodes that can be taps, as tiers to try in turn, and their :class:`TapInfo`.
+
+    A tap is a computed 4-D floating-point value that the output needs. First tier: module
+    outputs (users name taps by module) that are feature maps, with more channels than the
+    generator's input and output images (a 3-channel tap is an image: the block, half as
+    wide as the narrower tap, would be a few channels wide); then feature maps; then module
+    outputs; then all of them.
+
+    Raises:
+        TapShapeError: the generator computes no such value.
+    """
+    infos = {t.name: t for t in tap_infos(captured)}
+    needed = graph.ancestors[graph.index[graph.output]]
+    images = [
+        n.meta["tensor_meta"][0][1] for n in graph.nodes
+        if (n.op == "placeholder" or n in graph.output.all_input_nodes) and len(n.meta.get("tensor_meta", ((),))[0]) == 4
+    ]
+    image_channels = max(images, default=0)
+    nodes, info_of = [], {}
+    for node in graph.nodes:
+        info = infos.get(node.name)
+        meta = node.meta.get("tensor_meta")
+        if info is None or not info.is_4d or meta is None or not meta[1].is_floating_point:
+            continue
+        if needed[graph.index[node]] and min(info.shape) >= 1:
+            nodes.append(node)
+            info_of[node] = info
+    if not nodes:
+        raise TapShapeError(
+            f"{type(captured.gm).__name__} computes no 4-D floating-point feature map [B, C, H, W] that its output "
+            "depends on, so it has no candidate taps. A shortcut needs a convolutional generator (image-like features): "
+            "check list_taps(model, example_inputs) (column 'shape') and that example_inputs are frames [B, C, H, W]."
+        )
+    features = [n for n in nodes if info_of[n].shape[1] > image_channels]
+    modules = [n for n in nodes if info_of[n].modules]
+    tiers = [[n for n in features if info_of[n].modules], features, modules, nodes]
+    return [t for i, t in enumerate(tiers) if t and t not in tiers[:i]], info_of
+
+
+# ----------------------------------------------------------------------------- frames and values
+def _is_frame(x: Any) -> bool:
+    return isinstance(x, Tensor) and x.dim() == 4 and x.is_floating_point()
+
+
+def _translate(x: Tensor, shift: tuple[int, int] = SHIFT) -> Tensor:
+    """``x`` ``[B, C, H, W]`` moved ``shift`` pixels down and right, the border replicated."""
+    dy, dx = shift
+    h, w = x.shape[-2:]
+    return F.pad(x, (dx, 0, dy, 0), mode="replicate")[..., :h, :w]
+
+
+def _frame_pairs(inputs: tuple[Any, ...], frames: Any) -> list[tuple[tuple[Any, ...], tuple[Any, ...]]]:
+    """Pairs (reference inputs, current inputs) of forward's positional arguments.
+
+    Raises:
+        ValueError: ``frames`` does not match the example inputs, or has fewer than 2 frames.
+    """
+    if frames is None:
+        moved = tuple(_translate(x) if _is_frame(x) else x for x in inputs)
+        if not any(_is_frame(x) for x in inputs):
+            raise ValueError("no example input is a frame [B, C, H, W] that can be moved: pass frames=(clip, ...) of real frames")
+        return [(inputs, moved)]
+    clips = tuple(frames) if isinstance(frames, (tuple, list)) else (frames,)
+    if len(clips) != len(inputs):
+        raise ValueError(
+            f"frames must hold one clip [T, ...] per positional argument of forward ({len(inputs)}), or None to keep "
+            f"the example's value for an argument; got {len(clips)}"
+        )
+    lengths = set()
+    for i, (clip, x) in enumerate(zip(clips, inputs)):
+        if clip is None:
+            continue
+        if not isinstance(clip, Tensor) or not isinstance(x, Tensor) or tuple(clip.shape[1:]) != tuple(x.shape[1:]):
+            want = f"[T, {', '.join(map(str, x.shape[1:]))}]" if isinstance(x, Tensor) else "None (the example's value is not a tensor)"
+            got = tuple(clip.shape) if isinstance(clip, Tensor) else type(clip).__name__
+            raise ValueError(f"frames[{i}] must be a clip {want} (the example's frame shape), got {got}")
+        lengths.add(clip.shape[0])
+    if not lengths:
+        raise ValueError("frames holds no clip: pass a clip [T, C, H, W] (or a tuple of them)")
+    if len(lengths) > 1 or min(lengths) < 2:
+        raise ValueError(f"the clips in frames must have one length T >= 2, got lengths {sorted(lengths)}")
+    t_max = lengths.pop()
+    count = min(MAX_FRAME_PAIRS, t_max - 1)
+    ends = sorted({1 + round(k * (t_max - 2) / max(count - 1, 1)) for k in range(count)})
+
+    def frame(t: int) -> tuple[Any, ...]:
+        return tuple(
+            x if clip is None else clip[t : t + 1].to(x.device, x.dtype).expand(x.shape[0], *x.shape[1:])
+            for clip, x in zip(clips, inputs)
+        )
+
+    return [(frame(t - 1), frame(t)) for t in ends]
+
+
+def _run(gm: fx.GraphModule, inputs: tuple[Any, ...], initial_env: dict[fx.Node, Any] | None = None,
+         record: dict[fx.Node, Any] | None = None) -> list[Tensor]:
+    """Run the captured graph (under a fixed seed); return its output's tensors.
+
+    ``record``: filled with a copy of every node's value. ``initial_env``: values taken
+    as given (nodes in it are not run).
+    """
+
+    class _Recorder(fx.Interpreter):
+        def run_node(self, n: fx.Node) -> Any:
+            value = super().run_node(n)
+            if record is not None:
+                record[n] = value.clone() if isinstance(value, Tensor) else value
+            return value
+
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(0)
+        out = _Recorder(gm).run(*inputs, initial_env=initial_env)
+    return [t for t in tree_flatten(out)[0] if isinstance(t, Tensor) and t.is_floating_point()]
+
+
+# ----------------------------------------------------------------------------- the proxy
+def _pixels(x: Tensor) -> Tensor:
+    """``[B, C, H, W]`` -> ``[B·H·W, C + 1]`` in float64, with a constant column (the bias)."""
+    rows = x.detach().permute(0, 2, 3, 1).reshape(-1, x.shape[1]).double()
+    return torch.cat([rows, torch.ones(rows.shape[0], 1, dtype=rows.dtype)], dim=1)
+
+
+def _resized(x: Tensor, size: tuple[int, int]) -> Tensor:
+    return x if tuple(x.shape[-2:]) == tuple(size) else F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def _squared_error(xs: list[Tensor], ys: list[Tensor]) -> float:
+    return sum(float((x.double() - y.double()).pow(2).sum()) for x, y in zip(xs, ys))
+
+
+class _Proxy:
+    """The difficulty of each cut, measured on pairs of frames (see :func:`suggest_taps`)."""
+
+    def __init__(self, gm: fx.GraphModule, frame_pairs: list[tuple[tuple[Any, ...], tuple[Any, ...]]]) -> None:
+        self.gm = gm
+        self.pairs = []
+        change = 0.0
+        for ref_inputs, cur_inputs in frame_pairs:
+            ref: dict[fx.Node, Any] = {}
+            cur: dict[fx.Node, Any] = {}
+            y_ref = _run(gm, ref_inputs, record=ref)
+            y_cur = _run(gm, cur_inputs, record=cur)
+            change += _squared_error(y_ref, y_cur)
+            self.pairs.append((ref, cur, cur_inputs, y_cur))
+        if change == 0.0:
+            raise ValueError(
+                "the generator's output is the same on both frames of every pair, so no tap can be judged on them: "
+                "pass frames= with frames that differ (a real clip [T, C, H, W])"
+            )
+        self.change = change
+        self._descendants: dict[fx.Node, set[fx.Node]] = {}
+        self._designs: dict[tuple[fx.Node, tuple[int, int]], tuple[list[Tensor], list[Tensor], Tensor]] = {}
+
+    def descendants(self, node: fx.Node) -> set[fx.Node]:
+        if node not in self._descendants:
+            seen, stack = set(), [node]
+            while stack:
+                n = stack.pop()
+                if n not in seen:
+                    seen.add(n)
+                    stack.extend(n.users)
+            self._descendants[node] = seen
+        return self._descendants[node]
+
+    def _tail(self, values: dict[fx.Node, Any], inputs: tuple[Any, ...], dec: fx.Node, f: Tensor) -> list[Tensor]:
+        """The output with ``dec``'s value replaced by ``f``; everything else as recorded."""
+        after = self.descendants(dec)
+        env = {}
+        for n, v in values.items():
+            if n in after:
+                continue
+            if isinstance(v, Tensor) and n.op != "get_attr" and any(u in after for u in n.users):
+                v = v.clone()  # the tail may write into its inputs
+            env[n] = v
+        env[dec] = f
+        return _run(self.gm, inputs, initial_env=env)
+
+    def _design(self, enc: fx.Node, size: tuple[int, int]) -> tuple[list[Tensor], list[Tensor], Tensor]:
+        """The encoder tap at ``size`` as regressors (reference and current frames), and their regularised Gram matrix."""
+        key = (enc, size)
+        if key not in self._designs:
+            refs = [_pixels(_resized(ref[enc], size)) for ref, _, _, _ in self.pairs]
+            curs = [_pixels(_resized(cur[enc], size)) for _, cur, _, _ in self.pairs]
+            x = torch.cat(refs)
+            gram = x.T @ x
+            gram += RIDGE * gram.diagonal().mean().clamp_min(1e-12) * torch.eye(gram.shape[0], dtype=gram.dtype)
+            self._designs[key] = (refs, curs, gram)
+        return self._designs[key]
+
+    def difficulty(self, enc: fx.Node, dec: fx.Node, half: bool) -> float:
+        """The share, in ``[0, 1]``, of the output's change that the linearised cut misses.
+
+        ``half``: the block predicts at half the decoder tap's resolution (the correction is
+        then low-passed to it).
+        """
+        size = tuple(self.pairs[0][0][dec].shape[-2:])
+        refs, curs, gram = self._design(enc, size)
+        target = torch.cat([_pixels(ref[dec])[:, :-1] for ref, _, _, _ in self.pairs])
+        weight = torch.linalg.solve(gram, torch.cat(refs).T @ target)  # [Ca + 1, Cf]
+        missed = 0.0
+        for (ref, cur, inputs, y_cur), x_ref, x_cur in zip(self.pairs, refs, curs):
+            f_ref = ref[dec]
+            b, c, h, w = f_ref.shape
+            delta = ((x_cur - x_ref) @ weight).reshape(b, h, w, c).permute(0, 3, 1, 2).to(f_ref.dtype)
+            if half:
+                delta = _half_resolution(delta)
+            missed += _squared_error(self._tail(cur, inputs, dec, f_ref + delta), y_cur)
+        return min(1.0, missed / self.change)
+
+
+def _half_resolution(x: Tensor) -> Tensor:
+    """``x`` ``[B, C, H, W]`` as a block working at ``(⌈H/2⌉, ⌈W/2⌉)`` can express it: 2x2 means, bilinearly back."""
+    h, w = x.shape[-2:]
+    if h < 2 and w < 2:
+        return x
+    small = F.avg_pool2d(F.pad(x, (0, w % 2, 0, h % 2), mode="replicate"), 2, ceil_mode=True)
+    return F.interpolate(small, size=(h + h % 2, w + w % 2), mode="bilinear", align_corners=False)[..., :h, :w]
+
+
+# ----------------------------------------------------------------------------- ranking
+@functools.lru_cache(maxsize=4096)
+def _block_macs(resolution: str, width: int, enc_shape: tuple[int, ...], dec_shape: tuple[int, ...]) -> int:
+    """:func:`~shortcutify.core.blocks.sizing.block_macs`, cached (each call traces a block)."""
+    return block_macs(resolution, width, enc_shape, dec_shape)
+
+
+def _pairs(graph: _Graph, nodes: list[fx.Node], infos: dict[fx.Node, TapInfo]) -> list[tuple[int, fx.Node, fx.Node]]:
+    """``(skipped MACs, enc, dec)`` of every pair of ``nodes`` that makes a cut skipping some MACs."""
+    found = []
+    for dec in nodes:
+        encs = [
+            e for e in nodes
+            if e is not dec and graph.depends(dec, e) and infos[e].shape[0] == infos[dec].shape[0]
+        ]
+        if encs:
+            found += [(s, e, dec) for s, e in zip(graph.skipped(encs, dec), encs) if s > 0]
+    return found
+
+
+def suggest_taps(
+    model: nn.Module,
+    example_inputs: Tensor | Sequence[Any],
+    *,
+    frames: Tensor | Sequence[Tensor | None] | None = None,
+    resolution: str = "half",
+    top: int = 5,
+    **capture_options: Unpack[CaptureKwargs],
+) -> TapSuggestions:
+    """Rank pairs of taps ``(enc_layer, dec_layer)`` for :func:`~shortcutify.shortcutify`.
+
+    Candidates are the generator's 4-D floating-point values ``[B, C, H, W]`` that its output
+    depends on (module outputs only, when there are such pairs: users name taps by module),
+    paired wherever :func:`~shortcutify.shortcutify` accepts them: the decoder tap computed
+    from the encoder tap, the same batch size, and a cut that skips some MACs. Each pair is
+    scored by
+
+        ``score = saved_fraction * (1 - difficulty)``
+
+    * ``saved_fraction``: the MACs a shortcut frame saves (those it skips minus the block's,
+      at the width ``shortcutify()`` would choose for ``resolution``) over the teacher's MACs;
+    * ``difficulty`` (the proxy for how hard the skipped part is to predict, in ``[0, 1]``):
+      on pairs of frames (reference, current), the skipped part is linearised: one
+      per-pixel linear map from the encoder tap (resized to the decoder tap's resolution)
+      to the decoder tap, fitted by ridge regression on the reference frames. The
+      prediction ``f_ref + W (a_cur - a_ref)`` replaces the decoder tap of the current frame,
+      the rest of the generator runs exactly, and ``difficulty`` is the squared error of its
+      output against the teacher's, over the squared change of the teacher's output from
+      the reference frame (the error of repeating the keyframe), capped at 1.
+
+    Why this proxy: the block predicts the decoder tap from the reference and a few light
+    convolutions of the encoder tap, so a cut is hard to predict when the skipped part is far
+    from a local function of the encoder tap (deep, nonlinear, wide receptive field), when
+    the encoder tap's resolution loses what the decoder tap needs, and when the layers after
+    the decoder tap pass its errors on to the output instead of averaging them out; the
+    linearisation's output error sees all three, costs one partial run of the generator per
+    pair, and is measured in the unit that matters (the output). Saving MACs alone would
+    always pick the widest cut.
+
+    The proxy is measured on the pairs that skip the most MACs (at most
+    :data:`MAX_MEASURED`); the best are checked with :func:`~shortcutify.core.cut.resolve_cut`
+    and sized as ``shortcutify()`` sizes the block.
+
+    Args:
+        model: the generator (put in eval mode, as ``shortcutify()`` does).
+        example_inputs: a frame ``[B, C, H, W]`` or a tuple of ``forward``'s positional
+            arguments; shapes and MACs are measured on it.
+        frames: frames to judge the cuts on: a clip ``[T, C, H, W]`` (``T >= 2``; up to
+            :data:`MAX_FRAME_PAIRS` pairs of consecutive frames are used), or a tuple with one
+            clip per positional argument (``None`` keeps the example's value). Each frame must
+            have the example's shape without its batch dimension. Default: the example inputs
+            and a copy of them moved :data:`SHIFT` pixels (every 4-D floating-point input).
+        resolution: the block layout the width is chosen for (``"half"`` or ``"full"``).
+        top: how many suggestions to return (at least 1).
+        capture_options: ``capture`` (``"auto"``, ``"fx"``, ``"export"``), ``leaf_modules``,
+            ``tracer_kwargs``, ``concrete_args``, as for ``shortcutify()``.
+
+    Returns:
+        :class:`TapSuggestions`, best first (fewer than ``top`` if fewer pairs save MACs);
+        ``print()`` it for a table. ``shortcutify(model, s.enc_layer, s.dec_layer, example_inputs)``
+        accepts each one.
+
+    Raises:
+        TapShapeError: the generator computes no 4-D floating-point value its output needs.
+        EmptyCutError: no pair of taps makes a shortcut frame cheaper than the teacher.
+        UntraceableModelError, CaptureMismatchError: as for ``shortcutify()``.
+        ValueError: ``top < 1``, an unknown ``resolution``, or ``frames`` that do not fit.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not is_count(top) or top < 1:
+        raise ValueError(f"top must be an integer >= 1, got {top!r}")
+    if resolution not in RESOLUTIONS:
+        raise ValueError(f"resolution must be one of {RESOLUTIONS}, got {resolution!r}")
+    inputs = as_tuple(example_inputs)
+    if not any(isinstance(x, Tensor) for x in tree_flatten(list(inputs))[0]):
+        raise TypeError("example_inputs must be a tensor [B, C, H, W] or a tuple of forward()'s arguments holding tensors")
+    options = CaptureOptions.from_kwargs(**capture_options)
+    frame_pairs = _frame_pairs(inputs, frames)
+    model.eval()
+    captured = capture(model, inputs, options)
+    graph = _Graph(captured)
+    tiers, infos = _candidates(captured, graph)
+    for nodes in tiers:  # the first tier with a cut that skips some MACs
+        pairs = _pairs(graph, nodes, infos)
+        if pairs:
+            break
+    if not pairs:
+        raise EmptyCutError(
+            f"no pair of 4-D taps of {type(model).__name__} makes a cut that skips any multiply-adds (candidates: "
+            f"{[infos[n].name for n in tiers[-1]][:8]}): every value the output needs is either before all others or "
+            "cheap to compute. Check list_taps(model, example_inputs): a shortcut needs costly layers between two feature maps."
+        )
+    pairs.sort(key=lambda p: (-p[0], graph.index[p[2]], graph.index[p[1]]))
+    proxy = _Proxy(captured.gm, frame_pairs)
+    total = graph.total
+    scored = sorted(
+        ((s / total * (1.0 - d), d, s, e, dec) for s, e, dec in pairs[:MAX_MEASURED] for d in [proxy.difficulty(e, dec, resolution == "half")]),
+        key=lambda t: -t[0],
+    )
+    names = {n: _tap_name(captured, n, infos[n]) for n in nodes}
+    found: list[TapSuggestion] = []
+    for bound, difficulty, _, enc, dec in scored:
+        if len(found) >= top and bound <= found[top - 1].score:
+            break  # the score is at most the bound: no later pair can enter the top
+        try:
+            cut = resolve_cut(captured, names[enc], names[dec])
+        except (TapOrderError, TapShapeError, EmptyCutError):
+            continue
+
+        def macs(w: int, cut=cut) -> int:
+            return _block_macs(resolution, w, cut.enc.shape, cut.dec.shape)
+
+        width, block = auto_width(cut.enc.shape, cut.dec.shape, cut.skipped_macs, macs)
+        if block >= cut.skipped_macs:
+            continue
+        saved = (cut.skipped_macs - block) / total
+        found.append(TapSuggestion(
+            names[enc], names[dec], cut.enc, cut.dec, width, cut.skipped_macs, block, total, difficulty,
+            saved * (1.0 - difficulty),
+        ))
+        found.sort(key=lambda s: -s.score)
+    if not found:
+        raise EmptyCutError(
+            f"no pair of taps of {type(model).__name__} makes a shortcut frame cheaper than the teacher: the block "
+            "would cost at least what each cut skips. Use larger frames, or a generator with costlier layers between its feature maps."
+        )
+    return TapSuggestions(found[:top])
