@@ -139,8 +139,8 @@ class AdaptiveKeyframes:
     than ``threshold`` (:func:`encoder_change`, a relative L1 distance, measured against the
     keyframe itself, so motion accumulates without summing per-frame steps), but never
     sooner than ``min_interval`` frames after the last keyframe, and always at
-    ``max_interval`` frames. A scene cut moves the tap by about its own size (a change
-    near 1) and refreshes at once; a still stream refreshes only every ``max_interval``
+    ``max_interval`` frames. A scene cut changes the tap far more than motion does and
+    refreshes at once; a still stream refreshes only every ``max_interval``
     frames.
 
     The change is computed on every non-forced frame from the encoder tap that a shortcut
