@@ -47,7 +47,7 @@ FIXED = (2, 3, 4, 5)
 # adaptive thresholds: calibrated on the training frames to these keyframe rates (those of the
 # fixed policies, and denser ones, so that the curve spans the fixed policies' MACs on held-out
 # footage that moves less than the training frames)
-ADAPTIVE_RATES = (3 / 4, 2 / 3, 1 / 2, 2 / 5, 1 / 3, 1 / 4, 1 / 5)
+ADAPTIVE_RATES = (4 / 5, 3 / 4, 7 / 10, 2 / 3, 3 / 5, 11 / 20, 1 / 2, 9 / 20, 2 / 5, 7 / 20, 1 / 3, 3 / 10, 1 / 4, 1 / 5)
 
 
 @torch.no_grad()

@@ -17,7 +17,7 @@ from shortcutify import (
     load,
     shortcutify,
 )
-from shortcutify.core.policy import encoder_change
+from shortcutify.core.policy import change_since_keyframe, tap_l1
 from shortcutify.demo.models import ResnetGenerator
 
 
@@ -79,12 +79,42 @@ def test_adaptive_policy_refuses_bad_settings_naming_them(kwargs):
         AdaptiveKeyframes(threshold, **kwargs)
 
 
-def test_encoder_change_is_a_relative_l1_distance_per_stream():
+def test_the_change_is_the_l1_path_since_the_keyframe_over_the_keyframe_norm():
     a_ref = torch.randn(3, 4, 5, 5)
     a = a_ref.clone()
     a[1] = -a_ref[1]
     a[2] = a_ref[2] * 1.5
-    assert encoder_change(a, a_ref).tolist() == pytest.approx([0.0, 2.0, 0.5], rel=1e-5)
+    assert tap_l1(a_ref).tolist() == pytest.approx(a_ref.abs().flatten(1).sum(1).tolist(), rel=1e-5)
+    steps = tap_l1(a - a_ref) + tap_l1(a_ref - a)  # there and back: the path counts, not the distance
+    assert change_since_keyframe(steps, tap_l1(a_ref)).tolist() == pytest.approx([0.0, 4.0, 1.0], rel=1e-5)
+    assert change_since_keyframe(torch.ones(1), torch.zeros(1)).isfinite().all()
+
+
+class _Recording(AdaptiveKeyframes):
+    """Records the change it is shown."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.seen = []
+
+    def select(self, signal):
+        self.seen.append(signal.change.clone())
+        return super().select(signal)
+
+
+def test_the_module_shows_the_policy_the_path_its_encoder_tap_travelled_since_the_keyframe():
+    policy = _Recording(100.0, max_interval=5)
+    gen, sv = _resnet_sv(batch=2, policy=policy)
+    x0, x1 = torch.randn(2, 3, 16, 16), torch.randn(2, 3, 16, 16)
+    for x in (x0, x1, x0, x0):  # away and back: the distance to the keyframe returns to 0, the path does not
+        sv(x)
+    a0, a1 = sv.encode(x0), sv.encode(x1)
+    step = tap_l1(a1 - a0) + 0.0  # [B]
+    norm = tap_l1(a0)
+    expected = [step / norm, 2 * step / norm, 2 * step / norm]
+    assert len(policy.seen) == 3
+    for seen, want in zip(policy.seen, expected):
+        assert torch.allclose(seen, want, rtol=1e-5)
 
 
 # ------------------------------------------------------------------ adaptive keyframes in a stream

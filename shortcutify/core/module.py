@@ -20,7 +20,7 @@ from .checks import is_interval
 from .config import ShortcutConfig
 from .cost import CostReport, PathCost, count_macs, param_count
 from .cut import ALIGNED_INPUT, REFERENCE_INPUT, Cut
-from .policy import FrameSignal, KeyframePolicy, as_policy, encoder_change, policy_to_config
+from .policy import FrameSignal, KeyframePolicy, as_policy, change_since_keyframe, policy_to_config, tap_l1
 from .programs import Programs, build_programs
 from .storage import ExampleInput, Manifest, teacher_checksum, write_saved
 from .taps import TapInfo
@@ -95,8 +95,10 @@ class _State:
     signature: tuple
     since_keyframe: Tensor  # [B] int64 (CPU): frames since each stream's keyframe
     stale: Tensor  # [B] bool (CPU): streams reset since, keyframed on the next call
-    enc: Tensor | None  # [B, Ca, Ha, Wa]: the keyframes' encoder taps (for policies that use the change)
-    enc_norm: Tensor | None  # [B]: their L1 norms
+    # for policies that use the change (else None):
+    previous: Tensor | None  # [B, Ca, Ha, Wa]: the last frame's encoder tap
+    travelled: Tensor | None  # [B] float32 (CPU): the tap's L1 steps summed since the keyframe
+    keyframe_norm: Tensor | None  # [B] float32 (CPU): the keyframe taps' L1 norms
 
 
 def _take(tree: Any, index: Tensor, streams: int) -> Any:
@@ -217,6 +219,7 @@ class ShortcutV2V(nn.Module):
         self._policy = as_policy(policy)
         self.enc: TapInfo = cut.enc
         self.dec: TapInfo = cut.dec
+        self._copy_enc = cut.copy_enc  # a later in-place op may change the encoder tap's value
         self.skipped_nodes: tuple[str, ...] = cut.skipped
         self.graph_signature: tuple[str, ...] = cut.signature
         self.config = ShortcutConfig(
@@ -413,17 +416,19 @@ class ShortcutV2V(nn.Module):
         policy = self._policy
         uses_change = bool(getattr(policy, "uses_change", False))
         with torch.no_grad():
-            if state is None or state.signature != sig or (uses_change and state.enc is None):
+            if state is None or state.signature != sig or (uses_change and state.previous is None):
                 return self._keyframe_all(args, kwargs, sig, None, uses_change)
             streams = state.since_keyframe.shape[0]
             since = state.since_keyframe + 1
             head = stages = None
-            change = None
+            change = travelled = current = None
             if uses_change:
                 stages = self._programs(args, kwargs).staged()
                 head = stages.head(*args, **kwargs)
-                assert state.enc_norm is not None
-                change = encoder_change(head[0], state.enc, state.enc_norm)
+                current = self._kept(head[0])  # before the rest of the programs run
+                assert state.previous is not None and state.travelled is not None and state.keyframe_norm is not None
+                travelled = state.travelled + tap_l1(current - state.previous)
+                change = change_since_keyframe(travelled, state.keyframe_norm)
             key = self._decide(FrameSignal(since, change), streams) | state.stale
             n_key = int(key.sum())
             if n_key == streams:
@@ -431,9 +436,15 @@ class ShortcutV2V(nn.Module):
             if n_key == 0:
                 out = self._shortcut(args, kwargs, state.reference, stages, head)
                 state.since_keyframe = since
+                if uses_change:
+                    state.previous, state.travelled = current, travelled
                 self.last_keyframes = key
                 return out
-            return self._mixed(args, kwargs, key, since, stages, head, uses_change)
+            return self._mixed(args, kwargs, key, since, stages, head, (current, travelled) if uses_change else None)
+
+    def _kept(self, enc: Tensor) -> Tensor:
+        """The encoder tap as the state keeps it (a copy where a later in-place op may change it)."""
+        return enc.clone() if self._copy_enc else enc
 
     def _decide(self, signal: FrameSignal, streams: int) -> Tensor:
         answer = self._policy.select(signal)
@@ -464,20 +475,25 @@ class ShortcutV2V(nn.Module):
     def _keyframe_all(self, args: tuple, kwargs: dict, sig: tuple, staged: Any, uses_change: bool) -> Any:
         key = self._keyframe_from(args, kwargs, staged)
         streams = key.enc.shape[0]
-        enc = key.enc if uses_change else None
         self._state = _State(
             reference=self.prepare_reference(key),
             signature=sig,
             since_keyframe=torch.zeros(streams, dtype=torch.long),
             stale=torch.zeros(streams, dtype=torch.bool),
-            enc=enc,
-            enc_norm=None if enc is None else torch.linalg.vector_norm(enc.flatten(1), ord=1, dim=1),
+            previous=key.enc if uses_change else None,  # the programs return a copy where needed
+            travelled=torch.zeros(streams) if uses_change else None,
+            keyframe_norm=tap_l1(key.enc) if uses_change else None,
         )
         self.last_keyframes = torch.ones(streams, dtype=torch.bool)
         return key.output
 
-    def _mixed(self, args: tuple, kwargs: dict, key: Tensor, since: Tensor, stages: Any, head: Any, uses_change: bool) -> Any:
-        """Some streams take a keyframe, the others the shortcut: two sub-batches, merged in order."""
+    def _mixed(self, args: tuple, kwargs: dict, key: Tensor, since: Tensor, stages: Any, head: Any,
+               change_state: tuple[Tensor, Tensor] | None) -> Any:
+        """Some streams take a keyframe, the others the shortcut: two sub-batches, merged in order.
+
+        ``head``: the head's values; ``change_state``: this frame's encoder tap (as kept) and
+        the path travelled, when the policy uses the change.
+        """
         state = self._state
         assert state is not None
         streams = key.shape[0]
@@ -501,10 +517,11 @@ class ShortcutV2V(nn.Module):
         out = _scatter(parts, streams)
         new_ref = self.prepare_reference(keyframe)
         state.reference = type(state.reference)(*(_merge(o, idx_k, n) for o, n in zip(state.reference, new_ref)))
-        if uses_change:
-            assert state.enc is not None and state.enc_norm is not None
-            state.enc = _merge(state.enc, idx_k, keyframe.enc)
-            state.enc_norm = _merge(state.enc_norm, idx_k, torch.linalg.vector_norm(keyframe.enc.flatten(1), ord=1, dim=1))
+        if change_state is not None:
+            assert state.keyframe_norm is not None
+            state.previous, travelled = change_state  # a keyframe's tap is the head's value too
+            state.travelled = torch.where(key, torch.zeros_like(travelled), travelled)
+            state.keyframe_norm = _merge(state.keyframe_norm, idx_k, tap_l1(keyframe.enc))
         state.since_keyframe = torch.where(key, torch.zeros_like(since), since)
         state.stale = state.stale & ~key
         self.last_keyframes = key
@@ -543,9 +560,8 @@ class ShortcutV2V(nn.Module):
         b_macs, b_ops, b_unc = count_macs(block, a, ref)
         d_macs, d_ops, d_unc, norm_macs = 0, Counter(), Counter(), 0
         if getattr(self._policy, "uses_change", False):  # every non-forced frame measures the encoder tap's change
-            ref_norm = torch.linalg.vector_norm(a.flatten(1), ord=1, dim=1)
-            d_macs, d_ops, d_unc = count_macs(encoder_change, a, a, ref_norm)
-            norm_macs = count_macs(lambda t: torch.linalg.vector_norm(t.flatten(1), ord=1, dim=1), a)[0]  # once per keyframe
+            d_macs, d_ops, d_unc = count_macs(lambda x, prev: tap_l1(x - prev), a, a)  # the step from the previous frame
+            norm_macs = count_macs(tap_l1, a)[0]  # the keyframe tap's norm, once per keyframe
             if self._main.staged().keyframe is None:  # a decided keyframe then runs the layers up to the tap twice
                 norm_macs += count_macs(self._main.staged().head, *ex)[0]
         ref_params = param_count(block.reference_parameters())

@@ -8,9 +8,9 @@ stream, whether that stream takes a keyframe. A policy is any object with
   will produce; :func:`~shortcutify.distill` trains on gaps up to ``interval - 1``;
 * ``select(signal) -> Tensor`` ``[B]`` bool;
 * optionally ``uses_change = True``: the module then computes :attr:`FrameSignal.change`
-  (the encoder tap's distance to the keyframe's), after the layers up to the encoder tap
-  have run and before anything else; a policy without it sees ``change=None`` and costs
-  nothing per frame;
+  (how far the encoder tap has moved since the keyframe), after the layers up to the
+  encoder tap have run and before anything else; a policy without it sees ``change=None``
+  and costs nothing per frame;
 * optionally ``to_config()``, a JSON-ready dict with ``"type"``, so that :meth:`save`
   stores it and :func:`~shortcutify.load` rebuilds it (built-in policies have it).
 
@@ -38,7 +38,8 @@ __all__ = [
     "AdaptiveKeyframes",
     "CountPolicy",
     "as_policy",
-    "encoder_change",
+    "tap_l1",
+    "change_since_keyframe",
     "policy_to_config",
     "policy_from_config",
     "DEFAULT_THRESHOLD",
@@ -52,9 +53,10 @@ class FrameSignal:
     Attributes:
         since_keyframe: ``[B]`` int64 (CPU): frames since each stream's last keyframe,
             counting this one (1 on the frame right after a keyframe).
-        change: ``[B]`` float32 (CPU): :func:`encoder_change` of this frame's encoder tap
-            against the one of the stream's keyframe, when the policy ``uses_change``;
-            else ``None``.
+        change: ``[B]`` float32 (CPU), when the policy ``uses_change`` (else ``None``): how far
+            the stream's encoder tap has travelled since its keyframe, relative to the
+            keyframe's: ``Σ_j |a_j − a_{j−1}|₁ / |a_key|₁`` over the frames ``j`` after the
+            keyframe up to this one (:func:`change_since_keyframe`); dimensionless.
     """
 
     since_keyframe: Tensor
@@ -75,23 +77,26 @@ class KeyframePolicy(Protocol):
         ...
 
 
-def encoder_change(a: Tensor, a_ref: Tensor, ref_norm: Tensor | None = None) -> Tensor:
-    """Relative L1 distance of encoder taps, per stream: ``|a − a_ref|₁ / |a_ref|₁``.
+def tap_l1(x: Tensor) -> Tensor:
+    """The L1 norm of each stream's entry of ``x`` ``[B, ...]``: ``[B]`` float32 on CPU.
+
+    One multiply-add per element of ``x`` (fvcore's count of the vector norm).
+    """
+    return torch.linalg.vector_norm(x.flatten(1), ord=1, dim=1).float().cpu()
+
+
+def change_since_keyframe(travelled: Tensor, keyframe_norm: Tensor) -> Tensor:
+    """:attr:`FrameSignal.change`: the L1 path ``travelled`` since the keyframe over the keyframe tap's L1 norm.
 
     Args:
-        a: this frame's encoder tap ``[B, C, H, W]``.
-        a_ref: the keyframe's encoder tap, same shape.
-        ref_norm: ``|a_ref|₁`` per stream ``[B]`` if already known (it is computed once per keyframe).
+        travelled: ``[B]`` float32: ``Σ |a_j − a_{j−1}|₁`` over the frames ``j`` after the
+            keyframe up to this one (:func:`tap_l1` of each step, summed in order).
+        keyframe_norm: ``[B]`` float32: ``|a_key|₁``.
 
     Returns:
-        ``[B]`` float32 on CPU; 0 for identical taps, about 1 or more for unrelated content.
-        One multiply-add per element of ``a`` (the norm of the difference), counted in
-        :meth:`~shortcutify.ShortcutV2V.cost`.
+        ``[B]`` float32; 0 for a still stream, about 1 or more after a scene cut.
     """
-    if ref_norm is None:
-        ref_norm = torch.linalg.vector_norm(a_ref.flatten(1), ord=1, dim=1)
-    diff = torch.linalg.vector_norm((a - a_ref).flatten(1), ord=1, dim=1)
-    return (diff.float() / ref_norm.float().clamp_min(torch.finfo(torch.float32).tiny)).cpu()
+    return travelled / keyframe_norm.clamp_min(torch.finfo(torch.float32).tiny)
 
 
 class FixedInterval:
@@ -129,24 +134,27 @@ class FixedInterval:
 # thresholds that give FixedInterval(3)'s keyframe rate on the bikes training frames for
 # the two bundled teachers (`python benchmarks/keyframes.py --choose-default`, README
 # "Keyframes"). It depends on the teacher and the footage: calibrate() for yours.
-DEFAULT_THRESHOLD = 0.45
+DEFAULT_THRESHOLD = 0.54
 
 
 class AdaptiveKeyframes:
-    """A keyframe when the video has moved away from the last one, within an interval range.
+    """A keyframe when the video has moved far since the last one, within an interval range.
 
-    A stream takes a keyframe when its encoder tap has drifted from the keyframe's by more
-    than ``threshold`` (:func:`encoder_change`, a relative L1 distance, measured against the
-    keyframe itself, so motion accumulates without summing per-frame steps), but never
-    sooner than ``min_interval`` frames after the last keyframe, and always at
-    ``max_interval`` frames. A scene cut changes the tap far more than motion does and
-    refreshes at once; a still stream refreshes only every ``max_interval``
-    frames.
+    A stream takes a keyframe when its encoder tap has travelled more than ``threshold``
+    since the keyframe (:attr:`FrameSignal.change`: the frame-to-frame L1 steps of the tap,
+    summed since the keyframe, over the keyframe tap's L1 norm), but never sooner than
+    ``min_interval`` frames after the last keyframe, and always at ``max_interval`` frames.
+    Summing the steps counts the whole path: motion keeps adding to it after the tap's
+    distance to the keyframe's has saturated (content moved farther than the features'
+    extent), which is when the block's alignment falls behind. A scene cut is one step as
+    large as the tap itself and refreshes at once; a still stream refreshes only every
+    ``max_interval`` frames. (Chosen by measurement against the distance to the keyframe, a
+    pixel distance and others: ``benchmarks/keyframe_signals.py``, README "Keyframes".)
 
     The change is computed on every non-forced frame from the encoder tap that a shortcut
     frame needs anyway; a keyframe decided by it continues from the layers already run
     (see :meth:`~shortcutify.ShortcutV2V.cost` for the per-frame price, one multiply-add
-    per element of the tap).
+    per element of the tap). The module keeps the previous frame's tap per stream.
 
     Args:
         threshold: the change (> 0) above which a keyframe is taken; pick one for your
@@ -169,7 +177,7 @@ class AdaptiveKeyframes:
         expected_interval: float | None = None,
     ) -> None:
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold) or threshold <= 0:
-            raise ValueError(f"AdaptiveKeyframes needs a finite threshold > 0 (a relative L1 change), got {threshold!r}")
+            raise ValueError(f"AdaptiveKeyframes needs a finite threshold > 0 (a relative L1 change since the keyframe), got {threshold!r}")
         if not is_count(min_interval):
             raise ValueError(f"min_interval must be an integer >= 1, got {min_interval!r}")
         if not is_count(max_interval) or int(max_interval) < 2 or int(max_interval) < int(min_interval):

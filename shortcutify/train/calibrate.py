@@ -1,9 +1,10 @@
 """Choosing an :class:`~shortcutify.AdaptiveKeyframes` threshold on footage: :func:`calibrate`.
 
-The policy's decisions on a stream depend only on the encoder-tap changes between each
-frame and its keyframe, so :func:`calibrate` measures those once per clip (for every
-frame and every earlier frame it could have as keyframe, up to the policy's maximum
-interval) and then replays the policy exactly for every threshold at which a decision can
+The policy's decisions on a stream depend only on the change of each frame since its
+keyframe (the encoder tap's frame-to-frame L1 steps summed since the keyframe, over the
+keyframe tap's norm), so :func:`calibrate` measures the steps and norms once per clip,
+forms the change of every frame against every earlier frame it could have as keyframe (up
+to the policy's maximum interval) with the module's own arithmetic, and then replays the policy exactly for every threshold at which a decision can
 flip. A keyframe-rate target needs the layers up to the encoder tap only; a quality target
 also runs the teacher on every frame and the shortcut from every possible keyframe.
 """
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..core.policy import AdaptiveKeyframes, encoder_change
+from ..core.policy import AdaptiveKeyframes, change_since_keyframe, tap_l1
 from .clips import as_clip
 from .evaluate import output_image
 from .metrics import psnr
@@ -64,7 +65,9 @@ def _measure(sv: Any, frames: tuple[torch.Tensor, ...], gaps: int, quality: bool
     t_len = frames[0].shape[0]
     change = np.full((t_len, gaps + 1), np.nan)
     scores = np.full((t_len, gaps + 1), np.nan) if quality else None
-    taps: deque[tuple[torch.Tensor, torch.Tensor]] = deque(maxlen=gaps)
+    norms: deque[torch.Tensor] = deque(maxlen=gaps)  # |a|₁ of the last frames, [1] float32
+    steps: deque[torch.Tensor] = deque(maxlen=gaps)  # |a_j − a_{j−1}|₁ of the last frames (this one's last)
+    previous = None
     refs: deque[Any] = deque(maxlen=gaps)
     with torch.no_grad():
         for t in range(t_len):
@@ -78,9 +81,15 @@ def _measure(sv: Any, frames: tuple[torch.Tensor, ...], gaps: int, quality: bool
                     scores[t, g] = psnr(out, teacher, data_range).mean().item()  # type: ignore[index]
             else:
                 a = sv.encode(*inputs)
-            for g, (a_ref, norm) in enumerate(reversed(taps), start=1):
-                change[t, g] = float(encoder_change(a, a_ref, norm)[0])
-            taps.append((a, torch.linalg.vector_norm(a.flatten(1), ord=1, dim=1)))
+            if previous is not None:
+                steps.append(tap_l1(a - previous))
+            for g, norm in enumerate(reversed(norms), start=1):
+                travelled = torch.zeros(1)
+                for step in list(steps)[-g:]:  # summed from the keyframe on, as the module does
+                    travelled = travelled + step
+                change[t, g] = float(change_since_keyframe(travelled, norm)[0])
+            norms.append(tap_l1(a))
+            previous = a
             if quality:
                 refs.append(sv.prepare_reference(key))
     return _Clip(change, scores)
