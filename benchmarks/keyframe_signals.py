@@ -1,6 +1,6 @@
 """Which per-frame signal best tells when a shortcut frame goes wrong? (a study for AdaptiveKeyframes)
 
-usage: python benchmarks/keyframe_signals.py [--seeds 0 1] [--steps 600] [--threads 2]
+usage: python benchmarks/keyframe_signals.py [--quick] [--seeds 0 1] [--steps 600] [--threads 2]
 
 Uses the blocks `benchmarks/keyframes.py` distilled (results/blocks/, same settings; it
 distils them if missing). For every frame t of a stream and every keyframe it could have
@@ -153,18 +153,23 @@ def curve_margins(meas, name, key_macs, short_macs, max_interval, fixed_macs):
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--steps", type=int, default=600)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--quick", action="store_true", help="tiny teacher, small frames, few steps, one seed (for CI)")
+    parser.add_argument("--steps", type=int, default=None, help="distillation steps (default 600, quick 40)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="block seeds (default 0 1, quick 0)")
     parser.add_argument("--max-interval", type=int, default=6)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     t_start = time.time()
-    name = "cartoon"
-    size, car_size, crop = (136, 320), (144, 176), 128
+    name = "cartoon-tiny" if args.quick else "cartoon"
+    size, car_size, crop = ((68, 160), (72, 88), 64) if args.quick else ((136, 320), (144, 176), 128)
+    args.steps = args.steps or (40 if args.quick else 600)
+    args.seeds = args.seeds or ([0] if args.quick else [0, 1])
+    n = 24 if args.quick else None
     teacher, _ = load_teacher(name)
-    train = read_split("bikes", "train", size)
-    held = [read_split("bikes", "heldout", size), read_video(sample_video("carphone_pristine"), size=car_size, max_frames=60)]
+    train = read_split("bikes", "train", size, max_frames=n)
+    held = [read_split("bikes", "heldout", size, max_frames=n),
+            read_video(sample_video("carphone_pristine"), size=car_size, max_frames=n or 60)]
     results = {}
     for seed in args.seeds:
         torch.manual_seed(seed)
@@ -199,7 +204,7 @@ def main() -> None:
                 res[sname]["spearman"] = rs
             print(f"[seed {seed}] {split} spearman: " + ", ".join(f"{k} {v['spearman']:.3f}" for k, v in res.items()), flush=True)
             results[f"{seed}/{split}"] = res
-    write("keyframe_signals", {"machine": machine(), "steps": args.steps, "seeds": args.seeds, "results": results,
+    write("keyframe_signals" + ("_quick" if args.quick else ""), {"machine": machine(), "steps": args.steps, "seeds": args.seeds, "results": results,
                                "seconds": time.time() - t_start})
     print(f"done in {time.time() - t_start:.0f} s")
 

@@ -1,6 +1,6 @@
 """Automatic taps: what suggest_taps ranks first on the cartoon teacher, against the paper's taps.
 
-usage: python benchmarks/taps.py [--quick] [--seeds 2] [--steps 300] [--threads 2]
+usage: python benchmarks/taps.py [--quick] [--seeds 2] [--steps 300] [--extra ENC:DEC ...] [--threads 2]
 
 The cartoon teacher (trained here; the paper's RecycleGAN-style ResNet generator) is ranked by
 ``suggest_taps`` on a 64x64 frame of bikes.mp4, twice: with the default frames (the example and
@@ -9,7 +9,7 @@ of each with their scores. Full mode then distils the real-frames ranking's firs
 paper's taps (``resnet_taps``) the same short way (68x160 training frames, 64x64 crops,
 ``--steps`` steps, keyframe interval 3) for each seed, and compares PSNR against the teacher on
 the shortcut frames of held-out video (bikes' held-out frames and carphone) and the shortcut
-path's MACs. Writes results/taps.json (``--quick``: ranking only, results/taps_quick.json).
+path's MACs; ``--extra`` distils more pairs the same way. Writes results/taps.json (``--quick``: ranking only, results/taps_quick.json).
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="rank only (no distillation)")
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--extra", nargs="*", default=[], metavar="ENC:DEC", help="more pairs to distil the same way")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -82,6 +83,9 @@ def main() -> None:
             "carphone": read_video(sample_video("carphone_pristine"), size=CAR_SIZE, max_frames=36),
         }
         candidates = {"first choice": first, "paper's taps": paper} if first != paper else {"first choice = paper's taps": paper}
+        for pair in args.extra:
+            enc, _, dec = pair.partition(":")
+            candidates.setdefault(f"{enc} -> {dec}", (enc, dec))
         runs = []
         for label, (enc, dec) in candidates.items():
             for seed in range(args.seeds):

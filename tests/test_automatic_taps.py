@@ -31,8 +31,3 @@ def test_every_suggestion_wraps_runs_and_saves_macs(which, capture):
         assert sv.cost().shortcut.macs < sv.cost().teacher.macs
     assert "enc_layer" in str(found)
 
-
-def test_top_must_be_a_positive_count():
-    gen = ResnetGenerator(ngf=8, n_blocks=2)
-    with pytest.raises(ValueError, match="top"):
-        suggest_taps(gen, torch.randn(1, 3, 16, 16), top=0)

@@ -32,9 +32,9 @@ __all__ = ["TapSuggestion", "TapSuggestions", "suggest_taps"]
 #: the default second frame: the example translated by this many pixels (down, right)
 SHIFT = (2, 2)
 #: at most this many frame pairs of a clip are compared (evenly spread over it)
-MAX_FRAME_PAIRS = 4
+MAX_FRAME_PAIRS = 3
 #: the proxy is measured on at most this many pairs (those that skip the most MACs)
-MAX_MEASURED = 160
+MAX_MEASURED = 96
 #: ridge penalty of the linearisation, relative to the mean diagonal of the Gram matrix
 RIDGE = 1e-2
 
@@ -53,9 +53,9 @@ class TapSuggestion:
             inputs (one multiply-add = one).
         block_macs: MACs of one call of the block at that width.
         teacher_macs: MACs of the whole generator on the example inputs.
-        difficulty: the proxy for how hard the skipped part is to predict, in ``[0, 1]``: the
-            share of the output's frame-to-frame change that a linearisation of the skipped
-            part fails to reproduce (see :func:`suggest_taps`).
+        difficulty: the proxy for how hard the skipped part is to predict, in ``[0, 1]``
+            (dimensionless): the share of the output's frame-to-frame change (squared error)
+            that a linearisation of the skipped part fails to reproduce (see :func:`suggest_taps`).
         score: ``saved_fraction * (1 - difficulty)``; suggestions are sorted by it.
     """
 
@@ -252,7 +252,7 @@ def _frame_pairs(inputs: tuple[Any, ...], frames: Any) -> list[tuple[tuple[Any, 
 
 def _run(gm: fx.GraphModule, inputs: tuple[Any, ...], initial_env: dict[fx.Node, Any] | None = None,
          record: dict[fx.Node, Any] | None = None) -> list[Tensor]:
-    """Run the captured graph (under a fixed seed); return its output's tensors.
+    """Run the captured graph (the CPU generator seeded); return its floating-point output tensors.
 
     ``record``: filled with a copy of every node's value. ``initial_env``: values taken
     as given (nodes in it are not run).
@@ -265,17 +265,20 @@ def _run(gm: fx.GraphModule, inputs: tuple[Any, ...], initial_env: dict[fx.Node,
                 record[n] = value.clone() if isinstance(value, Tensor) else value
             return value
 
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
-        torch.manual_seed(0)
-        out = _Recorder(gm).run(*inputs, initial_env=initial_env)
+    state = torch.get_rng_state()
+    try:
+        torch.default_generator.manual_seed(0)  # random ops draw the same on every run (CPU generator)
+        with torch.no_grad():
+            out = _Recorder(gm).run(*inputs, initial_env=initial_env)
+    finally:
+        torch.set_rng_state(state)
     return [t for t in tree_flatten(out)[0] if isinstance(t, Tensor) and t.is_floating_point()]
 
 
 # ----------------------------------------------------------------------------- the proxy
 def _pixels(x: Tensor) -> Tensor:
-    """``[B, C, H, W]`` -> ``[B·H·W, C + 1]`` in float64, with a constant column (the bias)."""
-    rows = x.detach().permute(0, 2, 3, 1).reshape(-1, x.shape[1]).double()
-    return torch.cat([rows, torch.ones(rows.shape[0], 1, dtype=rows.dtype)], dim=1)
+    """``[B, C, H, W]`` -> ``[B·H·W, C]`` (one row per position), float32."""
+    return x.detach().permute(0, 2, 3, 1).reshape(-1, x.shape[1]).float()
 
 
 def _resized(x: Tensor, size: tuple[int, int]) -> Tensor:
@@ -334,32 +337,38 @@ class _Proxy:
         return _run(self.gm, inputs, initial_env=env)
 
     def _design(self, enc: fx.Node, size: tuple[int, int]) -> tuple[list[Tensor], list[Tensor], Tensor]:
-        """The encoder tap at ``size`` as regressors (reference and current frames), and their regularised Gram matrix."""
+        """The encoder tap at ``size``: per frame pair the reference's rows with a constant column
+        (``[N, Ca + 1]``) and the change of the rows (``[N, Ca]``), and the regularised Gram
+        matrix of the reference rows (float64)."""
         key = (enc, size)
         if key not in self._designs:
-            refs = [_pixels(_resized(ref[enc], size)) for ref, _, _, _ in self.pairs]
-            curs = [_pixels(_resized(cur[enc], size)) for _, cur, _, _ in self.pairs]
-            x = torch.cat(refs)
-            gram = x.T @ x
+            refs, changes = [], []
+            gram = torch.zeros(0)
+            for ref, cur, _, _ in self.pairs:
+                x = _pixels(_resized(ref[enc], size))
+                changes.append(_pixels(_resized(cur[enc], size)) - x)
+                refs.append(torch.cat([x, torch.ones(x.shape[0], 1)], dim=1))
+                g = (refs[-1].T @ refs[-1]).double()
+                gram = g if gram.numel() == 0 else gram + g
             gram += RIDGE * gram.diagonal().mean().clamp_min(1e-12) * torch.eye(gram.shape[0], dtype=gram.dtype)
-            self._designs[key] = (refs, curs, gram)
+            self._designs[key] = (refs, changes, gram)
         return self._designs[key]
 
     def difficulty(self, enc: fx.Node, dec: fx.Node, half: bool) -> float:
         """The share, in ``[0, 1]``, of the output's change that the linearised cut misses.
 
-        ``half``: the block predicts at half the decoder tap's resolution (the correction is
-        then low-passed to it).
+        ``half``: the block corrects at half the decoder tap's resolution (the predicted
+        change is then reduced to what it can express there).
         """
         size = tuple(self.pairs[0][0][dec].shape[-2:])
-        refs, curs, gram = self._design(enc, size)
-        target = torch.cat([_pixels(ref[dec])[:, :-1] for ref, _, _, _ in self.pairs])
-        weight = torch.linalg.solve(gram, torch.cat(refs).T @ target)  # [Ca + 1, Cf]
+        refs, changes, gram = self._design(enc, size)
+        moment = sum((x.T @ _pixels(ref[dec])).double() for x, (ref, _, _, _) in zip(refs, self.pairs))
+        weight = torch.linalg.solve(gram, moment)[:-1].float()  # [Ca, Cf]: the constant cancels in a change
         missed = 0.0
-        for (ref, cur, inputs, y_cur), x_ref, x_cur in zip(self.pairs, refs, curs):
+        for (ref, cur, inputs, y_cur), change in zip(self.pairs, changes):
             f_ref = ref[dec]
             b, c, h, w = f_ref.shape
-            delta = ((x_cur - x_ref) @ weight).reshape(b, h, w, c).permute(0, 3, 1, 2).to(f_ref.dtype)
+            delta = (change @ weight).reshape(b, h, w, c).permute(0, 3, 1, 2).to(f_ref.dtype)
             if half:
                 delta = _half_resolution(delta)
             missed += _squared_error(self._tail(cur, inputs, dec, f_ref + delta), y_cur)
@@ -407,36 +416,46 @@ def suggest_taps(
     """Rank pairs of taps ``(enc_layer, dec_layer)`` for :func:`~shortcutify.shortcutify`.
 
     Candidates are the generator's 4-D floating-point values ``[B, C, H, W]`` that its output
-    depends on (module outputs only, when there are such pairs: users name taps by module),
-    paired wherever :func:`~shortcutify.shortcutify` accepts them: the decoder tap computed
-    from the encoder tap, the same batch size, and a cut that skips some MACs. Each pair is
-    scored by
+    depends on, paired wherever :func:`~shortcutify.shortcutify` accepts them: the decoder
+    tap computed from the encoder tap, the same batch size, and a cut that skips some MACs.
+    Preferred, in this order while some pair qualifies: module outputs (users name taps by
+    module) that are feature maps (more channels than the generator's input and output
+    images: on a 3-channel tap the auto-sized block is 4 channels wide and predicts an image
+    rather than a feature), feature maps, module outputs, any value. Each pair is scored by
 
         ``score = saved_fraction * (1 - difficulty)``
 
     * ``saved_fraction``: the MACs a shortcut frame saves (those it skips minus the block's,
       at the width ``shortcutify()`` would choose for ``resolution``) over the teacher's MACs;
     * ``difficulty`` (the proxy for how hard the skipped part is to predict, in ``[0, 1]``):
-      on pairs of frames (reference, current), the skipped part is linearised: one
-      per-pixel linear map from the encoder tap (resized to the decoder tap's resolution)
-      to the decoder tap, fitted by ridge regression on the reference frames. The
-      prediction ``f_ref + W (a_cur - a_ref)`` replaces the decoder tap of the current frame,
-      the rest of the generator runs exactly, and ``difficulty`` is the squared error of its
-      output against the teacher's, over the squared change of the teacher's output from
-      the reference frame (the error of repeating the keyframe), capped at 1.
+      on pairs of frames (reference, current), the skipped part is linearised as the block's
+      correction path would see it: one per-pixel linear map from the encoder tap (resized to
+      the decoder tap's resolution) to the decoder tap, fitted by ridge regression on the
+      reference frames, predicts the change ``W (a_cur - a_ref)`` of the decoder tap; with
+      ``resolution="half"`` that change is first reduced to what a block working at half the
+      decoder tap's resolution can express (2×2 means, bilinearly back). ``f_ref`` plus that
+      change replaces the decoder tap of the current frame, the rest of the generator runs
+      exactly (skip connections and other inputs included), and ``difficulty`` is the squared
+      error of the output against the teacher's over the squared change of the teacher's
+      output between the frames (the error of repeating the keyframe), capped at 1.
 
-    Why this proxy: the block predicts the decoder tap from the reference and a few light
-    convolutions of the encoder tap, so a cut is hard to predict when the skipped part is far
-    from a local function of the encoder tap (deep, nonlinear, wide receptive field), when
-    the encoder tap's resolution loses what the decoder tap needs, and when the layers after
-    the decoder tap pass its errors on to the output instead of averaging them out; the
-    linearisation's output error sees all three, costs one partial run of the generator per
-    pair, and is measured in the unit that matters (the output). Saving MACs alone would
-    always pick the widest cut.
+    Why this proxy: the block adds to the reference a correction computed by a few light
+    convolutions of the encoder tap, at half the decoder tap's resolution. A cut is hard to
+    predict when the skipped part is far from a local function of the encoder tap (deep,
+    nonlinear, wide receptive field), when the encoder tap's resolution or the block's loses
+    what the decoder tap needs, and when the layers after the decoder tap pass its errors on
+    to the output; the linearisation's output error sees all of these, costs one partial run
+    of the generator per pair and frame pair, and is measured where it matters (the output).
+    Saving MACs alone would always pick the widest cut. Measured on the cartoon teacher
+    (``benchmarks/RESULTS.md``, "Automatic taps"): its first choice there is not the paper's
+    pair, and after the same short distillation it gives better held-out PSNR than the
+    paper's pair at fewer MACs.
+    Translated default frames only exercise motion; a real clip in ``frames`` judges the cuts
+    on the changes the generator will see.
 
     The proxy is measured on the pairs that skip the most MACs (at most
     :data:`MAX_MEASURED`); the best are checked with :func:`~shortcutify.core.cut.resolve_cut`
-    and sized as ``shortcutify()`` sizes the block.
+    and sized as ``shortcutify()`` sizes the block (:func:`~shortcutify.core.blocks.sizing.auto_width`).
 
     Args:
         model: the generator (put in eval mode, as ``shortcutify()`` does).
@@ -473,7 +492,6 @@ def suggest_taps(
     if not any(isinstance(x, Tensor) for x in tree_flatten(list(inputs))[0]):
         raise TypeError("example_inputs must be a tensor [B, C, H, W] or a tuple of forward()'s arguments holding tensors")
     options = CaptureOptions.from_kwargs(**capture_options)
-    frame_pairs = _frame_pairs(inputs, frames)
     model.eval()
     captured = capture(model, inputs, options)
     graph = _Graph(captured)
@@ -489,7 +507,7 @@ def suggest_taps(
             "cheap to compute. Check list_taps(model, example_inputs): a shortcut needs costly layers between two feature maps."
         )
     pairs.sort(key=lambda p: (-p[0], graph.index[p[2]], graph.index[p[1]]))
-    proxy = _Proxy(captured.gm, frame_pairs)
+    proxy = _Proxy(captured.gm, _frame_pairs(inputs, frames))
     total = graph.total
     scored = sorted(
         ((s / total * (1.0 - d), d, s, e, dec) for s, e, dec in pairs[:MAX_MEASURED] for d in [proxy.difficulty(e, dec, resolution == "half")]),

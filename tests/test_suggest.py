@@ -1,0 +1,176 @@
+"""Specification of suggest_taps: ranked tap pairs that shortcutify accepts, scored by MACs saved and a difficulty proxy."""
+
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import assume, given, settings
+from torch import nn
+
+from generators import TwoInputGen, random_generators
+from shortcutify import (
+    EmptyCutError,
+    ShortcutifyError,
+    TapShapeError,
+    TapSuggestion,
+    TapSuggestions,
+    shortcutify,
+    suggest_taps,
+)
+from shortcutify.demo.teachers import load_teacher, read_split
+
+
+class MixedRes(nn.Module):
+    """Full, half and quarter resolution features, a skip at half resolution, two ways up."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.down1 = nn.Conv2d(8, 16, 3, stride=2, padding=1)
+        self.down2 = nn.Conv2d(16, 32, 3, stride=2, padding=1)
+        self.mid = nn.Conv2d(32, 32, 3, padding=1)
+        self.up1 = nn.Conv2d(32, 16, 3, padding=1)
+        self.fuse = nn.Conv2d(32, 16, 3, padding=1)
+        self.up2 = nn.ConvTranspose2d(16, 8, 2, stride=2)
+        self.out = nn.Conv2d(8, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = F.relu(self.stem(x))
+        d1 = F.relu(self.down1(s))
+        m = F.relu(self.mid(F.relu(self.down2(d1))))
+        u = F.relu(self.up1(F.interpolate(m, scale_factor=2.0, mode="bilinear")))
+        u = F.relu(self.fuse(torch.cat([u, d1], dim=1)))
+        return torch.tanh(self.out(F.relu(self.up2(u))))
+
+
+def _cartoon_tiny():
+    """The bundled tiny cartoon teacher (the paper's ResNet layout, trained) and a real 32x32 frame."""
+    teacher, _ = load_teacher("cartoon-tiny")
+    return teacher, read_split("bikes", "train", (32, 32), max_frames=1)
+
+
+@pytest.fixture(scope="module")
+def ranked():
+    """The tiny cartoon teacher, its frame, and its top 5 suggestions (fx capture)."""
+    teacher, x = _cartoon_tiny()
+    return teacher, x, suggest_taps(teacher, x, top=5, capture="fx")
+
+
+def _wraps_and_runs(gen, x, s, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sv = shortcutify(gen, s.enc_layer, s.dec_layer, x, **kw)
+    sv(*x)
+    out = sv(*(v + 0.01 for v in x))
+    assert not sv.last_was_keyframe
+    for o in (out.values() if isinstance(out, dict) else [out]):
+        assert torch.isfinite(o).all()
+    return sv
+
+
+@pytest.mark.parametrize("which", ["mixed_resolution", "cartoon_tiny"])
+def test_every_suggestion_is_a_valid_cut_that_wraps_runs_and_costs_what_it_says(which, ranked):
+    torch.manual_seed(0)
+    if which == "mixed_resolution":
+        gen, x = MixedRes(), torch.randn(1, 3, 32, 32)
+        found = suggest_taps(gen, x, top=4)
+    else:
+        gen, x, found = ranked
+    assert isinstance(found, TapSuggestions) and all(isinstance(s, TapSuggestion) for s in found)
+    assert 1 <= len(found) <= 5
+    for s in found:
+        assert len(s.enc.shape) == 4 and len(s.dec.shape) == 4
+        assert s.skipped_macs > s.block_macs > 0 and s.saved_macs == s.skipped_macs - s.block_macs
+        sv = _wraps_and_runs(gen, (x,), s)  # shortcutify raises TapOrderError unless dec is downstream of enc
+        cost = sv.cost()
+        assert sv.block.width == s.width and cost.block.macs == s.block_macs
+        assert cost.teacher.macs == s.teacher_macs
+        assert cost.teacher.macs - cost.shortcut.macs == s.saved_macs
+
+
+def test_scores_combine_saving_and_difficulty_and_are_sorted(ranked):
+    found = ranked[2]
+    scores = [s.score for s in found]
+    assert scores == sorted(scores, reverse=True)
+    for s in found:
+        assert 0.0 <= s.difficulty <= 1.0 and 0.0 < s.saved_fraction < 1.0
+        assert s.score == pytest.approx(s.saved_fraction * (1.0 - s.difficulty))
+    table = str(found)
+    assert "enc_layer" in table and "difficulty" in table and found[0].enc_layer in table
+
+
+def test_the_proxy_changes_the_ranking_against_macs_alone(ranked):
+    # cutting from the first (full-resolution) conv saves more MACs than any suggestion, but the
+    # skipped part is harder to predict from it: ranked by MACs alone it would come first
+    teacher, x, found = ranked
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        wider = shortcutify(teacher, "model.1", found[0].dec_layer, x).cost()
+    assert wider.teacher.macs - wider.shortcut.macs > found[0].saved_macs
+    assert ("model.1", found[0].dec_layer) not in [(s.enc_layer, s.dec_layer) for s in found]
+    assert found[0].difficulty > 0.0
+
+
+def test_taps_are_named_by_module_as_users_write_them(ranked):
+    found = ranked[2]
+    assert all(s.enc_layer.startswith("model.") and s.dec_layer.startswith("model.") for s in found)
+    assert all(s.enc.name != s.enc_layer for s in found)  # not the fx node name (model_6)
+
+
+def test_fx_and_export_rank_the_same_pairs(ranked):
+    gen, x, by_fx = ranked
+    by_export = suggest_taps(gen, x, top=5, capture="export")
+    assert [(s.enc_layer, s.dec_layer) for s in by_fx] == [(s.enc_layer, s.dec_layer) for s in by_export]
+    assert [s.score for s in by_fx] == pytest.approx([s.score for s in by_export], abs=1e-3)
+    _wraps_and_runs(gen, (x,), by_export[0], capture="export")
+
+
+def test_real_frames_may_be_given_per_input():
+    torch.manual_seed(0)
+    gen = TwoInputGen()
+    label, prev = torch.randn(1, 4, 16, 16), torch.randn(1, 3, 16, 16)
+    clip = prev + 0.1 * torch.randn(5, 3, 16, 16)
+    found = suggest_taps(gen, (label, prev), frames=(None, clip), top=2)
+    assert len(found) >= 1
+    _wraps_and_runs(gen, (label, prev), found[0])
+    with pytest.raises(ValueError, match=r"frames\[1\]"):
+        suggest_taps(gen, (label, prev), frames=(None, clip[:, :, :8]))
+    with pytest.raises(ValueError, match="T >= 2"):
+        suggest_taps(gen, (label, prev), frames=(None, clip[:1]))
+
+
+def test_a_model_without_feature_maps_is_refused_with_what_to_check():
+    mlp = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 16))
+    with pytest.raises(TapShapeError, match="4-D") as e:
+        suggest_taps(mlp, torch.randn(2, 16))
+    assert isinstance(e.value, ShortcutifyError) and "list_taps" in str(e.value)
+
+
+def test_a_model_with_nothing_to_skip_is_refused():
+    with pytest.raises(EmptyCutError, match="skips"):
+        suggest_taps(nn.Conv2d(3, 8, 3, padding=1), torch.randn(1, 3, 16, 16))
+
+
+@pytest.mark.parametrize("top", [0, -1, True, 2.0])
+def test_top_must_be_a_count(top):
+    with pytest.raises(ValueError, match="top"):
+        suggest_taps(MixedRes(), torch.randn(1, 3, 16, 16), top=top)
+
+
+def test_an_unknown_block_layout_is_refused():
+    with pytest.raises(ValueError, match="resolution"):
+        suggest_taps(MixedRes(), torch.randn(1, 3, 16, 16), resolution="quarter")
+
+
+@settings(max_examples=6)
+@given(random_generators(max_ops=6))
+def test_on_arbitrary_small_generators_every_suggestion_wraps(gen_x):
+    gen, x = gen_x
+    try:
+        found = suggest_taps(gen, x, top=2)
+    except EmptyCutError:  # e.g. every cut skips less than the smallest block costs
+        assume(False)
+    for s in found:
+        assert s.saved_macs > 0 and len(s.dec.shape) == 4
+        _wraps_and_runs(gen, (x,), s)
