@@ -159,6 +159,7 @@ def run_demo(
 
     log("[4/5] calibrating adaptive keyframes on the training frames (rate of FixedInterval(3)); held-out videos streamed in order")
     cal = calibrate(sv, [task_inputs(train, labeller)], keyframe_rate=1 / 3, progress=progress)
+    cost = sv.cost()  # amortised at the calibrated policy's expected interval on the training frames
     sv.save(out / "block")
     policies = {"FixedInterval(3)": FixedInterval(3), "adaptive": cal.policy}
     names = ("bikes (held-out frames)", "carphone (held-out video)")
