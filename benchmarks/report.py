@@ -225,7 +225,7 @@ def mixed_batches_section() -> list[str]:
         f"{machine_line(r['machine'])}; the inference program of a ResNet generator (ngf {r['ngf']}, {r['size']}×{r['size']}), "
         f"{r['streams']} streams, {r['frames']} frames whose shortcut sub-batch sizes follow a random per-stream keyframe "
         f"schedule (rate 1/3): {r['sizes']}. `torch.compile(dynamic=None)` (torch's default) against padding every sub-batch to "
-        f"{r['streams']} rows (one static graph) and eager. First-call seconds depend on the state of torch's on-disk compile cache.",
+        f"{r['streams']} rows (one static graph) and eager. First-call seconds depend on the state of torch's on-disk compile cache (the padded mode runs after the dynamic one, whose compiled B-row graph it may find there).",
         "",
         r["markdown"],
         "",
