@@ -44,3 +44,8 @@ def table(headers: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def cartoon_preset(quick: bool) -> tuple[str, tuple[int, int], tuple[int, int], int]:
+    """The cartoon teacher the quality benchmarks use: (teacher name, bikes frame size, carphone frame size, crop)."""
+    return ("cartoon-tiny", (68, 160), (72, 88), 64) if quick else ("cartoon", (136, 320), (144, 176), 128)

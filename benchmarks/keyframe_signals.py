@@ -24,10 +24,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import RESULTS, machine, write  # noqa: E402
+from common import cartoon_preset, machine, write  # noqa: E402
+from keyframes import distilled_block  # noqa: E402
 
-from shortcutify import AdaptiveKeyframes, FixedInterval, distill, load, shortcutify  # noqa: E402
-from shortcutify.demo.models import resnet_taps  # noqa: E402
+from shortcutify import AdaptiveKeyframes, FixedInterval  # noqa: E402
 from shortcutify.demo.teachers import load_teacher, read_split  # noqa: E402
 from shortcutify.demo.video import read_video, sample_video  # noqa: E402
 from shortcutify.ops import warp  # noqa: E402
@@ -65,7 +65,7 @@ def _signals(sv, a, a_ref, x, x_ref, ref, prev_a, acc_ref, acc_abs) -> dict[str,
 
 
 @torch.no_grad()
-def measure(sv, teacher, videos: list[torch.Tensor], gaps: int) -> dict:
+def measure(sv, videos: list[torch.Tensor], gaps: int) -> dict:
     """e[t, g] (MSE of the shortcut from keyframe t-g) and signals s[name][t, g] over the concatenated stream."""
     total = sum(v.shape[0] for v in videos)
     err = np.full((total, gaps + 1), np.nan)
@@ -161,8 +161,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     t_start = time.time()
-    name = "cartoon-tiny" if args.quick else "cartoon"
-    size, car_size, crop = ((68, 160), (72, 88), 64) if args.quick else ((136, 320), (144, 176), 128)
+    name, size, car_size, crop = cartoon_preset(args.quick)
     args.steps = args.steps or (40 if args.quick else 600)
     args.seeds = args.seeds or ([0] if args.quick else [0, 1])
     n = 24 if args.quick else None
@@ -172,20 +171,11 @@ def main() -> None:
             read_video(sample_video("carphone_pristine"), size=car_size, max_frames=n or 60)]
     results = {}
     for seed in args.seeds:
-        torch.manual_seed(seed)
-        saved = RESULTS / "blocks" / f"keyframes_{name}_s{seed}_{args.steps}_m{args.max_interval}"
-        if (saved / "shortcut_config.json").is_file():
-            sv = load(teacher, saved)
-        else:
-            sv = shortcutify(teacher, *resnet_taps(teacher), train[:1], policy=AdaptiveKeyframes(max_interval=args.max_interval))
-            clips = [train[i : i + 12] for i in range(0, train.shape[0], 12)]
-            distill(sv, clips, steps=args.steps, batch_size=4, lr=2e-3, crop=crop, flip=True, progress=False,
-                    weights={"feature": 1.0, "alignment": 0.0}, seed=seed)
-            sv.save(saved)
+        sv = distilled_block(teacher, name, train, crop, seed, args.steps, args.max_interval)
         sv.eval()
         gaps = args.max_interval - 1
         for split, videos in (("training", [train]), ("held-out", held)):
-            meas = measure(sv, teacher, videos, gaps)
+            meas = measure(sv, videos, gaps)
             sv.policy = FixedInterval(3)
             fc = sv.cost(videos[0][:1])
             sv.policy = AdaptiveKeyframes()

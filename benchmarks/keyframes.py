@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import RESULTS, machine, table, write  # noqa: E402
+from common import RESULTS, cartoon_preset, machine, table, write  # noqa: E402
 
 from shortcutify import AdaptiveKeyframes, FixedInterval, calibrate, distill, load, shortcutify  # noqa: E402
 from shortcutify.demo.models import resnet_taps  # noqa: E402
@@ -48,6 +48,24 @@ FIXED = (2, 3, 4, 5)
 # fixed policies, and denser ones, so that the curve spans the fixed policies' MACs on held-out
 # footage that moves less than the training frames)
 ADAPTIVE_RATES = (4 / 5, 3 / 4, 7 / 10, 2 / 3, 3 / 5, 11 / 20, 1 / 2, 9 / 20, 2 / 5, 7 / 20, 1 / 3, 3 / 10, 1 / 4, 1 / 5)
+
+
+def distilled_block(teacher, name: str, train: torch.Tensor, crop: int, seed: int, steps: int, max_interval: int):
+    """The block every policy of this benchmark (and keyframe_signals.py) serves: distilled on the
+    training frames with the gaps ``AdaptiveKeyframes(max_interval)`` produces, or loaded from
+    results/blocks/ when an earlier run with the same settings distilled it."""
+    torch.manual_seed(seed)
+    saved = RESULTS / "blocks" / f"keyframes_{name}_s{seed}_{steps}_m{max_interval}"
+    if (saved / "shortcut_config.json").is_file():
+        print(f"[seed {seed}] loading the block distilled earlier from {saved}", flush=True)
+        return load(teacher, saved)
+    sv = shortcutify(teacher, *resnet_taps(teacher), train[:1], policy=AdaptiveKeyframes(max_interval=max_interval))
+    print(f"[seed {seed}] distilling ({steps} steps, gaps 1..{max_interval - 1}) ...", flush=True)
+    clips = [train[i : i + 12] for i in range(0, train.shape[0], 12)]
+    distill(sv, clips, steps=steps, batch_size=4, lr=2e-3, crop=crop, flip=True, progress=False,
+            weights={"feature": 1.0, "alignment": 0.0}, seed=seed)
+    sv.save(saved)
+    return sv
 
 
 @torch.no_grad()
@@ -138,13 +156,11 @@ def main() -> None:
         return
     torch.set_num_threads(args.threads)
     t_start = time.time()
-    name = "cartoon-tiny" if args.quick else "cartoon"
-    size, car_size, crop = ((68, 160), (72, 88), 64) if args.quick else ((136, 320), (144, 176), 128)
+    name, size, car_size, crop = cartoon_preset(args.quick)
     steps = args.steps or (40 if args.quick else 600)
     seeds = args.seeds or ([0] if args.quick else [0, 1])
     teacher, _ = load_teacher(name)
     train = read_split("bikes", "train", size)
-    clips = [train[i : i + 12] for i in range(0, train.shape[0], 12)]
     n_car = 24 if args.quick else 60
     videos = {
         "bikes 190-249": read_split("bikes", "heldout", size, max_frames=24 if args.quick else None),
@@ -155,17 +171,7 @@ def main() -> None:
 
     runs = []
     for seed in seeds:
-        torch.manual_seed(seed)
-        sv = shortcutify(teacher, *resnet_taps(teacher), train[:1], policy=AdaptiveKeyframes(max_interval=args.max_interval))
-        saved = RESULTS / "blocks" / f"keyframes_{name}_s{seed}_{steps}_m{args.max_interval}"
-        if (saved / "shortcut_config.json").is_file():  # distilled by an earlier run with the same settings
-            sv = load(teacher, saved)
-            print(f"[seed {seed}] loaded the block distilled earlier from {saved}", flush=True)
-        else:
-            print(f"[seed {seed}] distilling ({steps} steps, gaps 1..{args.max_interval - 1}) ...", flush=True)
-            distill(sv, clips, steps=steps, batch_size=4, lr=2e-3, crop=crop, flip=True, progress=False,
-                    weights={"feature": 1.0, "alignment": 0.0}, seed=seed)
-            sv.save(saved)
+        sv = distilled_block(teacher, name, train, crop, seed, steps, args.max_interval)
         policies = [(f"FixedInterval({a})", "fixed", 1 / a, FixedInterval(a)) for a in FIXED]
         for rate in ADAPTIVE_RATES:
             cal = calibrate(sv, [train], keyframe_rate=rate, policy=AdaptiveKeyframes(max_interval=args.max_interval), apply=False, progress=False)

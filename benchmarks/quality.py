@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import RESULTS, machine, table, write  # noqa: E402
+from common import RESULTS, cartoon_preset, machine, table, write  # noqa: E402
 
 from shortcutify import FixedInterval, distill, shortcutify  # noqa: E402
 from shortcutify.core.cost import count_macs  # noqa: E402
@@ -87,8 +87,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     t_start = time.time()
-    name = "cartoon-tiny" if args.quick else "cartoon"
-    size, car_size, crop = ((68, 160), (72, 88), 64) if args.quick else ((136, 320), (144, 176), 128)
+    name, size, car_size, crop = cartoon_preset(args.quick)
     steps = args.steps or (150 if args.quick else 1500)
     teacher, _ = load_teacher(name)
     train = read_split("bikes", "train", size)

@@ -4,8 +4,8 @@ The policy's decisions on a stream depend only on the change of each frame since
 keyframe (the encoder tap's frame-to-frame L1 steps summed since the keyframe, over the
 keyframe tap's norm), so :func:`calibrate` measures the steps and norms once per clip,
 forms the change of every frame against every earlier frame it could have as keyframe (up
-to the policy's maximum interval) with the module's own arithmetic, and then replays the policy exactly for every threshold at which a decision can
-flip. A keyframe-rate target needs the layers up to the encoder tap only; a quality target
+to the policy's maximum interval) with the module's own arithmetic, and then replays the
+policy exactly for every threshold at which a decision can flip. A keyframe-rate target needs the layers up to the encoder tap only; a quality target
 also runs the teacher on every frame and the shortcut from every possible keyframe.
 """
 
