@@ -43,6 +43,7 @@ def shortcutify(
     policy: KeyframePolicy | None = None,
     width: int | None = None,
     resolution: str = "half",
+    motion_prior: bool = False,
     **capture_options: Unpack[CaptureKwargs],
 ) -> ShortcutV2V:
     """Wrap a video-to-video generator into a stateful :class:`~shortcutify.ShortcutV2V`.
@@ -63,6 +64,10 @@ def shortcutify(
         resolution: the block layout: ``"half"`` (default), AdaBD at half the decoder tap's
             resolution, several times faster on CPU, or ``"full"``, the paper's layout, more
             accurate (see :mod:`shortcutify.core.blocks`).
+        motion_prior: start the block's flow from a parameter-free correlation of the
+            encoder taps (:func:`~shortcutify.ops.correlation_flow`) that the flow head then
+            corrects. Off by default: on the benchmarks so far it has not yet paid
+            (``benchmarks/RESULTS.md``).
         capture_options: ``capture`` (``"auto"``, ``"fx"``, ``"export"``), ``leaf_modules``,
             ``tracer_kwargs``, ``concrete_args``; see
             :class:`~shortcutify.core.capture.CaptureOptions`.
@@ -96,6 +101,8 @@ def shortcutify(
         policy = as_policy(policy)
     if resolution not in RESOLUTIONS:
         raise ValueError(f"resolution must be one of {RESOLUTIONS}, got {resolution!r}")
+    if not isinstance(motion_prior, bool):
+        raise TypeError(f"motion_prior must be True or False, got {motion_prior!r}")
     options = CaptureOptions.from_kwargs(**capture_options)
     model.eval()
     model.requires_grad_(False)
@@ -103,9 +110,9 @@ def shortcutify(
     cut = resolve_cut(captured, enc_layer, dec_layer)
     factory = _factory(model, inputs)
     if width is None:
-        width, macs = _auto_width(cut, factory, resolution)
+        width, macs = _auto_width(cut, factory, resolution, motion_prior)
     else:
-        macs = block_macs(resolution, width, cut.enc.shape, cut.dec.shape, factory)
+        macs = block_macs(resolution, width, cut.enc.shape, cut.dec.shape, factory, motion_prior=motion_prior)
     if macs >= cut.skipped_macs:
         warnings.warn(
             f"the shortcut block (width {width}) costs {macs:,} MACs per frame but the part of the model it "
@@ -113,7 +120,7 @@ def shortcutify(
             "Choose taps further apart (list_taps() shows the MACs up to each node).",
             stacklevel=2,
         )
-    block = make_block(resolution, cut.enc.shape[1], cut.dec.shape[1], width=width).to(**factory)
+    block = make_block(resolution, cut.enc.shape[1], cut.dec.shape[1], width=width, motion_prior=motion_prior).to(**factory)
 
     def capture_again(args: tuple[Any, ...]) -> Cut:
         return resolve_cut(recapture(captured, model, args, options), enc_layer, dec_layer)
@@ -128,11 +135,11 @@ def _factory(model: nn.Module, inputs: tuple[Any, ...]) -> dict[str, Any]:
     return {"device": ref.device, "dtype": ref.dtype if ref.is_floating_point() else None}
 
 
-def _auto_width(cut: Cut, factory: dict[str, Any], resolution: str) -> tuple[int, int]:
+def _auto_width(cut: Cut, factory: dict[str, Any], resolution: str, motion_prior: bool) -> tuple[int, int]:
     """The block width for ``cut`` and the block's MACs at it (:func:`~shortcutify.core.blocks.sizing.auto_width`)."""
 
     def macs(w: int) -> int:
-        return block_macs(resolution, w, cut.enc.shape, cut.dec.shape, factory)
+        return block_macs(resolution, w, cut.enc.shape, cut.dec.shape, factory, motion_prior=motion_prior)
 
     return auto_width(cut.enc.shape, cut.dec.shape, cut.skipped_macs, macs)
 
@@ -189,7 +196,7 @@ def load(
     try:
         sv = shortcutify(
             model, cfg.enc_layer, cfg.dec_layer, example_inputs, policy=policy, width=cfg.width, resolution=cfg.resolution,
-            **capture_options,
+            motion_prior=cfg.motion_prior, **capture_options,
         )
     except (IncompatibleCheckpointError, UntraceableModelError):
         raise

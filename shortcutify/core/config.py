@@ -21,6 +21,9 @@ class ShortcutConfig:
         kernel_size: the AdaBD deformable conv's kernel.
         capture: how the generator's graph was captured, ``"fx"`` or ``"export"`` (a saved
             block is attached again by the same path).
+        motion_prior: whether the block starts its flow from the parameter-free motion
+            estimate (blocks saved before 0.5 have none: ``from_dict`` reads a missing key
+            as ``False``, the default).
     """
 
     enc_layer: str
@@ -33,6 +36,7 @@ class ShortcutConfig:
     resolution: str = "half"
     kernel_size: int = 3
     capture: str = "fx"
+    motion_prior: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (shapes as lists)."""
@@ -45,17 +49,19 @@ class ShortcutConfig:
         """From :meth:`to_dict`'s output; keys that are not fields are ignored.
 
         ``resolution``, ``kernel_size`` and ``capture`` default to ``"half"``, 3 and ``"fx"``
-        (earlier format-2 blocks were saved without them).
+        (earlier format-2 blocks were saved without them); a missing ``motion_prior`` is
+        ``False`` (the blocks of versions before 0.5).
 
         Raises:
             ValueError: a required field is missing or has the wrong type.
         """
         names = {f.name for f in fields(cls)}
-        required = {f.name for f in fields(cls) if f.name not in ("resolution", "kernel_size", "capture")}
+        required = {f.name for f in fields(cls) if f.name not in ("resolution", "kernel_size", "capture", "motion_prior")}
         missing = sorted(required - set(d))
         if missing:
             raise ValueError(f"shortcut config lacks {missing}")
         kw = {k: v for k, v in d.items() if k in names}
+        kw.setdefault("motion_prior", False)
         try:
             kw["enc_shape"], kw["dec_shape"] = tuple(int(v) for v in kw["enc_shape"]), tuple(int(v) for v in kw["dec_shape"])
             for key in ("width", "kernel_size"):
@@ -65,6 +71,8 @@ class ShortcutConfig:
             for key in ("enc_layer", "dec_layer", "enc_node", "dec_node", "resolution", "capture"):
                 if key in kw and not isinstance(kw[key], str):
                     raise TypeError(f"{key} must be a str, got {kw[key]!r}")
+            if not isinstance(kw["motion_prior"], bool):
+                raise TypeError(f"motion_prior must be true or false, got {kw['motion_prior']!r}")
             if kw.get("capture", "fx") not in ("fx", "export"):
                 raise ValueError(f"capture must be 'fx' or 'export', got {kw['capture']!r}")
         except (TypeError, ValueError) as exc:

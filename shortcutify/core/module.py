@@ -233,6 +233,7 @@ class ShortcutV2V(nn.Module):
             resolution=block.resolution,
             kernel_size=block.kernel_size,
             capture=cut.captured.method,
+            motion_prior=block.motion_prior,
         )
         # a graph specialised on the example's shapes (export) is captured again, once, for
         # every other input signature; these programs share the block and are dropped by .to()

@@ -6,7 +6,9 @@ Functional and module pairs with torchvision's semantics, without torchvision:
 * :func:`deform_columns`, :func:`unfold_columns`, :func:`columns_matmul`: its two stages,
   exposed so that several applications of one weight can share one matrix product;
 * :func:`warp`: backward warping by a flow ``(dy, dx)`` in pixels, zeros outside;
-* :func:`adabd_conv`: AdaBD's fused blend-and-deform convolution.
+* :func:`adabd_conv`: AdaBD's fused blend-and-deform convolution;
+* :func:`correlation_flow` (with :func:`coarse_features`, :func:`coarse_grid`): a
+  parameter-free motion estimate between two feature maps.
 
 These are the reference implementations, run on every device and differentiable; a
 device-specific fast path goes beside them with the same signature and is tested
@@ -14,6 +16,7 @@ against them. ``shortcutify.ops.layout`` holds CPU memory-layout helpers.
 """
 
 from .adabd import adabd_conv
+from .motion import coarse_features, coarse_grid, correlation_flow
 from .deform import DeformConv2d, columns_matmul, conv_output_size, deform_columns, deform_conv2d, unfold_columns, warp
 
 __all__ = [
@@ -25,4 +28,7 @@ __all__ = [
     "conv_output_size",
     "warp",
     "adabd_conv",
+    "correlation_flow",
+    "coarse_features",
+    "coarse_grid",
 ]

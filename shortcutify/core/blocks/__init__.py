@@ -31,7 +31,9 @@ BLOCK_TYPES: dict[str, type[ShortcutBlock]] = {"half": HalfResolutionBlock, "ful
 RESOLUTIONS = tuple(BLOCK_TYPES)
 
 
-def make_block(resolution: str, enc_channels: int, dec_channels: int, width: int | None = None, kernel_size: int = 3) -> ShortcutBlock:
+def make_block(
+    resolution: str, enc_channels: int, dec_channels: int, width: int | None = None, kernel_size: int = 3, motion_prior: bool = False
+) -> ShortcutBlock:
     """The block of layout ``resolution`` (a key of :data:`BLOCK_TYPES`), sized from the taps.
 
     Raises:
@@ -39,4 +41,4 @@ def make_block(resolution: str, enc_channels: int, dec_channels: int, width: int
     """
     if resolution not in BLOCK_TYPES:
         raise ValueError(f"resolution must be one of {RESOLUTIONS}, got {resolution!r}")
-    return BLOCK_TYPES[resolution](enc_channels, dec_channels, width=width, kernel_size=kernel_size)
+    return BLOCK_TYPES[resolution](enc_channels, dec_channels, width=width, kernel_size=kernel_size, motion_prior=motion_prior)

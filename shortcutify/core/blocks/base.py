@@ -24,7 +24,7 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from ...ops import adabd_conv
+from ...ops import adabd_conv, coarse_features, coarse_grid, correlation_flow
 from ..checks import is_count
 
 __all__ = ["ShortcutBlock", "BlockOutput", "KeyframeTaps", "LightConv", "default_width"]
@@ -104,6 +104,10 @@ class ShortcutBlock(nn.Module, ABC):
         dec_channels: ``Cf``, channels of the decoder tap.
         width: ``h``, the block's internal width (default :func:`default_width`).
         kernel_size: kernel of the AdaBD deformable conv (odd).
+        motion_prior: start the flow from a parameter-free estimate
+            (:func:`~shortcutify.ops.correlation_flow` between the current and the reference
+            encoder taps, pooled to a coarse grid); the flow head then learns a correction.
+            Off by default (the flow head alone, as before 0.5).
 
     Both layouts share: a flow head (a light conv stack on ``[a_t, a_ref]`` predicting one
     flow ``[B, 2, ., .]`` (dy, dx) in pixels), an AdaBD head (a light conv stack on
@@ -112,12 +116,15 @@ class ShortcutBlock(nn.Module, ABC):
     weights applied to the aligned reference feature (offsets, modulation ``1 − m``) and to
     the current feature (zero offsets, modulation ``m``), fused into one matrix product
     (:func:`~shortcutify.ops.adabd_conv`). Heads and reconstruction start at zero: an
-    untrained block predicts the warped reference feature.
+    untrained block predicts the reference feature warped by the motion prior (by nothing
+    without it).
     """
 
     resolution: ClassVar[str]
 
-    def __init__(self, enc_channels: int, dec_channels: int, width: int | None = None, kernel_size: int = 3) -> None:
+    def __init__(
+        self, enc_channels: int, dec_channels: int, width: int | None = None, kernel_size: int = 3, motion_prior: bool = False
+    ) -> None:
         super().__init__()
         if kernel_size % 2 != 1:
             raise ValueError(f"kernel_size must be odd, got {kernel_size}")
@@ -126,6 +133,7 @@ class ShortcutBlock(nn.Module, ABC):
             raise ValueError(f"width must be an integer >= 1, got {width!r}")
         h = int(h)
         self.enc_channels, self.dec_channels, self.width, self.kernel_size = enc_channels, dec_channels, h, kernel_size
+        self.motion_prior = bool(motion_prior)
         k2 = kernel_size * kernel_size
         self.reduce_enc, self.reduce_dec = self._reductions(enc_channels, dec_channels, h)
         self.flow_head = _head(h, 2)
@@ -170,6 +178,20 @@ class ShortcutBlock(nn.Module, ABC):
         """The parameters :meth:`prepare_reference` uses (counted in the keyframe path's cost)."""
         return [*self.reduce_enc.parameters(), *self.reduce_dec.parameters()]
 
+    @staticmethod
+    def motion_features(a: Tensor, grid: tuple[int, int]) -> Tensor:
+        """The encoder tap ``[B, Ca, Ha, Wa]`` as the motion prior compares it: unit vectors on
+        the coarse grid for a flow grid ``grid`` (``[B, Ca, h, w]``, float32, no gradient)."""
+        with torch.no_grad():
+            return coarse_features(a, coarse_grid(grid))
+
+    def _prior(self, a: Tensor, ref_motion: Tensor, grid: tuple[int, int]) -> Tensor | None:
+        """The motion prior on ``grid`` (``[B, 2, H, W]`` in its pixels), or ``None`` without one."""
+        if not self.motion_prior:
+            return None
+        with torch.no_grad():
+            return correlation_flow(self.motion_features(a, grid), ref_motion, grid).to(a.dtype)
+
     def _adabd(self, a_ref: Tensor, a: Tensor, f_ref: Tensor, return_aligned: bool) -> tuple[Tensor, Tensor | None]:
         """AdaBD: offsets and blending mask from ``[aligned a_ref, a]``, then one fused modulated deformable conv."""
         pred = self.adabd_head(torch.cat([a_ref, a], dim=1))
@@ -180,5 +202,5 @@ class ShortcutBlock(nn.Module, ABC):
     def extra_repr(self) -> str:
         return (
             f"enc_channels={self.enc_channels}, dec_channels={self.dec_channels}, width={self.width}, "
-            f"kernel_size={self.kernel_size}, resolution={self.resolution!r}"
+            f"kernel_size={self.kernel_size}, resolution={self.resolution!r}, motion_prior={self.motion_prior}"
         )

@@ -1,7 +1,8 @@
 """The paper's block layout: AdaBD at the decoder tap's resolution.
 
-1×1 reductions and reconstruction at the decoder tap's resolution ``(Hf, Wf)``; the flow is
-predicted at half of it and resized; the reduced reference taps and the decoder tap are
+1×1 reductions and reconstruction at the decoder tap's resolution ``(Hf, Wf)``; the flow (the
+flow head's, plus with ``motion_prior=True`` the parameter-free
+:func:`~shortcutify.ops.correlation_flow`) is predicted at half of it and resized; the reduced reference taps and the decoder tap are
 warped together by one ``grid_sample``; AdaBD runs at ``(Hf, Wf)``; the reconstruction is
 added to the warped decoder tap. More accurate than
 :class:`~shortcutify.core.blocks.HalfResolutionBlock`, slower on CPU
@@ -33,10 +34,13 @@ class FullReference(NamedTuple):
         stacked: the reduced encoder tap, the reduced decoder tap and the decoder tap,
             concatenated, ``[B, 2h + Cf, Hf, Wf]`` (warped together; on CPU in channels-last
             memory).
+        motion: the encoder tap as the motion prior compares it, ``[B, Ca, h, w]`` on the
+            prior's coarse grid (``[B, 0, 1, 1]`` for a block without the prior).
     """
 
     enc_half: Tensor
     stacked: Tensor
+    motion: Tensor
 
 
 class FullResolutionBlock(ShortcutBlock):
@@ -58,15 +62,19 @@ class FullResolutionBlock(ShortcutBlock):
         a = F.relu(self.reduce_enc(resize(a_ref, size)))
         enc_half = F.interpolate(a, size=half_size(size), mode="bilinear", align_corners=False)
         stacked = torch.cat([a, F.relu(self.reduce_dec(f_ref)), f_ref], dim=1)
-        return FullReference(enc_half, to_channels_last(stacked) if stacked.device.type == "cpu" else stacked)
+        motion = self.motion_features(a_ref, enc_half.shape[-2:]) if self.motion_prior else a_ref.new_zeros(a_ref.shape[0], 0, 1, 1)
+        return FullReference(enc_half, to_channels_last(stacked) if stacked.device.type == "cpu" else stacked, motion)
 
     def _predict(self, a: Tensor, reference: FullReference, return_aligned: bool) -> BlockOutput:
-        a_ref_half, ref = reference
+        a_ref_half, ref, ref_motion = reference
         h = self.width
         hf, wf = ref.shape[-2:]
+        prior = self._prior(a, ref_motion, (a_ref_half.shape[-2], a_ref_half.shape[-1]))
         a = F.relu(self.reduce_enc(resize(a, (hf, wf))))  # [B, h, Hf, Wf]
         a_half = F.interpolate(a, size=a_ref_half.shape[-2:], mode="bilinear", align_corners=False)
         flow = self.flow_head(torch.cat([a_half, a_ref_half], dim=1))
+        if prior is not None:
+            flow = flow + prior
         flow = F.interpolate(flow, size=(hf, wf), mode="bilinear", align_corners=False)
         # half-resolution pixels -> full-resolution pixels (Python scalars: no host-to-device copy per frame)
         flow = torch.cat([flow[:, :1] * (hf / a_half.shape[-2]), flow[:, 1:] * (wf / a_half.shape[-1])], dim=1)

@@ -6,8 +6,10 @@ width ``h`` and ``(Hh, Wh) = (⌈Hf/2⌉, ⌈Wf/2⌉)``:
 1. reduction: a 2×2 stride-2 conv + ReLU (space-to-depth then 1×1: nothing is discarded by
    resampling), ``a -> [B, h, Hh, Wh]`` (``a`` first resized to the decoder tap's
    resolution when the taps differ), ``f_ref -> [B, h, Hh, Wh]``;
-2. coarse alignment: the flow head on ``[a_t, a_ref]`` predicts one flow ``[B, 2, Hh, Wh]``
-   that warps the reduced ``a_ref`` and ``f_ref`` (one bilinear ``grid_sample``);
+2. coarse alignment: one flow ``[B, 2, Hh, Wh]`` from the flow head on ``[a_t, a_ref]``
+   (plus, with ``motion_prior=True``, a parameter-free correlation of the raw encoder taps on
+   a coarse grid, :func:`~shortcutify.ops.correlation_flow`) warps the reduced ``a_ref`` and
+   ``f_ref`` (one bilinear ``grid_sample``);
 3. AdaBD at ``(Hh, Wh)`` (see :class:`~shortcutify.core.blocks.ShortcutBlock`);
 4. reconstruction: ReLU, a 2×2 stride-2 transposed conv back to ``[B, Cf, Hf, Wf]``
    (depth-to-space), added to the full-width ``f_ref`` warped at full resolution by the
@@ -44,10 +46,13 @@ class HalfReference(NamedTuple):
         feature: the decoder tap itself, ``[B, Cf, Hf, Wf]`` (on CPU in channels-last
             memory, the layout in which ``grid_sample`` warps it fastest there); never
             shares memory with the tap.
+        motion: the encoder tap as the motion prior compares it, ``[B, Ca, h, w]`` on the
+            prior's coarse grid (``[B, 0, 1, 1]`` for a block without the prior).
     """
 
     reduced: Tensor
     feature: Tensor
+    motion: Tensor
 
 
 def _pad_even(x: Tensor) -> Tensor:
@@ -82,16 +87,20 @@ class HalfResolutionBlock(ShortcutBlock):
             reduced, feature = to_channels_last(reduced), to_channels_last(f_ref)
         if feature.untyped_storage().data_ptr() == f_ref.untyped_storage().data_ptr():
             feature = feature.clone()  # the state must not share memory with the tap (nor the teacher's output)
-        return HalfReference(reduced, feature)
+        motion = self.motion_features(a_ref, reduced.shape[-2:]) if self.motion_prior else a_ref.new_zeros(a_ref.shape[0], 0, 1, 1)
+        return HalfReference(reduced, feature, motion)
 
     def _predict(self, a: Tensor, reference: HalfReference, return_aligned: bool) -> BlockOutput:
-        ref_reduced, f_ref = reference
+        ref_reduced, f_ref, ref_motion = reference
         h = self.width
         hf, wf = f_ref.shape[-2:]
+        prior = self._prior(a, ref_motion, (ref_reduced.shape[-2], ref_reduced.shape[-1]))
         a = self._reduce(a, (hf, wf), self.reduce_enc)  # [B, h, Hf/2, Wf/2]
 
         # coarse alignment: one flow (half-resolution pixels) warps the reduced reference
         flow = self.flow_head(torch.cat([a, ref_reduced[:, :h]], dim=1))
+        if prior is not None:
+            flow = flow + prior
         aligned = warp(ref_reduced, flow)
         a_ref, f_ref_h = aligned[:, :h], aligned[:, h:]
 

@@ -14,10 +14,17 @@ from .base import default_width
 __all__ = ["block_macs", "auto_width"]
 
 
-def block_macs(resolution: str, width: int, enc_shape: tuple[int, ...], dec_shape: tuple[int, ...], factory: dict[str, Any] | None = None) -> int:
+def block_macs(
+    resolution: str,
+    width: int,
+    enc_shape: tuple[int, ...],
+    dec_shape: tuple[int, ...],
+    factory: dict[str, Any] | None = None,
+    motion_prior: bool = False,
+) -> int:
     """fvcore MACs of one block call at the tap shapes ``[B, C, H, W]`` (reference preparation excluded)."""
     factory = factory or {}
-    block = make_block(resolution, enc_shape[1], dec_shape[1], width=width).to(**factory)
+    block = make_block(resolution, enc_shape[1], dec_shape[1], width=width, motion_prior=motion_prior).to(**factory)
     a = torch.zeros(enc_shape, **factory)
     f = torch.zeros(dec_shape, **factory)
     with torch.no_grad():

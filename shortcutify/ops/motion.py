@@ -1,0 +1,107 @@
+"""A parameter-free motion estimate between two feature maps: local correlation, soft arg-max.
+
+:func:`correlation_flow` estimates, for every position of the current feature map, where its
+content lies in the reference map, from features a shortcut frame computes anyway (no
+parameters, no training). The blocks use it as the starting point of their flow, so that an
+untrained block already follows the motion instead of repeating the keyframe.
+
+1. :func:`coarse_features`: both maps average-pooled to a coarse grid (:func:`coarse_grid`:
+   the longer side near 40, so the search range scales with the frame), each channel's
+   spatial mean removed, each position's channel vector scaled to unit length;
+2. :func:`correlation_flow`: every coarse position of the current map is compared with the
+   ``(2r+1)²`` positions of the reference around it (padded by replication): cosine
+   similarities ``[B, (2r+1)², h·w]``, averaged over a few large regions (per-position
+   estimates are too noisy to beat no motion on real footage); their soft arg-max (softmax
+   of similarity / ``temperature``) is each region's expected displacement (a featureless
+   region averages to no motion), interpolated bilinearly to the fine grid and clamped so that every displaced
+   position lies inside the map (a warp then never reads the zeros outside).
+
+MACs: ``C·(2r+1)²`` per coarse position for the correlation (an ``einsum``, counted by the
+project's handle) plus the pooling; the rest is element-wise.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["coarse_grid", "coarse_features", "correlation_flow"]
+
+
+def _check(x: Tensor, name: str) -> None:
+    if not isinstance(x, Tensor) or x.dim() != 4 or not x.is_floating_point():
+        raise ValueError(f"{name} must be a floating tensor [B, C, H, W], got {getattr(x, 'shape', type(x).__name__)}")
+
+
+def coarse_grid(size: tuple[int, int], target: int = 40) -> tuple[int, int]:
+    """The coarse grid for a map of ``size`` ``(H, W)``: pooled by ``⌈max(H, W) / target⌉`` (so the
+    search range scales with the frame), ``(⌈H/p⌉, ⌈W/p⌉)``."""
+    p = max(1, -(-max(size) // target))
+    return -(-size[0] // p), -(-size[1] // p)
+
+
+def coarse_features(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """``[B, C, H, W]`` -> ``[B, C, h, w]`` (``size``): average-pooled, each channel's spatial mean
+    removed, each position's channel vector scaled to unit length (float32)."""
+    _check(x, "x")
+    xc = F.adaptive_avg_pool2d(x.float(), size)
+    return F.normalize(xc - xc.mean(dim=(2, 3), keepdim=True), dim=1, eps=1e-6)
+
+
+def correlation_flow(
+    x: Tensor, ref: Tensor, size: tuple[int, int], *, radius: int = 8, regions: int = 2, temperature: float = 0.02
+) -> Tensor:
+    """The flow ``(dy, dx)`` that aligns the reference to the current frame: ``x[p] ≈ ref[p + flow[p]]``.
+
+    Args:
+        x: the current frame's :func:`coarse_features` ``[B, C, h, w]``.
+        ref: the reference's, same shape.
+        size: ``(H, W)``, the grid the flow is for (``x``'s grid before pooling, or any other
+            grid covering the same image); displacements are in its pixels.
+        radius: search radius ``r`` in coarse pixels.
+        regions: the similarities are averaged over a grid of regions, ``regions`` along the
+            longer side (about square), before the soft arg-max: one displacement per region,
+            interpolated between region centres. ``0`` keeps one per coarse position (noisy:
+            on real footage worse than no motion at all).
+        temperature: softmax temperature on cosine similarities (lower: closer to a hard
+            arg-max).
+
+    Returns:
+        ``[B, 2, H, W]`` float32, channel 0 ``dy``, channel 1 ``dx``, with
+        ``0 <= y + dy <= H - 1`` and ``0 <= x + dx <= W - 1``.
+
+    Raises:
+        ValueError: shapes differ or are not 4-D, or ``radius``/``regions``/``temperature``
+            are out of range.
+    """
+    _check(x, "x")
+    _check(ref, "ref")
+    if x.shape != ref.shape:
+        raise ValueError(f"x and ref must have one shape, got {tuple(x.shape)} and {tuple(ref.shape)}")
+    if isinstance(radius, bool) or not isinstance(radius, int) or radius < 0:
+        raise ValueError(f"radius must be an integer >= 0, got {radius!r}")
+    if isinstance(regions, bool) or not isinstance(regions, int) or regions < 0:
+        raise ValueError(f"regions must be an integer >= 0, got {regions!r}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    b, c, hc, wc = (int(v) for v in x.shape)  # Python ints, also under tracing
+    h, w = int(size[0]), int(size[1])
+    k = 2 * radius + 1
+    window = F.unfold(F.pad(ref.float(), (radius,) * 4, mode="replicate"), k).view(b, c, k * k, hc * wc)
+    sim = torch.einsum("bcn,bckn->bkn", x.float().flatten(2), window).view(b, k * k, hc, wc)  # cosine similarities
+    if regions:
+        long = max(hc, wc)
+        grid = (max(1, min(hc, int(regions * hc / long + 0.5))), max(1, min(wc, int(regions * wc / long + 0.5))))
+        sim = F.adaptive_avg_pool2d(sim, grid)
+    rh, rw = sim.shape[-2:]
+    prob = torch.softmax(sim / temperature, dim=1).view(b, k, k, rh * rw)
+    steps = torch.arange(-radius, radius + 1, device=x.device, dtype=prob.dtype).view(1, k, 1)
+    dy = (prob.sum(2) * steps).sum(1) * (h / hc)  # expected displacement, coarse -> fine pixels
+    dx = (prob.sum(1) * steps).sum(1) * (w / wc)
+    flow = torch.stack([dy, dx], dim=1).view(b, 2, rh, rw)
+    if (rh, rw) != (h, w):
+        flow = F.interpolate(flow, size=(h, w), mode="bilinear", align_corners=False)
+    ys = torch.arange(h, device=x.device, dtype=flow.dtype).view(1, h, 1)
+    xs = torch.arange(w, device=x.device, dtype=flow.dtype).view(1, 1, w)
+    return torch.stack([(ys + flow[:, 0]).clamp(0, h - 1) - ys, (xs + flow[:, 1]).clamp(0, w - 1) - xs], dim=1)

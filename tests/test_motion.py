@@ -1,0 +1,120 @@
+"""Specification of the parameter-free motion prior (:mod:`shortcutify.ops.motion`) and its use in blocks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shortcutify import shortcutify
+from shortcutify.core.blocks import make_block
+from shortcutify.core.config import ShortcutConfig
+from shortcutify.core.cost import count_macs
+from shortcutify.demo.models import ResnetGenerator
+from shortcutify.ops import coarse_features, coarse_grid, correlation_flow, warp
+
+
+def _smooth(b: int, c: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return F.interpolate(torch.randn(b, c, max(2, h // 4), max(2, w // 4), generator=g), size=(h, w), mode="bilinear")
+
+
+def _flow(x: torch.Tensor, ref: torch.Tensor, **kw) -> torch.Tensor:
+    grid = coarse_grid(tuple(x.shape[-2:]))
+    return correlation_flow(coarse_features(x, grid), coarse_features(ref, grid), tuple(x.shape[-2:]), **kw)
+
+
+@pytest.mark.parametrize("shift", [(0, 6), (3, 0), (-4, -5), (2, -3)])
+def test_a_translation_is_found_with_the_warp_convention(shift):
+    """``x[p] = ref[p - s]`` (content moved by ``s``) gives ``flow ≈ -s``, and the warp by it aligns ``ref`` to ``x``."""
+    ref = _smooth(1, 16, 48, 80)
+    x = torch.roll(ref, shifts=shift, dims=(2, 3))
+    flow = _flow(x, ref)
+    inner = flow[:, :, 12:-12, 16:-16].mean(dim=(0, 2, 3))
+    assert torch.allclose(inner, -torch.tensor(shift, dtype=torch.float32), atol=1.0), inner
+    err_aligned = (warp(ref, flow) - x)[:, :, 12:-12, 16:-16].abs().mean()
+    err_static = (ref - x)[:, :, 12:-12, 16:-16].abs().mean()
+    assert err_aligned < 0.5 * err_static
+
+
+def test_identical_maps_give_no_motion():
+    ref = _smooth(2, 8, 30, 40)
+    assert _flow(ref, ref).abs().max() < 0.05  # a soft arg-max: a small pull of the neighbours, no motion
+
+
+@settings(max_examples=25, deadline=None)
+@given(b=st.integers(1, 2), c=st.integers(1, 6), h=st.integers(1, 50), w=st.integers(1, 50), regions=st.integers(0, 3),
+       radius=st.integers(0, 4), seed=st.integers(0, 10))
+def test_any_maps_give_a_finite_flow_that_stays_inside(b, c, h, w, regions, radius, seed):
+    g = torch.Generator().manual_seed(seed)
+    x, ref = torch.randn(b, c, h, w, generator=g), torch.randn(b, c, h, w, generator=g)
+    flow = _flow(x, ref, regions=regions, radius=radius)
+    assert flow.shape == (b, 2, h, w) and torch.isfinite(flow).all()
+    ys, xs = torch.arange(h).view(1, h, 1), torch.arange(w).view(1, 1, w)
+    assert ((ys + flow[:, 0]) >= -1e-4).all() and ((ys + flow[:, 0]) <= h - 1 + 1e-4).all()
+    assert ((xs + flow[:, 1]) >= -1e-4).all() and ((xs + flow[:, 1]) <= w - 1 + 1e-4).all()
+
+
+def test_constant_maps_give_no_motion():
+    """Featureless input: every displacement scores the same, the expectation is zero."""
+    x = torch.ones(1, 4, 20, 30)
+    assert _flow(x, x).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("kw", [{"radius": -1}, {"radius": 1.5}, {"regions": -1}, {"temperature": 0.0}])
+def test_bad_settings_are_refused(kw):
+    x = torch.randn(1, 4, 8, 8)
+    with pytest.raises(ValueError, match=next(iter(kw))):
+        correlation_flow(x, x, (8, 8), **kw)
+
+
+def test_bad_shapes_are_refused():
+    with pytest.raises(ValueError, match="one shape"):
+        correlation_flow(torch.randn(1, 4, 8, 8), torch.randn(1, 4, 8, 9), (8, 8))
+    with pytest.raises(ValueError, match=r"\[B, C, H, W\]"):
+        coarse_features(torch.randn(4, 8, 8), (4, 4))
+
+
+def test_the_correlation_macs_are_counted():
+    """The einsum costs ``C·(2r+1)²`` MACs per coarse position, and the count includes it."""
+    c, r = 8, 3
+    x = coarse_features(torch.randn(1, c, 10, 12), (10, 12))
+    macs, ops, _ = count_macs(lambda a, b: correlation_flow(a, b, (20, 24), radius=r), x, x)
+    assert ops["einsum"] == c * (2 * r + 1) ** 2 * 10 * 12
+    assert macs >= ops["einsum"]
+
+
+@pytest.mark.parametrize("resolution", ["half", "full"])
+def test_an_untrained_block_with_the_prior_follows_a_translation(resolution):
+    """Without the prior an untrained block repeats the reference feature; with it, it moves it."""
+    torch.manual_seed(0)
+    a_ref, f_ref = _smooth(1, 8, 24, 40, seed=1), _smooth(1, 6, 24, 40, seed=2)
+    shift = (0, 4)
+    a, f = torch.roll(a_ref, shift, dims=(2, 3)), torch.roll(f_ref, shift, dims=(2, 3))
+    inner = (slice(None), slice(None), slice(4, -4), slice(8, -8))
+    errors = {}
+    for prior in (False, True):
+        block = make_block(resolution, 8, 6, motion_prior=prior).eval()
+        with torch.no_grad():
+            f_hat = block(a, block.prepare_reference(a_ref, f_ref)).feature
+        errors[prior] = (f_hat - f)[inner].abs().mean()
+        if not prior:
+            torch.testing.assert_close(f_hat, f_ref)
+    assert errors[True] < 0.5 * errors[False]
+
+
+def test_the_prior_is_part_of_the_config_and_old_configs_have_none():
+    x = torch.randn(1, 3, 32, 32)
+    gen = ResnetGenerator(ngf=8, n_blocks=2)
+    sv = shortcutify(gen, "model.4", "model.12", x, motion_prior=True)
+    assert sv.config.motion_prior and sv.block.motion_prior
+    d = sv.config.to_dict()
+    assert ShortcutConfig.from_dict(d).motion_prior is True
+    del d["motion_prior"]
+    assert ShortcutConfig.from_dict(d).motion_prior is False
+    with pytest.raises(ValueError, match="motion_prior"):
+        ShortcutConfig.from_dict({**d, "motion_prior": "yes"})
+    with pytest.raises(TypeError, match="motion_prior"):
+        shortcutify(gen, "model.4", "model.12", x, motion_prior=1)  # type: ignore[arg-type]
