@@ -1,0 +1,302 @@
+"""Distillation over many teachers: does ``distill(sv, clips)`` give a good block on any of them?
+
+usage: python benchmarks/distill_teachers.py [--quick] [--variant defaults] [--steps 0 250 500 1000 2000]
+                                             [--seeds 0 1] [--teachers NAME ...] [--threads 2]
+
+The yardstick for distillation defaults. Teachers of three families and several tasks and
+sizes: the two bundled ones (RecycleGAN-style ResNet "cartoon", vid2vid-style label+previous
+frame), and ResNet and U-Net generators trained here, at run time, to mimic image operators
+(colour twist, sharpening, blur, line drawing) at two frame sizes (cached in
+``results/teachers/``; trained on the training frames, a few hundred steps). For every teacher,
+seed and step count, a fresh block is distilled on the training frames with
+``distill(sv, clips, steps=S, seed=seed, crop=64, progress=False)`` and the variant's settings
+(``defaults``: nothing else; the named variants in :data:`VARIANTS` set what they say), then
+evaluated on held-out video at keyframe interval 3: bikes frames 190-249 (fast pans) and
+carphone (a calm talking head), PSNR/SSIM of shortcut frames vs the teacher, next to repeating
+the keyframe. Step counts are separate runs (the learning rate decays over a run's length).
+``steps`` 0 is the untrained block. ``crop=64`` is the one setting every variant shares (the
+frames are 68x160 and 96x224).
+
+Writes results/distill_teachers[_quick].json after every run (``--resume`` skips runs already
+there); ``report.py`` tabulates it. Full run: all teachers, seeds 0 1, steps 0 250 500 1000 2000,
+about 90 minutes on 2 cores. ``--quick``: two tiny teachers, a few steps (CI).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import RESULTS, machine, table, write  # noqa: E402
+
+from shortcutify import FixedInterval, distill, evaluate, shortcutify  # noqa: E402
+from shortcutify.demo.cli import task_inputs  # noqa: E402
+from shortcutify.demo.models import ResnetGenerator, resnet_taps, vid2vid_taps  # noqa: E402
+from shortcutify.demo.teachers import cartoon, load_teacher, read_split  # noqa: E402
+
+TEACHER_DIR = RESULTS / "teachers"
+CROP = 64
+
+
+# ----------------------------------------------------------------------------- operators
+def _gauss(x: Tensor, sigma: float) -> Tensor:
+    r = int(3 * sigma + 0.5)
+    t = torch.arange(-r, r + 1, dtype=x.dtype)
+    g = torch.exp(-(t**2) / (2 * sigma**2))
+    g = (g / g.sum()).to(x)
+    c = x.shape[1]
+    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), g.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), g.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+_TWIST = torch.tensor([[0.5, 0.8, -0.2], [-0.3, 0.6, 0.7], [0.9, -0.4, 0.5]])
+
+
+def colour(x: Tensor) -> Tensor:
+    """A colour twist: channel mixing, a contrast curve."""
+    return torch.tanh(1.5 * torch.einsum("ij,bjhw->bihw", _TWIST.to(x), x) + 0.1)
+
+
+def sharpen(x: Tensor) -> Tensor:
+    """Unsharp masking (strong), clipped to [-1, 1]."""
+    return (x + 2.0 * (x - _gauss(x, 1.5))).clamp(-1, 1)
+
+
+def blur(x: Tensor) -> Tensor:
+    """A wide Gaussian blur with a slight warm tint."""
+    return (_gauss(x, 2.5) * torch.tensor([1.0, 0.9, 0.75]).view(1, 3, 1, 1).to(x)).clamp(-1, 1)
+
+
+def lines(x: Tensor) -> Tensor:
+    """A line drawing: dark Sobel edges of the smoothed luminance on paper white."""
+    g = F.pad(_gauss(x, 1.0).mean(1, keepdim=True), (1, 1, 1, 1), mode="reflect")
+    k = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]).to(x)
+    e = (F.conv2d(g, k.view(1, 1, 3, 3)).square() + F.conv2d(g, k.t().reshape(1, 1, 3, 3)).square()).sqrt()
+    return (1 - 2 * (3 * e).clamp(0, 1)).expand(-1, 3, -1, -1).contiguous()
+
+
+OPERATORS: dict[str, Callable[[Tensor], Tensor]] = {"colour": colour, "sharpen": sharpen, "blur": blur, "lines": lines, "cartoon": cartoon}
+
+
+# ----------------------------------------------------------------------------- a U-Net family
+class SmallUNet(nn.Module):
+    """A U-Net: two stride-2 levels with skip connections (concatenated), ``[B, 3, H, W] -> [B, 3, H, W]``, H, W % 4 == 0."""
+
+    def __init__(self, ngf: int = 16) -> None:
+        super().__init__()
+
+        def conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1), nn.InstanceNorm2d(cout), nn.ReLU(True))
+
+        self.inc = conv(3, ngf)
+        self.down1 = conv(ngf, 2 * ngf, 2)
+        self.down2 = conv(2 * ngf, 4 * ngf, 2)
+        self.mid = nn.Sequential(conv(4 * ngf, 4 * ngf), conv(4 * ngf, 4 * ngf))
+        self.up2 = nn.Sequential(nn.Upsample(scale_factor=2.0, mode="bilinear"), conv(4 * ngf, 2 * ngf))
+        self.dec2 = conv(4 * ngf, 2 * ngf)
+        self.up1 = nn.Sequential(nn.Upsample(scale_factor=2.0, mode="bilinear"), conv(2 * ngf, ngf))
+        self.out = nn.Sequential(nn.Conv2d(2 * ngf, 3, 3, padding=1), nn.Tanh())
+
+    def forward(self, x: Tensor) -> Tensor:
+        x0 = self.inc(x)
+        x1 = self.down1(x0)
+        h = self.mid(self.down2(x1))
+        h = self.dec2(torch.cat([self.up2(h), x1], 1))
+        return self.out(torch.cat([self.up1(h), x0], 1))
+
+
+# ----------------------------------------------------------------------------- teachers
+@dataclass(frozen=True)
+class Teacher:
+    """One teacher of the benchmark: a bundled one, or a family trained here on an operator."""
+
+    family: str  # "resnet", "unet", "vid2vid"
+    operator: str  # a key of OPERATORS, or "vid2vid" (frame from labels + previous frame)
+    size: tuple[int, int]
+    bundled: str | None = None  # name of a bundled teacher (shortcutify.demo.teachers)
+    ngf: int = 16
+    n_blocks: int = 3
+    train_steps: int = 400
+
+    def build(self) -> nn.Module:
+        return ResnetGenerator(ngf=self.ngf, n_blocks=self.n_blocks) if self.family == "resnet" else SmallUNet(self.ngf)
+
+    def taps(self, gen: nn.Module) -> tuple[str, str]:
+        if self.family == "vid2vid":
+            return vid2vid_taps(gen)  # type: ignore[arg-type]
+        if self.family == "unet":
+            return "down1", "up1"
+        return resnet_taps(gen)  # type: ignore[arg-type]
+
+
+TEACHERS: dict[str, Teacher] = {
+    "resnet-cartoon": Teacher("resnet", "cartoon", (68, 160), bundled="cartoon-tiny"),
+    "vid2vid": Teacher("vid2vid", "vid2vid", (68, 160), bundled="vid2vid-tiny"),
+    "resnet-colour": Teacher("resnet", "colour", (68, 160)),
+    "resnet-sharpen": Teacher("resnet", "sharpen", (96, 224)),
+    "unet-lines": Teacher("unet", "lines", (68, 160)),
+    "unet-blur": Teacher("unet", "blur", (96, 224)),
+}
+QUICK_TEACHERS: dict[str, Teacher] = {
+    "resnet-cartoon": TEACHERS["resnet-cartoon"],
+    "unet-colour-quick": Teacher("unet", "colour", (32, 64), ngf=8, train_steps=30),
+}
+
+
+def train_teacher(name: str, spec: Teacher, seed: int = 0) -> nn.Module:
+    """Train ``spec`` on the training frames (cached by name); eval mode, float32."""
+    path = TEACHER_DIR / f"{name}.pt"
+    gen = spec.build()
+    if path.is_file():
+        gen.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return gen.eval()
+    torch.manual_seed(seed)
+    frames = [read_split(v, "train", spec.size) for v in ("bikes", "bigbuckbunny")]
+    op = OPERATORS[spec.operator]
+    opt = torch.optim.Adam(gen.parameters(), lr=2e-3, betas=(0.5, 0.999))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 - s / spec.train_steps)
+    g = torch.Generator().manual_seed(seed)
+    crop = min(CROP, *spec.size)
+    for _ in range(spec.train_steps):
+        batch = []
+        for _ in range(4):
+            clip = frames[int(torch.randint(len(frames), (1,), generator=g))]
+            t = int(torch.randint(clip.shape[0], (1,), generator=g))
+            top = int(torch.randint(clip.shape[-2] - crop + 1, (1,), generator=g))
+            left = int(torch.randint(clip.shape[-1] - crop + 1, (1,), generator=g))
+            batch.append(clip[t, :, top : top + crop, left : left + crop])
+        x = torch.stack(batch)
+        loss = F.l1_loss(gen(x), op(x))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    TEACHER_DIR.mkdir(parents=True, exist_ok=True)
+    torch.save(gen.state_dict(), path)
+    return gen.eval()
+
+
+def teacher_and_inputs(name: str, spec: Teacher) -> tuple[nn.Module, Callable[[Tensor], Any]]:
+    """The teacher and the function that turns real frames ``[T, 3, H, W]`` into its inputs."""
+    if spec.bundled is not None:
+        gen, labeller = load_teacher(spec.bundled)
+        return gen, lambda frames: task_inputs(frames, labeller)
+    return train_teacher(name, spec), lambda frames: frames
+
+
+# ----------------------------------------------------------------------------- variants
+#: named distillation settings compared on this benchmark (``defaults``: the library's own)
+VARIANTS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "paper": {"lr": 2e-4, "weights": {"feature": 5.0, "alignment": 5.0, "output": 10.0}},
+    "lr1e-3-feature1": {"lr": 1e-3, "weights": {"feature": 1.0, "alignment": 0.0, "output": 10.0}},
+    "lr1e-3-paper-weights": {"lr": 1e-3, "weights": {"feature": 5.0, "alignment": 5.0, "output": 10.0}},
+    "motion-prior": {"motion_prior": True},
+}
+BUILD_KEYS = ("motion_prior", "resolution")
+
+
+def clips_of(frames: Tensor, to_inputs: Callable[[Tensor], Any], length: int = 12) -> list[Any]:
+    return [to_inputs(frames[i : i + length]) for i in range(0, frames.shape[0] - length + 1, length)]
+
+
+def run_one(name: str, spec: Teacher, variant: str, seed: int, steps: int, quick: bool) -> dict[str, Any]:
+    gen, to_inputs = teacher_and_inputs(name, spec)
+    size = spec.size
+    n_val = 24 if quick else 60
+    train = [read_split(v, "train", size) for v in ("bikes", "bigbuckbunny")]
+    clips = [c for frames in train for c in clips_of(frames, to_inputs)]
+    heldout = {
+        "bikes": read_split("bikes", "heldout", size, max_frames=n_val),
+        "carphone": read_split("carphone_pristine", "heldout", size, max_frames=n_val),
+    }
+    settings = dict(VARIANTS[variant])
+    build = {k: settings.pop(k) for k in BUILD_KEYS if k in settings}
+    torch.manual_seed(seed)
+    example = clips[0]
+    example = tuple(x[:1] for x in example) if isinstance(example, tuple) else example[:1]
+    sv = shortcutify(gen, *spec.taps(gen), example, policy=FixedInterval(3), **build)
+    wall, cpu = time.perf_counter(), time.process_time()
+    if steps:
+        distill(sv, clips, steps=steps, seed=seed, crop=min(CROP, *size), progress=False, **settings)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    row: dict[str, Any] = {"teacher": name, "family": spec.family, "operator": spec.operator, "size": list(size),
+                           "variant": variant, "settings": VARIANTS[variant], "seed": seed, "steps": steps,
+                           "seconds": wall, "cpu_seconds": cpu, "videos": {}}
+    for video, frames in heldout.items():
+        s = evaluate(sv, clips_of(frames, to_inputs)).summary()
+        row["videos"][video] = {k: s[k] for k in ("psnr", "psnr_repeat", "ssim", "ssim_repeat")}
+    return row
+
+
+def key(r: dict[str, Any]) -> tuple:
+    return (r["teacher"], r["variant"], r["seed"], r["steps"])
+
+
+def summarise(rows: list[dict[str, Any]]) -> str:
+    """Per teacher, variant and step count: mean gain over repeat (dB; min..max over seeds) per video."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["teacher"], r["variant"], r["steps"]), []).append(r)
+    out = []
+    for (teacher, variant, steps), rs in sorted(groups.items()):
+        cells = []
+        for video in ("bikes", "carphone"):
+            gains = [r["videos"][video]["psnr"] - r["videos"][video]["psnr_repeat"] for r in rs]
+            cells.append(f"{sum(gains) / len(gains):+.2f} ({min(gains):+.2f}..{max(gains):+.2f})")
+        repeat = [f"{rs[0]['videos'][v]['psnr_repeat']:.2f}" for v in ("bikes", "carphone")]
+        out.append([teacher, variant, steps, len(rs), *cells, " / ".join(repeat), sum(r["cpu_seconds"] for r in rs) / len(rs)])
+    return table(["teacher", "variant", "steps", "seeds", "bikes gain dB", "carphone gain dB", "repeat dB (b / c)", "CPU s"], out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--variant", nargs="+", default=["defaults"], choices=sorted(VARIANTS))
+    parser.add_argument("--steps", nargs="+", type=int, default=None)
+    parser.add_argument("--seeds", nargs="+", type=int, default=None)
+    parser.add_argument("--teachers", nargs="+", default=None)
+    parser.add_argument("--resume", action="store_true", help="keep the runs already in the results file")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    teachers = QUICK_TEACHERS if args.quick else TEACHERS
+    names = args.teachers or list(teachers)
+    unknown = sorted(set(names) - set(teachers))
+    if unknown:
+        parser.error(f"unknown teachers {unknown}; choose from {sorted(teachers)}")
+    steps = args.steps or ([0, 20] if args.quick else [0, 250, 500, 1000, 2000])
+    seeds = args.seeds or ([0] if args.quick else [0, 1])
+    tag = "distill_teachers_quick" if args.quick else "distill_teachers"
+    path = RESULTS / f"{tag}.json"
+    rows: list[dict[str, Any]] = json.loads(path.read_text())["runs"] if args.resume and path.is_file() else []
+    done = {key(r) for r in rows}
+    t0 = time.time()
+    for name in names:
+        for variant in args.variant:
+            for seed in seeds:
+                for s in steps:
+                    if (name, variant, seed, s) in done:
+                        continue
+                    row = run_one(name, teachers[name], variant, seed, s, args.quick)
+                    rows.append(row)
+                    b, c = row["videos"]["bikes"], row["videos"]["carphone"]
+                    print(f"{name:16s} {variant:22s} seed {seed} steps {s:5d}: bikes {b['psnr']:.2f} (repeat {b['psnr_repeat']:.2f}) "
+                          f"carphone {c['psnr']:.2f} (repeat {c['psnr_repeat']:.2f})  {row['cpu_seconds']:.0f} CPU s", flush=True)
+                    write(tag, {"machine": machine(), "crop": CROP, "interval": 3, "runs": rows})
+    print(f"\n{summarise(rows)}\n\n{time.time() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
