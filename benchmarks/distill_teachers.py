@@ -187,6 +187,17 @@ def train_teacher(name: str, spec: Teacher, seed: int = 0) -> nn.Module:
     return gen.eval()
 
 
+def weights_id(gen: nn.Module) -> str:
+    """A short checksum of a teacher's weights (rows of different weights under one name stay apart)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for k, v in sorted(gen.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:10]
+
+
 def teacher_and_inputs(name: str, spec: Teacher) -> tuple[nn.Module, Callable[[Tensor], Any]]:
     """The teacher and the function that turns real frames ``[T, 3, H, W]`` into its inputs."""
     if spec.bundled is not None:
@@ -201,10 +212,25 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "paper": {"lr": 2e-4, "weights": {"feature": 5.0, "alignment": 5.0, "output": 10.0}},
     "lr1e-3-feature1": {"lr": 1e-3, "weights": {"feature": 1.0, "alignment": 0.0, "output": 10.0}},
+    "lr2e-3-feature1": {"lr": 2e-3, "weights": {"feature": 1.0, "alignment": 0.0, "output": 10.0}},
     "lr1e-3-paper-weights": {"lr": 1e-3, "weights": {"feature": 5.0, "alignment": 5.0, "output": 10.0}},
     "motion-prior": {"motion_prior": True},
 }
 BUILD_KEYS = ("motion_prior", "resolution")
+
+
+def effective(settings: dict[str, Any]) -> dict[str, Any]:
+    """The distillation settings a run used: ``distill``'s defaults updated by the variant's."""
+    import inspect
+    from dataclasses import asdict
+
+    from shortcutify.train.losses import LossWeights
+
+    sig = inspect.signature(distill).parameters
+    out = {k: sig[k].default for k in ("lr", "betas", "batch_size", "flip")}
+    out["weights"] = asdict(LossWeights.coerce(settings.get("weights")))
+    out.update({k: v for k, v in settings.items() if k != "weights"})
+    return out
 
 
 def clips_of(frames: Tensor, to_inputs: Callable[[Tensor], Any], length: int = 12) -> list[Any]:
@@ -232,23 +258,42 @@ def run_one(name: str, spec: Teacher, variant: str, seed: int, steps: int, quick
         distill(sv, clips, steps=steps, seed=seed, crop=min(CROP, *size), progress=False, **settings)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     row: dict[str, Any] = {"teacher": name, "family": spec.family, "operator": spec.operator, "size": list(size),
-                           "variant": variant, "settings": VARIANTS[variant], "seed": seed, "steps": steps,
-                           "seconds": wall, "cpu_seconds": cpu, "videos": {}}
+                           "variant": variant, "settings": effective(VARIANTS[variant]), "seed": seed, "steps": steps,
+                           "weights": weights_id(gen), "seconds": wall, "cpu_seconds": cpu, "threads": torch.get_num_threads(), "videos": {}}
     for video, frames in heldout.items():
         s = evaluate(sv, clips_of(frames, to_inputs)).summary()
         row["videos"][video] = {k: s[k] for k in ("psnr", "psnr_repeat", "ssim", "ssim_repeat")}
     return row
 
 
+def load_runs(base: str = "distill_teachers") -> list[dict[str, Any]]:
+    """The runs of ``results/<base>.json`` and of its parts (``<base>.part-*.json``), later files last."""
+    runs: list[dict[str, Any]] = []
+    for p in [RESULTS / f"{base}.json", *sorted(RESULTS.glob(f"{base}.part-*.json"))]:
+        if p.is_file():
+            runs += json.loads(p.read_text())["runs"]
+    return runs
+
+
 def key(r: dict[str, Any]) -> tuple:
     return (r["teacher"], r["variant"], r["seed"], r["steps"])
 
 
+def is_default(r: dict[str, Any]) -> bool:
+    """Whether a run used this library's default distillation settings (compared as recorded, so a
+    run of a named variant whose settings are the defaults counts, and runs of older defaults do not)."""
+    return json.loads(json.dumps(r["settings"])) == json.loads(json.dumps(effective({})))
+
+
 def summarise(rows: list[dict[str, Any]]) -> str:
     """Per teacher, variant and step count: mean gain over repeat (dB; min..max over seeds) per video."""
-    groups: dict[tuple, list[dict[str, Any]]] = {}
+    ids: dict[str, set[str]] = {}
     for r in rows:
-        groups.setdefault((r["teacher"], r["variant"], r["steps"]), []).append(r)
+        ids.setdefault(r["teacher"], set()).add(r.get("weights", "?"))
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in rows:  # a teacher retrained under its name is shown as name@weights
+        name = r["teacher"] if len(ids[r["teacher"]]) == 1 else f"{r['teacher']}@{r.get('weights', 'earlier')}"
+        groups.setdefault((name, r["variant"], r["steps"]), []).append(r)
     out = []
     for (teacher, variant, steps), rs in sorted(groups.items()):
         cells = []
@@ -256,7 +301,8 @@ def summarise(rows: list[dict[str, Any]]) -> str:
             gains = [r["videos"][video]["psnr"] - r["videos"][video]["psnr_repeat"] for r in rs]
             cells.append(f"{sum(gains) / len(gains):+.2f} ({min(gains):+.2f}..{max(gains):+.2f})")
         repeat = [f"{rs[0]['videos'][v]['psnr_repeat']:.2f}" for v in ("bikes", "carphone")]
-        out.append([teacher, variant, steps, len(rs), *cells, " / ".join(repeat), sum(r["cpu_seconds"] for r in rs) / len(rs)])
+        label = variant + (" (= defaults)" if variant != "defaults" and all(is_default(r) for r in rs) else "")
+        out.append([teacher, label, steps, len(rs), *cells, " / ".join(repeat), sum(r["cpu_seconds"] for r in rs) / len(rs)])
     return table(["teacher", "variant", "steps", "seeds", "bikes gain dB", "carphone gain dB", "repeat dB (b / c)", "CPU s"], out)
 
 
@@ -267,7 +313,10 @@ def main() -> None:
     parser.add_argument("--steps", nargs="+", type=int, default=None)
     parser.add_argument("--seeds", nargs="+", type=int, default=None)
     parser.add_argument("--teachers", nargs="+", default=None)
-    parser.add_argument("--resume", action="store_true", help="keep the runs already in the results file")
+    parser.add_argument("--resume", action="store_true", help="keep (and skip) the runs already in the results files")
+    parser.add_argument("--part", default=None,
+                        help="write results/distill_teachers.part-PART.json instead (to run shards side by side, e.g. one "
+                             "single-threaded process per core); report.py merges the parts")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -278,10 +327,13 @@ def main() -> None:
         parser.error(f"unknown teachers {unknown}; choose from {sorted(teachers)}")
     steps = args.steps or ([0, 20] if args.quick else [0, 250, 500, 1000, 2000])
     seeds = args.seeds or ([0] if args.quick else [0, 1])
-    tag = "distill_teachers_quick" if args.quick else "distill_teachers"
+    base = "distill_teachers_quick" if args.quick else "distill_teachers"
+    tag = base if args.part is None else f"{base}.part-{args.part}"
     path = RESULTS / f"{tag}.json"
     rows: list[dict[str, Any]] = json.loads(path.read_text())["runs"] if args.resume and path.is_file() else []
     done = {key(r) for r in rows}
+    if args.resume:
+        done |= {key(r) for r in load_runs(base)}
     t0 = time.time()
     for name in names:
         for variant in args.variant:
@@ -295,7 +347,7 @@ def main() -> None:
                     print(f"{name:16s} {variant:22s} seed {seed} steps {s:5d}: bikes {b['psnr']:.2f} (repeat {b['psnr_repeat']:.2f}) "
                           f"carphone {c['psnr']:.2f} (repeat {c['psnr_repeat']:.2f})  {row['cpu_seconds']:.0f} CPU s", flush=True)
                     write(tag, {"machine": machine(), "crop": CROP, "interval": 3, "runs": rows})
-    print(f"\n{summarise(rows)}\n\n{time.time() - t0:.0f} s")
+    print(f"\n{summarise(load_runs(base) if args.part else rows)}\n\n{time.time() - t0:.0f} s")
 
 
 if __name__ == "__main__":

@@ -282,6 +282,49 @@ def _taps_verdict(r: dict) -> list[str]:
     ]
 
 
+def distill_teachers_section() -> list[str]:
+    """Distillation over many teachers (benchmarks/distill_teachers.py): gains over repeat per teacher, variant and steps."""
+    sys.path.insert(0, str(HERE))
+    from distill_teachers import VARIANTS, is_default, load_runs, summarise
+
+    runs = load_runs()
+    r = load("distill_teachers") or next((json.loads(p.read_text()) for p in sorted(RESULTS.glob("distill_teachers.part-*.json"))), None)
+    if not r or not runs:
+        return []
+    out = [
+        "## Distillation over many teachers",
+        "",
+        f"`python benchmarks/distill_teachers.py` (variants and step counts as listed) — {machine_line(r['machine'])}; "
+        f"crop {r['crop']}, keyframe interval {r['interval']}; held-out bikes 190-249 and carphone; every step count a "
+        "separate run; gain = PSNR of shortcut frames vs the teacher minus that of repeating the keyframe, mean over seeds "
+        "(min..max); CPU s = process CPU seconds of the distillation (2 threads).",
+        "",
+        "Variants: " + "; ".join(f"`{k}` {v or '(the library defaults)'}" for k, v in VARIANTS.items()) + ".",
+        "",
+        summarise(runs),
+        "",
+    ]
+    mine = [x for x in runs if is_default(x)]
+    if mine:
+        def gains(steps: int) -> dict[str, float]:
+            per: dict[str, list[float]] = {}
+            for x in mine:
+                if x["steps"] == steps:
+                    per.setdefault(x["teacher"], []).append(min(v["psnr"] - v["psnr_repeat"] for v in x["videos"].values()))
+            return {t: sum(g) / len(g) for t, g in per.items()}
+
+        for steps, need, what in ((1000, 1.5, "≥ 1.5 dB within 1000 steps"), (250, 0.5, "≥ 0.5 dB within 250 steps"),
+                                  (0, 0.0, "untrained block at least as good as repeat")):
+            g = gains(steps)
+            if g:
+                low = sorted(t for t, v in g.items() if v < need - 1e-9)
+                shown = ", ".join(f"{t} {v:+.2f}" for t, v in sorted(g.items()))
+                out.append(f"- Target (runs with the library's default settings, every teacher, worse of the two videos, mean over seeds): {what} — {shown}: "
+                           f"{verdict(not low)}{' (not: ' + ', '.join(low) + ')' if low else ''}.")
+        out.append("")
+    return out
+
+
 def verdict(ok: bool) -> str:
     return "**met**" if ok else "**missed**"
 
@@ -410,6 +453,7 @@ def main() -> None:
     out += keyframes_section()
     out += mixed_batches_section()
     out += taps_section()
+    out += distill_teachers_section()
     out += [
         "## Reproducing",
         "",

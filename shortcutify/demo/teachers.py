@@ -34,6 +34,7 @@ __all__ = [
     "SPLITS",
     "load_teacher",
     "train_teacher",
+    "previous_frame_dependence",
     "load_split",
     "read_split",
     "split_range",
@@ -146,6 +147,11 @@ class TeacherSpec:
     batch: int = 4
     lr: float = 2e-3
     labels: int = 8
+    # vid2vid: what the previous-frame input is in training. "real": the real previous frame (the
+    # teacher learns to copy it through its flow/mask branch); "own": after the first quarter of
+    # the steps, the teacher's own output for the previous frame (made from the frame before it),
+    # as a recurrent generator runs, so that its output depends on the image path too.
+    previous: str = "real"
 
     def build(self) -> nn.Module:
         if self.task == "cartoon":
@@ -156,7 +162,7 @@ class TeacherSpec:
 SPECS: dict[str, TeacherSpec] = {
     # tiny teachers for the tests (seconds to train, a few hundred kB)
     "cartoon-tiny": TeacherSpec("cartoon", ngf=16, n_blocks=3, size=(68, 160), crop=64, steps=800),
-    "vid2vid-tiny": TeacherSpec("vid2vid", ngf=8, n_blocks=2, size=(68, 160), crop=64, steps=800),
+    "vid2vid-tiny": TeacherSpec("vid2vid", ngf=8, n_blocks=2, size=(68, 160), crop=64, steps=800, previous="own"),
     # the demo and example teachers
     "cartoon": TeacherSpec("cartoon", ngf=32, n_blocks=6, size=(136, 320), crop=128, steps=1500),
     "vid2vid": TeacherSpec("vid2vid", ngf=32, n_blocks=4, size=(136, 320), crop=128, steps=1500),
@@ -192,18 +198,24 @@ def train_teacher(name: str, out_dir: str | Path, progress: bool = True, seed: i
         bar = tqdm(total=spec.steps, desc=f"teacher {name}", unit="step")
     t0 = time.time()
     losses = []
-    for _ in range(spec.steps):
-        prevs, curs = [], []
+    own = spec.task == "vid2vid" and spec.previous == "own"
+    for step in range(spec.steps):
+        befores, prevs, curs = [], [], []
         for _ in range(spec.batch):
             clip = clips[int(torch.randint(len(clips), (1,), generator=g))]
-            t = int(torch.randint(1, clip.shape[0], (1,), generator=g))
+            t = int(torch.randint(2, clip.shape[0], (1,), generator=g))
             h, w = clip.shape[-2:]
             top = int(torch.randint(0, h - spec.crop + 1, (1,), generator=g))
             left = int(torch.randint(0, w - spec.crop + 1, (1,), generator=g))
             sl = (..., slice(top, top + spec.crop), slice(left, left + spec.crop))
+            befores.append(clip[t - 2][sl])
             prevs.append(clip[t - 1][sl])
             curs.append(clip[t][sl])
-        inputs, target = _inputs_and_target(spec, torch.stack(prevs), torch.stack(curs), labeller)
+        prev = torch.stack(prevs)
+        if own and step >= spec.steps // 4:
+            with torch.no_grad():  # the teacher's own output for the previous frame
+                prev = gen(labeller(prev), torch.stack(befores))["frame"]  # type: ignore[misc]
+        inputs, target = _inputs_and_target(spec, prev, torch.stack(curs), labeller)
         out = gen(*inputs)
         pred = out["frame"] if isinstance(out, dict) else out
         loss = F.l1_loss(pred, target)
@@ -228,6 +240,21 @@ def train_teacher(name: str, out_dir: str | Path, progress: bool = True, seed: i
     meta = {"spec": asdict(spec), "final_loss": sum(losses[-50:]) / len(losses[-50:]), "seconds": time.time() - t0, "seed": seed}
     (out_dir / f"{name}.json").write_text(json.dumps(meta, indent=1))
     return out_dir / f"{name}.pt"
+
+
+@torch.no_grad()
+def previous_frame_dependence(gen: nn.Module, labeller: ColourLabels, frames: Tensor) -> float:
+    """How much a vid2vid teacher's output depends on its previous-frame input (dB).
+
+    PSNR (data range 2) between its output frames given the real previous frame and given the
+    current frame in its place, over ``frames`` ``[T, 3, H, W]`` (frames 1..T-1). High: the output
+    comes from the label (image) path; low: it is copied from the previous-frame input.
+    """
+    labels = labeller(frames[1:])
+    a = gen(labels, frames[:-1])["frame"]
+    b = gen(labels, frames[1:])["frame"]
+    mse = (a - b).square().mean(dim=(1, 2, 3)).clamp_min(1e-12)
+    return float((10 * torch.log10(4.0 / mse)).mean())
 
 
 def load_teacher(name: str, directory: str | Path = ASSETS) -> tuple[nn.Module, ColourLabels | None]:
