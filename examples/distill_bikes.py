@@ -31,9 +31,8 @@ val = [held[i : i + 12] for i in range(0, held.shape[0], 12)]
 before = evaluate(sv, val).summary()
 torch.manual_seed(0)
 t = time.time()
-hist = distill(sv, [train[i : i + 12] for i in range(0, train.shape[0], 12)], steps=args.steps, batch_size=4, lr=2e-3,
-               crop=64, flip=True, progress=False, val_clips=val, val_every=max(1, args.steps // 3),
-               weights={"feature": 1.0, "alignment": 0.0})
+hist = distill(sv, [train[i : i + 12] for i in range(0, train.shape[0], 12)], steps=args.steps, crop=64, flip=True,
+               progress=False, val_clips=val, val_every=max(1, args.steps // 3))
 seconds = time.time() - t
 after = evaluate(sv, val).summary()
 print(f"held-out bikes frames {h0}-{h1 - 1}, 68x160, interval 3, {int(after['shortcut_frames'])} shortcut frames")

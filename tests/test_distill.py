@@ -1,5 +1,6 @@
 """Specification of distill(): losses, inputs, progress, checkpoints, resume, torchrun."""
 
+import inspect
 import json
 import os
 import subprocess
@@ -45,7 +46,8 @@ def test_loss_goes_down_teacher_stays_and_history_is_recorded(bikes):
     block_before = {k: v.clone() for k, v in sv.block.state_dict().items()}
     seen = []
     pair = [bikes[10:12, :, :, 40:104]]  # one clip of two frames: the same pair at every step
-    hist = distill(sv, pair, steps=60, batch_size=1, lr=3e-3, progress=False, callback=lambda s, l: seen.append(s))
+    hist = distill(sv, pair, steps=60, batch_size=1, lr=3e-3, progress=False, callback=lambda s, l: seen.append(s),
+                   weights=LossWeights.paper())
     total = hist.losses["total"]
     assert len(total) == 60 and seen == list(range(1, 61))
     assert set(hist.losses) >= {"feature", "alignment", "output", "total"}
@@ -61,6 +63,13 @@ def test_the_output_loss_alone_trains_the_block_through_the_frozen_tail():
     _, sv = _sv()
     before = sv.block.reduce_enc.weight.clone()
     distill(sv, moving_clips(2), steps=3, progress=False, weights=LossWeights(feature=0, alignment=0, output=1))
+
+
+def test_the_default_weights_and_the_paper_preset():
+    """Defaults chosen on benchmarks/distill_teachers.py; the paper's weights stay a named preset."""
+    assert LossWeights() == LossWeights(feature=1.0, alignment=0.0, output=10.0, perceptual=10.0)
+    assert LossWeights.paper() == LossWeights(feature=5.0, alignment=5.0, output=10.0, perceptual=10.0)
+    assert inspect.signature(distill).parameters["lr"].default == 2e-3
     assert not torch.equal(before, sv.block.reduce_enc.weight)
 
 

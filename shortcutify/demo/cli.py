@@ -153,8 +153,7 @@ def run_demo(
     log("[3/5] distilling the shortcut block on the training frames")
     before = evaluate(sv, val).summary()
     hist = distill(
-        sv, clips, steps=steps or p["steps"], batch_size=p["batch"], lr=2e-3, crop=p["crop"], flip=True,
-        progress=progress, weights={"feature": 1.0, "alignment": 0.0},
+        sv, clips, steps=steps or p["steps"], batch_size=p["batch"], crop=p["crop"], flip=True, progress=progress,
     )
 
     log("[4/5] calibrating adaptive keyframes on the training frames (rate of FixedInterval(3)); held-out videos streamed in order")

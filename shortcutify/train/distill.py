@@ -4,8 +4,9 @@ Each step draws (reference, current) frame pairs 1..α−1 frames apart (α = th
 keyframe interval, the gaps met at inference), runs the teacher on both without
 autograd (:meth:`~shortcutify.ShortcutV2V.run_keyframe`), runs the shortcut frame against the
 reference's raw taps (:meth:`~shortcutify.ShortcutV2V.shortcut_step`) and trains the block on
-the terms of :mod:`shortcutify.train.losses`. Adam (lr 2e-4, betas (0.5, 0.999)) with a linear
-decay to zero. Runs unchanged under ``torchrun --nproc_per_node=N`` (DistributedDataParallel:
+the terms of :mod:`shortcutify.train.losses`. Adam (lr 2e-3, betas (0.5, 0.999)) with a linear
+decay to zero (defaults chosen on ``benchmarks/distill_teachers.py``; the paper's lr 2e-4 with
+:meth:`~shortcutify.train.losses.LossWeights.paper` is the setting before 0.5). Runs unchanged under ``torchrun --nproc_per_node=N`` (DistributedDataParallel:
 each rank draws its own pairs; rank 0 alone logs, validates and checkpoints).
 """
 
@@ -67,7 +68,7 @@ def distill(
     *,
     steps: int = 2000,
     batch_size: int = 4,
-    lr: float = 2e-4,
+    lr: float = 2e-3,
     betas: tuple[float, float] = (0.5, 0.999),
     weights: LossWeights | dict[str, float] | None = None,
     perceptual: Callable[[Tensor, Tensor], Tensor] | None = None,

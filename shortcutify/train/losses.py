@@ -1,8 +1,8 @@
 """The distillation losses: what a shortcut frame is trained to match.
 
-* ``feature``: L1 between the predicted and the true decoder-tap features (paper: 5);
+* ``feature``: L1 between the predicted and the true decoder-tap features (default 1; paper 5);
 * ``alignment``: L1 between the prediction from the warped reference alone and the true
-  features (5);
+  features (default 0, off; paper 5);
 * ``output``: L1 between the shortcut frame's output and the teacher's (10); the gradient
   reaches the block through the frozen layers after the decoder tap;
 * ``perceptual``: any callable ``perceptual(student_image, teacher_image) -> scalar`` (10);
@@ -10,7 +10,10 @@
   from a temporal discriminator on (previous, current) output pairs (off by default),
   kept by :class:`Adversaries`.
 
-A new loss term is a field of :class:`LossWeights` and a few lines in :func:`student_terms`.
+The defaults were chosen on ``benchmarks/distill_teachers.py`` (many teachers, 2 seeds): the
+paper's weights, :meth:`LossWeights.paper`, with the paper's learning rate gained nothing over
+repeating the keyframe on most teachers there. A new loss term is a field of
+:class:`LossWeights` and a few lines in :func:`student_terms`.
 """
 
 from __future__ import annotations
@@ -32,14 +35,19 @@ __all__ = ["LossWeights", "student_terms", "Adversaries"]
 
 @dataclass
 class LossWeights:
-    """Weights of the distillation losses (the paper's defaults; 0 turns a term off)."""
+    """Weights of the distillation losses (0 turns a term off); :meth:`paper` gives the paper's."""
 
-    feature: float = 5.0
-    alignment: float = 5.0
+    feature: float = 1.0
+    alignment: float = 0.0
     output: float = 10.0
     perceptual: float = 10.0
     adversarial: float = 0.0
     temporal: float = 0.0
+
+    @classmethod
+    def paper(cls) -> LossWeights:
+        """The paper's weights: feature 5, alignment 5, output 10, perceptual 10 (the defaults before 0.5)."""
+        return cls(feature=5.0, alignment=5.0, output=10.0, perceptual=10.0)
 
     @classmethod
     def coerce(cls, weights: LossWeights | dict[str, float] | None) -> LossWeights:
