@@ -277,7 +277,7 @@ def load_runs(base: str = "distill_teachers") -> list[dict[str, Any]]:
 
 
 def key(r: dict[str, Any]) -> tuple:
-    return (r["teacher"], r["variant"], r["seed"], r["steps"])
+    return (r["teacher"], r.get("weights"), r["variant"], r["seed"], r["steps"])
 
 
 def is_default(r: dict[str, Any]) -> bool:
@@ -336,10 +336,11 @@ def main() -> None:
         done |= {key(r) for r in load_runs(base)}
     t0 = time.time()
     for name in names:
+        wid = weights_id(teacher_and_inputs(name, teachers[name])[0])  # trains it first if needed
         for variant in args.variant:
             for seed in seeds:
                 for s in steps:
-                    if (name, variant, seed, s) in done:
+                    if (name, wid, variant, seed, s) in done:
                         continue
                     row = run_one(name, teachers[name], variant, seed, s, args.quick)
                     rows.append(row)
