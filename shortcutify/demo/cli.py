@@ -28,7 +28,7 @@ import torch
 from ..core import AdaptiveKeyframes, FixedInterval, shortcutify
 from ..train import calibrate, distill, evaluate, output_image
 from .models import resnet_taps, vid2vid_taps
-from .teachers import load_teacher, read_split
+from .teachers import load_teacher, previous_frame_dependence, read_split
 from .timing import amortised, path_calls, time_calls
 from .video import read_video, sample_video, side_by_side, write_video
 
@@ -218,6 +218,10 @@ def run_demo(
             "loss_last": _mean(hist.losses["total"][-50:]),
         },
         "fidelity_untrained": before,
+        # vid2vid: PSNR between the teacher's outputs given the real previous frame and given the current frame
+        "previous_frame_dependence_db": (
+            {name: previous_frame_dependence(gen, labeller, video) for name, video in zip(names, held)} if labeller is not None else None
+        ),
         "fidelity": per_video,
         "adaptive_policy": repr(cal.policy),
         "adaptive_calibration_rate": cal.keyframe_rate,
@@ -272,6 +276,16 @@ def _report_md(r: dict[str, Any], cost: Any) -> str:
         f"Distillation: {r['distill']['steps']} steps, mean loss of the first/last 50 steps "
         f"{r['distill']['loss_first']:.4f} -> {r['distill']['loss_last']:.4f}.",
         "",
+    ]
+    if r.get("previous_frame_dependence_db"):
+        lines += [
+            "How much the teacher's output depends on its previous-frame input: PSNR between its outputs given the real "
+            "previous frame and given the current frame in its place (high: the output comes from the label path; low: "
+            "copied from the previous frame): "
+            + ", ".join(f"{k} {v:.2f} dB" for k, v in r["previous_frame_dependence_db"].items()) + ".",
+            "",
+        ]
+    lines += [
         f"## Wall-clock per frame (CPU, {r['timing_threads']} threads, median of repeated side-by-side runs)",
         "",
         "| path | ms | speed-up vs teacher |",
