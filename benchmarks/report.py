@@ -303,8 +303,13 @@ def distill_teachers_section() -> list[str]:
         "",
         summarise(runs),
         "",
+        "`paper` is `distill`'s setting before 0.5; `motion-prior` is the defaults with `shortcutify(..., motion_prior=True)` "
+        "(its CPU seconds include the prior's correlation in every training step). A teacher shown as name@weights was "
+        "retrained under its name (vid2vid-tiny, on its own previous outputs); the targets use its current weights.",
+        "",
     ]
-    mine = [x for x in runs if is_default(x)]
+    latest = {x["teacher"]: x.get("weights") for x in runs}  # a teacher retrained under its name: its last runs' weights
+    mine = [x for x in runs if is_default(x) and x.get("weights") == latest[x["teacher"]]]
     if mine:
         def gains(steps: int) -> dict[str, float]:
             per: dict[str, list[float]] = {}
@@ -317,9 +322,10 @@ def distill_teachers_section() -> list[str]:
                                   (0, 0.0, "untrained block at least as good as repeat")):
             g = gains(steps)
             if g:
-                low = sorted(t for t, v in g.items() if v < need - 1e-9)
+                low = sorted(t for t, v in g.items() if round(v, 2) < need)  # compared as shown (0.01 dB)
                 shown = ", ".join(f"{t} {v:+.2f}" for t, v in sorted(g.items()))
-                out.append(f"- Target (runs with the library's default settings, every teacher, worse of the two videos, mean over seeds): {what} — {shown}: "
+                out.append(f"- Target (runs with the library's default settings, every teacher at its current weights, worse "
+                           f"of the two videos, mean over seeds): {what} — {shown}: "
                            f"{verdict(not low)}{' (not: ' + ', '.join(low) + ')' if low else ''}.")
         out.append("")
     return out
