@@ -297,7 +297,8 @@ def distill_teachers_section() -> list[str]:
         f"`python benchmarks/distill_teachers.py` (variants and step counts as listed) — {machine_line(r['machine'])}; "
         f"crop {r['crop']}, keyframe interval {r['interval']}; held-out bikes 190-249 and carphone; every step count a "
         "separate run; gain = PSNR of shortcut frames vs the teacher minus that of repeating the keyframe, mean over seeds "
-        "(min..max); CPU s = process CPU seconds of the distillation (2 threads).",
+        "(min..max); CPU s = process CPU seconds of the distillation (each run records its threads: most ran as two "
+        "single-threaded shards side by side, `--part`). Variants listed but absent from the table were not run.",
         "",
         "Variants: " + "; ".join(f"`{k}` {v or '(the library defaults)'}" for k, v in VARIANTS.items()) + ".",
         "",
