@@ -203,12 +203,12 @@ def train_teacher(name: str, out_dir: str | Path, progress: bool = True, seed: i
         befores, prevs, curs = [], [], []
         for _ in range(spec.batch):
             clip = clips[int(torch.randint(len(clips), (1,), generator=g))]
-            t = int(torch.randint(2, clip.shape[0], (1,), generator=g))
+            t = int(torch.randint(2 if own else 1, clip.shape[0], (1,), generator=g))
             h, w = clip.shape[-2:]
             top = int(torch.randint(0, h - spec.crop + 1, (1,), generator=g))
             left = int(torch.randint(0, w - spec.crop + 1, (1,), generator=g))
             sl = (..., slice(top, top + spec.crop), slice(left, left + spec.crop))
-            befores.append(clip[t - 2][sl])
+            befores.append(clip[max(t - 2, 0)][sl])
             prevs.append(clip[t - 1][sl])
             curs.append(clip[t][sl])
         prev = torch.stack(prevs)
