@@ -41,6 +41,9 @@ def adabd_conv(
         weight: ``[h_out, h, k, k]``; bias: ``[h_out]``.
         reference_only: also return the conv of the reference alone (``m = 0``).
 
+    Dtypes: ``f_ref`` and ``a`` are blended in their promoted dtype; sampling positions are
+    float32 or wider whatever the inputs' dtype (see :func:`~shortcutify.ops.deform.sampling_dtype`).
+
     Returns:
         ``(out, ref_out)``: ``out`` is ``[B, h_out, H, W]``; ``ref_out`` the same for
         ``m = 0`` when ``reference_only``, else ``None``.
@@ -48,6 +51,10 @@ def adabd_conv(
     k = int(weight.shape[-1])
     b, c, hh, ww = a.shape
     p = k // 2
+    # one dtype for the blend (under autocast the taps and the heads' outputs can differ);
+    # the matrix product then follows autocast, or the weight's dtype without it
+    dtype = torch.promote_types(f_ref.dtype, a.dtype)
+    f_ref, a, mask = f_ref.to(dtype), a.to(dtype), mask.to(dtype)
     cols_ref = deform_columns(f_ref, offset, k, padding=p)  # [B, h, k², H·W]
     padded = F.pad(a, (p, p, p, p))
     sb, sc, sy, sx = padded.stride()

@@ -31,7 +31,10 @@ exposed separately (:func:`deform_columns` / :func:`unfold_columns` and
 same weight into one matmul.
 
 Everything is differentiable w.r.t. input, offset, mask, weight and bias, and
-works for any floating dtype supported by ``grid_sample`` on any device.
+works for any floating dtype on any device. Sampling positions are always computed in
+float32 or wider (:func:`sampling_dtype`): columns of a bfloat16 or float16 input are
+interpolated in float32 and returned in the input's dtype, and offsets or masks of another
+floating dtype (as ``torch.autocast`` produces) are accepted.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ __all__ = [
     "conv_output_size",
     "DeformConv2d",
     "warp",
+    "sampling_dtype",
 ]
 
 IntPair = Union[int, Tuple[int, int]]
@@ -154,6 +158,14 @@ def unfold_columns(
     return cols.view(b, c, kh * kw, ho * wo)
 
 
+def sampling_dtype(*tensors: Tensor) -> torch.dtype:
+    """The dtype in which sampling positions are computed: float64 if any of ``tensors`` is,
+    else float32. Pixel positions in bfloat16 (8 significant bits) or float16 are off by up to
+    a pixel on maps a few hundred pixels wide, so low-precision tensors are sampled at float32
+    positions (and their values interpolated in float32)."""
+    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+
+
 def _normalise(pos: Tensor, size: int) -> Tensor:
     """Pixel coordinate -> ``grid_sample``'s normalised coordinate (``align_corners=False``)."""
     return (2.0 * pos + 1.0) / size - 1.0  # the exact inverse of grid_sample's ((g + 1)·size − 1) / 2
@@ -197,10 +209,8 @@ def deform_columns(
 
     if not input.is_floating_point():
         raise TypeError(f"input must be a floating-point tensor, got dtype {input.dtype}")
-    if offset.dtype != input.dtype:
-        raise TypeError(
-            f"offset dtype {offset.dtype} does not match input dtype {input.dtype}"
-        )
+    if not offset.is_floating_point():
+        raise TypeError(f"offset must be a floating-point tensor, got dtype {offset.dtype}")
 
     n_off = offset.shape[1]
     g = n_off // (2 * k)
@@ -228,10 +238,10 @@ def deform_columns(
                 f"mask must have shape [B, G*kh*kw, Ho, Wo] = {expected_mask}, "
                 f"got {tuple(mask.shape)}"
             )
-        if mask.dtype != input.dtype:
-            raise TypeError(f"mask dtype {mask.dtype} does not match input dtype {input.dtype}")
+        if not mask.is_floating_point():
+            raise TypeError(f"mask must be a floating-point tensor, got dtype {mask.dtype}")
 
-    dtype, device = input.dtype, input.device
+    dtype, device = sampling_dtype(input, offset), input.device
     # Undeformed sampling positions of every tap, in pixel units.
     tap_i = torch.arange(kh, device=device, dtype=dtype).repeat_interleave(kw)  # [K]
     tap_j = torch.arange(kw, device=device, dtype=dtype).repeat(kh)  # [K]
@@ -257,16 +267,16 @@ def deform_columns(
     else:
         source = input.reshape(b * g, c // g, h, w)
     sampled = F.grid_sample(
-        source,
+        source.to(dtype),  # low-precision values are sampled at float32 positions
         grid,
         mode="bilinear",
         padding_mode="zeros",
         align_corners=False,
     )  # [B*G, Cin/G, K*Ho, Wo]
     if mask is None:
-        return sampled.view(b, c, k, ho * wo)
-    sampled = sampled.view(b, g, c // g, k, ho * wo) * mask.reshape(b, g, 1, k, ho * wo)
-    return sampled.view(b, c, k, ho * wo)
+        return sampled.view(b, c, k, ho * wo).to(input.dtype)
+    sampled = sampled.view(b, g, c // g, k, ho * wo) * mask.reshape(b, g, 1, k, ho * wo).to(dtype)
+    return sampled.view(b, c, k, ho * wo).to(input.dtype)
 
 
 def columns_matmul(
@@ -341,7 +351,8 @@ def warp(input: Tensor, flow: Tensor) -> Tensor:
     Args:
         input: ``[B, C, H, W]``, any memory format (channels-last is faster on CPU:
             ``grid_sample`` then reads whole channel vectors).
-        flow: ``[B, 2, H, W]`` displacements in pixels, channel 0 ``dy``, channel 1 ``dx``.
+        flow: ``[B, 2, H, W]`` displacements in pixels, channel 0 ``dy``, channel 1 ``dx``
+            (any floating dtype; positions are computed in :func:`sampling_dtype`).
 
     Returns:
         ``[B, C, H, W]`` in ``input``'s memory format; samples outside the image read zeros
@@ -352,10 +363,13 @@ def warp(input: Tensor, flow: Tensor) -> Tensor:
     b, _, h, w = input.shape
     if tuple(flow.shape) != (b, 2, h, w):
         raise ValueError(f"flow must have shape [B, 2, H, W] = {(b, 2, h, w)}, got {tuple(flow.shape)}")
-    ys = torch.arange(h, device=input.device, dtype=input.dtype).view(1, h, 1)
-    xs = torch.arange(w, device=input.device, dtype=input.dtype).view(1, 1, w)
+    dtype = sampling_dtype(input, flow)
+    ys = torch.arange(h, device=input.device, dtype=dtype).view(1, h, 1)
+    xs = torch.arange(w, device=input.device, dtype=dtype).view(1, 1, w)
+    flow = flow.to(dtype)
     grid = torch.stack((_normalise(xs + flow[:, 1], w), _normalise(ys + flow[:, 0], h)), dim=-1)
-    return F.grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    out = F.grid_sample(input.to(dtype), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out.to(input.dtype)
 
 
 # --------------------------------------------------------------------------- #
