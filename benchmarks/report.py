@@ -332,6 +332,59 @@ def distill_teachers_section() -> list[str]:
     return out
 
 
+def gpu_section() -> list[str]:
+    """benchmarks/gpu.py: eager/compiled, fp32/bf16, both layouts, with its checks and issue 10's targets."""
+    r = load("gpu")
+    out = ["## GPU (teacher, keyframe, shortcut, block, floor; eager and compiled)", ""]
+    if not r or r.get("quick") or not r.get("rows"):
+        return out + [
+            "`python benchmarks/gpu.py` (one run of about 6 minutes on a GPU): **not measured yet** — no GPU was lent to the",
+            "sessions that built the fast path (Triton kernel), `sv.compile` and the low-precision fixes. The targets below stand",
+            "unmeasured; nothing here is claimed.",
+            "",
+        ]
+    from gpu import render  # noqa: E402  (beside this script)
+
+    m = r["machine"]
+    out += [
+        f"`python benchmarks/gpu.py` — {m.get('gpu', '?')}, torch {m['torch']}, triton {m.get('triton')}, {m['date']}; "
+        f"TF32 matmul {r['tf32']['matmul']}, cuDNN {r['tf32']['cudnn']}; {r.get('wall_s', 0):.0f} s.",
+        "",
+        "ResNet generator (ngf=64, 6 blocks, the paper's taps), random non-zero block. ms: medians of CUDA-event timings, all",
+        "paths of a config interleaved; × = teacher time / path time; α=3 × = a keyframe-interval-3 stream, measured;",
+        "floor = head + tail alone; 'reference block' = the shortcut frame with the block in plain PyTorch (eager configs).",
+        "",
+        render(r),
+        "",
+        "Checks on the device: " + "; ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k}: {v}" for k, v in r["checks"].items()) + ".",
+        "",
+    ]
+    rows = {(x["config"], x["resolution"]): x for x in r["rows"]}
+    default = "half"
+    targets = []
+    compiled = [x for (c, res), x in rows.items() if x["compiled"] and res == default]
+    if compiled:
+        worst = min(x["ratio_to_teacher"]["shortcut"] for x in compiled)
+        worst3 = min(x["ratio_to_teacher"]["stream3"] for x in compiled)
+        targets.append(f"compiled shortcut ≥ 2.2× the teacher in each compiled config ({len(compiled)} of 4 measured): worst {worst:.2f}× {verdict(worst >= 2.2 and len(compiled) == 4)}")
+        targets.append(f"compiled, amortised at α=3 ≥ 1.5×: worst {worst3:.2f}× {verdict(worst3 >= 1.5 and len(compiled) == 4)}")
+    eager = [x for (c, res), x in rows.items() if not x["compiled"] and res == default]
+    if eager:
+        worst = min(x["ratio_to_teacher"]["shortcut"] for x in eager)
+        big = [x["ratio_to_teacher"]["shortcut"] for x in eager if x["size"][0] * x["size"][1] > 10**6 and x["precision"] == "fp32"]
+        targets.append(f"eager never slower than the teacher: worst {worst:.2f}× {verdict(worst >= 1.0)}")
+        if big:
+            targets.append(f"eager ≥ 1.5× at 1024×2048: {big[0]:.2f}× {verdict(big[0] >= 1.5)}")
+    pairs = [(x, rows.get((x["config"].replace("bf16", "fp32"), x["resolution"]))) for x in r["rows"] if x["precision"] == "bf16"]
+    slower = [f"{x['config']} ({x['resolution']})" for x, f in pairs if f and f["size"] == x["size"] and f["batch"] == x["batch"] and x["ms"]["shortcut"] > f["ms"]["shortcut"]]
+    psnrs = [v for k, v in r["checks"].items() if k.startswith("bf16_autocast_psnr")]
+    if psnrs:
+        targets.append(f"bf16 shortcut frames vs fp32 ≥ 40 dB: worst {min(psnrs):.1f} dB {verdict(min(psnrs) >= 40)}")
+    if slower:
+        targets.append("bf16 slower than fp32 in: " + ", ".join(slower))
+    return out + ["Targets (issue 10, default layout):", ""] + [f"- {t}." for t in targets] + [""]
+
+
 def verdict(ok: bool) -> str:
     return "**met**" if ok else "**missed**"
 
@@ -461,6 +514,7 @@ def main() -> None:
     out += mixed_batches_section()
     out += taps_section()
     out += distill_teachers_section()
+    out += gpu_section()
     out += [
         "## Reproducing",
         "",

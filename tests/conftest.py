@@ -5,6 +5,10 @@ import torch
 from hypothesis import HealthCheck, settings
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+if not torch.cuda.is_available():
+    # Triton kernels run through Triton's interpreter on the CPU (tests/test_fast_path.py); the
+    # variable must be set before anything imports triton (collecting other tests may)
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 settings.register_profile(
     "default",
     deadline=None,

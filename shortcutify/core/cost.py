@@ -2,8 +2,8 @@
 
 fvcore counts convolutions, matrix products, norms, bilinear up-sampling and
 ``grid_sample`` (4 MACs per output element, the bilinear weights); we add exact handles
-for two-operand ``einsum``, vector norms (one MAC per element) and scaled dot-product
-attention. Like every MAC
+for two-operand ``einsum``, vector norms (one MAC per element), scaled dot-product
+attention and the fused AdaBD op of the GPU fast path (counted as its reference). Like every MAC
 counter it leaves out cheap element-wise ops (ReLU, sigmoid, additions). Those are
 listed, per path, in :attr:`PathCost.uncounted_ops` so that nothing is left out silently.
 """
@@ -94,12 +94,26 @@ def _sdpa_macs(inputs: list[Any], outputs: list[Any]) -> int:
     return batch * q[-2] * k[-2] * (q[-1] + v[-1])
 
 
+def _adabd_macs(inputs: list[Any], outputs: list[Any]) -> int:
+    """``shortcutify::adabd_conv`` (the fast path's one op), counted as its reference is: the
+    bilinear samples (4 MACs per sampled element, ``grid_sample``'s count) and one matrix
+    product per output (two with ``reference_only``); the blend is element-wise."""
+    from fvcore.nn.jit_handles import get_shape
+
+    b, c, hh, ww = get_shape(inputs[1])
+    cout, _, kh, kw = get_shape(inputs[4])
+    columns = b * c * kh * kw * hh * ww
+    products = 2 if inputs[6].toIValue() else 1
+    return 4 * columns + products * cout * columns
+
+
 def _fvcore_macs(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[int, Counter[str], Counter[str]]:
     from fvcore.nn import FlopCountAnalysis
 
     analysis = FlopCountAnalysis(module, inputs)
     analysis.set_op_handle(
-        "aten::einsum", _einsum_macs, "aten::linalg_vector_norm", _vector_norm_macs, "aten::scaled_dot_product_attention", _sdpa_macs
+        "aten::einsum", _einsum_macs, "aten::linalg_vector_norm", _vector_norm_macs, "aten::scaled_dot_product_attention", _sdpa_macs,
+        "shortcutify::adabd_conv", _adabd_macs,
     )
     analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
     with warnings.catch_warnings():

@@ -22,6 +22,7 @@ from .cost import CostReport, PathCost, count_macs, param_count
 from .cut import ALIGNED_INPUT, REFERENCE_INPUT, Cut
 from .policy import FrameSignal, KeyframePolicy, as_policy, change_since_keyframe, policy_to_config, tap_l1
 from .programs import Programs, build_programs
+from .runner import CompileOptions, Runner
 from .storage import ExampleInput, Manifest, teacher_checksum, write_saved
 from .taps import TapInfo
 
@@ -244,6 +245,8 @@ class ShortcutV2V(nn.Module):
         self._example = tuple(x.detach().cpu() if isinstance(x, Tensor) else x for x in example_inputs)
         self._fixed_args: dict[str, Any] = dict(cut.captured.fixed_args)
         self._state: _State | None = None
+        self._compile_options: CompileOptions | None = None
+        self._runners: dict[int, tuple[Programs, Runner]] = {}
         self.last_keyframes: Tensor | None = None
         self.train(False)
 
@@ -255,6 +258,7 @@ class ShortcutV2V(nn.Module):
             program._apply(fn, *args, **kwargs)
         self._main.stages = None  # split again from the moved programs
         self._recaptured.clear()
+        self._runners.clear()  # compiled for the old device or dtype
         self._state = None
         return super()._apply(fn, *args, **kwargs)
 
@@ -263,6 +267,59 @@ class ShortcutV2V(nn.Module):
             "a ShortcutV2V cannot be pickled or deep-copied (its programs are fx graphs over your generator's "
             "modules): save the block with sv.save(path) and attach it again with shortcutify.load(generator, path)"
         )
+
+    # ------------------------------------------------------------------ deployment
+    def compile(  # type: ignore[override]
+        self,
+        *,
+        backend: str = "inductor",
+        mode: str | None = None,
+        fullgraph: bool = True,
+        cuda_graphs: bool = False,
+        options: dict[str, Any] | None = None,
+    ) -> ShortcutV2V:
+        """Compile what :meth:`forward` runs per frame; returns ``self``.
+
+        The keyframe program, the block's reference preparation and the shortcut (inference)
+        program, and for policies that use the change the staged head and rests, are each
+        compiled with ``torch.compile`` on first use, with static shapes: one compiled version
+        per input signature (a batch of another size, or a sub-batch of per-stream keyframes,
+        compiles its own). The stateful per-stream logic stays in Python. Keyframe outputs stay
+        the teacher's within float tolerance (compiled code may reorder float operations).
+        ``.to()`` drops the compiled versions (they are compiled again on the next call).
+        Training calls (:meth:`run_keyframe`, :meth:`run_shortcut`, :meth:`predict`) are
+        not compiled.
+
+        Args:
+            backend: ``torch.compile``'s backend.
+            mode: ``torch.compile``'s mode (``None`` is its default).
+            fullgraph: raise on a graph break instead of running pieces eagerly.
+            cuda_graphs: also capture each program as a CUDA graph (``mode="reduce-overhead"``;
+                CUDA tensors only), for the launch-bound small frames; outputs and the
+                module's state are copied out of the graphs' memory.
+            options: inductor options (``torch.compile(options=...)``).
+
+        Raises:
+            ValueError: ``cuda_graphs`` with a ``mode`` other than ``None`` or ``"reduce-overhead"``.
+        """
+        if cuda_graphs and mode not in (None, "reduce-overhead"):
+            raise ValueError(f"cuda_graphs=True replays the programs with mode='reduce-overhead'; it cannot be combined with mode={mode!r}")
+        self._compile_options = CompileOptions(
+            backend=backend, mode=mode, fullgraph=fullgraph, cuda_graphs=cuda_graphs, options=dict(options or {})
+        )
+        self._runners.clear()
+        return self
+
+    @property
+    def compile_options(self) -> CompileOptions | None:
+        """How :meth:`compile` compiles the per-frame programs (``None``: not compiled)."""
+        return self._compile_options
+
+    def uncompile(self) -> ShortcutV2V:
+        """Run the programs as captured again (undo :meth:`compile`); returns ``self``."""
+        self._compile_options = None
+        self._runners.clear()
+        return self
 
     # ------------------------------------------------------------------ programs
     @property
@@ -421,11 +478,11 @@ class ShortcutV2V(nn.Module):
                 return self._keyframe_all(args, kwargs, sig, None, uses_change)
             streams = state.since_keyframe.shape[0]
             since = state.since_keyframe + 1
-            head = stages = None
+            runner = self._runner(args, kwargs)
+            head = None
             change = travelled = current = None
             if uses_change:
-                stages = self._programs(args, kwargs).staged()
-                head = stages.head(*args, **kwargs)
+                head = runner.head(args, kwargs)
                 current = self._kept(head[0])  # before the rest of the programs run
                 assert state.previous is not None and state.travelled is not None and state.keyframe_norm is not None
                 travelled = state.travelled + tap_l1(current - state.previous)
@@ -433,15 +490,15 @@ class ShortcutV2V(nn.Module):
             key = self._decide(FrameSignal(since, change), streams) | state.stale
             n_key = int(key.sum())
             if n_key == streams:
-                return self._keyframe_all(args, kwargs, sig, (stages, head), uses_change)
+                return self._keyframe_all(args, kwargs, sig, head, uses_change)
             if n_key == 0:
-                out = self._shortcut(args, kwargs, state.reference, stages, head)
+                out = self._shortcut(runner, args, kwargs, state.reference, head)
                 state.since_keyframe = since
                 if uses_change:
                     state.previous, state.travelled = current, travelled
                 self.last_keyframes = key
                 return out
-            return self._mixed(args, kwargs, key, since, stages, head, (current, travelled) if uses_change else None)
+            return self._mixed(runner, args, kwargs, key, since, head, (current, travelled) if uses_change else None)
 
     def _kept(self, enc: Tensor) -> Tensor:
         """The encoder tap as the state keeps it (a copy where a later in-place op may change it)."""
@@ -460,24 +517,34 @@ class ShortcutV2V(nn.Module):
             )
         return key
 
-    def _keyframe_from(self, args: tuple, kwargs: dict, staged: Any) -> KeyframeOutput:
+    def _runner(self, args: tuple, kwargs: dict) -> Runner:
+        """What a call with these inputs runs: the programs for them, compiled if :meth:`compile` was called."""
+        programs = self._programs(args, kwargs)
+        entry = self._runners.get(id(programs))
+        if entry is None or entry[0] is not programs:
+            entry = (programs, Runner(programs, self.block, self._compile_options))
+            self._runners[id(programs)] = entry
+        return entry[1]
+
+    @staticmethod
+    def _keyframe_from(runner: Runner, args: tuple, kwargs: dict, head: Any) -> KeyframeOutput:
         """A keyframe; continues from the head's values when they were computed and the split allows."""
-        stages, head = staged if staged is not None else (None, None)
-        if head is not None and stages.keyframe is not None:
-            out, a, f = stages.keyframe(*args, **kwargs, **dict(zip(stages.boundary, head)))
-            return KeyframeOutput(out, a, f)
-        return self.run_keyframe(*args, **kwargs)
+        if head is not None and runner.splits_keyframe:
+            return KeyframeOutput(*runner.keyframe_rest(args, kwargs, head))
+        return KeyframeOutput(*runner.keyframe(args, kwargs))
 
-    def _shortcut(self, args: tuple, kwargs: dict, reference: Reference, stages: Any, head: Any) -> Any:
+    @staticmethod
+    def _shortcut(runner: Runner, args: tuple, kwargs: dict, reference: Reference, head: Any) -> Any:
         if head is not None:
-            return stages.inference(*args, **kwargs, **dict(zip(stages.boundary, head)), **{REFERENCE_INPUT: reference})
-        return self.predict(*args, reference=reference, **kwargs)
+            return runner.inference_rest(args, kwargs, head, reference)
+        return runner.inference(args, kwargs, reference)
 
-    def _keyframe_all(self, args: tuple, kwargs: dict, sig: tuple, staged: Any, uses_change: bool) -> Any:
-        key = self._keyframe_from(args, kwargs, staged)
+    def _keyframe_all(self, args: tuple, kwargs: dict, sig: tuple, head: Any, uses_change: bool) -> Any:
+        runner = self._runner(args, kwargs)
+        key = self._keyframe_from(runner, args, kwargs, head)
         streams = key.enc.shape[0]
         self._state = _State(
-            reference=self.prepare_reference(key),
+            reference=runner.reference(key.enc, key.dec),
             signature=sig,
             since_keyframe=torch.zeros(streams, dtype=torch.long),
             stale=torch.zeros(streams, dtype=torch.bool),
@@ -488,7 +555,7 @@ class ShortcutV2V(nn.Module):
         self.last_keyframes = torch.ones(streams, dtype=torch.bool)
         return key.output
 
-    def _mixed(self, args: tuple, kwargs: dict, key: Tensor, since: Tensor, stages: Any, head: Any,
+    def _mixed(self, runner: Runner, args: tuple, kwargs: dict, key: Tensor, since: Tensor, head: Any,
                change_state: tuple[Tensor, Tensor] | None) -> Any:
         """Some streams take a keyframe, the others the shortcut: two sub-batches, merged in order.
 
@@ -503,20 +570,18 @@ class ShortcutV2V(nn.Module):
         parts = []
         for idx in (idx_k, idx_s):
             sub_args, sub_kwargs = _take((args, kwargs), idx, streams)
+            sub_runner = self._runner(sub_args, sub_kwargs)
             sub_head = None
-            if head is not None:  # continue from the head's values if the sub-batch's programs split alike
-                sub_stages = self._programs(sub_args, sub_kwargs).staged()
-                if sub_stages.boundary == stages.boundary:
-                    sub_head = (sub_stages, _take(tuple(head), idx, streams))
+            if head is not None and sub_runner.boundary == runner.boundary:
+                sub_head = _take(tuple(head), idx, streams)  # continue from the head's values: the programs split alike
             if idx is idx_k:
-                keyframe = self._keyframe_from(sub_args, sub_kwargs, sub_head)
+                keyframe = self._keyframe_from(sub_runner, sub_args, sub_kwargs, sub_head)
+                new_ref = sub_runner.reference(keyframe.enc, keyframe.dec)
                 parts.append((idx, keyframe.output))
             else:
                 reference = type(state.reference)(*_take(tuple(state.reference), idx, streams))
-                sub_stages, sub_values = sub_head if sub_head is not None else (None, None)
-                parts.append((idx, self._shortcut(sub_args, sub_kwargs, reference, sub_stages, sub_values)))
+                parts.append((idx, self._shortcut(sub_runner, sub_args, sub_kwargs, reference, sub_head)))
         out = _scatter(parts, streams)
-        new_ref = self.prepare_reference(keyframe)
         state.reference = type(state.reference)(*(_merge(o, idx_k, n) for o, n in zip(state.reference, new_ref)))
         if change_state is not None:
             assert state.keyframe_norm is not None

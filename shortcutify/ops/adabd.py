@@ -1,11 +1,23 @@
 """AdaBD's fused blend-and-deform convolution (the shortcut block's central op).
 
-This is the reference implementation in plain PyTorch, which every device runs today. A
-device-specific fast path (e.g. a Triton kernel registered with ``torch.library.custom_op``)
-belongs here, behind :func:`adabd_conv`'s signature, tested against this one.
+:func:`adabd_conv` is what the blocks call. On CPU (and wherever the fast path does not
+apply) it runs the reference implementation in plain PyTorch, :func:`adabd_conv_reference`.
+On CUDA tensors of float32, float16 or bfloat16, with ``triton`` installed (the ``gpu``
+extra), it calls the custom op ``torch.ops.shortcutify.adabd_conv`` (registered with
+``torch.library.custom_op``, with a fake implementation, so that ``torch.compile`` and
+``torch.export`` see one op), whose CUDA implementation is one Triton kernel
+(:mod:`shortcutify.ops.adabd_triton`) and whose backward recomputes the reference. The
+kernel is tested against the reference (on CPU through Triton's interpreter).
+:func:`use_fast_path` turns the fast path off, e.g. to compare the two.
 """
 
 from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import warnings
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -13,7 +25,97 @@ from torch import Tensor
 
 from .deform import columns_matmul, deform_columns
 
-__all__ = ["adabd_conv"]
+__all__ = ["adabd_conv", "adabd_conv_reference", "use_fast_path", "fast_path_available"]
+
+_FAST_PATH = {"enabled": True}
+_TRITON: dict[str, object] = {}
+_AVAILABLE: dict[str, bool] = {}
+
+
+@contextlib.contextmanager
+def use_fast_path(enabled: bool) -> Iterator[None]:
+    """Within the ``with`` block, :func:`adabd_conv` uses the Triton fast path where it applies
+    (``True``, the default outside) or always the plain-PyTorch reference (``False``)."""
+    before = _FAST_PATH["enabled"]
+    _FAST_PATH["enabled"] = bool(enabled)
+    try:
+        yield
+    finally:
+        _FAST_PATH["enabled"] = before
+
+
+def _triton_kernel():
+    """The kernel launcher, imported once; ``None`` (with one warning) when triton is missing or broken."""
+    if "fn" not in _TRITON:
+        _TRITON["fn"] = None
+        if importlib.util.find_spec("triton") is not None:
+            try:
+                from .adabd_triton import adabd_conv_triton
+
+                _TRITON["fn"] = adabd_conv_triton
+            except Exception as err:  # an incompatible triton: correct results from the reference, said once
+                warnings.warn(f"shortcutify: the Triton fast path is off ({type(err).__name__}: {err}); the block runs in plain PyTorch")
+    return _TRITON["fn"]
+
+
+@torch.compiler.assume_constant_result  # compiled code reads the answer, never traces the import
+def _kernel_for(device_type: str) -> bool:
+    if device_type not in _AVAILABLE:
+        interpreted = os.environ.get("TRITON_INTERPRET", "0") == "1"
+        _AVAILABLE[device_type] = (device_type == "cuda" or interpreted) and _triton_kernel() is not None
+    return _AVAILABLE[device_type]
+
+
+def fast_path_available(device: torch.device | str = "cuda") -> bool:
+    """Whether :func:`adabd_conv` has its Triton fast path for tensors on ``device``: CUDA with
+    ``triton`` importable (or any device under Triton's interpreter, ``TRITON_INTERPRET=1``,
+    as read on the first call)."""
+    return _kernel_for(torch.device(device).type)
+
+
+@torch.library.custom_op("shortcutify::adabd_conv", mutates_args=())
+def _adabd_op(
+    f_ref: Tensor, a: Tensor, offset: Tensor, mask: Tensor, weight: Tensor, bias: Tensor | None, reference_only: bool
+) -> tuple[Tensor, Tensor]:
+    if fast_path_available(a.device):
+        out, ref_out = _triton_kernel()(f_ref, a, offset, mask, weight, bias, reference_only)  # type: ignore[misc]
+    else:  # a device without the kernel (e.g. an exported graph run on CPU)
+        with torch.no_grad():
+            out, ref_out = adabd_conv_reference(f_ref, a, offset, mask, weight, bias, reference_only)
+        out = out.contiguous().to(a.dtype)
+        ref_out = ref_out.contiguous().to(a.dtype) if ref_out is not None else None
+    return out, (ref_out if ref_out is not None else out.new_empty(0))
+
+
+@_adabd_op.register_fake
+def _(f_ref: Tensor, a: Tensor, offset: Tensor, mask: Tensor, weight: Tensor, bias: Tensor | None, reference_only: bool):
+    out = a.new_empty((a.shape[0], weight.shape[0], a.shape[2], a.shape[3]))
+    return out, (torch.empty_like(out) if reference_only else out.new_empty(0))
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    f_ref, a, offset, mask, weight, bias, reference_only = inputs
+    ctx.save_for_backward(f_ref, a, offset, mask, weight, bias)
+    ctx.reference_only = reference_only
+
+
+def _backward(ctx, grad_out: Tensor, grad_ref: Tensor):
+    """Recompute the reference with autograd and differentiate it (the kernel is forward-only)."""
+    saved = ctx.saved_tensors
+    needs = ctx.needs_input_grad[:6]
+    with torch.enable_grad():
+        leaves = [t.detach().requires_grad_(n) if t is not None else None for t, n in zip(saved, needs)]
+        out, ref_out = adabd_conv_reference(*leaves, reference_only=ctx.reference_only)
+        outs, grads = [out], [grad_out]
+        if ctx.reference_only:
+            outs.append(ref_out)
+            grads.append(grad_ref)
+        wanted = [t for t, n in zip(leaves, needs) if n and t is not None]
+        found = iter(torch.autograd.grad(outs, wanted, grads, allow_unused=True)) if wanted else iter(())
+    return (*(next(found) if n and t is not None else None for t, n in zip(leaves, needs)), None)
+
+
+_adabd_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 def adabd_conv(
@@ -25,7 +127,54 @@ def adabd_conv(
     bias: Tensor | None = None,
     reference_only: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
-    """AdaBD's shared-weight modulated deformable conv, fused into one matrix product.
+    """AdaBD's shared-weight modulated deformable conv, fused.
+
+    Computes ``deform_conv2d(f_ref, offset, weight, mask=1 − m) + deform_conv2d(a, 0, weight, mask=m)``
+    (bias added once). Stride 1, "same" padding. Runs the Triton kernel on CUDA where it
+    applies (see the module's docstring), else :func:`adabd_conv_reference`.
+
+    Args:
+        f_ref: aligned reference feature ``[B, h, H, W]``.
+        a: current feature ``[B, h, H, W]``.
+        offset: ``[B, 2·k², H, W]`` offsets for ``f_ref`` (interleaved dy, dx), in pixels.
+        mask: ``m`` in [0, 1], ``[B, k², H, W]``: the weight of the current frame per tap.
+        weight: ``[h_out, h, k, k]``; bias: ``[h_out]``.
+        reference_only: also return the conv of the reference alone (``m = 0``).
+
+    Dtypes: ``f_ref`` and ``a`` are blended in their promoted dtype (under ``torch.autocast``
+    the product runs in the autocast dtype); sampling positions are float32 or wider whatever
+    the inputs' dtype (see :func:`~shortcutify.ops.deform.sampling_dtype`).
+
+    Returns:
+        ``(out, ref_out)``: ``out`` is ``[B, h_out, H, W]``; ``ref_out`` the same for
+        ``m = 0`` when ``reference_only``, else ``None``.
+    """
+    dtype = torch.promote_types(f_ref.dtype, a.dtype)
+    if (
+        _FAST_PATH["enabled"]
+        and a.device.type == "cuda"
+        and dtype in (torch.float32, torch.float16, torch.bfloat16)
+        and _kernel_for("cuda")
+    ):
+        if torch.is_autocast_enabled("cuda"):
+            dtype = torch.get_autocast_dtype("cuda")
+        out, ref_out = torch.ops.shortcutify.adabd_conv(
+            f_ref.to(dtype), a.to(dtype), offset, mask, weight.to(dtype), bias.to(dtype) if bias is not None else None, reference_only
+        )
+        return out, (ref_out if reference_only else None)
+    return adabd_conv_reference(f_ref, a, offset, mask, weight, bias, reference_only)
+
+
+def adabd_conv_reference(
+    f_ref: Tensor,
+    a: Tensor,
+    offset: Tensor,
+    mask: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    reference_only: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    """:func:`adabd_conv` in plain PyTorch (every device; differentiable), one matrix product.
 
     Computes ``deform_conv2d(f_ref, offset, weight, mask=1 − m) + deform_conv2d(a, 0, weight, mask=m)``
     (bias added once) by blending the sampled columns first. Stride 1, "same" padding.

@@ -85,7 +85,7 @@ class HalfResolutionBlock(ShortcutBlock):
         feature = f_ref
         if f_ref.device.type == "cpu":  # the layout in which the CPU's grid_sample warps fastest
             reduced, feature = to_channels_last(reduced), to_channels_last(f_ref)
-        if feature.untyped_storage().data_ptr() == f_ref.untyped_storage().data_ptr():
+        if feature is f_ref:  # (to_channels_last copies unless the tap already is channels-last)
             feature = feature.clone()  # the state must not share memory with the tap (nor the teacher's output)
         motion = self.motion_features(a_ref, reduced.shape[-2:]) if self.motion_prior else a_ref.new_zeros(a_ref.shape[0], 0, 1, 1)
         return HalfReference(reduced, feature, motion)

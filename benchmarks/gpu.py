@@ -1,0 +1,360 @@
+"""GPU benchmark: teacher, keyframe, shortcut, block and floor, eager and compiled, fp32 and bf16.
+
+usage: python benchmarks/gpu.py [--quick] [--device cuda|cpu] [--budget-s 330] [--configs NAME,...]
+
+ResNet generator (ngf=64, 6 residual blocks, the paper's taps), both block layouts. One run
+measures, per config (frame size, batch, precision, eager or compiled):
+
+* ``teacher``: the generator (compiled in the same mode as the shortcut for compiled configs);
+* ``keyframe``: a keyframe as ``sv(x)`` runs it (teacher with taps + the block's reference);
+* ``shortcut``: a shortcut frame as ``sv(x)`` runs it (the stateful module's Python included);
+* ``stream3``: ``FixedInterval(3)``, the mean of a keyframe and two shortcut frames, measured;
+* ``block``: the block alone; ``floor``: the shortcut program with the block replaced by a
+  pass-through of the reference feature (head + tail alone: the most a shortcut frame can gain);
+* eager configs also time the shortcut frame with the block's plain-PyTorch reference
+  (``use_fast_path(False)``), so the Triton kernel's share is visible.
+
+Timings are medians of CUDA-event-timed calls, all paths of a config interleaved round by
+round in one process. Peak memory above what was live before each path runs. Checks run
+first: the Triton kernel against the reference on the device, compiled keyframes against the
+compiled teacher, bf16 shortcut frames against fp32 (PSNR; block with random non-zero
+weights), CUDA-graph outputs against plain compiled ones. TF32 is left as PyTorch's defaults
+set it (recorded). Compiled configs run in priority order until ``--budget-s`` would be
+exceeded (cold compiles dominate); skipped configs are listed. Results go to
+``results/gpu.json`` after every config. ``--quick`` runs the same code on the CPU with tiny
+frames and the ``aot_eager`` backend (CI: it cannot rot); its timings mean nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import fx, nn
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import machine, table, write  # noqa: E402
+
+from shortcutify import FixedInterval, shortcutify  # noqa: E402
+from shortcutify.core.blocks.base import BlockOutput  # noqa: E402
+from shortcutify.core.cut import BLOCK_NAME, REFERENCE_INPUT  # noqa: E402
+from shortcutify.demo.models import ResnetGenerator, resnet_taps  # noqa: E402
+from shortcutify.demo.timing import time_calls  # noqa: E402
+from shortcutify.ops.adabd import adabd_conv_reference, fast_path_available, use_fast_path  # noqa: E402
+
+# name: (height, width, batch, precision, compiled, cuda graphs); compiled ones in priority order
+CONFIGS = {
+    "fp32-256-b1-eager": (256, 256, 1, "fp32", False, False),
+    "fp32-1024x2048-b1-eager": (1024, 2048, 1, "fp32", False, False),
+    "fp32-256-b8-eager": (256, 256, 8, "fp32", False, False),  # bf16's fp32 counterpart
+    "bf16-256-b8-eager": (256, 256, 8, "bf16", False, False),
+    "bf16-1024x2048-b1-eager": (1024, 2048, 1, "bf16", False, False),
+    "fp32-256-b1-compiled": (256, 256, 1, "fp32", True, True),
+    "fp32-1024x2048-b1-compiled": (1024, 2048, 1, "fp32", True, False),
+    "bf16-256-b8-compiled": (256, 256, 8, "bf16", True, True),
+    "bf16-1024x2048-b1-compiled": (1024, 2048, 1, "bf16", True, False),
+}
+QUICK_SIZES = {256: 32, 1024: 32, 2048: 64}
+QUICK_CONFIGS = ("fp32-256-b1-eager", "bf16-256-b8-compiled")
+COMPILE_ESTIMATE_S = 90.0  # what one compiled config and layout may cost, cold (teacher, programs, block, floor)
+PATHS = ("teacher", "keyframe", "shortcut", "stream3", "block", "floor")
+
+
+class PassThrough(nn.Module):
+    """A block that returns the reference's decoder feature unchanged: the floor's block."""
+
+    def forward(self, a: torch.Tensor, reference: Any, return_aligned: bool = False) -> BlockOutput:
+        return BlockOutput(reference, None)
+
+
+def floor_program(sv) -> fx.GraphModule:
+    """``(x, shortcut_reference=f) -> output``: the inference program with the block replaced by
+    :class:`PassThrough`, so that it runs the head and the tail alone."""
+    graph = fx.Graph()
+    graph.output(graph.graph_copy(sv.inference_program.graph, {}))
+    floor = fx.GraphModule(sv.inference_program, graph, "FloorProgram")
+    setattr(floor, BLOCK_NAME, PassThrough())
+    return floor
+
+
+def randomise(block: nn.Module, seed: int = 0) -> None:
+    """Random non-zero weights (an untrained block's zero reconstruction would hide errors)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in block.parameters():
+            fan_in = max(1, p[0].numel()) if p.dim() > 1 else 4
+            p.copy_(torch.randn(p.shape, generator=gen) / math.sqrt(fan_in))
+        k2 = block.kernel_size**2
+        block.adabd_head[-1].bias[: 2 * k2].copy_(torch.randn(2 * k2, generator=gen) * 3.0)
+
+
+def psnr(x: torch.Tensor, ref: torch.Tensor) -> float:
+    x, ref = x.double(), ref.double()
+    mse = float(((x - ref) ** 2).mean())
+    span = float(ref.max() - ref.min())
+    return float("inf") if mse == 0 else 10 * math.log10(span**2 / mse)
+
+
+def autocast(device: str, precision: str):
+    return torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def build(h: int, w: int, batch: int, device: str, resolution: str, ngf: int, n_blocks: int):
+    torch.manual_seed(0)
+    gen = ResnetGenerator(ngf=ngf, n_blocks=n_blocks).to(device).eval()
+    x = torch.randn(batch, 3, h, w, device=device)
+    sv = shortcutify(gen, *resnet_taps(gen), x, resolution=resolution)
+    randomise(sv.block)
+    return gen, sv, x
+
+
+def peak_mib(fn, device: str) -> float | None:
+    if not device.startswith("cuda"):
+        return None
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    fn()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - base) / 2**20
+
+
+@torch.no_grad()
+def measure(name: str, spec: tuple, resolution: str, args: argparse.Namespace) -> dict[str, Any]:
+    h, w, batch, precision, compiled, graphs = spec
+    if args.quick:
+        h, w = QUICK_SIZES.get(h, 32), QUICK_SIZES.get(w, 32)
+    device = args.device
+    gen, sv, x = build(h, w, batch, device, resolution, args.ngf, args.n_blocks)
+    floor = floor_program(sv)
+    with autocast(device, precision):
+        key = sv.run_keyframe(x)
+        ref = sv.prepare_reference(key)
+    teacher: Any = gen
+    floor_fn: Any = floor
+    block_fn: Any = sv.block
+    backend = "aot_eager" if args.quick else "inductor"
+    if compiled:
+        mode = "reduce-overhead" if graphs and device.startswith("cuda") else None
+        teacher = torch.compile(gen, backend=backend, mode=mode, dynamic=False)
+        floor_fn = torch.compile(floor, backend=backend, mode=mode, dynamic=False)
+        block_fn = torch.compile(sv.block, backend=backend, mode=mode, dynamic=False)
+        sv.compile(backend=backend, cuda_graphs=graphs and device.startswith("cuda"))
+    policies = {"key": FixedInterval(1), "short": FixedInterval(10**9), "three": FixedInterval(3)}
+
+    def frame(policy: str):
+        def call():
+            sv.policy = policies[policy]
+            return sv(x)
+
+        return call
+
+    def stream3():
+        sv.policy = policies["three"]
+        sv.reset()
+        for _ in range(3):
+            sv(x)
+
+    def reference_block_frame():
+        with use_fast_path(False):
+            sv.policy = policies["short"]
+            return sv(x)
+
+    calls = {
+        "teacher": lambda: teacher(x),
+        "keyframe": frame("key"),
+        "shortcut": frame("short"),
+        "stream3": stream3,
+        "block": lambda: block_fn(key.enc, ref),
+        "floor": lambda: floor_fn(x, **{REFERENCE_INPUT: key.dec}),
+    }
+    if not compiled and device.startswith("cuda"):
+        calls["shortcut_reference_block"] = reference_block_frame
+    if graphs and device.startswith("cuda"):  # every call a new step: graph outputs are read before the next replay
+        calls = {k: (lambda fn=fn: (torch.compiler.cudagraph_mark_step_begin(), fn())) for k, fn in calls.items()}
+    t0 = time.perf_counter()
+    with autocast(device, precision):
+        frame("key")()  # compiles and warms every path once (timed apart: the cold cost)
+        for fn in calls.values():
+            fn()
+        warm_s = time.perf_counter() - t0
+        repeats = 3 if args.quick else (10 if h * w > 10**6 else 40)
+        secs = time_calls(calls, repeats=repeats, warmup=2 if args.quick else 5, cuda=device.startswith("cuda"))
+        secs["stream3"] /= 3
+        memory = {k: peak_mib(fn, device) for k, fn in calls.items()}
+        # keyframes are the teacher's output (compiled: the compiled teacher's) within float tolerance
+        sv.policy = policies["key"]
+        key_gap = float((sv(x).float() - teacher(x).float()).abs().max())
+    row = dict(
+        config=name, resolution=resolution, size=[h, w], batch=batch, precision=precision, compiled=compiled,
+        cuda_graphs=graphs and device.startswith("cuda"), backend=backend if compiled else "eager",
+        fast_path=fast_path_available(device) and device.startswith("cuda"),
+        ms={k: v * 1e3 for k, v in secs.items()}, peak_mib=memory, warm_s=warm_s, keyframe_vs_teacher_max_abs=key_gap,
+    )
+    row["ratio_to_teacher"] = {k: secs["teacher"] / v for k, v in secs.items() if k not in ("teacher", "block")}
+    row["shortcut_to_floor"] = secs["shortcut"] / secs["floor"]
+    return row
+
+
+def compile_for_hopper() -> dict[str, Any]:
+    """Without a GPU: compile the kernel ahead of time for sm_90 (H100/H200), fp32 (TF32) and bf16,
+    with reference_only on, so that the Triton compiler (not only its interpreter) has accepted it."""
+    import os
+
+    if importlib.util.find_spec("triton") is None or os.environ.get("TRITON_INTERPRET") == "1":
+        return {"kernel_compiles_for_sm90": "not checked (triton missing, or its interpreter is on)"}
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from shortcutify.ops.adabd_triton import _adabd_kernel
+
+    names = list(_adabd_kernel.arg_names)
+    ptrs = {n for n in names if n.endswith("_ptr")}
+    const = {"KS": 3, "HAS_BIAS": True, "REF_ONLY": True, "DOT_F32": False, "BLOCK_P": 64, "BLOCK_C": 32, "BLOCK_O": 64}
+    out: dict[str, Any] = {}
+    for dtype, precision in (("fp32", "tf32"), ("bf16", "ieee")):
+        consts = dict(const, PRECISION=precision)
+        sig = {n: f"*{dtype}" if n in ptrs else "constexpr" if n in consts else "i32" for n in names}
+        t0 = time.perf_counter()
+        try:
+            compiled = triton.compile(ASTSource(fn=_adabd_kernel, signature=sig, constexprs=consts), target=GPUTarget("cuda", 90, 32))
+            ptx = compiled.asm["ptx"]
+            out[f"kernel_compiles_for_sm90_{dtype}"] = f"yes ({time.perf_counter() - t0:.0f} s; tensor-core MMA {'wgmma' in ptx or 'mma' in ptx})"
+        except Exception as err:
+            out[f"kernel_compiles_for_sm90_{dtype}"] = f"FAILED: {type(err).__name__}: {str(err)[:300]}"
+    return out
+
+
+@torch.no_grad()
+def checks(args: argparse.Namespace) -> dict[str, Any]:
+    """Correctness on the device, before any timing."""
+    device = args.device
+    out: dict[str, Any] = {}
+    gen = torch.Generator().manual_seed(0)
+    c, hw = (16, (24, 40)) if args.quick else (64, (128, 128))
+    t = dict(
+        f_ref=torch.randn(2, c, *hw, generator=gen), a=torch.randn(2, c, *hw, generator=gen),
+        offset=torch.randn(2, 18, *hw, generator=gen) * 4, mask=torch.rand(2, 9, *hw, generator=gen),
+        weight=torch.randn(c, c, 3, 3, generator=gen) / math.sqrt(9 * c), bias=torch.randn(c, generator=gen),
+    )
+    exact = adabd_conv_reference(**t)[0]
+    if fast_path_available(device) and device.startswith("cuda"):
+        from shortcutify.ops.adabd_triton import adabd_conv_triton
+
+        dev = {k: v.to(device) for k, v in t.items()}
+        for dtype in (torch.float32, torch.bfloat16):
+            low = {k: v.to(dtype) for k, v in dev.items()}
+            got = adabd_conv_triton(**low)[0].float().cpu()
+            ref = adabd_conv_reference(**low)[0].float().cpu()
+            out[f"kernel_vs_reference_max_abs_{dtype}"] = float((got - ref).abs().max())
+            out[f"kernel_vs_exact_max_abs_{dtype}"] = float((got - exact).abs().max())
+            out[f"reference_vs_exact_max_abs_{dtype}"] = float((ref - exact).abs().max())
+    else:
+        out["kernel"] = "not run on a device: no CUDA device with triton (the tests check it through Triton's interpreter)"
+        out.update(compile_for_hopper())
+    # bf16 shortcut frames vs fp32, both layouts, random non-zero block, frames that move
+    size = 32 if args.quick else 256
+    for resolution in ("half", "full"):
+        _, sv, x = build(size, size, 2, device, resolution, args.ngf, args.n_blocks)
+        frames = [torch.roll(x, shifts=(i, 2 * i), dims=(2, 3)) for i in range(4)]
+        sv.policy = FixedInterval(4)
+        want = [sv(f) for f in frames]
+        sv.reset()
+        with torch.autocast(device, dtype=torch.bfloat16):
+            got = [sv(f) for f in frames]
+        out[f"bf16_autocast_psnr_{resolution}"] = min(psnr(g.float(), w.float()) for g, w in zip(got[1:], want[1:]))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="tiny frames on the CPU, aot_eager: checks the script, times nothing")
+    ap.add_argument("--device", default=None, help="cuda (default when available) or cpu")
+    ap.add_argument("--budget-s", type=float, default=330.0, help="stop starting compiled configs past this (seconds)")
+    ap.add_argument("--configs", default=None, help="comma-separated config names (default: all, in priority order)")
+    ap.add_argument("--resolutions", default="half,full", help="block layouts to measure")
+    args = ap.parse_args()
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    args.ngf, args.n_blocks = (8, 2) if args.quick else (64, 6)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device here")
+    started = time.perf_counter()
+    names = args.configs.split(",") if args.configs else (list(QUICK_CONFIGS) if args.quick else list(CONFIGS))
+    unknown = [n for n in names if n not in CONFIGS]
+    if unknown:
+        raise SystemExit(f"unknown configs {unknown}; known: {list(CONFIGS)}")
+    payload: dict[str, Any] = {
+        "machine": machine(args.device),
+        "quick": args.quick,
+        "tf32": {"matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32},
+        "rows": [],
+        "skipped": [],
+        "failed": [],
+    }
+    try:
+        import triton
+
+        payload["machine"]["triton"] = triton.__version__
+    except ImportError:
+        payload["machine"]["triton"] = None
+    payload["checks"] = checks(args)
+    payload["failed"] += [f"check {k}: {v}" for k, v in payload["checks"].items() if isinstance(v, str) and v.startswith("FAILED")]
+    print("checks:", payload["checks"], flush=True)
+    write("gpu", payload)
+    layouts = args.resolutions.split(",")
+    # eager configs in both layouts first (cheap), then the compiled ones, every config in the
+    # first layout before any in the second (the budget cuts the least wanted last)
+    order = [(n, r) for n in names if not CONFIGS[n][4] for r in layouts]
+    order += [(n, r) for r in layouts for n in names if CONFIGS[n][4]]
+    for name, resolution in order:
+        spec = CONFIGS[name]
+        elapsed = time.perf_counter() - started
+        if spec[4] and elapsed + COMPILE_ESTIMATE_S > args.budget_s and not args.quick:
+            payload["skipped"].append(f"{name} ({resolution}): {elapsed:.0f} s spent of a {args.budget_s:.0f} s budget")
+            continue
+        try:
+            row = measure(name, spec, resolution, args)
+        except Exception as err:  # record and go on: one failing config must not lose the others
+            payload["failed"].append(f"{name} ({resolution}): {type(err).__name__}: {str(err)[:300]}")
+            print("FAILED", name, resolution, type(err).__name__, err, flush=True)
+            continue
+        payload["rows"].append(row)
+        print(name, resolution, {k: round(v, 3) for k, v in row["ms"].items()}, f"warm {row['warm_s']:.1f} s", flush=True)
+        write("gpu", payload)
+        torch._dynamo.reset()
+    payload["wall_s"] = time.perf_counter() - started
+    path = write("gpu", payload)
+    print(render(payload))
+    print(f"wrote {path}")
+    if payload["failed"]:
+        raise SystemExit(f"{len(payload['failed'])} configs failed: {payload['failed']}")
+
+
+def render(payload: dict[str, Any]) -> str:
+    rows = []
+    for r in payload["rows"]:
+        ms, ratio = r["ms"], r["ratio_to_teacher"]
+        rows.append([
+            r["config"], r["resolution"], ms["teacher"], ms["shortcut"], ratio["shortcut"], ratio["stream3"],
+            ms["block"], ms["floor"], r["shortcut_to_floor"], ms.get("shortcut_reference_block", "-"),
+            r["peak_mib"].get("shortcut") if r["peak_mib"].get("shortcut") is not None else "-",
+        ])
+    head = ["config", "block", "teacher ms", "shortcut ms", "shortcut ×", "α=3 ×", "block ms", "floor ms",
+            "shortcut / floor", "shortcut ms (reference block)", "shortcut peak MiB"]
+    lines = [table(head, rows)]
+    if payload.get("skipped"):
+        lines.append("Not measured (budget): " + "; ".join(payload["skipped"]))
+    if payload.get("failed"):
+        lines.append("Failed: " + "; ".join(payload["failed"]))
+    return "\n\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Specification of ``ShortcutV2V.compile``: the per-frame programs compiled, the logic unchanged.
+
+The tests compile with the ``aot_eager`` backend (the graph capture and the autograd-free
+tracing that inductor also goes through, without its minutes of C++ compilation on two
+cores); ``benchmarks/gpu.py`` compiles with inductor and CUDA graphs on a GPU.
+"""
+
+import pytest
+import torch
+
+from shortcutify import AdaptiveKeyframes, shortcutify
+from shortcutify.core.runner import CompileOptions
+from shortcutify.demo.models import ResnetGenerator
+
+
+def _live(sv):
+    for p in sv.block.parameters():  # a trained-looking block: flows, offsets and corrections live
+        torch.nn.init.normal_(p, std=0.05)
+    return sv
+
+
+def _frames(n, batch=2, size=16, seed=1, cut_at=None):
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randn(batch, 3, size, size, generator=g)
+    out = []
+    for i in range(n):
+        if cut_at is not None and i == cut_at:  # a scene cut in stream 0 only
+            base = base.clone()
+            base[0] = torch.randn(3, size, size, generator=g)
+        out.append(base + 0.05 * i * torch.randn(batch, 3, size, size, generator=g))
+    return out
+
+
+def _run(sv, frames):
+    sv.reset()
+    outs, keys = [], []
+    for x in frames:
+        outs.append(sv(x))
+        keys.append(sv.last_keyframes.clone())
+    return outs, keys
+
+
+@pytest.mark.parametrize("resolution", ["half", "full"])
+def test_a_compiled_module_computes_what_the_eager_one_does(resolution):
+    torch.manual_seed(0)
+    gen = ResnetGenerator(ngf=8, n_blocks=2).eval()
+    frames = _frames(5)
+    sv = _live(shortcutify(gen, "model.4", "model.12", frames[0], interval=3, resolution=resolution))
+    want, want_keys = _run(sv, frames)
+    assert sv.compile(backend="aot_eager") is sv and sv.compile_options == CompileOptions(backend="aot_eager")
+    got, keys = _run(sv, frames)
+    for w, g, k, kk in zip(want, got, want_keys, keys):
+        assert torch.equal(k, kk)
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        torch.testing.assert_close(got[0], gen(frames[0]), rtol=1e-5, atol=1e-5)  # a keyframe is the teacher's output
+
+
+def test_per_stream_keyframes_of_an_adaptive_policy_compile_too():
+    torch.manual_seed(0)
+    gen = ResnetGenerator(ngf=8, n_blocks=2).eval()
+    frames = _frames(6, cut_at=3)
+    sv = _live(shortcutify(gen, "model.4", "model.12", frames[0], policy=AdaptiveKeyframes(0.6, max_interval=5)))
+    want, want_keys = _run(sv, frames)
+    assert any(0 < int(k.sum()) < k.numel() for k in want_keys)  # the cut keyframes one stream of two
+    sv.compile(backend="aot_eager")
+    got, keys = _run(sv, frames)
+    for w, g, k, kk in zip(want, got, want_keys, keys):
+        assert torch.equal(k, kk)
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
+
+
+def test_moving_the_module_drops_compiled_programs_and_uncompile_restores_the_captured_ones():
+    torch.manual_seed(0)
+    gen = ResnetGenerator(ngf=8, n_blocks=2).eval()
+    frames = _frames(2)
+    sv = _live(shortcutify(gen, "model.4", "model.12", frames[0], interval=3)).compile(backend="aot_eager")
+    _run(sv, frames)
+    assert sv._runners and all(r.compiled for _, r in sv._runners.values())
+    sv.double()
+    assert not sv._runners and sv.compile_options is not None  # compiled again, for float64, on the next call
+    outs, _ = _run(sv, [x.double() for x in frames])
+    assert outs[1].dtype == torch.float64
+    sv.uncompile()
+    assert sv.compile_options is None
+    _run(sv, [x.double() for x in frames])
+    assert not any(r.compiled for _, r in sv._runners.values())
+
+
+def test_cuda_graphs_take_no_other_mode():
+    torch.manual_seed(0)
+    gen = ResnetGenerator(ngf=8, n_blocks=2).eval()
+    sv = shortcutify(gen, "model.4", "model.12", torch.randn(1, 3, 16, 16))
+    with pytest.raises(ValueError, match="reduce-overhead"):
+        sv.compile(cuda_graphs=True, mode="max-autotune")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device (benchmarks/gpu.py runs them)")
+def test_cuda_graph_outputs_survive_the_next_replay():
+    torch.manual_seed(0)
+    gen = ResnetGenerator(ngf=8, n_blocks=2).eval().cuda()
+    frames = [x.cuda() for x in _frames(7)]
+    sv = _live(shortcutify(gen, "model.4", "model.12", frames[0], interval=3))
+    want, _ = _run(sv, frames)
+    sv.compile(cuda_graphs=True)
+    got, _ = _run(sv, frames)
+    for w, g in zip(want, got):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-4)
