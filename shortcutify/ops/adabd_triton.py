@@ -25,7 +25,11 @@ __all__ = ["adabd_conv_triton", "SUPPORTED_DTYPES"]
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-@triton.jit
+# frame sizes and the strides they set vary between streams: one compiled kernel for all of them
+_SIZE_ARGS = ["H", "W"] + [f"s_{t}{d}" for t in "rcomy" for d in "bcyx"]
+
+
+@triton.jit(do_not_specialize=_SIZE_ARGS)
 def _adabd_kernel(
     ref_ptr, cur_ptr, off_ptr, msk_ptr, w_ptr, bias_ptr, out_ptr, rout_ptr,
     C, H, W, O,
@@ -56,7 +60,7 @@ def _adabd_kernel(
     acc = tl.zeros((BLOCK_P, BLOCK_O), dtype=tl.float32)
     acc_ref = tl.zeros((BLOCK_P, BLOCK_O), dtype=tl.float32)
     PAD = KS // 2
-    for t in tl.static_range(KS * KS):
+    for t in range(KS * KS):  # a loop, not unrolled: unrolled, float32 took minutes to compile
         ti = t // KS
         tj = t % KS
         dy = tl.load(off_ptr + b * s_ob + (2 * t) * s_oc + y * s_oy + x * s_ox, mask=in_img, other=0.0).to(tl.float32)
