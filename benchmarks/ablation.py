@@ -6,7 +6,8 @@ The cartoon teacher (trained here) at 136x320 (carphone 144x176), keyframe inter
 distils the block for --steps steps on the training frames of bikes.mp4 (the quality
 benchmark's recipe, shorter) and reports PSNR/SSIM vs the teacher on the shortcut frames
 of the held-out bikes frames and of carphone, next to repeating the keyframe. Writes
-results/ablation_<resolution>_w<width>_s<seed>.json; report.py tabulates all of them.
+results/ablation_<resolution>_w<width>_s<seed>[_n<steps>].json (no suffix for 500 steps);
+report.py tabulates all of them, grouped by step count.
 Used to compare block layouts and widths at equal training budget (one run: ~2.5 min on
 2 cores); run several seeds before trusting a difference under ~0.5 dB.
 """
@@ -55,7 +56,7 @@ def main() -> None:
         rows[name] = evaluate(sv, [v[i : i + 12] for i in range(0, v.shape[0], 12)]).summary()
         r = rows[name]
         print(f"{name}: PSNR {r['psnr']:.2f} dB (repeat {r['psnr_repeat']:.2f}), SSIM {r['ssim']:.4f}")
-    tag = f"ablation_{args.resolution}_w{sv.block.width}_s{args.seed}"
+    tag = f"ablation_{args.resolution}_w{sv.block.width}_s{args.seed}" + (f"_n{args.steps}" if args.steps != 500 else "")
     path = write(tag, {"machine": machine(), "resolution": args.resolution, "width": sv.block.width, "seed": args.seed,
                        "steps": args.steps, "seconds": seconds, "block_macs": sv.cost().block.macs, "results": rows})
     print(f"wrote {path} ({seconds:.0f} s distillation)")

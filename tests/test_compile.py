@@ -106,3 +106,47 @@ def test_cuda_graph_outputs_survive_the_next_replay():
     got, _ = _run(sv, frames)
     for w, g in zip(want, got):
         torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-4)
+
+
+class _RandomSplits:
+    """Keyframes for a random subset of the streams on every frame (sub-batches of every size)."""
+
+    interval = 3
+    uses_change = False
+
+    def __init__(self, seed: int = 0) -> None:
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def select(self, signal):
+        return torch.rand(signal.since_keyframe.shape[0], generator=self.gen) < 0.4
+
+
+@pytest.mark.parametrize("dynamic_batch", [False, True])
+def test_a_dynamic_batch_compiles_each_program_once_for_every_sub_batch_size(dynamic_batch):
+    compiled_batches = []
+
+    def counting(gm, example_inputs):  # a backend that records what it was asked to compile
+        symbolic = any(not isinstance(t, torch.Tensor) for t in example_inputs)  # a size passed as a symbol
+        compiled_batches.append("symbolic" if symbolic else next(t for t in example_inputs).shape[0])
+        return gm.forward
+
+    torch.manual_seed(0)
+    gen = ResnetGenerator(ngf=8, n_blocks=1).eval()
+    x = torch.randn(5, 3, 16, 16)
+    sv = _live(shortcutify(gen, "model.4", "model.11", x, interval=3))
+    sv.policy = _RandomSplits()
+    frames = [x + 0.01 * i for i in range(10)]
+    want, want_keys = _run(sv, frames)
+    sizes = {int(k.sum()) for k in want_keys} | {5 - int(k.sum()) for k in want_keys}
+    assert len(sizes - {0, 5}) >= 3  # the stream splits into sub-batches of many sizes
+    sv.policy = _RandomSplits()
+    sv.compile(backend=counting, dynamic_batch=dynamic_batch)
+    got, keys = _run(sv, frames)
+    for w, g, k, kk in zip(want, got, want_keys, keys):
+        assert torch.equal(k, kk)
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
+    symbolic = [b for b in compiled_batches if b == "symbolic"]
+    if dynamic_batch:  # three programs (keyframe, reference, shortcut): a batch of 1 and a symbolic batch each
+        assert len(compiled_batches) <= 6 and len(symbolic) == 3
+    else:  # one version per size and program
+        assert not symbolic and len(set(compiled_batches)) >= 4 and len(compiled_batches) > 6

@@ -276,6 +276,7 @@ class ShortcutV2V(nn.Module):
         mode: str | None = None,
         fullgraph: bool = True,
         cuda_graphs: bool = False,
+        dynamic_batch: bool = False,
         options: dict[str, Any] | None = None,
     ) -> ShortcutV2V:
         """Compile what :meth:`forward` runs per frame; returns ``self``.
@@ -297,6 +298,12 @@ class ShortcutV2V(nn.Module):
             cuda_graphs: also capture each program as a CUDA graph (``mode="reduce-overhead"``;
                 CUDA tensors only), for the launch-bound small frames; outputs and the
                 module's state are copied out of the graphs' memory.
+            dynamic_batch: compile the batch dimension as a symbol, so that the sub-batches of
+                per-stream keyframes (any size from 1 to B) share one compiled version per
+                program instead of compiling one per size (with B streams and random splits,
+                static shapes compile up to B versions of each program; past
+                ``torch._dynamo.config.recompile_limit`` versions of one program, compiling
+                fails with ``fullgraph=True`` and runs uncompiled without it).
             options: inductor options (``torch.compile(options=...)``).
 
         Raises:
@@ -305,7 +312,8 @@ class ShortcutV2V(nn.Module):
         if cuda_graphs and mode not in (None, "reduce-overhead"):
             raise ValueError(f"cuda_graphs=True replays the programs with mode='reduce-overhead'; it cannot be combined with mode={mode!r}")
         self._compile_options = CompileOptions(
-            backend=backend, mode=mode, fullgraph=fullgraph, cuda_graphs=cuda_graphs, options=dict(options or {})
+            backend=backend, mode=mode, fullgraph=fullgraph, cuda_graphs=cuda_graphs, dynamic_batch=dynamic_batch,
+            options=dict(options or {}),
         )
         self._runners.clear()
         return self

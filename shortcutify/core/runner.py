@@ -5,7 +5,7 @@ that the stateful module calls per frame: the keyframe program, the block's refe
 preparation, the inference program and, for policies that look at the encoder tap, the
 staged head and rests. Without :class:`CompileOptions` they are the fx programs themselves;
 with them, each is compiled by ``torch.compile`` on its first call (static shapes: one
-compiled version per input signature) and, with ``cuda_graphs``, replayed as a CUDA graph
+compiled version per input signature, unless ``dynamic_batch``) and, with ``cuda_graphs``, replayed as a CUDA graph
 (``mode="reduce-overhead"``), its outputs copied out of the graph's memory so that the next
 replay cannot overwrite what the caller or the module's state still holds. The module's
 per-stream logic stays in Python, outside the compiled code.
@@ -13,13 +13,14 @@ per-stream logic stays in Python, outside the compiled code.
 
 from __future__ import annotations
 
+import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils._pytree import tree_map
+from torch.utils._pytree import tree_flatten, tree_map
 
 from .cut import REFERENCE_INPUT
 from .programs import Programs
@@ -37,6 +38,8 @@ class CompileOptions:
             ``cuda_graphs=True`` sets ``"reduce-overhead"``.
         fullgraph: refuse graph breaks (raise instead of running pieces eagerly).
         cuda_graphs: replay each program as a CUDA graph (CUDA only; outputs are copied out).
+        dynamic_batch: compile the batch dimension as a symbol: one version serves every
+            batch and sub-batch size (a size of 1 compiles its own), instead of one per size.
         options: further ``torch.compile`` options (inductor's ``options=`` dict).
     """
 
@@ -44,16 +47,26 @@ class CompileOptions:
     mode: str | None = None
     fullgraph: bool = True
     cuda_graphs: bool = False
+    dynamic_batch: bool = False
     options: dict[str, Any] = field(default_factory=dict)
 
     def compile(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         mode = "reduce-overhead" if self.cuda_graphs else self.mode
-        kwargs: dict[str, Any] = dict(backend=self.backend, fullgraph=self.fullgraph, dynamic=False)
+        kwargs: dict[str, Any] = dict(backend=self.backend, fullgraph=self.fullgraph, dynamic=None if self.dynamic_batch else False)
         if mode is not None:
             kwargs["mode"] = mode
         if self.options:
             kwargs["options"] = dict(self.options)
         compiled = torch.compile(fn, **kwargs)
+        if self.dynamic_batch:
+            inner = compiled
+
+            def compiled(*args: Any, **kw: Any) -> Any:
+                for v in tree_flatten((args, kw))[0]:
+                    if isinstance(v, Tensor) and v.dim() > 0:
+                        torch._dynamo.maybe_mark_dynamic(v, 0)
+                return inner(*args, **kw)
+
         if not self.cuda_graphs:
             return compiled
 
@@ -64,15 +77,19 @@ class CompileOptions:
         return replay
 
 
-class _Prepare(nn.Module):
-    """``block.prepare_reference`` as a module of its own (what gets compiled)."""
+def _reference_fn(block: nn.Module) -> Callable[[Tensor, Tensor], Any]:
+    """``block.prepare_reference`` as a function with a code object of its own.
 
-    def __init__(self, block: nn.Module) -> None:
-        super().__init__()
-        self.block = block
+    ``torch.compile`` keeps compiled versions, and counts them against its recompile limit,
+    per code object: a function shared by every runner would collect the versions of every
+    module and input size in the process and hit the limit.
+    """
 
-    def forward(self, enc: Tensor, dec: Tensor) -> Any:
-        return self.block.prepare_reference(enc, dec)
+    def prepare_reference(enc: Tensor, dec: Tensor) -> Any:
+        return block.prepare_reference(enc, dec)
+
+    shared = prepare_reference
+    return types.FunctionType(shared.__code__.replace(), shared.__globals__, shared.__name__, None, shared.__closure__)
 
 
 class Runner:
@@ -103,7 +120,7 @@ class Runner:
 
     def reference(self, enc: Tensor, dec: Tensor) -> Any:
         """The block's reference from a keyframe's taps."""
-        return self._get("reference", lambda: _Prepare(self._block))(enc, dec)
+        return self._get("reference", lambda: _reference_fn(self._block))(enc, dec)
 
     def inference(self, args: tuple, kwargs: dict, reference: Any) -> Any:
         """A shortcut frame's output."""

@@ -3,8 +3,8 @@
 On CPU, ``x.contiguous(memory_format=...)`` of a 4-D tensor goes through the generic
 strided copy; one 2-D transpose per sample is copied cache-blocked and is several times
 faster. Used by the shortcut blocks, whose CPU fast paths run some ops in channels-last
-memory. Everywhere else (other devices, autograd, odd strides) these are the plain
-``contiguous`` calls.
+memory. Everywhere else (other devices, autograd, compiled code, odd strides) these are the
+plain ``contiguous`` calls.
 """
 
 from __future__ import annotations
@@ -22,10 +22,17 @@ def _transpose_rows(src: Tensor, dst: Tensor) -> Tensor:
     return dst
 
 
+def _plain(x: Tensor) -> bool:
+    """Whether the plain ``contiguous`` call is the one to make: off CPU, under autograd, or while
+    ``torch.compile`` traces (the compiler writes its own copy, and a per-sample loop would
+    tie the compiled program to one batch size)."""
+    return x.device.type != "cpu" or torch.is_grad_enabled() or torch.compiler.is_compiling()
+
+
 def to_channels_last(x: Tensor) -> Tensor:
     """``x`` ``[B, C, H, W]`` in channels-last memory (same values)."""
     b, c, hh, ww = x.shape
-    if x.device.type != "cpu" or torch.is_grad_enabled() or not x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last):
+    if _plain(x) or not x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last):
         return x.contiguous(memory_format=torch.channels_last)
     out = torch.empty_like(x, memory_format=torch.channels_last)
     _transpose_rows(x.view(b, c, hh * ww), out.permute(0, 2, 3, 1).view(b, hh * ww, c))
@@ -35,7 +42,7 @@ def to_channels_last(x: Tensor) -> Tensor:
 def to_contiguous(x: Tensor) -> Tensor:
     """``x`` ``[B, C, H, W]`` in contiguous (NCHW) memory (same values)."""
     b, c, hh, ww = x.shape
-    if x.device.type != "cpu" or torch.is_grad_enabled() or x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last):
+    if _plain(x) or x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last):
         return x.contiguous()
     out = torch.empty_like(x, memory_format=torch.contiguous_format)
     _transpose_rows(x.permute(0, 2, 3, 1).reshape(b, hh * ww, c), out.view(b, c, hh * ww))
