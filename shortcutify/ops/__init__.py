@@ -6,16 +6,19 @@ Functional and module pairs with torchvision's semantics, without torchvision:
 * :func:`deform_columns`, :func:`unfold_columns`, :func:`columns_matmul`: its two stages,
   exposed so that several applications of one weight can share one matrix product;
 * :func:`warp`: backward warping by a flow ``(dy, dx)`` in pixels, zeros outside;
-* :func:`adabd_conv`: AdaBD's fused blend-and-deform convolution;
+* :func:`adabd_conv`: AdaBD's fused blend-and-deform convolution (its plain-PyTorch
+  reference :func:`adabd_conv_reference`; on CUDA a Triton kernel, see
+  :func:`use_fast_path` and :func:`fast_path_available`);
 * :func:`correlation_flow` (with :func:`coarse_features`, :func:`coarse_grid`): a
   parameter-free motion estimate between two feature maps.
 
 These are the reference implementations, run on every device and differentiable; a
 device-specific fast path goes beside them with the same signature and is tested
-against them. ``shortcutify.ops.layout`` holds CPU memory-layout helpers.
+against them (``shortcutify.ops.adabd_triton``, imported only where triton is installed).
+``shortcutify.ops.layout`` holds CPU memory-layout helpers.
 """
 
-from .adabd import adabd_conv
+from .adabd import adabd_conv, adabd_conv_reference, fast_path_available, use_fast_path
 from .motion import coarse_features, coarse_grid, correlation_flow
 from .deform import DeformConv2d, columns_matmul, conv_output_size, deform_columns, deform_conv2d, unfold_columns, warp
 
@@ -28,6 +31,9 @@ __all__ = [
     "conv_output_size",
     "warp",
     "adabd_conv",
+    "adabd_conv_reference",
+    "use_fast_path",
+    "fast_path_available",
     "correlation_flow",
     "coarse_features",
     "coarse_grid",
