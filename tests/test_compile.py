@@ -87,12 +87,18 @@ def test_moving_the_module_drops_compiled_programs_and_uncompile_restores_the_ca
     assert not any(r.compiled for _, r in sv._runners.values())
 
 
-def test_cuda_graphs_take_no_other_mode():
+def test_cuda_graphs_take_no_other_mode_and_need_a_cuda_module():
     torch.manual_seed(0)
     gen = ResnetGenerator(ngf=8, n_blocks=2).eval()
-    sv = shortcutify(gen, "model.4", "model.12", torch.randn(1, 3, 16, 16))
+    x = torch.randn(1, 3, 16, 16)
+    sv = shortcutify(gen, "model.4", "model.12", x)
     with pytest.raises(ValueError, match="reduce-overhead"):
         sv.compile(cuda_graphs=True, mode="max-autotune")
+    sv.compile(cuda_graphs=True)  # allowed before moving the module; refused when a CPU frame would run
+    with pytest.raises(ValueError, match=r"module is on cpu: move it with \.cuda\(\)"):
+        sv(x)
+    sv.compile(backend="aot_eager")
+    assert sv(x).shape == x.shape
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device (benchmarks/gpu.py runs them)")

@@ -530,6 +530,13 @@ class ShortcutV2V(nn.Module):
         programs = self._programs(args, kwargs)
         entry = self._runners.get(id(programs))
         if entry is None or entry[0] is not programs:
+            options = self._compile_options
+            device = next(self.block.parameters()).device
+            if options is not None and options.cuda_graphs and device.type != "cuda":
+                raise ValueError(
+                    f"sv.compile(cuda_graphs=True) replays CUDA graphs, but the module is on {device}: move it with "
+                    ".cuda() (or .to('cuda')), or compile without cuda_graphs"
+                )
             entry = (programs, Runner(programs, self.block, self._compile_options))
             self._runners[id(programs)] = entry
         return entry[1]
