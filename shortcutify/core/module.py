@@ -183,7 +183,7 @@ class ShortcutV2V(nn.Module):
     trainable, and only the block is this module's own: ``state_dict()``, ``parameters()`` and
     ``load_state_dict()`` hold the block alone (keys ``block.*``), never the teacher's weights
     (they are your generator's), however many programs share its layers. ``.to()`` moves the
-    teacher too. The module cannot be pickled: use :meth:`save` and :func:`~shortcutify.load`. Calls run under ``torch.no_grad()``. Training (see :func:`shortcutify.distill`)
+    teacher too and starts new streams (the next call is a keyframe). The module cannot be pickled: use :meth:`save` and :func:`~shortcutify.load`. Calls run under ``torch.no_grad()``. Training (see :func:`shortcutify.distill`)
     uses :meth:`run_keyframe` for the teacher's side and :meth:`shortcut_step` for the
     student's; nothing is patched.
 
