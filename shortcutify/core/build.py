@@ -21,7 +21,7 @@ from typing_extensions import Unpack
 
 from ..errors import IncompatibleCheckpointError, ShortcutifyError, UntraceableModelError
 from ..version import __version__
-from .blocks import RESOLUTIONS, make_block
+from .blocks import BLOCK_TYPES, make_block
 from .blocks.sizing import auto_width, block_macs
 from .capture import CaptureKwargs, CaptureOptions, as_tuple, capture, recapture
 from .cut import Cut, resolve_cut
@@ -99,8 +99,8 @@ def shortcutify(
         policy = FixedInterval(interval)
     else:
         policy = as_policy(policy)
-    if resolution not in RESOLUTIONS:
-        raise ValueError(f"resolution must be one of {RESOLUTIONS}, got {resolution!r}")
+    if resolution not in BLOCK_TYPES:  # the live registry: block types registered at run time count
+        raise ValueError(f"resolution must be one of {tuple(BLOCK_TYPES)}, got {resolution!r}")
     if not isinstance(motion_prior, bool):
         raise TypeError(f"motion_prior must be True or False, got {motion_prior!r}")
     options = CaptureOptions.from_kwargs(**capture_options)
@@ -182,9 +182,11 @@ def load(
     device = p.device if p is not None else torch.device("cpu")
     if example_inputs is None:
         example_inputs = tuple(e.zeros(device) for e in manifest.example_inputs)
-    if cfg.resolution not in RESOLUTIONS:
+    if cfg.resolution not in BLOCK_TYPES:
         raise IncompatibleCheckpointError(
-            f"the block's layout {cfg.resolution!r} in {cfg_file} is unknown to this version (it knows {RESOLUTIONS})"
+            f"the block's layout {cfg.resolution!r} in {cfg_file} is unknown here (known: {tuple(BLOCK_TYPES)}); a layout "
+            "from a newer version needs that version, one registered at run time must be registered in "
+            "shortcutify.core.blocks.BLOCK_TYPES before load"
         )
     if cfg.kernel_size != 3:
         raise IncompatibleCheckpointError(
