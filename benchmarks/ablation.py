@@ -1,13 +1,18 @@
 """Block ablation: quality of one block configuration after a short distillation, on held-out real video.
 
-usage: python benchmarks/ablation.py [--resolution half|full] [--width W] [--steps 500] [--seed 0]
+usage: python benchmarks/ablation.py [--resolution half|full|VARIANT] [--width W] [--steps 500] [--seed 0]
+       python benchmarks/ablation.py --time-blocks
 
 The cartoon teacher (trained here) at 136x320 (carphone 144x176), keyframe interval 3:
 distils the block for --steps steps on the training frames of bikes.mp4 (the quality
 benchmark's recipe, shorter) and reports PSNR/SSIM vs the teacher on the shortcut frames
 of the held-out bikes frames and of carphone, next to repeating the keyframe. Writes
 results/ablation_<resolution>_w<width>_s<seed>[_n<steps>].json (no suffix for 500 steps);
-report.py tabulates all of them, grouped by step count.
+report.py tabulates all of them, grouped by step count. VARIANT: a layout tried in
+block_variants.py (not in the library).
+--time-blocks times a shortcut frame and the block alone (CPU, 136x320, medians, the teacher
+alongside) for every (layout, width) that has results, side by side in one process, and writes
+results/ablation_speed.json (report.py adds the times to the table).
 Used to compare block layouts and widths at equal training budget (one run: ~2.5 min on
 2 cores); run several seeds before trusting a difference under ~0.5 dB.
 """
@@ -22,22 +27,57 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+from block_variants import VARIANTS  # noqa: E402  (registers the tried layouts)
 from common import machine, write  # noqa: E402
 
 from shortcutify import distill, evaluate, shortcutify  # noqa: E402
+from shortcutify.core.blocks import RESOLUTIONS  # noqa: E402
 from shortcutify.demo.models import resnet_taps  # noqa: E402
 from shortcutify.demo.teachers import load_teacher, read_split  # noqa: E402
 from shortcutify.demo.video import read_video, sample_video  # noqa: E402
 
 
+def time_blocks(threads: int) -> None:
+    """Side-by-side CPU timings of the shortcut frame and the block for every ablated (layout, width)."""
+    import json
+
+    from common import RESULTS
+
+    from shortcutify.demo.timing import path_calls, time_calls
+
+    torch.set_num_threads(threads)
+    configs = sorted({(r["resolution"], r["width"]) for r in map(json.loads, map(Path.read_text, RESULTS.glob("ablation_*_s*.json")))})
+    teacher, _ = load_teacher("cartoon")
+    x = read_split("bikes", "heldout", (136, 320), max_frames=1)
+    calls = {}
+    for res, width in configs:
+        torch.manual_seed(0)
+        sv = shortcutify(teacher, *resnet_taps(teacher), x, width=width, resolution=res).eval()
+        paths = path_calls(sv, x)
+        calls.setdefault("teacher", paths["teacher"])
+        calls[f"{res} w{width} shortcut"], calls[f"{res} w{width} block"] = paths["shortcut"], paths["block"]
+    with torch.no_grad():
+        t = time_calls(calls, repeats=21, warmup=3)
+    rows = [{"resolution": res, "width": width, "shortcut_ms": t[f"{res} w{width} shortcut"] * 1e3,
+             "block_ms": t[f"{res} w{width} block"] * 1e3, "teacher_ms": t["teacher"] * 1e3} for res, width in configs]
+    for r in rows:
+        print(f"{r['resolution']:>18} w{r['width']:<3} shortcut {r['shortcut_ms']:7.2f} ms ({r['teacher_ms'] / r['shortcut_ms']:.2f}x the teacher), "
+              f"block {r['block_ms']:6.2f} ms")
+    print(f"wrote {write('ablation_speed', {'machine': machine(), 'size': [136, 320], 'rows': rows})}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--resolution", choices=("half", "full"), default="half")
+    parser.add_argument("--time-blocks", action="store_true", help="only time the ablated layouts side by side (see above)")
+    parser.add_argument("--resolution", choices=RESOLUTIONS + tuple(v.resolution for v in VARIANTS), default="half")
     parser.add_argument("--width", type=int, default=None, help="block width (default: the automatic one)")
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    if args.time_blocks:
+        time_blocks(args.threads)
+        return
     torch.set_num_threads(args.threads)
     train = read_split("bikes", "train", (136, 320))
     videos = {

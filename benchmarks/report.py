@@ -76,9 +76,11 @@ def resolution_section(speed: dict | None, speed_full: dict | None, q: dict | No
 
 def ablation_section() -> list[str]:
     """Short distillations of several block configurations (benchmarks/ablation.py), per seed and mean."""
-    runs = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("ablation_*.json"))]
+    runs = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("ablation_*_s*.json"))]
     if not runs:
         return []
+    speed = load("ablation_speed")
+    times = {(t["resolution"], t["width"]): t for t in speed["rows"]} if speed else {}
     groups: dict[tuple[int, str, int], list[dict]] = {}
     for r in runs:
         groups.setdefault((r["steps"], r["resolution"], r["width"]), []).append(r)
@@ -86,7 +88,9 @@ def ablation_section() -> list[str]:
     rows = []
     for (steps, res, width), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] != "half", kv[0][2])):
         rs = sorted(rs, key=lambda r: r["seed"])
-        cells = [str(steps), res, str(width), f"{rs[0]['block_macs'] / 1e9:.3f}", ", ".join(str(r["seed"]) for r in rs)]
+        t = times.get((res, width))
+        cells = [str(steps), res, str(width), f"{rs[0]['block_macs'] / 1e9:.3f}",
+                 f"{t['block_ms']:.1f} / {t['shortcut_ms']:.1f}" if t else "-", ", ".join(str(r["seed"]) for r in rs)]
         for v in videos:
             vals = [r["results"][v]["psnr"] for r in rs]
             cells.append(" / ".join(f"{x:.2f}" for x in vals) + f" (mean {sum(vals) / len(vals):.2f}, spread {max(vals) - min(vals):.2f})")
@@ -113,9 +117,13 @@ def ablation_section() -> list[str]:
         f"`python benchmarks/ablation.py --resolution R --width W --seed S` — {machine_line(r0['machine'])}; cartoon teacher,",
         "lr 2e-3 and loss weights feature 1, alignment 0 (the defaults since 0.5), batch 4, crop 128, flips; α = 3; PSNR vs the teacher (dB) on the shortcut",
         f"frames of held-out bikes (136×320) and carphone (144×176) frames; repeating the keyframe gives {repeat} dB. Block GMACs at 136×320.",
+        "Layouts other than `half` and `full` are experiments in `benchmarks/block_variants.py` (its docstring states what each tests).",
+        ("CPU ms: the block alone / a whole shortcut frame at 136×320, medians, all layouts timed side by side in one run "
+         f"(`python benchmarks/ablation.py --time-blocks` — {machine_line(speed['machine'])}; the teacher: {speed['rows'][0]['teacher_ms']:.1f} ms)."
+         if speed else "CPU ms: not measured (`python benchmarks/ablation.py --time-blocks`)."),
         "",
-        "| steps | resolution | width | block GMACs | seeds | bikes PSNR per seed | carphone PSNR per seed |",
-        "|---|---|---|---|---|---|---|",
+        "| steps | resolution | width | block GMACs | CPU ms block / shortcut | seeds | bikes PSNR per seed | carphone PSNR per seed |",
+        "|---|---|---|---|---|---|---|---|",
         *rows,
         "",
         *gaps,

@@ -1,0 +1,136 @@
+"""Block layouts tried against the default (issue 12, item 4: close the half layout's gap to the full one).
+
+Not part of the library: importing this module registers them in
+:data:`shortcutify.core.blocks.BLOCK_TYPES`, so that ``ablation.py --resolution NAME`` distils
+and evaluates them exactly like the built-in layouts. Each states the hypothesis it tests;
+``benchmarks/RESULTS.md`` ("Block ablation") has what they measured.
+
+* ``half-subpixel``: is the half layout's *output* the bottleneck? Its correction per 2x2 patch
+  of the decoder tap is a linear image of ``h`` numbers (the 2x2 transposed conv), where the
+  full layout's is ``4h`` (``h`` per pixel). Here AdaBD outputs ``4h`` channels at half
+  resolution, a pixel shuffle spreads them over the patch and a 1x1 conv reconstructs per pixel.
+* ``half-detail``: is the current frame's *detail* the bottleneck? A full-resolution 1x1 path of
+  the current encoder tap is concatenated with the upsampled correction before the
+  reconstruction (1x1 at full resolution).
+* ``full-coarse-heads``: the full layout with its AdaBD head (offsets and mask) at half
+  resolution, upsampled: does AdaBD need per-pixel offsets, or only per-pixel sampling?
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from shortcutify.core.blocks import BLOCK_TYPES, BlockOutput, FullResolutionBlock, HalfResolutionBlock
+from shortcutify.core.blocks.half import HalfReference
+from shortcutify.core.blocks.resize import resize
+from shortcutify.ops import adabd_conv, warp
+from shortcutify.ops.layout import to_channels_last, to_contiguous
+
+
+def _full_resolution_flow(flow: Tensor, hf: int, wf: int) -> Tensor:
+    """A half-resolution flow ``[B, 2, Hh, Wh]`` (its pixels) at ``(hf, wf)`` in full-resolution pixels."""
+    return F.interpolate(flow, scale_factor=2.0, mode="bilinear", align_corners=False)[..., :hf, :wf] * 2.0
+
+
+class HalfSubpixelBlock(HalfResolutionBlock):
+    """``half`` with AdaBD producing ``4h`` channels, pixel-shuffled to full resolution, then a 1x1 conv."""
+
+    resolution = "half-subpixel"
+
+    def __init__(self, enc_channels: int, dec_channels: int, width: int | None = None, kernel_size: int = 3,
+                 motion_prior: bool = False) -> None:
+        super().__init__(enc_channels, dec_channels, width, kernel_size, motion_prior)
+        h, k = self.width, self.kernel_size
+        self.weight = nn.Parameter(torch.empty(4 * h, h, k, k))
+        self.bias = nn.Parameter(torch.empty(4 * h))
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        nn.init.uniform_(self.bias, -1 / math.sqrt(h * k * k), 1 / math.sqrt(h * k * k))
+
+    def _reconstruction(self, h: int, dec_channels: int) -> nn.Module:
+        return nn.Conv2d(h, dec_channels, 1)
+
+    def _correction(self, x: Tensor, hf: int, wf: int, current: Tensor | None) -> Tensor:
+        x = F.pixel_shuffle(F.relu(x), 2)[..., :hf, :wf]
+        if x.device.type == "cpu":
+            return to_contiguous(self.reconstruct(to_channels_last(x)))
+        return self.reconstruct(x)
+
+    def _current_detail(self, a: Tensor, size: tuple[int, int]) -> Tensor | None:
+        return None
+
+    def _predict(self, a_in: Tensor, reference: HalfReference, return_aligned: bool) -> BlockOutput:
+        ref_reduced, f_ref, _ = reference
+        if self.motion_prior:
+            raise NotImplementedError(f"{self.resolution} is an experiment without the motion prior")
+        h = self.width
+        hf, wf = f_ref.shape[-2:]
+        current = self._current_detail(a_in, (hf, wf))
+        a = self._reduce(a_in, (hf, wf), self.reduce_enc)
+        flow = self.flow_head(torch.cat([a, ref_reduced[:, :h]], dim=1))
+        aligned = warp(ref_reduced, flow)
+        fused, ref_only = self._adabd(aligned[:, :h], a, aligned[:, h:], return_aligned)
+        f_warped = warp(f_ref, _full_resolution_flow(flow, hf, wf))
+        f_hat = f_warped + self._correction(fused, hf, wf, current)
+        aligned_only = f_warped + self._correction(ref_only, hf, wf, current) if ref_only is not None else None
+        return BlockOutput(f_hat, aligned_only)
+
+
+class HalfDetailBlock(HalfSubpixelBlock):
+    """``half`` plus a full-resolution 1x1 path of the current encoder tap into the reconstruction."""
+
+    resolution = "half-detail"
+
+    def __init__(self, enc_channels: int, dec_channels: int, width: int | None = None, kernel_size: int = 3,
+                 motion_prior: bool = False) -> None:
+        HalfResolutionBlock.__init__(self, enc_channels, dec_channels, width, kernel_size, motion_prior)
+        h = self.width
+        self.detail = nn.Conv2d(enc_channels, h, 1)
+        self.upsample = nn.ConvTranspose2d(h, h, 2, stride=2)
+
+    def _reconstruction(self, h: int, dec_channels: int) -> nn.Module:
+        return nn.Conv2d(2 * h, dec_channels, 1)
+
+    def _current_detail(self, a: Tensor, size: tuple[int, int]) -> Tensor:
+        return F.relu(self.detail(resize(a, size)))
+
+    def _correction(self, x: Tensor, hf: int, wf: int, current: Tensor | None) -> Tensor:
+        assert current is not None
+        up = F.relu(self.upsample(F.relu(x)))[..., :hf, :wf]
+        return self.reconstruct(torch.cat([up, current], dim=1))
+
+
+class FullCoarseHeadsBlock(FullResolutionBlock):
+    """``full`` with the AdaBD head at half resolution (offsets rescaled, mask logits upsampled)."""
+
+    resolution = "full-coarse-heads"
+
+    def _predict(self, a: Tensor, reference, return_aligned: bool) -> BlockOutput:
+        a_ref_half, ref, _ = reference
+        if self.motion_prior:
+            raise NotImplementedError(f"{self.resolution} is an experiment without the motion prior")
+        h, k2 = self.width, self.kernel_size**2
+        hf, wf = ref.shape[-2:]
+        a = F.relu(self.reduce_enc(resize(a, (hf, wf))))
+        a_half = F.interpolate(a, size=a_ref_half.shape[-2:], mode="bilinear", align_corners=False)
+        flow_half = self.flow_head(torch.cat([a_half, a_ref_half], dim=1))
+        sy, sx = hf / a_half.shape[-2], wf / a_half.shape[-1]
+        flow = F.interpolate(flow_half, size=(hf, wf), mode="bilinear", align_corners=False)
+        aligned = warp(ref, torch.cat([flow[:, :1] * sy, flow[:, 1:] * sx], dim=1))
+        f_ref, f_warped = aligned[:, h : 2 * h], aligned[:, 2 * h :]  # (the full-resolution a_ref is not used here)
+        pred = self.adabd_head(torch.cat([warp(a_ref_half, flow_half), a_half], dim=1))
+        pred = F.interpolate(pred, size=(hf, wf), mode="bilinear", align_corners=False)
+        offset = torch.stack([pred[:, 0 : 2 * k2 : 2] * sy, pred[:, 1 : 2 * k2 : 2] * sx], dim=2).flatten(1, 2)
+        fused, ref_only = adabd_conv(f_ref, a, offset, torch.sigmoid(pred[:, 2 * k2 :]), self.weight, self.bias,
+                                     reference_only=return_aligned)
+        f_hat = f_warped + self.reconstruct(F.relu(fused))
+        aligned_only = f_warped + self.reconstruct(F.relu(ref_only)) if ref_only is not None else None
+        return BlockOutput(f_hat, aligned_only)
+
+
+VARIANTS = (HalfSubpixelBlock, HalfDetailBlock, FullCoarseHeadsBlock)
+for _cls in VARIANTS:
+    BLOCK_TYPES.setdefault(_cls.resolution, _cls)
