@@ -12,6 +12,10 @@ and evaluates them exactly like the built-in layouts. Each states the hypothesis
 * ``half-detail``: is the current frame's *detail* the bottleneck? A full-resolution 1x1 path of
   the current encoder tap is concatenated with the upsampled correction before the
   reconstruction (1x1 at full resolution).
+* ``half-wide-sample``: is the width of what AdaBD samples and blends the bottleneck, rather
+  than the heads'? ``half`` at twice the width (reductions, sampled features, AdaBD conv and
+  reconstruction at ``2h``) with the heads of width ``h``: they read the first ``h`` channels
+  of the reduced taps. ``--width`` sets the heads' ``h``.
 * ``full-coarse-heads``: the full layout with its AdaBD head (offsets and mask) at half
   resolution, upsampled: does AdaBD need per-pixel offsets, or only per-pixel sampling?
 """
@@ -103,6 +107,47 @@ class HalfDetailBlock(HalfSubpixelBlock):
         return self.reconstruct(torch.cat([up, current], dim=1))
 
 
+class HalfWideSampleBlock(HalfResolutionBlock):
+    """``half`` with reductions, AdaBD and reconstruction at width ``2h`` and the heads at ``h``."""
+
+    resolution = "half-wide-sample"
+
+    def __init__(self, enc_channels: int, dec_channels: int, width: int | None = None, kernel_size: int = 3,
+                 motion_prior: bool = False) -> None:
+        super().__init__(enc_channels, dec_channels, width, kernel_size, motion_prior)
+        h, k = self.width, self.kernel_size
+        self.reduce_enc, self.reduce_dec = nn.Conv2d(enc_channels, 2 * h, 2, stride=2), nn.Conv2d(dec_channels, 2 * h, 2, stride=2)
+        self.weight = nn.Parameter(torch.empty(2 * h, 2 * h, k, k))
+        self.bias = nn.Parameter(torch.empty(2 * h))
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        nn.init.uniform_(self.bias, -1 / math.sqrt(2 * h * k * k), 1 / math.sqrt(2 * h * k * k))
+        self.reconstruct = nn.ConvTranspose2d(2 * h, dec_channels, 2, stride=2)
+        nn.init.zeros_(self.reconstruct.weight)
+        nn.init.zeros_(self.reconstruct.bias)
+
+    def _predict(self, a_in: Tensor, reference: HalfReference, return_aligned: bool) -> BlockOutput:
+        ref_reduced, f_ref, _ = reference
+        if self.motion_prior:
+            raise NotImplementedError(f"{self.resolution} is an experiment without the motion prior")
+        h, w2 = self.width, 2 * self.width
+        hf, wf = f_ref.shape[-2:]
+        a = self._reduce(a_in, (hf, wf), self.reduce_enc)  # [B, 2h, Hh, Wh]
+        flow = self.flow_head(torch.cat([a[:, :h], ref_reduced[:, :h]], dim=1))
+        aligned = warp(ref_reduced, flow)
+        a_ref, f_ref_h = aligned[:, :w2], aligned[:, w2:]
+        pred = self.adabd_head(torch.cat([a_ref[:, :h], a[:, :h]], dim=1))
+        k2 = self.kernel_size**2
+        fused, ref_only = adabd_conv(f_ref_h, a, pred[:, : 2 * k2], torch.sigmoid(pred[:, 2 * k2 :]), self.weight, self.bias,
+                                     reference_only=return_aligned)
+
+        def correction(x: Tensor) -> Tensor:
+            return self.reconstruct(F.relu(x))[..., :hf, :wf]
+
+        f_warped = warp(f_ref, _full_resolution_flow(flow, hf, wf))
+        f_hat = f_warped + correction(fused)
+        return BlockOutput(f_hat, f_warped + correction(ref_only) if ref_only is not None else None)
+
+
 class FullCoarseHeadsBlock(FullResolutionBlock):
     """``full`` with the AdaBD head at half resolution (offsets rescaled, mask logits upsampled)."""
 
@@ -131,6 +176,6 @@ class FullCoarseHeadsBlock(FullResolutionBlock):
         return BlockOutput(f_hat, aligned_only)
 
 
-VARIANTS = (HalfSubpixelBlock, HalfDetailBlock, FullCoarseHeadsBlock)
+VARIANTS = (HalfSubpixelBlock, HalfDetailBlock, HalfWideSampleBlock, FullCoarseHeadsBlock)
 for _cls in VARIANTS:
     BLOCK_TYPES.setdefault(_cls.resolution, _cls)
