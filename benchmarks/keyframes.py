@@ -47,7 +47,7 @@ FIXED = (2, 3, 4, 5)
 # adaptive thresholds: calibrated on the training frames to these keyframe rates (those of the
 # fixed policies, and denser ones, so that the curve spans the fixed policies' MACs on held-out
 # footage that moves less than the training frames)
-ADAPTIVE_RATES = (4 / 5, 3 / 4, 7 / 10, 2 / 3, 3 / 5, 11 / 20, 1 / 2, 9 / 20, 2 / 5, 7 / 20, 1 / 3, 3 / 10, 1 / 4, 1 / 5)
+ADAPTIVE_RATES = (4 / 5, 3 / 4, 7 / 10, 2 / 3, 3 / 5, 11 / 20, 1 / 2, 9 / 20, 17 / 40, 2 / 5, 3 / 8, 7 / 20, 1 / 3, 3 / 10, 1 / 4, 1 / 5)
 
 
 def distilled_block(teacher, name: str, train: torch.Tensor, crop: int, seed: int, steps: int, max_interval: int):
