@@ -18,6 +18,14 @@ and evaluates them exactly like the built-in layouts. Each states the hypothesis
   of the reduced taps. ``--width`` sets the heads' ``h``.
 * ``full-coarse-heads``: the full layout with its AdaBD head (offsets and mask) at half
   resolution, upsampled: does AdaBD need per-pixel offsets, or only per-pixel sampling?
+
+What they showed (500 steps, 2 seeds each, cartoon teacher; figures in RESULTS.md): none came
+near ``full``. Neither a wider output (``half-subpixel``) nor a wider sampled feature
+(``half-wide-sample``) nor a full-resolution current-frame path (``half-detail``, worse than
+``half``) moved ``half`` towards it, while taking ``full``'s AdaBD head down to half resolution
+(``full-coarse-heads``) lost most of ``full``'s advantage. What carries the full layout's
+accuracy is the offsets and blend mask predicted per full-resolution pixel; the cheapest way
+to that measured so far is ``full`` at a smaller width.
 """
 
 from __future__ import annotations

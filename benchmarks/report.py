@@ -69,7 +69,8 @@ def resolution_section(speed: dict | None, speed_full: dict | None, q: dict | No
         "resolution, as in the paper) is the one to choose when quality matters more than CPU time (and",
         "perhaps on a GPU: not measured, no GPU was lent). At half its default width it runs about as fast",
         "as the half-resolution block (last row); the ablation below compares the two at that width ratio",
-        "on the cartoon teacher (half at width 32 against full at width 16; their speed there not measured).",
+        "on the cartoon teacher (half at width 32 against full at width 16"
+        + ("; both timed there, column \"CPU ms\")." if load("ablation_speed") else "; their speed there not measured)."),
         "",
     ]
 
