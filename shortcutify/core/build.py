@@ -99,7 +99,7 @@ def shortcutify(
         policy = FixedInterval(interval)
     else:
         policy = as_policy(policy)
-    if resolution not in BLOCK_TYPES:  # the live registry: block types registered at run time count
+    if not isinstance(resolution, str) or resolution not in BLOCK_TYPES:  # the live registry: run-time registrations count
         raise ValueError(f"resolution must be one of {tuple(BLOCK_TYPES)}, got {resolution!r}")
     if not isinstance(motion_prior, bool):
         raise TypeError(f"motion_prior must be True or False, got {motion_prior!r}")
@@ -182,7 +182,7 @@ def load(
     device = p.device if p is not None else torch.device("cpu")
     if example_inputs is None:
         example_inputs = tuple(e.zeros(device) for e in manifest.example_inputs)
-    if cfg.resolution not in BLOCK_TYPES:
+    if not isinstance(cfg.resolution, str) or cfg.resolution not in BLOCK_TYPES:
         raise IncompatibleCheckpointError(
             f"the block's layout {cfg.resolution!r} in {cfg_file} is unknown here (known: {tuple(BLOCK_TYPES)}); a layout "
             "from a newer version needs that version, one registered at run time must be registered in "

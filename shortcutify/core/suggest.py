@@ -486,7 +486,7 @@ def suggest_taps(
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not is_count(top) or top < 1:
         raise ValueError(f"top must be an integer >= 1, got {top!r}")
-    if resolution not in BLOCK_TYPES:  # the live registry: block types registered at run time count
+    if not isinstance(resolution, str) or resolution not in BLOCK_TYPES:  # the live registry: run-time registrations count
         raise ValueError(f"resolution must be one of {tuple(BLOCK_TYPES)}, got {resolution!r}")
     inputs = as_tuple(example_inputs)
     if not any(isinstance(x, Tensor) for x in tree_flatten(list(inputs))[0]):

@@ -39,6 +39,6 @@ def make_block(
     Raises:
         ValueError: ``resolution`` names no layout.
     """
-    if resolution not in BLOCK_TYPES:
+    if not isinstance(resolution, str) or resolution not in BLOCK_TYPES:
         raise ValueError(f"resolution must be one of {RESOLUTIONS}, got {resolution!r}")
     return BLOCK_TYPES[resolution](enc_channels, dec_channels, width=width, kernel_size=kernel_size, motion_prior=motion_prior)
