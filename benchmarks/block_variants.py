@@ -16,6 +16,9 @@ and evaluates them exactly like the built-in layouts. Each states the hypothesis
   than the heads'? ``half`` at twice the width (reductions, sampled features, AdaBD conv and
   reconstruction at ``2h``) with the heads of width ``h``: they read the first ``h`` channels
   of the reduced taps. ``--width`` sets the heads' ``h``.
+* ``full-narrow-heads``: the full layout with AdaBD sampling and conv at ``h`` but both heads at
+  ``h/2`` (reading the first ``h/2`` channels of the reduced taps): is it the heads' width or
+  the sampled width that full's accuracy needs (the reverse of ``half-wide-sample``)?
 * ``full-coarse-heads``: the full layout with its AdaBD head (offsets and mask) at half
   resolution, upsampled: does AdaBD need per-pixel offsets, or only per-pixel sampling?
 
@@ -36,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from shortcutify.core.blocks import BLOCK_TYPES, BlockOutput, FullResolutionBlock, HalfResolutionBlock
+from shortcutify.core.blocks import BLOCK_TYPES, BlockOutput, FullResolutionBlock, HalfResolutionBlock, LightConv
 from shortcutify.core.blocks.half import HalfReference
 from shortcutify.core.blocks.resize import resize
 from shortcutify.ops import adabd_conv, warp
@@ -184,6 +187,47 @@ class FullCoarseHeadsBlock(FullResolutionBlock):
         return BlockOutput(f_hat, aligned_only)
 
 
-VARIANTS = (HalfSubpixelBlock, HalfDetailBlock, HalfWideSampleBlock, FullCoarseHeadsBlock)
+def _narrow_head(g: int, out_channels: int) -> nn.Sequential:
+    """The library's head shape (two light convs, a zero-initialised 1x1) at width ``g``."""
+    last = nn.Conv2d(g, out_channels, 1)
+    nn.init.zeros_(last.weight)
+    nn.init.zeros_(last.bias)
+    return nn.Sequential(LightConv(2 * g, g), nn.ReLU(), LightConv(g, g), nn.ReLU(), last)
+
+
+class FullNarrowHeadsBlock(FullResolutionBlock):
+    """``full`` with both heads at width ``h/2`` on the first ``h/2`` channels of the reduced taps."""
+
+    resolution = "full-narrow-heads"
+
+    def __init__(self, enc_channels: int, dec_channels: int, width: int | None = None, kernel_size: int = 3,
+                 motion_prior: bool = False) -> None:
+        super().__init__(enc_channels, dec_channels, width, kernel_size, motion_prior)
+        self.head_width = max(1, self.width // 2)
+        self.flow_head = _narrow_head(self.head_width, 2)
+        self.adabd_head = _narrow_head(self.head_width, 3 * self.kernel_size**2)
+
+    def _predict(self, a: Tensor, reference, return_aligned: bool) -> BlockOutput:
+        a_ref_half, ref, _ = reference
+        if self.motion_prior:
+            raise NotImplementedError(f"{self.resolution} is an experiment without the motion prior")
+        h, g, k2 = self.width, self.head_width, self.kernel_size**2
+        hf, wf = ref.shape[-2:]
+        a = F.relu(self.reduce_enc(resize(a, (hf, wf))))
+        a_half = F.interpolate(a[:, :g], size=a_ref_half.shape[-2:], mode="bilinear", align_corners=False)
+        flow = self.flow_head(torch.cat([a_half, a_ref_half[:, :g]], dim=1))
+        sy, sx = hf / a_half.shape[-2], wf / a_half.shape[-1]
+        flow = F.interpolate(flow, size=(hf, wf), mode="bilinear", align_corners=False)
+        aligned = warp(ref, torch.cat([flow[:, :1] * sy, flow[:, 1:] * sx], dim=1))
+        a_ref, f_ref, f_warped = aligned[:, :h], aligned[:, h : 2 * h], aligned[:, 2 * h :]
+        pred = self.adabd_head(torch.cat([a_ref[:, :g], a[:, :g]], dim=1))
+        fused, ref_only = adabd_conv(f_ref, a, pred[:, : 2 * k2], torch.sigmoid(pred[:, 2 * k2 :]), self.weight, self.bias,
+                                     reference_only=return_aligned)
+        f_hat = f_warped + self.reconstruct(F.relu(fused))
+        aligned_only = f_warped + self.reconstruct(F.relu(ref_only)) if ref_only is not None else None
+        return BlockOutput(f_hat, aligned_only)
+
+
+VARIANTS = (HalfSubpixelBlock, HalfDetailBlock, HalfWideSampleBlock, FullCoarseHeadsBlock, FullNarrowHeadsBlock)
 for _cls in VARIANTS:
     BLOCK_TYPES.setdefault(_cls.resolution, _cls)
