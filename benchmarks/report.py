@@ -86,6 +86,14 @@ def ablation_section() -> list[str]:
     for r in runs:
         groups.setdefault((r["steps"], r["resolution"], r["width"]), []).append(r)
     videos = ("bikes (held-out frames)", "carphone (held-out video)")
+
+    def mean_psnr(rs: list[dict], v: str) -> float:
+        return sum(r["results"][v]["psnr"] for r in rs) / len(rs)
+
+    def differences(a: list[dict], b: list[dict]) -> str:
+        """Mean PSNR of runs ``a`` minus that of runs ``b``, per video."""
+        return ", ".join(f"{v.split(' ')[0]} {mean_psnr(a, v) - mean_psnr(b, v):+.2f} dB" for v in videos)
+
     rows = []
     for (steps, res, width), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] != "half", kv[0][2])):
         rs = sorted(rs, key=lambda r: r["seed"])
@@ -103,12 +111,7 @@ def ablation_section() -> list[str]:
         full = groups.get((steps, "full", width))
         if res != "half" or not full or min(len(rs), len(full)) < 3:
             continue
-        parts = []
-        for v in videos:
-            h_mean = sum(r["results"][v]["psnr"] for r in rs) / len(rs)
-            f_mean = sum(r["results"][v]["psnr"] for r in full) / len(full)
-            parts.append(f"{v.split(' ')[0]} {f_mean - h_mean:.2f} dB")
-        gaps.append(f"- {steps} steps, width {width}, {len(rs)} and {len(full)} seeds: full − half = " + ", ".join(parts) + ".")
+        gaps.append(f"- {steps} steps, width {width}, {len(rs)} and {len(full)} seeds: full − half = {differences(full, rs)}.")
     for (steps, res, width), rs in sorted(groups.items()):
         narrow = groups.get((steps, "full", width // 2))
         if res != "half" or not narrow or min(len(rs), len(narrow)) < 3:
@@ -117,22 +120,16 @@ def ablation_section() -> list[str]:
         cost = (f" at {t_narrow['shortcut_ms'] / t_half['shortcut_ms']:.2f}x half's CPU time per shortcut frame"
                 if t_half and t_narrow else "")
         gaps.append(f"- {steps} steps, at about equal CPU time: full at width {width // 2} − half at width {width} "
-                    f"({len(narrow)} and {len(rs)} seeds) = "
-                    + ", ".join(f"{v.split(' ')[0]} {sum(r['results'][v]['psnr'] for r in narrow) / len(narrow) - sum(r['results'][v]['psnr'] for r in rs) / len(rs):+.2f} dB"
-                                for v in videos) + cost + ".")
+                    f"({len(narrow)} and {len(rs)} seeds) = {differences(narrow, rs)}{cost}.")
     if gaps:
         gaps = ["Gap of the default (half) layout to `resolution=\"full\"`, means over seeds (issue 12's target:",
                 "within 0.5 dB at 2000 steps over ≥ 3 seeds; only the step counts listed were run):", "", *gaps, ""]
-
-    def mean_psnr(rs: list[dict], v: str) -> float:
-        return sum(r["results"][v]["psnr"] for r in rs) / len(rs)
 
     variants = []
     for (steps, res, width), rs in sorted(groups.items()):
         if res in ("half", "full"):
             continue
-        parts = [f"{base} ({len(groups[(steps, base, width)])} seeds): "
-                 + ", ".join(f"{v.split(' ')[0]} {mean_psnr(rs, v) - mean_psnr(groups[(steps, base, width)], v):+.2f} dB" for v in videos)
+        parts = [f"{base} ({len(groups[(steps, base, width)])} seeds): {differences(rs, groups[(steps, base, width)])}"
                  for base in ("half", "full") if (steps, base, width) in groups]
         if parts:
             variants.append(f"- {res}, {steps} steps, width {width}, {len(rs)} seeds, against " + "; against ".join(parts) + ".")
