@@ -21,7 +21,7 @@ from typing_extensions import Unpack
 
 from ..errors import IncompatibleCheckpointError, ShortcutifyError, UntraceableModelError
 from ..version import __version__
-from .blocks import BLOCK_TYPES, make_block
+from .blocks import BLOCK_TYPES, check_resolution, make_block
 from .blocks.sizing import auto_width, block_macs
 from .capture import CaptureKwargs, CaptureOptions, as_tuple, capture, recapture
 from .cut import Cut, resolve_cut
@@ -99,8 +99,7 @@ def shortcutify(
         policy = FixedInterval(interval)
     else:
         policy = as_policy(policy)
-    if not isinstance(resolution, str) or resolution not in BLOCK_TYPES:  # the live registry: run-time registrations count
-        raise ValueError(f"resolution must be one of {tuple(BLOCK_TYPES)}, got {resolution!r}")
+    check_resolution(resolution)
     if not isinstance(motion_prior, bool):
         raise TypeError(f"motion_prior must be True or False, got {motion_prior!r}")
     options = CaptureOptions.from_kwargs(**capture_options)
@@ -182,7 +181,7 @@ def load(
     device = p.device if p is not None else torch.device("cpu")
     if example_inputs is None:
         example_inputs = tuple(e.zeros(device) for e in manifest.example_inputs)
-    if not isinstance(cfg.resolution, str) or cfg.resolution not in BLOCK_TYPES:
+    if cfg.resolution not in BLOCK_TYPES:  # (a str: from_dict checked it)
         raise IncompatibleCheckpointError(
             f"the block's layout {cfg.resolution!r} in {cfg_file} is unknown here (known: {tuple(BLOCK_TYPES)}); a layout "
             "from a newer version needs that version, one registered at run time must be registered in "

@@ -20,7 +20,7 @@ from torch.utils._pytree import tree_flatten
 from typing_extensions import Unpack
 
 from ..errors import EmptyCutError, TapOrderError, TapShapeError
-from .blocks import BLOCK_TYPES
+from .blocks import check_resolution
 from .blocks.sizing import auto_width, block_macs
 from .capture import CaptureKwargs, CaptureOptions, Captured, as_tuple, capture
 from .checks import is_count
@@ -486,8 +486,7 @@ def suggest_taps(
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not is_count(top) or top < 1:
         raise ValueError(f"top must be an integer >= 1, got {top!r}")
-    if not isinstance(resolution, str) or resolution not in BLOCK_TYPES:  # the live registry: run-time registrations count
-        raise ValueError(f"resolution must be one of {tuple(BLOCK_TYPES)}, got {resolution!r}")
+    check_resolution(resolution)
     inputs = as_tuple(example_inputs)
     if not any(isinstance(x, Tensor) for x in tree_flatten(list(inputs))[0]):
         raise TypeError("example_inputs must be a tensor [B, C, H, W] or a tuple of forward()'s arguments holding tensors")

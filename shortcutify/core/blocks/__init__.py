@@ -21,6 +21,7 @@ __all__ = [
     "BLOCK_TYPES",
     "RESOLUTIONS",
     "make_block",
+    "check_resolution",
     "default_width",
 ]
 
@@ -31,6 +32,18 @@ BLOCK_TYPES: dict[str, type[ShortcutBlock]] = {"half": HalfResolutionBlock, "ful
 RESOLUTIONS = tuple(BLOCK_TYPES)
 
 
+def check_resolution(resolution: object) -> str:
+    """``resolution`` if it names a registered layout (a key of :data:`BLOCK_TYPES`, read live, so
+    that layouts registered at run time count).
+
+    Raises:
+        ValueError: it names none (the message lists those that exist).
+    """
+    if not isinstance(resolution, str) or resolution not in BLOCK_TYPES:
+        raise ValueError(f"resolution must be one of {tuple(BLOCK_TYPES)}, got {resolution!r}")
+    return resolution
+
+
 def make_block(
     resolution: str, enc_channels: int, dec_channels: int, width: int | None = None, kernel_size: int = 3, motion_prior: bool = False
 ) -> ShortcutBlock:
@@ -39,6 +52,4 @@ def make_block(
     Raises:
         ValueError: ``resolution`` names no layout.
     """
-    if not isinstance(resolution, str) or resolution not in BLOCK_TYPES:
-        raise ValueError(f"resolution must be one of {RESOLUTIONS}, got {resolution!r}")
-    return BLOCK_TYPES[resolution](enc_channels, dec_channels, width=width, kernel_size=kernel_size, motion_prior=motion_prior)
+    return BLOCK_TYPES[check_resolution(resolution)](enc_channels, dec_channels, width=width, kernel_size=kernel_size, motion_prior=motion_prior)
