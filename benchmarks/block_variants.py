@@ -26,9 +26,11 @@ What they showed (500 steps, 2 seeds each, cartoon teacher; figures in RESULTS.m
 near ``full``. Neither a wider output (``half-subpixel``) nor a wider sampled feature
 (``half-wide-sample``) nor a full-resolution current-frame path (``half-detail``, worse than
 ``half``) moved ``half`` towards it, while taking ``full``'s AdaBD head down to half resolution
-(``full-coarse-heads``) lost most of ``full``'s advantage. What carries the full layout's
-accuracy is the offsets and blend mask predicted per full-resolution pixel; the cheapest way
-to that measured so far is ``full`` at a smaller width.
+(``full-coarse-heads``) lost most of ``full``'s advantage, and halving its heads' width
+(``full-narrow-heads``) gave about what ``full`` at half the width gives, at more CPU time. What
+carries the full layout's accuracy is the offsets and blend mask predicted per full-resolution
+pixel by heads of the block's width; the cheapest way to that measured so far is ``full`` at a
+smaller width.
 """
 
 from __future__ import annotations
