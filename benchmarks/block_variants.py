@@ -53,6 +53,14 @@ def _full_resolution_flow(flow: Tensor, hf: int, wf: int) -> Tensor:
     return F.interpolate(flow, scale_factor=2.0, mode="bilinear", align_corners=False)[..., :hf, :wf] * 2.0
 
 
+def _adabd_parameters(out_channels: int, in_channels: int, k: int) -> tuple[nn.Parameter, nn.Parameter]:
+    """AdaBD's weight ``[out, in, k, k]`` and bias ``[out]``, initialised as the library's block (nn.Conv2d's rule)."""
+    weight, bias = nn.Parameter(torch.empty(out_channels, in_channels, k, k)), nn.Parameter(torch.empty(out_channels))
+    nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
+    nn.init.uniform_(bias, -1 / math.sqrt(in_channels * k * k), 1 / math.sqrt(in_channels * k * k))
+    return weight, bias
+
+
 class HalfSubpixelBlock(HalfResolutionBlock):
     """``half`` with AdaBD producing ``4h`` channels, pixel-shuffled to full resolution, then a 1x1 conv."""
 
@@ -62,10 +70,7 @@ class HalfSubpixelBlock(HalfResolutionBlock):
                  motion_prior: bool = False) -> None:
         super().__init__(enc_channels, dec_channels, width, kernel_size, motion_prior)
         h, k = self.width, self.kernel_size
-        self.weight = nn.Parameter(torch.empty(4 * h, h, k, k))
-        self.bias = nn.Parameter(torch.empty(4 * h))
-        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        nn.init.uniform_(self.bias, -1 / math.sqrt(h * k * k), 1 / math.sqrt(h * k * k))
+        self.weight, self.bias = _adabd_parameters(4 * h, h, k)
 
     def _reconstruction(self, h: int, dec_channels: int) -> nn.Module:
         return nn.Conv2d(h, dec_channels, 1)
@@ -130,10 +135,7 @@ class HalfWideSampleBlock(HalfResolutionBlock):
         super().__init__(enc_channels, dec_channels, width, kernel_size, motion_prior)
         h, k = self.width, self.kernel_size
         self.reduce_enc, self.reduce_dec = nn.Conv2d(enc_channels, 2 * h, 2, stride=2), nn.Conv2d(dec_channels, 2 * h, 2, stride=2)
-        self.weight = nn.Parameter(torch.empty(2 * h, 2 * h, k, k))
-        self.bias = nn.Parameter(torch.empty(2 * h))
-        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        nn.init.uniform_(self.bias, -1 / math.sqrt(2 * h * k * k), 1 / math.sqrt(2 * h * k * k))
+        self.weight, self.bias = _adabd_parameters(2 * h, 2 * h, k)
         self.reconstruct = nn.ConvTranspose2d(2 * h, dec_channels, 2, stride=2)
         nn.init.zeros_(self.reconstruct.weight)
         nn.init.zeros_(self.reconstruct.bias)
