@@ -21,7 +21,7 @@ compiled teacher, bf16 shortcut frames against fp32 (PSNR; block with random non
 weights), CUDA-graph outputs against plain compiled ones. TF32 is left as PyTorch's defaults
 set it (recorded). Compiled configs run in priority order until ``--budget-s`` would be
 exceeded (cold compiles dominate); skipped configs are listed. Results go to
-``results/gpu.json`` after every config. ``--quick`` runs the same code on the CPU with tiny
+``results/gpu.json`` (``gpu_quick.json`` with ``--quick``) after every config. ``--quick`` runs the same code on the CPU with tiny
 frames and the ``aot_eager`` backend (CI: it cannot rot); its timings mean nothing.
 """
 
@@ -37,6 +37,7 @@ from typing import Any
 
 import torch
 from torch import fx, nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine, table, write  # noqa: E402
@@ -244,33 +245,118 @@ def checks(args: argparse.Namespace) -> dict[str, Any]:
         offset=torch.randn(2, 18, *hw, generator=gen) * 4, mask=torch.rand(2, 9, *hw, generator=gen),
         weight=torch.randn(c, c, 3, 3, generator=gen) / math.sqrt(9 * c), bias=torch.randn(c, generator=gen),
     )
-    exact = adabd_conv_reference(**t)[0]
+    exact = adabd_conv_reference(**{k: v.double() for k, v in t.items()})[0].float()
     if fast_path_available(device) and device.startswith("cuda"):
         from shortcutify.ops.adabd_triton import adabd_conv_triton
 
         dev = {k: v.to(device) for k, v in t.items()}
         for dtype in (torch.float32, torch.bfloat16):
-            low = {k: v.to(dtype) for k, v in dev.items()}
-            got = adabd_conv_triton(**low)[0].float().cpu()
-            ref = adabd_conv_reference(**low)[0].float().cpu()
-            out[f"kernel_vs_reference_max_abs_{dtype}"] = float((got - ref).abs().max())
-            out[f"kernel_vs_exact_max_abs_{dtype}"] = float((got - exact).abs().max())
-            out[f"reference_vs_exact_max_abs_{dtype}"] = float((ref - exact).abs().max())
+            try:
+                low = {k: v.to(dtype) for k, v in dev.items()}
+                got = adabd_conv_triton(**low)[0].float().cpu()
+                ref = adabd_conv_reference(**low)[0].float().cpu()
+                out[f"kernel_vs_reference_max_abs_{dtype}"] = float((got - ref).abs().max())
+                out[f"kernel_vs_exact_max_abs_{dtype}"] = float((got - exact).abs().max())
+                out[f"reference_vs_exact_max_abs_{dtype}"] = float((ref - exact).abs().max())
+            except Exception as err:  # recorded; the timings still run (on the reference if the kernel is off)
+                out[f"kernel_{dtype}"] = f"FAILED: {type(err).__name__}: {str(err)[:500]}"
     else:
         out["kernel"] = "not run on a device: no CUDA device with triton (the tests check it through Triton's interpreter)"
         out.update(compile_for_hopper())
     # bf16 shortcut frames vs fp32, both layouts, random non-zero block, frames that move
     size = 32 if args.quick else 256
     for resolution in ("half", "full"):
-        _, sv, x = build(size, size, 2, device, resolution, args.ngf, args.n_blocks)
-        frames = [torch.roll(x, shifts=(i, 2 * i), dims=(2, 3)) for i in range(4)]
-        sv.policy = FixedInterval(4)
-        want = [sv(f) for f in frames]
-        sv.reset()
-        with torch.autocast(device, dtype=torch.bfloat16):
-            got = [sv(f) for f in frames]
-        out[f"bf16_autocast_psnr_{resolution}"] = min(psnr(g.float(), w.float()) for g, w in zip(got[1:], want[1:]))
+        try:
+            _, sv, x = build(size, size, 2, device, resolution, args.ngf, args.n_blocks)
+            frames = [torch.roll(x, shifts=(i, 2 * i), dims=(2, 3)) for i in range(4)]
+            sv.policy = FixedInterval(4)
+            want = [sv(f) for f in frames]
+            sv.reset()
+            with torch.autocast(device, dtype=torch.bfloat16):
+                got = [sv(f) for f in frames]
+            out[f"bf16_autocast_psnr_{resolution}"] = min(psnr(g.float(), w.float()) for g, w in zip(got[1:], want[1:]))
+        except Exception as err:
+            out[f"bf16_autocast_psnr_{resolution}"] = f"FAILED: {type(err).__name__}: {str(err)[:500]}"
     return out
+
+
+TILES = ((64, 32, 64, 4), (32, 32, 64, 4), (128, 32, 64, 4), (128, 32, 64, 8), (64, 64, 64, 4), (256, 32, 64, 8),
+         (128, 32, 128, 8))
+
+
+class _OpShapes(TorchDispatchMode):
+    """Records the operand shapes of every ``shortcutify::adabd_conv`` call it sees."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[int, int, int, int, int]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.name().startswith("shortcutify::adabd_conv"):
+            b, c, hh, ww = args[1].shape
+            self.seen.append((int(b), int(c), int(args[4].shape[0]), int(hh), int(ww)))
+        return func(*args, **(kwargs or {}))
+
+
+@torch.no_grad()
+def tile_sweep(args: argparse.Namespace, budget_s: float) -> dict[str, Any]:
+    """The kernel alone at the shapes the block gives it (both layouts, 256x256 and 1024x2048,
+    captured from real calls), fp32 and bf16, for each launch tiling in :data:`TILES`; median
+    ms by CUDA events. The first entry of :data:`TILES` is today's default for 64 channels."""
+    from shortcutify.ops.adabd_triton import adabd_conv_triton, default_tiles
+
+    device = args.device
+    if not fast_path_available(device):
+        return {"skipped": f"no Triton kernel on {device} (a CUDA device, or TRITON_INTERPRET=1 on the CPU)"}
+    shapes: dict[str, tuple[int, int, int, int, int]] = {}
+    for resolution in ("half", "full"):
+        for h, w in ((256, 256), (1024, 2048)):
+            if args.quick:
+                h, w = QUICK_SIZES[h], QUICK_SIZES[w]
+            _, sv, x = build(h, w, 1, device, resolution, args.ngf, args.n_blocks)
+            sv.policy = FixedInterval(2)
+            sv(x)
+            spy = _OpShapes()
+            with spy:
+                sv(x)
+            if spy.seen:
+                shapes[f"{resolution} {h}x{w}"] = spy.seen[0]
+            elif device.startswith("cuda"):
+                return {"skipped": f"no adabd_conv op seen in a {resolution} shortcut frame (fast path off?)"}
+            else:  # the CPU dispatches to the reference: the block's shape from its width
+                shapes[f"{resolution} {h}x{w}"] = (1, sv.block.width, sv.block.width, 8, 12)
+    started = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    for name, (b, c, o, hh, ww) in shapes.items():
+        gen = torch.Generator(device=device).manual_seed(0)
+        t = dict(
+            f_ref=torch.randn(b, c, hh, ww, generator=gen, device=device), a=torch.randn(b, c, hh, ww, generator=gen, device=device),
+            offset=torch.randn(b, 18, hh, ww, generator=gen, device=device) * 2,
+            mask=torch.rand(b, 9, hh, ww, generator=gen, device=device),
+            weight=torch.randn(o, c, 3, 3, generator=gen, device=device) / math.sqrt(9 * c),
+            bias=torch.randn(o, generator=gen, device=device),
+        )
+        for dtype in (torch.float32, torch.bfloat16):
+            low = {k: v.to(dtype) for k, v in t.items()}
+            want = adabd_conv_triton(**low)[0].float()
+            calls = {}
+            for tiles in dict.fromkeys((default_tiles(c, o), *TILES)):
+                if time.perf_counter() - started > budget_s:
+                    break
+                try:
+                    err = float((adabd_conv_triton(**low, tiles=tiles)[0].float() - want).abs().max())
+                except Exception as e:
+                    rows.append(dict(shape=name, op=[b, c, o, hh, ww], dtype=str(dtype), tiles=list(tiles), error=f"{type(e).__name__}: {e}"[:300]))
+                    continue
+                calls[tiles] = (lambda tiles=tiles: adabd_conv_triton(**low, tiles=tiles)), err
+            if not calls:
+                continue
+            secs = time_calls({str(k): fn for k, (fn, _) in calls.items()}, repeats=3 if args.quick else 20, warmup=1 if args.quick else 3,
+                              cuda=device.startswith("cuda"))
+            for tiles, (_, err) in calls.items():
+                rows.append(dict(shape=name, op=[b, c, o, hh, ww], dtype=str(dtype), tiles=list(tiles), default=tiles == default_tiles(c, o),
+                                 ms=secs[str(tiles)] * 1e3, max_abs_vs_default=err))
+    return {"rows": rows, "wall_s": time.perf_counter() - started}
 
 
 def main() -> None:
@@ -280,9 +366,12 @@ def main() -> None:
     ap.add_argument("--budget-s", type=float, default=330.0, help="stop starting compiled configs past this (seconds)")
     ap.add_argument("--configs", default=None, help="comma-separated config names (default: all, in priority order)")
     ap.add_argument("--resolutions", default="half,full", help="block layouts to measure")
+    ap.add_argument("--no-tiles", dest="tiles", action="store_false", help="skip the kernel's tiling sweep")
+    ap.add_argument("--tile-budget-s", type=float, default=60.0, help="stop the tiling sweep past this (seconds)")
     args = ap.parse_args()
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     args.ngf, args.n_blocks = (8, 2) if args.quick else (64, 6)
+    args.tag = "gpu_quick" if args.quick else "gpu"
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device here")
     started = time.perf_counter()
@@ -307,13 +396,22 @@ def main() -> None:
     payload["checks"] = checks(args)
     payload["failed"] += [f"check {k}: {v}" for k, v in payload["checks"].items() if isinstance(v, str) and v.startswith("FAILED")]
     print("checks:", payload["checks"], flush=True)
-    write("gpu", payload)
+    write(args.tag, payload)
     layouts = args.resolutions.split(",")
-    # eager configs in both layouts first (cheap), then the compiled ones, every config in the
-    # first layout before any in the second (the budget cuts the least wanted last)
+    # eager configs in both layouts first (cheap), then the kernel's tilings, then the compiled
+    # configs in priority order, both layouts of each side by side (the budget cuts the least wanted last)
     order = [(n, r) for n in names if not CONFIGS[n][4] for r in layouts]
-    order += [(n, r) for r in layouts for n in names if CONFIGS[n][4]]
+    order += [(n, r) for n in names if CONFIGS[n][4] for r in layouts]
+    swept = not args.tiles
     for name, resolution in order:
+        if not swept and CONFIGS[name][4]:
+            swept = True
+            try:
+                payload["tiles"] = tile_sweep(args, budget_s=args.tile_budget_s)
+            except Exception as err:
+                payload["tiles"] = {"failed": f"{type(err).__name__}: {str(err)[:500]}"}
+            print("tiles:", payload["tiles"], flush=True)
+            write(args.tag, payload)
         spec = CONFIGS[name]
         elapsed = time.perf_counter() - started
         if spec[4] and elapsed + COMPILE_ESTIMATE_S > args.budget_s and not args.quick:
@@ -327,10 +425,10 @@ def main() -> None:
             continue
         payload["rows"].append(row)
         print(name, resolution, {k: round(v, 3) for k, v in row["ms"].items()}, f"warm {row['warm_s']:.1f} s", flush=True)
-        write("gpu", payload)
+        write(args.tag, payload)
         torch._dynamo.reset()
     payload["wall_s"] = time.perf_counter() - started
-    path = write("gpu", payload)
+    path = write(args.tag, payload)
     print(render(payload))
     print(f"wrote {path}")
     if payload["failed"]:
@@ -349,6 +447,16 @@ def render(payload: dict[str, Any]) -> str:
     head = ["config", "block", "teacher ms", "shortcut ms", "shortcut ×", "α=3 ×", "block ms", "floor ms",
             "shortcut / floor", "shortcut ms (reference block)", "shortcut peak MiB"]
     lines = [table(head, rows)]
+    tiles = payload.get("tiles", {})
+    if tiles.get("rows"):
+        default = {(r["shape"], r["dtype"]): r["ms"] for r in tiles["rows"] if r.get("default")}
+        trows = [[r["shape"], r["dtype"].replace("torch.", ""), "×".join(map(str, r["tiles"])), r.get("ms", "-"),
+                  default[(r["shape"], r["dtype"])] / r["ms"] if "ms" in r and (r["shape"], r["dtype"]) in default else "-",
+                  r.get("error", "")] for r in tiles["rows"]]
+        lines.append("Kernel alone by launch tiling (BLOCK_P×BLOCK_C×BLOCK_O×warps):\n\n"
+                     + table(["shape", "dtype", "tiles", "ms", "speed vs default", "error"], trows))
+    elif tiles:
+        lines.append(f"Kernel tilings: {tiles}")
     if payload.get("skipped"):
         lines.append("Not measured (budget): " + "; ".join(payload["skipped"]))
     if payload.get("failed"):

@@ -41,6 +41,11 @@ def splits(streams: int, frames: int, seed: int) -> list[int]:
     return [int((torch.rand(streams, generator=g) > 1 / 3).sum()) for _ in range(frames)]
 
 
+def sync(x: torch.Tensor) -> None:
+    if x.is_cuda:
+        torch.cuda.synchronize()
+
+
 def run(fn, sizes: list[int], streams: int, frame: torch.Tensor, reference, pad: bool) -> tuple[list[float], list[float]]:
     """Per-frame seconds of the shortcut sub-batch (first calls of each new size kept apart)."""
     seen, first, steady = set(), [], []
@@ -50,9 +55,11 @@ def run(fn, sizes: list[int], streams: int, frame: torch.Tensor, reference, pad:
         rows = streams if pad else n
         x = frame[:1].expand(rows, *frame.shape[1:]).contiguous()
         ref = type(reference)(*(r[:1].expand(rows, *r.shape[1:]).contiguous() for r in reference))
+        sync(x)
         t = time.perf_counter()
         with torch.no_grad():
             fn(x, shortcut_reference=ref)
+        sync(x)
         (steady if rows in seen else first).append(time.perf_counter() - t)
         seen.add(rows)
     return first, steady
@@ -64,19 +71,22 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=4)
     parser.add_argument("--frames", type=int, default=None)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--size", type=int, default=None, help="frame side in pixels")
+    parser.add_argument("--ngf", type=int, default=None, help="the generator's base width")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     b = args.streams
     size, ngf, frames = (32, 8, 12) if args.quick else (96, 32, 40)
-    frames = args.frames or frames
-    gen = ResnetGenerator(ngf=ngf, n_blocks=4)
-    x = torch.randn(b, 3, size, size)
+    frames, size, ngf = args.frames or frames, args.size or size, args.ngf or ngf
+    gen = ResnetGenerator(ngf=ngf, n_blocks=4).to(args.device).eval()
+    x = torch.randn(b, 3, size, size, device=args.device)
     sv = shortcutify(gen, "model.4", "model.16", x, policy=FixedInterval(3))
     with torch.no_grad():
         reference = sv.prepare_reference(sv.run_keyframe(x))
     sizes = splits(b, frames, seed=0)
-    print(f"{b} streams, {frames} frames, {size}x{size}, ResNet ngf={ngf}; shortcut sub-batch sizes: {sizes}", flush=True)
+    print(f"{b} streams, {frames} frames, {size}x{size}, ResNet ngf={ngf}, {args.device}; shortcut sub-batch sizes: {sizes}", flush=True)
 
     rows, results = [], {}
     for mode in ("eager", "dynamic", "pad to B"):
@@ -97,16 +107,18 @@ def main() -> None:
     t = time.perf_counter()
     with torch.no_grad():
         sv_export.run_keyframe(x[:1])  # a new signature: captured again once
+    sync(x)
     recapture = time.perf_counter() - t
     t = time.perf_counter()
     with torch.no_grad():
         sv_export.run_keyframe(x[:1])
+    sync(x)
     cached = time.perf_counter() - t
     md = table(["mode", "compiled graphs", "seconds in first calls of new sizes", "ms per steady call (median)"], rows)
     print(md)
     print(f"export path: first call at a new batch size {recapture:.2f} s (re-capture), then {cached * 1e3:.1f} ms")
-    tag = "mixed_batches" + ("_quick" if args.quick else "")
-    path = write(tag, {"machine": machine(), "streams": b, "frames": frames, "size": size, "ngf": ngf, "sizes": sizes,
+    tag = "mixed_batches" + ("_quick" if args.quick else "") + ("_" + args.device.split(":")[0] if args.device != "cpu" else "")
+    path = write(tag, {"machine": machine(args.device), "streams": b, "frames": frames, "size": size, "ngf": ngf, "sizes": sizes,
                        "results": results, "export_recapture_s": recapture, "export_cached_s": cached, "markdown": md})
     print(f"wrote {path}")
 

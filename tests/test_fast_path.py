@@ -167,3 +167,37 @@ def test_compiled_code_reads_whether_the_fast_path_applies_without_tracing_the_i
         for cache, kept in zip((module._AVAILABLE, module._TRITON), saved):
             cache.clear()
             cache.update(kept)
+
+
+def test_a_kernel_that_fails_to_launch_falls_back_to_the_reference_once_with_a_warning():
+    """A Triton that cannot build the kernel for the card must cost speed, never results."""
+    from shortcutify.ops import adabd as module
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no kernel for this card")
+
+    t = operands(b=1, c=4, o=4, hw=(5, 6))
+    device = t["a"].device.type
+    saved = dict(module._AVAILABLE), dict(module._TRITON)
+    try:
+        module._AVAILABLE[device] = True
+        module._TRITON["fn"] = broken
+        with pytest.warns(UserWarning, match="Triton kernel failed.*no kernel for this card.*plain PyTorch"):
+            got = torch.ops.shortcutify.adabd_conv(*t.values(), True)
+        want = adabd_conv_reference(**t, reference_only=True)
+        assert torch.allclose(got[0], want[0]) and torch.allclose(got[1], want[1])
+        assert not fast_path_available(device)  # said once: later calls go straight to the reference
+    finally:
+        for cache, kept in zip((module._AVAILABLE, module._TRITON), saved):
+            cache.clear()
+            cache.update(kept)
+
+
+@needs_triton
+def test_the_kernel_takes_other_tiles_and_refuses_bad_ones():
+    t = operands(b=1, c=40, o=12, hw=(7, 5))
+    want = adabd_conv_reference(**t)[0]
+    got = kernel()(**t, tiles=(16, 16, 16, 2))[0]
+    assert torch.allclose(got, want, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="powers of two"):
+        kernel()(**t, tiles=(48, 16, 16, 4))

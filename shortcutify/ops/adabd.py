@@ -77,9 +77,17 @@ def fast_path_available(device: torch.device | str = "cuda") -> bool:
 def _adabd_op(
     f_ref: Tensor, a: Tensor, offset: Tensor, mask: Tensor, weight: Tensor, bias: Tensor | None, reference_only: bool
 ) -> tuple[Tensor, Tensor]:
+    out = None
     if fast_path_available(a.device):
-        out, ref_out = _triton_kernel()(f_ref, a, offset, mask, weight, bias, reference_only)  # type: ignore[misc]
-    else:  # a device without the kernel (e.g. an exported graph run on CPU)
+        try:
+            out, ref_out = _triton_kernel()(f_ref, a, offset, mask, weight, bias, reference_only)  # type: ignore[misc]
+        except Exception as err:  # e.g. a Triton that cannot compile the kernel for this card: correct, slower, said once
+            _AVAILABLE[a.device.type] = False
+            warnings.warn(
+                f"shortcutify: the Triton kernel failed on {a.device} ({type(err).__name__}: {str(err)[:500]}); "
+                "the block runs in plain PyTorch from now on in this process. Please report this with your torch and triton versions"
+            )
+    if out is None:  # a device without the kernel (e.g. an exported graph run on CPU), or the kernel failed
         with torch.no_grad():
             out, ref_out = adabd_conv_reference(f_ref, a, offset, mask, weight, bias, reference_only)
         out = out.contiguous().to(a.dtype)

@@ -20,7 +20,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-__all__ = ["adabd_conv_triton", "SUPPORTED_DTYPES"]
+__all__ = ["adabd_conv_triton", "default_tiles", "SUPPORTED_DTYPES"]
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -130,6 +130,13 @@ def _pow2(n: int, low: int, high: int) -> int:
     return max(low, min(high, triton.next_power_of_2(max(1, n))))
 
 
+def default_tiles(channels: int, out_channels: int) -> tuple[int, int, int, int]:
+    """The launch's ``(BLOCK_P, BLOCK_C, BLOCK_O, num_warps)`` for ``channels`` input and
+    ``out_channels`` output channels: a tile of output pixels, the input-channel step of the
+    inner product and the output-channel tile (powers of two, at least 16 for ``tl.dot``)."""
+    return 64, _pow2(channels, 16, 32), _pow2(out_channels, 16, 128), 4
+
+
 def adabd_conv_triton(
     f_ref: Tensor,
     a: Tensor,
@@ -138,6 +145,7 @@ def adabd_conv_triton(
     weight: Tensor,
     bias: Tensor | None = None,
     reference_only: bool = False,
+    tiles: tuple[int, int, int, int] | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """:func:`~shortcutify.ops.adabd_conv` in one Triton kernel (forward only, no autograd).
 
@@ -145,7 +153,8 @@ def adabd_conv_triton(
     dtype of :data:`SUPPORTED_DTYPES` (offsets and mask may be any floating dtype); the
     output is contiguous ``[B, h_out, H, W]`` in that dtype. Float32 products use TF32 when
     ``torch.backends.cuda.matmul.allow_tf32`` is set (as ``torch.matmul`` does), IEEE float32
-    otherwise.
+    otherwise. ``tiles`` overrides :func:`default_tiles` (``(BLOCK_P, BLOCK_C, BLOCK_O,
+    num_warps)``, powers of two, the first three at least 16), for benchmarks.
 
     Raises:
         TypeError: a dtype the kernel does not take, or dtypes that differ.
@@ -178,7 +187,9 @@ def adabd_conv_triton(
     # Triton's interpreter (CPU tensors) multiplies bfloat16 dot operands wrongly (numpy has no
     # bfloat16), so there the operands are widened to float32; on CUDA they stay in the dtype
     dot_f32 = a.device.type != "cuda"
-    block_p, block_c, block_o = 64, _pow2(c, 16, 32), _pow2(o, 16, 128)
+    block_p, block_c, block_o, warps = tiles if tiles is not None else default_tiles(c, o)
+    if min(block_p, block_c, block_o) < 16 or any(t & (t - 1) for t in (block_p, block_c, block_o, warps)):
+        raise ValueError(f"tiles must be powers of two, the first three at least 16; got {tiles}")
     grid = (triton.cdiv(hh * ww, block_p), b, triton.cdiv(o, block_o))
     if out.numel():
         _adabd_kernel[grid](
@@ -187,6 +198,6 @@ def adabd_conv_triton(
             *f_ref.stride(), *a.stride(), *offset.stride(), *mask.stride(), *w.stride(), *out.stride(),
             KS=ks, HAS_BIAS=bias is not None, REF_ONLY=reference_only, PRECISION=precision, DOT_F32=dot_f32,
             BLOCK_P=block_p, BLOCK_C=block_c, BLOCK_O=block_o,
-            num_warps=4,
+            num_warps=warps,
         )
     return out, (ref_out if reference_only else None)
