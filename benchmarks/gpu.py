@@ -192,7 +192,14 @@ def measure(name: str, spec: tuple, resolution: str, args: argparse.Namespace) -
         # keyframes are the teacher's output (compiled: the compiled teacher's) within float tolerance
         sv.policy = policies["key"]
         key_gap = float((sv(x).float() - teacher(x).float()).abs().max())
+    profile = None
+    if args.profile and not (graphs and compiled and device.startswith("cuda")):  # a CUDA graph hides its kernels
+        try:
+            profile = kernel_profile(calls, precision, device)
+        except Exception as err:
+            profile = {"failed": f"{type(err).__name__}: {str(err)[:300]}"}
     row = dict(
+        profile=profile,
         config=name, resolution=resolution, size=[h, w], batch=batch, precision=precision, compiled=compiled,
         cuda_graphs=graphs and device.startswith("cuda"), backend=backend if compiled else "eager",
         fast_path=fast_path_available(device) and device.startswith("cuda"),
@@ -201,6 +208,35 @@ def measure(name: str, spec: tuple, resolution: str, args: argparse.Namespace) -
     row["ratio_to_teacher"] = {k: secs["teacher"] / v for k, v in secs.items() if k not in ("teacher", "block")}
     row["shortcut_to_floor"] = secs["shortcut"] / secs["floor"]
     return row
+
+
+def kernel_profile(calls: dict[str, Any], precision: str, device: str, runs: int = 3, top: int = 12) -> dict[str, Any]:
+    """CUDA kernels of the ``block`` and ``shortcut`` calls (torch.profiler): kernels per call and
+    the ``top`` kernels by GPU time, in ms per call (on the CPU, ops by CPU time: checks the code)."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.startswith("cuda")
+    out: dict[str, Any] = {}
+    for key in ("block", "shortcut"):
+        with autocast(device, precision), profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as prof:
+            for _ in range(runs):
+                calls[key]()
+            if cuda:
+                torch.cuda.synchronize()
+        kind = DeviceType.CUDA if cuda else DeviceType.CPU
+        kernels = [e for e in prof.key_averages() if e.device_type == kind]
+        if not cuda:  # CPU ops: self time (device_time_total is zero there)
+            for e in kernels:
+                e.device_time_total = e.self_cpu_time_total
+        total = sum(e.device_time_total for e in kernels) / 1e3 / runs
+        rows = sorted(kernels, key=lambda e: e.device_time_total, reverse=True)[:top]
+        out[key] = {
+            "kernels_per_call": sum(e.count for e in kernels) / runs,
+            "gpu_ms_per_call": total,
+            "top": [[e.key[:90], e.count / runs, e.device_time_total / 1e3 / runs] for e in rows],
+        }
+    return out
 
 
 def compile_for_hopper() -> dict[str, Any]:
@@ -301,9 +337,9 @@ class _OpShapes(TorchDispatchMode):
 @torch.no_grad()
 def tile_sweep(args: argparse.Namespace, budget_s: float) -> dict[str, Any]:
     """The kernel alone at the shapes the block gives it (both layouts, 256x256 and 1024x2048,
-    captured from real calls), fp32 and bf16, for each launch tiling in :data:`TILES`; median
-    ms by CUDA events. The first entry of :data:`TILES` is today's default for 64 channels."""
-    from shortcutify.ops.adabd_triton import adabd_conv_triton, default_tiles
+    captured from real calls), fp32 and bf16, for the tiling :func:`default_tiles` chooses and
+    each one in :data:`TILES`; median ms by CUDA events."""
+    from shortcutify.ops.adabd_triton import adabd_conv_triton, default_tiles, multiprocessors
 
     device = args.device
     if not fast_path_available(device):
@@ -340,7 +376,8 @@ def tile_sweep(args: argparse.Namespace, budget_s: float) -> dict[str, Any]:
             low = {k: v.to(dtype) for k, v in t.items()}
             want = adabd_conv_triton(**low)[0].float()
             calls = {}
-            for tiles in dict.fromkeys((default_tiles(c, o), *TILES)):
+            chosen = default_tiles(b, c, o, hh * ww, multiprocessors(torch.device(device)))
+            for tiles in dict.fromkeys((chosen, *TILES)):
                 if time.perf_counter() - started > budget_s:
                     break
                 try:
@@ -354,7 +391,7 @@ def tile_sweep(args: argparse.Namespace, budget_s: float) -> dict[str, Any]:
             secs = time_calls({str(k): fn for k, (fn, _) in calls.items()}, repeats=3 if args.quick else 20, warmup=1 if args.quick else 3,
                               cuda=device.startswith("cuda"))
             for tiles, (_, err) in calls.items():
-                rows.append(dict(shape=name, op=[b, c, o, hh, ww], dtype=str(dtype), tiles=list(tiles), default=tiles == default_tiles(c, o),
+                rows.append(dict(shape=name, op=[b, c, o, hh, ww], dtype=str(dtype), tiles=list(tiles), default=tiles == chosen,
                                  ms=secs[str(tiles)] * 1e3, max_abs_vs_default=err))
     return {"rows": rows, "wall_s": time.perf_counter() - started}
 
@@ -366,12 +403,14 @@ def main() -> None:
     ap.add_argument("--budget-s", type=float, default=330.0, help="stop starting compiled configs past this (seconds)")
     ap.add_argument("--configs", default=None, help="comma-separated config names (default: all, in priority order)")
     ap.add_argument("--resolutions", default="half,full", help="block layouts to measure")
+    ap.add_argument("--profile", action="store_true", help="record the block's and the shortcut frame's CUDA kernels (torch.profiler)")
+    ap.add_argument("--tag", default=None, help="results file name (default gpu, or gpu_quick)")
     ap.add_argument("--no-tiles", dest="tiles", action="store_false", help="skip the kernel's tiling sweep")
     ap.add_argument("--tile-budget-s", type=float, default=60.0, help="stop the tiling sweep past this (seconds)")
     args = ap.parse_args()
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     args.ngf, args.n_blocks = (8, 2) if args.quick else (64, 6)
-    args.tag = "gpu_quick" if args.quick else "gpu"
+    args.tag = args.tag or ("gpu_quick" if args.quick else "gpu")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device here")
     started = time.perf_counter()

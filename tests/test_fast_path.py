@@ -35,6 +35,16 @@ def operands(b=2, c=8, o=8, hw=(9, 11), k=3, reach=4.0, seed=0, dtype=torch.floa
     return {n: (v.to(DEVICE, dtype) if v is not None else None) for n, v in t.items()}
 
 
+@pytest.fixture(autouse=True)
+def _ieee_float32_on_cuda():
+    """On a GPU the kernel's float32 products follow ``cudnn.allow_tf32`` (on by default): the
+    comparisons with the reference here are made in IEEE float32."""
+    before = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32 = before
+
+
 def kernel():
     from shortcutify.ops.adabd_triton import adabd_conv_triton
 
@@ -201,3 +211,20 @@ def test_the_kernel_takes_other_tiles_and_refuses_bad_ones():
     assert torch.allclose(got, want, atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="powers of two"):
         kernel()(**t, tiles=(48, 16, 16, 4))
+
+
+@needs_triton
+def test_the_default_tiling_fills_the_gpu_with_the_largest_pixel_tile_that_can():
+    from shortcutify.ops.adabd_triton import default_tiles
+
+    sms = 132
+    big = default_tiles(1, 64, 64, 512 * 1024, sms)
+    assert big == (128, 32, 64, 4)
+    small = default_tiles(1, 64, 64, 64 * 64, sms)  # 4096 pixels: 128-pixel tiles would leave most of the GPU idle
+    assert small[0] == 32
+    assert default_tiles(8, 64, 64, 64 * 64, sms)[0] == 128  # the batch fills it
+    for b, c, o, p in [(1, 3, 5, 7), (2, 200, 300, 10**5), (1, 16, 16, 1)]:
+        tiles = default_tiles(b, c, o, p, sms)
+        assert all(t & (t - 1) == 0 for t in tiles) and min(tiles[:3]) >= 16
+        n_programs = -(-p // tiles[0]) * b * -(-o // tiles[2])
+        assert tiles[0] == 32 or 2 * n_programs >= sms

@@ -20,7 +20,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-__all__ = ["adabd_conv_triton", "default_tiles", "SUPPORTED_DTYPES"]
+__all__ = ["adabd_conv_triton", "default_tiles", "multiprocessors", "SUPPORTED_DTYPES"]
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -130,11 +130,33 @@ def _pow2(n: int, low: int, high: int) -> int:
     return max(low, min(high, triton.next_power_of_2(max(1, n))))
 
 
-def default_tiles(channels: int, out_channels: int) -> tuple[int, int, int, int]:
-    """The launch's ``(BLOCK_P, BLOCK_C, BLOCK_O, num_warps)`` for ``channels`` input and
-    ``out_channels`` output channels: a tile of output pixels, the input-channel step of the
-    inner product and the output-channel tile (powers of two, at least 16 for ``tl.dot``)."""
-    return 64, _pow2(channels, 16, 32), _pow2(out_channels, 16, 128), 4
+_PROCESSORS: dict[int, int] = {}
+
+
+def multiprocessors(device: torch.device) -> int:
+    """Streaming multiprocessors of a CUDA device (read once); 1 elsewhere (the interpreter)."""
+    if device.type != "cuda":
+        return 1
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _PROCESSORS:
+        _PROCESSORS[index] = torch.cuda.get_device_properties(index).multi_processor_count
+    return _PROCESSORS[index]
+
+
+def default_tiles(batch: int, channels: int, out_channels: int, pixels: int, processors: int) -> tuple[int, int, int, int]:
+    """The launch's ``(BLOCK_P, BLOCK_C, BLOCK_O, num_warps)``: a tile of output pixels, the
+    input-channel step of the inner product and the output-channel tile (powers of two, at
+    least 16 for ``tl.dot``), for ``batch`` maps of ``pixels`` pixels on a GPU of ``processors``
+    streaming multiprocessors.
+
+    The pixel tile is the largest of 128, 64, 32 that still launches at least half as many
+    programs as the GPU has multiprocessors: large tiles amortise the weight loads on large
+    maps, small maps need small tiles to fill the GPU (``benchmarks/gpu.py`` sweeps tilings).
+    """
+    block_c, block_o = _pow2(channels, 16, 32), _pow2(out_channels, 16, 64)
+    per_tile = batch * triton.cdiv(out_channels, block_o)
+    block_p = next((p for p in (128, 64) if triton.cdiv(pixels, p) * per_tile * 2 >= processors), 32)
+    return block_p, block_c, block_o, 4
 
 
 def adabd_conv_triton(
@@ -152,8 +174,8 @@ def adabd_conv_triton(
     Same arguments and result as the reference; ``f_ref``, ``a`` and ``weight`` share one
     dtype of :data:`SUPPORTED_DTYPES` (offsets and mask may be any floating dtype); the
     output is contiguous ``[B, h_out, H, W]`` in that dtype. Float32 products use TF32 when
-    ``torch.backends.cuda.matmul.allow_tf32`` is set (as ``torch.matmul`` does), IEEE float32
-    otherwise. ``tiles`` overrides :func:`default_tiles` (``(BLOCK_P, BLOCK_C, BLOCK_O,
+    ``torch.backends.cudnn.allow_tf32`` is set (as PyTorch's convolutions do; on by default),
+    IEEE float32 otherwise. ``tiles`` overrides :func:`default_tiles` (``(BLOCK_P, BLOCK_C, BLOCK_O,
     num_warps)``, powers of two, the first three at least 16), for benchmarks.
 
     Raises:
@@ -182,12 +204,13 @@ def adabd_conv_triton(
     ref_out = torch.empty_like(out) if reference_only else out
     w = weight.reshape(o, c, k2)
     bias_arg = bias.to(dtype) if bias is not None else w  # any pointer when HAS_BIAS is off
-    fp32_tf32 = a.device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32
+    # the flag PyTorch's own convolutions follow (on by default): the teacher's convs and this one alike
+    fp32_tf32 = a.device.type == "cuda" and torch.backends.cudnn.allow_tf32
     precision = "tf32" if dtype == torch.float32 and fp32_tf32 else "ieee"
     # Triton's interpreter (CPU tensors) multiplies bfloat16 dot operands wrongly (numpy has no
     # bfloat16), so there the operands are widened to float32; on CUDA they stay in the dtype
     dot_f32 = a.device.type != "cuda"
-    block_p, block_c, block_o, warps = tiles if tiles is not None else default_tiles(c, o)
+    block_p, block_c, block_o, warps = tiles if tiles is not None else default_tiles(b, c, o, hh * ww, multiprocessors(a.device))
     if min(block_p, block_c, block_o) < 16 or any(t & (t - 1) for t in (block_p, block_c, block_o, warps)):
         raise ValueError(f"tiles must be powers of two, the first three at least 16; got {tiles}")
     grid = (triton.cdiv(hh * ww, block_p), b, triton.cdiv(o, block_o))
