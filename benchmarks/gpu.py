@@ -474,7 +474,7 @@ def main() -> None:
         raise SystemExit(f"{len(payload['failed'])} configs failed: {payload['failed']}")
 
 
-def render(payload: dict[str, Any]) -> str:
+def render(payload: dict[str, Any], show_tiles: bool = True) -> str:
     rows = []
     for r in payload["rows"]:
         ms, ratio = r["ms"], r["ratio_to_teacher"]
@@ -487,14 +487,14 @@ def render(payload: dict[str, Any]) -> str:
             "shortcut / floor", "shortcut ms (reference block)", "shortcut peak MiB"]
     lines = [table(head, rows)]
     tiles = payload.get("tiles", {})
-    if tiles.get("rows"):
+    if tiles.get("rows") and show_tiles:
         default = {(r["shape"], r["dtype"]): r["ms"] for r in tiles["rows"] if r.get("default")}
         trows = [[r["shape"], r["dtype"].replace("torch.", ""), "×".join(map(str, r["tiles"])), r.get("ms", "-"),
                   default[(r["shape"], r["dtype"])] / r["ms"] if "ms" in r and (r["shape"], r["dtype"]) in default else "-",
                   r.get("error", "")] for r in tiles["rows"]]
         lines.append("Kernel alone by launch tiling (BLOCK_P×BLOCK_C×BLOCK_O×warps):\n\n"
                      + table(["shape", "dtype", "tiles", "ms", "speed vs default", "error"], trows))
-    elif tiles:
+    elif tiles and show_tiles:
         lines.append(f"Kernel tilings: {tiles}")
     if payload.get("skipped"):
         lines.append("Not measured (budget): " + "; ".join(payload["skipped"]))

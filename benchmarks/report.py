@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import RESULTS  # noqa: E402
+from common import RESULTS, table  # noqa: E402
 
 HERE = Path(__file__).parent
 
@@ -283,34 +283,41 @@ def keyframes_section() -> list[str]:
 
 
 def mixed_batches_section() -> list[str]:
-    """Compiled programs under per-stream sub-batches: dynamic batch dimension or padding (mixed_batches.py)."""
+    """Compiled programs under per-stream sub-batches: dynamic batch dimension or padding (mixed_batches.py),
+    on the CPU and, where measured, on a GPU."""
+    out: list[str] = []
     full = load("mixed_batches")
-    r = full or load("mixed_batches_quick")
-    if not r:
-        return []
-    res = r["results"]
-    dyn, pad = res["dynamic"], res["pad to B"]
-    faster = "padding" if pad["steady_median_s"] < dyn["steady_median_s"] else "the dynamic batch dimension"
-    return [
-        "## Mixed batches and compiled programs",
-        "",
-        f"`python benchmarks/mixed_batches.py{'' if full else ' --quick'}` — "
-        f"{machine_line(r['machine'])}; the inference program of a ResNet generator (ngf {r['ngf']}, {r['size']}×{r['size']}), "
-        f"{r['streams']} streams, {r['frames']} frames whose shortcut sub-batch sizes follow a random per-stream keyframe "
-        f"schedule (rate 1/3): {r['sizes']}. `torch.compile(dynamic=None)` (torch's default) against padding every sub-batch to "
-        f"{r['streams']} rows (one static graph) and eager. First-call seconds depend on the state of torch's on-disk compile cache (the padded mode runs after the dynamic one, whose compiled B-row graph it may find there).",
-        "",
-        r["markdown"],
-        "",
-        f"- Compiled graphs: dynamic {dyn['compiles']} for {len(set(n for n in r['sizes'] if n))} distinct sub-batch sizes "
-        f"({sum(dyn['first_calls_s']):.1f} s in first calls), padded {pad['compiles']} ({sum(pad['first_calls_s']):.1f} s); "
-        f"steady state {dyn['steady_median_s'] * 1e3:.2f} vs {pad['steady_median_s'] * 1e3:.2f} ms per call "
-        f"({faster} faster here; one run, one order of modes, so not a precise ratio). Padding to B computes B rows on every call: "
-        "its cost grows with the keyframe share of a batch, the dynamic graph's with the number of distinct sizes it meets.",
-        f"- The export capture path re-captures once per new batch size: {r['export_recapture_s']:.2f} s the first time, "
-        f"{r['export_cached_s'] * 1e3:.1f} ms afterwards (cached).",
-        "",
-    ]
+    runs = [(full or load("mixed_batches_quick"), "" if full else " --quick"), (load("mixed_batches_cuda"), None)]
+    for r, flags in runs:
+        if not r:
+            continue
+        if flags is None:  # the GPU run's settings, from what it recorded
+            flags = f" --device cuda --threads {r['machine'].get('threads')} --size {r['size']} --ngf {r['ngf']} --frames {r['frames']}"
+        res = r["results"]
+        dyn, pad = res["dynamic"], res["pad to B"]
+        faster = "padding" if pad["steady_median_s"] < dyn["steady_median_s"] else "the dynamic batch dimension"
+        if not out:
+            out += ["## Mixed batches and compiled programs", ""]
+        where = r["machine"].get("gpu") or "CPU"
+        out += [
+            f"`python benchmarks/mixed_batches.py{flags}` — {where}; "
+            f"{machine_line(r['machine'])}; the inference program of a ResNet generator (ngf {r['ngf']}, {r['size']}×{r['size']}), "
+            f"{r['streams']} streams, {r['frames']} frames whose shortcut sub-batch sizes follow a random per-stream keyframe "
+            f"schedule (rate 1/3): {r['sizes']}. `torch.compile(dynamic=None)` (torch's default) against padding every sub-batch to "
+            f"{r['streams']} rows (one static graph) and eager. First-call seconds depend on the state of torch's on-disk compile cache (the padded mode runs after the dynamic one, whose compiled B-row graph it may find there).",
+            "",
+            r["markdown"],
+            "",
+            f"- Compiled graphs: dynamic {dyn['compiles']} for {len(set(n for n in r['sizes'] if n))} distinct sub-batch sizes "
+            f"({sum(dyn['first_calls_s']):.1f} s in first calls), padded {pad['compiles']} ({sum(pad['first_calls_s']):.1f} s); "
+            f"steady state {dyn['steady_median_s'] * 1e3:.2f} vs {pad['steady_median_s'] * 1e3:.2f} ms per call "
+            f"({faster} faster here; one run, one order of modes, so not a precise ratio). Padding to B computes B rows on every call: "
+            "its cost grows with the keyframe share of a batch, the dynamic graph's with the number of distinct sizes it meets.",
+            f"- The export capture path re-captures once per new batch size: {r['export_recapture_s']:.2f} s the first time, "
+            f"{r['export_cached_s'] * 1e3:.1f} ms afterwards (cached).",
+            "",
+        ]
+    return out
 
 
 def taps_section() -> list[str]:
@@ -430,7 +437,7 @@ def gpu_section() -> list[str]:
         "paths of a config interleaved; × = teacher time / path time; α=3 × = a keyframe-interval-3 stream, measured;",
         "floor = head + tail alone; 'reference block' = the shortcut frame with the block in plain PyTorch (eager configs).",
         "",
-        render(r),
+        render(r, show_tiles=False),
         "",
         "Checks on the device: " + "; ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k}: {v}" for k, v in r["checks"].items()) + ".",
         "",
@@ -458,7 +465,91 @@ def gpu_section() -> list[str]:
         targets.append(f"bf16 shortcut frames vs fp32 ≥ 40 dB: worst {min(psnrs):.1f} dB {verdict(min(psnrs) >= 40)}")
     if slower:
         targets.append("bf16 slower than fp32 in: " + ", ".join(slower))
-    return out + ["Targets (issue 10, default layout):", ""] + [f"- {t}." for t in targets] + [""]
+    out += ["Targets (issue 10, default layout):", ""] + [f"- {t}." for t in targets] + [""]
+    layouts = [(c, x, rows.get((c, "full"))) for (c, res), x in rows.items() if res == "half" and (c, "full") in rows]
+    if layouts:
+        full_faster = [c for c, h, f in layouts if f["ms"]["shortcut"] < h["ms"]["shortcut"]]
+        out += [
+            "Default layout on the GPU (shortcut frame, full / half ms): "
+            + ", ".join(f"{c} {f['ms']['shortcut']:.2f} / {h['ms']['shortcut']:.2f}" for c, h, f in layouts)
+            + (f". `full` faster in: {', '.join(full_faster)}." if full_faster else ". `half` is faster in every config, as on the CPU: it stays the default on both devices."),
+            "",
+        ]
+    return out + tiles_section(r) + gpu_followup_section()
+
+
+def tiles_section(r: dict) -> list[str]:
+    """The kernel's tiling sweep (gpu.py) and the rule that replaced the fixed default."""
+    rows = r.get("tiles", {}).get("rows")
+    if not rows:
+        return []
+    try:
+        from shortcutify.ops.adabd_triton import default_tiles
+    except ImportError:  # triton missing: the table without the rule's column
+        default_tiles = None
+    sms = 132 if "H100" in r["machine"].get("gpu", "") or "H200" in r["machine"].get("gpu", "") else None
+    by_shape: dict[tuple[str, str], list[dict]] = {}
+    for x in rows:
+        if "ms" in x:
+            by_shape.setdefault((x["shape"], x["dtype"].replace("torch.", "")), []).append(x)
+    table_rows = []
+    for (shape, dtype), xs in by_shape.items():
+        base = next(x for x in xs if x.get("default"))
+        best = min(xs, key=lambda x: x["ms"])
+        rule = default_tiles(*(base["op"][:3]), base["op"][3] * base["op"][4], sms) if default_tiles and sms else None
+        ruled = next((x for x in xs if rule and list(rule) == x["tiles"]), None)
+        table_rows.append([shape, dtype, "×".join(map(str, base["tiles"])), base["ms"], "×".join(map(str, best["tiles"])), best["ms"],
+                           "×".join(map(str, rule)) if rule else "-", ruled["ms"] if ruled else "-"])
+    failed = sorted({"×".join(map(str, x["tiles"])) for x in rows if "error" in x})
+    return [
+        "The Triton kernel alone at the block's shapes (batch 1; random operands, offsets of a few pixels), by launch tiling "
+        "BLOCK_P×BLOCK_C×BLOCK_O×warps, ms (one run, CUDA events). 'then' = the fixed tiling the kernel had in that run; "
+        "'rule' = what `default_tiles` now picks (the largest pixel tile of 128/64/32 that still launches half as many programs "
+        "as the GPU has multiprocessors), chosen from this table.",
+        "",
+        table(["shape", "dtype", "then", "ms", "fastest", "ms", "rule", "ms"], table_rows),
+        "",
+    ] + ([f"Tilings that do not fit on the card (shared memory): {', '.join(failed)}.", ""] if failed else [])
+
+
+def kernel_name(name: str) -> str:
+    """A CUDA kernel's name without its template arguments and namespaces, for a table."""
+    name = name.replace("(anonymous namespace)::", "").removeprefix("void ")
+    return name.split("<")[0].split("(")[0].split("::")[-1][:60]
+
+
+def gpu_followup_section() -> list[str]:
+    """A second, shorter GPU run (gpu.py --tag gpu_tf32 --profile): after a change, with the CUDA kernels of block and shortcut."""
+    r = load("gpu_tf32")
+    if not r or not r.get("rows"):
+        return []
+    from gpu import render  # noqa: E402
+
+    m = r["machine"]
+    out = [
+        "### Second run: TF32 in the kernel, pixel tiles by rule, and where the time goes",
+        "",
+        f"`python benchmarks/gpu.py --tag gpu_tf32 --configs {','.join(dict.fromkeys(x['config'] for x in r['rows']))} "
+        f"--resolutions half --no-tiles --profile` — {m.get('gpu', '?')}, torch {m['torch']}, triton {m.get('triton')}, {m['date']} "
+        "(another machine of the same kind; compare within a run). Changed since the first run: the kernel's float32 products "
+        "follow `cudnn.allow_tf32` (on by default, as the teacher's convolutions) instead of `matmul.allow_tf32` (off by default), "
+        "and its pixel tile follows the rule above.",
+        "",
+        render(r, show_tiles=False),
+        "",
+        "CUDA kernels per call and the largest by GPU time (torch.profiler, 3 calls; configs without CUDA graphs):",
+        "",
+    ]
+    for x in r["rows"]:
+        prof = x.get("profile") or {}
+        for key in ("block", "shortcut"):
+            p = prof.get(key)
+            if not p:
+                continue
+            top = "; ".join(f"{kernel_name(name)} {ms:.2f}" for name, _, ms in p["top"][:4])
+            out.append(f"- {x['config']} {key}: {p['kernels_per_call']:.0f} kernels, {p['gpu_ms_per_call']:.2f} ms of GPU time; "
+                       f"largest (ms): {top}.")
+    return out + [""]
 
 
 def verdict(ok: bool) -> str:
