@@ -127,7 +127,7 @@ class _RandomSplits:
         return torch.rand(signal.since_keyframe.shape[0], generator=self.gen) < 0.4
 
 
-@pytest.mark.parametrize("dynamic_batch", [False, True])
+@pytest.mark.parametrize("dynamic_batch", [False, True, None])
 def test_a_dynamic_batch_compiles_each_program_once_for_every_sub_batch_size(dynamic_batch):
     compiled_batches = []
 
@@ -154,5 +154,7 @@ def test_a_dynamic_batch_compiles_each_program_once_for_every_sub_batch_size(dyn
     symbolic = [b for b in compiled_batches if b == "symbolic"]
     if dynamic_batch:  # three programs (keyframe, reference, shortcut): a batch of 1 and a symbolic batch each
         assert len(compiled_batches) <= 6 and len(symbolic) == 3
+    elif dynamic_batch is None:  # each program: static for its first size, then symbolic (and a batch of 1 apart)
+        assert symbolic and len(compiled_batches) <= 9
     else:  # one version per size and program
         assert not symbolic and len(set(compiled_batches)) >= 4 and len(compiled_batches) > 6

@@ -276,16 +276,15 @@ class ShortcutV2V(nn.Module):
         mode: str | None = None,
         fullgraph: bool = True,
         cuda_graphs: bool = False,
-        dynamic_batch: bool = False,
+        dynamic_batch: bool | None = None,
         options: dict[str, Any] | None = None,
     ) -> ShortcutV2V:
         """Compile what :meth:`forward` runs per frame; returns ``self``.
 
         The keyframe program, the block's reference preparation and the shortcut (inference)
         program, and for policies that use the change the staged head and rests, are each
-        compiled with ``torch.compile`` on first use, with static shapes: one compiled version
-        per input signature (a batch of another size, or a sub-batch of per-stream keyframes,
-        compiles its own). The stateful per-stream logic stays in Python. Keyframe outputs stay
+        compiled with ``torch.compile`` on first use, for each input signature it meets (for
+        batch sizes, see ``dynamic_batch``). The stateful per-stream logic stays in Python. Keyframe outputs stay
         the teacher's within float tolerance (compiled code may reorder float operations).
         ``.to()`` drops the compiled versions (they are compiled again on the next call).
         Training calls (:meth:`run_keyframe`, :meth:`run_shortcut`, :meth:`predict`) are
@@ -298,12 +297,18 @@ class ShortcutV2V(nn.Module):
             cuda_graphs: also capture each program as a CUDA graph (``mode="reduce-overhead"``;
                 CUDA tensors only), for the launch-bound small frames; outputs and the
                 module's state are copied out of the graphs' memory.
-            dynamic_batch: compile the batch dimension as a symbol, so that the sub-batches of
-                per-stream keyframes (any size from 1 to B) share one compiled version per
-                program instead of compiling one per size (with B streams and random splits,
-                static shapes compile up to B versions of each program; past
+            dynamic_batch: how the sub-batches of per-stream keyframes (any size from 1 to
+                B) are compiled. ``None`` (default): torch's automatic dynamic shapes: each
+                program is compiled static for the first size it meets and once more, with
+                that dimension symbolic, when it meets a second (and a batch of 1 apart), so
+                a batch that never splits stays static. ``True``: the batch dimension is
+                symbolic from the first call. ``False``: static shapes, one version per size
+                (with B streams and random splits up to B versions of each program; past
                 ``torch._dynamo.config.recompile_limit`` versions of one program, compiling
-                fails with ``fullgraph=True`` and runs uncompiled without it).
+                fails with ``fullgraph=True`` and runs uncompiled without it). Measured
+                against padding sub-batches to B (``benchmarks/mixed_batches.py``): the
+                symbolic batch ran faster per frame on the CPU and on an H100; padding
+                compiles fewer versions.
             options: inductor options (``torch.compile(options=...)``).
 
         Raises:

@@ -38,8 +38,11 @@ class CompileOptions:
             ``cuda_graphs=True`` sets ``"reduce-overhead"``.
         fullgraph: refuse graph breaks (raise instead of running pieces eagerly).
         cuda_graphs: replay each program as a CUDA graph (CUDA only; outputs are copied out).
-        dynamic_batch: compile the batch dimension as a symbol: one version serves every
-            batch and sub-batch size (a size of 1 compiles its own), instead of one per size.
+        dynamic_batch: ``True``: compile the batch dimension as a symbol from the first call:
+            one version serves every batch and sub-batch size (a size of 1 compiles its own);
+            ``False``: static shapes, one version per size; ``None``: torch's automatic dynamic
+            shapes, static until a program meets a second size of a dimension, then one
+            version with that dimension symbolic.
         options: further ``torch.compile`` options (inductor's ``options=`` dict).
     """
 
@@ -47,12 +50,12 @@ class CompileOptions:
     mode: str | None = None
     fullgraph: bool = True
     cuda_graphs: bool = False
-    dynamic_batch: bool = False
+    dynamic_batch: bool | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
     def compile(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         mode = "reduce-overhead" if self.cuda_graphs else self.mode
-        kwargs: dict[str, Any] = dict(backend=self.backend, fullgraph=self.fullgraph, dynamic=None if self.dynamic_batch else False)
+        kwargs: dict[str, Any] = dict(backend=self.backend, fullgraph=self.fullgraph, dynamic=False if self.dynamic_batch is False else None)
         if mode is not None:
             kwargs["mode"] = mode
         if self.options:
