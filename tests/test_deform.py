@@ -599,3 +599,17 @@ def test_warp_moves_content_by_whole_pixels_and_reads_zeros_outside():
 def test_warp_rejects_a_flow_of_the_wrong_shape():
     with pytest.raises(ValueError, match=r"flow must have shape \[B, 2, H, W\]"):
         warp(torch.randn(1, 3, 4, 4), torch.randn(1, 2, 4, 5))
+
+
+def test_warp_computes_the_same_grid_in_eager_code_and_in_compiled_code_and_keeps_few_grids():
+    """Eager calls reuse each size's pixel grid (fewer kernels); compiled code builds it inline."""
+    from shortcutify.ops import deform
+
+    gen = torch.Generator().manual_seed(0)
+    compiled = torch.compile(warp, backend="aot_eager", fullgraph=True)
+    for h, w in [(5, 7), (8, 3), (5, 7)]:
+        x, flow = torch.randn(2, 3, h, w, generator=gen), torch.randn(2, 2, h, w, generator=gen) * 3
+        torch.testing.assert_close(warp(x, flow), compiled(x, flow), rtol=0, atol=1e-6)
+    for n in range(2 * deform._GRIDS_KEPT):
+        warp(torch.randn(1, 1, 2, n + 1), torch.zeros(1, 2, 2, n + 1))
+    assert len(deform._GRIDS) == deform._GRIDS_KEPT
