@@ -1,6 +1,7 @@
 """GPU benchmark: teacher, keyframe, shortcut, block and floor, eager and compiled, fp32 and bf16.
 
-usage: python benchmarks/gpu.py [--quick] [--device cuda|cpu] [--budget-s 330] [--configs NAME,...]
+usage: python benchmarks/gpu.py [--quick] [--device cuda|cpu] [--budget-s 330] [--configs NAME,...] [--profile]
+       python benchmarks/gpu.py --resources   (no GPU needed: the kernel's registers and shared memory per tiling)
 
 ResNet generator (ngf=64, 6 residual blocks, the paper's taps), both block layouts. One run
 measures, per config (frame size, batch, precision, eager or compiled):
@@ -269,6 +270,54 @@ def compile_for_hopper() -> dict[str, Any]:
     return out
 
 
+def kernel_resources() -> list[dict[str, Any]]:
+    """Without a GPU: each tiling of :data:`TILES` (and the rule's) compiled for sm_90a, float32
+    (TF32) and bfloat16, and assembled with ``ptxas -v`` (Triton's own, the newest it carries):
+    registers per thread, bytes spilled, shared memory, and how many programs fit on one
+    multiprocessor by those two. A static picture, not a timing."""
+    import os
+    import re
+    import subprocess
+    import tempfile
+
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from shortcutify.ops.adabd_triton import _adabd_kernel
+
+    bins = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
+    ptxas = next((p for p in (bins / "ptxas-blackwell", bins / "ptxas") if p.exists()), None)
+    names = list(_adabd_kernel.arg_names)
+    ptrs = {n for n in names if n.endswith("_ptr")}
+    rows = []
+    for dtype, precision in (("fp32", "tf32"), ("bf16", "ieee")):
+        for (bp, bc, bo, warps), stages in TILES:
+            consts = {"KS": 3, "HAS_BIAS": True, "REF_ONLY": False, "DOT_F32": False, "BLOCK_P": bp, "BLOCK_C": bc, "BLOCK_O": bo,
+                      "PRECISION": precision}
+            sig = {n: f"*{dtype}" if n in ptrs else "constexpr" if n in consts else "i32" for n in names}
+            row: dict[str, Any] = dict(dtype=dtype, tiles=[bp, bc, bo, warps], stages=stages)
+            try:
+                compiled = triton.compile(ASTSource(fn=_adabd_kernel, signature=sig, constexprs=consts), target=GPUTarget("cuda", 90, 32),
+                                          options={"num_warps": warps, **({"num_stages": stages} if stages else {})})
+                row["shared_kib"] = compiled.metadata.shared / 1024
+                if ptxas is not None:
+                    with tempfile.TemporaryDirectory() as tmp:
+                        src = os.path.join(tmp, "k.ptx")
+                        Path(src).write_text(compiled.asm["ptx"])
+                        log = subprocess.run([str(ptxas), "-arch=sm_90a", "-v", src, "-o", os.path.join(tmp, "k.cubin")],
+                                             capture_output=True, text=True, timeout=120).stderr
+                    regs, spill = re.search(r"Used (\d+) registers", log), re.search(r"(\d+) bytes spill stores", log)
+                    if regs and spill:
+                        row.update(registers=int(regs.group(1)), spill_bytes=int(spill.group(1)))
+                        threads = 32 * warps  # H100: 64K registers and 228 KB of shared memory per multiprocessor
+                        row["programs_per_sm"] = min(65536 // (row["registers"] * threads), int(228 * 1024 // max(1, compiled.metadata.shared)))
+            except Exception as err:
+                row["error"] = f"{type(err).__name__}: {str(err)[:200]}"
+            rows.append(row)
+    return rows
+
+
 @torch.no_grad()
 def checks(args: argparse.Namespace) -> dict[str, Any]:
     """Correctness on the device, before any timing."""
@@ -316,8 +365,13 @@ def checks(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-TILES = ((64, 32, 64, 4), (32, 32, 64, 4), (128, 32, 64, 4), (128, 32, 64, 8), (64, 64, 64, 4), (256, 32, 64, 8),
-         (128, 32, 128, 8))
+# (BLOCK_P, BLOCK_C, BLOCK_O, num_warps), num_stages (None: Triton's default, 3). Compiled for sm_90a
+# here (ptxas -v), every 4-warp tiling with 32 channels per step uses all 255 registers and spills, and
+# float32's default 3-stage pipeline takes 184 KB of shared memory at 128 pixels (one program per
+# multiprocessor); 16 channels per step or one stage spill less: measured next to the rest
+TILES = (((64, 32, 64, 4), None), ((32, 32, 64, 4), None), ((128, 32, 64, 4), None), ((128, 32, 64, 8), None),
+         ((64, 64, 64, 4), None), ((128, 32, 128, 8), None), ((128, 32, 64, 4), 1), ((128, 16, 64, 4), 1),
+         ((128, 16, 64, 8), 1), ((64, 16, 64, 4), 1), ((32, 16, 64, 4), 1), ((128, 16, 64, 4), None))
 
 
 class _OpShapes(TorchDispatchMode):
@@ -377,22 +431,23 @@ def tile_sweep(args: argparse.Namespace, budget_s: float) -> dict[str, Any]:
             want = adabd_conv_triton(**low)[0].float()
             calls = {}
             chosen = default_tiles(b, c, o, hh * ww, multiprocessors(torch.device(device)))
-            for tiles in dict.fromkeys((chosen, *TILES)):
+            for tiles, stages in dict.fromkeys(((chosen, None), *TILES)):
                 if time.perf_counter() - started > budget_s:
                     break
+                run = dict(low, tiles=tiles, num_stages=stages)
+                what = dict(shape=name, op=[b, c, o, hh, ww], dtype=str(dtype), tiles=list(tiles), stages=stages)
                 try:
-                    err = float((adabd_conv_triton(**low, tiles=tiles)[0].float() - want).abs().max())
+                    err = float((adabd_conv_triton(**run)[0].float() - want).abs().max())
                 except Exception as e:
-                    rows.append(dict(shape=name, op=[b, c, o, hh, ww], dtype=str(dtype), tiles=list(tiles), error=f"{type(e).__name__}: {e}"[:300]))
+                    rows.append(dict(what, error=f"{type(e).__name__}: {e}"[:300]))
                     continue
-                calls[tiles] = (lambda tiles=tiles: adabd_conv_triton(**low, tiles=tiles)), err
+                calls[(tiles, stages)] = (lambda run=run: adabd_conv_triton(**run)), err, what
             if not calls:
                 continue
-            secs = time_calls({str(k): fn for k, (fn, _) in calls.items()}, repeats=3 if args.quick else 20, warmup=1 if args.quick else 3,
+            secs = time_calls({str(k): fn for k, (fn, _, _) in calls.items()}, repeats=3 if args.quick else 20, warmup=1 if args.quick else 3,
                               cuda=device.startswith("cuda"))
-            for tiles, (_, err) in calls.items():
-                rows.append(dict(shape=name, op=[b, c, o, hh, ww], dtype=str(dtype), tiles=list(tiles), default=tiles == chosen,
-                                 ms=secs[str(tiles)] * 1e3, max_abs_vs_default=err))
+            for key, (_, err, what) in calls.items():
+                rows.append(dict(what, default=key == (chosen, None), ms=secs[str(key)] * 1e3, max_abs_vs_default=err))
     return {"rows": rows, "wall_s": time.perf_counter() - started}
 
 
@@ -403,11 +458,22 @@ def main() -> None:
     ap.add_argument("--budget-s", type=float, default=330.0, help="stop starting compiled configs past this (seconds)")
     ap.add_argument("--configs", default=None, help="comma-separated config names (default: all, in priority order)")
     ap.add_argument("--resolutions", default="half,full", help="block layouts to measure")
+    ap.add_argument("--resources", action="store_true", help="no timing: each tiling's registers, spills and shared memory on sm_90a (ptxas -v; runs without a GPU)")
     ap.add_argument("--profile", action="store_true", help="record the block's and the shortcut frame's CUDA kernels (torch.profiler)")
     ap.add_argument("--tag", default=None, help="results file name (default gpu, or gpu_quick)")
     ap.add_argument("--no-tiles", dest="tiles", action="store_false", help="skip the kernel's tiling sweep")
     ap.add_argument("--tile-budget-s", type=float, default=60.0, help="stop the tiling sweep past this (seconds)")
     args = ap.parse_args()
+    if args.resources:
+        rows = kernel_resources()
+        import triton
+
+        path = write("kernel_resources", {"machine": dict(machine("cpu"), triton=triton.__version__), "rows": rows})
+        print(table(["dtype", "tiles", "stages", "registers", "spill bytes", "shared KiB", "programs / SM"],
+                    [[r["dtype"], "×".join(map(str, r["tiles"])), r["stages"] or "default", r.get("registers", "-"), r.get("spill_bytes", "-"),
+                      r.get("shared_kib", "-"), r.get("programs_per_sm", r.get("error", "-"))] for r in rows]))
+        print(f"wrote {path}")
+        return
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     args.ngf, args.n_blocks = (8, 2) if args.quick else (64, 6)
     args.tag = args.tag or ("gpu_quick" if args.quick else "gpu")
@@ -489,7 +555,7 @@ def render(payload: dict[str, Any], show_tiles: bool = True) -> str:
     tiles = payload.get("tiles", {})
     if tiles.get("rows") and show_tiles:
         default = {(r["shape"], r["dtype"]): r["ms"] for r in tiles["rows"] if r.get("default")}
-        trows = [[r["shape"], r["dtype"].replace("torch.", ""), "×".join(map(str, r["tiles"])), r.get("ms", "-"),
+        trows = [[r["shape"], r["dtype"].replace("torch.", ""), "×".join(map(str, r["tiles"])) + (f" s{r['stages']}" if r.get("stages") else ""), r.get("ms", "-"),
                   default[(r["shape"], r["dtype"])] / r["ms"] if "ms" in r and (r["shape"], r["dtype"]) in default else "-",
                   r.get("error", "")] for r in tiles["rows"]]
         lines.append("Kernel alone by launch tiling (BLOCK_P×BLOCK_C×BLOCK_O×warps):\n\n"

@@ -168,6 +168,7 @@ def adabd_conv_triton(
     bias: Tensor | None = None,
     reference_only: bool = False,
     tiles: tuple[int, int, int, int] | None = None,
+    num_stages: int | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """:func:`~shortcutify.ops.adabd_conv` in one Triton kernel (forward only, no autograd).
 
@@ -176,7 +177,8 @@ def adabd_conv_triton(
     output is contiguous ``[B, h_out, H, W]`` in that dtype. Float32 products use TF32 when
     ``torch.backends.cudnn.allow_tf32`` is set (as PyTorch's convolutions do; on by default),
     IEEE float32 otherwise. ``tiles`` overrides :func:`default_tiles` (``(BLOCK_P, BLOCK_C, BLOCK_O,
-    num_warps)``, powers of two, the first three at least 16), for benchmarks.
+    num_warps)``, powers of two, the first three at least 16) and ``num_stages`` Triton's
+    software-pipelining depth of the channel loop (``None``: Triton's default), for benchmarks.
 
     Raises:
         TypeError: a dtype the kernel does not take, or dtypes that differ.
@@ -222,5 +224,6 @@ def adabd_conv_triton(
             KS=ks, HAS_BIAS=bias is not None, REF_ONLY=reference_only, PRECISION=precision, DOT_F32=dot_f32,
             BLOCK_P=block_p, BLOCK_C=block_c, BLOCK_O=block_o,
             num_warps=warps,
+            **({"num_stages": num_stages} if num_stages is not None else {}),
         )
     return out, (ref_out if reference_only else None)
