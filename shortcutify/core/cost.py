@@ -44,7 +44,7 @@ ELEMENTWISE_OPS = frozenset(
         "constant_pad_nd pad pixel_shuffle pixel_unshuffle unbind max_pool2d avg_pool2d dropout "
         "feature_dropout alpha_dropout arange linspace meshgrid unfold im2col col2im col2im_ baddbmm_ "
         "softmax log_softmax where masked_fill lt gt eq ne ge le Int ScalarImplicit floor_divide "
-        "lerp reciprocal repeat_interleave remainder mean sum max min upsample_nearest1d upsample_nearest3d _unsafe_view as_strided "
+        "lerp reciprocal repeat_interleave remainder mean sum max min flip upsample_nearest1d upsample_nearest3d _unsafe_view as_strided "
         "new_zeros new_ones new_full new_empty empty empty_like scalar_tensor"
     ).split()
 )

@@ -4,8 +4,8 @@ A :class:`Runner` holds the callables of one :class:`~shortcutify.core.programs.
 that the stateful module calls per frame: the keyframe program, the block's reference
 preparation, the inference program and, for policies that look at the encoder tap, the
 staged head and rests. Without :class:`CompileOptions` they are the fx programs themselves;
-with them, each is compiled by ``torch.compile`` on its first call (static shapes: one
-compiled version per input signature, unless ``dynamic_batch``) and, with ``cuda_graphs``, replayed as a CUDA graph
+with them, each is compiled by ``torch.compile`` on its first call (batch sizes as
+``CompileOptions.dynamic_batch`` says) and, with ``cuda_graphs``, replayed as a CUDA graph
 (``mode="reduce-overhead"``), its outputs copied out of the graph's memory so that the next
 replay cannot overwrite what the caller or the module's state still holds. The module's
 per-stream logic stays in Python, outside the compiled code.
