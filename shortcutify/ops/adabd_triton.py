@@ -153,7 +153,7 @@ def default_tiles(batch: int, channels: int, out_channels: int, pixels: int, pro
     programs as the GPU has multiprocessors: large tiles amortise the weight loads on large
     maps, small maps need small tiles to fill the GPU (``benchmarks/gpu.py`` sweeps tilings).
     """
-    block_c, block_o = _pow2(channels, 16, 32), _pow2(out_channels, 16, 64)
+    block_c, block_o = _pow2(channels, 16, 32), _pow2(out_channels, 16, 128)
     per_tile = batch * triton.cdiv(out_channels, block_o)
     block_p = next((p for p in (128, 64) if triton.cdiv(pixels, p) * per_tile * 2 >= processors), 32)
     return block_p, block_c, block_o, 4
