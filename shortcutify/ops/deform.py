@@ -369,7 +369,7 @@ def warp(input: Tensor, flow: Tensor) -> Tensor:
         ys = torch.arange(h, device=input.device, dtype=dtype).view(1, h, 1)
         xs = torch.arange(w, device=input.device, dtype=dtype).view(1, 1, w)
         grid = torch.stack((_normalise(xs + flow[:, 1], w), _normalise(ys + flow[:, 0], h)), dim=-1)
-    else:  # eager: the same arithmetic in six kernels instead of fourteen (a launch-bound GPU pays per kernel)
+    else:  # eager: the same arithmetic in six kernels instead of thirteen (a launch-bound GPU pays per kernel)
         positions, sizes = _pixel_grid(h, w, input.device, dtype)
         grid = _normalise(positions + flow.flip(1).permute(0, 2, 3, 1), sizes)
     out = F.grid_sample(input.to(dtype), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
