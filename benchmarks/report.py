@@ -205,6 +205,8 @@ def keyframes_section() -> list[str]:
         return out
 
     margins, shifted = margins_of("fixed"), margins_of("fixed-mean")
+    every = margins + margins_of("shifted")
+    below = [f"{label} ({m:+.2f} dB)" for label, m in every if m is not None and m <= 0]
     above = all(m is not None and m > 0 for _, m in margins)
     above_shifted = bool(shifted) and all(m is not None and m > 0 for _, m in shifted)
     size = r["sizes"]
@@ -236,7 +238,9 @@ def keyframes_section() -> list[str]:
         *([f"- Each fixed interval averaged over its shifts (the same schedule started 0..α−1 frames later, "
            "`ShiftedInterval`: where a fixed policy's keyframes fall against the scene cut is luck): the adaptive curve lies "
            + ", ".join(f"{label.split(',')[0]} {'outside the adaptive points' if m is None else f'{m:+.2f} dB'}" for label, m in shifted)
-           + f" above them. Above all of them: {verdict(above_shifted)}."] if shifted else []),
+           + f" above them. Above all of them: {verdict(above_shifted)}. Against each of the {len(every)} fixed schedules "
+           f"(intervals × shifts) on its own, the curve lies above {sum(m is not None and m > 0 for _, m in every)}"
+           + (f"; below: {', '.join(below)}." if below else ".")] if shifted else []),
         "- A still stream (one frame repeated) gets keyframes only at `max_interval` (test "
         "`test_a_still_stream_gets_keyframes_only_at_the_maximum_interval`).",
         "",
