@@ -179,6 +179,21 @@ def _fixed_margin_context(summary: list[dict], margins: list[tuple[str, float | 
     return out
 
 
+def _other_max_interval(main: dict) -> list[str]:
+    """The same benchmark with another ``--max-interval`` (results/keyframes_m<M>.json), in one line."""
+    out = []
+    for path in sorted(RESULTS.glob("keyframes_m*.json")):
+        r = json.loads(path.read_text())
+        if r.get("max_interval") == main.get("max_interval"):
+            continue
+        out.append(f"- With `--max-interval {r['max_interval']}` (blocks distilled with gaps 1..{r['max_interval'] - 1}; "
+                   f"`python benchmarks/keyframes.py --max-interval {r['max_interval']}`, {r['machine']['date']}): {r['verdict']}. "
+                   "A policy that may not skip more than that many frames cannot go sparser than one keyframe in "
+                   f"{r['max_interval']}, so its curve ends at `FixedInterval({r['max_interval']})`; the default keeps "
+                   f"{main['max_interval']}.")
+    return out
+
+
 def keyframes_section() -> list[str]:
     """Adaptive against fixed keyframes on streamed held-out video (keyframes.py), the signal study
     (keyframe_signals.py) and the default threshold (keyframes.py --choose-default)."""
@@ -235,12 +250,13 @@ def keyframes_section() -> list[str]:
         + ", ".join(f"{label} {'outside the adaptive points' if m is None else f'{m:+.2f} dB'}" for label, m in margins)
         + f". Target (above the fixed curve across the range): {verdict(above)}.",
         *_fixed_margin_context(summary, margins),
-        *([f"- Each fixed interval averaged over its shifts (the same schedule started 0..α−1 frames later, "
+        *(["- Each fixed interval averaged over its shifts (the same schedule started 0..α−1 frames later, "
            "`ShiftedInterval`: where a fixed policy's keyframes fall against the scene cut is luck): the adaptive curve lies "
            + ", ".join(f"{label.split(',')[0]} {'outside the adaptive points' if m is None else f'{m:+.2f} dB'}" for label, m in shifted)
            + f" above them. Above all of them: {verdict(above_shifted)}. Against each of the {len(every)} fixed schedules "
            f"(intervals × shifts) on its own, the curve lies above {sum(m is not None and m > 0 for _, m in every)}"
            + (f"; below: {', '.join(below)}." if below else ".")] if shifted else []),
+        *_other_max_interval(r),
         "- A still stream (one frame repeated) gets keyframes only at `max_interval` (test "
         "`test_a_still_stream_gets_keyframes_only_at_the_maximum_interval`).",
         "",
