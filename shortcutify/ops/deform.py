@@ -388,7 +388,7 @@ _GRIDS_KEPT = 8  # (frame size, device, dtype) combinations kept: a few streams'
 def _pixel_grid(h: int, w: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     """Every pixel's ``(x, y)``, ``[1, H, W, 2]``, and the map's ``(W, H)``, ``[2]``, kept for
     the most recent sizes (read-only tensors shared between eager calls)."""
-    key = (h, w, str(device), dtype)
+    key = (h, w, device, dtype)
     hit = _GRIDS.pop(key, None)
     if hit is None:
         xs = torch.arange(w, dtype=dtype).view(1, w).expand(h, w)
