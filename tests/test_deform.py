@@ -610,6 +610,7 @@ def test_warp_computes_the_same_grid_in_eager_code_and_in_compiled_code_and_keep
     for h, w in [(5, 7), (8, 3), (5, 7)]:
         x, flow = torch.randn(2, 3, h, w, generator=gen), torch.randn(2, 2, h, w, generator=gen) * 3
         torch.testing.assert_close(warp(x, flow), compiled(x, flow), rtol=0, atol=1e-6)
-    for n in range(2 * deform._GRIDS_KEPT):
+    kept = deform._pixel_grid.cache_info().maxsize
+    for n in range(2 * kept):
         warp(torch.randn(1, 1, 2, n + 1), torch.zeros(1, 2, 2, n + 1))
-    assert len(deform._GRIDS) == deform._GRIDS_KEPT
+    assert deform._pixel_grid.cache_info().currsize == kept

@@ -39,6 +39,7 @@ floating dtype (as ``torch.autocast`` produces) are accepted.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Optional, Tuple, Union
 
@@ -381,23 +382,13 @@ def _capturing(t: Tensor) -> bool:
     return t.is_cuda and torch.cuda.is_current_stream_capturing()
 
 
-_GRIDS: dict[tuple, tuple[Tensor, Tensor]] = {}
-_GRIDS_KEPT = 8  # (frame size, device, dtype) combinations kept: a few streams' worth
-
-
+@functools.lru_cache(maxsize=8)  # (frame size, device, dtype) combinations: a few streams' worth
 def _pixel_grid(h: int, w: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     """Every pixel's ``(x, y)``, ``[1, H, W, 2]``, and the map's ``(W, H)``, ``[2]``, kept for
     the most recent sizes (read-only tensors shared between eager calls)."""
-    key = (h, w, device, dtype)
-    hit = _GRIDS.pop(key, None)
-    if hit is None:
-        xs = torch.arange(w, dtype=dtype).view(1, w).expand(h, w)
-        ys = torch.arange(h, dtype=dtype).view(h, 1).expand(h, w)
-        hit = (torch.stack((xs, ys), dim=-1).unsqueeze(0).to(device), torch.tensor([w, h], dtype=dtype).to(device))
-    _GRIDS[key] = hit  # most recent last
-    while len(_GRIDS) > _GRIDS_KEPT:
-        _GRIDS.pop(next(iter(_GRIDS)))
-    return hit
+    xs = torch.arange(w, dtype=dtype).view(1, w).expand(h, w)
+    ys = torch.arange(h, dtype=dtype).view(h, 1).expand(h, w)
+    return torch.stack((xs, ys), dim=-1).unsqueeze(0).to(device), torch.tensor([w, h], dtype=dtype).to(device)
 
 
 # --------------------------------------------------------------------------- #
