@@ -13,7 +13,7 @@ measures, per config (frame size, batch, precision, eager or compiled):
 * ``block``: the block alone; ``floor``: the shortcut program with the block replaced by a
   pass-through of the reference feature (head + tail alone: the most a shortcut frame can gain);
 * eager configs also time the shortcut frame with the block's plain-PyTorch reference
-  (``use_fast_path(False)``), so the Triton kernel's share is visible.
+  (``use_fast_path(False)``: no Triton kernel), so the kernels' share is visible.
 
 Timings are medians of CUDA-event-timed calls, all paths of a config interleaved round by
 round in one process. Peak memory above what was live before each path runs. Checks run
@@ -48,7 +48,7 @@ from shortcutify.core.blocks.base import BlockOutput  # noqa: E402
 from shortcutify.core.cut import BLOCK_NAME, REFERENCE_INPUT  # noqa: E402
 from shortcutify.demo.models import ResnetGenerator, resnet_taps  # noqa: E402
 from shortcutify.demo.timing import time_calls  # noqa: E402
-from shortcutify.ops.adabd import adabd_conv_reference, fast_path_available, use_fast_path  # noqa: E402
+from shortcutify.ops import adabd_conv_reference, fast_path_available, use_fast_path, warp_reference  # noqa: E402
 
 # name: (height, width, batch, precision, compiled, cuda graphs); compiled ones in priority order
 CONFIGS = {
@@ -61,6 +61,9 @@ CONFIGS = {
     "fp32-1024x2048-b1-compiled": (1024, 2048, 1, "fp32", True, False),
     "bf16-256-b8-compiled": (256, 256, 8, "bf16", True, True),
     "bf16-1024x2048-b1-compiled": (1024, 2048, 1, "bf16", True, False),
+    # the same with CUDA graphs (teacher too): at this size a compiled shortcut frame's CPU work
+    # (launches, the stateful module's Python) is about its GPU time
+    "bf16-1024x2048-b1-graphs": (1024, 2048, 1, "bf16", True, True),
 }
 QUICK_SIZES = {256: 32, 1024: 32, 2048: 64}
 QUICK_CONFIGS = ("fp32-256-b1-eager", "bf16-256-b8-compiled")
@@ -108,11 +111,15 @@ def autocast(device: str, precision: str):
 
 
 def build(h: int, w: int, batch: int, device: str, resolution: str, ngf: int, n_blocks: int):
+    """The teacher, its shortcut module and a frame. ``resolution`` is a block layout, or a layout
+    with ``-cl``: the block's weights in channels-last memory (its convs then run in NHWC)."""
     torch.manual_seed(0)
     gen = ResnetGenerator(ngf=ngf, n_blocks=n_blocks).to(device).eval()
     x = torch.randn(batch, 3, h, w, device=device)
-    sv = shortcutify(gen, *resnet_taps(gen), x, resolution=resolution)
+    sv = shortcutify(gen, *resnet_taps(gen), x, resolution=resolution.removesuffix("-cl"))
     randomise(sv.block)
+    if resolution.endswith("-cl"):
+        sv.block.to(memory_format=torch.channels_last)
     return gen, sv, x
 
 
@@ -212,14 +219,14 @@ def measure(name: str, spec: tuple, resolution: str, args: argparse.Namespace) -
 
 
 def kernel_profile(calls: dict[str, Any], precision: str, device: str, runs: int = 3, top: int = 12) -> dict[str, Any]:
-    """CUDA kernels of the ``block`` and ``shortcut`` calls (torch.profiler): kernels per call and
+    """CUDA kernels of the ``block``, ``shortcut`` and ``floor`` calls (torch.profiler): kernels per call and
     the ``top`` kernels by GPU time, in ms per call (on the CPU, ops by CPU time: checks the code)."""
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
     cuda = device.startswith("cuda")
     out: dict[str, Any] = {}
-    for key in ("block", "shortcut"):
+    for key in ("block", "shortcut", "floor"):
         with autocast(device, precision), profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as prof:
             for _ in range(runs):
                 calls[key]()
@@ -257,16 +264,18 @@ def compile_for_hopper() -> dict[str, Any]:
     ptrs = {n for n in names if n.endswith("_ptr")}
     const = {"KS": 3, "HAS_BIAS": True, "REF_ONLY": True, "DOT_F32": False, "BLOCK_P": 64, "BLOCK_C": 32, "BLOCK_O": 64}
     out: dict[str, Any] = {}
-    for dtype, precision in (("fp32", "tf32"), ("bf16", "ieee")):
-        consts = dict(const, PRECISION=precision)
+    for dtype, precision, split in FP32_MODES[1:] + (("bf16", "ieee", False),):
+        consts = dict(const, PRECISION=precision, SPLIT=split)
         sig = {n: f"*{dtype}" if n in ptrs else "constexpr" if n in consts else "i32" for n in names}
         t0 = time.perf_counter()
         try:
             compiled = triton.compile(ASTSource(fn=_adabd_kernel, signature=sig, constexprs=consts), target=GPUTarget("cuda", 90, 32))
             ptx = compiled.asm["ptx"]
-            out[f"kernel_compiles_for_sm90_{dtype}"] = f"yes ({time.perf_counter() - t0:.0f} s; tensor-core MMA {'wgmma' in ptx or 'mma' in ptx})"
+            out[f"kernel_compiles_for_sm90_{mode_name(dtype, precision, split)}"] = (
+                f"yes ({time.perf_counter() - t0:.0f} s; tensor-core MMA {'wgmma' in ptx or 'mma' in ptx})"
+            )
         except Exception as err:
-            out[f"kernel_compiles_for_sm90_{dtype}"] = f"FAILED: {type(err).__name__}: {str(err)[:300]}"
+            out[f"kernel_compiles_for_sm90_{mode_name(dtype, precision, split)}"] = f"FAILED: {type(err).__name__}: {str(err)[:300]}"
     return out
 
 
@@ -291,12 +300,12 @@ def kernel_resources() -> list[dict[str, Any]]:
     names = list(_adabd_kernel.arg_names)
     ptrs = {n for n in names if n.endswith("_ptr")}
     rows = []
-    for dtype, precision in (("fp32", "tf32"), ("bf16", "ieee")):
+    for dtype, precision, split in FP32_MODES[1:] + (("bf16", "ieee", False),):
         for (bp, bc, bo, warps), stages in TILES:
             consts = {"KS": 3, "HAS_BIAS": True, "REF_ONLY": False, "DOT_F32": False, "BLOCK_P": bp, "BLOCK_C": bc, "BLOCK_O": bo,
-                      "PRECISION": precision}
+                      "PRECISION": precision, "SPLIT": split}
             sig = {n: f"*{dtype}" if n in ptrs else "constexpr" if n in consts else "i32" for n in names}
-            row: dict[str, Any] = dict(dtype=dtype, tiles=[bp, bc, bo, warps], stages=stages)
+            row: dict[str, Any] = dict(dtype=mode_name(dtype, precision, split), tiles=[bp, bc, bo, warps], stages=stages)
             try:
                 compiled = triton.compile(ASTSource(fn=_adabd_kernel, signature=sig, constexprs=consts), target=GPUTarget("cuda", 90, 32),
                                           options={"num_warps": warps, **({"num_stages": stages} if stages else {})})
@@ -345,6 +354,28 @@ def checks(args: argparse.Namespace) -> dict[str, Any]:
                 out[f"reference_vs_exact_max_abs_{dtype}"] = float((ref - exact).abs().max())
             except Exception as err:  # recorded; the timings still run (on the reference if the kernel is off)
                 out[f"kernel_{dtype}"] = f"FAILED: {type(err).__name__}: {str(err)[:500]}"
+        try:  # float32 products: each mode against float64
+            dev32 = {k: v.to(device) for k, v in t.items()}
+            for mode in ("ieee", "tf32", "bf16x3"):
+                got = adabd_conv_triton(**dev32, fp32_products=mode)[0].float().cpu()
+                out[f"kernel_fp32_{mode}_vs_exact_max_abs"] = float((got - exact).abs().max())
+        except Exception as err:
+            out["kernel_fp32_modes"] = f"FAILED: {type(err).__name__}: {str(err)[:500]}"
+        try:  # the warp kernel (plus residual) against the reference and float64
+            from shortcutify.ops.warp_triton import warp_triton
+
+            x, r = torch.randn(2, c, *hw, generator=gen), torch.randn(2, c, *hw, generator=gen)
+            flow = torch.randn(2, 2, *hw, generator=gen) * 4
+            exact_w = (warp_reference(x.double(), flow.double()) + r.double()).float()
+            for dtype in (torch.float32, torch.bfloat16):
+                xd, rd, fd = x.to(device, dtype), r.to(device, dtype), flow.to(device)
+                got = warp_triton(xd, fd, rd).float().cpu()
+                ref = (warp_reference(xd, fd) + rd).float().cpu()
+                out[f"warp_kernel_vs_reference_max_abs_{dtype}"] = float((got - ref).abs().max())
+                out[f"warp_kernel_vs_exact_max_abs_{dtype}"] = float((got - exact_w).abs().max())
+                out[f"warp_reference_vs_exact_max_abs_{dtype}"] = float((ref - exact_w).abs().max())
+        except Exception as err:
+            out["warp_kernel"] = f"FAILED: {type(err).__name__}: {str(err)[:500]}"
     else:
         out["kernel"] = "not run on a device: no CUDA device with triton (the tests check it through Triton's interpreter)"
         out.update(compile_for_hopper())
@@ -360,18 +391,32 @@ def checks(args: argparse.Namespace) -> dict[str, Any]:
             with torch.autocast(device, dtype=torch.bfloat16):
                 got = [sv(f) for f in frames]
             out[f"bf16_autocast_psnr_{resolution}"] = min(psnr(g.float(), w.float()) for g, w in zip(got[1:], want[1:]))
+            sv.reset()
+            with use_fast_path(False):  # the whole frame with the kernels against it in plain PyTorch
+                plain = [sv(f) for f in frames]
+            out[f"fp32_fast_path_vs_plain_max_abs_{resolution}"] = max(float((g - p).abs().max()) for g, p in zip(want, plain))
         except Exception as err:
             out[f"bf16_autocast_psnr_{resolution}"] = f"FAILED: {type(err).__name__}: {str(err)[:500]}"
     return out
 
 
-# (BLOCK_P, BLOCK_C, BLOCK_O, num_warps), num_stages (None: Triton's default, 3). Compiled for sm_90a
-# here (ptxas -v), every 4-warp tiling with 32 channels per step uses all 255 registers and spills, and
-# float32's default 3-stage pipeline takes 184 KB of shared memory at 128 pixels (one program per
-# multiprocessor); 16 channels per step or one stage spill less: measured next to the rest
-TILES = (((64, 32, 64, 4), None), ((32, 32, 64, 4), None), ((128, 32, 64, 4), None), ((128, 32, 64, 8), None),
-         ((64, 64, 64, 4), None), ((128, 32, 128, 8), None), ((128, 32, 64, 4), 1), ((128, 16, 64, 4), 1),
-         ((128, 16, 64, 8), 1), ((64, 16, 64, 4), 1), ((32, 16, 64, 4), 1), ((128, 16, 64, 4), None))
+# float32 products: (dtype, tl.dot precision, SPLIT) -> the kernel's fp32_products name
+FP32_MODES = (("fp32", "ieee", False), ("fp32", "tf32", False), ("fp32", "ieee", True))
+
+
+def mode_name(dtype: str, precision: str, split: bool) -> str:
+    """``fp32 (bf16x3)``, ``fp32 (tf32)``, ``fp32 (ieee)``, ``bf16``."""
+    return dtype if dtype != "fp32" else f"fp32 ({'bf16x3' if split else precision})"
+
+
+# (BLOCK_P, BLOCK_C, BLOCK_O, num_warps), num_stages (3: Triton's default). Compiled for sm_90a here
+# (ptxas -v), every 4-warp tiling with 32 channels per step uses all 255 registers and spills, and
+# float32's 3-stage pipeline takes 184 KB of shared memory at 128 pixels (one program per
+# multiprocessor; the kernel now runs float32 in one stage by default); 16 channels per step or one
+# stage spill less: measured next to the rest
+TILES = (((64, 32, 64, 4), 3), ((32, 32, 64, 4), 3), ((128, 32, 64, 4), 3), ((128, 32, 64, 8), 3),
+         ((64, 64, 64, 4), 3), ((128, 32, 128, 8), 3), ((128, 32, 64, 4), 1), ((128, 16, 64, 4), 1),
+         ((128, 16, 64, 8), 1), ((64, 16, 64, 4), 1), ((32, 16, 64, 4), 1), ((128, 16, 64, 4), 3))
 
 
 class _OpShapes(TorchDispatchMode):
@@ -400,7 +445,7 @@ def tile_sweep(args: argparse.Namespace, budget_s: float) -> dict[str, Any]:
         return {"skipped": f"no Triton kernel on {device} (a CUDA device, or TRITON_INTERPRET=1 on the CPU)"}
     shapes: dict[str, tuple[int, int, int, int, int]] = {}
     for resolution in ("half", "full"):
-        for h, w in ((256, 256), (1024, 2048)):
+        for h, w in ((1024, 2048), (256, 256)):
             if args.quick:
                 h, w = QUICK_SIZES[h], QUICK_SIZES[w]
             _, sv, x = build(h, w, 1, device, resolution, args.ngf, args.n_blocks)
@@ -426,29 +471,100 @@ def tile_sweep(args: argparse.Namespace, budget_s: float) -> dict[str, Any]:
             weight=torch.randn(o, c, 3, 3, generator=gen, device=device) / math.sqrt(9 * c),
             bias=torch.randn(o, generator=gen, device=device),
         )
+        chosen = default_tiles(b, c, o, hh * ww, multiprocessors(torch.device(device)))
+        variants = [(torch.bfloat16, None, tiles, stages) for tiles, stages in dict.fromkeys(((chosen, None), *TILES))]
+        variants += [(torch.float32, mode, chosen, None) for mode in ("bf16x3", "tf32", "ieee")]
+        variants += [(torch.float32, "tf32", chosen, 3)]  # the float32 kernel of the runs before
+        variants += [(torch.float32, "bf16x3", tiles, stages) for tiles, stages in TILES if (tiles, stages) != (chosen, None)]
         for dtype in (torch.float32, torch.bfloat16):
             low = {k: v.to(dtype) for k, v in t.items()}
             want = adabd_conv_triton(**low)[0].float()
             calls = {}
-            chosen = default_tiles(b, c, o, hh * ww, multiprocessors(torch.device(device)))
-            for tiles, stages in dict.fromkeys(((chosen, None), *TILES)):
+            for vdtype, mode, tiles, stages in variants:
+                if vdtype != dtype:
+                    continue
                 if time.perf_counter() - started > budget_s:
                     break
-                run = dict(low, tiles=tiles, num_stages=stages)
-                what = dict(shape=name, op=[b, c, o, hh, ww], dtype=str(dtype), tiles=list(tiles), stages=stages)
+                run = dict(low, tiles=tiles, num_stages=stages, **({"fp32_products": mode} if mode else {}))
+                what = dict(shape=name, op=[b, c, o, hh, ww], dtype=str(dtype), tiles=list(tiles), stages=stages, fp32_products=mode)
                 try:
                     err = float((adabd_conv_triton(**run)[0].float() - want).abs().max())
                 except Exception as e:
                     rows.append(dict(what, error=f"{type(e).__name__}: {e}"[:300]))
                     continue
-                calls[(tiles, stages)] = (lambda run=run: adabd_conv_triton(**run)), err, what
+                calls[(mode, tiles, stages)] = (lambda run=run: adabd_conv_triton(**run)), err, what
             if not calls:
                 continue
             secs = time_calls({str(k): fn for k, (fn, _, _) in calls.items()}, repeats=3 if args.quick else 20, warmup=1 if args.quick else 3,
                               cuda=device.startswith("cuda"))
+            default_mode = "bf16x3" if dtype == torch.float32 and torch.backends.cudnn.allow_tf32 else ("ieee" if dtype == torch.float32 else None)
             for key, (_, err, what) in calls.items():
-                rows.append(dict(what, default=key == (chosen, None), ms=secs[str(key)] * 1e3, max_abs_vs_default=err))
+                rows.append(dict(what, default=key == (default_mode, chosen, None), ms=secs[str(key)] * 1e3, max_abs_vs_default=err))
     return {"rows": rows, "wall_s": time.perf_counter() - started}
+
+
+WARP_TILES = ((128, 32, 4), (64, 32, 4), (256, 16, 4), (128, 64, 8), (512, 8, 4))
+
+
+@torch.no_grad()
+def warp_sweep(args: argparse.Namespace, budget_s: float) -> dict[str, Any]:
+    """The warp kernel alone at the half block's shapes (the reduced reference at half the decoder
+    tap's resolution; the decoder tap at full resolution, plus the residual), at 256x256 and
+    1024x2048 frames, fp32 and bf16: the default tiling, each of :data:`WARP_TILES`, and the
+    plain-PyTorch reference (``warp_reference`` + add, eager); median ms by CUDA events."""
+    from shortcutify.ops.warp_triton import default_warp_tiles, warp_triton
+    from shortcutify.ops.adabd_triton import multiprocessors
+
+    device = args.device
+    if not fast_path_available(device):
+        return {"skipped": f"no Triton kernel on {device} (a CUDA device, or TRITON_INTERPRET=1 on the CPU)"}
+    width, dec = (8, 16) if args.quick else (64, 128)  # the half block's 2h and the decoder tap's channels at ngf=64
+    shapes = []
+    for h, w in ((1024, 2048), (256, 256)):
+        if args.quick:
+            h, w = QUICK_SIZES[h], QUICK_SIZES[w]
+        shapes += [(f"full-res + residual {h}x{w}", (1, dec, h // 2, w // 2), True), (f"half-res {h}x{w}", (1, 2 * width, h // 4, w // 4), False)]
+    started = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    for name, (b, c, hh, ww), residual in shapes:
+        gen = torch.Generator(device=device).manual_seed(0)
+        x, r = (torch.randn(b, c, hh, ww, generator=gen, device=device) for _ in range(2))
+        flow = torch.randn(b, 2, hh, ww, generator=gen, device=device) * 2
+        chosen = default_warp_tiles(b, c, hh * ww, multiprocessors(torch.device(device)))
+        for dtype in (torch.float32, torch.bfloat16):
+            xd, rd = x.to(dtype), (r.to(dtype) if residual else None)
+            want = (warp_reference(xd, flow) + (rd if residual else 0)).float()
+            calls: dict[str, Any] = {"reference": ((lambda xd=xd, rd=rd: warp_reference(xd, flow) + (rd if rd is not None else 0)), 0.0, None)}
+            for tiles in dict.fromkeys((chosen, *WARP_TILES)):
+                if time.perf_counter() - started > budget_s:
+                    break
+                try:
+                    err = float((warp_triton(xd, flow, rd, tiles=tiles).float() - want).abs().max())
+                except Exception as e:
+                    rows.append(dict(shape=name, dtype=str(dtype), tiles=list(tiles), error=f"{type(e).__name__}: {e}"[:300]))
+                    continue
+                calls[str(tiles)] = (lambda xd=xd, rd=rd, tiles=tiles: warp_triton(xd, flow, rd, tiles=tiles)), err, list(tiles)
+            secs = time_calls({k: fn for k, (fn, _, _) in calls.items()}, repeats=3 if args.quick else 20, warmup=1 if args.quick else 3,
+                              cuda=device.startswith("cuda"))
+            for key, (_, err, tiles) in calls.items():
+                rows.append(dict(shape=name, op=[b, c, hh, ww], dtype=str(dtype), tiles=tiles, default=tiles == list(chosen),
+                                 ms=secs[key] * 1e3, max_abs_vs_reference=err))
+    return {"rows": rows, "wall_s": time.perf_counter() - started}
+
+
+def run_sweeps(args: argparse.Namespace, payload: dict[str, Any]) -> None:
+    """Both kernels' sweeps into ``payload`` (a failure is recorded, not raised), then saved."""
+    try:
+        payload["tiles"] = tile_sweep(args, budget_s=args.tile_budget_s)
+    except Exception as err:
+        payload["tiles"] = {"failed": f"{type(err).__name__}: {str(err)[:500]}"}
+    print("tiles:", payload["tiles"], flush=True)
+    try:
+        payload["warp_tiles"] = warp_sweep(args, budget_s=args.tile_budget_s / 2)
+    except Exception as err:
+        payload["warp_tiles"] = {"failed": f"{type(err).__name__}: {str(err)[:500]}"}
+    print("warp tiles:", payload["warp_tiles"], flush=True)
+    write(args.tag, payload)
 
 
 def main() -> None:
@@ -457,7 +573,8 @@ def main() -> None:
     ap.add_argument("--device", default=None, help="cuda (default when available) or cpu")
     ap.add_argument("--budget-s", type=float, default=330.0, help="stop starting compiled configs past this (seconds)")
     ap.add_argument("--configs", default=None, help="comma-separated config names (default: all, in priority order)")
-    ap.add_argument("--resolutions", default="half,full", help="block layouts to measure")
+    ap.add_argument("--resolutions", default="half,full", help="block layouts to measure ('-cl' after one: its weights channels-last)")
+    ap.add_argument("--compiled-resolutions", default=None, help="block layouts for the compiled configs (default: --resolutions)")
     ap.add_argument("--resources", action="store_true", help="no timing: each tiling's registers, spills and shared memory on sm_90a (ptxas -v; runs without a GPU)")
     ap.add_argument("--profile", action="store_true", help="record the block's and the shortcut frame's CUDA kernels (torch.profiler)")
     ap.add_argument("--tag", default=None, help="results file name (default gpu, or gpu_quick)")
@@ -503,25 +620,24 @@ def main() -> None:
     print("checks:", payload["checks"], flush=True)
     write(args.tag, payload)
     layouts = args.resolutions.split(",")
+    compiled_layouts = (args.compiled_resolutions or args.resolutions).split(",")
     # eager configs in both layouts first (cheap), then the kernel's tilings, then the compiled
     # configs in priority order, both layouts of each side by side (the budget cuts the least wanted last)
     order = [(n, r) for n in names if not CONFIGS[n][4] for r in layouts]
-    order += [(n, r) for n in names if CONFIGS[n][4] for r in layouts]
+    order += [(n, r) for n in names if CONFIGS[n][4] for r in compiled_layouts]
     swept = not args.tiles
     for name, resolution in order:
         if not swept and CONFIGS[name][4]:
             swept = True
-            try:
-                payload["tiles"] = tile_sweep(args, budget_s=args.tile_budget_s)
-            except Exception as err:
-                payload["tiles"] = {"failed": f"{type(err).__name__}: {str(err)[:500]}"}
-            print("tiles:", payload["tiles"], flush=True)
-            write(args.tag, payload)
+            run_sweeps(args, payload)
         spec = CONFIGS[name]
         elapsed = time.perf_counter() - started
         if spec[4] and elapsed + COMPILE_ESTIMATE_S > args.budget_s and not args.quick:
             payload["skipped"].append(f"{name} ({resolution}): {elapsed:.0f} s spent of a {args.budget_s:.0f} s budget")
             continue
+        if not swept and name == order[-1][0] and resolution == order[-1][1]:
+            swept = True  # eager configs only: the sweeps after them
+            run_sweeps(args, payload)
         try:
             row = measure(name, spec, resolution, args)
         except Exception as err:  # record and go on: one failing config must not lose the others
@@ -555,13 +671,25 @@ def render(payload: dict[str, Any], show_tiles: bool = True) -> str:
     tiles = payload.get("tiles", {})
     if tiles.get("rows") and show_tiles:
         default = {(r["shape"], r["dtype"]): r["ms"] for r in tiles["rows"] if r.get("default")}
-        trows = [[r["shape"], r["dtype"].replace("torch.", ""), "×".join(map(str, r["tiles"])) + (f" s{r['stages']}" if r.get("stages") else ""), r.get("ms", "-"),
+        trows = [[r["shape"], r["dtype"].replace("torch.", "") + (f" ({r['fp32_products']})" if r.get("fp32_products") else ""),
+                  "×".join(map(str, r["tiles"])) + (f" s{r['stages']}" if r.get("stages") else ""), r.get("ms", "-"),
                   default[(r["shape"], r["dtype"])] / r["ms"] if "ms" in r and (r["shape"], r["dtype"]) in default else "-",
                   r.get("error", "")] for r in tiles["rows"]]
         lines.append("Kernel alone by launch tiling (BLOCK_P×BLOCK_C×BLOCK_O×warps):\n\n"
                      + table(["shape", "dtype", "tiles", "ms", "speed vs default", "error"], trows))
     elif tiles and show_tiles:
         lines.append(f"Kernel tilings: {tiles}")
+    warps = payload.get("warp_tiles", {})
+    if warps.get("rows") and show_tiles:
+        ref = {(r["shape"], r["dtype"]): r["ms"] for r in warps["rows"] if r.get("tiles") is None and "ms" in r}
+        wrows = [[r["shape"], r["dtype"].replace("torch.", ""), "×".join(map(str, r["tiles"])) if r.get("tiles") else "reference (eager)",
+                  "yes" if r.get("default") else "", r.get("ms", "-"),
+                  ref[(r["shape"], r["dtype"])] / r["ms"] if "ms" in r and (r["shape"], r["dtype"]) in ref else "-", r.get("error", "")]
+                 for r in warps["rows"]]
+        lines.append("Warp kernel alone (BLOCK_P×BLOCK_C×warps) against the plain-PyTorch reference:\n\n"
+                     + table(["shape", "dtype", "tiles", "default", "ms", "× reference", "error"], wrows))
+    elif warps and show_tiles:
+        lines.append(f"Warp tilings: {warps}")
     if payload.get("skipped"):
         lines.append("Not measured (budget): " + "; ".join(payload["skipped"]))
     if payload.get("failed"):

@@ -572,7 +572,7 @@ def test_empty_batch():
 # --------------------------------------------------------------------------- #
 # warp
 # --------------------------------------------------------------------------- #
-from shortcutify.ops.deform import warp  # noqa: E402
+from shortcutify.ops.deform import warp_reference as warp  # noqa: E402  (the reference; the dispatcher: test_warp_fast_path.py)
 
 
 @pytest.mark.parametrize("channels_last", [False, True])

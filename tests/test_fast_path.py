@@ -13,7 +13,7 @@ import torch
 
 from shortcutify.core.cost import count_macs
 from shortcutify.ops import adabd_conv
-from shortcutify.ops.adabd import adabd_conv_reference, fast_path_available, use_fast_path
+from shortcutify.ops import adabd_conv_reference, fast_path_available, use_fast_path
 
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 needs_triton = pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed (pip install 'shortcutify[gpu]'): the kernel is untested here")
@@ -164,7 +164,7 @@ def test_the_dispatcher_uses_the_reference_off_cuda_and_when_told():
 
 
 def test_compiled_code_reads_whether_the_fast_path_applies_without_tracing_the_import():
-    from shortcutify.ops import adabd as module
+    from shortcutify.ops import fast_path as module
 
     saved = dict(module._AVAILABLE), dict(module._TRITON)
     try:
@@ -181,7 +181,7 @@ def test_compiled_code_reads_whether_the_fast_path_applies_without_tracing_the_i
 
 def test_a_kernel_that_fails_to_launch_falls_back_to_the_reference_once_with_a_warning():
     """A Triton that cannot build the kernel for the card must cost speed, never results."""
-    from shortcutify.ops import adabd as module
+    from shortcutify.ops import fast_path as module
 
     def broken(*args, **kwargs):
         raise RuntimeError("no kernel for this card")
@@ -191,8 +191,8 @@ def test_a_kernel_that_fails_to_launch_falls_back_to_the_reference_once_with_a_w
     saved = dict(module._AVAILABLE), dict(module._TRITON)
     try:
         module._AVAILABLE[device] = True
-        module._TRITON["fn"] = broken
-        with pytest.warns(UserWarning, match="Triton kernel failed.*no kernel for this card.*plain PyTorch"):
+        module._TRITON["adabd"] = broken
+        with pytest.warns(UserWarning, match="Triton kernel 'adabd' failed.*no kernel for this card.*plain PyTorch"):
             got = torch.ops.shortcutify.adabd_conv(*t.values(), True)
         want = adabd_conv_reference(**t, reference_only=True)
         assert torch.allclose(got[0], want[0]) and torch.allclose(got[1], want[1])
@@ -228,3 +228,21 @@ def test_the_default_tiling_fills_the_gpu_with_the_largest_pixel_tile_that_can()
         assert all(t & (t - 1) == 0 for t in tiles) and min(tiles[:3]) >= 16
         n_programs = -(-p // tiles[0]) * b * -(-o // tiles[2])
         assert tiles[0] == 32 or 2 * n_programs >= sms
+
+
+@needs_triton
+def test_float32_as_bfloat16_pairs_is_more_accurate_than_tf32_allows():
+    """``bf16x3`` (the default for float32 when TF32 is allowed) must stay well inside TF32's
+    error (2^-11 relative per product) and far from bfloat16's own (2^-8)."""
+    t = operands(b=1, c=24, o=16, hw=(9, 11), seed=3)
+    exact = adabd_conv_reference(**{n: (v.double() if v is not None else None) for n, v in t.items()}, reference_only=True)
+    scale = exact[0].abs().max()
+    got = kernel()(**t, reference_only=True, fp32_products="bf16x3")
+    low = adabd_conv_reference(**{n: (v.bfloat16() if v is not None else None) for n, v in t.items()}, reference_only=True)
+    for g, lo, want in zip(got, low, exact):
+        assert g.dtype == torch.float32
+        err = (g.double() - want).abs().max()
+        assert err <= 2.0**-11 * scale / 4
+        assert err * 20 < (lo.double() - want).abs().max()
+    with pytest.raises(ValueError, match="fp32_products"):
+        kernel()(**t, fp32_products="fp8")

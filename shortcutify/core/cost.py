@@ -3,7 +3,7 @@
 fvcore counts convolutions, matrix products, norms, bilinear up-sampling and
 ``grid_sample`` (4 MACs per output element, the bilinear weights); we add exact handles
 for two-operand ``einsum``, vector norms (one MAC per element), scaled dot-product
-attention and the fused AdaBD op of the GPU fast path (counted as its reference). Like every MAC
+attention and the fused AdaBD and warp ops of the GPU fast path (counted as their references). Like every MAC
 counter it leaves out cheap element-wise ops (ReLU, sigmoid, additions). Those are
 listed, per path, in :attr:`PathCost.uncounted_ops` so that nothing is left out silently.
 """
@@ -107,13 +107,24 @@ def _adabd_macs(inputs: list[Any], outputs: list[Any]) -> int:
     return 4 * columns + products * cout * columns
 
 
+def _warp_macs(inputs: list[Any], outputs: list[Any]) -> int:
+    """``shortcutify::warp`` (the fast path's warp), counted as its reference ``grid_sample`` is:
+    4 MACs per output element (the residual's addition is element-wise)."""
+    from fvcore.nn.jit_handles import get_shape
+
+    total = 4
+    for d in get_shape(inputs[0]):
+        total *= d
+    return total
+
+
 def _fvcore_macs(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[int, Counter[str], Counter[str]]:
     from fvcore.nn import FlopCountAnalysis
 
     analysis = FlopCountAnalysis(module, inputs)
     analysis.set_op_handle(
         "aten::einsum", _einsum_macs, "aten::linalg_vector_norm", _vector_norm_macs, "aten::scaled_dot_product_attention", _sdpa_macs,
-        "shortcutify::adabd_conv", _adabd_macs,
+        "shortcutify::adabd_conv", _adabd_macs, "shortcutify::warp", _warp_macs,
     )
     analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
     with warnings.catch_warnings():

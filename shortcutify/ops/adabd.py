@@ -8,69 +8,20 @@ extra), it calls the custom op ``torch.ops.shortcutify.adabd_conv`` (registered 
 ``torch.export`` see one op), whose CUDA implementation is one Triton kernel
 (:mod:`shortcutify.ops.adabd_triton`) and whose backward recomputes the reference. The
 kernel is tested against the reference (on CPU through Triton's interpreter).
-:func:`use_fast_path` turns the fast path off, e.g. to compare the two.
+:func:`use_fast_path` turns the fast paths off, e.g. to compare the two
+(:mod:`shortcutify.ops.fast_path` holds the switch and the fallback rule).
 """
 
 from __future__ import annotations
-
-import contextlib
-import importlib.util
-import os
-import warnings
-from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from .deform import columns_matmul, deform_columns
+from .fast_path import _kernel_for, fast_path_available, fast_path_enabled, kernel, kernel_failed, use_fast_path
 
 __all__ = ["adabd_conv", "adabd_conv_reference", "use_fast_path", "fast_path_available"]
-
-_FAST_PATH = {"enabled": True}
-_TRITON: dict[str, object] = {}
-_AVAILABLE: dict[str, bool] = {}
-
-
-@contextlib.contextmanager
-def use_fast_path(enabled: bool) -> Iterator[None]:
-    """Within the ``with`` block, :func:`adabd_conv` uses the Triton fast path where it applies
-    (``True``, the default outside) or always the plain-PyTorch reference (``False``)."""
-    before = _FAST_PATH["enabled"]
-    _FAST_PATH["enabled"] = bool(enabled)
-    try:
-        yield
-    finally:
-        _FAST_PATH["enabled"] = before
-
-
-def _triton_kernel():
-    """The kernel launcher, imported once; ``None`` (with one warning) when triton is missing or broken."""
-    if "fn" not in _TRITON:
-        _TRITON["fn"] = None
-        if importlib.util.find_spec("triton") is not None:
-            try:
-                from .adabd_triton import adabd_conv_triton
-
-                _TRITON["fn"] = adabd_conv_triton
-            except Exception as err:  # an incompatible triton: correct results from the reference, said once
-                warnings.warn(f"shortcutify: the Triton fast path is off ({type(err).__name__}: {err}); the block runs in plain PyTorch")
-    return _TRITON["fn"]
-
-
-@torch.compiler.assume_constant_result  # compiled code reads the answer, never traces the import
-def _kernel_for(device_type: str) -> bool:
-    if device_type not in _AVAILABLE:
-        interpreted = os.environ.get("TRITON_INTERPRET", "0") == "1"
-        _AVAILABLE[device_type] = (device_type == "cuda" or interpreted) and _triton_kernel() is not None
-    return _AVAILABLE[device_type]
-
-
-def fast_path_available(device: torch.device | str = "cuda") -> bool:
-    """Whether :func:`adabd_conv` has its Triton fast path for tensors on ``device``: CUDA with
-    ``triton`` importable (or any device under Triton's interpreter, ``TRITON_INTERPRET=1``,
-    as read on the first call)."""
-    return _kernel_for(torch.device(device).type)
 
 
 @torch.library.custom_op("shortcutify::adabd_conv", mutates_args=())
@@ -80,13 +31,9 @@ def _adabd_op(
     out = None
     if fast_path_available(a.device):
         try:
-            out, ref_out = _triton_kernel()(f_ref, a, offset, mask, weight, bias, reference_only)  # type: ignore[misc]
+            out, ref_out = kernel("adabd")(f_ref, a, offset, mask, weight, bias, reference_only)  # type: ignore[misc]
         except Exception as err:  # e.g. a Triton that cannot compile the kernel for this card: correct, slower, said once
-            _AVAILABLE[a.device.type] = False
-            warnings.warn(
-                f"shortcutify: the Triton kernel failed on {a.device} ({type(err).__name__}: {str(err)[:500]}); "
-                "the block runs in plain PyTorch from now on in this process. Please report this with your torch and triton versions"
-            )
+            kernel_failed(a.device, "adabd", err)
     if out is None:  # a device without the kernel (e.g. an exported graph run on CPU), or the kernel failed
         with torch.no_grad():
             out, ref_out = adabd_conv_reference(f_ref, a, offset, mask, weight, bias, reference_only)
@@ -159,7 +106,7 @@ def adabd_conv(
     """
     dtype = torch.promote_types(f_ref.dtype, a.dtype)
     if (
-        _FAST_PATH["enabled"]
+        fast_path_enabled()
         and a.device.type == "cuda"
         and dtype in (torch.float32, torch.float16, torch.bfloat16)
         and _kernel_for("cuda")

@@ -29,6 +29,28 @@ SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _SIZE_ARGS = ["H", "W"] + [f"s_{t}{d}" for t in "rcomy" for d in "bcyx"]
 
 
+@triton.jit
+def _split_dot(a, w, acc, DOT_F32: tl.constexpr):
+    """``acc + a @ w`` for float32 ``a``, ``w`` from bfloat16 halves, ``x = hi + lo``: ``hi·hi +
+    lo·hi + hi·lo`` (``lo·lo``, below float32's precision, is dropped). Three bfloat16 products on
+    the tensor cores, accurate to about 2^-16 relative: better than TF32's 2^-11."""
+    a = a.to(tl.float32)
+    w = w.to(tl.float32)
+    a_hi = a.to(tl.bfloat16)
+    a_lo = (a - a_hi.to(tl.float32)).to(tl.bfloat16)
+    w_hi = w.to(tl.bfloat16)
+    w_lo = (w - w_hi.to(tl.float32)).to(tl.bfloat16)
+    if DOT_F32:  # the interpreter: bfloat16 values, widened (their products are exact in float32)
+        acc = tl.dot(a_lo.to(tl.float32), w_hi.to(tl.float32), acc, input_precision="ieee")
+        acc = tl.dot(a_hi.to(tl.float32), w_lo.to(tl.float32), acc, input_precision="ieee")
+        acc = tl.dot(a_hi.to(tl.float32), w_hi.to(tl.float32), acc, input_precision="ieee")
+    else:
+        acc = tl.dot(a_lo, w_hi, acc)
+        acc = tl.dot(a_hi, w_lo, acc)
+        acc = tl.dot(a_hi, w_hi, acc)
+    return acc
+
+
 @triton.jit(do_not_specialize=_SIZE_ARGS)
 def _adabd_kernel(
     ref_ptr, cur_ptr, off_ptr, msk_ptr, w_ptr, bias_ptr, out_ptr, rout_ptr,
@@ -43,6 +65,7 @@ def _adabd_kernel(
     HAS_BIAS: tl.constexpr,
     REF_ONLY: tl.constexpr,
     PRECISION: tl.constexpr,
+    SPLIT: tl.constexpr,
     DOT_F32: tl.constexpr,
     BLOCK_P: tl.constexpr,
     BLOCK_C: tl.constexpr,
@@ -110,11 +133,16 @@ def _adabd_kernel(
             wt = tl.load(
                 w_ptr + o[None, :] * s_wo + c[:, None] * s_wc + t * s_wt, mask=(c < C)[:, None] & o_ok[None, :], other=0.0
             )  # [BLOCK_C, BLOCK_O]
-            if DOT_F32:  # the interpreter: widen (see adabd_conv_triton)
-                wt = wt.to(tl.float32)
-            acc = tl.dot(blended.to(wt.dtype), wt, acc, input_precision=PRECISION)
-            if REF_ONLY:
-                acc_ref = tl.dot(sampled.to(wt.dtype), wt, acc_ref, input_precision=PRECISION)
+            if SPLIT:  # float32 as bfloat16 pairs, three products (see adabd_conv_triton)
+                acc = _split_dot(blended, wt, acc, DOT_F32)
+                if REF_ONLY:
+                    acc_ref = _split_dot(sampled, wt, acc_ref, DOT_F32)
+            else:
+                if DOT_F32:  # the interpreter: widen (see adabd_conv_triton)
+                    wt = wt.to(tl.float32)
+                acc = tl.dot(blended.to(wt.dtype), wt, acc, input_precision=PRECISION)
+                if REF_ONLY:
+                    acc_ref = tl.dot(sampled.to(wt.dtype), wt, acc_ref, input_precision=PRECISION)
     if HAS_BIAS:
         bias = tl.load(bias_ptr + o, mask=o_ok, other=0.0).to(tl.float32)
         acc += bias[None, :]
@@ -169,16 +197,24 @@ def adabd_conv_triton(
     reference_only: bool = False,
     tiles: tuple[int, int, int, int] | None = None,
     num_stages: int | None = None,
+    fp32_products: str | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """:func:`~shortcutify.ops.adabd_conv` in one Triton kernel (forward only, no autograd).
 
     Same arguments and result as the reference; ``f_ref``, ``a`` and ``weight`` share one
     dtype of :data:`SUPPORTED_DTYPES` (offsets and mask may be any floating dtype); the
-    output is contiguous ``[B, h_out, H, W]`` in that dtype. Float32 products use TF32 when
-    ``torch.backends.cudnn.allow_tf32`` is set (as PyTorch's convolutions do; on by default),
-    IEEE float32 otherwise. ``tiles`` overrides :func:`default_tiles` (``(BLOCK_P, BLOCK_C, BLOCK_O,
-    num_warps)``, powers of two, the first three at least 16) and ``num_stages`` Triton's
-    software-pipelining depth of the channel loop (``None``: Triton's default), for benchmarks.
+    output is contiguous ``[B, h_out, H, W]`` in that dtype. Float32 operands are multiplied
+    in IEEE float32 unless ``torch.backends.cudnn.allow_tf32`` is set (as PyTorch's
+    convolutions do; on by default): then, on CUDA, each operand is split into two bfloat16
+    halves and three bfloat16 products are summed (``"bf16x3"``: about 2^-16 relative error,
+    more accurate than the TF32 the flag allows, 2^-11). ``fp32_products`` (``"ieee"``,
+    ``"tf32"``, ``"bf16x3"``) overrides that choice, for benchmarks. ``tiles`` overrides
+    :func:`default_tiles` (``(BLOCK_P, BLOCK_C, BLOCK_O, num_warps)``, powers of two, the first
+    three at least 16) and ``num_stages`` Triton's software-pipelining depth of the channel loop,
+    for benchmarks. By default float32 runs one stage: Triton pipelines 4-byte gathers through
+    shared memory, and its default three stages take up to 224 KiB, leaving one program per
+    multiprocessor for a kernel that waits on gathers (``python benchmarks/gpu.py --resources``);
+    2-byte dtypes keep Triton's default.
 
     Raises:
         TypeError: a dtype the kernel does not take, or dtypes that differ.
@@ -206,22 +242,27 @@ def adabd_conv_triton(
     ref_out = torch.empty_like(out) if reference_only else out
     w = weight.reshape(o, c, k2)
     bias_arg = bias.to(dtype) if bias is not None else w  # any pointer when HAS_BIAS is off
-    # the flag PyTorch's own convolutions follow (on by default): the teacher's convs and this one alike
-    fp32_tf32 = a.device.type == "cuda" and torch.backends.cudnn.allow_tf32
-    precision = "tf32" if dtype == torch.float32 and fp32_tf32 else "ieee"
+    if fp32_products is None:
+        fp32_products = "bf16x3" if a.device.type == "cuda" and torch.backends.cudnn.allow_tf32 else "ieee"
+    if fp32_products not in ("ieee", "tf32", "bf16x3"):
+        raise ValueError(f"fp32_products must be 'ieee', 'tf32' or 'bf16x3', got {fp32_products!r}")
+    split = dtype == torch.float32 and fp32_products == "bf16x3"
+    precision = "tf32" if dtype == torch.float32 and fp32_products == "tf32" else "ieee"
     # Triton's interpreter (CPU tensors) multiplies bfloat16 dot operands wrongly (numpy has no
     # bfloat16), so there the operands are widened to float32; on CUDA they stay in the dtype
     dot_f32 = a.device.type != "cuda"
     block_p, block_c, block_o, warps = tiles if tiles is not None else default_tiles(b, c, o, hh * ww, multiprocessors(a.device))
     if min(block_p, block_c, block_o) < 16 or any(t & (t - 1) for t in (block_p, block_c, block_o, warps)):
         raise ValueError(f"tiles must be powers of two, the first three at least 16; got {tiles}")
+    if num_stages is None and dtype == torch.float32:
+        num_stages = 1
     grid = (triton.cdiv(hh * ww, block_p), b, triton.cdiv(o, block_o))
     if out.numel():
         _adabd_kernel[grid](
             f_ref, a, offset, mask, w, bias_arg, out, ref_out,
             c, hh, ww, o,
             *f_ref.stride(), *a.stride(), *offset.stride(), *mask.stride(), *w.stride(), *out.stride(),
-            KS=ks, HAS_BIAS=bias is not None, REF_ONLY=reference_only, PRECISION=precision, DOT_F32=dot_f32,
+            KS=ks, HAS_BIAS=bias is not None, REF_ONLY=reference_only, PRECISION=precision, SPLIT=split, DOT_F32=dot_f32,
             BLOCK_P=block_p, BLOCK_C=block_c, BLOCK_O=block_o,
             num_warps=warps,
             **({"num_stages": num_stages} if num_stages is not None else {}),

@@ -54,7 +54,7 @@ __all__ = [
     "columns_matmul",
     "conv_output_size",
     "DeformConv2d",
-    "warp",
+    "warp_reference",
     "sampling_dtype",
 ]
 
@@ -346,8 +346,9 @@ def columns_matmul(
 # --------------------------------------------------------------------------- #
 # Warping
 # --------------------------------------------------------------------------- #
-def warp(input: Tensor, flow: Tensor) -> Tensor:
-    """Backward warp with bilinear sampling: ``out[b, :, y, x] = input[b, :, y + dy, x + dx]``.
+def warp_reference(input: Tensor, flow: Tensor) -> Tensor:
+    """Backward warp with bilinear sampling: ``out[b, :, y, x] = input[b, :, y + dy, x + dx]``,
+    in plain PyTorch (the reference of :func:`~shortcutify.ops.warp`, which has a GPU fast path).
 
     Args:
         input: ``[B, C, H, W]``, any memory format (channels-last is faster on CPU:

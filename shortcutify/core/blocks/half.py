@@ -116,9 +116,7 @@ class HalfResolutionBlock(ShortcutBlock):
 
         f_hat, aligned_only = correction(fused), (correction(ref_only) if ref_only is not None else None)
         flow_full = F.interpolate(flow, scale_factor=2.0, mode="bilinear", align_corners=False)[..., :hf, :wf] * 2.0
-        f_warped = warp(f_ref, flow_full)  # computed last: fewer full-resolution buffers alive at once
-        if torch.is_grad_enabled() or not f_hat.is_contiguous():
-            f_hat = f_warped + f_hat
-        else:
-            f_hat.add_(f_warped)
-        return BlockOutput(f_hat, f_warped + aligned_only if aligned_only is not None else None)
+        if aligned_only is None:  # warped last, added in the same pass (into f_hat's memory off the fast path)
+            return BlockOutput(warp(f_ref, flow_full, residual=f_hat, inplace=f_hat.is_contiguous()), None)
+        f_warped = warp(f_ref, flow_full)
+        return BlockOutput(f_warped + f_hat, f_warped + aligned_only)

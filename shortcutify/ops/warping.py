@@ -1,0 +1,88 @@
+"""Backward warping by a flow, with a GPU fast path (what the blocks call).
+
+:func:`warp` runs :func:`~shortcutify.ops.deform.warp_reference` (``grid_sample`` in plain
+PyTorch) on CPU, wherever the fast path does not apply, and whenever a gradient is recorded
+through it (training). For inference on CUDA tensors of float32, float16 or bfloat16 with
+``triton`` installed, it calls the custom op ``torch.ops.shortcutify.warp`` (one Triton
+kernel, :mod:`shortcutify.ops.warp_triton`, with a fake implementation so that
+``torch.compile`` and ``torch.export`` see one op), which also adds a residual in the same
+pass. :func:`~shortcutify.ops.use_fast_path` turns it off.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .deform import _check_4d, warp_reference
+from .fast_path import _kernel_for, fast_path_available, fast_path_enabled, kernel, kernel_failed
+
+__all__ = ["warp"]
+
+_KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+@torch.library.custom_op("shortcutify::warp", mutates_args=())
+def _warp_op(input: Tensor, flow: Tensor, residual: Tensor | None) -> Tensor:
+    if fast_path_available(input.device):
+        try:
+            return kernel("warp")(input, flow, residual)  # type: ignore[misc]
+        except Exception as err:  # e.g. a Triton that cannot compile the kernel for this card: correct, slower, said once
+            kernel_failed(input.device, "warp", err)
+    out = warp_reference(input, flow)  # a device without the kernel (e.g. an exported graph run on CPU), or it failed
+    return (out if residual is None else out + residual).contiguous()
+
+
+@_warp_op.register_fake
+def _(input: Tensor, flow: Tensor, residual: Tensor | None) -> Tensor:
+    return torch.empty_like(input, memory_format=torch.contiguous_format)
+
+
+def _records_grad(*tensors: Tensor | None) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def warp(input: Tensor, flow: Tensor, residual: Tensor | None = None, inplace: bool = False) -> Tensor:
+    """Backward warp with bilinear sampling: ``out[b, :, y, x] = input[b, :, y + dy, x + dx]`` (+ ``residual``).
+
+    Args:
+        input: ``[B, C, H, W]``, any memory format (channels-last is faster on CPU:
+            ``grid_sample`` then reads whole channel vectors).
+        flow: ``[B, 2, H, W]`` displacements in pixels, channel 0 ``dy``, channel 1 ``dx``
+            (any floating dtype; positions are computed in
+            :func:`~shortcutify.ops.deform.sampling_dtype`).
+        residual: ``[B, C, H, W]`` added to the warped input (on the fast path in the same
+            pass, rounded once).
+        inplace: the caller gives ``residual`` up: where no gradient is recorded and the
+            plain-PyTorch path runs, the sum is written into ``residual``'s memory (one fewer
+            buffer the size of the input). The fast path always writes a new tensor.
+
+    Returns:
+        ``[B, C, H, W]``: in ``input``'s memory format without a residual, in ``residual``'s
+        with one (contiguous on the fast path); samples outside the image read zeros (the
+        rule of :func:`~shortcutify.ops.deform_columns`, of which this is the ``k = 1`` case).
+        Its dtype is ``input``'s (``residual``'s promoted with it when they differ).
+    """
+    _check_4d(input, "input", "[B, C, H, W]")
+    _check_4d(flow, "flow", "[B, 2, H, W]")
+    b, c, h, w = input.shape
+    if tuple(flow.shape) != (b, 2, h, w):
+        raise ValueError(f"flow must have shape [B, 2, H, W] = {(b, 2, h, w)}, got {tuple(flow.shape)}")
+    if residual is not None and tuple(residual.shape) != (b, c, h, w):
+        raise ValueError(f"residual must have the input's shape {(b, c, h, w)}, got {tuple(residual.shape)}")
+    if (
+        fast_path_enabled()
+        and input.device.type == "cuda"
+        and input.dtype in _KERNEL_DTYPES
+        and flow.is_floating_point()
+        and (residual is None or residual.dtype == input.dtype)
+        and not _records_grad(input, flow, residual)
+        and _kernel_for("cuda")
+    ):
+        return torch.ops.shortcutify.warp(input, flow, residual)
+    out = warp_reference(input, flow)
+    if residual is None:
+        return out
+    if inplace and not _records_grad(input, flow, residual) and torch.promote_types(residual.dtype, out.dtype) == residual.dtype:
+        return residual.add_(out)
+    return residual + out
