@@ -220,6 +220,7 @@ def test_the_default_tiling_fills_the_gpu_with_the_largest_pixel_tile_that_can()
     sms = 132
     big = default_tiles(1, 64, 64, 512 * 1024, sms)
     assert big == (128, 32, 64, 4)
+    assert default_tiles(1, 64, 64, 512 * 1024, sms, element_bytes=4) == (128, 16, 64, 4)  # float32: a narrower channel step
     small = default_tiles(1, 64, 64, 64 * 64, sms)  # 4096 pixels: 128-pixel tiles would leave most of the GPU idle
     assert small[0] == 32
     assert default_tiles(8, 64, 64, 64 * 64, sms)[0] == 128  # the batch fills it

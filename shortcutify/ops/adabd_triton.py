@@ -171,17 +171,20 @@ def multiprocessors(device: torch.device) -> int:
     return _PROCESSORS[index]
 
 
-def default_tiles(batch: int, channels: int, out_channels: int, pixels: int, processors: int) -> tuple[int, int, int, int]:
+def default_tiles(
+    batch: int, channels: int, out_channels: int, pixels: int, processors: int, element_bytes: int = 2
+) -> tuple[int, int, int, int]:
     """The launch's ``(BLOCK_P, BLOCK_C, BLOCK_O, num_warps)``: a tile of output pixels, the
     input-channel step of the inner product and the output-channel tile (powers of two, at
-    least 16 for ``tl.dot``), for ``batch`` maps of ``pixels`` pixels on a GPU of ``processors``
-    streaming multiprocessors.
+    least 16 for ``tl.dot``), for ``batch`` maps of ``pixels`` pixels of ``element_bytes``-byte
+    values on a GPU of ``processors`` streaming multiprocessors.
 
     The pixel tile is the largest of 128, 64, 32 that still launches at least half as many
     programs as the GPU has multiprocessors: large tiles amortise the weight loads on large
-    maps, small maps need small tiles to fill the GPU (``benchmarks/gpu.py`` sweeps tilings).
+    maps, small maps need small tiles to fill the GPU. The channel step is 32, 16 for 4-byte
+    values (fewer registers spilled). Both chosen from ``benchmarks/gpu.py``'s sweeps.
     """
-    block_c, block_o = _pow2(channels, 16, 32), _pow2(out_channels, 16, 128)
+    block_c, block_o = _pow2(channels, 16, 32 if element_bytes < 4 else 16), _pow2(out_channels, 16, 128)
     per_tile = batch * triton.cdiv(out_channels, block_o)
     block_p = next((p for p in (128, 64) if triton.cdiv(pixels, p) * per_tile * 2 >= processors), 32)
     return block_p, block_c, block_o, 4
@@ -251,7 +254,9 @@ def adabd_conv_triton(
     # Triton's interpreter (CPU tensors) multiplies bfloat16 dot operands wrongly (numpy has no
     # bfloat16), so there the operands are widened to float32; on CUDA they stay in the dtype
     dot_f32 = a.device.type != "cuda"
-    block_p, block_c, block_o, warps = tiles if tiles is not None else default_tiles(b, c, o, hh * ww, multiprocessors(a.device))
+    block_p, block_c, block_o, warps = tiles if tiles is not None else default_tiles(
+        b, c, o, hh * ww, multiprocessors(a.device), dtype.itemsize
+    )
     if min(block_p, block_c, block_o) < 16 or any(t & (t - 1) for t in (block_p, block_c, block_o, warps)):
         raise ValueError(f"tiles must be powers of two, the first three at least 16; got {tiles}")
     if num_stages is None and dtype == torch.float32:
