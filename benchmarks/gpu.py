@@ -72,10 +72,12 @@ PATHS = ("teacher", "keyframe", "shortcut", "stream3", "block", "floor")
 
 
 class PassThrough(nn.Module):
-    """A block that returns the reference's decoder feature unchanged: the floor's block."""
+    """The floor's block: the reference's decoder feature, plus zero times the encoder tap's
+    mean, so that compiled code keeps the head (a program that ignored the tap would lose it to
+    dead-code elimination: the runs before 2026-11-27's third measured the tail alone there)."""
 
     def forward(self, a: torch.Tensor, reference: Any, return_aligned: bool = False) -> BlockOutput:
-        return BlockOutput(reference, None)
+        return BlockOutput(reference + 0.0 * a.float().mean().to(reference.dtype), None)
 
 
 def floor_program(sv) -> fx.GraphModule:

@@ -88,12 +88,12 @@ def test_the_kernel_refuses_what_it_does_not_take():
 def test_the_default_warp_tiling_fills_the_gpu():
     from shortcutify.ops.warp_triton import default_warp_tiles
 
-    assert default_warp_tiles(1, 128, 512 * 1024, 132) == (512, 8, 4)
-    assert default_warp_tiles(1, 128, 64 * 64, 132)[0] == 128  # 256-pixel tiles: fewer than 2 programs per SM
+    assert default_warp_tiles(1, 128, 512 * 1024, 132) == (512, 4, 4)
+    assert default_warp_tiles(1, 128, 64 * 64, 132)[0] == 256  # 512-pixel tiles: fewer than 2 programs per SM
     assert default_warp_tiles(1, 4, 32 * 32, 132)[0] == 32  # as many as a small map allows
     for b, c, p in [(1, 1, 1), (3, 7, 50), (2, 300, 10**5)]:
         bp, bc, warps = default_warp_tiles(b, c, p, 132)
-        assert all(t & (t - 1) == 0 for t in (bp, bc, warps)) and bc <= 8 and bc >= min(c, 8)
+        assert all(t & (t - 1) == 0 for t in (bp, bc, warps)) and bc <= 4 and bc >= min(c, 4)
         assert bp == 32 or -(-p // bp) * b * -(-c // bc) >= 2 * 132
 
 

@@ -83,11 +83,11 @@ def _warp_kernel(
 
 def default_warp_tiles(batch: int, channels: int, pixels: int, processors: int) -> tuple[int, int, int]:
     """The launch's ``(BLOCK_P, BLOCK_C, num_warps)`` for ``batch`` maps of ``channels`` ×
-    ``pixels`` on a GPU of ``processors`` streaming multiprocessors: channel tiles of up to 8,
+    ``pixels`` on a GPU of ``processors`` streaming multiprocessors: channel tiles of up to 4,
     and the largest pixel tile of 512, 256, 128, 64, 32 that still launches at least two
     programs per multiprocessor (powers of two). Long, narrow tiles: ``benchmarks/gpu.py``'s
-    sweep measured them fastest (wide channel tiles were up to 6 times slower)."""
-    block_c = max(1, min(8, triton.next_power_of_2(max(1, channels))))
+    sweeps measured them fastest (wide channel tiles were up to 8 times slower)."""
+    block_c = max(1, min(4, triton.next_power_of_2(max(1, channels))))
     per_tile = batch * triton.cdiv(channels, block_c)
     block_p = next((p for p in (512, 256, 128, 64) if triton.cdiv(pixels, p) * per_tile >= 2 * processors), 32)
     return block_p, block_c, 4
