@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .deform import columns_matmul, deform_columns
-from .fast_path import _kernel_for, fast_path_available, fast_path_enabled, kernel, kernel_failed, use_fast_path
+from .fast_path import fast_path_available, fast_path_enabled, kernel, kernel_failed, use_fast_path
 
 __all__ = ["adabd_conv", "adabd_conv_reference", "use_fast_path", "fast_path_available"]
 
@@ -109,7 +109,7 @@ def adabd_conv(
         fast_path_enabled()
         and a.device.type == "cuda"
         and dtype in (torch.float32, torch.float16, torch.bfloat16)
-        and _kernel_for("cuda")
+        and fast_path_available("cuda")
     ):
         if torch.is_autocast_enabled("cuda"):
             dtype = torch.get_autocast_dtype("cuda")

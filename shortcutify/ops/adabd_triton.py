@@ -15,6 +15,8 @@ how the tests check it against the reference without a GPU.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import triton
 import triton.language as tl
@@ -200,7 +202,7 @@ def adabd_conv_triton(
     reference_only: bool = False,
     tiles: tuple[int, int, int, int] | None = None,
     num_stages: int | None = None,
-    fp32_products: str | None = None,
+    fp32_products: Literal["ieee", "tf32", "bf16x3"] | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """:func:`~shortcutify.ops.adabd_conv` in one Triton kernel (forward only, no autograd).
 

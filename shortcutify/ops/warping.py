@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from .deform import _check_4d, warp_reference
-from .fast_path import _kernel_for, fast_path_available, fast_path_enabled, kernel, kernel_failed
+from .fast_path import fast_path_available, fast_path_enabled, kernel, kernel_failed
 
 __all__ = ["warp"]
 
@@ -77,7 +77,7 @@ def warp(input: Tensor, flow: Tensor, residual: Tensor | None = None, inplace: b
         and flow.is_floating_point()
         and (residual is None or residual.dtype == input.dtype)
         and not _records_grad(input, flow, residual)
-        and _kernel_for("cuda")
+        and fast_path_available("cuda")
     ):
         return torch.ops.shortcutify.warp(input, flow, residual)
     out = warp_reference(input, flow)
