@@ -74,12 +74,23 @@ def test_the_kernel_in_low_precision_is_as_close_as_the_reference(dtype):
 
 
 @needs_triton
+def test_a_residual_of_another_dtype_promotes_as_an_addition_would():
+    """Under autocast a tap after a norm is float32 while the block's correction is bfloat16."""
+    x, flow, r = operands(c=6)
+    got = kernel()(x.bfloat16(), flow, r)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, warp_reference(x.bfloat16().float(), flow) + r, rtol=1e-5, atol=1e-5)
+    assert kernel()(x, flow, r.bfloat16()).dtype == torch.float32
+    assert torch.ops.shortcutify.warp(x.bfloat16(), flow, r).dtype == (x.bfloat16() + r).dtype
+
+
+@needs_triton
 def test_the_kernel_refuses_what_it_does_not_take():
     x, flow, r = operands()
-    with pytest.raises(TypeError, match="one dtype"):
+    with pytest.raises(TypeError, match="dtypes among"):
         kernel()(x.double(), flow)
-    with pytest.raises(TypeError, match="one dtype"):
-        kernel()(x, flow, r.half())
+    with pytest.raises(TypeError, match="dtypes among"):
+        kernel()(x, flow, r.double())
     with pytest.raises(ValueError, match="flow must be"):
         kernel()(x, flow[:, :, :4])
 

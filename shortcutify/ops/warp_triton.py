@@ -96,20 +96,21 @@ def default_warp_tiles(batch: int, channels: int, pixels: int, processors: int) 
 def warp_triton(input: Tensor, flow: Tensor, residual: Tensor | None = None, tiles: tuple[int, int, int] | None = None) -> Tensor:
     """``warp_reference(input, flow) (+ residual)`` in one Triton kernel (forward only).
 
-    ``input`` ``[B, C, H, W]`` and ``residual`` (same shape) share one dtype of
+    ``input`` ``[B, C, H, W]`` and ``residual`` (same shape) have dtypes of
     :data:`~shortcutify.ops.adabd_triton.SUPPORTED_DTYPES`; ``flow`` ``[B, 2, H, W]`` (dy, dx in
     pixels) may be any floating dtype. Positions and interpolation are float32, the sum is
-    rounded once to the input's dtype. The result is contiguous ``[B, C, H, W]``. ``tiles``
+    rounded once to the promoted dtype of input and residual (the input's without one). The
+    result is contiguous ``[B, C, H, W]``. ``tiles``
     overrides :func:`default_warp_tiles` (``(BLOCK_P, BLOCK_C, num_warps)``, powers of two), for
     benchmarks.
 
     Raises:
-        TypeError: a dtype the kernel does not take, or a residual of another dtype.
+        TypeError: a dtype the kernel does not take.
         ValueError: shapes that do not fit together.
     """
-    if input.dtype not in SUPPORTED_DTYPES or (residual is not None and residual.dtype != input.dtype) or not flow.is_floating_point():
+    if input.dtype not in SUPPORTED_DTYPES or (residual is not None and residual.dtype not in SUPPORTED_DTYPES) or not flow.is_floating_point():
         raise TypeError(
-            f"warp_triton takes input (and residual) of one dtype among {SUPPORTED_DTYPES} and a floating flow, got "
+            f"warp_triton takes input (and residual) of dtypes among {SUPPORTED_DTYPES} and a floating flow, got "
             f"{input.dtype}, {None if residual is None else residual.dtype}, {flow.dtype}; use shortcutify.ops.warp, which falls back"
         )
     if input.dim() != 4:
@@ -120,7 +121,8 @@ def warp_triton(input: Tensor, flow: Tensor, residual: Tensor | None = None, til
             f"flow must be {(b, 2, h, w)} and residual {tuple(input.shape)}; got {tuple(flow.shape)}, "
             f"{None if residual is None else tuple(residual.shape)}"
         )
-    out = torch.empty((b, c, h, w), device=input.device, dtype=input.dtype)
+    dtype = input.dtype if residual is None else torch.promote_types(input.dtype, residual.dtype)
+    out = torch.empty((b, c, h, w), device=input.device, dtype=dtype)
     block_p, block_c, warps = tiles if tiles is not None else default_warp_tiles(b, c, h * w, multiprocessors(input.device))
     if any(t < 1 or t & (t - 1) for t in (block_p, block_c, warps)):
         raise ValueError(f"tiles must be powers of two; got {tiles}")

@@ -35,7 +35,8 @@ def _warp_op(input: Tensor, flow: Tensor, residual: Tensor | None) -> Tensor:
 
 @_warp_op.register_fake
 def _(input: Tensor, flow: Tensor, residual: Tensor | None) -> Tensor:
-    return torch.empty_like(input, memory_format=torch.contiguous_format)
+    dtype = input.dtype if residual is None else torch.promote_types(input.dtype, residual.dtype)
+    return torch.empty_like(input, dtype=dtype, memory_format=torch.contiguous_format)
 
 
 def _records_grad(*tensors: Tensor | None) -> bool:
@@ -61,7 +62,7 @@ def warp(input: Tensor, flow: Tensor, residual: Tensor | None = None, inplace: b
         ``[B, C, H, W]``: in ``input``'s memory format without a residual, in ``residual``'s
         with one (contiguous on the fast path); samples outside the image read zeros (the
         rule of :func:`~shortcutify.ops.deform_columns`, of which this is the ``k = 1`` case).
-        Its dtype is ``input``'s (``residual``'s promoted with it when they differ).
+        Its dtype is ``input``'s, promoted with ``residual``'s when one is given (as ``residual + warp``).
     """
     _check_4d(input, "input", "[B, C, H, W]")
     _check_4d(flow, "flow", "[B, 2, H, W]")
@@ -75,7 +76,7 @@ def warp(input: Tensor, flow: Tensor, residual: Tensor | None = None, inplace: b
         and input.device.type == "cuda"
         and input.dtype in _KERNEL_DTYPES
         and flow.is_floating_point()
-        and (residual is None or residual.dtype == input.dtype)
+        and (residual is None or residual.dtype in _KERNEL_DTYPES)
         and not _records_grad(input, flow, residual)
         and fast_path_available("cuda")
     ):
