@@ -250,8 +250,9 @@ def kernel_profile(calls: dict[str, Any], precision: str, device: str, runs: int
 
 
 def compile_for_hopper() -> dict[str, Any]:
-    """Without a GPU: compile the kernel ahead of time for sm_90 (H100/H200), fp32 (TF32) and bf16,
-    with reference_only on, so that the Triton compiler (not only its interpreter) has accepted it."""
+    """Without a GPU: compile the kernels ahead of time for sm_90 (H100/H200): AdaBD's in fp32 (TF32,
+    bf16x3) and bf16 with reference_only on, the warp kernel's with a residual in fp32 and bf16, so
+    that the Triton compiler (not only its interpreter) has accepted them."""
     import os
 
     if importlib.util.find_spec("triton") is None or os.environ.get("TRITON_INTERPRET") == "1":
@@ -278,6 +279,17 @@ def compile_for_hopper() -> dict[str, Any]:
             )
         except Exception as err:
             out[f"kernel_compiles_for_sm90_{mode_name(dtype, precision, split)}"] = f"FAILED: {type(err).__name__}: {str(err)[:300]}"
+    from shortcutify.ops.warp_triton import _warp_kernel
+
+    names = list(_warp_kernel.arg_names)
+    consts = {"HAS_RES": True, "BLOCK_P": 512, "BLOCK_C": 4}
+    for dtype in ("fp32", "bf16"):
+        sig = {n: f"*{dtype}" if n.endswith("_ptr") else "constexpr" if n in consts else "i32" for n in names}
+        try:
+            triton.compile(ASTSource(fn=_warp_kernel, signature=sig, constexprs=consts), target=GPUTarget("cuda", 90, 32))
+            out[f"warp_kernel_compiles_for_sm90_{dtype}"] = "yes"
+        except Exception as err:
+            out[f"warp_kernel_compiles_for_sm90_{dtype}"] = f"FAILED: {type(err).__name__}: {str(err)[:300]}"
     return out
 
 

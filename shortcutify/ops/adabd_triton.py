@@ -32,6 +32,25 @@ _SIZE_ARGS = ["H", "W"] + [f"s_{t}{d}" for t in "rcomy" for d in "bcyx"]
 
 
 @triton.jit
+def bilinear_corners(py, px, H, W, in_img):
+    """For sampling positions ``(py, px)`` (float32 pixels) on an ``H``×``W`` map: the four
+    corners' rows ``y0, y1`` and columns ``x0, x1`` (int32), the bilinear fractions ``fy, fx``,
+    and whether each row and column lies inside the map (rows also need ``in_img``): the
+    zero-outside rule of :func:`~shortcutify.ops.deform_columns`, shared by both kernels."""
+    y0f = tl.floor(py)
+    x0f = tl.floor(px)
+    y0 = y0f.to(tl.int32)
+    x0 = x0f.to(tl.int32)
+    y1 = y0 + 1
+    x1 = x0 + 1
+    ok_y0 = in_img & (y0 >= 0) & (y0 < H)
+    ok_y1 = in_img & (y1 >= 0) & (y1 < H)
+    ok_x0 = (x0 >= 0) & (x0 < W)
+    ok_x1 = (x1 >= 0) & (x1 < W)
+    return y0, x0, y1, x1, py - y0f, px - x0f, ok_y0, ok_y1, ok_x0, ok_x1
+
+
+@triton.jit
 def _split_dot(a, w, acc, DOT_F32: tl.constexpr):
     """``acc + a @ w`` for float32 ``a``, ``w`` from bfloat16 halves, ``x = hi + lo``: ``hi·hi +
     lo·hi + hi·lo`` (``lo·lo``, below float32's precision, is dropped). Three bfloat16 products on
@@ -94,18 +113,7 @@ def _adabd_kernel(
         # the deformed position in pixels, its top-left corner and bilinear fractions
         py = (y + (ti - PAD)).to(tl.float32) + dy
         px = (x + (tj - PAD)).to(tl.float32) + dx
-        y0f = tl.floor(py)
-        x0f = tl.floor(px)
-        fy = py - y0f
-        fx = px - x0f
-        y0 = y0f.to(tl.int32)
-        x0 = x0f.to(tl.int32)
-        y1 = y0 + 1
-        x1 = x0 + 1
-        ok_y0 = in_img & (y0 >= 0) & (y0 < H)
-        ok_y1 = in_img & (y1 >= 0) & (y1 < H)
-        ok_x0 = (x0 >= 0) & (x0 < W)
-        ok_x1 = (x1 >= 0) & (x1 < W)
+        y0, x0, y1, x1, fy, fx, ok_y0, ok_y1, ok_x0, ok_x1 = bilinear_corners(py, px, H, W, in_img)
         w00 = (1.0 - fy) * (1.0 - fx)
         w01 = (1.0 - fy) * fx
         w10 = fy * (1.0 - fx)

@@ -20,7 +20,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .adabd_triton import SUPPORTED_DTYPES, multiprocessors
+from .adabd_triton import SUPPORTED_DTYPES, bilinear_corners, multiprocessors
 
 __all__ = ["warp_triton", "default_warp_tiles"]
 
@@ -52,18 +52,7 @@ def _warp_kernel(
     dx = tl.load(f + s_fc, mask=in_img, other=0.0).to(tl.float32)
     py = y.to(tl.float32) + dy
     px = x.to(tl.float32) + dx
-    y0f = tl.floor(py)
-    x0f = tl.floor(px)
-    fy = py - y0f
-    fx = px - x0f
-    y0 = y0f.to(tl.int32)
-    x0 = x0f.to(tl.int32)
-    y1 = y0 + 1
-    x1 = x0 + 1
-    ok_y0 = in_img & (y0 >= 0) & (y0 < H)
-    ok_y1 = in_img & (y1 >= 0) & (y1 < H)
-    ok_x0 = (x0 >= 0) & (x0 < W)
-    ok_x1 = (x1 >= 0) & (x1 < W)
+    y0, x0, y1, x1, fy, fx, ok_y0, ok_y1, ok_x0, ok_x1 = bilinear_corners(py, px, H, W, in_img)
     c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
     c_ok = (c < C)[:, None]
     src = in_ptr + b * s_ib + c[:, None] * s_ic  # [BLOCK_C, 1]: channels slow, pixels fast
