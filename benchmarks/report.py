@@ -548,6 +548,16 @@ def profile_lines(r: dict, keys: tuple[str, ...] = ("block", "shortcut", "floor"
     return out
 
 
+def floor_change(r: dict, before: str = "gpu_run3") -> str:
+    """How much longer the compiled floors of run ``r`` are than those of the run ``before`` (same configs)."""
+    old = load(before)
+    if not old:
+        return ""
+    floors = {x["config"]: x["ms"]["floor"] for x in old["rows"] if x["compiled"] and x["resolution"] == "half"}
+    ratios = [x["ms"]["floor"] / floors[x["config"]] for x in r["rows"] if x["compiled"] and x["config"] in floors]
+    return f" (compiled floors {min(ratios):.2f}–{max(ratios):.2f}× those of the fourth run)" if ratios else ""
+
+
 def gpu_current_section() -> list[str]:
     """The newest GPU run (gpu.py --tag gpu_run4): the defaults as they stand, the floor with its head."""
     r = load("gpu_run4")
@@ -563,8 +573,7 @@ def gpu_current_section() -> list[str]:
         "of the block in one Triton kernel (the full-resolution one with the residual added in the same pass), AdaBD's float32 "
         "kernel in one pipeline stage with bfloat16-pair products (the kernels' sweeps below chose both), and a corrected floor: "
         "the runs before measured the compiled floor without its head (the pass-through block ignored the encoder tap, so "
-        "`torch.compile` removed the head as dead code); the floor now keeps it, and the compiled floors are 1.6–1.9× the "
-        "earlier ones.",
+        "`torch.compile` removed the head as dead code); the floor now keeps it" + floor_change(r) + ".",
         "",
         *run_table(r),
         "Targets (issue 10, default layout, this run):",
@@ -619,8 +628,8 @@ def gpu_kernels_section() -> list[str]:
     out += [table(head, table_rows), ""]
     out += [
         "Triton pipelines the kernel's 4-byte gathers through shared memory: with its default three stages the float32 kernel "
-        "held up to 224 KiB per program (one program per multiprocessor, see the resources table) and ran 6–8× slower than in "
-        "one stage; bfloat16 is not pipelined that way and is unaffected. Float32 now runs one stage with a 16-channel step. "
+        "held up to 224 KiB per program (one program per multiprocessor, see the resources table) and ran 2.5–8× slower than in "
+        "one stage (7–8× at 1024×2048); bfloat16 is not pipelined that way and is unaffected. Float32 now runs one stage with a 16-channel step. "
         "Products: TF32 is about a tenth faster than the bfloat16 pairs (`bf16x3`, three bfloat16 products per float32 one) "
         "and IEEE a third slower; the default when `cudnn.allow_tf32` is set stays `bf16x3`, whose error against float64 is "
         f"{first['checks'].get('kernel_fp32_bf16x3_vs_exact_max_abs', float('nan')):.2g} where TF32's is "
@@ -692,7 +701,7 @@ def kernel_resources_section() -> list[str]:
         "that fit on one H100 multiprocessor by registers and shared memory; float32 in each of its product modes. Not a timing: "
         "it said where to look. Every 4-warp tiling with 32 channels per step takes all 255 registers and spills; float32's "
         "3-stage pipeline takes up to 224 KiB of shared memory (one program per multiprocessor) whatever its products, "
-        "bfloat16 16 KiB at most. Measured since (third GPU run, above): float32 in one stage is 6–8× faster than in three, "
+        "bfloat16 16 KiB at most. Measured since (third GPU run, above): float32 in one stage is 2.5–8× faster than in three, "
         "and is the default now.",
         "",
         table(["dtype", "tiles", "registers", "spill bytes", "shared KiB", "programs / SM"], rows),

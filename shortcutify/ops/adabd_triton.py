@@ -225,8 +225,8 @@ def adabd_conv_triton(
     :func:`default_tiles` (``(BLOCK_P, BLOCK_C, BLOCK_O, num_warps)``, powers of two, the first
     three at least 16) and ``num_stages`` Triton's software-pipelining depth of the channel loop,
     for benchmarks. By default float32 runs one stage: Triton pipelines 4-byte gathers through
-    shared memory, and its default three stages take up to 224 KiB, leaving one program per
-    multiprocessor for a kernel that waits on gathers (``python benchmarks/gpu.py --resources``);
+    shared memory, and its default three stages take most of a multiprocessor's, leaving one
+    program per multiprocessor for a kernel that waits on gathers (``python benchmarks/gpu.py --resources``);
     2-byte dtypes keep Triton's default.
 
     Raises:

@@ -75,7 +75,7 @@ def default_warp_tiles(batch: int, channels: int, pixels: int, processors: int) 
     ``pixels`` on a GPU of ``processors`` streaming multiprocessors: channel tiles of up to 4,
     and the largest pixel tile of 512, 256, 128, 64, 32 that still launches at least two
     programs per multiprocessor (powers of two). Long, narrow tiles: ``benchmarks/gpu.py``'s
-    sweeps measured them fastest (wide channel tiles were up to 8 times slower)."""
+    sweeps measured them fastest, and wide channel tiles several times slower."""
     block_c = max(1, min(4, triton.next_power_of_2(max(1, channels))))
     per_tile = batch * triton.cdiv(channels, block_c)
     block_p = next((p for p in (512, 256, 128, 64) if triton.cdiv(pixels, p) * per_tile >= 2 * processors), 32)
