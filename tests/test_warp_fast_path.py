@@ -176,6 +176,8 @@ def test_bad_shapes_are_named():
         warp(x, flow, r[:, :2])
     with pytest.raises(ValueError, match="4-D"):
         warp(x[0], flow)
+    with pytest.raises(ValueError, match="one device"):
+        warp(x, flow, r.to("meta"))  # (a CPU residual for a CUDA map would reach the kernel otherwise)
 
 
 def test_a_failing_warp_kernel_falls_back_to_the_reference_once_with_a_warning():

@@ -71,6 +71,11 @@ def warp(input: Tensor, flow: Tensor, residual: Tensor | None = None, inplace: b
         raise ValueError(f"flow must have shape [B, 2, H, W] = {(b, 2, h, w)}, got {tuple(flow.shape)}")
     if residual is not None and tuple(residual.shape) != (b, c, h, w):
         raise ValueError(f"residual must have the input's shape {(b, c, h, w)}, got {tuple(residual.shape)}")
+    if any(t is not None and t.device != input.device for t in (flow, residual)):
+        raise ValueError(
+            f"input, flow and residual must be on one device; got {input.device}, {flow.device}"
+            f"{'' if residual is None else f', {residual.device}'}: move them with .to({str(input.device)!r})"
+        )
     if (
         fast_path_enabled()
         and input.device.type == "cuda"
