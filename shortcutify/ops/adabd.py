@@ -109,6 +109,7 @@ def adabd_conv(
         fast_path_enabled()
         and a.device.type == "cuda"
         and dtype in (torch.float32, torch.float16, torch.bfloat16)
+        and all(t is None or t.device == a.device for t in (f_ref, offset, mask, weight, bias))  # else the reference says so
         and fast_path_available("cuda")
     ):
         if torch.is_autocast_enabled("cuda"):
