@@ -32,6 +32,14 @@ _SIZE_ARGS = ["H", "W"] + [f"s_{t}{d}" for t in "rcomy" for d in "bcyx"]
 
 
 @triton.jit
+def pixel_tile(BLOCK_P: tl.constexpr, H, W):
+    """The rows ``y``, columns ``x`` and in-map flags of program axis 0's tile of ``BLOCK_P``
+    pixels of an ``H``×``W`` map (row-major), shared by both kernels."""
+    pix = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
+    return pix // W, pix % W, pix < H * W
+
+
+@triton.jit
 def bilinear_corners(py, px, H, W, in_img):
     """For sampling positions ``(py, px)`` (float32 pixels) on an ``H``×``W`` map: the four
     corners' rows ``y0, y1`` and columns ``x0, x1`` (int32), the bilinear fractions ``fy, fx``,
@@ -92,13 +100,9 @@ def _adabd_kernel(
     BLOCK_C: tl.constexpr,
     BLOCK_O: tl.constexpr,
 ):
-    pid_p = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     pid_o = tl.program_id(2)
-    pix = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
-    in_img = pix < H * W
-    y = pix // W
-    x = pix % W
+    y, x, in_img = pixel_tile(BLOCK_P, H, W)
     o = pid_o * BLOCK_O + tl.arange(0, BLOCK_O)
     o_ok = o < O
     acc = tl.zeros((BLOCK_P, BLOCK_O), dtype=tl.float32)

@@ -20,7 +20,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .adabd_triton import SUPPORTED_DTYPES, bilinear_corners, multiprocessors
+from .adabd_triton import SUPPORTED_DTYPES, bilinear_corners, multiprocessors, pixel_tile
 
 __all__ = ["warp_triton", "default_warp_tiles"]
 
@@ -40,13 +40,9 @@ def _warp_kernel(
     BLOCK_P: tl.constexpr,
     BLOCK_C: tl.constexpr,
 ):
-    pid_p = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     pid_c = tl.program_id(2)
-    pix = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
-    in_img = pix < H * W
-    y = pix // W
-    x = pix % W
+    y, x, in_img = pixel_tile(BLOCK_P, H, W)
     f = flow_ptr + b * s_fb + y * s_fy + x * s_fx
     dy = tl.load(f, mask=in_img, other=0.0).to(tl.float32)
     dx = tl.load(f + s_fc, mask=in_img, other=0.0).to(tl.float32)
