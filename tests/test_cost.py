@@ -9,6 +9,7 @@ from generators import TinyUNet
 from shortcutify import shortcutify
 from shortcutify.core.cost import ELEMENTWISE_OPS, count_macs
 from shortcutify.demo.models import ResnetGenerator, resnet_taps
+from shortcutify.ops import use_fast_path
 
 # ops both counters count: fvcore names on the left (conv = aten::_convolution)
 MATMUL_LIKE = {"conv", "matmul", "linear", "addmm", "bmm", "mm", "einsum", "grid_sampler"}
@@ -61,10 +62,17 @@ def test_paths_add_up_and_amortise(resnet_sv):
 
 def test_every_heavy_op_is_counted_and_matches_torchs_flop_counter(resnet_sv):
     _, x, sv = resnet_sv
+    fast = sv.cost()  # the fast path's fused op counts as the reference it replaces
+    with use_fast_path(False):
+        _check_counts_against_torch(sv, x, fast)
+
+
+def _check_counts_against_torch(sv, x, fast):
     r = sv.cost()
     # nothing but element-wise ops is left uncounted, on any path
-    for path in (r.teacher, r.keyframe, r.shortcut, r.block):
+    for path in (fast.teacher, fast.keyframe, fast.shortcut, fast.block, r.teacher, r.keyframe, r.shortcut, r.block):
         assert set(path.uncounted_ops) <= ELEMENTWISE_OPS, path.uncounted_ops
+    assert [p.macs for p in (fast.keyframe, fast.shortcut, fast.block)] == [p.macs for p in (r.keyframe, r.shortcut, r.block)]
     # the block's deformable sampling (grid_sample) and its fused matrix product are counted
     assert r.block.by_operator.get("grid_sampler", 0) > 0 and r.block.by_operator.get("matmul", 0) > 0
     # cross-check with torch.utils.flop_counter on the same calls

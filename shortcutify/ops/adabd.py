@@ -1,14 +1,20 @@
 """AdaBD's fused blend-and-deform convolution (the shortcut block's central op).
 
-:func:`adabd_conv` is what the blocks call. On CPU (and wherever the fast path does not
-apply) it runs the reference implementation in plain PyTorch, :func:`adabd_conv_reference`.
-On CUDA tensors of float32, float16 or bfloat16, with ``triton`` installed (the ``gpu``
-extra), it calls the custom op ``torch.ops.shortcutify.adabd_conv`` (registered with
-``torch.library.custom_op``, with a fake implementation, so that ``torch.compile`` and
-``torch.export`` see one op), whose CUDA implementation is one Triton kernel
-(:mod:`shortcutify.ops.adabd_triton`) and whose backward recomputes the reference. The
-kernel is tested against the reference (on CPU through Triton's interpreter).
-:func:`use_fast_path` turns the fast paths off, e.g. to compare the two
+:func:`adabd_conv` is what the blocks call. Wherever no fast path applies (and whenever a
+gradient is recorded through it) it runs the reference implementation in plain PyTorch,
+:func:`adabd_conv_reference`. Otherwise it calls the custom op
+``torch.ops.shortcutify.adabd_conv`` (registered with ``torch.library.custom_op``, with a
+fake implementation, so that ``torch.compile`` and ``torch.export`` see one op, and
+``cost()`` counts it as its reference), whose backward recomputes the reference:
+
+* on CUDA tensors of float32, float16 or bfloat16, with ``triton`` installed (the ``gpu``
+  extra), one Triton kernel (:mod:`shortcutify.ops.adabd_triton`), tested against the
+  reference (on CPU through Triton's interpreter);
+* on CPU tensors of float32 or float64 (no autocast, no gradient, not while
+  ``torch.compile`` traces), the same computation by weighted row gathers
+  (:mod:`shortcutify.ops.gather`: no ``grid_sample``, the blend folded into the gather).
+
+:func:`use_fast_path` turns both off, e.g. to compare with the reference
 (:mod:`shortcutify.ops.fast_path` holds the switch and the fallback rule).
 """
 
@@ -20,6 +26,7 @@ from torch import Tensor
 
 from .deform import columns_matmul, deform_columns
 from .fast_path import fast_path_available, fast_path_enabled, kernel, kernel_failed, use_fast_path
+from .gather import adabd_conv_gather, gather_applies, gather_serves
 
 __all__ = ["adabd_conv", "adabd_conv_reference", "use_fast_path", "fast_path_available"]
 
@@ -29,14 +36,16 @@ def _adabd_op(
     f_ref: Tensor, a: Tensor, offset: Tensor, mask: Tensor, weight: Tensor, bias: Tensor | None, reference_only: bool
 ) -> tuple[Tensor, Tensor]:
     out = None
-    if fast_path_available(a.device):
+    cpu_gather = gather_serves(f_ref, a, offset, mask, weight, bias)  # CPU tensors: the gather, also under Triton's interpreter
+    if not cpu_gather and fast_path_available(a.device):
         try:
             out, ref_out = kernel("adabd")(f_ref, a, offset, mask, weight, bias, reference_only)  # type: ignore[misc]
         except Exception as err:  # e.g. a Triton that cannot compile the kernel for this card: correct, slower, said once
             kernel_failed(a.device, "adabd", err)
-    if out is None:  # a device without the kernel (e.g. an exported graph run on CPU), or the kernel failed
+    if out is None:  # the CPU fast path; or no Triton kernel here, or it failed: the reference
+        implementation = adabd_conv_gather if cpu_gather else adabd_conv_reference
         with torch.no_grad():
-            out, ref_out = adabd_conv_reference(f_ref, a, offset, mask, weight, bias, reference_only)
+            out, ref_out = implementation(f_ref, a, offset, mask, weight, bias, reference_only)
         out = out.contiguous().to(a.dtype)
         ref_out = ref_out.contiguous().to(a.dtype) if ref_out is not None else None
     return out, (ref_out if ref_out is not None else out.new_empty(0))
@@ -117,6 +126,9 @@ def adabd_conv(
         out, ref_out = torch.ops.shortcutify.adabd_conv(
             f_ref.to(dtype), a.to(dtype), offset, mask, weight.to(dtype), bias.to(dtype) if bias is not None else None, reference_only
         )
+        return out, (ref_out if reference_only else None)
+    if fast_path_enabled() and gather_applies(f_ref, a, offset, mask, weight, bias):  # CPU inference
+        out, ref_out = torch.ops.shortcutify.adabd_conv(f_ref, a, offset, mask, weight, bias, reference_only)
         return out, (ref_out if reference_only else None)
     return adabd_conv_reference(f_ref, a, offset, mask, weight, bias, reference_only)
 

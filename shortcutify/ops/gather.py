@@ -1,0 +1,155 @@
+"""AdaBD by weighted row gathers: the CPU fast path of :func:`~shortcutify.ops.adabd_conv`.
+
+On CPU, ``grid_sample`` vectorises over output positions and gathers one channel at a time.
+Here a feature map is read as a table of channel rows ``[B·H·W, C]`` (channels-last order),
+and each sample is the weighted sum of the rows of its four bilinear corners: one
+``F.embedding_bag(..., mode="sum", per_sample_weights=...)`` call streams whole rows.
+The semantics are those of the references (``grid_sample`` with ``align_corners=False`` and
+zeros padding): corners outside the map read zeros, and a position that is not finite gives
+NaN. Positions are the reference's up to rounding: the reference goes through
+``grid_sample``'s normalised coordinates, these stay in pixels.
+
+:func:`adabd_conv_gather` is :func:`~shortcutify.ops.adabd_conv_reference`, with the blend
+folded into the gather (each column is one bag of five rows: the reference's four corners
+weighted ``(1 − m)·bilinear``, the current frame's tap weighted ``m``). Inference only (no
+gradient is defined here: the ops that call these send calls that record gradients to the
+references); float32 and float64.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["adabd_conv_gather", "gather_applies", "gather_serves"]
+
+_DTYPES = (torch.float32, torch.float64)
+
+
+def gather_serves(*tensors: Tensor | None) -> bool:
+    """Whether these operands are ones the gather functions take: all on CPU, float32 or float64."""
+    return all(t.device.type == "cpu" and t.dtype in _DTYPES for t in tensors if t is not None)
+
+
+def gather_applies(*tensors: Tensor | None) -> bool:
+    """Whether an op should take the gather path for these operands: :func:`gather_serves`,
+    no autocast on CPU, no gradient recorded, no ``torch.compile`` tracing (compiled code
+    keeps the references, which the compiler fuses)."""
+    return (
+        gather_serves(*tensors)
+        and not torch.is_autocast_enabled("cpu")
+        and not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors))
+        and not torch.compiler.is_compiling()
+    )
+
+
+def _clamped(p: Tensor, size: int) -> Tensor:
+    """Positions clamped to ``[-1, size]`` (NaN to -1): beyond one pixel outside the map, all
+    four corners are outside it, so clamping there changes no sample."""
+    return torch.where(p > -1, p, -1.0).clamp_(max=size)
+
+
+def _bilinear(py: Tensor, px: Tensor, h: int, w: int, index: torch.dtype) -> tuple[list[Tensor], list[Tensor]]:
+    """The four bilinear corners of pixel positions ``(py, px)`` (any shape ``S``, float) in an
+    ``h × w`` map: their rows ``y·w + x`` (``index`` dtype) and weights, in the order
+    ``(y0, x0), (y0, x0 + 1), (y0 + 1, x0), (y0 + 1, x0 + 1)``. A corner outside the map gets
+    weight zero and the row of a corner inside it; a position that is not finite gets NaN
+    weights (``grid_sample`` gives NaN there)."""
+    nonfinite = (py - py) + (px - px)  # 0, or NaN
+    py, px = _clamped(py, h), _clamped(px, w)
+    y0, x0 = py.floor(), px.floor()  # in [-1, h], [-1, w]
+    fy, fx = py - y0, px - x0
+    # row y0 is inside for 0 <= y0 <= h - 1, row y0 + 1 for y0 <= h - 2 (y0 >= -1 always)
+    wy = ((1 - fy) * ((y0 >= 0) & (y0 <= h - 1)) + nonfinite, fy * (y0 <= h - 2) + nonfinite)
+    wx = ((1 - fx) * ((x0 >= 0) & (x0 <= w - 1)), fx * (x0 <= w - 2))
+    yi, xi = y0.to(index), x0.to(index)
+    rows = (yi.clamp(0, h - 1) * w, (yi + 1).clamp_(0, h - 1) * w)
+    cols = (xi.clamp(0, w - 1), (xi + 1).clamp_(0, w - 1))
+    return [r + c for r in rows for c in cols], [a * b for a in wy for b in wx]
+
+
+def _index_dtype(rows: int) -> torch.dtype:
+    return torch.int32 if rows < 2**31 else torch.int64
+
+
+def _channel_rows(x: Tensor, out: Tensor) -> None:
+    """Write ``x [B, C, H, W]`` as channel rows into ``out [B, H·W, C]``."""
+    b, c, h, w = x.shape
+    if x.is_contiguous():  # one 2-D transpose per sample: much faster than the 4-D strided copy
+        for i in range(b):
+            out[i].copy_(x[i].view(c, h * w).t())
+    else:
+        out.copy_(x.permute(0, 2, 3, 1).reshape(b, h * w, c))
+
+
+@functools.lru_cache(maxsize=8)
+def _taps(h: int, w: int, k: int, dtype: torch.dtype, index: torch.dtype) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """For a ``k × k`` "same" conv on an ``h × w`` map: every tap's undeformed position
+    ``ty, tx [H, W, k²]``, its row in the map ``rows [H, W, k²]`` (``index`` dtype; a row inside
+    the map for taps outside it) and ``inside [H, W, k²]`` (1 for taps inside the map, else 0)."""
+    offsets = torch.arange(k, dtype=dtype) - k // 2
+    ty = (torch.arange(h, dtype=dtype).view(h, 1, 1) + offsets.repeat_interleave(k)).expand(h, w, k * k).contiguous()
+    tx = (torch.arange(w, dtype=dtype).view(1, w, 1) + offsets.repeat(k)).expand(h, w, k * k).contiguous()
+    inside = ((ty >= 0) & (ty <= h - 1) & (tx >= 0) & (tx <= w - 1)).to(dtype)
+    rows = (ty.clamp(0, h - 1) * w + tx.clamp(0, w - 1)).to(index)
+    return ty, tx, rows, inside
+
+
+def adabd_conv_gather(
+    f_ref: Tensor,
+    a: Tensor,
+    offset: Tensor,
+    mask: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    reference_only: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    """:func:`~shortcutify.ops.adabd_conv_reference` by row gathers (same arguments, shapes and
+    results: ``f_ref``, ``a`` ``[B, h, H, W]``, ``offset [B, 2·k², H, W]``, ``mask [B, k², H, W]``,
+    ``weight [h_out, h, k, k]``; returns ``[B, h_out, H, W]`` contiguous, and the reference-only
+    conv when asked for).
+
+    Both maps go into one table of channel rows (the reference's, then the current frame's);
+    each output pixel and tap is one bag of five rows, and the columns ``[B·H·W·k², h]`` meet
+    the weight in one batched matrix product.
+    """
+    b, c, hh, ww = a.shape
+    cout, _, k, _ = weight.shape
+    k2, n = k * k, hh * ww
+    dtype = torch.promote_types(f_ref.dtype, a.dtype)
+    pos = torch.promote_types(torch.promote_types(dtype, offset.dtype), torch.float32)
+    index = _index_dtype(2 * b * n)
+    ty, tx, cur_rows, inside = _taps(hh, ww, k, pos, index)
+    off = offset.to(pos).view(b, k2, 2, hh, ww).permute(0, 3, 4, 1, 2)  # [B, H, W, k², 2]
+    m = mask.to(pos).permute(0, 2, 3, 1)  # [B, H, W, k²]
+    rows, bilinear = _bilinear(ty + off[..., 0], tx + off[..., 1], hh, ww, index)  # 4 × [B, H, W, k²]
+    table = torch.empty((2, b, n, c), dtype=dtype)
+    _channel_rows(f_ref.to(dtype), table[0])
+    _channel_rows(a.to(dtype), table[1])
+    base = (torch.arange(b, dtype=index) * n).view(b, 1, 1, 1)
+    bags = torch.empty((b, hh, ww, k2, 5), dtype=index)
+    weights = torch.empty((b, hh, ww, k2, 5), dtype=pos)
+    keep = 1 - m
+    for j in range(4):  # each column written in place, in one pass
+        torch.add(rows[j], base, out=bags[..., j])
+        torch.mul(bilinear[j], keep, out=weights[..., j])
+    torch.add(cur_rows, base + b * n, out=bags[..., 4])
+    torch.mul(m, inside, out=weights[..., 4])
+    table = table.view(2 * b * n, c)
+    wt = weight.to(dtype).permute(0, 2, 3, 1).reshape(1, cout, k2 * c).expand(b, cout, k2 * c)
+
+    def conv(columns: Tensor) -> Tensor:  # columns [B·H·W·k², h] -> [B, h_out, H, W]
+        cols = columns.view(b, n, k2 * c).transpose(1, 2)  # [B, k²·h, H·W], a view
+        if bias is None:
+            return torch.bmm(wt, cols).view(b, cout, hh, ww)
+        return torch.baddbmm(bias.to(dtype).view(1, cout, 1).expand(b, cout, n), wt, cols).view(b, cout, hh, ww)
+
+    out = conv(F.embedding_bag(bags.view(-1, 5), table, per_sample_weights=weights.view(-1, 5).to(dtype), mode="sum"))
+    if not reference_only:
+        return out, None
+    ref_bags = bags[..., :4].reshape(-1, 4)
+    ref_weights = torch.stack(bilinear, dim=-1).view(-1, 4).to(dtype)
+    return out, conv(F.embedding_bag(ref_bags, table, per_sample_weights=ref_weights, mode="sum"))

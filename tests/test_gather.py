@@ -1,0 +1,152 @@
+"""The CPU fast path of AdaBD (``shortcutify.ops.gather``): the reference's numbers by row gathers.
+
+``adabd_conv_gather`` must equal ``adabd_conv_reference`` (exactly up to rounding: checked in
+float64) for any shape, kernel size and offset, including samples far outside the map and
+positions that are not finite; ``adabd_conv`` must take it only for CPU inference in float32
+or float64, through the custom op (so that ``cost()`` counts it as the reference).
+"""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import shortcutify.ops.adabd as adabd_module
+from shortcutify.core.cost import count_macs
+from shortcutify.ops import adabd_conv, adabd_conv_reference, use_fast_path
+from shortcutify.ops.gather import adabd_conv_gather
+
+
+def operands(b=2, c=5, o=6, hw=(7, 9), k=3, reach=3.0, seed=0, dtype=torch.float64, bias=True):
+    """Random AdaBD operands on CPU; offsets of ``reach`` px (many samples fall outside the map)."""
+    gen = torch.Generator().manual_seed(seed)
+    h, w = hw
+    t = dict(
+        f_ref=torch.randn(b, c, h, w, generator=gen, dtype=dtype),
+        a=torch.randn(b, c, h, w, generator=gen, dtype=dtype),
+        offset=torch.randn(b, 2 * k * k, h, w, generator=gen, dtype=dtype) * reach,
+        mask=torch.rand(b, k * k, h, w, generator=gen, dtype=dtype),
+        weight=torch.randn(o, c, k, k, generator=gen, dtype=dtype) / (c * k * k) ** 0.5,
+        bias=torch.randn(o, generator=gen, dtype=dtype) if bias else None,
+    )
+    return t
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    b=st.integers(1, 3),
+    c=st.integers(1, 9),
+    o=st.integers(1, 7),
+    h=st.integers(1, 9),
+    w=st.integers(1, 9),
+    k=st.sampled_from([1, 3, 5]),
+    reach=st.sampled_from([0.0, 0.5, 3.0, 40.0]),
+    bias=st.booleans(),
+    reference_only=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_the_gather_equals_the_reference(b, c, o, h, w, k, reach, bias, reference_only, seed):
+    t = operands(b=b, c=c, o=o, hw=(h, w), k=k, reach=reach, seed=seed, bias=bias)
+    want = adabd_conv_reference(**t, reference_only=reference_only)
+    got = adabd_conv_gather(**t, reference_only=reference_only)
+    torch.testing.assert_close(got[0], want[0], rtol=1e-9, atol=1e-12)
+    assert got[0].is_contiguous() and got[0].dtype == torch.float64
+    if reference_only:
+        torch.testing.assert_close(got[1], want[1], rtol=1e-9, atol=1e-12)
+    else:
+        assert got[1] is None
+
+
+def test_the_gather_in_float32_is_as_close_to_float64_as_the_reference():
+    t64 = operands(b=2, c=16, o=16, hw=(12, 13), reach=5.0)
+    t32 = {n: v.float() if v is not None else None for n, v in t64.items()}
+    exact = adabd_conv_reference(**t64)[0]
+    ref_err = (adabd_conv_reference(**t32)[0].double() - exact).abs().max()
+    gather_err = (adabd_conv_gather(**t32)[0].double() - exact).abs().max()
+    assert gather_err <= 2 * ref_err + 1e-6
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf"), 1e30, -1e30])
+def test_positions_far_outside_read_zeros_and_positions_not_finite_give_nan_as_in_the_reference(bad):
+    t = operands(b=1, c=3, o=2, hw=(5, 6))
+    t["offset"][0, 4, 2, 3] = bad  # dy of tap 2 at pixel (2, 3)
+    t["offset"][0, 1, 0, 0] = bad  # dx of tap 0 at pixel (0, 0)
+    want, got = adabd_conv_reference(**t)[0], adabd_conv_gather(**t)[0]
+    assert torch.equal(want.isnan(), got.isnan())
+    torch.testing.assert_close(got.nan_to_num(), want.nan_to_num(), rtol=1e-9, atol=1e-12)
+
+
+def test_the_gather_reads_any_strides_and_memory_format():
+    t = operands(b=2, c=6, o=4, hw=(8, 7), dtype=torch.float32)
+    want = adabd_conv_reference(**t)[0]
+    strided = dict(t)
+    strided["f_ref"] = t["f_ref"].contiguous(memory_format=torch.channels_last)
+    strided["a"] = torch.stack([t["a"], t["a"]], dim=2).flatten(1, 2)[:, ::2]  # a channel-strided view
+    strided["offset"] = t["offset"].contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(adabd_conv_gather(**strided)[0], want, rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------ when adabd_conv takes it
+@pytest.fixture
+def gathers(monkeypatch):
+    """Counts the calls that reach the gather implementation."""
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return adabd_conv_gather(*args, **kwargs)
+
+    monkeypatch.setattr(adabd_module, "adabd_conv_gather", counted)
+    return calls
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cpu_inference_takes_the_gather_through_the_custom_op(gathers, dtype):
+    t = operands(dtype=dtype)
+    with torch.no_grad():
+        out, ref_out = adabd_conv(**t, reference_only=True)
+    assert len(gathers) == 1
+    want = adabd_conv_reference(**t, reference_only=True)
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(out, want[0], **tol)
+    torch.testing.assert_close(ref_out, want[1], **tol)
+
+
+def test_calls_that_record_gradients_run_the_reference_and_get_its_gradients(gathers):
+    t = operands(dtype=torch.float64)
+    t["offset"].requires_grad_(True)
+    out, _ = adabd_conv(**t)
+    out.square().sum().backward()
+    assert not gathers
+    leaf = t["offset"].detach().requires_grad_(True)
+    adabd_conv_reference(**{**t, "offset": leaf})[0].square().sum().backward()
+    assert torch.equal(t["offset"].grad, leaf.grad)
+
+
+def test_the_switch_low_precision_and_autocast_run_the_reference(gathers):
+    t = operands(dtype=torch.float32)
+    with torch.no_grad():
+        with use_fast_path(False):
+            assert torch.equal(adabd_conv(**t)[0], adabd_conv_reference(**t)[0])
+        half = {n: v.to(torch.bfloat16) if v is not None else None for n, v in t.items()}
+        assert torch.equal(adabd_conv(**half)[0], adabd_conv_reference(**half)[0])
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert torch.equal(adabd_conv(**t)[0], adabd_conv_reference(**t)[0])
+    assert not gathers
+
+
+def test_the_cpu_path_is_counted_as_the_reference():
+    t = operands(b=1, c=6, o=10, hw=(5, 7), dtype=torch.float32)
+    fast = count_macs(lambda *v: adabd_conv(*v)[0], *t.values())
+    with use_fast_path(False):
+        plain = count_macs(lambda *v: adabd_conv(*v)[0], *t.values())
+    assert fast[0] == plain[0] > 0
+    assert fast[1] == {"adabd_conv": fast[0]} and not fast[2]  # the op, counted whole, nothing left out
+
+
+def test_torch_compile_keeps_the_reference_which_it_can_fuse(gathers):
+    t = operands(dtype=torch.float32)
+    compiled = torch.compile(lambda *v: adabd_conv(*v)[0], backend="eager", fullgraph=True)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(*t.values()), adabd_conv_reference(**t)[0])
+    assert not gathers
