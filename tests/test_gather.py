@@ -3,7 +3,8 @@
 ``adabd_conv_gather`` must equal ``adabd_conv_reference`` (exactly up to rounding: checked in
 float64) for any shape, kernel size and offset, including samples far outside the map and
 positions that are not finite; ``adabd_conv`` must take it only for CPU inference in float32
-or float64, through the custom op (so that ``cost()`` counts it as the reference).
+or float64 where it pays (wide and large maps), through the custom op (so that ``cost()``
+counts it as the reference).
 """
 
 import pytest
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 import shortcutify.ops.adabd as adabd_module
 from shortcutify.core.cost import count_macs
 from shortcutify.ops import adabd_conv, adabd_conv_reference, use_fast_path
-from shortcutify.ops.gather import adabd_conv_gather
+from shortcutify.ops.gather import MIN_CHANNELS, MIN_PIXELS, adabd_conv_gather
 
 
 def operands(b=2, c=5, o=6, hw=(7, 9), k=3, reach=3.0, seed=0, dtype=torch.float64, bias=True):
@@ -100,9 +101,14 @@ def gathers(monkeypatch):
     return calls
 
 
+def big(dtype=torch.float32):
+    """Operands wide and large enough for the gather to pay (see ``gather_pays``)."""
+    return operands(b=1, c=MIN_CHANNELS, o=8, hw=(32, MIN_PIXELS // 32), dtype=dtype)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_cpu_inference_takes_the_gather_through_the_custom_op(gathers, dtype):
-    t = operands(dtype=dtype)
+    t = big(dtype)
     with torch.no_grad():
         out, ref_out = adabd_conv(**t, reference_only=True)
     assert len(gathers) == 1
@@ -113,7 +119,7 @@ def test_cpu_inference_takes_the_gather_through_the_custom_op(gathers, dtype):
 
 
 def test_calls_that_record_gradients_run_the_reference_and_get_its_gradients(gathers):
-    t = operands(dtype=torch.float64)
+    t = big(torch.float64)
     t["offset"].requires_grad_(True)
     out, _ = adabd_conv(**t)
     out.square().sum().backward()
@@ -123,8 +129,8 @@ def test_calls_that_record_gradients_run_the_reference_and_get_its_gradients(gat
     assert torch.equal(t["offset"].grad, leaf.grad)
 
 
-def test_the_switch_low_precision_and_autocast_run_the_reference(gathers):
-    t = operands(dtype=torch.float32)
+def test_the_switch_low_precision_autocast_and_small_maps_run_the_reference(gathers):
+    t = big()
     with torch.no_grad():
         with use_fast_path(False):
             assert torch.equal(adabd_conv(**t)[0], adabd_conv_reference(**t)[0])
@@ -132,11 +138,14 @@ def test_the_switch_low_precision_and_autocast_run_the_reference(gathers):
         assert torch.equal(adabd_conv(**half)[0], adabd_conv_reference(**half)[0])
         with torch.autocast("cpu", dtype=torch.bfloat16):
             assert torch.equal(adabd_conv(**t)[0], adabd_conv_reference(**t)[0])
+        for small in (operands(c=MIN_CHANNELS - 1, hw=(32, 32)), operands(c=MIN_CHANNELS, hw=(31, 32))):
+            small = {n: v.float() if v is not None else None for n, v in small.items()}
+            assert torch.equal(adabd_conv(**small)[0], adabd_conv_reference(**small)[0])
     assert not gathers
 
 
 def test_the_cpu_path_is_counted_as_the_reference():
-    t = operands(b=1, c=6, o=10, hw=(5, 7), dtype=torch.float32)
+    t = big()
     fast = count_macs(lambda *v: adabd_conv(*v)[0], *t.values())
     with use_fast_path(False):
         plain = count_macs(lambda *v: adabd_conv(*v)[0], *t.values())
@@ -145,7 +154,7 @@ def test_the_cpu_path_is_counted_as_the_reference():
 
 
 def test_torch_compile_keeps_the_reference_which_it_can_fuse(gathers):
-    t = operands(dtype=torch.float32)
+    t = big()
     compiled = torch.compile(lambda *v: adabd_conv(*v)[0], backend="eager", fullgraph=True)
     with torch.no_grad():
         torch.testing.assert_close(compiled(*t.values()), adabd_conv_reference(**t)[0])

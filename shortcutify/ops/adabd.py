@@ -10,9 +10,10 @@ fake implementation, so that ``torch.compile`` and ``torch.export`` see one op, 
 * on CUDA tensors of float32, float16 or bfloat16, with ``triton`` installed (the ``gpu``
   extra), one Triton kernel (:mod:`shortcutify.ops.adabd_triton`), tested against the
   reference (on CPU through Triton's interpreter);
-* on CPU tensors of float32 or float64 (no autocast, no gradient, not while
-  ``torch.compile`` traces), the same computation by weighted row gathers
-  (:mod:`shortcutify.ops.gather`: no ``grid_sample``, the blend folded into the gather).
+* on CPU tensors of float32 or float64 with enough channels and pixels for it to pay (no
+  autocast, no gradient, not while ``torch.compile`` traces), the same computation by
+  weighted row gathers (:mod:`shortcutify.ops.gather`: no ``grid_sample``, the blend folded
+  into the gather).
 
 :func:`use_fast_path` turns both off, e.g. to compare with the reference
 (:mod:`shortcutify.ops.fast_path` holds the switch and the fallback rule).
@@ -26,7 +27,7 @@ from torch import Tensor
 
 from .deform import columns_matmul, deform_columns
 from .fast_path import fast_path_available, fast_path_enabled, kernel, kernel_failed, use_fast_path
-from .gather import adabd_conv_gather, gather_applies, gather_serves
+from .gather import adabd_conv_gather, gather_applies, gather_pays, gather_serves
 
 __all__ = ["adabd_conv", "adabd_conv_reference", "use_fast_path", "fast_path_available"]
 
@@ -36,7 +37,8 @@ def _adabd_op(
     f_ref: Tensor, a: Tensor, offset: Tensor, mask: Tensor, weight: Tensor, bias: Tensor | None, reference_only: bool
 ) -> tuple[Tensor, Tensor]:
     out = None
-    cpu_gather = gather_serves(f_ref, a, offset, mask, weight, bias)  # CPU tensors: the gather, also under Triton's interpreter
+    # CPU tensors where the gather pays: the gather, also under Triton's interpreter
+    cpu_gather = gather_serves(f_ref, a, offset, mask, weight, bias) and gather_pays(a)
     if not cpu_gather and fast_path_available(a.device):
         try:
             out, ref_out = kernel("adabd")(f_ref, a, offset, mask, weight, bias, reference_only)  # type: ignore[misc]

@@ -24,9 +24,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["adabd_conv_gather", "gather_applies", "gather_serves"]
+__all__ = ["adabd_conv_gather", "gather_applies", "gather_serves", "gather_pays", "MIN_CHANNELS", "MIN_PIXELS"]
 
 _DTYPES = (torch.float32, torch.float64)
+
+# Where the gather is faster than the reference on CPU: rows of at least this many channels, maps
+# of at least this many pixels (below, its fixed cost of some forty small index ops dominates).
+# Chosen from the grid that ``python benchmarks/cpu_gather.py`` measures (benchmarks/RESULTS.md).
+MIN_CHANNELS = 32
+MIN_PIXELS = 32 * 32
 
 
 def gather_serves(*tensors: Tensor | None) -> bool:
@@ -34,12 +40,20 @@ def gather_serves(*tensors: Tensor | None) -> bool:
     return all(t.device.type == "cpu" and t.dtype in _DTYPES for t in tensors if t is not None)
 
 
+def gather_pays(a: Tensor) -> bool:
+    """Whether AdaBD on features like ``a [B, h, H, W]`` is faster by gathers than by the
+    reference: ``h >= MIN_CHANNELS`` and ``H·W >= MIN_PIXELS``."""
+    return a.dim() == 4 and a.shape[1] >= MIN_CHANNELS and a.shape[2] * a.shape[3] >= MIN_PIXELS
+
+
 def gather_applies(*tensors: Tensor | None) -> bool:
-    """Whether an op should take the gather path for these operands: :func:`gather_serves`,
-    no autocast on CPU, no gradient recorded, no ``torch.compile`` tracing (compiled code
-    keeps the references, which the compiler fuses)."""
+    """Whether :func:`~shortcutify.ops.adabd_conv` should take the gather path for its operands
+    ``(f_ref, a, ...)``: :func:`gather_serves`, :func:`gather_pays` (for ``a``), no autocast on
+    CPU, no gradient recorded, no ``torch.compile`` tracing (compiled code keeps the
+    reference, which the compiler fuses)."""
     return (
         gather_serves(*tensors)
+        and gather_pays(tensors[1])  # type: ignore[arg-type]
         and not torch.is_autocast_enabled("cpu")
         and not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors))
         and not torch.compiler.is_compiling()
