@@ -75,6 +75,38 @@ def resolution_section(speed: dict | None, speed_full: dict | None, q: dict | No
     ]
 
 
+def cpu_gather_section() -> list[str]:
+    """AdaBD on CPU: the gather path against the reference over channels × map sizes (benchmarks/cpu_gather.py)."""
+    r = load("cpu_gather")
+    if not r:
+        return []
+    sizes = sorted({row["size"] for row in r["rows"]})
+    cells = {(row["channels"], row["size"]): row for row in r["rows"]}
+    rows = []
+    for c in sorted({row["channels"] for row in r["rows"]}):
+        line = [f"h = {c}"]
+        for size in sizes:
+            row = cells.get((c, size))
+            line.append("-" if row is None else f"{row['speedup']:.2f}×" + (" **g**" if row["dispatched"] else ""))
+        rows.append("| " + " | ".join(line) + " |")
+    return [
+        "## AdaBD on CPU: row gathers against the reference",
+        "",
+        f"`python benchmarks/cpu_gather.py` — {machine_line(r['machine'])}. `adabd_conv_reference` (one `grid_sample` for the",
+        "deformed reference's columns, a strided view for the current frame's, a `lerp` and one matrix product) against",
+        "`adabd_conv_gather` (both features as one table of channel rows, one `embedding_bag` of five weighted rows per",
+        "output pixel and tap, one matrix product) on the same operands (batch 1, 3×3, inference), interleaved; each cell:",
+        "the reference's median time over the gather's (above 1: the gather is faster). **g**: the cells `adabd_conv` sends",
+        "to the gather (`MIN_CHANNELS`, `MIN_PIXELS` in `shortcutify/ops/gather.py`, chosen from this table: below them the",
+        "gather's fixed cost of some forty small index ops outweighs what it saves).",
+        "",
+        "| width | " + " | ".join(f"{s}×{s}" for s in sizes) + " |",
+        "|---|" + "---|" * len(sizes),
+        *rows,
+        "",
+    ]
+
+
 def ablation_section() -> list[str]:
     """Short distillations of several block configurations (benchmarks/ablation.py), per seed and mean."""
     runs = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("ablation_*_s*.json"))]
@@ -837,6 +869,13 @@ def main() -> None:
             f"{mem['teacher']:.0f} MiB: {memory_verdict}.",
             "",
         ]
+        if "shortcut_reference" in s:
+            out += [
+                f"With the ops' fast paths off (`use_fast_path(False)`: AdaBD by `grid_sample` and a matrix product, timed in "
+                f"the same rounds) a shortcut frame takes {s['shortcut_reference'] * 1e3:.1f} ms ({s['teacher'] / s['shortcut_reference']:.2f}× "
+                f"the teacher): the CPU gather path makes it {s['shortcut_reference'] / s['shortcut']:.2f}× faster.",
+                "",
+            ]
         if not below:
             out += [
                 f"Memory: both peaks are set by the full-resolution layers the two paths share (the tail's 64×{speed['size']}² "
@@ -861,8 +900,10 @@ def main() -> None:
             + " of a shortcut frame, see the section on block resolution): the",
             "block runs at half the decoder tap's resolution, entered by 2×2 stride-2 convs and left by a 2×2",
             "stride-2 transposed conv (space-to-depth, so no detail is discarded by the resampling itself);",
-            "`grid_sample` reads channels-last memory (whole channel vectors per sample); the current frame's",
-            "columns are a strided view of the padded feature (no `im2col` copy) blended in place; layout changes",
+            "`grid_sample` reads channels-last memory (whole channel vectors per sample); AdaBD's deformable",
+            "sampling and blend are one `embedding_bag` over channel rows where that pays (section \"AdaBD on CPU\"),",
+            "elsewhere the current frame's columns are a strided view of the padded feature (no `im2col` copy)",
+            "blended in place; layout changes",
             "go through 2-D transposes, which torch copies cache-blocked; the shortcut frame's program returns",
             "only the output, so nothing of the block is kept alive through the tail.",
             "",
@@ -905,6 +946,7 @@ def main() -> None:
         out += ["Target: at α = 3 the shortcut frames beat every baseline of equal or lower MACs, on two real videos:", ""] + verdicts + [""]
         out += ["Temporal error of the shortcut frames vs repeating the keyframe: " + "; ".join(temporal) + ".", ""]
     out += resolution_section(speed, load("speed_cpu_full"), q, load("quality_full"))
+    out += cpu_gather_section()
     out += ablation_section()
     out += keyframes_section()
     out += mixed_batches_section()

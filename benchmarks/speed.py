@@ -7,7 +7,8 @@ All paths run in one process on the same input, interleaved round by round, afte
 warm-up; the median of the rounds is reported, as ratios to the teacher. On CUDA, CUDA
 events with synchronisation. The block's own time is measured the same way. Peak memory:
 the peak of tensor memory allocated while one path runs, above what was live before (CPU:
-from the profiler's allocation events; CUDA: torch.cuda.max_memory_allocated).
+from the profiler's allocation events; CUDA: torch.cuda.max_memory_allocated). The shortcut
+frame is also timed with the ops' fast paths off (``shortcut_reference``), side by side.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from common import machine, table, write  # noqa: E402
 from shortcutify import shortcutify  # noqa: E402
 from shortcutify.demo.models import ResnetGenerator, resnet_taps  # noqa: E402
 from shortcutify.demo.timing import amortised, path_calls, time_calls  # noqa: E402
+from shortcutify.ops import use_fast_path  # noqa: E402
 
 PATHS = ("teacher", "keyframe", "shortcut", "block")
 
@@ -38,7 +40,17 @@ def build(size: int, device: str, resolution: str = "half", width: int | None = 
 
 @torch.no_grad()
 def timings(sv, x, repeats: int, warmup: int, device: str) -> dict[str, float]:
-    return time_calls(path_calls(sv, x), repeats=repeats, warmup=warmup, cuda=device.startswith("cuda"))
+    """Median seconds of each path, interleaved; ``shortcut_reference``: the shortcut frame with
+    the ops' fast paths off (``use_fast_path(False)``: plain PyTorch throughout)."""
+    calls = path_calls(sv, x)
+    shortcut = calls["shortcut"]
+
+    def shortcut_reference() -> None:
+        with use_fast_path(False):
+            shortcut()
+
+    calls["shortcut_reference"] = shortcut_reference
+    return time_calls(calls, repeats=repeats, warmup=warmup, cuda=device.startswith("cuda"))
 
 
 @torch.no_grad()
@@ -117,6 +129,8 @@ def main() -> None:
     print(f"ResNet ngf=64, 6 blocks, {size}x{size}, {args.device}, {args.threads} threads, {repeats} rounds")
     print(md)
     print(f"block share of a shortcut frame: {share:.1%}; amortised at α={a}")
+    print(f"shortcut frame with the ops' fast paths off (plain PyTorch): {t['shortcut_reference'] * 1e3:.1f} ms, "
+          f"{t['teacher'] / t['shortcut_reference']:.2f}x the teacher (fast paths: {t['shortcut_reference'] / t['shortcut']:.2f}x)")
     if ops:
         print("block's time by op (profiler, self CPU time): " + ", ".join(f"{o['op']} {o['share']:.0%}" for o in ops))
     name = (f"speed_{args.device}" + ("" if args.resolution == "half" else f"_{args.resolution}")
