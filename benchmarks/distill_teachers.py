@@ -266,7 +266,7 @@ def run_one(name: str, spec: Teacher, variant: str, seed: int, steps: int, quick
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     row: dict[str, Any] = {"teacher": name, "family": spec.family, "operator": spec.operator, "size": list(size),
                            "variant": variant, "settings": effective(VARIANTS[variant]), "seed": seed, "steps": steps,
-                           "weights": weights_id(gen), "seconds": wall, "cpu_seconds": cpu, "threads": torch.get_num_threads(), "videos": {}}
+                           "weights": weights_id(gen), "block": {"resolution": sv.block.resolution, "width": sv.block.width}, "seconds": wall, "cpu_seconds": cpu, "threads": torch.get_num_threads(), "videos": {}}
     for video, frames in heldout.items():
         s = evaluate(sv, clips_of(frames, to_inputs)).summary()
         row["videos"][video] = {k: s[k] for k in ("psnr", "psnr_repeat", "ssim", "ssim_repeat")}
