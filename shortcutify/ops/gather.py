@@ -137,7 +137,7 @@ def adabd_conv_gather(
     pos = torch.promote_types(torch.promote_types(dtype, offset.dtype), torch.float32)
     index = _index_dtype(2 * b * n)
     ty, tx, cur_rows, inside = _taps(hh, ww, k, pos, index)
-    off = offset.to(pos).view(b, k2, 2, hh, ww).permute(0, 3, 4, 1, 2)  # [B, H, W, k², 2]
+    off = offset.to(pos).reshape(b, k2, 2, hh, ww).permute(0, 3, 4, 1, 2)  # [B, H, W, k², 2]
     m = mask.to(pos).permute(0, 2, 3, 1)  # [B, H, W, k²]
     rows, bilinear = _bilinear(ty + off[..., 0], tx + off[..., 1], hh, ww, index)  # 4 × [B, H, W, k²]
     table = torch.empty((2, b, n, c), dtype=dtype)
