@@ -426,6 +426,24 @@ def _taps_verdict(r: dict) -> list[str]:
     ]
 
 
+def variant_gaps(runs: list[dict], variant: str) -> list[str]:
+    """Per teacher and step count: the variant's mean gain minus the defaults' (same teacher weights), per video."""
+    sys.path.insert(0, str(HERE))
+    from distill_teachers import is_default
+
+    def mean_gain(rs: list[dict], video: str) -> float:
+        return sum(x["videos"][video]["psnr"] - x["videos"][video]["psnr_repeat"] for x in rs) / len(rs)
+
+    lines = []
+    for teacher, weights, steps in sorted({(x["teacher"], x.get("weights"), x["steps"]) for x in runs if x["variant"] == variant and x["steps"]}):
+        same = [x for x in runs if x["teacher"] == teacher and x.get("weights") == weights and x["steps"] == steps]
+        mine, base = [x for x in same if x["variant"] == variant], [x for x in same if is_default(x)]
+        if mine and base:
+            diffs = ", ".join(f"{v} {mean_gain(mine, v) - mean_gain(base, v):+.2f} dB" for v in mine[0]["videos"])
+            lines.append(f"- {teacher}, {steps} steps ({len(mine)} and {len(base)} seeds): {diffs}.")
+    return [f"`{variant}` against the defaults (difference of mean gains):", "", *lines, ""] if lines else []
+
+
 def distill_teachers_section() -> list[str]:
     """Distillation over many teachers (benchmarks/distill_teachers.py): gains over repeat per teacher, variant and steps."""
     sys.path.insert(0, str(HERE))
@@ -450,9 +468,12 @@ def distill_teachers_section() -> list[str]:
         "",
         "`paper` is `distill`'s setting before 0.5; `motion-prior` is the defaults with `shortcutify(..., motion_prior=True)` "
         "(its CPU seconds include the prior's correlation in every training step). A teacher shown as name@weights was "
-        "retrained under its name (vid2vid-tiny, on its own previous outputs); the targets use its current weights.",
+        "retrained under its name (vid2vid-tiny, on its own previous outputs); the targets use its current weights. "
+        "`full-half-width` is the defaults with the paper's layout at half its automatic width (`shortcutify(..., "
+        "resolution=\"full\", width=auto // 2)`), about the default layout's CPU time (its CPU seconds here; \"Block ablation\").",
         "",
     ]
+    out += variant_gaps(runs, "full-half-width")
     latest = {x["teacher"]: x.get("weights") for x in runs}  # a teacher retrained under its name: its last runs' weights
     mine = [x for x in runs if is_default(x) and x.get("weights") == latest[x["teacher"]]]
     if mine:
