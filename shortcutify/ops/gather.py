@@ -99,7 +99,7 @@ def _channel_rows(x: Tensor, out: Tensor) -> None:
         out.copy_(x.permute(0, 2, 3, 1).reshape(b, h * w, c))
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=4)  # 16 bytes per pixel and tap each: a few frame sizes' worth
 def _taps(h: int, w: int, k: int, dtype: torch.dtype, index: torch.dtype) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """For a ``k × k`` "same" conv on an ``h × w`` map: every tap's undeformed position
     ``ty, tx [H, W, k²]``, its row in the map ``rows [H, W, k²]`` (``index`` dtype; a row inside
