@@ -96,8 +96,8 @@ def adabd_conv(
     """AdaBD's shared-weight modulated deformable conv, fused.
 
     Computes ``deform_conv2d(f_ref, offset, weight, mask=1 − m) + deform_conv2d(a, 0, weight, mask=m)``
-    (bias added once). Stride 1, "same" padding. Runs the Triton kernel on CUDA where it
-    applies (see the module's docstring), else :func:`adabd_conv_reference`.
+    (bias added once). Stride 1, "same" padding. Runs the Triton kernel on CUDA, or the row
+    gathers on CPU, where they apply (see the module's docstring), else :func:`adabd_conv_reference`.
 
     Args:
         f_ref: aligned reference feature ``[B, h, H, W]``.
