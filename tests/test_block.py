@@ -163,6 +163,20 @@ def test_layout_changes_keep_values(grad):
     assert cl.is_contiguous(memory_format=torch.channels_last) and torch.equal(cl, x)
     assert back.is_contiguous() and torch.equal(back, x)
 
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last, "channel slice"])
+def test_channel_rows_are_the_pixels_channel_vectors_in_any_layout(memory_format):
+    from shortcutify.ops.layout import write_channel_rows
+
+    full = torch.randn(2, 9, 6, 7)
+    x = full[:, 2:7] if memory_format == "channel slice" else full[:, :5].contiguous(memory_format=memory_format)
+    out = torch.empty(2, 6 * 7, 5)
+    assert write_channel_rows(x, out) is out
+    for b in range(2):
+        for y in range(6):
+            for i in range(7):
+                assert torch.equal(out[b, y * 7 + i], x[b, :, y, i])
+
+
 
 def test_the_half_resolution_block_works_at_half_the_decoder_taps_resolution():
     seen = {}

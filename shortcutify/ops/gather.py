@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .layout import write_channel_rows
+
 __all__ = ["adabd_conv_gather", "gather_applies", "gather_serves", "gather_pays", "MIN_CHANNELS", "MIN_PIXELS"]
 
 _DTYPES = (torch.float32, torch.float64)
@@ -89,16 +91,6 @@ def _index_dtype(rows: int) -> torch.dtype:
     return torch.int32 if rows < 2**31 else torch.int64
 
 
-def _channel_rows(x: Tensor, out: Tensor) -> None:
-    """Write ``x [B, C, H, W]`` as channel rows into ``out [B, H·W, C]``."""
-    b, c, h, w = x.shape
-    if x.is_contiguous():  # one 2-D transpose per sample: much faster than the 4-D strided copy
-        for i in range(b):
-            out[i].copy_(x[i].view(c, h * w).t())
-    else:
-        out.copy_(x.permute(0, 2, 3, 1).reshape(b, h * w, c))
-
-
 @functools.lru_cache(maxsize=4)  # 16 bytes per pixel and tap each: a few frame sizes' worth
 def _taps(h: int, w: int, k: int, dtype: torch.dtype, index: torch.dtype) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """For a ``k × k`` "same" conv on an ``h × w`` map: every tap's undeformed position
@@ -141,8 +133,8 @@ def adabd_conv_gather(
     m = mask.to(pos).permute(0, 2, 3, 1)  # [B, H, W, k²]
     rows, bilinear = _bilinear(ty + off[..., 0], tx + off[..., 1], hh, ww, index)  # 4 × [B, H, W, k²]
     table = torch.empty((2, b, n, c), dtype=dtype)
-    _channel_rows(f_ref.to(dtype), table[0])
-    _channel_rows(a.to(dtype), table[1])
+    write_channel_rows(f_ref.to(dtype), table[0])
+    write_channel_rows(a.to(dtype), table[1])
     base = (torch.arange(b, dtype=index) * n).view(b, 1, 1, 1)
     bags = torch.empty((b, hh, ww, k2, 5), dtype=index)
     weights = torch.empty((b, hh, ww, k2, 5), dtype=pos)

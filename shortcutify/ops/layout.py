@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["to_channels_last", "to_contiguous"]
+__all__ = ["to_channels_last", "to_contiguous", "write_channel_rows"]
 
 
 def _transpose_rows(src: Tensor, dst: Tensor) -> Tensor:
@@ -47,3 +47,12 @@ def to_contiguous(x: Tensor) -> Tensor:
     out = torch.empty_like(x, memory_format=torch.contiguous_format)
     _transpose_rows(x.permute(0, 2, 3, 1).reshape(b, hh * ww, c), out.view(b, c, hh * ww))
     return out
+
+
+def write_channel_rows(x: Tensor, out: Tensor) -> Tensor:
+    """Write ``x [B, C, H, W]`` as channel rows into ``out [B, H·W, C]`` (contiguous) and return ``out``:
+    one cache-blocked 2-D transpose per sample where ``x`` is contiguous, else one strided copy."""
+    b, c, hh, ww = x.shape
+    if x.is_contiguous():
+        return _transpose_rows(x.view(b, c, hh * ww), out)
+    return out.copy_(x.permute(0, 2, 3, 1).reshape(b, hh * ww, c))
