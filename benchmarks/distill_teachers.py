@@ -2,6 +2,7 @@
 
 usage: python benchmarks/distill_teachers.py [--quick] [--variant defaults] [--steps 0 250 500 1000 2000]
                                              [--seeds 0 1] [--teachers NAME ...] [--threads 2]
+       python benchmarks/distill_teachers.py --time-blocks --variant defaults full-half-width-min8 [--threads 2]
 
 The yardstick for distillation defaults. Teachers of three families and several tasks and
 sizes: the two bundled ones (RecycleGAN-style ResNet "cartoon", vid2vid-style label+previous
@@ -20,7 +21,9 @@ frames are 68x160 and 96x224).
 
 Writes results/distill_teachers[_quick].json after every run (``--resume`` skips runs already
 there); ``report.py`` tabulates it. Full run: all teachers, seeds 0 1, steps 0 250 500 1000 2000,
-about 90 minutes on 2 cores. ``--quick``: two tiny teachers, a few steps (CI).
+about 90 minutes on 2 cores. ``--quick``: two tiny teachers, a few steps (CI). ``--time-blocks``:
+the CPU time of a shortcut frame of every teacher with each variant's block, side by side
+(``results/distill_teachers_speed.json``).
 """
 
 from __future__ import annotations
@@ -156,13 +159,32 @@ QUICK_TEACHERS: dict[str, Teacher] = {
 
 
 def train_teacher(name: str, spec: Teacher, seed: int = 0) -> nn.Module:
-    """Train ``spec`` on the training frames (cached by name); eval mode, float32."""
+    """Train ``spec`` on the training frames (cached by name); eval mode, float32.
+
+    Reproducible: the seed fixes the initial weights and the crops, and training runs on one
+    thread (the same weights on every run of this torch build; runs made before 2026-11-27 did
+    not seed the initial weights, so each fresh checkout trained other teachers: the tables
+    keep them apart by weights).
+    """
     path = TEACHER_DIR / f"{name}.pt"
+    torch.manual_seed(seed)  # before building: the initial weights are part of what the seed fixes
     gen = spec.build()
     if path.is_file():
         gen.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         return gen.eval()
-    torch.manual_seed(seed)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # sums in another order give other weights: one thread, whatever the run's threads
+    try:
+        _fit(gen, spec, seed)
+    finally:
+        torch.set_num_threads(threads)
+    TEACHER_DIR.mkdir(parents=True, exist_ok=True)
+    torch.save(gen.state_dict(), path)
+    return gen.eval()
+
+
+def _fit(gen: nn.Module, spec: Teacher, seed: int) -> None:
+    """Train ``gen`` in place to mimic ``spec``'s operator on random crops of the training frames."""
     frames = [read_split(v, "train", spec.size) for v in ("bikes", "bigbuckbunny")]
     op = OPERATORS[spec.operator]
     opt = torch.optim.Adam(gen.parameters(), lr=2e-3, betas=(0.5, 0.999))
@@ -183,9 +205,6 @@ def train_teacher(name: str, spec: Teacher, seed: int = 0) -> nn.Module:
         loss.backward()
         opt.step()
         sched.step()
-    TEACHER_DIR.mkdir(parents=True, exist_ok=True)
-    torch.save(gen.state_dict(), path)
-    return gen.eval()
 
 
 def weights_id(gen: nn.Module) -> str:
@@ -218,8 +237,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "motion-prior": {"motion_prior": True},
     # the paper's layout at half its automatic width (about the default layout's CPU time: "Block ablation")
     "full-half-width": {"resolution": "full", "width_scale": 0.5},
+    # the same, but no narrower than 8 (where half the automatic width is less than 8, 8 or the automatic width)
+    "full-half-width-min8": {"resolution": "full", "width_scale": 0.5, "width_floor": 8},
 }
-BUILD_KEYS = ("motion_prior", "resolution", "width_scale")
+BUILD_KEYS = ("motion_prior", "resolution", "width_scale", "width_floor")
 
 
 def effective(settings: dict[str, Any]) -> dict[str, Any]:
@@ -240,6 +261,45 @@ def clips_of(frames: Tensor, to_inputs: Callable[[Tensor], Any], length: int = 1
     return [to_inputs(frames[i : i + length]) for i in range(0, frames.shape[0] - length + 1, length)]
 
 
+def wrap(gen: nn.Module, spec: Teacher, variant: str, example: Any) -> Any:
+    """``shortcutify`` on the teacher with the variant's build settings (interval 3)."""
+    build = {k: v for k, v in VARIANTS[variant].items() if k in BUILD_KEYS}
+    scale, floor = build.pop("width_scale", None), build.pop("width_floor", 1)
+    if scale is not None:  # a fraction of the automatic width of that layout, at least min(floor, automatic)
+        auto = shortcutify(gen, *spec.taps(gen), example, policy=FixedInterval(3), **build).block.width
+        build["width"] = max(1, round(auto * scale), min(floor, auto))
+    return shortcutify(gen, *spec.taps(gen), example, policy=FixedInterval(3), **build)
+
+
+def time_blocks(names: list[str], variants: list[str], repeats: int = 15) -> dict[str, Any]:
+    """CPU time of a shortcut frame per teacher and variant (block untrained: the time does not depend
+    on the weights), the teacher alongside, all of one teacher's paths interleaved in one process, on
+    one held-out bikes frame at the teacher's size; medians in ms."""
+    from shortcutify.demo.timing import path_calls, time_calls
+
+    out: dict[str, Any] = {}
+    for name in names:
+        spec = TEACHERS[name]
+        gen, to_inputs = teacher_and_inputs(name, spec)
+        frames = read_split("bikes", "heldout", spec.size, max_frames=2)
+        x = to_inputs(frames[:1])
+        calls: dict[str, Any] = {}
+        blocks: dict[str, Any] = {}
+        for variant in variants:
+            with torch.no_grad():
+                sv = wrap(gen, spec, variant, x)
+            paths = path_calls(sv, x)
+            calls["teacher"] = paths["teacher"]
+            calls[variant] = paths["shortcut"]
+            blocks[variant] = {"resolution": sv.block.resolution, "width": sv.block.width, "block_macs": sv.cost().block.macs}
+        with torch.no_grad():
+            t = time_calls(calls, repeats=repeats, warmup=3)
+        out[name] = {"size": list(spec.size), "teacher_ms": t["teacher"] * 1e3,
+                     "variants": {v: {**blocks[v], "shortcut_ms": t[v] * 1e3} for v in variants}}
+        print(name, f"teacher {t['teacher'] * 1e3:.2f} ms", *(f"{v} {t[v] * 1e3:.2f} ms (w{blocks[v]['width']})" for v in variants), flush=True)
+    return out
+
+
 def run_one(name: str, spec: Teacher, variant: str, seed: int, steps: int, quick: bool) -> dict[str, Any]:
     gen, to_inputs = teacher_and_inputs(name, spec)
     size = spec.size
@@ -250,16 +310,11 @@ def run_one(name: str, spec: Teacher, variant: str, seed: int, steps: int, quick
         "bikes": read_split("bikes", "heldout", size, max_frames=n_val),
         "carphone": read_split("carphone_pristine", "heldout", size, max_frames=n_val),
     }
-    settings = dict(VARIANTS[variant])
-    build = {k: settings.pop(k) for k in BUILD_KEYS if k in settings}
+    settings = {k: v for k, v in VARIANTS[variant].items() if k not in BUILD_KEYS}
     torch.manual_seed(seed)
     example = clips[0]
     example = tuple(x[:1] for x in example) if isinstance(example, tuple) else example[:1]
-    scale = build.pop("width_scale", None)
-    if scale is not None:  # a fraction of the automatic width of that layout
-        auto = shortcutify(gen, *spec.taps(gen), example, policy=FixedInterval(3), **build).block.width
-        build["width"] = max(1, round(auto * scale))
-    sv = shortcutify(gen, *spec.taps(gen), example, policy=FixedInterval(3), **build)
+    sv = wrap(gen, spec, variant, example)
     wall, cpu = time.perf_counter(), time.process_time()
     if steps:
         distill(sv, clips, steps=steps, seed=seed, crop=min(CROP, *size), progress=False, **settings)
@@ -324,6 +379,9 @@ def main() -> None:
                         help="write results/distill_teachers.part-PART.json instead (to run shards side by side, e.g. one "
                              "single-threaded process per core); report.py merges the parts")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--time-blocks", action="store_true",
+                        help="only time a shortcut frame of each teacher with each --variant's block (and the teacher), "
+                             "side by side; writes results/distill_teachers_speed.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     teachers = QUICK_TEACHERS if args.quick else TEACHERS
@@ -331,6 +389,12 @@ def main() -> None:
     unknown = sorted(set(names) - set(teachers))
     if unknown:
         parser.error(f"unknown teachers {unknown}; choose from {sorted(teachers)}")
+    if args.time_blocks:
+        if args.quick:
+            parser.error("--time-blocks times the full benchmark's teachers; leave out --quick")
+        timed = time_blocks(names, args.variant, repeats=15)
+        print(f"wrote {write('distill_teachers_speed', {'machine': machine(), 'repeats': 15, 'teachers': timed})}")
+        return
     steps = args.steps or ([0, 20] if args.quick else [0, 250, 500, 1000, 2000])
     seeds = args.seeds or ([0] if args.quick else [0, 1])
     base = "distill_teachers_quick" if args.quick else "distill_teachers"

@@ -434,13 +434,15 @@ def variant_gaps(runs: list[dict], variant: str) -> list[str]:
     def mean_gain(rs: list[dict], video: str) -> float:
         return sum(x["videos"][video]["psnr"] - x["videos"][video]["psnr_repeat"] for x in rs) / len(rs)
 
+    latest = {x["teacher"]: x.get("weights") for x in runs}
     lines = []
     for teacher, weights, steps in sorted({(x["teacher"], x.get("weights"), x["steps"]) for x in runs if x["variant"] == variant and x["steps"]}):
         same = [x for x in runs if x["teacher"] == teacher and x.get("weights") == weights and x["steps"] == steps]
         mine, base = [x for x in same if x["variant"] == variant], [x for x in same if is_default(x)]
         if mine and base:
             diffs = ", ".join(f"{v} {mean_gain(mine, v) - mean_gain(base, v):+.2f} dB" for v in mine[0]["videos"])
-            lines.append(f"- {teacher}, {steps} steps ({len(mine)} and {len(base)} seeds): {diffs}.")
+            name = teacher if weights == latest.get(teacher) else f"{teacher}@{weights or 'earlier'} (earlier weights)"
+            lines.append(f"- {name}, {steps} steps ({len(mine)} and {len(base)} seeds): {diffs}.")
     return [f"`{variant}` against the defaults (difference of mean gains):", "", *lines, ""] if lines else []
 
 
@@ -450,31 +452,50 @@ def distill_teachers_section() -> list[str]:
     from distill_teachers import VARIANTS, is_default, load_runs, summarise
 
     runs = load_runs()
-    r = load("distill_teachers") or next((json.loads(p.read_text()) for p in sorted(RESULTS.glob("distill_teachers.part-*.json"))), None)
-    if not r or not runs:
+    files = [json.loads(p.read_text()) for p in [RESULTS / "distill_teachers.json", *sorted(RESULTS.glob("distill_teachers.part-*.json"))] if p.is_file()]
+    if not files or not runs:
         return []
+    m = files[-1]["machine"]
+    dates = ", ".join(sorted({f["machine"]["date"] for f in files}))
+    latest = {x["teacher"]: x.get("weights") for x in runs}  # a teacher retrained under its name: its last runs' weights
+    current = [x for x in runs if x.get("weights") == latest[x["teacher"]]]
+    earlier = [x for x in runs if x.get("weights") != latest[x["teacher"]]]
     out = [
         "## Distillation over many teachers",
         "",
-        f"`python benchmarks/distill_teachers.py` (variants and step counts as listed) — {machine_line(r['machine'])}; "
-        f"crop {r['crop']}, keyframe interval {r['interval']}; held-out bikes 190-249 and carphone; every step count a "
+        f"`python benchmarks/distill_teachers.py` (variants and step counts as listed) — runs of {dates}, "
+        f"{m['cpu_cores']} CPU cores, device {m['device']}, torch {m['torch']}; "
+        f"crop {files[-1]['crop']}, keyframe interval {files[-1]['interval']}; held-out bikes 190-249 and carphone; every step count a "
         "separate run; gain = PSNR of shortcut frames vs the teacher minus that of repeating the keyframe, mean over seeds "
         "(min..max); CPU s = process CPU seconds of the distillation (each run records its threads: most ran as two "
         "single-threaded shards side by side, `--part`). Variants listed but absent from the table were not run.",
         "",
         "Variants: " + "; ".join(f"`{k}` {v or '(the library defaults)'}" for k, v in VARIANTS.items()) + ".",
         "",
-        summarise(runs),
+        "Every teacher at its current weights (the teachers trained at run time are trained reproducibly since "
+        "2026-11-27; the runs on their earlier weights follow in a second table):",
+        "",
+        summarise(current),
         "",
         "`paper` is `distill`'s setting before 0.5; `motion-prior` is the defaults with `shortcutify(..., motion_prior=True)` "
-        "(its CPU seconds include the prior's correlation in every training step). A teacher shown as name@weights was "
-        "retrained under its name (vid2vid-tiny, on its own previous outputs); the targets use its current weights. "
+        "(its CPU seconds include the prior's correlation in every training step). "
         "`full-half-width` is the defaults with the paper's layout at half its automatic width (`shortcutify(..., "
-        "resolution=\"full\", width=auto // 2)`), about the default layout's CPU time (its CPU seconds here; \"Block ablation\").",
+        "resolution=\"full\", width=auto // 2)`), about the default layout's CPU time (its CPU seconds here; \"Block ablation\"); "
+        "`full-half-width-min8` the same but no narrower than 8 (it differs from `full-half-width` only where half the "
+        "automatic width is below 8: the U-Nets' taps, and vid2vid's, where it is the automatic width).",
         "",
     ]
-    out += variant_gaps(runs, "full-half-width")
-    latest = {x["teacher"]: x.get("weights") for x in runs}  # a teacher retrained under its name: its last runs' weights
+    if earlier:
+        out += [
+            "Runs on earlier weights of the same teachers (teachers trained at run time before their training was "
+            "seeded, each checkout training other ones; a teacher shown as name@weights had several: vid2vid-tiny was "
+            "retrained on its own previous outputs). Variants are compared only within the same weights:",
+            "",
+            summarise(earlier),
+            "",
+        ]
+    for variant in ("full-half-width", "full-half-width-min8"):
+        out += variant_gaps(runs, variant)
     mine = [x for x in runs if is_default(x) and x.get("weights") == latest[x["teacher"]]]
     if mine:
         def gains(steps: int) -> dict[str, float]:
