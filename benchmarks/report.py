@@ -64,15 +64,45 @@ def resolution_section(speed: dict | None, speed_full: dict | None, q: dict | No
         "|---|---|---|---|---|---|---|",
         *rows,
         "",
-        "The half-resolution block is the default because it meets every CPU speed target with the most",
-        "margin and adds nothing to the peak memory; the full-resolution block (AdaBD at the decoder tap's",
-        "resolution, as in the paper) is the one to choose when quality matters more than CPU time (and",
-        "perhaps on a GPU: not measured, no GPU was lent). At half its default width it runs about as fast",
-        "as the half-resolution block (last row); the ablation below compares the two at that width ratio",
-        "on the cartoon teacher (half at width 32 against full at width 16"
-        + ("; both timed there, column \"CPU ms\")." if load("ablation_speed") else "; their speed there not measured)."),
+        *_why_half_is_default(),
         "",
     ]
+
+
+def _why_half_is_default() -> list[str]:
+    """Why the default layout is "half", from the measurements at hand (GPU block times of both layouts
+    at the paper's width, the per-teacher CPU times of distill_teachers.py --time-blocks)."""
+    lines = [
+        "The half-resolution block is the default. One layout serves every device (a block distilled in one layout "
+        "cannot run as the other). On CPU, at half its automatic width the full layout costs about the default's time "
+        "per shortcut frame on this ResNet (row \"full, width 32\") and distils to better blocks on the teachers with "
+        "wide taps (sections \"Block ablation\" and \"Distillation over many teachers\"). The rows of the table are "
+        "separate runs, and this machine's speed drifts between runs: compare layouts side by side (`python "
+        "benchmarks/ablation.py --time-blocks`, column \"CPU ms\" there: full at width 16 takes about 1.07× the time of half "
+        "at width 32 per shortcut frame at 136×320)."
+    ]
+    gpu = load("gpu")
+    if gpu:
+        rows = {(x["config"], x["resolution"]): x for x in gpu["rows"]}
+        ratios = [(c, rows[(c, "full")]["ms"]["block"] / x["ms"]["block"]) for (c, res), x in rows.items()
+                  if res == "half" and (c, "full") in rows and x["size"][0] * x["size"][1] > 10**6]
+        if ratios:
+            lo, hi = min(r for _, r in ratios), max(r for _, r in ratios)
+            lines.append(
+                f"On a GPU the full layout at the paper's width took {lo:.1f}–{hi:.1f}× the half block's time per call at "
+                f"1024×2048 ({len(ratios)} configs of `gpu.json`, an earlier run than the current kernels); at half its "
+                "width it has not been timed on a GPU (`python benchmarks/gpu.py --resolutions half,full-w2`).")
+    speed = load("distill_teachers_speed")
+    if speed:
+        slower = [(n, t) for n, t in speed["teachers"].items()
+                  if "full-half-width-min8" in t["variants"] and "defaults" in t["variants"]
+                  and t["variants"]["full-half-width-min8"]["shortcut_ms"] > 1.1 * t["variants"]["defaults"]["shortcut_ms"]]
+        if slower:
+            lines.append("On teachers with narrow taps it costs more CPU time than the default: " + "; ".join(
+                f"{n} ({t['size'][0]}×{t['size'][1]}), {t['variants']['full-half-width-min8']['shortcut_ms']:.1f} against "
+                f"{t['variants']['defaults']['shortcut_ms']:.1f} ms per shortcut frame (teacher {t['teacher_ms']:.1f} ms)"
+                for n, t in slower) + " (`python benchmarks/distill_teachers.py --time-blocks`).")
+    return [" ".join(lines)]
 
 
 def cpu_gather_section() -> list[str]:
@@ -446,6 +476,30 @@ def variant_gaps(runs: list[dict], variant: str) -> list[str]:
     return [f"`{variant}` against the defaults (difference of mean gains):", "", *lines, ""] if lines else []
 
 
+def _teacher_speed_table() -> list[str]:
+    """CPU ms per shortcut frame of every teacher with each timed variant's block (distill_teachers.py --time-blocks)."""
+    sp = load("distill_teachers_speed")
+    if not sp:
+        return []
+    variants = list(next(iter(sp["teachers"].values()))["variants"])
+    rows = []
+    for name, t in sp["teachers"].items():
+        cells = [name, f"{t['size'][0]}×{t['size'][1]}", f"{t['teacher_ms']:.2f}"]
+        for v in variants:
+            x = t["variants"][v]
+            cells.append(f"{x['shortcut_ms']:.2f} ({x['resolution']}, w{x['width']}, {x['block_macs'] / 1e6:.1f} MMACs)")
+        rows.append(cells)
+    return [
+        f"CPU time per frame (`python benchmarks/distill_teachers.py --time-blocks --variant {' '.join(variants)}` — "
+        f"{machine_line(sp['machine'])}; one held-out bikes frame at the teacher's size, medians of {sp['repeats']} interleaved "
+        "rounds, every path of one teacher side by side; shortcut frame in ms, with the block's layout, width and MACs). "
+        "These teachers are small: per-op overhead, not MACs, sets much of their time on CPU.",
+        "",
+        table(["teacher", "frame", "teacher ms", *[f"shortcut ms: {v}" for v in variants]], rows),
+        "",
+    ]
+
+
 def distill_teachers_section() -> list[str]:
     """Distillation over many teachers (benchmarks/distill_teachers.py): gains over repeat per teacher, variant and steps."""
     sys.path.insert(0, str(HERE))
@@ -496,6 +550,7 @@ def distill_teachers_section() -> list[str]:
         ]
     for variant in ("full-half-width", "full-half-width-min8"):
         out += variant_gaps(runs, variant)
+    out += _teacher_speed_table()
     mine = [x for x in runs if is_default(x) and x.get("weights") == latest[x["teacher"]]]
     if mine:
         def gains(steps: int) -> dict[str, float]:
