@@ -52,10 +52,18 @@ def resolution_section(speed: dict | None, speed_full: dict | None, q: dict | No
         t = sp["seconds"]
         rows.append(f"| {sp.get('resolution', 'half')}, width {sp['block_width']} | {t['teacher'] / t['shortcut']:.2f}× | "
                     f"{t['teacher'] / t['amortised']:.2f}× | {sp['block_share']:.0%} | {sp['memory_mib']['shortcut']:.0f} | - | - |")
+    side = []
+    for tag, c in (speed.get("compared") or {}).items():
+        t = speed["seconds"]
+        side.append(f"| {tag} | {t['teacher'] / c['shortcut']:.2f}× | - | {c['block'] / c['shortcut']:.0%} | - | - | - |")
+    if side:
+        rows.append(f"| **side by side in the run of the first row** (`--compare`): half, width {speed['block_width']} | "
+                    f"{speed['seconds']['teacher'] / speed['seconds']['shortcut']:.2f}× | - | {speed['block_share']:.0%} | - | - | - |")
+        rows += side
     return [
         "## Block resolution: speed against quality",
         "",
-        "`shortcutify(..., resolution=\"half\" | \"full\")`. Speed: `python benchmarks/speed.py [--resolution full]`",
+        "`shortcutify(..., resolution=\"half\" | \"full\")`. Speed: `python benchmarks/speed.py [--resolution full] [--compare full full:32]`",
         "(ResNet ngf=64, 6 blocks, 256×256, 2 threads); quality: `python benchmarks/quality.py [--resolution full]`",
         "(cartoon teacher, PSNR vs the teacher at α = 3 on held-out frames). Default width (64 here) unless stated",
         "(`--width W`).",
@@ -76,10 +84,10 @@ def _why_half_is_default() -> list[str]:
         "The half-resolution block is the default. One layout serves every device (a block distilled in one layout "
         "cannot run as the other). On CPU, at half its automatic width the full layout costs about the default's time "
         "per shortcut frame on this ResNet (row \"full, width 32\") and distils to better blocks on the teachers with "
-        "wide taps (sections \"Block ablation\" and \"Distillation over many teachers\"). The rows of the table are "
-        "separate runs, and this machine's speed drifts between runs: compare layouts side by side (`python "
-        "benchmarks/ablation.py --time-blocks`, column \"CPU ms\" there: full at width 16 takes about 1.07× the time of half "
-        "at width 32 per shortcut frame at 136×320)."
+        "wide taps (sections \"Block ablation\" and \"Distillation over many teachers\"). The first rows of the table are "
+        "separate runs, and this machine's speed drifts between runs by more than the layouts differ: compare layouts "
+        "side by side (the rows under \"side by side\", timed in the same rounds as the first row; and `python "
+        "benchmarks/ablation.py --time-blocks`, column \"CPU ms\" there, at 136×320)."
     ]
     gpu = load("gpu")
     if gpu:
@@ -970,7 +978,10 @@ def main() -> None:
             out += [
                 f"With the ops' fast paths off (`use_fast_path(False)`: AdaBD by `grid_sample` and a matrix product, timed in "
                 f"the same rounds) a shortcut frame takes {s['shortcut_reference'] * 1e3:.1f} ms ({s['teacher'] / s['shortcut_reference']:.2f}× "
-                f"the teacher): the CPU gather path makes it {s['shortcut_reference'] / s['shortcut']:.2f}× faster.",
+                f"the teacher): the shortcut frame with the CPU gather path takes {s['shortcut'] / s['shortcut_reference']:.2f}× "
+                f"that time ({'faster' if s['shortcut'] < s['shortcut_reference'] else 'not faster'} in this run; across runs "
+                "the difference has been within a few percent either way, while the op alone is faster where it runs: "
+                "section \"AdaBD on CPU\").",
                 "",
             ]
         if not below:

@@ -1,6 +1,7 @@
 """Speed and memory benchmark: wall-clock per frame of teacher, keyframe, shortcut frame, amortised.
 
 usage: python benchmarks/speed.py [--quick] [--threads 2] [--device cpu|cuda] [--resolution half|full] [--width W]
+                                 [--compare full full:32 ...]
 
 ResNet generator (ngf=64, 6 residual blocks, the paper's taps) at 256x256 (--quick: 128x128).
 All paths run in one process on the same input, interleaved round by round, after
@@ -9,6 +10,9 @@ events with synchronisation. The block's own time is measured the same way. Peak
 the peak of tensor memory allocated while one path runs, above what was live before (CPU:
 from the profiler's allocation events; CUDA: torch.cuda.max_memory_allocated). The shortcut
 frame is also timed with the ops' fast paths off (``shortcut_reference``), side by side.
+``--compare LAYOUT[:WIDTH] ...``: other blocks on the same generator, their shortcut frames and
+blocks timed in the same rounds (this machine's speed drifts between runs by more than the
+layouts differ: compare layouts within one run).
 """
 
 from __future__ import annotations
@@ -38,10 +42,23 @@ def build(size: int, device: str, resolution: str = "half", width: int | None = 
     return sv, x
 
 
+def layout_spec(text: str) -> tuple[str, int | None]:
+    """``"full"`` or ``"full:32"`` -> ``("full", None)`` / ``("full", 32)``."""
+    res, _, width = text.partition(":")
+    if res not in ("half", "full") or (width and not width.isdigit()):
+        raise argparse.ArgumentTypeError(f"expected LAYOUT or LAYOUT:WIDTH with LAYOUT half or full, got {text!r}")
+    return res, int(width) if width else None
+
+
+def label(resolution: str, width: int) -> str:
+    return f"{resolution}, width {width}"
+
+
 @torch.no_grad()
-def timings(sv, x, repeats: int, warmup: int, device: str) -> dict[str, float]:
+def timings(sv, x, repeats: int, warmup: int, device: str, others: tuple = ()) -> dict[str, float]:
     """Median seconds of each path, interleaved; ``shortcut_reference``: the shortcut frame with
-    the ops' fast paths off (``use_fast_path(False)``: plain PyTorch throughout)."""
+    the ops' fast paths off (``use_fast_path(False)``: plain PyTorch throughout); for every module of
+    ``others`` (the same generator, other blocks), ``shortcut@<label>`` and ``block@<label>``."""
     calls = path_calls(sv, x)
     shortcut = calls["shortcut"]
 
@@ -50,6 +67,10 @@ def timings(sv, x, repeats: int, warmup: int, device: str) -> dict[str, float]:
             shortcut()
 
     calls["shortcut_reference"] = shortcut_reference
+    for other in others:
+        paths = path_calls(other, x)
+        tag = label(other.block.resolution, other.block.width)
+        calls[f"shortcut@{tag}"], calls[f"block@{tag}"] = paths["shortcut"], paths["block"]
     return time_calls(calls, repeats=repeats, warmup=warmup, cuda=device.startswith("cuda"))
 
 
@@ -113,12 +134,15 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=None)
     parser.add_argument("--resolution", choices=("half", "full"), default="half", help="the block's resolution")
     parser.add_argument("--width", type=int, default=None, help="the block's width (default: automatic)")
+    parser.add_argument("--compare", nargs="+", type=layout_spec, default=[], metavar="LAYOUT[:WIDTH]",
+                        help="other blocks (layout, optional width) timed in the same rounds")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     size = args.size or (128 if args.quick else 256)
     repeats = args.repeats or (5 if args.quick else 15)
     sv, x = build(size, args.device, args.resolution, args.width)
-    t = timings(sv, x, repeats, warmup=2 if args.quick else 3, device=args.device)
+    others = [shortcutify(sv.teacher, *resnet_taps(sv.teacher), x, resolution=r, width=w) for r, w in args.compare]
+    t = timings(sv, x, repeats, warmup=2 if args.quick else 3, device=args.device, others=tuple(others))
     a = sv.policy.interval
     t["amortised"] = amortised(t["keyframe"], t["shortcut"], a)
     mem = cuda_memory(sv, x) if args.device.startswith("cuda") else cpu_memory(sv, x)
@@ -133,11 +157,19 @@ def main() -> None:
           f"{t['teacher'] / t['shortcut_reference']:.2f}x the teacher (fast paths: {t['shortcut_reference'] / t['shortcut']:.2f}x)")
     if ops:
         print("block's time by op (profiler, self CPU time): " + ", ".join(f"{o['op']} {o['share']:.0%}" for o in ops))
+    compared = {}
+    for other in others:
+        tag = label(other.block.resolution, other.block.width)
+        compared[tag] = {"resolution": other.block.resolution, "width": other.block.width,
+                         "shortcut": t[f"shortcut@{tag}"], "block": t[f"block@{tag}"]}
+        print(f"side by side, {tag}: shortcut frame {t[f'shortcut@{tag}'] * 1e3:.1f} ms "
+              f"({t[f'shortcut@{tag}'] / t['shortcut']:.2f}x this run's {label(args.resolution, sv.block.width)}), "
+              f"block {t[f'block@{tag}'] * 1e3:.1f} ms, {t['teacher'] / t[f'shortcut@{tag}']:.2f}x faster than the teacher")
     name = (f"speed_{args.device}" + ("" if args.resolution == "half" else f"_{args.resolution}")
             + ("" if args.width is None else f"_w{args.width}") + ("_quick" if args.quick else ""))
     path = write(name, {"machine": machine(args.device), "size": size, "repeats": repeats, "seconds": t, "memory_mib": mem,
                         "block_share": share, "interval": a, "markdown": md, "block_ops": ops,
-                        "block_width": sv.block.width, "resolution": args.resolution})
+                        "block_width": sv.block.width, "resolution": args.resolution, "compared": compared})
     print(f"wrote {path}")
 
 
