@@ -1,6 +1,6 @@
 """Quality benchmark on held-out real video: Shortcut-V2V against baselines of equal or lower cost.
 
-usage: python benchmarks/quality.py [--quick] [--steps N] [--resolution half|full]
+usage: python benchmarks/quality.py [--quick] [--steps N] [--resolution half|full] [--width W] [--no-student]
 
 Teacher: the cartoon teacher trained here (RecycleGAN-style ResNet; --quick: the tiny one).
 Held-out frames: the end of bikes.mp4 and carphone (never used to train anything).
@@ -83,6 +83,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--resolution", choices=("half", "full"), default="half", help="the block's resolution")
+    parser.add_argument("--width", type=int, default=None, help="the block's width (default: automatic)")
+    parser.add_argument("--no-student", action="store_true", help="leave out the slim student (to compare blocks only)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -98,8 +100,10 @@ def main() -> None:
         "carphone (held-out video)": read_video(sample_video("carphone_pristine"), size=car_size, max_frames=n_held),
     }
 
+    with torch.random.fork_rng():  # the layout's automatic width (recorded: --width is compared as a fraction of it)
+        auto_width = shortcutify(teacher, *resnet_taps(teacher), train[:1], resolution=args.resolution).block.width
     torch.manual_seed(0)
-    sv = shortcutify(teacher, *resnet_taps(teacher), train[:1], interval=5, resolution=args.resolution)
+    sv = shortcutify(teacher, *resnet_taps(teacher), train[:1], interval=5, resolution=args.resolution, width=args.width)
     cache = shortcutify(teacher, *resnet_taps(teacher), train[:1], interval=5)  # untrained block = cache
     print(f"distilling the block ({steps} steps, α=5) ...", flush=True)
     distill(sv, clips, steps=steps, batch_size=4, lr=2e-3, crop=crop, flip=True, progress=False, weights={"feature": 1.0, "alignment": 0.0})
@@ -111,17 +115,17 @@ def main() -> None:
         ref = stream(teacher, frames)
         c = sv.cost(x0)
         t_macs, k_macs, s_macs, floor_macs = c.teacher.macs, c.keyframe.macs, c.shortcut.macs, c.floor.macs
-        # the slim student: widest ngf with MACs <= the shortcut path's
-        spec = SPECS[name]
-        ngf = max(n for n in range(4, spec.ngf + 1, 4) if count_macs(ResnetGenerator(ngf=n, n_blocks=spec.n_blocks), x0)[0] <= s_macs)
-        if ngf not in student_cache:
-            print(f"training the slim student ngf={ngf} ({steps} steps) ...", flush=True)
-            student_cache[ngf] = train_student(ngf, teacher, clips, steps, crop, spec.n_blocks)
-        student = student_cache[ngf]
-        st_macs = count_macs(student, x0)[0]
-        out_st = stream(student, frames)
-        results.append({"video": vname, "method": f"slim student (ngf={ngf})", "alpha": None, "macs": st_macs,
-                        **scores(out_st, ref, [True] * len(frames))})
+        if not args.no_student:  # the slim student: widest ngf with MACs <= the shortcut path's
+            spec = SPECS[name]
+            ngf = max(n for n in range(4, spec.ngf + 1, 4) if count_macs(ResnetGenerator(ngf=n, n_blocks=spec.n_blocks), x0)[0] <= s_macs)
+            if ngf not in student_cache:
+                print(f"training the slim student ngf={ngf} ({steps} steps) ...", flush=True)
+                student_cache[ngf] = train_student(ngf, teacher, clips, steps, crop, spec.n_blocks)
+            student = student_cache[ngf]
+            st_macs = count_macs(student, x0)[0]
+            out_st = stream(student, frames)
+            results.append({"video": vname, "method": f"slim student (ngf={ngf})", "alpha": None, "macs": st_macs,
+                            **scores(out_st, ref, [True] * len(frames))})
         for a in ALPHAS:
             key = [i % a == 0 for i in range(len(frames))]
             non_key = [not k for k in key]
@@ -140,9 +144,11 @@ def main() -> None:
     rows = [[r["video"], r["method"], r["alpha"] or "-", f"{r['macs'] / 1e9:.3f}", f"{r['psnr']:.2f}", f"{r['ssim']:.4f}", f"{r['temporal']:.4f}"] for r in results]
     md = table(["video", "method", "α", "GMACs/frame (amortised)", "PSNR vs teacher (dB)", "SSIM", "temporal error"], rows)
     print(md)
-    tag = "quality" + ("" if args.resolution == "half" else f"_{args.resolution}") + ("_quick" if args.quick else "")
+    tag = ("quality" + ("" if args.resolution == "half" else f"_{args.resolution}") + ("" if args.width is None else f"_w{args.width}")
+           + ("_quick" if args.quick else ""))
     plot = _plot(results, RESULTS / f"{tag}.png")
     path = write(tag, {"machine": machine(), "teacher": name, "steps": steps, "sizes": {"bikes": size, "carphone": car_size},
+                       "resolution": args.resolution, "block_width": sv.block.width, "auto_width": auto_width,
                        "results": results, "markdown": md, "seconds": time.time() - t_start})
     print(f"wrote {path}" + (f" and {plot}" if plot else "") + f" in {time.time() - t_start:.0f} s")
 

@@ -45,28 +45,49 @@ def resolution_section(speed: dict | None, speed_full: dict | None, q: dict | No
             r = next((r for r in (qu or {"results": []})["results"] if r["video"] == video and r["method"] == "Shortcut-V2V" and r["alpha"] == 3), None)
             cells.append(f"{r['psnr']:.2f}" if r else "not run")
         rows.append("| " + " | ".join(cells) + " |")
+    def at_width(res: str, width: int) -> tuple[str, str, str]:
+        """Quality cells (bikes, carphone) of the quality run at the same fraction of its automatic width, and a label note."""
+        auto = (speed if res == "half" else speed_full)["block_width"]
+        if width == auto:
+            qu = q if res == "half" else q_full
+            note = ""
+        else:
+            qu = next((x for x in (json.loads(f.read_text()) for f in sorted(RESULTS.glob(f"quality_{res}_w*.json")) if not f.stem.endswith("_quick"))
+                       if x.get("auto_width") and x["block_width"] * auto == width * x["auto_width"]), None)
+            note = f" (quality: width {qu['block_width']} of {qu['auto_width']})" if qu else ""
+        cells = []
+        for video in ("bikes (held-out frames)", "carphone (held-out video)"):
+            r = next((r for r in (qu or {"results": []})["results"] if r["video"] == video and r["method"] == "Shortcut-V2V" and r["alpha"] == 3), None)
+            cells.append(f"{r['psnr']:.2f}" if r else "-")
+        return cells[0], cells[1], note
+
     for path in sorted(RESULTS.glob("speed_cpu*_w*.json")):
         if path.stem.endswith("_quick"):
             continue
         sp = json.loads(path.read_text())
         t = sp["seconds"]
-        rows.append(f"| {sp.get('resolution', 'half')}, width {sp['block_width']} | {t['teacher'] / t['shortcut']:.2f}× | "
-                    f"{t['teacher'] / t['amortised']:.2f}× | {sp['block_share']:.0%} | {sp['memory_mib']['shortcut']:.0f} | - | - |")
+        res = sp.get("resolution", "half")
+        bikes, car, note = at_width(res, sp["block_width"])
+        rows.append(f"| {res}, width {sp['block_width']}{note} | {t['teacher'] / t['shortcut']:.2f}× | "
+                    f"{t['teacher'] / t['amortised']:.2f}× | {sp['block_share']:.0%} | {sp['memory_mib']['shortcut']:.0f} | {bikes} | {car} |")
     side = []
     for tag, c in (speed.get("compared") or {}).items():
         t = speed["seconds"]
-        side.append(f"| {tag} | {t['teacher'] / c['shortcut']:.2f}× | - | {c['block'] / c['shortcut']:.0%} | - | - | - |")
+        bikes, car, note = at_width(c["resolution"], c["width"])
+        side.append(f"| {tag}{note} | {t['teacher'] / c['shortcut']:.2f}× | - | {c['block'] / c['shortcut']:.0%} | - | {bikes} | {car} |")
     if side:
+        bikes, car, _ = at_width("half", speed["block_width"])
         rows.append(f"| **side by side in the run of the first row** (`--compare`): half, width {speed['block_width']} | "
-                    f"{speed['seconds']['teacher'] / speed['seconds']['shortcut']:.2f}× | - | {speed['block_share']:.0%} | - | - | - |")
+                    f"{speed['seconds']['teacher'] / speed['seconds']['shortcut']:.2f}× | - | {speed['block_share']:.0%} | - | {bikes} | {car} |")
         rows += side
     return [
         "## Block resolution: speed against quality",
         "",
         "`shortcutify(..., resolution=\"half\" | \"full\")`. Speed: `python benchmarks/speed.py [--resolution full] [--compare full full:32]`",
-        "(ResNet ngf=64, 6 blocks, 256×256, 2 threads); quality: `python benchmarks/quality.py [--resolution full]`",
-        "(cartoon teacher, PSNR vs the teacher at α = 3 on held-out frames). Default width (64 here) unless stated",
-        "(`--width W`).",
+        "(ResNet ngf=64, 6 blocks, 256×256, 2 threads); quality: `python benchmarks/quality.py [--resolution full] [--width W --no-student]`",
+        "(cartoon teacher, PSNR vs the teacher at α = 3 on held-out frames). Default width (64 for the speed model, 32",
+        "for the cartoon teacher) unless stated (`--width W`; a width row's quality is the run at the same fraction",
+        "of the cartoon teacher's automatic width).",
         "",
         "| block resolution | shortcut frame speed-up | amortised α=3 | block share | shortcut peak MiB | bikes PSNR | carphone PSNR |",
         "|---|---|---|---|---|---|---|",
