@@ -100,10 +100,12 @@ def main() -> None:
         "carphone (held-out video)": read_video(sample_video("carphone_pristine"), size=car_size, max_frames=n_held),
     }
 
-    with torch.random.fork_rng():  # the layout's automatic width (recorded: --width is compared as a fraction of it)
-        auto_width = shortcutify(teacher, *resnet_taps(teacher), train[:1], resolution=args.resolution).block.width
     torch.manual_seed(0)
     sv = shortcutify(teacher, *resnet_taps(teacher), train[:1], interval=5, resolution=args.resolution, width=args.width)
+    auto_width = sv.block.width  # the layout's automatic width (recorded: --width is compared as a fraction of it)
+    if args.width is not None:
+        with torch.random.fork_rng():  # built only to read its width: leaves the random stream as without --width
+            auto_width = shortcutify(teacher, *resnet_taps(teacher), train[:1], resolution=args.resolution).block.width
     cache = shortcutify(teacher, *resnet_taps(teacher), train[:1], interval=5)  # untrained block = cache
     print(f"distilling the block ({steps} steps, α=5) ...", flush=True)
     distill(sv, clips, steps=steps, batch_size=4, lr=2e-3, crop=crop, flip=True, progress=False, weights={"feature": 1.0, "alignment": 0.0})
