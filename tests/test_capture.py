@@ -195,6 +195,15 @@ def test_other_input_shapes_are_captured_again_once_each_and_run_exactly():
     assert stream((1, 3, 8, 8)) > 0
 
 
+def test_costs_at_another_shape_or_dtype_are_counted_on_its_own_capture():
+    gen, x = ShapeAsserting().eval(), torch.randn(1, 3, 16, 16)
+    sv = shortcutify(gen, "enc", "dec", x, capture="export")
+    small, big = sv.cost(), sv.cost(torch.randn(1, 3, 32, 32))
+    assert big.teacher.macs == 4 * small.teacher.macs and big.shortcut.macs > small.shortcut.macs
+    sv.double()
+    assert sv.cost().teacher.macs == small.teacher.macs  # captured again for float64, same MACs
+
+
 def test_a_non_contiguous_input_gets_its_own_program():
     gen, x = ShapeAsserting().eval(), torch.randn(1, 3, 16, 16)
     sv = shortcutify(gen, "enc", "dec", x, capture="export")

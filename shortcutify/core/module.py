@@ -31,12 +31,13 @@ __all__ = ["ShortcutV2V", "KeyframeOutput", "ShortcutOutput", "ShortcutStep"]
 
 def _signature(args: tuple, kwargs: dict) -> tuple:
     leaves = tree_flatten((args, kwargs))[0]
-    return tuple((tuple(v.shape), v.dtype, v.device) if isinstance(v, Tensor) else (type(v), v) for v in leaves)
+    # (sizes as ints: under fvcore's jit trace, as in cost(), they are tensors)
+    return tuple((tuple(int(n) for n in v.shape), v.dtype, v.device) if isinstance(v, Tensor) else (type(v), v) for v in leaves)
 
 
 def _program_key(args: tuple) -> tuple:
     """What a shape-specific program holds for: the positional inputs' signature and memory layout."""
-    strides = tuple(v.stride() for v in tree_flatten(args)[0] if isinstance(v, Tensor))
+    strides = tuple(tuple(int(n) for n in v.stride()) for v in tree_flatten(args)[0] if isinstance(v, Tensor))
     return _signature(args, {}), strides
 
 
