@@ -19,6 +19,7 @@ from shortcutify import (
     CaptureMismatchError,
     EmptyCutError,
     TapOrderError,
+    UnknownTapError,
     UntraceableModelError,
     distill,
     list_taps,
@@ -202,6 +203,31 @@ def test_costs_at_another_shape_or_dtype_are_counted_on_its_own_capture():
     assert big.teacher.macs == 4 * small.teacher.macs and big.shortcut.macs > small.shortcut.macs
     sv.double()
     assert sv.cost().teacher.macs == small.teacher.macs  # captured again for float64, same MACs
+
+
+class SharedBlock(nn.Module):
+    """A block registered under two names (as MONAI's DynUNet registers its input block)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU())
+        self.skips = nn.ModuleDict({"first": self.stem})  # the same module object
+        self.body, self.head = nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 3, 1)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.body(self.stem(x))))
+
+
+@pytest.mark.parametrize("method", ["fx", "export"])
+def test_a_module_registered_under_two_names_is_a_tap_by_either_on_both_paths(method):
+    gen, x = SharedBlock().eval(), torch.randn(1, 3, 16, 16)
+    listed = {name: t.name for t in list_taps(gen, x, capture=method) for name in t.modules}
+    assert listed["stem"] == listed["skips.first"] and listed["stem.0"] == listed["skips.first.0"]
+    a, b = (shortcutify(gen, enc, "body", x, capture=method) for enc in ("stem", "skips.first"))
+    assert a.enc.name == b.enc.name == listed["stem"]
+    with pytest.raises(UnknownTapError) as err:
+        shortcutify(gen, "stem.3", "body", x, capture=method)
+    assert "weight" not in str(err.value) and "bias" not in str(err.value)  # suggests taps, not the model's weights
 
 
 def test_a_non_contiguous_input_gets_its_own_program():

@@ -617,8 +617,23 @@ def check_against_eager(captured: Captured, model: nn.Module, example_inputs: An
         )
 
 
+def add_module_aliases(captured: Captured, model: nn.Module) -> None:
+    """Give a module registered under several names (``named_modules(remove_duplicate=False)``)
+    its calls under every one of them: each capture path records one name per module (fx the
+    first, export another), and a tap name must not depend on the path."""
+    names_of: dict[int, list[str]] = {}
+    for name, module in model.named_modules(remove_duplicate=False):
+        if name:
+            names_of.setdefault(id(module), []).append(name)
+    aliases = {name: names for names in names_of.values() if len(names) > 1 for name in names}
+    for qualname in list(captured.module_outputs):
+        for alias in aliases.get(qualname, ()):
+            captured.module_outputs.setdefault(alias, captured.module_outputs[qualname])
+
+
 def _capture_one(method: str, model: nn.Module, inputs: tuple[Any, ...], options: CaptureOptions) -> Captured:
     captured = trace(model, options, len(inputs)) if method == "fx" else export(model, inputs, options)
+    add_module_aliases(captured, model)
     check_against_eager(captured, model, inputs)
     annotate(captured, inputs)
     return captured

@@ -138,7 +138,7 @@ def resolve_tap(captured: Captured, name: str, role: str) -> fx.Node:
         if outs[0] is None:
             raise TapShapeError(f"{role} {name!r}: module {name!r} does not return a single tensor")
         return outs[0]
-    candidates = [n.name for n in captured.gm.graph.nodes if n.op not in ("output",)]
+    candidates = [n.name for n in captured.gm.graph.nodes if n.op.startswith("call_")]  # (not inputs nor weights)
     candidates += [q for q in captured.module_outputs if q]
     close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.5)
     hint = f" Closest names: {close}." if close else ""
