@@ -224,6 +224,14 @@ def test_reset_of_some_streams_keyframes_those_only():
         sv.reset(streams=[3])
     with pytest.raises(IndexError, match="mask"):
         sv.reset(streams=torch.tensor([True, False]))
+    sv.reset(streams=[])  # no stream: nothing changes
+    sv(frames[3])
+    assert sv.last_keyframes.tolist() == [False, True, False]  # stream 1 at its interval, the others kept
+    with pytest.raises(IndexError, match="integers"):
+        sv.reset(streams=[0.5])
+    sv.reset()
+    with pytest.raises(IndexError, match="integers"):  # checked before the first frame too
+        sv.reset(streams=[0.5])
 
 
 class _Scheduled:
@@ -377,3 +385,15 @@ def test_calibration_leaves_the_policy_alone_when_asked_and_refuses_bad_targets(
         calibrate(sv, [], keyframe_rate=0.5, progress=False)
     with pytest.raises(TypeError, match="AdaptiveKeyframes"):
         calibrate(sv, clips, keyframe_rate=0.5, policy=FixedInterval(2), progress=False)
+
+
+def test_calibration_refuses_clips_it_cannot_calibrate_on_and_warns_of_an_unreachable_rate():
+    _, sv = _resnet_sv(batch=1, policy=AdaptiveKeyframes(0.3, max_interval=4))
+    clips = _clips(n=2, t=6)
+    with pytest.raises(ValueError, match="clip 1 has 1 frame"):
+        calibrate(sv, [clips[0], clips[1][:1]], keyframe_rate=1 / 3, progress=False)
+    with pytest.raises(ValueError, match="no threshold keeps every shortcut frame at or above 500"):
+        calibrate(sv, clips, min_psnr=500.0, progress=False)  # not by taking every frame as a keyframe
+    with pytest.warns(UserWarning, match="closest to 0.1 that these clips allow is 0.5"):
+        cal = calibrate(sv, [c[:2] for c in clips], keyframe_rate=0.1, progress=False)  # two frames: one is a keyframe
+    assert cal.keyframe_rate == 0.5

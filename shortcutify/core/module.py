@@ -407,28 +407,33 @@ class ShortcutV2V(nn.Module):
 
         Args:
             streams: which streams (batch entries) to reset: indices or a ``[B]`` bool mask;
-                ``None`` (default) resets all. The others keep their reference and count.
+                ``None`` (default) resets all; an empty selection none. The others keep their
+                reference and count. Before the first frame (or after ``reset()``) there is no
+                batch yet: indices are not checked against one, and nothing is kept to reset.
 
         Raises:
-            IndexError: an index is outside the batch of the current streams.
+            IndexError: an index is outside the batch of the current streams, or ``streams``
+                holds neither integers nor bools.
         """
         state = self._state
         if streams is None:
             self._state = None
             return
-        if state is None:
-            return  # nothing kept: every stream starts with a keyframe anyway
-        n = state.since_keyframe.shape[0]
         index = torch.as_tensor(streams)
+        if index.numel() == 0:
+            return  # no stream named (an empty list is float to torch.as_tensor)
+        if index.is_floating_point() or index.is_complex():
+            raise IndexError(f"reset(streams=...) takes stream indices (integers) or a bool mask, got {streams!r}")
+        if state is None:
+            return  # nothing kept: every stream starts with a keyframe anyway (no batch to check indices against)
+        n = state.since_keyframe.shape[0]
         if index.dtype == torch.bool:
             if index.shape != (n,):
                 raise IndexError(f"reset(streams=mask) needs a bool mask of shape [{n}] (one per stream), got {tuple(index.shape)}")
             mask = index.cpu()
         else:
-            if index.is_floating_point() or index.is_complex():
-                raise IndexError(f"reset(streams=...) takes stream indices (integers) or a bool mask, got {streams!r}")
             index = index.reshape(-1).long().cpu()
-            if index.numel() and (int(index.min()) < -n or int(index.max()) >= n):
+            if int(index.min()) < -n or int(index.max()) >= n:
                 raise IndexError(f"reset(streams={streams!r}): the current batch has {n} streams (indices 0..{n - 1})")
             mask = torch.zeros(n, dtype=torch.bool)
             mask[index] = True

@@ -12,6 +12,7 @@ also runs the teacher on every frame and the shortcut from every possible keyfra
 from __future__ import annotations
 
 import math
+import warnings
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -163,8 +164,13 @@ def calibrate(
         progress: show a progress bar over the clips.
 
     Raises:
-        ValueError: no target or both, a target out of range, no clips, or a quality
-            target that no threshold reaches (the message gives the best one).
+        ValueError: no target or both, a target out of range, no clips, a clip of fewer than
+            2 frames, or a quality target that no threshold reaches with shortcut frames left
+            (the message gives the best one).
+
+    Warns:
+        UserWarning: the keyframe rate reached is far from ``keyframe_rate`` (clips too short
+            or too few for it).
     """
     if (keyframe_rate is None) == (min_psnr is None):
         raise ValueError("calibrate() needs exactly one target: keyframe_rate=... (e.g. 1/3) or min_psnr=... (dB)")
@@ -179,6 +185,12 @@ def calibrate(
     clip_list = [as_clip(c, i) for i, c in enumerate(clips)]
     if not clip_list:
         raise ValueError("calibrate() needs at least one clip")
+    for i, clip in enumerate(clip_list):
+        if clip[0].shape[0] < 2:
+            raise ValueError(
+                f"clip {i} has {clip[0].shape[0]} frame(s); calibrate() needs clips of at least 2 frames (each clip's "
+                "first frame is a keyframe whatever the threshold): give longer clips"
+            )
     quality = min_psnr is not None
     device = next(sv.block.parameters()).device
     bar = None
@@ -210,9 +222,12 @@ def calibrate(
         err = np.abs(rates - keyframe_rate)
         best = int(np.flatnonzero(err == err.min())[-1])  # thresholds ascend: the highest on ties
     else:
-        ok = np.flatnonzero(worst >= min_psnr)
+        ok = np.flatnonzero((worst >= min_psnr) & (keys < frames))  # (a threshold that leaves no shortcut frame reaches nothing)
         if ok.size == 0:
-            i = int(np.argmax(worst))
+            some = np.flatnonzero(keys < frames)
+            if some.size == 0:
+                raise ValueError("no threshold leaves a shortcut frame on these clips: give longer clips")
+            i = int(some[np.argmax(worst[some])])
             raise ValueError(
                 f"no threshold keeps every shortcut frame at or above {min_psnr} dB on these clips with "
                 f"min_interval={policy.min_interval}; the best reaches {worst[i]:.2f} dB (threshold {candidates[i]:.4g}). "
@@ -220,6 +235,13 @@ def calibrate(
             )
         best = int(ok[np.lexsort((-candidates[ok], rates[ok]))[0]])  # fewest keyframes, then the highest threshold
     rate = float(rates[best])
+    if keyframe_rate is not None and abs(rate - keyframe_rate) > max(0.05, 0.25 * keyframe_rate):
+        warnings.warn(
+            f"calibrate(): the keyframe rate closest to {keyframe_rate:.3g} that these clips allow is {rate:.3g} "
+            f"({int(keys[best])} keyframes in {int(frames[best])} frames; every clip starts with one, and the policy "
+            f"takes at least one every {policy.max_interval} frames): give longer or more clips, or another target",
+            stacklevel=2,
+        )
     chosen = policy.with_threshold(float(candidates[best]), expected_interval=min(1 / rate, float(policy.max_interval)))
     shortcut_frames = frames[best] - keys[best]
     result = Calibration(
