@@ -174,3 +174,14 @@ def test_on_arbitrary_small_generators_every_suggestion_wraps(gen_x):
     for s in found:
         assert s.saved_macs > 0 and len(s.dec.shape) == 4
         _wraps_and_runs(gen, (x,), s)
+
+
+def test_suggesting_taps_leaves_the_models_modes_as_they_were():
+    gen = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 16, 3, 2, 1), nn.ReLU(),
+                        nn.Conv2d(16, 16, 3, 1, 1), nn.Dropout(0.2), nn.ReLU(), nn.ConvTranspose2d(16, 8, 4, 2, 1), nn.ReLU(),
+                        nn.ConvTranspose2d(8, 3, 4, 2, 1))
+    gen.train()
+    gen[6].eval()  # a mix of modes, as a user mid-training may have
+    before = [m.training for m in gen.modules()]
+    suggest_taps(gen, torch.randn(1, 3, 32, 32), top=1)
+    assert [m.training for m in gen.modules()] == before and all(p.requires_grad for p in gen.parameters())

@@ -458,7 +458,8 @@ def suggest_taps(
     and sized as ``shortcutify()`` sizes the block (:func:`~shortcutify.core.blocks.sizing.auto_width`).
 
     Args:
-        model: the generator (put in eval mode, as ``shortcutify()`` does).
+        model: the generator (measured in eval mode, as ``shortcutify()`` runs it; its modes are
+            restored on return).
         example_inputs: a frame ``[B, C, H, W]`` or a tuple of ``forward``'s positional
             arguments; shapes and MACs are measured on it.
         frames: frames to judge the cuts on: a clip ``[T, C, H, W]`` (``T >= 2``; up to
@@ -491,7 +492,17 @@ def suggest_taps(
     if not any(isinstance(x, Tensor) for x in tree_flatten(list(inputs))[0]):
         raise TypeError("example_inputs must be a tensor [B, C, H, W] or a tuple of forward()'s arguments holding tensors")
     options = CaptureOptions.from_kwargs(**capture_options)
-    model.eval()
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()  # measured as shortcutify() runs it; the caller's modes are given back
+    try:
+        return _suggest(model, inputs, options, frames, resolution, top)
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
+def _suggest(model: nn.Module, inputs: tuple[Any, ...], options: CaptureOptions, frames: Any, resolution: str, top: int) -> TapSuggestions:
+    """:func:`suggest_taps` on checked arguments, ``model`` in eval mode."""
     captured = capture(model, inputs, options)
     graph = _Graph(captured)
     tiers, infos = _candidates(captured, graph)
