@@ -1,5 +1,7 @@
 """Specification of keyframe policies: adaptive keyframes, per-stream decisions, the policy protocol."""
 
+import warnings
+
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -277,6 +279,25 @@ def test_streams_that_cannot_be_split_are_named():
         sv(x, style)
 
 
+def test_outputs_that_cannot_be_merged_by_stream_are_named():
+    class WithStatistic(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = ResnetGenerator(ngf=8, n_blocks=2)
+
+        def forward(self, x):
+            y = self.inner(x)
+            return {"image": y, "scale": y.abs().mean()}
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 16, 16)
+    sv = shortcutify(WithStatistic(), "inner.model.4", "inner.model.12", x, policy=FixedInterval(3))
+    sv(x)
+    sv.reset(streams=[1])
+    with pytest.raises(StreamSplitError, match=r"output at \['scale'\].*Return every tensor output as \[B, \.\.\.\]"):
+        sv(x)
+
+
 # ------------------------------------------------------------------ the protocol
 def test_old_style_policies_keep_working():
     class EveryOther:
@@ -397,3 +418,19 @@ def test_calibration_refuses_clips_it_cannot_calibrate_on_and_warns_of_an_unreac
     with pytest.warns(UserWarning, match="closest to 0.1 that these clips allow is 0.5"):
         cal = calibrate(sv, [c[:2] for c in clips], keyframe_rate=0.1, progress=False)  # two frames: one is a keyframe
     assert cal.keyframe_rate == 0.5
+
+
+def test_an_uncalibrated_threshold_that_keyframes_nearly_every_frame_says_so_once():
+    from shortcutify.core.policy import UNCALIBRATED_FRAMES
+
+    torch.manual_seed(1)
+    noise = [torch.randn(2, 3, 16, 16) for _ in range(UNCALIBRATED_FRAMES)]  # every frame a new scene
+    for policy, warns in ((AdaptiveKeyframes(1e-3), True), (AdaptiveKeyframes(1e-3, expected_interval=1.0), False),
+                          (AdaptiveKeyframes(1e6), False)):
+        _, sv = _resnet_sv(batch=2, policy=policy)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for x in noise:
+                sv(x)
+        said = [w for w in caught if "calibrate(sv, clips" in str(w.message)]
+        assert len(said) == (1 if warns else 0), policy

@@ -204,7 +204,7 @@ def load(
     except ShortcutifyError as exc:
         raise IncompatibleCheckpointError(
             f"the saved block's taps ({cfg.enc_layer!r} -> {cfg.dec_layer!r}) do not fit this "
-            f"{type(model).__name__}: {exc}. (If shortcutify() was given leaf_modules, tracer_kwargs or "
+            f"{type(model).__name__}: {str(exc).rstrip('.')}. (If shortcutify() was given leaf_modules, tracer_kwargs or "
             "concrete_args, pass the same to load().)"
         ) from exc
 

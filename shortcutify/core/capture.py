@@ -223,7 +223,8 @@ def check_fixed_argument(value: Any, fixed: Any, name: str) -> None:
             f"not given in the example inputs is fixed so, as is a value in concrete_args); the captured programs "
             f"compute {name}={fixed!r} and cannot run with {name}={value!r}. To run with that value, wrap the "
             f"generator again with concrete_args={{{name!r}: ...}} holding it; to vary it from call to call, give it "
-            "in the example inputs (positionally)."
+            "in the example inputs as a positional argument (a keyword-only argument of forward() can only be fixed: "
+            "wrap the generator in a module whose forward() takes it positionally)."
         )
 
 

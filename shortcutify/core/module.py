@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, fx, nn
-from torch.utils._pytree import tree_flatten, tree_unflatten
+from torch.utils._pytree import keystr, tree_flatten, tree_flatten_with_path, tree_unflatten
 
 from ..errors import PolicyError, ShortcutifyError, StreamSplitError, TapShapeError
 from .blocks import KeyframeTaps, Reference, ShortcutBlock
@@ -143,9 +143,12 @@ def _scatter(parts: list[tuple[Tensor, Any]], streams: int) -> Any:
             merged.append(leaf)
             continue
         if any(v.dim() == 0 or v.shape[0] != len(idx) or v.shape[1:] != leaf.shape[1:] or v.dtype != leaf.dtype for v, (idx, _) in zip(values, parts)):
+            where = keystr(tree_flatten_with_path(parts[0][1])[0][i][0]) or "(the whole output)"
             raise StreamSplitError(
-                f"an output of shapes {[tuple(v.shape) for v in values]} is not batched by stream; per-stream keyframes "
-                "need every tensor output as [B, ...]"
+                f"the keyframe policy chose a keyframe for some of the {streams} streams only, so the teacher and the "
+                f"shortcut each ran on some streams, but the output at {where} (shapes {[tuple(v.shape) for v in values]} "
+                "in the two sub-batches) is not batched by stream and cannot be merged. Return every tensor output as "
+                "[B, ...] (e.g. a per-frame statistic keeps its batch dimension), or run the streams with one module each."
             )
         out = leaf.new_empty((streams, *leaf.shape[1:]))
         for v, (idx, _) in zip(values, parts):

@@ -23,6 +23,7 @@ working: :func:`as_policy` adapts them, asking once per stream.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -135,6 +136,8 @@ class FixedInterval:
 # the two bundled teachers (`python benchmarks/keyframes.py --choose-default`, README
 # "Keyframes"). It depends on the teacher and the footage: calibrate() for yours.
 DEFAULT_THRESHOLD = 0.54
+#: frames an uncalibrated AdaptiveKeyframes decides before it may warn that it keyframes nearly all of them
+UNCALIBRATED_FRAMES = 30
 
 
 class AdaptiveKeyframes:
@@ -193,6 +196,7 @@ class AdaptiveKeyframes:
         self.min_interval = int(min_interval)
         self.max_interval = int(max_interval)
         self.expected_interval = None if expected_interval is None else float(expected_interval)
+        self._free = self._taken = 0  # uncalibrated: frames the change decided, and keyframes it took on them
 
     @property
     def interval(self) -> int:
@@ -202,7 +206,25 @@ class AdaptiveKeyframes:
         since = signal.since_keyframe
         if signal.change is None:
             raise ValueError("AdaptiveKeyframes needs FrameSignal.change (the module computes it when uses_change is True)")
-        return (since >= self.max_interval) | ((since >= self.min_interval) & (signal.change > self.threshold))
+        free = (since >= self.min_interval) & (since < self.max_interval)
+        key = (since >= self.max_interval) | (free & (signal.change > self.threshold))
+        if self.expected_interval is None and self._free >= 0:
+            self._watch(free, key)
+        return key
+
+    def _watch(self, free: Tensor, key: Tensor) -> None:
+        """Warn once if an uncalibrated threshold takes a keyframe on nearly every frame it decides."""
+        self._free += int(free.sum())
+        self._taken += int((free & key).sum())
+        if self._free >= UNCALIBRATED_FRAMES and self._taken >= 0.9 * self._free:
+            taken, decided = self._taken, self._free
+            self._free = -1  # warned: stop counting
+            warnings.warn(
+                f"AdaptiveKeyframes(threshold={self.threshold:.4g}) took a keyframe on {taken} of the {decided} frames "
+                "its threshold decided, so shortcut frames are rare: the threshold depends on the generator and the "
+                "footage; choose one with shortcutify.calibrate(sv, clips, keyframe_rate=1/3) (or min_psnr=...).",
+                stacklevel=4,
+            )
 
     def with_threshold(self, threshold: float, expected_interval: float | None = None) -> AdaptiveKeyframes:
         """A copy with another threshold (and expected interval)."""
