@@ -67,7 +67,7 @@ class HalfSubpixelBlock(HalfResolutionBlock):
     resolution = "half-subpixel"
 
     def __init__(self, enc_channels: int, dec_channels: int, width: int | None = None, kernel_size: int = 3,
-                 motion_prior: bool = False) -> None:
+                 motion_prior: bool | str | None = False) -> None:
         super().__init__(enc_channels, dec_channels, width, kernel_size, motion_prior)
         h, k = self.width, self.kernel_size
         self.weight, self.bias = _adabd_parameters(4 * h, h, k)
@@ -107,7 +107,7 @@ class HalfDetailBlock(HalfSubpixelBlock):
     resolution = "half-detail"
 
     def __init__(self, enc_channels: int, dec_channels: int, width: int | None = None, kernel_size: int = 3,
-                 motion_prior: bool = False) -> None:
+                 motion_prior: bool | str | None = False) -> None:
         HalfResolutionBlock.__init__(self, enc_channels, dec_channels, width, kernel_size, motion_prior)
         h = self.width
         self.detail = nn.Conv2d(enc_channels, h, 1)
@@ -131,7 +131,7 @@ class HalfWideSampleBlock(HalfResolutionBlock):
     resolution = "half-wide-sample"
 
     def __init__(self, enc_channels: int, dec_channels: int, width: int | None = None, kernel_size: int = 3,
-                 motion_prior: bool = False) -> None:
+                 motion_prior: bool | str | None = False) -> None:
         super().__init__(enc_channels, dec_channels, width, kernel_size, motion_prior)
         h, k = self.width, self.kernel_size
         self.reduce_enc, self.reduce_dec = nn.Conv2d(enc_channels, 2 * h, 2, stride=2), nn.Conv2d(dec_channels, 2 * h, 2, stride=2)
@@ -205,7 +205,7 @@ class FullNarrowHeadsBlock(FullResolutionBlock):
     resolution = "full-narrow-heads"
 
     def __init__(self, enc_channels: int, dec_channels: int, width: int | None = None, kernel_size: int = 3,
-                 motion_prior: bool = False) -> None:
+                 motion_prior: bool | str | None = False) -> None:
         super().__init__(enc_channels, dec_channels, width, kernel_size, motion_prior)
         self.head_width = max(1, self.width // 2)
         self.flow_head = _narrow_head(self.head_width, 2)

@@ -234,7 +234,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "lr1e-3-feature1": {"lr": 1e-3, "weights": {"feature": 1.0, "alignment": 0.0, "output": 10.0}},
     "lr2e-3-feature1": {"lr": 2e-3, "weights": {"feature": 1.0, "alignment": 0.0, "output": 10.0}},
     "lr4e-3-feature1": {"lr": 4e-3, "weights": {"feature": 1.0, "alignment": 0.0, "output": 10.0}},
-    "motion-prior": {"motion_prior": True},
+    "motion-prior": {"motion_prior": "regional"},  # (the estimator of 0.5 to 0.9, then motion_prior=True)
+    "motion-prior-local": {"motion_prior": "local"},
     # the paper's layout at half its automatic width (about the default layout's CPU time: "Block ablation")
     "full-half-width": {"resolution": "full", "width_scale": 0.5},
     # the same, but no narrower than 8 (where half the automatic width is less than 8, 8 or the automatic width)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,7 +15,7 @@ from shortcutify.core.blocks import make_block
 from shortcutify.core.config import ShortcutConfig
 from shortcutify.core.cost import count_macs
 from shortcutify.demo.models import ResnetGenerator
-from shortcutify.ops import coarse_features, coarse_grid, correlation_flow, warp
+from shortcutify.ops import MOTION_PRIORS, coarse_features, coarse_grid, correlation_flow, local_similarities, warp
 
 
 def _smooth(b: int, c: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
@@ -105,16 +107,75 @@ def test_an_untrained_block_with_the_prior_follows_a_translation(resolution):
     assert errors[True] < 0.5 * errors[False]
 
 
-def test_the_prior_is_part_of_the_config_and_old_configs_have_none():
+def test_the_prior_is_part_of_the_config_and_old_configs_keep_theirs():
     x = torch.randn(1, 3, 32, 32)
     gen = ResnetGenerator(ngf=8, n_blocks=2)
     sv = shortcutify(gen, "model.4", "model.12", x, motion_prior=True)
-    assert sv.config.motion_prior and sv.block.motion_prior
+    assert sv.config.motion_prior == sv.block.motion_prior == "local"  # True builds the current estimator
     d = sv.config.to_dict()
-    assert ShortcutConfig.from_dict(d).motion_prior is True
+    assert ShortcutConfig.from_dict(d).motion_prior == "local"
+    assert ShortcutConfig.from_dict({**d, "motion_prior": True}).motion_prior == "regional"  # saved by 0.5 to 0.9
+    assert ShortcutConfig.from_dict({**d, "motion_prior": False}).motion_prior is None
     del d["motion_prior"]
-    assert ShortcutConfig.from_dict(d).motion_prior is False
+    assert ShortcutConfig.from_dict(d).motion_prior is None  # saved before 0.5
     with pytest.raises(ValueError, match="motion_prior"):
         ShortcutConfig.from_dict({**d, "motion_prior": "yes"})
     with pytest.raises(TypeError, match="motion_prior"):
         shortcutify(gen, "model.4", "model.12", x, motion_prior=1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="regional"):
+        shortcutify(gen, "model.4", "model.12", x, motion_prior="global")
+
+
+def test_each_estimator_gives_what_its_settings_give():
+    """A block computes the estimator its ``motion_prior`` names, with that estimator's settings."""
+    torch.manual_seed(0)
+    a_ref, f_ref = _smooth(1, 8, 24, 40, seed=1), _smooth(1, 6, 24, 40, seed=2)
+    a = torch.roll(a_ref, (1, 3), dims=(2, 3))
+    for name, settings in MOTION_PRIORS.items():
+        block = make_block("half", 8, 6, motion_prior=name).eval()
+        ref = block.prepare_reference(a_ref, f_ref)
+        grid = tuple(ref.reduced.shape[-2:])
+        expected = correlation_flow(block.motion_features(a, grid), ref.motion, grid, **settings)
+        torch.testing.assert_close(block._prior(a, ref.motion, grid), expected)
+
+
+@settings(max_examples=20, deadline=None)
+@given(b=st.integers(1, 2), c=st.integers(1, 5), h=st.integers(1, 12), w=st.integers(1, 12), radius=st.integers(0, 4),
+       seed=st.integers(0, 10))
+def test_local_similarities_are_the_dot_products_with_the_displaced_reference(b, c, h, w, radius, seed):
+    """Against a naive reference: one dot product per position and displacement, replicate padding."""
+    g = torch.Generator().manual_seed(seed)
+    x, ref = torch.randn(b, c, h, w, generator=g, dtype=torch.float64), torch.randn(b, c, h, w, generator=g, dtype=torch.float64)
+    got = local_similarities(x, ref, radius)
+    k = 2 * radius + 1
+    naive = torch.empty(b, k * k, h, w, dtype=torch.float64)
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            for i in range(h):
+                for j in range(w):
+                    y, z = min(max(i + dy, 0), h - 1), min(max(j + dx, 0), w - 1)
+                    naive[:, (dy + radius) * k + dx + radius, i, j] = (x[:, :, i, j] * ref[:, :, y, z]).sum(1)
+    torch.testing.assert_close(got, naive)
+    with torch.no_grad(), warnings.catch_warnings():  # the batched form (other devices, tracing, compiling): same numbers
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(lambda p, q: local_similarities(p, q, radius), (x, ref), check_trace=False)
+    torch.testing.assert_close(traced(x, ref), naive)
+
+
+def test_the_margin_keeps_ambiguous_positions_still():
+    """Flat content matches every displacement equally: with a margin no motion is estimated
+    there, while a textured moving region keeps its displacement."""
+    ref = _smooth(1, 16, 40, 40)
+    ref[:, :, :, :20] = ref[:, :, :, :20].mean(dim=(2, 3), keepdim=True)  # the left half featureless
+    x = ref.clone()
+    x[:, :, :, 20:] = torch.roll(ref, 3, dims=3)[:, :, :, 20:]  # the right half moved 3 to the right
+    flow = _flow(x, ref, regions=0, window=1, margin=0.1, temperature=0.01, radius=4)
+    assert flow[:, :, :, :14].abs().max() < 1e-3
+    assert (flow[0, 1, 8:-8, 26:-8] + 3).abs().mean() < 1.0
+
+
+@pytest.mark.parametrize("kw", [{"window": -1}, {"margin": -0.5}])
+def test_bad_local_settings_are_refused(kw):
+    x = torch.randn(1, 4, 8, 8)
+    with pytest.raises(ValueError, match=next(iter(kw))):
+        correlation_flow(x, x, (8, 8), regions=0, **kw)

@@ -19,9 +19,10 @@ from torch import Tensor, nn
 from torch.utils._pytree import tree_flatten
 from typing_extensions import Unpack
 
+from ..ops import MOTION_PRIORS
 from ..errors import IncompatibleCheckpointError, ShortcutifyError, UntraceableModelError
 from ..version import __version__
-from .blocks import BLOCK_TYPES, check_resolution, make_block
+from .blocks import BLOCK_TYPES, check_resolution, make_block, motion_prior_name
 from .blocks.sizing import auto_width, block_macs
 from .capture import CaptureKwargs, CaptureOptions, as_tuple, capture, recapture
 from .cut import Cut, resolve_cut
@@ -43,7 +44,7 @@ def shortcutify(
     policy: KeyframePolicy | None = None,
     width: int | None = None,
     resolution: str = "half",
-    motion_prior: bool = False,
+    motion_prior: bool | str | None = False,
     **capture_options: Unpack[CaptureKwargs],
 ) -> ShortcutV2V:
     """Wrap a video-to-video generator into a stateful :class:`~shortcutify.ShortcutV2V`.
@@ -66,8 +67,10 @@ def shortcutify(
             accurate (see :mod:`shortcutify.core.blocks`).
         motion_prior: start the block's flow from a parameter-free correlation of the
             encoder taps (:func:`~shortcutify.ops.correlation_flow`) that the flow head then
-            corrects. Off by default: on the benchmarks so far it has not yet paid
-            (``benchmarks/RESULTS.md``).
+            corrects: ``True`` (the ``"local"`` estimator of :data:`~shortcutify.ops.MOTION_PRIORS`)
+            or an estimator's name. Off by default: it makes the untrained block better than
+            repeating the keyframe on moving footage, but distillation from it has not yet
+            matched distillation without it (``benchmarks/RESULTS.md``, "Motion prior").
         capture_options: ``capture`` (``"auto"``, ``"fx"``, ``"export"``), ``leaf_modules``,
             ``tracer_kwargs``, ``concrete_args``; see
             :class:`~shortcutify.core.capture.CaptureOptions`.
@@ -100,8 +103,9 @@ def shortcutify(
     else:
         policy = as_policy(policy)
     check_resolution(resolution)
-    if not isinstance(motion_prior, bool):
-        raise TypeError(f"motion_prior must be True or False, got {motion_prior!r}")
+    if not (motion_prior is None or isinstance(motion_prior, (bool, str))):
+        raise TypeError(f"motion_prior must be True, False or an estimator's name {tuple(MOTION_PRIORS)}, got {motion_prior!r}")
+    motion_prior = motion_prior_name(motion_prior)
     options = CaptureOptions.from_kwargs(**capture_options)
     model.eval()
     model.requires_grad_(False)
@@ -134,7 +138,7 @@ def _factory(model: nn.Module, inputs: tuple[Any, ...]) -> dict[str, Any]:
     return {"device": ref.device, "dtype": ref.dtype if ref.is_floating_point() else None}
 
 
-def _auto_width(cut: Cut, factory: dict[str, Any], resolution: str, motion_prior: bool) -> tuple[int, int]:
+def _auto_width(cut: Cut, factory: dict[str, Any], resolution: str, motion_prior: str | None) -> tuple[int, int]:
     """The block width for ``cut`` and the block's MACs at it (:func:`~shortcutify.core.blocks.sizing.auto_width`)."""
 
     def macs(w: int) -> int:

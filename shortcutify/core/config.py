@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from ..ops import MOTION_PRIORS
+
 __all__ = ["ShortcutConfig"]
 
 
@@ -21,9 +23,10 @@ class ShortcutConfig:
         kernel_size: the AdaBD deformable conv's kernel.
         capture: how the generator's graph was captured, ``"fx"`` or ``"export"`` (a saved
             block is attached again by the same path).
-        motion_prior: whether the block starts its flow from the parameter-free motion
-            estimate (blocks saved before 0.5 have none: ``from_dict`` reads a missing key
-            as ``False``, the default).
+        motion_prior: the parameter-free motion estimate the block starts its flow from: a
+            key of :data:`~shortcutify.ops.MOTION_PRIORS`, or ``None`` (none, the default).
+            ``from_dict`` reads a missing key (blocks saved before 0.5) or ``False`` as
+            ``None``, and ``True`` (0.5 to 0.9, when there was one estimator) as ``"regional"``.
     """
 
     enc_layer: str
@@ -36,7 +39,7 @@ class ShortcutConfig:
     resolution: str = "half"
     kernel_size: int = 3
     capture: str = "fx"
-    motion_prior: bool = False
+    motion_prior: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (shapes as lists)."""
@@ -49,8 +52,8 @@ class ShortcutConfig:
         """From :meth:`to_dict`'s output; keys that are not fields are ignored.
 
         ``resolution``, ``kernel_size`` and ``capture`` default to ``"half"``, 3 and ``"fx"``
-        (earlier format-2 blocks were saved without them); a missing ``motion_prior`` is
-        ``False`` (the blocks of versions before 0.5).
+        (earlier format-2 blocks were saved without them); ``motion_prior`` as described
+        above.
 
         Raises:
             ValueError: a required field is missing or has the wrong type.
@@ -61,7 +64,8 @@ class ShortcutConfig:
         if missing:
             raise ValueError(f"shortcut config lacks {missing}")
         kw = {k: v for k, v in d.items() if k in names}
-        kw.setdefault("motion_prior", False)
+        prior = kw.get("motion_prior")
+        kw["motion_prior"] = None if prior is None or prior is False else "regional" if prior is True else prior
         try:
             kw["enc_shape"], kw["dec_shape"] = tuple(int(v) for v in kw["enc_shape"]), tuple(int(v) for v in kw["dec_shape"])
             for key in ("width", "kernel_size"):
@@ -71,8 +75,8 @@ class ShortcutConfig:
             for key in ("enc_layer", "dec_layer", "enc_node", "dec_node", "resolution", "capture"):
                 if key in kw and not isinstance(kw[key], str):
                     raise TypeError(f"{key} must be a str, got {kw[key]!r}")
-            if not isinstance(kw["motion_prior"], bool):
-                raise TypeError(f"motion_prior must be true or false, got {kw['motion_prior']!r}")
+            if kw["motion_prior"] is not None and kw["motion_prior"] not in MOTION_PRIORS:
+                raise TypeError(f"motion_prior must be null, true, false or one of {tuple(MOTION_PRIORS)}, got {kw['motion_prior']!r}")
             if kw.get("capture", "fx") not in ("fx", "export"):
                 raise ValueError(f"capture must be 'fx' or 'export', got {kw['capture']!r}")
         except (TypeError, ValueError) as exc:

@@ -23,7 +23,7 @@ only where triton is installed; ``shortcutify.ops.fast_path`` says where they ap
 from .adabd import adabd_conv, adabd_conv_reference
 from .deform import DeformConv2d, columns_matmul, conv_output_size, deform_columns, deform_conv2d, unfold_columns, warp_reference
 from .fast_path import fast_path_available, use_fast_path
-from .motion import coarse_features, coarse_grid, correlation_flow
+from .motion import MOTION_PRIORS, coarse_features, coarse_grid, correlation_flow, local_similarities
 from .warping import warp
 
 __all__ = [
@@ -42,4 +42,6 @@ __all__ = [
     "correlation_flow",
     "coarse_features",
     "coarse_grid",
+    "local_similarities",
+    "MOTION_PRIORS",
 ]

@@ -10,11 +10,14 @@ untrained block already follows the motion instead of repeating the keyframe.
    spatial mean removed, each position's channel vector scaled to unit length;
 2. :func:`correlation_flow`: every coarse position of the current map is compared with the
    ``(2r+1)²`` positions of the reference around it (padded by replication): cosine
-   similarities ``[B, (2r+1)², h·w]``, averaged over a few large regions (per-position
-   estimates are too noisy to beat no motion on real footage); their soft arg-max (softmax
-   of similarity / ``temperature``) is each region's expected displacement (a featureless
-   region averages to no motion), interpolated bilinearly to the fine grid and clamped so that every displaced
+   similarities ``[B, (2r+1)², h, w]`` (:func:`local_similarities`), averaged over a few large
+   regions or over each position's neighbourhood; their soft arg-max (softmax of similarity /
+   ``temperature``) is the expected displacement (a featureless region averages to no
+   motion), optionally kept only where one displacement matches clearly better than none
+   (``margin``), interpolated bilinearly to the fine grid and clamped so that every displaced
    position lies inside the map (a warp then never reads the zeros outside).
+
+:data:`MOTION_PRIORS` names the settings the blocks use.
 
 MACs: ``C·(2r+1)²`` per coarse position for the correlation (an ``einsum``, counted by the
 project's handle) plus the pooling; the rest is element-wise.
@@ -26,7 +29,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["coarse_grid", "coarse_features", "correlation_flow"]
+__all__ = ["coarse_grid", "coarse_features", "local_similarities", "correlation_flow", "MOTION_PRIORS"]
+
+
+#: the estimators a block's ``motion_prior`` names: settings of :func:`correlation_flow`.
+#: ``"local"`` (since 0.10; what ``motion_prior=True`` builds): one displacement per coarse
+#: position from similarities averaged over its 3×3 neighbourhood, kept only where a
+#: displacement matches clearly better than none; ``"regional"`` (0.5 to 0.9): one
+#: displacement per large region. Chosen on the training frames of the distillation benchmark
+#: (``benchmarks/RESULTS.md``, "Motion prior").
+MOTION_PRIORS: dict[str, dict[str, float | int]] = {
+    "local": {"radius": 4, "regions": 0, "window": 1, "margin": 0.1, "temperature": 0.01},
+    "regional": {"radius": 8, "regions": 2, "temperature": 0.02},
+}
 
 
 def _check(x: Tensor, name: str) -> None:
@@ -49,8 +64,39 @@ def coarse_features(x: Tensor, size: tuple[int, int]) -> Tensor:
     return F.normalize(xc - xc.mean(dim=(2, 3), keepdim=True), dim=1, eps=1e-6)
 
 
+def local_similarities(x: Tensor, ref: Tensor, radius: int) -> Tensor:
+    """``[B, (2r+1)², h, w]``: for every position of ``x`` ``[B, C, h, w]``, its channel dot products
+    with the ``(2r+1)²`` positions of ``ref`` around it (replicate-padded), displacements in
+    row-major order (``dy`` outer, ``dx`` inner).
+
+    ``C·(2r+1)²`` MACs per position. On CPU (eager) one multiply-and-sum per displacement, an
+    order of magnitude faster there than the single batched product other devices, tracing
+    (as for :func:`~shortcutify.core.cost.count_macs`) and compiling get (the same numbers up
+    to rounding, the MACs counted as an ``einsum``).
+    """
+    b, c, h, w = (int(v) for v in x.shape)
+    k = 2 * radius + 1
+    padded = F.pad(ref, (radius,) * 4, mode="replicate")
+    if x.device.type == "cpu" and not torch.jit.is_tracing() and not torch.compiler.is_compiling():
+        out = x.new_empty(b, k * k, h, w)
+        for dy in range(k):
+            for dx in range(k):
+                torch.sum(x * padded[:, :, dy : dy + h, dx : dx + w], dim=1, out=out[:, dy * k + dx])
+        return out
+    windows = F.unfold(padded, k).view(b, c, k * k, h * w)
+    return torch.einsum("bcn,bckn->bkn", x.flatten(2), windows).view(b, k * k, h, w)
+
+
 def correlation_flow(
-    x: Tensor, ref: Tensor, size: tuple[int, int], *, radius: int = 8, regions: int = 2, temperature: float = 0.02
+    x: Tensor,
+    ref: Tensor,
+    size: tuple[int, int],
+    *,
+    radius: int = 8,
+    regions: int = 2,
+    window: int = 0,
+    margin: float = 0.0,
+    temperature: float = 0.02,
 ) -> Tensor:
     """The flow ``(dy, dx)`` that aligns the reference to the current frame: ``x[p] ≈ ref[p + flow[p]]``.
 
@@ -62,8 +108,14 @@ def correlation_flow(
         radius: search radius ``r`` in coarse pixels.
         regions: the similarities are averaged over a grid of regions, ``regions`` along the
             longer side (about square), before the soft arg-max: one displacement per region,
-            interpolated between region centres. ``0`` keeps one per coarse position (noisy:
-            on real footage worse than no motion at all).
+            interpolated between region centres. ``0`` keeps one per coarse position.
+        window: with ``regions=0``, each position's similarities are averaged over the
+            ``(2·window+1)²`` positions around it (replicate-padded) first (``0``: its own).
+        margin: confidence (``0``: off): each estimate's displacement is scaled by
+            ``min(1, (best similarity - similarity at no displacement) / margin)``, so that
+            where no displacement matches clearly better than none (flat or ambiguous
+            content) the estimate stays near no motion. Per-position estimates without it are
+            worse than no motion at all on real footage.
         temperature: softmax temperature on cosine similarities (lower: closer to a hard
             arg-max).
 
@@ -83,23 +135,31 @@ def correlation_flow(
         raise ValueError(f"radius must be an integer >= 0, got {radius!r}")
     if isinstance(regions, bool) or not isinstance(regions, int) or regions < 0:
         raise ValueError(f"regions must be an integer >= 0, got {regions!r}")
+    if isinstance(window, bool) or not isinstance(window, int) or window < 0:
+        raise ValueError(f"window must be an integer >= 0, got {window!r}")
+    if not margin >= 0:
+        raise ValueError(f"margin must be >= 0, got {margin!r}")
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature!r}")
     b, c, hc, wc = (int(v) for v in x.shape)  # Python ints, also under tracing
     h, w = int(size[0]), int(size[1])
     k = 2 * radius + 1
-    window = F.unfold(F.pad(ref.float(), (radius,) * 4, mode="replicate"), k).view(b, c, k * k, hc * wc)
-    sim = torch.einsum("bcn,bckn->bkn", x.float().flatten(2), window).view(b, k * k, hc, wc)  # cosine similarities
+    sim = local_similarities(x.float(), ref.float(), radius)  # [B, k², hc, wc] cosine similarities
     if regions:
         long = max(hc, wc)
         grid = (max(1, min(hc, int(regions * hc / long + 0.5))), max(1, min(wc, int(regions * wc / long + 0.5))))
         sim = F.adaptive_avg_pool2d(sim, grid)
+    elif window:
+        sim = F.avg_pool2d(F.pad(sim, (window,) * 4, mode="replicate"), 2 * window + 1, stride=1)
     rh, rw = sim.shape[-2:]
     prob = torch.softmax(sim / temperature, dim=1).view(b, k, k, rh * rw)
     steps = torch.arange(-radius, radius + 1, device=x.device, dtype=prob.dtype).view(1, k, 1)
     dy = (prob.sum(2) * steps).sum(1) * (h / hc)  # expected displacement, coarse -> fine pixels
     dx = (prob.sum(1) * steps).sum(1) * (w / wc)
     flow = torch.stack([dy, dx], dim=1).view(b, 2, rh, rw)
+    if margin:
+        gain = sim.amax(dim=1) - sim[:, (k * k) // 2]  # best against no displacement, >= 0
+        flow = flow * (gain / margin).clamp(max=1.0).unsqueeze(1)
     if (rh, rw) != (h, w):
         flow = F.interpolate(flow, size=(h, w), mode="bilinear", align_corners=False)
     ys = torch.arange(h, device=x.device, dtype=flow.dtype).view(1, h, 1)

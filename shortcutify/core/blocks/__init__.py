@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Union
 
-from .base import BlockOutput, KeyframeTaps, LightConv, ShortcutBlock, default_width
+from .base import BlockOutput, KeyframeTaps, LightConv, ShortcutBlock, default_width, motion_prior_name
 from .full import FullReference, FullResolutionBlock
 from .half import HalfReference, HalfResolutionBlock
 
@@ -23,6 +23,7 @@ __all__ = [
     "make_block",
     "check_resolution",
     "default_width",
+    "motion_prior_name",
 ]
 
 Reference = Union[HalfReference, FullReference]
@@ -45,11 +46,12 @@ def check_resolution(resolution: object) -> str:
 
 
 def make_block(
-    resolution: str, enc_channels: int, dec_channels: int, width: int | None = None, kernel_size: int = 3, motion_prior: bool = False
+    resolution: str, enc_channels: int, dec_channels: int, width: int | None = None, kernel_size: int = 3,
+    motion_prior: bool | str | None = False,
 ) -> ShortcutBlock:
     """The block of layout ``resolution`` (a key of :data:`BLOCK_TYPES`), sized from the taps.
 
     Raises:
-        ValueError: ``resolution`` names no layout.
+        ValueError: ``resolution`` names no layout, or ``motion_prior`` no estimator.
     """
     return BLOCK_TYPES[check_resolution(resolution)](enc_channels, dec_channels, width=width, kernel_size=kernel_size, motion_prior=motion_prior)

@@ -24,7 +24,7 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from ...ops import adabd_conv, coarse_features, coarse_grid, correlation_flow
+from ...ops import MOTION_PRIORS, adabd_conv, coarse_features, coarse_grid, correlation_flow
 from ..checks import is_count
 
 __all__ = ["ShortcutBlock", "BlockOutput", "KeyframeTaps", "LightConv", "default_width"]
@@ -75,6 +75,22 @@ class LightConv(nn.Module):
         return self.spatial(x) + self.point(x)
 
 
+def motion_prior_name(value: object) -> str | None:
+    """A block's ``motion_prior`` argument as stored: ``None`` (no prior) or a key of
+    :data:`~shortcutify.ops.MOTION_PRIORS`; ``True`` is ``"local"``, ``False`` ``None``.
+
+    Raises:
+        ValueError: anything else (the message lists what is accepted).
+    """
+    if value is None or value is False:
+        return None
+    if value is True:
+        return "local"
+    if isinstance(value, str) and value in MOTION_PRIORS:
+        return value
+    raise ValueError(f"motion_prior must be True, False, None or one of {tuple(MOTION_PRIORS)}, got {value!r}")
+
+
 def default_width(enc_channels: int, dec_channels: int) -> int:
     """Block width ``h`` from the tap widths: half the narrower tap, at least 4."""
     return max(4, min(enc_channels, dec_channels) // 2)
@@ -107,7 +123,9 @@ class ShortcutBlock(nn.Module, ABC):
         motion_prior: start the flow from a parameter-free estimate
             (:func:`~shortcutify.ops.correlation_flow` between the current and the reference
             encoder taps, pooled to a coarse grid); the flow head then learns a correction.
-            Off by default (the flow head alone, as before 0.5).
+            ``False``/``None``: off (default: the flow head alone); ``True``: ``"local"``;
+            or a key of :data:`~shortcutify.ops.MOTION_PRIORS` (``"local"``, ``"regional"``:
+            the estimator of versions 0.5 to 0.9). Stored as that key (or ``None``).
 
     Both layouts share: a flow head (a light conv stack on ``[a_t, a_ref]`` predicting one
     flow ``[B, 2, ., .]`` (dy, dx) in pixels), an AdaBD head (a light conv stack on
@@ -123,7 +141,8 @@ class ShortcutBlock(nn.Module, ABC):
     resolution: ClassVar[str]
 
     def __init__(
-        self, enc_channels: int, dec_channels: int, width: int | None = None, kernel_size: int = 3, motion_prior: bool = False
+        self, enc_channels: int, dec_channels: int, width: int | None = None, kernel_size: int = 3,
+        motion_prior: bool | str | None = False,
     ) -> None:
         super().__init__()
         if kernel_size % 2 != 1:
@@ -133,7 +152,7 @@ class ShortcutBlock(nn.Module, ABC):
             raise ValueError(f"width must be an integer >= 1, got {width!r}")
         h = int(h)
         self.enc_channels, self.dec_channels, self.width, self.kernel_size = enc_channels, dec_channels, h, kernel_size
-        self.motion_prior = bool(motion_prior)
+        self.motion_prior = motion_prior_name(motion_prior)
         k2 = kernel_size * kernel_size
         self.reduce_enc, self.reduce_dec = self._reductions(enc_channels, dec_channels, h)
         self.flow_head = _head(h, 2)
@@ -190,7 +209,7 @@ class ShortcutBlock(nn.Module, ABC):
         if not self.motion_prior:
             return None
         with torch.no_grad():
-            return correlation_flow(self.motion_features(a, grid), ref_motion, grid).to(a.dtype)
+            return correlation_flow(self.motion_features(a, grid), ref_motion, grid, **MOTION_PRIORS[self.motion_prior]).to(a.dtype)
 
     def _adabd(self, a_ref: Tensor, a: Tensor, f_ref: Tensor, return_aligned: bool) -> tuple[Tensor, Tensor | None]:
         """AdaBD: offsets and blending mask from ``[aligned a_ref, a]``, then one fused modulated deformable conv."""
@@ -202,5 +221,5 @@ class ShortcutBlock(nn.Module, ABC):
     def extra_repr(self) -> str:
         return (
             f"enc_channels={self.enc_channels}, dec_channels={self.dec_channels}, width={self.width}, "
-            f"kernel_size={self.kernel_size}, resolution={self.resolution!r}, motion_prior={self.motion_prior}"
+            f"kernel_size={self.kernel_size}, resolution={self.resolution!r}, motion_prior={self.motion_prior!r}"
         )

@@ -20,7 +20,7 @@ def block_macs(
     enc_shape: tuple[int, ...],
     dec_shape: tuple[int, ...],
     factory: dict[str, Any] | None = None,
-    motion_prior: bool = False,
+    motion_prior: bool | str | None = False,
 ) -> int:
     """fvcore MACs of one block call at the tap shapes ``[B, C, H, W]`` (reference preparation excluded)."""
     factory = factory or {}
