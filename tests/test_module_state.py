@@ -35,6 +35,16 @@ def test_loading_another_modules_state_never_touches_the_users_generator():
     assert all(torch.equal(a, b) for a, b in zip(sv.block.state_dict().values(), other.block.state_dict().values()))
 
 
+def test_a_state_that_does_not_fit_is_refused_and_changes_nothing():
+    _, sv = _sv(seed=0)
+    _, wider = _sv(seed=1, width=6)  # some tensors of the same shapes (biases of the heads' outputs), others not
+    before = {k: v.clone() for k, v in sv.state_dict().items()}
+    for bad in (wider.state_dict(), {k: v for k, v in list(before.items())[:-1]}):  # other shapes; a key missing
+        with pytest.raises(RuntimeError):
+            sv.load_state_dict({k: v + 1 for k, v in bad.items()})
+        assert all(torch.equal(v, before[k]) for k, v in sv.state_dict().items())
+
+
 def test_to_still_moves_the_teacher_and_the_programs():
     gen, sv = _sv()
     sv.to(torch.float64)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -446,6 +446,17 @@ class ShortcutV2V(nn.Module):
     def reference(self) -> Reference | None:
         """The current reference state (``None`` before the first frame or after :meth:`reset`)."""
         return None if self._state is None else self._state.reference
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
+        """:meth:`torch.nn.Module.load_state_dict`, all or nothing: a state dict that does not fit
+        (keys missing or unexpected under ``strict``, a tensor of another shape) raises and leaves
+        the block as it was (PyTorch's copies the entries that fit before it raises)."""
+        backup = {k: v.detach().clone() for k, v in self.block.state_dict().items()}
+        try:
+            return super().load_state_dict(state_dict, strict=strict, assign=assign)
+        except Exception:
+            self.block.load_state_dict(backup)  # (its own keys and shapes: cannot fail)
+            raise
 
     def train(self, mode: bool = True) -> ShortcutV2V:
         """Only the block changes mode; the teacher stays in eval mode."""
