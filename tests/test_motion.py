@@ -131,11 +131,11 @@ def test_each_estimator_gives_what_its_settings_give():
     torch.manual_seed(0)
     a_ref, f_ref = _smooth(1, 8, 24, 40, seed=1), _smooth(1, 6, 24, 40, seed=2)
     a = torch.roll(a_ref, (1, 3), dims=(2, 3))
-    for name, settings in MOTION_PRIORS.items():
+    for name, kw in MOTION_PRIORS.items():
         block = make_block("half", 8, 6, motion_prior=name).eval()
         ref = block.prepare_reference(a_ref, f_ref)
         grid = tuple(ref.reduced.shape[-2:])
-        expected = correlation_flow(block.motion_features(a, grid), ref.motion, grid, **settings)
+        expected = correlation_flow(block.motion_features(a, grid), ref.motion, grid, **kw)
         torch.testing.assert_close(block._prior(a, ref.motion, grid), expected)
 
 
