@@ -434,3 +434,14 @@ def test_an_uncalibrated_threshold_that_keyframes_nearly_every_frame_says_so_onc
                 sv(x)
         said = [w for w in caught if "calibrate(sv, clips" in str(w.message)]
         assert len(said) == (1 if warns else 0), policy
+
+
+def test_calibration_that_lengthens_the_gaps_the_block_was_trained_on_says_so():
+    _, sv = _resnet_sv(batch=1, policy=FixedInterval(3))
+    clips = _clips(n=1, t=9)
+    with pytest.warns(UserWarning, match="up to 2 with the one replaced"):
+        calibrate(sv, clips, keyframe_rate=1 / 3, progress=False)  # AdaptiveKeyframes() allows 5 frames
+    _, sv = _resnet_sv(batch=1, policy=FixedInterval(3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        calibrate(sv, clips, keyframe_rate=1 / 3, policy=AdaptiveKeyframes(max_interval=3), progress=False)

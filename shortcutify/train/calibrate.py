@@ -170,7 +170,8 @@ def calibrate(
 
     Warns:
         UserWarning: the keyframe rate reached is far from ``keyframe_rate`` (clips too short
-            or too few for it).
+            or too few for it); or, with ``apply``, the new policy allows longer gaps than the
+            one it replaces (whose gaps :func:`~shortcutify.distill` trains on).
     """
     if (keyframe_rate is None) == (min_psnr is None):
         raise ValueError("calibrate() needs exactly one target: keyframe_rate=... (e.g. 1/3) or min_psnr=... (dB)")
@@ -253,5 +254,13 @@ def calibrate(
         candidates=tuple((float(c), float(r)) for c, r in zip(candidates, rates)),
     )
     if apply:
+        before = getattr(sv.policy, "interval", None)
+        if isinstance(before, int) and chosen.max_interval > before:
+            warnings.warn(
+                f"calibrate() set {chosen!r} in place of {sv.policy!r}: it allows {chosen.max_interval - 1} frames from a "
+                f"keyframe, and distill() trains on the gaps of the policy set when it runs (up to {before - 1} with the "
+                f"one replaced). Distil (again) with this policy set, or calibrate with policy=AdaptiveKeyframes(max_interval={before}).",
+                stacklevel=2,
+            )
         sv.policy = chosen
     return result
