@@ -19,8 +19,8 @@ from torch import Tensor, nn
 from torch.utils._pytree import tree_flatten
 from typing_extensions import Unpack
 
-from ..ops import MOTION_PRIORS
 from ..errors import IncompatibleCheckpointError, ShortcutifyError, UntraceableModelError
+from ..ops import MOTION_PRIORS
 from ..version import __version__
 from .blocks import BLOCK_TYPES, check_resolution, make_block, motion_prior_name
 from .blocks.sizing import auto_width, block_macs

@@ -136,7 +136,7 @@ class FixedInterval:
 # the two bundled teachers (`python benchmarks/keyframes.py --choose-default`, README
 # "Keyframes"). It depends on the teacher and the footage: calibrate() for yours.
 DEFAULT_THRESHOLD = 0.54
-#: frames an uncalibrated AdaptiveKeyframes decides before it may warn that it keyframes nearly all of them
+#: the decided frames on which an uncalibrated AdaptiveKeyframes judges (once) whether it keyframes nearly all of them
 UNCALIBRATED_FRAMES = 30
 
 
@@ -213,12 +213,15 @@ class AdaptiveKeyframes:
         return key
 
     def _watch(self, free: Tensor, key: Tensor) -> None:
-        """Warn once if an uncalibrated threshold takes a keyframe on nearly every frame it decides."""
+        """On its first :data:`UNCALIBRATED_FRAMES` decided frames, an uncalibrated threshold warns
+        (once) if it took a keyframe on nearly every one of them; then it stops counting."""
         self._free += int(free.sum())
         self._taken += int((free & key).sum())
-        if self._free >= UNCALIBRATED_FRAMES and self._taken >= 0.9 * self._free:
-            taken, decided = self._taken, self._free
-            self._free = -1  # warned: stop counting
+        if self._free < UNCALIBRATED_FRAMES:
+            return
+        taken, decided = self._taken, self._free
+        self._free = -1  # judged: stop counting
+        if taken >= 0.9 * decided:
             warnings.warn(
                 f"AdaptiveKeyframes(threshold={self.threshold:.4g}) took a keyframe on {taken} of the {decided} frames "
                 "its threshold decided, so shortcut frames are rare: the threshold depends on the generator and the "
