@@ -35,6 +35,7 @@ from common import machine, write  # noqa: E402
 from distill_teachers import QUICK_TEACHERS, TEACHERS, clips_of, teacher_and_inputs, weights_id  # noqa: E402
 
 from shortcutify import FixedInterval, evaluate, shortcutify  # noqa: E402
+from shortcutify.core.blocks.sizing import block_macs  # noqa: E402
 from shortcutify.demo.teachers import read_split  # noqa: E402
 from shortcutify.ops import MOTION_PRIORS  # noqa: E402
 
@@ -64,6 +65,16 @@ def gain(sv: Any, frames: torch.Tensor, to_inputs: Any) -> dict[str, float]:
     return {"gain": s["psnr"] - s["psnr_repeat"], "psnr": s["psnr"], "psnr_repeat": s["psnr_repeat"]}
 
 
+def prior_macs(sv: Any) -> int:
+    """The prior's MACs per shortcut frame: the block's with it less the same block's without it."""
+    b, c = sv.block, sv.config
+
+    def macs(prior: str | None) -> int:
+        return block_macs(b.resolution, b.width, (1, *c.enc_shape), (1, *c.dec_shape), motion_prior=prior)
+
+    return macs(b.motion_prior) - macs(None)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--teachers", nargs="+", default=None, choices=sorted({**TEACHERS, **QUICK_TEACHERS}))
@@ -89,7 +100,7 @@ def main() -> None:
             sv = shortcutify(gen, *spec.taps(gen), example, policy=FixedInterval(3), motion_prior=prior)
             row = {"teacher": name, "weights": weights_id(gen), "estimator": estimator,
                    "settings": None if prior is None else dict(MOTION_PRIORS[prior]),
-                   "prior_macs": sv.cost().block.macs - shortcutify(gen, *spec.taps(gen), example, width=sv.block.width).cost().block.macs,
+                   "prior_macs": prior_macs(sv),
                    "sets": {}}
             for split, videos in sets.items():
                 row["sets"][split] = {video: gain(sv, frames, to_inputs) for video, frames in videos.items()}

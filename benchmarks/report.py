@@ -641,9 +641,14 @@ def motion_prior_section() -> list[str]:
         ests = sorted({x["estimator"] for x in r["runs"]}, key=score, reverse=True)
         out += ["Mean over teachers of the worse training video's gain, by estimator: "
                 + ", ".join(f"`{e}` {score(e):+.2f}" for e in ests) + ".", ""]
+        none = {x["teacher"]: x["sets"] for x in r["runs"] if x["estimator"] == "none"}
+
+        def over_none(x: dict, split: str, video: str) -> float:  # the prior's gain over the block without one
+            return x["sets"][split][video]["gain"] - none[x["teacher"]][split][video]["gain"]
+
         held = [x for x in r["runs"] if x["estimator"] == "local"]
-        moving = [x["sets"]["held-out"]["bikes"]["gain"] - next(y for y in r["runs"] if y["teacher"] == x["teacher"] and y["estimator"] == "none")["sets"]["held-out"]["bikes"]["gain"] for x in held]
-        worst = [min(0.0, *(v["gain"] - next(y for y in r["runs"] if y["teacher"] == x["teacher"] and y["estimator"] == "none")["sets"][s][k]["gain"] for s in x["sets"] for k, v in x["sets"][s].items())) for x in held]
+        moving = [over_none(x, "held-out", "bikes") for x in held]
+        worst = [min(0.0, *(over_none(x, split, video) for split, video in sets)) for x in held]
         out += ["- Target (issue 12): the untrained block better than repeat on moving footage (held-out bikes, over the "
                 "block without a prior) with `motion_prior=True`: " + ", ".join(f"{x['teacher']} {m:+.2f}" for x, m in zip(held, moving))
                 + f": {verdict(all(m > 0 for m in moving))}; below the block without a prior on some video (training or "
