@@ -230,6 +230,7 @@ def teacher_and_inputs(name: str, spec: Teacher) -> tuple[nn.Module, Callable[[T
 #: named distillation settings compared on this benchmark (``defaults``: the library's own)
 VARIANTS: dict[str, dict[str, Any]] = {
     "defaults": {},
+    "half": {"resolution": "half"},  # the default layout of 0.10 and earlier
     "paper": {"lr": 2e-4, "weights": {"feature": 5.0, "alignment": 5.0, "output": 10.0}},
     "lr1e-3-feature1": {"lr": 1e-3, "weights": {"feature": 1.0, "alignment": 0.0, "output": 10.0}},
     "lr2e-3-feature1": {"lr": 2e-3, "weights": {"feature": 1.0, "alignment": 0.0, "output": 10.0}},
@@ -342,10 +343,54 @@ def key(r: dict[str, Any]) -> tuple:
     return (r["teacher"], r.get("weights"), r["variant"], r["seed"], r["steps"])
 
 
-def is_default(r: dict[str, Any]) -> bool:
-    """Whether a run used this library's default distillation settings (compared as recorded, so a
-    run of a named variant whose settings are the defaults counts, and runs of older defaults do not)."""
-    return json.loads(json.dumps(r["settings"])) == json.loads(json.dumps(effective({})))
+def default_settings(r: dict[str, Any]) -> bool:
+    """Whether a run used this library's default distillation settings, apart from the block it was given
+    (compared as recorded, so runs of older distillation defaults do not count)."""
+    settings = {k: v for k, v in r["settings"].items() if k not in BUILD_KEYS}
+    return json.loads(json.dumps(settings)) == json.loads(json.dumps(effective({}))) and not r["settings"].get("motion_prior")
+
+
+def run_block(r: dict[str, Any]) -> tuple[str, int | None]:
+    """``(layout, width)`` of the block a run distilled, as recorded. Runs recorded before the block was
+    (before 0.9) without layout settings used the only default layout then, ``half`` at its automatic width
+    (not recorded: ``None``)."""
+    if "block" in r:
+        return r["block"]["resolution"], r["block"]["width"]
+    scaled = "width_scale" in r["settings"]  # a fraction of the automatic width, not recorded: matches no width
+    return r["settings"].get("resolution", "half"), -1 if scaled else None
+
+
+def default_blocks() -> dict[str, tuple[str, int]]:
+    """Per teacher, ``(layout, width)`` of the block the library's defaults build for it, as the last
+    ``--time-blocks`` run recorded it (variant ``defaults``; rerun it when the defaults change)."""
+    p = RESULTS / "distill_teachers_speed.json"
+    if not p.is_file():
+        return {}
+    teachers = json.loads(p.read_text())["teachers"]
+    return {n: (t["variants"]["defaults"]["resolution"], t["variants"]["defaults"]["width"])
+            for n, t in teachers.items() if "defaults" in t["variants"]}
+
+
+def is_default(r: dict[str, Any], blocks: dict[str, tuple[str, int]] | None = None) -> bool:
+    """Whether a run is what the library's defaults do: its distillation settings are the defaults
+    (:func:`default_settings`) and its block is the one the defaults build for that teacher
+    (:func:`default_blocks`; a run of a named variant that gives both counts). Teachers without a
+    recorded default block (the quick ones): runs without layout settings count."""
+    if not default_settings(r):
+        return False
+    want = (default_blocks() if blocks is None else blocks).get(r["teacher"])
+    layout, width = run_block(r)
+    if want is None:
+        return not any(k in r["settings"] for k in BUILD_KEYS)
+    return layout == want[0] and width in (want[1], None)
+
+
+def label(r: dict[str, Any], blocks: dict[str, tuple[str, int]] | None = None) -> str:
+    """The name a run is shown under: ``defaults`` (:func:`is_default`), ``half`` for runs of the
+    defaults of 0.10 and earlier (the half layout) where the defaults now build another block, else its variant."""
+    if is_default(r, blocks):
+        return "defaults"
+    return "half" if r["variant"] == "defaults" else r["variant"]
 
 
 def summarise(rows: list[dict[str, Any]]) -> str:
@@ -354,9 +399,10 @@ def summarise(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         ids.setdefault(r["teacher"], set()).add(r.get("weights", "?"))
     groups: dict[tuple, list[dict[str, Any]]] = {}
-    for r in rows:  # a teacher retrained under its name is shown as name@weights; runs with the defaults' settings as "defaults"
+    blocks = default_blocks()
+    for r in rows:  # a teacher retrained under its name is shown as name@weights; runs that are the defaults as "defaults"
         name = r["teacher"] if len(ids[r["teacher"]]) == 1 else f"{r['teacher']}@{r.get('weights', 'earlier')}"
-        groups.setdefault((name, "defaults" if is_default(r) else r["variant"], r["steps"]), []).append(r)
+        groups.setdefault((name, label(r, blocks), r["steps"]), []).append(r)
     out = []
     for (teacher, variant, steps), rs in sorted(groups.items()):
         cells = []
@@ -393,8 +439,11 @@ def main() -> None:
     if args.time_blocks:
         if args.quick:
             parser.error("--time-blocks times the full benchmark's teachers; leave out --quick")
+        from shortcutify import __version__
+
         timed = time_blocks(names, args.variant, repeats=15)
-        print(f"wrote {write('distill_teachers_speed', {'machine': machine(), 'repeats': 15, 'teachers': timed})}")
+        payload = {'machine': machine(), 'version': __version__, 'repeats': 15, 'teachers': timed}
+        print(f"wrote {write('distill_teachers_speed', payload)}")
         return
     steps = args.steps or ([0, 20] if args.quick else [0, 250, 500, 1000, 2000])
     seeds = args.seeds or ([0] if args.quick else [0, 1])

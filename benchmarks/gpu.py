@@ -112,28 +112,29 @@ def autocast(device: str, precision: str):
     return torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
-def layout(resolution: str) -> tuple[str, bool, bool]:
-    """``"full-w2-cl"`` -> the block layout, whether at half its automatic width (``-w2``), whether
-    its weights are channels-last (``-cl``)."""
+def layout(resolution: str) -> tuple[str, bool, bool, bool]:
+    """``"full-w2-cl-mp"`` -> the block layout, whether at half its automatic width (``-w2``), whether
+    its weights are channels-last (``-cl``), whether it has the default motion prior (``-mp``)."""
     base, *flags = resolution.split("-")
-    unknown = sorted(set(flags) - {"w2", "cl"})
+    unknown = sorted(set(flags) - {"w2", "cl", "mp"})
     if unknown:
-        raise ValueError(f"unknown layout suffix {unknown} in {resolution!r}: use -w2 (half width) and/or -cl (channels-last)")
-    return base, "w2" in flags, "cl" in flags
+        raise ValueError(f"unknown layout suffix {unknown} in {resolution!r}: use -w2 (half width), -cl (channels-last) "
+                         "and/or -mp (motion prior)")
+    return base, "w2" in flags, "cl" in flags, "mp" in flags
 
 
 def build(h: int, w: int, batch: int, device: str, resolution: str, ngf: int, n_blocks: int):
     """The teacher, its shortcut module and a frame. ``resolution`` is a block layout, with
     ``-w2``: at half its automatic width (e.g. ``full-w2``, the full layout at about the half
-    layout's CPU time), and/or ``-cl``: the block's weights in channels-last memory (its convs
-    then run in NHWC)."""
-    base, half_width, channels_last = layout(resolution)
+    layout's CPU time), ``-cl``: the block's weights in channels-last memory (its convs
+    then run in NHWC), ``-mp``: with ``motion_prior=True`` (the correlation's batched form on a GPU)."""
+    base, half_width, channels_last, prior = layout(resolution)
     torch.manual_seed(0)
     gen = ResnetGenerator(ngf=ngf, n_blocks=n_blocks).to(device).eval()
     x = torch.randn(batch, 3, h, w, device=device)
-    sv = shortcutify(gen, *resnet_taps(gen), x, resolution=base)
+    sv = shortcutify(gen, *resnet_taps(gen), x, resolution=base, motion_prior=prior)
     if half_width:
-        sv = shortcutify(gen, *resnet_taps(gen), x, resolution=base, width=max(1, sv.block.width // 2))
+        sv = shortcutify(gen, *resnet_taps(gen), x, resolution=base, motion_prior=prior, width=max(1, sv.block.width // 2))
     randomise(sv.block)
     if channels_last:
         sv.block.to(memory_format=torch.channels_last)
@@ -606,7 +607,7 @@ def main() -> None:
     ap.add_argument("--device", default=None, help="cuda (default when available) or cpu")
     ap.add_argument("--budget-s", type=float, default=330.0, help="stop starting compiled configs past this (seconds)")
     ap.add_argument("--configs", default=None, help="comma-separated config names (default: all, in priority order)")
-    ap.add_argument("--resolutions", default="half,full", help="block layouts to measure ('-w2' after one: at half its automatic width; '-cl': its weights channels-last)")
+    ap.add_argument("--resolutions", default="half,full", help="block layouts to measure ('-w2' after one: at half its automatic width; '-cl': its weights channels-last; '-mp': with the motion prior)")
     ap.add_argument("--compiled-resolutions", default=None, help="block layouts for the compiled configs (default: --resolutions)")
     ap.add_argument("--resources", action="store_true", help="no timing: each tiling's registers, spills and shared memory on sm_90a (ptxas -v; runs without a GPU)")
     ap.add_argument("--profile", action="store_true", help="record the block's and the shortcut frame's CUDA kernels (torch.profiler)")

@@ -86,11 +86,12 @@ def distilled_block(teacher, name: str, train: torch.Tensor, crop: int, seed: in
     training frames with the gaps ``AdaptiveKeyframes(max_interval)`` produces, or loaded from
     results/blocks/ when an earlier run with the same settings distilled it."""
     torch.manual_seed(seed)
-    saved = RESULTS / "blocks" / f"keyframes_{name}_s{seed}_{steps}_m{max_interval}"
+    sv = shortcutify(teacher, *resnet_taps(teacher), train[:1], policy=AdaptiveKeyframes(max_interval=max_interval))
+    block = f"{sv.block.resolution}{sv.block.width}"  # the default block (its layout and width) is part of the settings
+    saved = RESULTS / "blocks" / f"keyframes_{name}_{block}_s{seed}_{steps}_m{max_interval}"
     if (saved / "shortcut_config.json").is_file():
         print(f"[seed {seed}] loading the block distilled earlier from {saved}", flush=True)
         return load(teacher, saved)
-    sv = shortcutify(teacher, *resnet_taps(teacher), train[:1], policy=AdaptiveKeyframes(max_interval=max_interval))
     print(f"[seed {seed}] distilling ({steps} steps, gaps 1..{max_interval - 1}) ...", flush=True)
     clips = [train[i : i + 12] for i in range(0, train.shape[0], 12)]
     distill(sv, clips, steps=steps, batch_size=4, lr=2e-3, crop=crop, flip=True, progress=False,
@@ -282,6 +283,7 @@ def main() -> None:
     tag = "keyframes" + ("_quick" if args.quick else "")
     plot = _plot(runs, summary, RESULTS / f"{tag}.png")
     path = write(tag, {"machine": machine(), "teacher": name, "steps": steps, "seeds": seeds, "max_interval": args.max_interval,
+                       "block": {"resolution": sv.block.resolution, "width": sv.block.width},
                        "sizes": {"bikes": size, "carphone": car_size}, "summary": summary, "verdict": verdict,
                        "runs": [{k: v for k, v in r.items()} for r in runs], "markdown": md, "seconds": time.time() - t_start})
     print(f"wrote {path}" + (f" and {plot}" if plot else "") + f" in {time.time() - t_start:.0f} s")

@@ -99,6 +99,7 @@ def main() -> None:
             torch.manual_seed(0)
             sv = shortcutify(gen, *spec.taps(gen), example, policy=FixedInterval(3), motion_prior=prior)
             row = {"teacher": name, "weights": weights_id(gen), "estimator": estimator,
+                   "block": {"resolution": sv.block.resolution, "width": sv.block.width},
                    "settings": None if prior is None else dict(MOTION_PRIORS[prior]),
                    "prior_macs": prior_macs(sv),
                    "sets": {}}

@@ -1,6 +1,6 @@
 """Quality benchmark on held-out real video: Shortcut-V2V against baselines of equal or lower cost.
 
-usage: python benchmarks/quality.py [--quick] [--steps N] [--resolution half|full] [--width W] [--no-student]
+usage: python benchmarks/quality.py [--quick] [--steps N] [--resolution auto|half|full] [--width W] [--no-student]
 
 Teacher: the cartoon teacher trained here (RecycleGAN-style ResNet; --quick: the tiny one).
 Held-out frames: the end of bikes.mp4 and carphone (never used to train anything).
@@ -82,7 +82,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--steps", type=int, default=None)
-    parser.add_argument("--resolution", choices=("half", "full"), default="half", help="the block's resolution")
+    parser.add_argument("--resolution", choices=("auto", "half", "full"), default="auto", help="the block layout (default: the library's, auto)")
     parser.add_argument("--width", type=int, default=None, help="the block's width (default: automatic)")
     parser.add_argument("--no-student", action="store_true", help="leave out the slim student (to compare blocks only)")
     parser.add_argument("--threads", type=int, default=2)
@@ -146,11 +146,11 @@ def main() -> None:
     rows = [[r["video"], r["method"], r["alpha"] or "-", f"{r['macs'] / 1e9:.3f}", f"{r['psnr']:.2f}", f"{r['ssim']:.4f}", f"{r['temporal']:.4f}"] for r in results]
     md = table(["video", "method", "α", "GMACs/frame (amortised)", "PSNR vs teacher (dB)", "SSIM", "temporal error"], rows)
     print(md)
-    tag = ("quality" + ("" if args.resolution == "half" else f"_{args.resolution}") + ("" if args.width is None else f"_w{args.width}")
+    tag = ("quality" + ("" if args.resolution == "auto" else f"_{args.resolution}") + ("" if args.width is None else f"_w{args.width}")
            + ("_quick" if args.quick else ""))
     plot = _plot(results, RESULTS / f"{tag}.png")
     path = write(tag, {"machine": machine(), "teacher": name, "steps": steps, "sizes": {"bikes": size, "carphone": car_size},
-                       "resolution": args.resolution, "block_width": sv.block.width, "auto_width": auto_width,
+                       "resolution": sv.block.resolution, "requested": args.resolution, "block_width": sv.block.width, "auto_width": auto_width,
                        "results": results, "markdown": md, "seconds": time.time() - t_start})
     print(f"wrote {path}" + (f" and {plot}" if plot else "") + f" in {time.time() - t_start:.0f} s")
 

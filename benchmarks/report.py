@@ -32,34 +32,43 @@ def alpha_label(alpha) -> str:
     return "" if alpha in (None, "-") else f" α={alpha}"
 
 
-def resolution_section(speed: dict | None, speed_full: dict | None, q: dict | None, q_full: dict | None) -> list[str]:
-    """The two block layouts side by side: speed (ResNet ngf=64, 256²) and quality at α = 3."""
+def resolution_section(speed: dict | None, speed_half: dict | None, speed_full: dict | None,
+                       q: dict | None, q_half: dict | None, q_full: dict | None) -> list[str]:
+    """The block layouts side by side: speed (ResNet ngf=64, 256²) and quality at α = 3; the default
+    (``resolution="auto"``) first."""
     if not (speed and speed_full):
         return []
-    rows = []
-    for label, sp, qu in (("half (default)", speed, q), ("full (the paper's)", speed_full, q_full)):
-        t = sp["seconds"]
-        cells = [label, f"{t['teacher'] / t['shortcut']:.2f}×", f"{t['teacher'] / t['amortised']:.2f}×",
-                 f"{sp['block_share']:.0%}", f"{sp['memory_mib']['shortcut']:.0f}"]
-        for video in ("bikes (held-out frames)", "carphone (held-out video)"):
-            r = next((r for r in (qu or {"results": []})["results"] if r["video"] == video and r["method"] == "Shortcut-V2V" and r["alpha"] == 3), None)
-            cells.append(f"{r['psnr']:.2f}" if r else "not run")
-        rows.append("| " + " | ".join(cells) + " |")
-    def at_width(res: str, width: int) -> tuple[str, str, str]:
-        """Quality cells (bikes, carphone) of the quality run at the same fraction of its automatic width, and a label note."""
-        auto = (speed if res == "half" else speed_full)["block_width"]
-        if width == auto:
-            qu = q if res == "half" else q_full
-            note = ""
-        else:
-            qu = next((x for x in (json.loads(f.read_text()) for f in sorted(RESULTS.glob(f"quality_{res}_w*.json")) if not f.stem.endswith("_quick"))
-                       if x.get("auto_width") and x["block_width"] * auto == width * x["auto_width"]), None)
-            note = f" (quality: width {qu['block_width']} of {qu['auto_width']})" if qu else ""
+
+    def quality_cells(qu: dict | None, missing: str = "not run") -> list[str]:
         cells = []
         for video in ("bikes (held-out frames)", "carphone (held-out video)"):
             r = next((r for r in (qu or {"results": []})["results"] if r["video"] == video and r["method"] == "Shortcut-V2V" and r["alpha"] == 3), None)
-            cells.append(f"{r['psnr']:.2f}" if r else "-")
-        return cells[0], cells[1], note
+            cells.append(f"{r['psnr']:.2f}" if r else missing)
+        return cells
+
+    auto_widths = {"half": (speed_half or {}).get("block_width"), "full": speed_full["block_width"]}
+    default = f"{speed.get('resolution', 'half')}, width {speed['block_width']}"
+    rows = []
+    for label, sp, qu in ((f"auto (default): {default}", speed, q), ("half (the default of 0.10)", speed_half, q_half),
+                          ("full (the paper's)", speed_full, q_full)):
+        if not sp:
+            continue
+        t = sp["seconds"]
+        cells = [label, f"{t['teacher'] / t['shortcut']:.2f}×", f"{t['teacher'] / t['amortised']:.2f}×",
+                 f"{sp['block_share']:.0%}", f"{sp['memory_mib']['shortcut']:.0f}", *quality_cells(qu)]
+        rows.append("| " + " | ".join(cells) + " |")
+
+    def at_width(res: str, width: int) -> tuple[str, str, str]:
+        """Quality cells (bikes, carphone) of the quality run at the same fraction of its layout's automatic
+        width, and a label note."""
+        auto = auto_widths.get(res)
+        if width == auto:
+            bikes, car = quality_cells(q_half if res == "half" else q_full, "-")
+            return bikes, car, ""
+        qu = next((x for x in (json.loads(f.read_text()) for f in sorted(RESULTS.glob(f"quality_{res}_w*.json")) if not f.stem.endswith("_quick"))
+                   if auto and x.get("auto_width") and x["block_width"] * auto == width * x["auto_width"]), None)
+        bikes, car = quality_cells(qu, "-")
+        return bikes, car, f" (quality: width {qu['block_width']} of {qu['auto_width']})" if qu else ""
 
     for path in sorted(RESULTS.glob("speed_cpu*_w*.json")):
         if path.stem.endswith("_quick"):
@@ -76,62 +85,75 @@ def resolution_section(speed: dict | None, speed_full: dict | None, q: dict | No
         bikes, car, note = at_width(c["resolution"], c["width"])
         side.append(f"| {tag}{note} | {t['teacher'] / c['shortcut']:.2f}× | - | {c['block'] / c['shortcut']:.0%} | - | {bikes} | {car} |")
     if side:
-        bikes, car, _ = at_width("half", speed["block_width"])
-        rows.append(f"| **side by side in the run of the first row** (`--compare`): half, width {speed['block_width']} | "
+        bikes, car = quality_cells(q, "-")
+        rows.append(f"| **side by side in the run of the first row** (`--compare`): {default} (default) | "
                     f"{speed['seconds']['teacher'] / speed['seconds']['shortcut']:.2f}× | - | {speed['block_share']:.0%} | - | {bikes} | {car} |")
         rows += side
     return [
         "## Block resolution: speed against quality",
         "",
-        "`shortcutify(..., resolution=\"half\" | \"full\")`. Speed: `python benchmarks/speed.py [--resolution full] [--compare full full:32]`",
-        "(ResNet ngf=64, 6 blocks, 256×256, 2 threads); quality: `python benchmarks/quality.py [--resolution full] [--width W --no-student]`",
-        "(cartoon teacher, PSNR vs the teacher at α = 3 on held-out frames). Default width (64 for the speed model, 32",
-        "for the cartoon teacher) unless stated (`--width W`; a width row's quality is the run at the same fraction",
-        "of the cartoon teacher's automatic width).",
+        "`shortcutify(..., resolution=\"auto\" | \"half\" | \"full\")`. Speed: `python benchmarks/speed.py [--resolution half|full] "
+        "[--compare half full]`",
+        "(ResNet ngf=64, 6 blocks, 256×256, 2 threads); quality: `python benchmarks/quality.py [--resolution half|full] [--width W --no-student]`",
+        "(cartoon teacher, PSNR vs the teacher at α = 3 on held-out frames). `auto` (the default since 0.11) builds the full layout "
+        "at half the half layout's width on these taps (`shortcutify.core.blocks.sizing.auto_layout`). Each layout at its automatic "
+        f"width ({auto_widths['half']} and {auto_widths['full']} for the speed model) unless stated (`--width W`; a width row's "
+        "quality is the run at the same fraction of the cartoon teacher's automatic width). The rows above \"side by side\" are "
+        "separate runs, and this machine's speed drifts between runs by more than the layouts differ: compare layouts within one run.",
         "",
-        "| block resolution | shortcut frame speed-up | amortised α=3 | block share | shortcut peak MiB | bikes PSNR | carphone PSNR |",
+        "| block | shortcut frame speed-up | amortised α=3 | block share | shortcut peak MiB | bikes PSNR | carphone PSNR |",
         "|---|---|---|---|---|---|---|",
         *rows,
         "",
-        *_why_half_is_default(),
+        *_why_auto_is_default(),
         "",
     ]
 
 
-def _why_half_is_default() -> list[str]:
-    """Why the default layout is "half", from the measurements at hand (GPU block times of both layouts
-    at the paper's width, the per-teacher CPU times of distill_teachers.py --time-blocks)."""
+def _why_auto_is_default() -> list[str]:
+    """Why the default is ``resolution="auto"``, from the measurements at hand: the two layouts timed side by
+    side on a GPU (gpu.py's ``full-w2``) and on CPU per teacher (distill_teachers.py --time-blocks)."""
     lines = [
-        "The half-resolution block is the default. One layout serves every device (a block distilled in one layout "
-        "cannot run as the other). On CPU, at half its automatic width the full layout costs about the default's time "
-        "per shortcut frame on this ResNet (row \"full, width 32\") and distils to better blocks on the teachers with "
-        "wide taps (sections \"Block ablation\" and \"Distillation over many teachers\"). The first rows of the table are "
-        "separate runs, and this machine's speed drifts between runs by more than the layouts differ: compare layouts "
-        "side by side (the rows under \"side by side\", timed in the same rounds as the first row; and `python "
-        "benchmarks/ablation.py --time-blocks`, column \"CPU ms\" there, at 136×320)."
+        "Why `auto`: one layout serves every device (a block distilled in one layout cannot run as the other), so the "
+        "default was chosen on both. On wide taps the full layout at half the half layout's width costs about the same "
+        "MACs and distils to better blocks (sections \"Block ablation\" and \"Distillation over many teachers\"); on CPU "
+        "it costs a few percent more time per shortcut frame (rows \"side by side\" above, timed in the same rounds; "
+        "`python benchmarks/ablation.py --time-blocks`, column \"CPU ms\" there, at 136×320)."
     ]
-    gpu = load("gpu")
-    if gpu:
-        rows = {(x["config"], x["resolution"]): x for x in gpu["rows"]}
-        ratios = [(c, rows[(c, "full")]["ms"]["block"] / x["ms"]["block"]) for (c, res), x in rows.items()
-                  if res == "half" and (c, "full") in rows and x["size"][0] * x["size"][1] > 10**6]
-        if ratios:
-            lo, hi = min(r for _, r in ratios), max(r for _, r in ratios)
-            lines.append(
-                f"On a GPU the full layout at the paper's width took {lo:.1f}–{hi:.1f}× the half block's time per call at "
-                f"1024×2048 ({len(ratios)} configs of `gpu.json`, an earlier run than the current kernels); at half its "
-                "width it has not been timed on a GPU (`python benchmarks/gpu.py --resolutions half,full-w2`).")
-    speed = load("distill_teachers_speed")
-    if speed:
-        slower = [(n, t) for n, t in speed["teachers"].items()
-                  if "full-half-width-min8" in t["variants"] and "defaults" in t["variants"]
-                  and t["variants"]["full-half-width-min8"]["shortcut_ms"] > 1.1 * t["variants"]["defaults"]["shortcut_ms"]]
-        if slower:
-            lines.append("On teachers with narrow taps it costs more CPU time than the default: " + "; ".join(
-                f"{n} ({t['size'][0]}×{t['size'][1]}), {t['variants']['full-half-width-min8']['shortcut_ms']:.1f} against "
-                f"{t['variants']['defaults']['shortcut_ms']:.1f} ms per shortcut frame (teacher {t['teacher_ms']:.1f} ms)"
-                for n, t in slower) + " (`python benchmarks/distill_teachers.py --time-blocks`).")
+    ratios = gpu_layout_ratios()
+    if ratios:
+        lo, hi = min(ratios.values()), max(ratios.values())
+        worst = max(ratios, key=ratios.get)
+        lines.append(
+            f"On a GPU (section \"GPU\", runs {', '.join(f'`{t}`' for t in GPU_LAYOUT_RUNS)}) it took {lo:.2f}–{hi:.2f}× the half "
+            f"block's time per shortcut frame over {len(ratios)} pairs (configuration and run), each pair timed in the same run "
+            f"(the most: {worst}).")
+    sp = load("distill_teachers_speed")
+    if sp and all({"half", "defaults"} <= set(t["variants"]) for t in sp["teachers"].values()):
+        kept = sorted(n for n, t in sp["teachers"].items() if t["variants"]["defaults"]["resolution"] == "half")
+        if kept:
+            lines.append("On taps too narrow for the halved width (" + ", ".join(kept) + " in \"Distillation over many teachers\") "
+                         "`auto` keeps the half layout: there the full one, no narrower than 8, costs two to four times its MACs.")
     return [" ".join(lines)]
+
+
+#: the gpu.py runs that timed the half layout against the full one at half width, side by side
+GPU_LAYOUT_RUNS = ("gpu_run6", "gpu_run7", "gpu_run8")
+
+
+def gpu_layout_ratios() -> dict[str, float]:
+    """Per GPU configuration and run (:data:`GPU_LAYOUT_RUNS`), the shortcut frame's time with the full layout
+    at half width (``full-w2``) over the half layout's, both from the same gpu.py run."""
+    out: dict[str, float] = {}
+    for tag in GPU_LAYOUT_RUNS:
+        r = load(tag)
+        if not r:
+            continue
+        rows = {(x["config"], x["resolution"]): x for x in r["rows"]}
+        for (config, res), x in rows.items():
+            if res == "half" and (config, "full-w2") in rows:
+                out[f"{config} ({tag.removeprefix('gpu_')})"] = rows[(config, "full-w2")]["ms"]["shortcut"] / x["ms"]["shortcut"]
+    return out
 
 
 def cpu_gather_section() -> list[str]:
@@ -214,9 +236,20 @@ def ablation_section() -> list[str]:
                 if t_half and t_narrow else "")
         gaps.append(f"- {steps} steps, at about equal CPU time: full at width {width // 2} − half at width {width} "
                     f"({len(narrow)} and {len(rs)} seeds) = {differences(narrow, rs)}{cost}{few}.")
+    default_gaps = []
+    for (steps, res, width), rs in sorted(groups.items()):  # the default block of 0.11 on these taps: full at half width
+        wide = groups.get((steps, "full", 2 * width))
+        if res != "full" or not wide or ("half", 2 * width) not in {(k[1], k[2]) for k in groups}:
+            continue
+        few = "" if min(len(rs), len(wide)) >= 3 else " (fewer than 3 seeds: indicative only)"
+        default_gaps.append(f"- {steps} steps: full at width {2 * width} − full at width {width} ({len(wide)} and {len(rs)} seeds) = "
+                            f"{differences(wide, rs)}{few}.")
     if gaps:
-        gaps = ["Gap of the default (half) layout to `resolution=\"full\"`, means over seeds (issue 12's target:",
-                "within 0.5 dB at 2000 steps over ≥ 3 seeds; only the step counts listed were run):", "", *gaps, ""]
+        gaps = ["Gap of the half layout (the default of 0.10) to `resolution=\"full\"`, means over seeds:", "", *gaps, ""]
+    if default_gaps:
+        gaps += ["Gap of the default block of 0.11 on these taps (`resolution=\"auto\"`: full at half the half layout's width) to "
+                 "`resolution=\"full\"` at the paper's width, means over seeds (issue 12's target: within 0.5 dB at 2000 steps over "
+                 "≥ 3 seeds; only the step counts listed were run):", "", *default_gaps, ""]
 
     variants = []
     for (steps, res, width), rs in sorted(groups.items()):
@@ -287,6 +320,15 @@ def _other_max_interval(main: dict) -> list[str]:
     return out
 
 
+def layout_note(recorded: set[str]) -> str:
+    """Which block layout a benchmark's blocks had: as its runs recorded it (since 0.11), else the half
+    layout (the only default before 0.11)."""
+    if not recorded:
+        return ("Blocks: the half layout (the default before 0.11; runs before 0.11 did not record it, and a rerun "
+                "builds the default block of `resolution=\"auto\"`).")
+    return "Blocks: " + ", ".join(sorted(recorded)) + " layout (as recorded)."
+
+
 def keyframes_section() -> list[str]:
     """Adaptive against fixed keyframes on streamed held-out video (keyframes.py), the signal study
     (keyframe_signals.py) and the default threshold (keyframes.py --choose-default)."""
@@ -323,14 +365,14 @@ def keyframes_section() -> list[str]:
         "",
         f"`python benchmarks/keyframes.py` — {machine_line(r['machine'])}; took {r['seconds'] / 60:.0f} min (blocks distilled by an earlier",
         f"run with the same settings are reused from results/blocks/). Cartoon teacher ({size['bikes'][0]}×{size['bikes'][1]} bikes, "
-        f"{size['carphone'][0]}×{size['carphone'][1]} carphone), one half-resolution block per seed distilled {r['steps']} steps on the",
+        f"{size['carphone'][0]}×{size['carphone'][1]} carphone), one block per seed distilled {r['steps']} steps on the",
         f"bikes training frames with gaps 1..{r['max_interval'] - 1} (what `AdaptiveKeyframes(max_interval={r['max_interval']})` can "
         f"produce), serving every policy; seeds {', '.join(map(str, r['seeds']))}.",
         "The held-out stream is bikes frames 190–249 (a scene cut at about frame 242), then carphone (60 frames), fed frame by frame as",
         "one stream. All-frame PSNR = PSNR of the mean squared error over all frames against the teacher (keyframes count with zero",
         "error); GMACs/frame = mean over frames of the fvcore MACs of the path each frame took (decision included). Adaptive thresholds",
         "are calibrated with `calibrate(..., keyframe_rate=r)` on the **training** frames (one stream), never on held-out ones. Means over",
-        "the seeds (± half their spread).",
+        "the seeds (± half their spread). " + layout_note({r["block"]["resolution"]} if "block" in r else set()),
         "",
         r["markdown"],
         "",
@@ -452,7 +494,8 @@ def taps_section() -> list[str]:
         "## Automatic taps",
         "",
         f"`python benchmarks/taps.py` — {machine_line(r['machine'])}; cartoon teacher, paper's taps "
-        f"`{r['paper'][0]} -> {r['paper'][1]}`; took {r['total_seconds'] / 60:.1f} min.",
+        f"`{r['paper'][0]} -> {r['paper'][1]}`; took {r['total_seconds'] / 60:.1f} min. "
+        + layout_note({x["resolution"] for x in r.get("runs", []) if "resolution" in x}),
         "",
         r["markdown"],
         "",
@@ -486,23 +529,35 @@ def _taps_verdict(r: dict) -> list[str]:
 
 
 def variant_gaps(runs: list[dict], variant: str) -> list[str]:
-    """Per teacher and step count: the variant's mean gain minus the defaults' (same teacher weights), per video."""
+    """Per teacher and step count: the variant's mean gain (``"defaults"``: the runs that are the defaults) minus
+    that of the default distillation of the half-resolution block at its automatic width (same teacher weights),
+    per video."""
     sys.path.insert(0, str(HERE))
-    from distill_teachers import is_default
+    from distill_teachers import default_blocks, default_settings, is_default, run_block
+
+    blocks = default_blocks()
+
+    def is_mine(x: dict) -> bool:
+        return is_default(x, blocks) if variant == "defaults" else x["variant"] == variant
+
+    def plain_half(x: dict) -> bool:  # (`half`, or `defaults` where they build that block)
+        return not is_mine(x) and default_settings(x) and run_block(x)[0] == "half" and "width_scale" not in x["settings"]
 
     def mean_gain(rs: list[dict], video: str) -> float:
         return sum(x["videos"][video]["psnr"] - x["videos"][video]["psnr_repeat"] for x in rs) / len(rs)
 
     latest = {x["teacher"]: x.get("weights") for x in runs}
     lines = []
-    for teacher, weights, steps in sorted({(x["teacher"], x.get("weights"), x["steps"]) for x in runs if x["variant"] == variant and x["steps"]}):
+    for teacher, weights, steps in sorted({(x["teacher"], x.get("weights"), x["steps"]) for x in runs if is_mine(x) and x["steps"]}):
         same = [x for x in runs if x["teacher"] == teacher and x.get("weights") == weights and x["steps"] == steps]
-        mine, base = [x for x in same if x["variant"] == variant], [x for x in same if is_default(x)]
+        mine, base = [x for x in same if is_mine(x)], [x for x in same if plain_half(x)]
         if mine and base:
             diffs = ", ".join(f"{v} {mean_gain(mine, v) - mean_gain(base, v):+.2f} dB" for v in mine[0]["videos"])
             name = teacher if weights == latest.get(teacher) else f"{teacher}@{weights or 'earlier'} (earlier weights)"
             lines.append(f"- {name}, {steps} steps ({len(mine)} and {len(base)} seeds): {diffs}.")
-    return [f"`{variant}` against the defaults (difference of mean gains):", "", *lines, ""] if lines else []
+    what = "The defaults of 0.11 (`resolution=\"auto\"`'s block)" if variant == "defaults" else f"`{variant}`"
+    return [f"{what} against the half layout at its automatic width with the default distillation (0.10's defaults; "
+            "difference of mean gains):", "", *lines, ""] if lines else []
 
 
 def _teacher_speed_table() -> list[str]:
@@ -532,7 +587,7 @@ def _teacher_speed_table() -> list[str]:
 def distill_teachers_section() -> list[str]:
     """Distillation over many teachers (benchmarks/distill_teachers.py): gains over repeat per teacher, variant and steps."""
     sys.path.insert(0, str(HERE))
-    from distill_teachers import VARIANTS, is_default, load_runs, summarise
+    from distill_teachers import VARIANTS, default_blocks, is_default, load_runs, summarise
 
     runs = load_runs()
     files = [json.loads(p.read_text()) for p in [RESULTS / "distill_teachers.json", *sorted(RESULTS.glob("distill_teachers.part-*.json"))] if p.is_file()]
@@ -567,7 +622,15 @@ def distill_teachers_section() -> list[str]:
         "`full-half-width` is the defaults with the paper's layout at half its automatic width (`shortcutify(..., "
         "resolution=\"full\", width=auto // 2)`), about the default layout's CPU time (its CPU seconds here; \"Block ablation\"); "
         "`full-half-width-min8` the same but no narrower than 8 (it differs from `full-half-width` only where half the "
-        "automatic width is below 8: the U-Nets' taps, and vid2vid's, where it is the automatic width).",
+        "automatic width is below 8: the U-Nets' taps, and vid2vid's, where it is the automatic width). "
+        "Since 0.11 the defaults build `resolution=\"auto\"`'s block (section \"Block resolution\"): on the three ResNet "
+        "teachers that is the full layout at half the half layout's width (at least 8), the block `full-half-width` and "
+        "`full-half-width-min8` distilled there, so those runs are shown as `defaults`; `half` is the default of 0.10 and "
+        "earlier (the half layout at its automatic width), shown under its own name where the defaults now build another "
+        "block. A run counts as `defaults` when its distillation settings are the defaults and its block (layout, width) is "
+        "the one the defaults build for that teacher, as `--time-blocks` recorded it (`distill_teachers.is_default`); such a "
+        "run's initial block weights are another draw from the same initialisation (building the variant's block takes one more "
+        "block construction first), not the same numbers a run of `defaults` would start from.",
         "",
     ]
     if earlier:
@@ -579,10 +642,11 @@ def distill_teachers_section() -> list[str]:
             summarise(earlier),
             "",
         ]
-    for variant in ("full-half-width", "full-half-width-min8"):
+    for variant in ("defaults", "full-half-width", "full-half-width-min8"):
         out += variant_gaps(runs, variant)
     out += _teacher_speed_table()
-    mine = [x for x in runs if is_default(x) and x.get("weights") == latest[x["teacher"]]]
+    blocks = default_blocks()
+    mine = [x for x in runs if is_default(x, blocks) and x.get("weights") == latest[x["teacher"]]]
     if mine:
         def gains(steps: int) -> dict[str, float]:
             per: dict[str, list[float]] = {}
@@ -626,7 +690,7 @@ def motion_prior_section() -> list[str]:
         "the whole story: U-Net skips and vid2vid's image path carry the current frame). `local` and `regional`: "
         "`shortcutify.ops.MOTION_PRIORS` (`motion_prior=True` builds `local` since 0.10; `regional` was the prior of "
         "0.5 to 0.9); the others change one setting of `local`. Prior MMACs: the prior's MACs per shortcut frame (the "
-        "correlation, counted by fvcore).",
+        "correlation, counted by fvcore). " + layout_note({x["block"]["resolution"] for x in r["runs"] if "block" in x}),
         "",
         "Settings: " + "; ".join(f"`{k}` {v}" for k, v in r["estimators"].items() if v) + ".",
         "",
@@ -729,7 +793,7 @@ def gpu_section() -> list[str]:
         "within a run. Newest first.",
         "",
     ]
-    out += gpu_current_section() + gpu_kernels_section()
+    out += gpu_layouts_section() + gpu_current_section() + gpu_kernels_section()
     out += [
         "### First run: every config, both layouts, the kernel's first tiling sweep",
         "",
@@ -748,7 +812,9 @@ def gpu_section() -> list[str]:
         out += [
             "Default layout on the GPU (shortcut frame, full / half ms): "
             + ", ".join(f"{c} {f['ms']['shortcut']:.2f} / {h['ms']['shortcut']:.2f}" for c, h, f in layouts)
-            + (f". `full` faster in: {', '.join(full_faster)}." if full_faster else ". `half` is faster in every config, as on the CPU: it stays the default on both devices."),
+            + (f". `full` faster in: {', '.join(full_faster)}." if full_faster else ". At the paper's width `half` is faster in every "
+               "config, as on the CPU (at half its width the full layout is what `resolution=\"auto\"` builds on these taps: sixth and "
+               "seventh runs)."),
             "",
         ]
     return out + tiles_section(r) + gpu_followup_section() + kernel_resources_section()
@@ -777,6 +843,52 @@ def floor_change(r: dict, before: str = "gpu_run3") -> str:
     floors = {x["config"]: x["ms"]["floor"] for x in old["rows"] if x["compiled"] and x["resolution"] == "half"}
     ratios = [x["ms"]["floor"] / floors[x["config"]] for x in r["rows"] if x["compiled"] and x["config"] in floors]
     return f" (compiled floors {min(ratios):.2f}–{max(ratios):.2f}× those of the fourth run)" if ratios else ""
+
+
+def gpu_layouts_section() -> list[str]:
+    """The sixth and seventh GPU runs (gpu.py --tag gpu_run6, gpu_run7): the half layout against the full one at half
+    width (what ``resolution="auto"`` builds on these taps) in every config, and the half layout with the motion prior."""
+    runs = [(tag, load(tag)) for tag in GPU_LAYOUT_RUNS]
+    runs = [(tag, r) for tag, r in runs if r and r.get("rows")]
+    if not runs:
+        return []
+    out = [
+        "### The default layout: half against full at half width; the motion prior",
+        "",
+        "Sixth to eighth GPU runs, the same kernels as the fifth: every config with the half layout and with the full layout at "
+        "half its automatic width (`full-w2`: width 32 here, what `resolution=\"auto\"` builds on these taps since 0.11); in the "
+        "sixth the eager configs also with the motion prior (`half-mp`: `motion_prior=True`, the correlation in its batched "
+        "form), in the eighth the full layout's weights also channels-last (`full-w2-cl`: its convs then run in NHWC). The "
+        "layouts of a config are timed one after the other in the same run; the same config differs between runs by up to "
+        "a tenth (launch and clock state), so compare within a run.",
+        "",
+    ]
+    for tag, r in runs:
+        configs = ",".join(dict.fromkeys(x["config"] for x in r["rows"]))
+        layouts = ",".join(dict.fromkeys(x["resolution"] for x in r["rows"] if not x["compiled"]))
+        compiled = ",".join(dict.fromkeys(x["resolution"] for x in r["rows"] if x["compiled"]))
+        flags = f"--resolutions {layouts or compiled}" + (f" --compiled-resolutions {compiled}" if compiled and layouts and compiled != layouts else "")
+        out += [f"`python benchmarks/gpu.py --tag {tag} --configs {configs} {flags} --no-tiles"
+                + (" --profile" if any(x.get("profile") for x in r["rows"]) else "") + f"` — {gpu_run_line(r)}", "", *run_table(r)]
+    ratios = gpu_layout_ratios()
+    if ratios:
+        out += ["Shortcut frame, full at half width over half (same run; config (run)): "
+                + ", ".join(f"{c} {v:.2f}×" for c, v in ratios.items()) + ".", ""]
+    cl = [(tag, x["config"], x["ms"]["shortcut"] / full["ms"]["shortcut"]) for tag, r in runs for x in r["rows"] if x["resolution"] == "full-w2-cl"
+          for full in r["rows"] if full["config"] == x["config"] and full["resolution"] == "full-w2"]
+    if cl:
+        out += ["Channels-last weights for the full layout (`full-w2-cl` over `full-w2`, shortcut frame): "
+                + ", ".join(f"{c} ({t.removeprefix('gpu_')}) {v:.2f}×" for t, c, v in cl)
+                + (": slower, so the block keeps the default memory format on the GPU." if min(v for *_, v in cl) > 1 else "."), ""]
+    r6 = runs[0][1]
+    out += ["Targets (issue 10) with the default block of 0.11 (`full-w2`), sixth run:", "", *[f"- {t}." for t in gpu_targets(r6, "full-w2")], ""]
+    rows = {(x["config"], x["resolution"]): x for x in r6["rows"]}
+    prior = [(c, rows[(c, "half")], x) for (c, res), x in rows.items() if res == "half-mp" and (c, "half") in rows]
+    if prior:
+        out += ["Motion prior (`half-mp` against `half`, block / shortcut frame ms): " + "; ".join(
+            f"{c} {m['ms']['block']:.2f} / {m['ms']['shortcut']:.2f} against {h['ms']['block']:.2f} / {h['ms']['shortcut']:.2f}"
+            for c, h, m in prior) + ". The prior's correlation runs as `unfold` + `einsum` off the CPU; it is opt-in.", ""]
+    return out
 
 
 def gpu_current_section() -> list[str]:
@@ -1042,7 +1154,7 @@ def main() -> None:
             "## Speed and memory (CPU)",
             "",
             f"`python benchmarks/speed.py` — {machine_line(speed['machine'])}; ResNet ngf=64, 6 blocks, {speed['size']}x{speed['size']}, "
-            f"block width {speed.get('block_width', '?')}, median of {speed['repeats']} interleaved rounds after warm-up, all paths in one process.",
+            f"block {speed.get('resolution', 'half')} (the default layout for these taps), width {speed.get('block_width', '?')}, median of {speed['repeats']} interleaved rounds after warm-up, all paths in one process.",
             "",
             speed["markdown"],
             "",
@@ -1068,12 +1180,22 @@ def main() -> None:
                 "section \"AdaBD on CPU\").",
                 "",
             ]
-        if not below:
+        if not below and round(mem["shortcut"]) == round(mem["teacher"]):
             out += [
                 f"Memory: both peaks are set by the full-resolution layers the two paths share (the tail's 64×{speed['size']}² "
                 "transposed-conv output and its norm, the head's first conv); the block's own working set "
                 f"({mem['block']:.0f} MiB above its inputs) stays under that peak, so a shortcut frame needs no more memory "
                 "than the teacher, but it cannot need less while it runs those layers unchanged.",
+                "",
+            ]
+        elif not below:
+            half = load("speed_cpu_half")
+            out += [
+                f"Memory: the block's own working set ({mem['block']:.0f} MiB above its inputs; the {speed.get('resolution', 'half')} "
+                "layout works at the decoder tap's resolution) sets the shortcut frame's peak, above the teacher's (which the "
+                "full-resolution layers both paths share set)"
+                + (f"; with the half layout the block's working set is {half['memory_mib']['block']:.0f} MiB and the shortcut "
+                   f"frame's peak {half['memory_mib']['shortcut']:.0f} MiB, the teacher's" if half else "") + ".",
                 "",
             ]
         if speed.get("block_ops"):
@@ -1086,8 +1208,8 @@ def main() -> None:
                 "",
             ]
         out += [
-            "How the block was made fast on CPU (the MAC count alone does not do it: with AdaBD at the decoder",
-            "tap's full resolution, as in the paper, the block takes "
+            "How the half layout was made fast on CPU (the MAC count alone does not do it: with AdaBD at the decoder",
+            "tap's full resolution and the paper's width, the block takes "
             + (f"{load('speed_cpu_full')['block_share']:.0%}" if load("speed_cpu_full") else "about half")
             + " of a shortcut frame, see the section on block resolution): the",
             "block runs at half the decoder tap's resolution, entered by 2×2 stride-2 convs and left by a 2×2",
@@ -1109,7 +1231,8 @@ def main() -> None:
             "## Quality on held-out real video (vs the teacher's output)",
             "",
             f"`python benchmarks/quality.py` — {machine_line(q['machine'])}; teacher `{q['teacher']}` (trained here), "
-            f"{q['steps']} distillation steps for the block and for the slim student; took {q['seconds'] / 60:.0f} min.",
+            f"{q['steps']} distillation steps for the block ({q.get('resolution', 'half')} layout, width {q.get('block_width', 'automatic')}) "
+            f"and for the slim student; took {q['seconds'] / 60:.0f} min.",
             "",
             q["markdown"],
             "",
@@ -1137,7 +1260,7 @@ def main() -> None:
                 temporal.append(f"{video.split(' ')[0]} α={sc['alpha']}: {sc['temporal']:.4f} ({word} repeat's {rep['temporal']:.4f})")
         out += ["Target: at α = 3 the shortcut frames beat every baseline of equal or lower MACs, on two real videos:", ""] + verdicts + [""]
         out += ["Temporal error of the shortcut frames vs repeating the keyframe: " + "; ".join(temporal) + ".", ""]
-    out += resolution_section(speed, load("speed_cpu_full"), q, load("quality_full"))
+    out += resolution_section(speed, load("speed_cpu_half"), load("speed_cpu_full"), q, load("quality_half"), load("quality_full"))
     out += cpu_gather_section()
     out += ablation_section()
     out += keyframes_section()

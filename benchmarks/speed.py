@@ -1,6 +1,6 @@
 """Speed and memory benchmark: wall-clock per frame of teacher, keyframe, shortcut frame, amortised.
 
-usage: python benchmarks/speed.py [--quick] [--threads 2] [--device cpu|cuda] [--resolution half|full] [--width W]
+usage: python benchmarks/speed.py [--quick] [--threads 2] [--device cpu|cuda] [--resolution auto|half|full] [--width W]
                                  [--compare full full:32 ...]
 
 ResNet generator (ngf=64, 6 residual blocks, the paper's taps) at 256x256 (--quick: 128x128).
@@ -34,7 +34,7 @@ from shortcutify.ops import use_fast_path  # noqa: E402
 PATHS = ("teacher", "keyframe", "shortcut", "block")
 
 
-def build(size: int, device: str, resolution: str = "half", width: int | None = None):
+def build(size: int, device: str, resolution: str = "auto", width: int | None = None):
     torch.manual_seed(0)
     gen = ResnetGenerator(ngf=64, n_blocks=6).to(device)
     x = torch.randn(1, 3, size, size, device=device)
@@ -132,7 +132,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--size", type=int, default=None)
-    parser.add_argument("--resolution", choices=("half", "full"), default="half", help="the block's resolution")
+    parser.add_argument("--resolution", choices=("auto", "half", "full"), default="auto", help="the block layout (default: the library's, auto)")
     parser.add_argument("--width", type=int, default=None, help="the block's width (default: automatic)")
     parser.add_argument("--compare", nargs="+", type=layout_spec, default=[], metavar="LAYOUT[:WIDTH]",
                         help="other blocks (layout, optional width) timed in the same rounds")
@@ -163,13 +163,14 @@ def main() -> None:
         compared[tag] = {"resolution": other.block.resolution, "width": other.block.width,
                          "shortcut": t[f"shortcut@{tag}"], "block": t[f"block@{tag}"]}
         print(f"side by side, {tag}: shortcut frame {t[f'shortcut@{tag}'] * 1e3:.1f} ms "
-              f"({t[f'shortcut@{tag}'] / t['shortcut']:.2f}x this run's {label(args.resolution, sv.block.width)}), "
+              f"({t[f'shortcut@{tag}'] / t['shortcut']:.2f}x this run's {label(sv.block.resolution, sv.block.width)}), "
               f"block {t[f'block@{tag}'] * 1e3:.1f} ms, {t['teacher'] / t[f'shortcut@{tag}']:.2f}x faster than the teacher")
-    name = (f"speed_{args.device}" + ("" if args.resolution == "half" else f"_{args.resolution}")
+    name = (f"speed_{args.device}" + ("" if args.resolution == "auto" else f"_{args.resolution}")
             + ("" if args.width is None else f"_w{args.width}") + ("_quick" if args.quick else ""))
     path = write(name, {"machine": machine(args.device), "size": size, "repeats": repeats, "seconds": t, "memory_mib": mem,
                         "block_share": share, "interval": a, "markdown": md, "block_ops": ops,
-                        "block_width": sv.block.width, "resolution": args.resolution, "compared": compared})
+                        "block_width": sv.block.width, "resolution": sv.block.resolution, "requested": args.resolution,
+                        "compared": compared})
     print(f"wrote {path}")
 
 

@@ -98,7 +98,7 @@ def main() -> None:
                         weights={"feature": 1.0, "alignment": 0.0})
                 psnr = {v: evaluate(sv, [f[i : i + 12] for i in range(0, f.shape[0], 12)]).summary() for v, f in held.items()}
                 cost = sv.cost()
-                runs.append({"label": label, "enc": enc, "dec": dec, "seed": seed, "width": sv.block.width,
+                runs.append({"label": label, "enc": enc, "dec": dec, "seed": seed, "width": sv.block.width, "resolution": sv.block.resolution,
                              "shortcut_macs": cost.shortcut.macs, "teacher_macs": cost.teacher.macs, "seconds": time.time() - t,
                              "psnr": {v: r["psnr"] for v, r in psnr.items()}, "psnr_repeat": {v: r["psnr_repeat"] for v, r in psnr.items()}})
                 print(f"{label} {enc} -> {dec}, seed {seed}: " + ", ".join(f"{v} {r['psnr']:.2f} dB" for v, r in psnr.items()), flush=True)

@@ -97,12 +97,14 @@ def test_shortcut_path_of_a_unet_still_pays_for_the_skip():
     assert r.shortcut.macs < r.teacher.macs
 
 
-def test_paper_setting_meets_the_mac_target():
-    """RecycleGAN ResNet generator (ngf=64, 6 blocks, 256x256, the paper's taps): shortcut ≤ 1/6 teacher."""
+@pytest.mark.parametrize("resolution, layout, width", [("auto", "full", 32), ("full", "full", 64), ("half", "half", 64)])
+def test_paper_setting_meets_the_mac_target(resolution, layout, width):
+    """RecycleGAN ResNet generator (ngf=64, 6 blocks, 256x256, the paper's taps): shortcut ≤ 1/6 teacher,
+    with the default block (the full layout at half the paper's width), the paper's and the half layout."""
     gen = ResnetGenerator(ngf=64, n_blocks=6)
     x = torch.zeros(1, 3, 256, 256)
-    sv = shortcutify(gen, *resnet_taps(gen), x)
+    sv = shortcutify(gen, *resnet_taps(gen), x, resolution=resolution)
     r = sv.cost()
-    assert sv.block.width == 64  # h = 64 as in the paper
+    assert (sv.block.resolution, sv.block.width) == (layout, width)  # h = 64 as in the paper at its automatic width
     assert r.shortcut.macs * 6 <= r.teacher.macs, str(r)
     assert r.block.params * 10 < r.teacher.params

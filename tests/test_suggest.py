@@ -84,7 +84,7 @@ def test_every_suggestion_is_a_valid_cut_that_wraps_runs_and_costs_what_it_says(
         assert s.skipped_macs > s.block_macs > 0 and s.saved_macs == s.skipped_macs - s.block_macs
         sv = _wraps_and_runs(gen, (x,), s)  # shortcutify raises TapOrderError unless dec is downstream of enc
         cost = sv.cost()
-        assert sv.block.width == s.width and cost.block.macs == s.block_macs
+        assert (sv.block.resolution, sv.block.width) == (s.resolution, s.width) and cost.block.macs == s.block_macs
         assert cost.teacher.macs == s.teacher_macs
         assert cost.teacher.macs - cost.shortcut.macs == s.saved_macs
 

@@ -8,6 +8,7 @@ resolve the cut (:mod:`~shortcutify.core.cut`), size and make the block
 from __future__ import annotations
 
 import difflib
+import functools
 import logging
 import os
 import warnings
@@ -22,8 +23,8 @@ from typing_extensions import Unpack
 from ..errors import IncompatibleCheckpointError, ShortcutifyError, UntraceableModelError
 from ..ops import MOTION_PRIORS
 from ..version import __version__
-from .blocks import BLOCK_TYPES, check_resolution, make_block, motion_prior_name
-from .blocks.sizing import auto_width, block_macs
+from .blocks import BLOCK_TYPES, make_block, motion_prior_name
+from .blocks.sizing import AUTO, auto_layout, auto_width, block_macs, check_layout_choice
 from .capture import CaptureKwargs, CaptureOptions, as_tuple, capture, recapture
 from .cut import Cut, resolve_cut
 from .module import ShortcutV2V
@@ -43,7 +44,7 @@ def shortcutify(
     interval: int = 3,
     policy: KeyframePolicy | None = None,
     width: int | None = None,
-    resolution: str = "half",
+    resolution: str = AUTO,
     motion_prior: bool | str | None = False,
     **capture_options: Unpack[CaptureKwargs],
 ) -> ShortcutV2V:
@@ -60,11 +61,16 @@ def shortcutify(
         interval: keyframe interval α for the default :class:`~shortcutify.FixedInterval` policy.
         policy: a keyframe policy, e.g. :class:`~shortcutify.AdaptiveKeyframes` (overrides
             ``interval``; see :mod:`shortcutify.core.policy` for writing one).
-        width: the block's width ``h`` (default: half the narrower tap's channels, shrunk
-            if the block would cost more than half of what it skips).
-        resolution: the block layout: ``"half"`` (default), AdaBD at half the decoder tap's
-            resolution, several times faster on CPU, or ``"full"``, the paper's layout, more
-            accurate (see :mod:`shortcutify.core.blocks`).
+        width: the block's width ``h`` (default: the layout's automatic width; for ``"half"``
+            and ``"full"`` half the narrower tap's channels, shrunk if the block would cost more
+            than half of what it skips).
+        resolution: the block layout: ``"auto"`` (default) chooses from the taps
+            (:func:`~shortcutify.core.blocks.sizing.auto_layout`: the full layout at half the
+            half layout's width where that costs about the same MACs, else the half layout;
+            ``sv.block.resolution`` and ``sv.config`` say which); ``"half"``, AdaBD at half the
+            decoder tap's resolution; ``"full"``, the paper's layout (see
+            :mod:`shortcutify.core.blocks`). With ``width`` given, ``"auto"`` still chooses
+            the layout at the automatic widths, then builds it at ``width``.
         motion_prior: start the block's flow from a parameter-free correlation of the
             encoder taps (:func:`~shortcutify.ops.correlation_flow`) that the flow head then
             corrects: ``True`` (the ``"local"`` estimator of :data:`~shortcutify.ops.MOTION_PRIORS`)
@@ -102,7 +108,7 @@ def shortcutify(
         policy = FixedInterval(interval)
     else:
         policy = as_policy(policy)
-    check_resolution(resolution)
+    check_layout_choice(resolution)
     if not (motion_prior is None or isinstance(motion_prior, (bool, str))):
         raise TypeError(f"motion_prior must be True, False or an estimator's name {tuple(MOTION_PRIORS)}, got {motion_prior!r}")
     motion_prior = motion_prior_name(motion_prior)
@@ -112,7 +118,13 @@ def shortcutify(
     captured = capture(model, inputs, options)
     cut = resolve_cut(captured, enc_layer, dec_layer)
     factory = _factory(model, inputs)
-    if width is None:
+    if resolution == AUTO:  # the layout from the taps, then the width asked for or its automatic one
+        resolution, auto, macs = _auto_layout(cut, factory, motion_prior)
+        if width is None:
+            width = auto
+        else:
+            macs = block_macs(resolution, width, cut.enc.shape, cut.dec.shape, factory, motion_prior=motion_prior)
+    elif width is None:
         width, macs = _auto_width(cut, factory, resolution, motion_prior)
     else:
         macs = block_macs(resolution, width, cut.enc.shape, cut.dec.shape, factory, motion_prior=motion_prior)
@@ -136,6 +148,16 @@ def _factory(model: nn.Module, inputs: tuple[Any, ...]) -> dict[str, Any]:
     p = next((t for t in model.parameters()), None)
     ref = p if p is not None else next(x for x in tree_flatten(list(inputs))[0] if isinstance(x, Tensor))
     return {"device": ref.device, "dtype": ref.dtype if ref.is_floating_point() else None}
+
+
+def _auto_layout(cut: Cut, factory: dict[str, Any], motion_prior: str | None) -> tuple[str, int, int]:
+    """Layout, width and MACs of ``resolution="auto"`` for ``cut`` (:func:`~shortcutify.core.blocks.sizing.auto_layout`)."""
+
+    @functools.lru_cache(maxsize=None)
+    def macs(layout: str, w: int) -> int:
+        return block_macs(layout, w, cut.enc.shape, cut.dec.shape, factory, motion_prior=motion_prior)
+
+    return auto_layout(cut.enc.shape, cut.dec.shape, cut.skipped_macs, macs)
 
 
 def _auto_width(cut: Cut, factory: dict[str, Any], resolution: str, motion_prior: str | None) -> tuple[int, int]:

@@ -19,7 +19,8 @@ class ShortcutConfig:
         enc_node, dec_node: the fx node names they resolved to.
         enc_shape, dec_shape: the taps' ``[C, H, W]`` on the example input.
         width: the block's width ``h``.
-        resolution: the block layout (a key of :data:`shortcutify.core.blocks.BLOCK_TYPES`).
+        resolution: the block layout (a key of :data:`shortcutify.core.blocks.BLOCK_TYPES`; the
+            one built, never ``"auto"``).
         kernel_size: the AdaBD deformable conv's kernel.
         capture: how the generator's graph was captured, ``"fx"`` or ``"export"`` (a saved
             block is attached again by the same path).

@@ -20,8 +20,7 @@ from torch.utils._pytree import tree_flatten
 from typing_extensions import Unpack
 
 from ..errors import EmptyCutError, TapOrderError, TapShapeError
-from .blocks import check_resolution
-from .blocks.sizing import auto_width, block_macs
+from .blocks.sizing import AUTO, auto_layout, auto_width, block_macs, check_layout_choice
 from .capture import CaptureKwargs, CaptureOptions, Captured, as_tuple, capture
 from .checks import is_count
 from .cut import resolve_cut
@@ -49,6 +48,8 @@ class TapSuggestion:
         enc, dec: the taps' :class:`~shortcutify.core.taps.TapInfo` (shapes ``[B, C, H, W]`` on
             the example inputs).
         width: the block width ``shortcutify()`` would choose for them (``resolution`` as asked).
+        resolution: the block layout ``shortcutify()`` would build for them (``"half"`` or
+            ``"full"``: the one asked for, or the one ``resolution="auto"`` chose).
         skipped_macs: MACs of the generator that a shortcut frame does not run, on the example
             inputs (one multiply-add = one).
         block_macs: MACs of one call of the block at that width.
@@ -69,6 +70,7 @@ class TapSuggestion:
     teacher_macs: int
     difficulty: float
     score: float
+    resolution: str
 
     @property
     def saved_macs(self) -> int:
@@ -85,14 +87,14 @@ class TapSuggestions(list):
     """A list of :class:`TapSuggestion`, best first, that prints as a table."""
 
     def __str__(self) -> str:
-        rows = [("#", "enc_layer", "dec_layer", "enc shape", "dec shape", "width", "MACs saved", "saved", "difficulty", "score")]
+        rows = [("#", "enc_layer", "dec_layer", "enc shape", "dec shape", "block", "width", "MACs saved", "saved", "difficulty", "score")]
         for i, s in enumerate(self, 1):
             rows.append((
                 str(i), s.enc_layer, s.dec_layer, "x".join(map(str, s.enc.shape)), "x".join(map(str, s.dec.shape)),
-                str(s.width), f"{s.saved_macs:,}", f"{s.saved_fraction:.1%}", f"{s.difficulty:.3f}", f"{s.score:.3f}",
+                s.resolution, str(s.width), f"{s.saved_macs:,}", f"{s.saved_fraction:.1%}", f"{s.difficulty:.3f}", f"{s.score:.3f}",
             ))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        left = {1, 2, 3, 4}
+        left = {1, 2, 3, 4, 5}
         lines = ["  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
         return "\n".join(lines)
@@ -409,7 +411,7 @@ def suggest_taps(
     example_inputs: Tensor | Sequence[Any],
     *,
     frames: Tensor | Sequence[Tensor | None] | None = None,
-    resolution: str = "half",
+    resolution: str = AUTO,
     top: int = 5,
     **capture_options: Unpack[CaptureKwargs],
 ) -> TapSuggestions:
@@ -426,13 +428,14 @@ def suggest_taps(
         ``score = saved_fraction * (1 - difficulty)``
 
     * ``saved_fraction``: the MACs a shortcut frame saves (those it skips minus the block's,
-      at the width ``shortcutify()`` would choose for ``resolution``) over the teacher's MACs;
+      in the layout and at the width ``shortcutify()`` would choose for ``resolution``) over
+      the teacher's MACs;
     * ``difficulty`` (the proxy for how hard the skipped part is to predict, in ``[0, 1]``):
       on pairs of frames (reference, current), the skipped part is linearised as the block's
       correction path would see it: one per-pixel linear map from the encoder tap (resized to
       the decoder tap's resolution) to the decoder tap, fitted by ridge regression on the
       reference frames, predicts the change ``W (a_cur - a_ref)`` of the decoder tap; with
-      ``resolution="half"`` that change is first reduced to what a block working at half the
+      a half-resolution block that change is first reduced to what a block working at half the
       decoder tap's resolution can express (2×2 means, bilinearly back). ``f_ref`` plus that
       change replaces the decoder tap of the current frame, the rest of the generator runs
       exactly (skip connections and other inputs included), and ``difficulty`` is the squared
@@ -446,10 +449,9 @@ def suggest_taps(
     what the decoder tap needs, and when the layers after the decoder tap pass its errors on
     to the output; the linearisation's output error sees all of these, costs one partial run
     of the generator per pair and frame pair, and is measured where it matters (the output).
-    Saving MACs alone would always pick the widest cut. Measured on the cartoon teacher
-    (``benchmarks/RESULTS.md``, "Automatic taps"): its first choice there is not the paper's
-    pair, and after the same short distillation it gives better held-out PSNR than the
-    paper's pair at fewer MACs.
+    Saving MACs alone would always pick the widest cut. How the first choice compares with
+    the paper's pair after the same short distillation (held-out PSNR and MACs) is measured on
+    the cartoon teacher in ``benchmarks/RESULTS.md``, "Automatic taps".
     Translated default frames only exercise motion; a real clip in ``frames`` judges the cuts
     on the changes the generator will see.
 
@@ -467,7 +469,8 @@ def suggest_taps(
             clip per positional argument (``None`` keeps the example's value). Each frame must
             have the example's shape without its batch dimension. Default: the example inputs
             and a copy of them moved :data:`SHIFT` pixels (every 4-D floating-point input).
-        resolution: the block layout the width is chosen for (``"half"`` or ``"full"``).
+        resolution: the block layout: ``"auto"`` (default: chosen per pair as ``shortcutify()``
+            chooses it), ``"half"`` or ``"full"``.
         top: how many suggestions to return (at least 1).
         capture_options: ``capture`` (``"auto"``, ``"fx"``, ``"export"``), ``leaf_modules``,
             ``tracer_kwargs``, ``concrete_args``, as for ``shortcutify()``.
@@ -487,7 +490,7 @@ def suggest_taps(
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not is_count(top) or top < 1:
         raise ValueError(f"top must be an integer >= 1, got {top!r}")
-    check_resolution(resolution)
+    check_layout_choice(resolution)
     inputs = as_tuple(example_inputs)
     if not any(isinstance(x, Tensor) for x in tree_flatten(list(inputs))[0]):
         raise TypeError("example_inputs must be a tensor [B, C, H, W] or a tuple of forward()'s arguments holding tensors")
@@ -519,13 +522,13 @@ def _suggest(model: nn.Module, inputs: tuple[Any, ...], options: CaptureOptions,
     pairs.sort(key=lambda p: (-p[0], graph.index[p[2]], graph.index[p[1]]))
     proxy = _Proxy(captured.gm, _frame_pairs(inputs, frames))
     total = graph.total
-    scored = sorted(
-        ((s / total * (1.0 - d), d, s, e, dec) for s, e, dec in pairs[:MAX_MEASURED] for d in [proxy.difficulty(e, dec, resolution == "half")]),
-        key=lambda t: -t[0],
-    )
+    layouts = ("half", "full") if resolution == AUTO else (resolution,)
+    # each pair's bound: its skipped share times (1 - the lowest difficulty of the layouts it may get)
+    measured = [(s, e, dec, {r: proxy.difficulty(e, dec, r == "half") for r in layouts}) for s, e, dec in pairs[:MAX_MEASURED]]
+    scored = sorted(((s / total * (1.0 - min(d.values())), d, s, e, dec) for s, e, dec, d in measured), key=lambda t: -t[0])
     names = {n: _tap_name(captured, n, infos[n]) for n in nodes}
     found: list[TapSuggestion] = []
-    for bound, difficulty, _, enc, dec in scored:
+    for bound, difficulties, _, enc, dec in scored:
         if len(found) >= top and bound <= found[top - 1].score:
             break  # the score is at most the bound: no later pair can enter the top
         try:
@@ -533,16 +536,21 @@ def _suggest(model: nn.Module, inputs: tuple[Any, ...], options: CaptureOptions,
         except (TapOrderError, TapShapeError, EmptyCutError):
             continue
 
-        def macs(w: int, cut=cut) -> int:
-            return _block_macs(resolution, w, cut.enc.shape, cut.dec.shape)
+        def macs(layout: str, w: int, cut=cut) -> int:
+            return _block_macs(layout, w, cut.enc.shape, cut.dec.shape)
 
-        width, block = auto_width(cut.enc.shape, cut.dec.shape, cut.skipped_macs, macs)
+        if resolution == AUTO:
+            layout, width, block = auto_layout(cut.enc.shape, cut.dec.shape, cut.skipped_macs, macs)
+        else:
+            layout = resolution
+            width, block = auto_width(cut.enc.shape, cut.dec.shape, cut.skipped_macs, functools.partial(macs, layout))
         if block >= cut.skipped_macs:
             continue
         saved = (cut.skipped_macs - block) / total
+        difficulty = difficulties[layout]
         found.append(TapSuggestion(
             names[enc], names[dec], cut.enc, cut.dec, width, cut.skipped_macs, block, total, difficulty,
-            saved * (1.0 - difficulty),
+            saved * (1.0 - difficulty), layout,
         ))
         found.sort(key=lambda s: -s.score)
     if not found:

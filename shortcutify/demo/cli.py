@@ -107,7 +107,7 @@ def run_demo(
     steps: int | None = None,
     progress: bool = True,
     task: str = "cartoon",
-    resolution: str = "half",
+    resolution: str = "auto",
 ) -> dict[str, Any]:
     """Run the whole pipeline for one task's teacher; returns the report (also ``out/report.json``).
 
@@ -116,7 +116,7 @@ def run_demo(
         quick: the tiny teacher on small frames with few steps (for CI).
         steps: distillation steps (default: the preset's).
         task: ``"cartoon"`` (RecycleGAN-style) or ``"vid2vid"``.
-        resolution: the block's resolution, ``"half"`` or ``"full"`` (see :func:`shortcutify.shortcutify`).
+        resolution: the block layout, ``"auto"``, ``"half"`` or ``"full"`` (see :func:`shortcutify.shortcutify`).
     """
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
@@ -306,8 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--steps", type=int, default=None, help="distillation steps (default: 1000, quick: 60)")
     d.add_argument("--task", choices=TASKS, default="cartoon", help="which teacher (default: %(default)s)")
     d.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    d.add_argument("--resolution", choices=("half", "full"), default="half",
-                   help="the block's resolution: half (fast on CPU) or full (the paper's, more accurate)")
+    d.add_argument("--resolution", choices=("auto", "half", "full"), default="auto",
+                   help="the block layout: auto (chosen from the taps; default), half or full (the paper's)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

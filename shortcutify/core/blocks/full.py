@@ -5,8 +5,9 @@ flow head's, plus with ``motion_prior=True`` the parameter-free
 :func:`~shortcutify.ops.correlation_flow`) is predicted at half of it and resized; the reduced reference taps and the decoder tap are
 warped together by one ``grid_sample``; AdaBD runs at ``(Hf, Wf)``; the reconstruction is
 added to the warped decoder tap. More accurate than
-:class:`~shortcutify.core.blocks.HalfResolutionBlock`, slower on CPU
-(``benchmarks/RESULTS.md``).
+:class:`~shortcutify.core.blocks.HalfResolutionBlock` at the same width, slower on CPU; at half
+its width it costs about the half layout's MACs, which is what ``resolution="auto"`` builds on
+wide taps (``benchmarks/RESULTS.md``, "Block resolution").
 """
 
 from __future__ import annotations

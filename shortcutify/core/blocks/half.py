@@ -1,4 +1,5 @@
-"""The default block layout: AdaBD at half the decoder tap's resolution.
+"""The half-resolution block layout: AdaBD at half the decoder tap's resolution (the layout
+``resolution="auto"`` builds on narrow taps; the default of 0.10 and earlier).
 
 Shapes, for an encoder tap ``a`` ``[B, Ca, Ha, Wa]``, a decoder tap ``f`` ``[B, Cf, Hf, Wf]``,
 width ``h`` and ``(Hh, Wh) = (⌈Hf/2⌉, ⌈Wf/2⌉)``:
