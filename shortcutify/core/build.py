@@ -118,16 +118,7 @@ def shortcutify(
     captured = capture(model, inputs, options)
     cut = resolve_cut(captured, enc_layer, dec_layer)
     factory = _factory(model, inputs)
-    if resolution == AUTO:  # the layout from the taps, then the width asked for or its automatic one
-        resolution, auto, macs = _auto_layout(cut, factory, motion_prior)
-        if width is None:
-            width = auto
-        else:
-            macs = block_macs(resolution, width, cut.enc.shape, cut.dec.shape, factory, motion_prior=motion_prior)
-    elif width is None:
-        width, macs = _auto_width(cut, factory, resolution, motion_prior)
-    else:
-        macs = block_macs(resolution, width, cut.enc.shape, cut.dec.shape, factory, motion_prior=motion_prior)
+    resolution, width, macs = _size_block(cut, factory, resolution, width, motion_prior)
     if macs >= cut.skipped_macs:
         warnings.warn(
             f"the shortcut block (width {width}) costs {macs:,} MACs per frame but the part of the model it "
@@ -150,23 +141,23 @@ def _factory(model: nn.Module, inputs: tuple[Any, ...]) -> dict[str, Any]:
     return {"device": ref.device, "dtype": ref.dtype if ref.is_floating_point() else None}
 
 
-def _auto_layout(cut: Cut, factory: dict[str, Any], motion_prior: str | None) -> tuple[str, int, int]:
-    """Layout, width and MACs of ``resolution="auto"`` for ``cut`` (:func:`~shortcutify.core.blocks.sizing.auto_layout`)."""
+def _size_block(cut: Cut, factory: dict[str, Any], resolution: str, width: int | None, motion_prior: str | None) -> tuple[str, int, int]:
+    """The block's layout, width and MACs for ``cut``: ``resolution`` (``"auto"``: the layout from the taps,
+    :func:`~shortcutify.core.blocks.sizing.auto_layout`) at ``width`` (``None``: the layout's automatic width,
+    :func:`~shortcutify.core.blocks.sizing.auto_width`)."""
 
     @functools.lru_cache(maxsize=None)
     def macs(layout: str, w: int) -> int:
         return block_macs(layout, w, cut.enc.shape, cut.dec.shape, factory, motion_prior=motion_prior)
 
-    return auto_layout(cut.enc.shape, cut.dec.shape, cut.skipped_macs, macs)
-
-
-def _auto_width(cut: Cut, factory: dict[str, Any], resolution: str, motion_prior: str | None) -> tuple[int, int]:
-    """The block width for ``cut`` and the block's MACs at it (:func:`~shortcutify.core.blocks.sizing.auto_width`)."""
-
-    def macs(w: int) -> int:
-        return block_macs(resolution, w, cut.enc.shape, cut.dec.shape, factory, motion_prior=motion_prior)
-
-    return auto_width(cut.enc.shape, cut.dec.shape, cut.skipped_macs, macs)
+    if resolution == AUTO:
+        resolution, auto, auto_macs = auto_layout(cut.enc.shape, cut.dec.shape, cut.skipped_macs, macs)
+        if width is None:
+            return resolution, auto, auto_macs
+    elif width is None:
+        auto, auto_macs = auto_width(cut.enc.shape, cut.dec.shape, cut.skipped_macs, functools.partial(macs, resolution))
+        return resolution, auto, auto_macs
+    return resolution, width, block_macs(resolution, width, cut.enc.shape, cut.dec.shape, factory, motion_prior=motion_prior)
 
 
 def load(
