@@ -620,7 +620,7 @@ def distill_teachers_section() -> list[str]:
         "one (`motion_prior=\"local\"`, what `True` builds since 0.10; section \"Motion prior\"); their CPU seconds include the "
         "prior's correlation in every training step. "
         "`full-half-width` is the defaults with the paper's layout at half its automatic width (`shortcutify(..., "
-        "resolution=\"full\", width=auto // 2)`), about the default layout's CPU time (its CPU seconds here; \"Block ablation\"); "
+        "resolution=\"full\", width=auto // 2)`), about the half layout's CPU time (its CPU seconds here; \"Block ablation\"); "
         "`full-half-width-min8` the same but no narrower than 8 (it differs from `full-half-width` only where half the "
         "automatic width is below 8: the U-Nets' taps, and vid2vid's, where it is the automatic width). "
         "Since 0.11 the defaults build `resolution=\"auto\"`'s block (section \"Block resolution\"): on the three ResNet "
@@ -805,12 +805,12 @@ def gpu_section() -> list[str]:
     ]
     rows = {(x["config"], x["resolution"]): x for x in r["rows"]}
     targets = gpu_targets(r)
-    out += ["Targets (issue 10, default layout, first run):", ""] + [f"- {t}." for t in targets] + [""]
+    out += ["Targets (issue 10, the half layout, the default then; first run):", ""] + [f"- {t}." for t in targets] + [""]
     layouts = [(c, x, rows.get((c, "full"))) for (c, res), x in rows.items() if res == "half" and (c, "full") in rows]
     if layouts:
         full_faster = [c for c, h, f in layouts if f["ms"]["shortcut"] < h["ms"]["shortcut"]]
         out += [
-            "Default layout on the GPU (shortcut frame, full / half ms): "
+            "Layouts at the paper's width on the GPU (shortcut frame, full / half ms): "
             + ", ".join(f"{c} {f['ms']['shortcut']:.2f} / {h['ms']['shortcut']:.2f}" for c, h, f in layouts)
             + (f". `full` faster in: {', '.join(full_faster)}." if full_faster else ". At the paper's width `half` is faster in every "
                "config, as on the CPU (at half its width the full layout is what `resolution=\"auto\"` builds on these taps: sixth and "
@@ -902,14 +902,14 @@ def gpu_current_section() -> list[str]:
         "### The fast path as it stands: warp kernel, float32 in one stage, the floor with its head",
         "",
         f"`python benchmarks/gpu.py --tag gpu_run4 --configs {configs} --resolutions half --no-tiles --profile --budget-s 240` — "
-        f"{gpu_run_line(r)} The fifth GPU run, with the defaults of this release: both warps "
+        f"{gpu_run_line(r)} The fifth GPU run, with the kernels of this release and the half layout (the default of 0.10): both warps "
         "of the block in one Triton kernel (the full-resolution one with the residual added in the same pass), AdaBD's float32 "
         "kernel in one pipeline stage with bfloat16-pair products (the kernels' sweeps below chose both), and a corrected floor: "
         "the runs before measured the compiled floor without its head (the pass-through block ignored the encoder tap, so "
         "`torch.compile` removed the head as dead code); the floor now keeps it" + floor_change(r) + ".",
         "",
         *run_table(r),
-        "Targets (issue 10, default layout, this run):",
+        "Targets (issue 10, the half layout, the default of this run's release):",
         "",
         *[f"- {t}." for t in gpu_targets(r)],
         "- the most a compiled shortcut frame can gain here (teacher / floor, a block that costs nothing): "
