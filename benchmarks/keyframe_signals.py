@@ -2,8 +2,8 @@
 
 usage: python benchmarks/keyframe_signals.py [--quick] [--seeds 0 1] [--steps 600] [--threads 2]
 
-Uses the blocks `benchmarks/keyframes.py` distilled (results/blocks/, same settings; it
-distils them if missing). For every frame t of a stream and every keyframe it could have
+Uses the blocks `benchmarks/keyframes.py` distils (results/blocks/, same settings; it distils
+them if missing), in the half layout: two of the signals read that layout's reduced taps. For every frame t of a stream and every keyframe it could have
 (t-1 .. t-(M-1)), it measures the shortcut frame's squared error against the teacher and a
 set of candidate signals, all computable before the frame's decision. Then it replays the
 threshold policy "keyframe when signal > threshold, always at M" exactly for every
@@ -171,7 +171,8 @@ def main() -> None:
             read_video(sample_video("carphone_pristine"), size=car_size, max_frames=n or 60)]
     results = {}
     for seed in args.seeds:
-        sv = distilled_block(teacher, name, train, crop, seed, args.steps, args.max_interval)
+        # the half layout: the signals aligned_l1 / reduced_l1 read its reduced taps (and the study was made on it)
+        sv = distilled_block(teacher, name, train, crop, seed, args.steps, args.max_interval, resolution="half")
         sv.eval()
         gaps = args.max_interval - 1
         for split, videos in (("training", [train]), ("held-out", held)):

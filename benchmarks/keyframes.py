@@ -81,12 +81,14 @@ class ShiftedInterval:
         return f"ShiftedInterval({self.n}, shift={self.shift})"
 
 
-def distilled_block(teacher, name: str, train: torch.Tensor, crop: int, seed: int, steps: int, max_interval: int):
-    """The block every policy of this benchmark (and keyframe_signals.py) serves: distilled on the
-    training frames with the gaps ``AdaptiveKeyframes(max_interval)`` produces, or loaded from
-    results/blocks/ when an earlier run with the same settings distilled it."""
+def distilled_block(teacher, name: str, train: torch.Tensor, crop: int, seed: int, steps: int, max_interval: int,
+                    resolution: str = "auto"):
+    """The block every policy of this benchmark (and keyframe_signals.py, with the half layout its signals
+    read) serves: distilled on the training frames with the gaps ``AdaptiveKeyframes(max_interval)``
+    produces, or loaded from results/blocks/ when an earlier run with the same settings distilled it."""
     torch.manual_seed(seed)
-    sv = shortcutify(teacher, *resnet_taps(teacher), train[:1], policy=AdaptiveKeyframes(max_interval=max_interval))
+    sv = shortcutify(teacher, *resnet_taps(teacher), train[:1], policy=AdaptiveKeyframes(max_interval=max_interval),
+                     resolution=resolution)
     block = f"{sv.block.resolution}{sv.block.width}"  # the default block (its layout and width) is part of the settings
     saved = RESULTS / "blocks" / f"keyframes_{name}_{block}_s{seed}_{steps}_m{max_interval}"
     if (saved / "shortcut_config.json").is_file():

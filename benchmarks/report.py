@@ -130,10 +130,12 @@ def _why_auto_is_default() -> list[str]:
             f"(the most: {worst}).")
     sp = load("distill_teachers_speed")
     if sp and all({"half", "defaults"} <= set(t["variants"]) for t in sp["teachers"].values()):
-        kept = sorted(n for n, t in sp["teachers"].items() if t["variants"]["defaults"]["resolution"] == "half")
+        kept = {n: t["variants"] for n, t in sp["teachers"].items() if t["variants"]["defaults"]["resolution"] == "half"}
+        ratios = [v["full-half-width-min8"]["block_macs"] / v["half"]["block_macs"] for v in kept.values() if "full-half-width-min8" in v]
         if kept:
-            lines.append("On taps too narrow for the halved width (" + ", ".join(kept) + " in \"Distillation over many teachers\") "
-                         "`auto` keeps the half layout: there the full one, no narrower than 8, costs two to four times its MACs.")
+            lines.append("On taps too narrow for the halved width (" + ", ".join(sorted(kept)) + " in \"Distillation over many "
+                         "teachers\") `auto` keeps the half layout" + (f": there the full one, no narrower than 8, costs "
+                         f"{min(ratios):.1f}–{max(ratios):.1f}× its MACs." if ratios else "."))
     return [" ".join(lines)]
 
 
@@ -426,8 +428,8 @@ def keyframes_section() -> list[str]:
         out += [
             "### Which signal decides (the study behind `FrameSignal.change`)",
             "",
-            f"`python benchmarks/keyframe_signals.py` — {machine_line(sig['machine'])}; took {sig['seconds'] / 60:.0f} min; the blocks above "
-            f"(seeds {', '.join(map(str, seeds))}). For every frame and every keyframe it could have (1..5 frames back) the shortcut "
+            f"`python benchmarks/keyframe_signals.py` — {machine_line(sig['machine'])}; took {sig['seconds'] / 60:.0f} min; blocks distilled "
+            f"as above but in the half layout (seeds {', '.join(map(str, seeds))}; two of the signals read that layout's reduced taps). For every frame and every keyframe it could have (1..5 frames back) the shortcut "
             "frame's squared error against the teacher and each candidate signal are measured once; the policy \"keyframe when the signal "
             "exceeds a threshold, always at 6 frames\" is then replayed exactly at every threshold. Each cell: how far the best threshold "
             "costing no more MACs than `FixedInterval(α)` lies above it in all-frame PSNR (dB; mean over seeds), on the training stream "
@@ -624,10 +626,11 @@ def distill_teachers_section() -> list[str]:
         "`full-half-width-min8` the same but no narrower than 8 (it differs from `full-half-width` only where half the "
         "automatic width is below 8: the U-Nets' taps, and vid2vid's, where it is the automatic width). "
         "Since 0.11 the defaults build `resolution=\"auto\"`'s block (section \"Block resolution\"): on the three ResNet "
-        "teachers that is the full layout at half the half layout's width (at least 8), the block `full-half-width` and "
-        "`full-half-width-min8` distilled there, so those runs are shown as `defaults`; `half` is the default of 0.10 and "
-        "earlier (the half layout at its automatic width), shown under its own name where the defaults now build another "
-        "block. A run counts as `defaults` when its distillation settings are the defaults and its block (layout, width) is "
+        "teachers that is the full layout at half the half layout's width (at least 8), the block `full-half-width-min8` "
+        "distilled there, so its runs (which recorded their block) are shown as `defaults` (the cartoon teacher's "
+        "`full-half-width` runs predate block records and keep their name; `defaults` runs were made for it); runs of "
+        "0.10's defaults (the half layout at its automatic width) show as `half`, or under the variant they were run as "
+        "when that variant's settings were the defaults (the cartoon teacher's `lr2e-3-feature1`). A run counts as `defaults` when its distillation settings are the defaults and its block (layout, width) is "
         "the one the defaults build for that teacher, as `--time-blocks` recorded it (`distill_teachers.is_default`); such a "
         "run's initial block weights are another draw from the same initialisation (building the variant's block takes one more "
         "block construction first), not the same numbers a run of `defaults` would start from.",
