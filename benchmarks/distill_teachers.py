@@ -351,9 +351,9 @@ def default_settings(r: dict[str, Any]) -> bool:
 
 
 def run_block(r: dict[str, Any]) -> tuple[str, int | None]:
-    """``(layout, width)`` of the block a run distilled, as recorded. Runs recorded before the block was
-    (before 0.9) without layout settings used the only default layout then, ``half`` at its automatic width
-    (not recorded: ``None``)."""
+    """``(layout, width)`` of the block a run distilled, as recorded. Runs from before blocks were recorded
+    that have no layout settings used the only default layout then, ``half`` at its automatic width (not
+    recorded: ``None``)."""
     if "block" in r:
         return r["block"]["resolution"], r["block"]["width"]
     scaled = "width_scale" in r["settings"]  # a fraction of the automatic width, not recorded: matches no width

@@ -89,7 +89,7 @@ def distilled_block(teacher, name: str, train: torch.Tensor, crop: int, seed: in
     torch.manual_seed(seed)
     sv = shortcutify(teacher, *resnet_taps(teacher), train[:1], policy=AdaptiveKeyframes(max_interval=max_interval),
                      resolution=resolution)
-    block = f"{sv.block.resolution}{sv.block.width}"  # the default block (its layout and width) is part of the settings
+    block = f"{sv.block.resolution}{sv.block.width}"  # the block's layout and width are part of the settings
     saved = RESULTS / "blocks" / f"keyframes_{name}_{block}_s{seed}_{steps}_m{max_interval}"
     if (saved / "shortcut_config.json").is_file():
         print(f"[seed {seed}] loading the block distilled earlier from {saved}", flush=True)
