@@ -1,6 +1,6 @@
 """Where AdaBD's CPU gather path beats the reference: a grid of channels × map sizes.
 
-usage: python benchmarks/cpu_gather.py [--quick] [--threads 2]
+usage: python benchmarks/cpu_gather.py [--quick] [--threads 2] [--chunks]
 
 For each block width ``h`` (channels) and square feature map, ``adabd_conv_reference`` and
 ``adabd_conv_gather`` (``shortcutify/ops/gather.py``) run on the same random operands (batch 1,
@@ -9,12 +9,20 @@ reference's median time over the gather's (above 1: the gather is faster). The t
 ``shortcutify/ops/gather.py`` (``MIN_CHANNELS``, ``MIN_PIXELS``) are read from this table;
 the table marks the cells the dispatcher sends to the gather. ``--quick``: two cells, for CI.
 Writes results/cpu_gather.json (``--quick``: cpu_gather_quick.json).
+
+``--chunks``: the gather's chunk budget instead (``CHUNK_BYTES``: the bytes of columns it gathers
+per chunk of output rows, which bound its working set): width 32 and 9 taps on square maps of
+64, 128 and 256 (the decoder tap of the speed model's default block at 256², 512² and 1024²
+frames), each budget timed against no chunking, interleaved (see ``chunk_rows``: the allocator's
+reuse of freed memory makes a call's time depend on the calls just before it). Writes results/cpu_gather_chunks.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -24,7 +32,12 @@ from common import machine, write  # noqa: E402
 
 from shortcutify.demo.timing import time_calls  # noqa: E402
 from shortcutify.ops import adabd_conv_reference  # noqa: E402
+import shortcutify.ops.gather as gather  # noqa: E402
 from shortcutify.ops.gather import adabd_conv_gather, gather_pays  # noqa: E402
+
+CHUNK_BUDGETS = {"2 MiB": 2**21, "8 MiB": 2**23, "32 MiB": 2**25, "none": None}
+CALLS_IN_A_ROW = 3
+PASSES = 3  # the whole measurement, repeated: the ratios differ from pass to pass on this machine
 
 
 def operands(c: int, size: int) -> list[torch.Tensor]:
@@ -39,12 +52,59 @@ def operands(c: int, size: int) -> list[torch.Tensor]:
     ]
 
 
+def chunk_rows(quick: bool) -> list[dict]:
+    """Time the gather at each chunk budget (``None``: all rows at once) against no chunking.
+
+    Per round, each budget runs :data:`CALLS_IN_A_ROW` calls and only the last ones are timed
+    (the allocator reuses freed memory by size: a call's time depends on the sizes freed just
+    before it), and the budgets' order rotates from round to round; the median over rounds, in
+    each of :data:`PASSES` passes.
+    """
+    rows = []
+    default = gather.CHUNK_BYTES
+    c = 32
+    names = list(CHUNK_BUDGETS)
+    for size in (64,) if quick else (64, 128, 256):
+        v = operands(c, size)
+        columns = 9 * c * size * size * 4
+        passes = []
+        try:
+            for _ in range(1 if quick else PASSES):
+                samples: dict[str, list[float]] = {k: [] for k in names}
+                for r in range(4 if quick else 2 + 3 * len(names)):
+                    for k in names[r % len(names):] + names[: r % len(names)]:
+                        gather.CHUNK_BYTES = CHUNK_BUDGETS[k] or columns
+                        adabd_conv_gather(*v)
+                        t0 = time.perf_counter()
+                        for _ in range(CALLS_IN_A_ROW - 1):
+                            adabd_conv_gather(*v)
+                        if r >= 2:  # two rounds of warm-up
+                            samples[k].append((time.perf_counter() - t0) / (CALLS_IN_A_ROW - 1))
+                passes.append({k: statistics.median(x) for k, x in samples.items()})
+        finally:
+            gather.CHUNK_BYTES = default
+        for k, b in CHUNK_BUDGETS.items():
+            ratios = [t[k] / t["none"] for t in passes]
+            rows.append({"channels": c, "size": size, "budget": k, "columns_mib": columns / 2**20,
+                         "chunk_mib": min(columns, b or columns) / 2**20, "ms": [t[k] * 1e3 for t in passes],
+                         "vs_none": statistics.median(ratios), "vs_none_passes": ratios, "default": b == default})
+            print(f"h={c} {size}x{size} budget {k:>6}: " + ", ".join(f"{t[k] * 1e3:.2f} ms" for t in passes)
+                  + f" ({' / '.join(f'{x:.2f}' for x in ratios)}x no chunking){'  (the default)' if b == default else ''}")
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--chunks", action="store_true", help="time the gather's chunk budgets instead")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.chunks:
+        with torch.no_grad():
+            rows = chunk_rows(args.quick)
+        print(f"wrote {write('cpu_gather_chunks_quick' if args.quick else 'cpu_gather_chunks', {'machine': machine(), 'rows': rows})}")
+        return
     channels = (16, 32) if args.quick else (8, 16, 32, 64)
     sizes = (32,) if args.quick else (16, 32, 64, 96, 128)
     rows = []

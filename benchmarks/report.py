@@ -32,6 +32,65 @@ def alpha_label(alpha) -> str:
     return "" if alpha in (None, "-") else f" α={alpha}"
 
 
+def processes_note(sp: dict) -> str:
+    """How many processes a speed run measured in, and which one its table is."""
+    runs = sp.get("processes")
+    if not runs:
+        return "; one process."
+    env = " ".join(f"{k}={v}" for k, v in sp.get("malloc_env", {}).items())
+    return (f"; measured in {len(runs)} fresh processes one after the other, the table is the process with the median "
+            f"shortcut-frame speed-up" + (f"; run with {env}" if env else "") + ".")
+
+
+def process_ranges(sp: dict) -> list[str]:
+    """The ratios of every process of a multi-process speed run (see speed.py ``--processes``)."""
+    runs = sp.get("processes")
+    if not runs:
+        return []
+    sec = [r["seconds"] for r in runs]
+    teacher = ", ".join(f"{t['teacher'] * 1e3:.0f}" for t in sec)
+    shortcut = ", ".join(f"{t['shortcut'] * 1e3:.0f}" for t in sec)
+    speedup = ", ".join(f"{t['teacher'] / t['shortcut']:.2f}×" for t in sec)
+    amort = ", ".join(f"{t['teacher'] / t['amortised']:.2f}×" for t in sec)
+    share = ", ".join(f"{r['block_share']:.1%}" for r in runs)
+    memory = ", ".join(f"{r['memory_mib']['shortcut']:.0f}/{r['memory_mib']['teacher']:.0f}" for r in runs)
+    lines = [
+        "Every process (the teacher's time, and with it the ratios, differs between processes: speed.py's docstring says why):",
+        "",
+        f"- teacher ms: {teacher}; shortcut frame ms: {shortcut}",
+        f"- shortcut frame speed-up: {speedup}; amortised at α = 3: {amort}; block share: {share}",
+        f"- peak memory, shortcut frame / teacher (MiB): {memory}",
+    ]
+    for tag in runs[0].get("compared") or {}:
+        ratios = ", ".join(f"{r['compared'][tag]['shortcut'] / r['seconds']['shortcut']:.2f}×" for r in runs)
+        lines.append(f"- side by side, {tag}, shortcut frame over the default's: {ratios}")
+    return lines + [""]
+
+
+def keep_memory_lines(sp: dict | None) -> list[str]:
+    """The same measurement with glibc's malloc keeping freed memory (speed.py ``--keep-memory``)."""
+    if not sp:
+        return []
+    t = sp["seconds"]
+    env = " ".join(f"{k}={v}" for k, v in sp.get("malloc_env", {}).items())
+    return [
+        f"With malloc keeping freed memory (`python benchmarks/speed.py --keep-memory`, {sp['machine']['date']}: {env}; "
+        "large feature maps then reuse freed pages instead of faulting in fresh ones, as jemalloc or tcmalloc would) the "
+        f"median process: teacher {t['teacher'] * 1e3:.0f} ms, shortcut frame {t['shortcut'] * 1e3:.0f} ms "
+        f"({t['teacher'] / t['shortcut']:.2f}×), amortised {t['teacher'] / t['amortised']:.2f}×, block share {sp['block_share']:.1%}.",
+        "",
+        *process_ranges(sp),
+    ]
+
+
+def memory_cell(sp: dict, path: str = "shortcut") -> str:
+    """A path's peak memory (MiB) from a speed run, or a mark where the run counted it the old way
+    (before 0.12, CPU: ops' self memory in start order, which undercounted ops with large temporaries)."""
+    if sp.get("memory_method") is None and not sp["machine"].get("device", "cpu").startswith("cuda"):
+        return "(old count)"
+    return f"{sp['memory_mib'][path]:.0f}"
+
+
 def resolution_section(speed: dict | None, speed_half: dict | None, speed_full: dict | None,
                        q: dict | None, q_half: dict | None, q_full: dict | None) -> list[str]:
     """The block layouts side by side: speed (ResNet ngf=64, 256²) and quality at α = 3; the default
@@ -55,7 +114,7 @@ def resolution_section(speed: dict | None, speed_half: dict | None, speed_full: 
             continue
         t = sp["seconds"]
         cells = [label, f"{t['teacher'] / t['shortcut']:.2f}×", f"{t['teacher'] / t['amortised']:.2f}×",
-                 f"{sp['block_share']:.0%}", f"{sp['memory_mib']['shortcut']:.0f}", *quality_cells(qu)]
+                 f"{sp['block_share']:.0%}", memory_cell(sp), *quality_cells(qu)]
         rows.append("| " + " | ".join(cells) + " |")
 
     def at_width(res: str, width: int) -> tuple[str, str, str]:
@@ -78,7 +137,7 @@ def resolution_section(speed: dict | None, speed_half: dict | None, speed_full: 
         res = sp.get("resolution", "half")
         bikes, car, note = at_width(res, sp["block_width"])
         rows.append(f"| {res}, width {sp['block_width']}{note} | {t['teacher'] / t['shortcut']:.2f}× | "
-                    f"{t['teacher'] / t['amortised']:.2f}× | {sp['block_share']:.0%} | {sp['memory_mib']['shortcut']:.0f} | {bikes} | {car} |")
+                    f"{t['teacher'] / t['amortised']:.2f}× | {sp['block_share']:.0%} | {memory_cell(sp)} | {bikes} | {car} |")
     side = []
     for tag, c in (speed.get("compared") or {}).items():
         t = speed["seconds"]
@@ -187,7 +246,43 @@ def cpu_gather_section() -> list[str]:
         "|---|" + "---|" * len(sizes),
         *rows,
         "",
+    ] + _chunks_section()
+
+
+def ratio_cell(row: dict | None) -> str:
+    """A chunk budget's time over the unchunked op's: the median of the passes and their range."""
+    if row is None:
+        return "-"
+    passes = row.get("vs_none_passes", [row["vs_none"]])
+    return f"{row['vs_none']:.2f}×" + (f" ({min(passes):.2f}..{max(passes):.2f})" if len(passes) > 1 else "")
+
+
+def _chunks_section() -> list[str]:
+    """The gather's chunk budget (``CHUNK_BYTES``): time per budget against no chunking (cpu_gather.py --chunks)."""
+    r = load("cpu_gather_chunks")
+    if not r:
+        return []
+    sizes = sorted({row["size"] for row in r["rows"]})
+    budgets = list(dict.fromkeys(row["budget"] for row in r["rows"]))
+    cells = {(row["budget"], row["size"]): row for row in r["rows"]}
+    default = next((row["budget"] for row in r["rows"] if row["default"]), None)
+    lines = [
+        f"Chunk budget (`python benchmarks/cpu_gather.py --chunks` — {machine_line(r['machine'])}): the gather computes its "
+        "output a chunk of rows at a time, gathering at most `CHUNK_BYTES` of columns per chunk (its working set, columns, "
+        "sample positions and bags, is about twice that); width 32, 3×3; each cell: median time over the unchunked op's "
+        "(below 1: faster), measured with the budgets interleaved in rotating order, the first call of each budget per round "
+        "untimed (the allocator's reuse of freed memory otherwise favours whichever ran just before); median of the passes "
+        f"(the whole measurement repeated) and their range. The passes of one run agree, but runs (processes) do not: the "
+        "unchunked op's own time at one size has differed between runs by a factor of two and more, and the ratios with it "
+        f"(at 128×128 the default has read from about half to a quarter more than unchunked). Default: {default}.",
+        "",
+        "| budget | " + " | ".join(f"{s}×{s} ({cells[(budgets[-1], s)]['columns_mib']:.0f} MiB of columns)" for s in sizes) + " |",
+        "|---|" + "---|" * len(sizes),
     ]
+    for b in budgets:
+        lines.append(f"| {b}{' (default)' if b == default else ''} | "
+                     + " | ".join(ratio_cell(cells.get((b, s))) for s in sizes) + " |")
+    return lines + [""]
 
 
 def ablation_section() -> list[str]:
@@ -497,7 +592,10 @@ def taps_section() -> list[str]:
         "",
         f"`python benchmarks/taps.py` — {machine_line(r['machine'])}; cartoon teacher, paper's taps "
         f"`{r['paper'][0]} -> {r['paper'][1]}`; took {r['total_seconds'] / 60:.1f} min. "
-        + layout_note({x["resolution"] for x in r.get("runs", []) if "resolution" in x}),
+        + layout_note({x["resolution"] for x in r.get("runs", []) if "resolution" in x})
+        + " Score = ln(teacher MACs / shortcut MACs) × (1 − difficulty)"
+        + (" (since 0.12; the ranking before it used the saved fraction of the MACs)." if r.get("score") == "log-speedup" else
+           " was not yet the score of this run (before 0.12: saved fraction × (1 − difficulty))."),
         "",
         r["markdown"],
         "",
@@ -1150,21 +1248,27 @@ def main() -> None:
         amort = s["teacher"] / s["amortised"]
         share = speed["block_share"]
         mem = speed["memory_mib"]
-        below = mem["shortcut"] < mem["teacher"]
+        below = mem["shortcut"] < mem["teacher"]  # the tables round to MiB; "equal" below is judged on the rounding
         memory_verdict = "**met**" if below else (
             "**not met: equal**" if round(mem["shortcut"]) == round(mem["teacher"]) else "**missed**")
         out += [
             "## Speed and memory (CPU)",
             "",
             f"`python benchmarks/speed.py` — {machine_line(speed['machine'])}; ResNet ngf=64, 6 blocks, {speed['size']}x{speed['size']}, "
-            f"block {speed.get('resolution', 'half')} (the default layout for these taps), width {speed.get('block_width', '?')}, median of {speed['repeats']} interleaved rounds after warm-up, all paths in one process.",
+            f"block {speed.get('resolution', 'half')} (the default layout for these taps), width {speed.get('block_width', '?')}, median of {speed['repeats']} interleaved rounds after warm-up, all paths in one process"
+            + processes_note(speed),
             "",
             speed["markdown"],
             "",
+            *process_ranges(speed),
+            *keep_memory_lines(load("speed_cpu_keep-memory")),
             "keyframe = the teacher plus the reference preparation; shortcut = what `sv(frame)` runs on a",
             "non-keyframe (`sv.predict`); amortised = (keyframe + (α−1)·shortcut)/α at α = 3; block = the block alone.",
             "Peak tensor memory: the peak of live tensor memory while the path runs, above what was live before",
-            "(profiler allocation events).",
+            ("(the CPU allocator's count of allocated bytes, recorded by the profiler with every allocation and free)."
+             if speed.get("memory_method") else
+             "(ops' self memory summed in the order the ops started, as speed.py counted it before 0.12: an op's frees of "
+             "its own temporaries were counted at its start, so ops with large temporaries were undercounted)."),
             "",
             f"- Target: a shortcut frame ≥ 2.5× faster than the teacher — measured {ratio:.2f}×: {verdict(ratio >= 2.5)}.",
             f"- Target: the block ≤ 25% of a shortcut frame's time — measured {share:.1%}: {verdict(share <= 0.25)}.",
@@ -1179,7 +1283,7 @@ def main() -> None:
                 f"the same rounds) a shortcut frame takes {s['shortcut_reference'] * 1e3:.1f} ms ({s['teacher'] / s['shortcut_reference']:.2f}× "
                 f"the teacher): the shortcut frame with the CPU gather path takes {s['shortcut'] / s['shortcut_reference']:.2f}× "
                 f"that time ({'faster' if s['shortcut'] < s['shortcut_reference'] else 'not faster'} in this run; across runs "
-                "the difference has been within a few percent either way, while the op alone is faster where it runs: "
+                "the difference has been within a few percent either way; the op alone: "
                 "section \"AdaBD on CPU\").",
                 "",
             ]

@@ -1,24 +1,36 @@
 """Speed and memory benchmark: wall-clock per frame of teacher, keyframe, shortcut frame, amortised.
 
 usage: python benchmarks/speed.py [--quick] [--threads 2] [--device cpu|cuda] [--resolution auto|half|full] [--width W]
-                                 [--compare full full:32 ...]
+                                 [--compare full full:32 ...] [--processes 3] [--keep-memory]
 
 ResNet generator (ngf=64, 6 residual blocks, the paper's taps) at 256x256 (--quick: 128x128).
 All paths run in one process on the same input, interleaved round by round, after
 warm-up; the median of the rounds is reported, as ratios to the teacher. On CUDA, CUDA
 events with synchronisation. The block's own time is measured the same way. Peak memory:
 the peak of tensor memory allocated while one path runs, above what was live before (CPU:
-from the profiler's allocation events; CUDA: torch.cuda.max_memory_allocated). The shortcut
+the CPU allocator's count of allocated bytes, as the profiler records it with each allocation
+and free; CUDA: torch.cuda.max_memory_allocated). The shortcut
 frame is also timed with the ops' fast paths off (``shortcut_reference``), side by side.
 ``--compare LAYOUT[:WIDTH] ...``: other blocks on the same generator, their shortcut frames and
 blocks timed in the same rounds (this machine's speed drifts between runs by more than the
 layouts differ: compare layouts within one run).
+
+``--processes N`` (default 3, ``--quick`` 1): the whole measurement runs in N fresh processes, one
+after the other, and the result is the process with the median shortcut-frame speed-up, with
+every process's figures beside it: on this machine a process's times, and the teacher's more
+than the shortcut frame's, depend on how glibc's malloc serves the large feature maps (mapping
+fresh pages or reusing freed ones), which differs from process to process. ``--keep-memory``
+runs them with malloc keeping freed memory (``KEEP_MEMORY_ENV``; results/speed_cpu_keep-memory.json).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -91,22 +103,31 @@ def cuda_memory(sv, x) -> dict[str, float]:
 def cpu_memory(sv, x) -> dict[str, float]:
     """Peak of live tensor memory while one path runs (MiB above what was live before), CPU.
 
-    From the allocations (ops' self memory) and frees (``[memory]`` events) torch's
-    profiler records with ``profile_memory``: their running sum in time order peaks at
-    the path's working set.
+    From the CPU allocator's own count of allocated bytes, which torch's profiler records
+    (``profile_memory``) with every allocation and free as a ``[memory]`` event ("Total
+    Allocated" in its trace): the highest count during the path minus the count before it.
+    (Before 0.12 this summed the ops' self memory in the order the ops started; an op's self
+    memory nets the frees of its own temporaries and was counted at its start, so ops with
+    large temporaries, such as AdaBD's, were undercounted.)
     """
+    import json
+    import tempfile
+
     from torch.profiler import ProfilerActivity, profile
 
     out = {}
     for k, fn in path_calls(sv, x).items():
         with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
             fn()
-        events = sorted((e.time_range.start, e.self_cpu_memory_usage) for e in prof.events() if e.self_cpu_memory_usage)
-        live = peak = 0
-        for _, delta in events:
-            live += delta
-            peak = max(peak, live)
-        out[k] = peak / 2**20
+        with tempfile.TemporaryDirectory() as tmp:
+            trace = Path(tmp) / "trace.json"
+            prof.export_chrome_trace(str(trace))
+            events = [e["args"] for e in json.loads(trace.read_text())["traceEvents"] if e.get("name") == "[memory]"]
+        events = [e for e in events if str(e.get("Device Type", 0)) in ("0", "cpu", "CPU")]
+        if not events:
+            raise RuntimeError(f"the profiler recorded no CPU memory events while the {k} path ran: cannot measure its memory")
+        before = events[0]["Total Allocated"] - events[0]["Bytes"]
+        out[k] = (max(e["Total Allocated"] for e in events) - before) / 2**20
     return out
 
 
@@ -125,18 +146,11 @@ def block_ops(sv, x, rounds: int = 5, top: int = 6) -> list[dict[str, float]]:
     return [{"op": e.key, "share": e.self_cpu_time_total / total, "ms_per_call": e.self_cpu_time_total / rounds / 1e3} for e in events[:top]]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--size", type=int, default=None)
-    parser.add_argument("--resolution", choices=("auto", "half", "full"), default="auto", help="the block layout (default: the library's, auto)")
-    parser.add_argument("--width", type=int, default=None, help="the block's width (default: automatic)")
-    parser.add_argument("--compare", nargs="+", type=layout_spec, default=[], metavar="LAYOUT[:WIDTH]",
-                        help="other blocks (layout, optional width) timed in the same rounds")
-    args = parser.parse_args()
+KEEP_MEMORY_ENV = {"MALLOC_MMAP_THRESHOLD_": str(2**32), "MALLOC_TRIM_THRESHOLD_": str(2**32)}
+
+
+def measure(args: argparse.Namespace) -> dict:
+    """One complete measurement in this process: prints its tables and returns the result."""
     torch.set_num_threads(args.threads)
     size = args.size or (128 if args.quick else 256)
     repeats = args.repeats or (5 if args.quick else 15)
@@ -165,12 +179,70 @@ def main() -> None:
         print(f"side by side, {tag}: shortcut frame {t[f'shortcut@{tag}'] * 1e3:.1f} ms "
               f"({t[f'shortcut@{tag}'] / t['shortcut']:.2f}x this run's {label(sv.block.resolution, sv.block.width)}), "
               f"block {t[f'block@{tag}'] * 1e3:.1f} ms, {t['teacher'] / t[f'shortcut@{tag}']:.2f}x faster than the teacher")
+    return {"machine": machine(args.device), "size": size, "repeats": repeats, "seconds": t, "memory_mib": mem,
+            "memory_method": "cuda" if args.device.startswith("cuda") else "allocator",
+            "block_share": share, "interval": a, "markdown": md, "block_ops": ops,
+            "block_width": sv.block.width, "resolution": sv.block.resolution, "requested": args.resolution,
+            "compared": compared,
+            "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}}
+
+
+def in_processes(args: argparse.Namespace, argv: list[str]) -> dict:
+    """``args.processes`` measurements, each in a fresh Python process (one after the other); the
+    result of the process with the median shortcut-frame speed-up, and every process's figures."""
+    env = dict(os.environ, **(KEEP_MEMORY_ENV if args.keep_memory else {}))
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(args.processes):
+            out = Path(tmp) / f"run{i}.json"
+            print(f"process {i + 1} of {args.processes}", flush=True)
+            subprocess.run([sys.executable, __file__, *argv, "--processes", "1", "--out", str(out)], env=env, check=True)
+            runs.append(json.loads(out.read_text()))
+    ratios = [r["seconds"]["teacher"] / r["seconds"]["shortcut"] for r in runs]
+    median = sorted(range(len(runs)), key=lambda i: ratios[i])[(len(runs) - 1) // 2]
+    result = dict(runs[median])
+    result["processes"] = [{k: r[k] for k in ("seconds", "memory_mib", "block_share", "compared")} for r in runs]
+    result["median_process"] = median
+    print(f"shortcut frame speed-up per process: {', '.join(f'{x:.2f}x' for x in ratios)}; "
+          f"the result is process {median + 1}'s (the median)")
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--size", type=int, default=None)
+    parser.add_argument("--resolution", choices=("auto", "half", "full"), default="auto", help="the block layout (default: the library's, auto)")
+    parser.add_argument("--width", type=int, default=None, help="the block's width (default: automatic)")
+    parser.add_argument("--compare", nargs="+", type=layout_spec, default=[], metavar="LAYOUT[:WIDTH]",
+                        help="other blocks (layout, optional width) timed in the same rounds")
+    parser.add_argument("--processes", type=int, default=None,
+                        help="measure in this many fresh processes and keep the median one (default 3; --quick: 1): "
+                             "CPU times, and their ratios, differ between processes on this machine")
+    parser.add_argument("--keep-memory", action="store_true",
+                        help="run the processes with glibc's malloc keeping freed memory (no mmap, no trimming: "
+                             f"{' '.join(f'{k}={v}' for k, v in KEEP_MEMORY_ENV.items())})")
+    parser.add_argument("--out", type=Path, default=None, help=argparse.SUPPRESS)  # one process's result (internal)
+    argv = sys.argv[1:]
+    args = parser.parse_args()
+    processes = args.processes or (1 if args.quick else 3)
+    if processes < 1:
+        parser.error(f"--processes must be at least 1, got {processes}")
+    if args.out is not None:
+        args.out.write_text(json.dumps(measure(args)))
+        return
+    if processes == 1 and not args.keep_memory:
+        result = measure(args)
+    else:
+        args.processes = processes
+        result = in_processes(args, [a for a in argv if a != "--keep-memory"])
     name = (f"speed_{args.device}" + ("" if args.resolution == "auto" else f"_{args.resolution}")
-            + ("" if args.width is None else f"_w{args.width}") + ("_quick" if args.quick else ""))
-    path = write(name, {"machine": machine(args.device), "size": size, "repeats": repeats, "seconds": t, "memory_mib": mem,
-                        "block_share": share, "interval": a, "markdown": md, "block_ops": ops,
-                        "block_width": sv.block.width, "resolution": sv.block.resolution, "requested": args.resolution,
-                        "compared": compared})
+            + ("" if args.width is None else f"_w{args.width}") + ("_keep-memory" if args.keep_memory else "")
+            + ("_quick" if args.quick else ""))
+    path = write(name, result)
     print(f"wrote {path}")
 
 

@@ -70,7 +70,7 @@ def main() -> None:
     print("\n".join(md), flush=True)
 
     payload = {
-        "machine": machine(), "paper": list(paper), "rank_size": list(RANK_SIZE), "seconds": seconds,
+        "machine": machine(), "paper": list(paper), "rank_size": list(RANK_SIZE), "seconds": seconds, "score": "log-speedup",
         "rankings": {k: [{"enc": s.enc_layer, "dec": s.dec_layer, "saved_fraction": s.saved_fraction, "difficulty": s.difficulty,
                           "score": s.score, "width": s.width} for s in v] for k, v in rankings.items()},
     }

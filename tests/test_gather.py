@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 import shortcutify.ops.adabd as adabd_module
 from shortcutify.core.cost import count_macs
 from shortcutify.ops import adabd_conv, adabd_conv_reference, use_fast_path
-from shortcutify.ops.gather import MIN_CHANNELS, MIN_PIXELS, adabd_conv_gather
+import shortcutify.ops.gather as gather_module
+from shortcutify.ops.gather import MIN_CHANNELS, MIN_PIXELS, adabd_conv_gather, rows_per_chunk
 
 
 def operands(b=2, c=5, o=6, hw=(7, 9), k=3, reach=3.0, seed=0, dtype=torch.float64, bias=True):
@@ -57,6 +58,30 @@ def test_the_gather_equals_the_reference(b, c, o, h, w, k, reach, bias, referenc
     else:
         assert got[1] is None
 
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 11])
+@pytest.mark.parametrize("reference_only", [False, True])
+def test_output_rows_computed_in_chunks_give_the_same_result(monkeypatch, rows, reference_only):
+    """One row at a time, two, three (11 rows: a short last chunk), all at once: the same numbers."""
+    per_row = 2 * 9 * 9 * 5 * 8  # B=2, W=9, k²=9, 5 channels, float64
+    monkeypatch.setattr(gather_module, "CHUNK_BYTES", rows * per_row + per_row // 2)
+    assert rows_per_chunk(2, 9, 9, 5, 8) == rows
+    t = operands(b=2, c=5, o=4, hw=(11, 9), k=3, reach=6.0, seed=3)
+    want = adabd_conv_reference(**t, reference_only=reference_only)
+    got = adabd_conv_gather(**t, reference_only=reference_only)
+    torch.testing.assert_close(got[0], want[0], rtol=1e-9, atol=1e-12)
+    assert got[0].is_contiguous()
+    if reference_only:
+        torch.testing.assert_close(got[1], want[1], rtol=1e-9, atol=1e-12)
+
+
+def test_rows_per_chunk_keeps_the_columns_within_the_budget():
+    per_row = 2 * 64 * 9 * 32 * 4  # B=2, W=64, k²=9, 32 channels, float32
+    assert rows_per_chunk(2, 64, 9, 32, 4, budget=10 * per_row) == 10
+    assert rows_per_chunk(2, 64, 9, 32, 4, budget=10 * per_row + per_row - 1) == 10
+    assert rows_per_chunk(2, 64, 9, 32, 4, budget=per_row - 1) == 1  # at least one row, whatever the budget
+    assert rows_per_chunk(1, 64, 9, 32, 4) * per_row // 2 <= gather_module.CHUNK_BYTES
 
 def test_the_gather_in_float32_is_as_close_to_float64_as_the_reference():
     t64 = operands(b=2, c=16, o=16, hw=(12, 13), reach=5.0)

@@ -1,5 +1,6 @@
 """Specification of suggest_taps: ranked tap pairs that shortcutify accepts, scored by MACs saved and a difficulty proxy."""
 
+import math
 import warnings
 
 import pytest
@@ -87,6 +88,7 @@ def test_every_suggestion_is_a_valid_cut_that_wraps_runs_and_costs_what_it_says(
         assert (sv.block.resolution, sv.block.width) == (s.resolution, s.width) and cost.block.macs == s.block_macs
         assert cost.teacher.macs == s.teacher_macs
         assert cost.teacher.macs - cost.shortcut.macs == s.saved_macs
+        assert cost.teacher.macs / cost.shortcut.macs == pytest.approx(s.speedup)
 
 
 def test_scores_combine_saving_and_difficulty_and_are_sorted(ranked):
@@ -95,7 +97,8 @@ def test_scores_combine_saving_and_difficulty_and_are_sorted(ranked):
     assert scores == sorted(scores, reverse=True)
     for s in found:
         assert 0.0 <= s.difficulty <= 1.0 and 0.0 < s.saved_fraction < 1.0
-        assert s.score == pytest.approx(s.saved_fraction * (1.0 - s.difficulty))
+        assert s.speedup == pytest.approx(1.0 / (1.0 - s.saved_fraction))
+        assert s.score == pytest.approx(math.log(s.speedup) * (1.0 - s.difficulty))
     table = str(found)
     assert "enc_layer" in table and "difficulty" in table and found[0].enc_layer in table
 

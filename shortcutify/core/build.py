@@ -98,8 +98,8 @@ def shortcutify(
         enc_layer, dec_layer = best.enc_layer, best.dec_layer
         logging.getLogger("shortcutify").warning(
             "shortcutify(): no taps given; chose enc_layer=%r, dec_layer=%r (saves %.1f%% of the teacher's MACs per shortcut "
-            "frame; difficulty %.3f; suggest_taps() ranks the alternatives)",
-            enc_layer, dec_layer, 100 * best.saved_fraction, best.difficulty,
+            "frame, %.2fx fewer; difficulty %.3f; suggest_taps() ranks the alternatives)",
+            enc_layer, dec_layer, 100 * best.saved_fraction, best.speedup, best.difficulty,
         )
     inputs = as_tuple(example_inputs)
     if not any(isinstance(x, Tensor) for x in tree_flatten(list(inputs))[0]):

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from .layout import write_channel_rows
 
-__all__ = ["adabd_conv_gather", "gather_applies", "gather_serves", "gather_pays", "MIN_CHANNELS", "MIN_PIXELS"]
+__all__ = ["adabd_conv_gather", "gather_applies", "gather_serves", "gather_pays", "rows_per_chunk", "MIN_CHANNELS", "MIN_PIXELS", "CHUNK_BYTES"]
 
 _DTYPES = (torch.float32, torch.float64)
 
@@ -35,6 +35,13 @@ _DTYPES = (torch.float32, torch.float64)
 # Chosen from the grid that ``python benchmarks/cpu_gather.py`` measures (benchmarks/RESULTS.md).
 MIN_CHANNELS = 32
 MIN_PIXELS = 32 * 32
+# Bytes of the columns one chunk of output rows gathers (see ``rows_per_chunk``). The op's working set
+# (columns, sample positions and bags: about twice the columns) would otherwise grow with the map:
+# unchunked, the default block of the speed model (width 32 at 128x128) needs 52 MiB, more than the
+# teacher's peak, 36 MiB with this budget. Chosen with ``python benchmarks/cpu_gather.py --chunks``
+# (RESULTS.md "AdaBD on CPU"): at 128x128 the op took from half to 1.25 times as long as unchunked
+# (runs differ; at worst a few ms, a percent or two of a shortcut frame), at 256x256 half as long.
+CHUNK_BYTES = 2**23
 
 
 def gather_serves(*tensors: Tensor | None) -> bool:
@@ -104,6 +111,14 @@ def _taps(h: int, w: int, k: int, dtype: torch.dtype, index: torch.dtype) -> tup
     return ty, tx, rows, inside
 
 
+def rows_per_chunk(b: int, w: int, k2: int, c: int, itemsize: int, budget: int | None = None) -> int:
+    """How many rows of a ``w``-wide output :func:`adabd_conv_gather` computes at a time: as many
+    as keep one chunk's columns (``b·rows·w·k2·c`` values of ``itemsize`` bytes) within
+    ``budget`` bytes (default :data:`CHUNK_BYTES`), and at least one."""
+    per_row = b * w * k2 * c * itemsize
+    return max(1, (CHUNK_BYTES if budget is None else budget) // max(per_row, 1))
+
+
 def adabd_conv_gather(
     f_ref: Tensor,
     a: Tensor,
@@ -120,7 +135,8 @@ def adabd_conv_gather(
 
     Both maps go into one table of channel rows (the reference's, then the current frame's);
     each output pixel and tap is one bag of five rows, and the columns ``[B·H·W·k², h]`` meet
-    the weight in one batched matrix product.
+    the weight in one batched matrix product per chunk of output rows (:func:`rows_per_chunk`:
+    the columns of all rows at once would be ``k²`` times the size of the input map).
     """
     b, c, hh, ww = a.shape
     cout, _, k, _ = weight.shape
@@ -129,33 +145,41 @@ def adabd_conv_gather(
     pos = torch.promote_types(torch.promote_types(dtype, offset.dtype), torch.float32)
     index = _index_dtype(2 * b * n)
     ty, tx, cur_rows, inside = _taps(hh, ww, k, pos, index)
-    off = offset.to(pos).reshape(b, k2, 2, hh, ww).permute(0, 3, 4, 1, 2)  # [B, H, W, k², 2]
+    off = offset.to(pos).reshape(b, k2, 2, hh, ww).permute(0, 3, 4, 1, 2)  # [B, H, W, k², 2], a view
     m = mask.to(pos).permute(0, 2, 3, 1)  # [B, H, W, k²]
-    rows, bilinear = _bilinear(ty + off[..., 0], tx + off[..., 1], hh, ww, index)  # 4 × [B, H, W, k²]
     table = torch.empty((2, b, n, c), dtype=dtype)
     write_channel_rows(f_ref.to(dtype), table[0])
     write_channel_rows(a.to(dtype), table[1])
-    base = (torch.arange(b, dtype=index) * n).view(b, 1, 1, 1)
-    bags = torch.empty((b, hh, ww, k2, 5), dtype=index)
-    weights = torch.empty((b, hh, ww, k2, 5), dtype=pos)
-    keep = 1 - m
-    for j in range(4):  # each column written in place, in one pass
-        torch.add(rows[j], base, out=bags[..., j])
-        torch.mul(bilinear[j], keep, out=weights[..., j])
-    torch.add(cur_rows, base + b * n, out=bags[..., 4])
-    torch.mul(m, inside, out=weights[..., 4])
     table = table.view(2 * b * n, c)
+    base = (torch.arange(b, dtype=index) * n).view(b, 1, 1, 1)
     wt = weight.to(dtype).permute(0, 2, 3, 1).reshape(1, cout, k2 * c).expand(b, cout, k2 * c)
+    bias_d = None if bias is None else bias.to(dtype).view(1, cout, 1)
+    out = torch.empty((b, cout, hh, ww), dtype=dtype)
+    ref_out = torch.empty((b, cout, hh, ww), dtype=dtype) if reference_only else None
+    step = rows_per_chunk(b, ww, k2, c, dtype.itemsize)
 
-    def conv(columns: Tensor) -> Tensor:  # columns [B·H·W·k², h] -> [B, h_out, H, W]
-        cols = columns.view(b, n, k2 * c).transpose(1, 2)  # [B, k²·h, H·W], a view
-        if bias is None:
-            return torch.bmm(wt, cols).view(b, cout, hh, ww)
-        return torch.baddbmm(bias.to(dtype).view(1, cout, 1).expand(b, cout, n), wt, cols).view(b, cout, hh, ww)
+    def conv(columns: Tensor, into: Tensor, r0: int, r1: int) -> None:  # columns [B·rows·W·k², h] -> into[..., r0:r1, :]
+        p = (r1 - r0) * ww
+        cols = columns.view(b, p, k2 * c).transpose(1, 2)  # [B, k²·h, rows·W], a view
+        y = torch.bmm(wt, cols) if bias_d is None else torch.baddbmm(bias_d.expand(b, cout, p), wt, cols)
+        into[:, :, r0:r1].copy_(y.view(b, cout, r1 - r0, ww))
 
-    out = conv(F.embedding_bag(bags.view(-1, 5), table, per_sample_weights=weights.view(-1, 5).to(dtype), mode="sum"))
-    if not reference_only:
-        return out, None
-    ref_bags = bags[..., :4].reshape(-1, 4)
-    ref_weights = torch.stack(bilinear, dim=-1).view(-1, 4).to(dtype)
-    return out, conv(F.embedding_bag(ref_bags, table, per_sample_weights=ref_weights, mode="sum"))
+    for r0 in range(0, hh, step):
+        r1 = min(hh, r0 + step)
+        o = off[:, r0:r1]
+        rows, bilinear = _bilinear(ty[r0:r1] + o[..., 0], tx[r0:r1] + o[..., 1], hh, ww, index)  # 4 × [B, rows, W, k²]
+        mc = m[:, r0:r1]
+        bags = torch.empty((b, r1 - r0, ww, k2, 5), dtype=index)
+        weights = torch.empty((b, r1 - r0, ww, k2, 5), dtype=pos)
+        keep = 1 - mc
+        for j in range(4):  # each column written in place, in one pass
+            torch.add(rows[j], base, out=bags[..., j])
+            torch.mul(bilinear[j], keep, out=weights[..., j])
+        torch.add(cur_rows[r0:r1], base + b * n, out=bags[..., 4])
+        torch.mul(mc, inside[r0:r1], out=weights[..., 4])
+        conv(F.embedding_bag(bags.view(-1, 5), table, per_sample_weights=weights.view(-1, 5).to(dtype), mode="sum"), out, r0, r1)
+        if ref_out is not None:
+            ref_bags = bags[..., :4].reshape(-1, 4)
+            ref_weights = torch.stack(bilinear, dim=-1).view(-1, 4).to(dtype)
+            conv(F.embedding_bag(ref_bags, table, per_sample_weights=ref_weights, mode="sum"), ref_out, r0, r1)
+    return out, ref_out
