@@ -50,6 +50,7 @@ from .errors import (
     EmptyCutError,
     FixedArgumentError,
     IncompatibleCheckpointError,
+    NonFiniteKeyframeWarning,
     PolicyError,
     ShortcutifyError,
     StreamSplitError,
@@ -109,5 +110,6 @@ __all__ = [
     "IncompatibleCheckpointError",
     "StreamSplitError",
     "PolicyError",
+    "NonFiniteKeyframeWarning",
     "__version__",
 ]

@@ -20,6 +20,7 @@ __all__ = [
     "IncompatibleCheckpointError",
     "StreamSplitError",
     "PolicyError",
+    "NonFiniteKeyframeWarning",
 ]
 
 
@@ -73,3 +74,7 @@ class StreamSplitError(ShortcutifyError, ValueError):
 
 class PolicyError(ShortcutifyError, TypeError):
     """A keyframe policy answered something other than one bool per stream."""
+
+
+class NonFiniteKeyframeWarning(UserWarning):
+    """A keyframe's tap values hold a NaN or an infinity: its streams take a keyframe again on the next call."""

@@ -3,12 +3,13 @@
 import copy
 import io
 import pickle
+import warnings
 
 import numpy as np
 import pytest
 import torch
 
-from shortcutify import FixedInterval, shortcutify
+from shortcutify import FixedInterval, NonFiniteKeyframeWarning, shortcutify
 from shortcutify.demo.models import ResnetGenerator
 
 
@@ -85,3 +86,48 @@ def test_costs_take_a_mean_interval_between_integers():
     _, sv = _sv()
     r = sv.cost(interval=2.5)
     assert r.amortised_macs() == pytest.approx((r.keyframe.macs + 1.5 * r.shortcut.macs) / 2.5)
+
+
+def _frames(n, seed=0, streams=1):
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.rand(streams, 3, 16, 16, generator=gen) * 2 - 1 for _ in range(n)]
+
+
+def test_a_keyframe_with_non_finite_taps_is_not_kept_as_the_reference():
+    """A NaN frame on a keyframe: the next frame takes a keyframe again (and equals the teacher),
+    where a shortcut from that reference would be NaN; one warning says why."""
+    gen, sv = _sv(interval=3)
+    frames = _frames(4)
+    bad = frames[0].clone()
+    bad[..., 3, 5] = float("nan")
+    with pytest.warns(NonFiniteKeyframeWarning, match="stream\\(s\\) \\[0\\].*non-finite"):
+        sv(bad)
+    assert sv.last_was_keyframe
+    out = sv(frames[1])
+    assert sv.last_was_keyframe  # the policy alone would have taken the shortcut here
+    with torch.no_grad():
+        torch.testing.assert_close(out, gen(frames[1]))
+    sv(frames[2])
+    assert not sv.last_was_keyframe and torch.isfinite(sv(frames[3])).all()  # the schedule goes on from the new keyframe
+
+
+def test_finite_keyframes_keep_the_schedule_and_warn_nothing():
+    _, sv = _sv(interval=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NonFiniteKeyframeWarning)
+        for x in _frames(6):
+            sv(x)
+    assert not sv.last_was_keyframe  # frame 5 of interval 3: a shortcut frame
+
+
+def test_only_the_stream_with_a_non_finite_keyframe_repeats_it():
+    _, sv = _sv(interval=3)
+    frames = _frames(3, streams=2)
+    bad = frames[0].clone()
+    bad[1, :, 2, 2] = float("inf")
+    with pytest.warns(NonFiniteKeyframeWarning, match="stream\\(s\\) \\[1\\]"):
+        sv(bad)
+    sv(frames[1])
+    assert sv.last_keyframes.tolist() == [False, True]
+    sv(frames[2])
+    assert sv.last_keyframes.tolist() == [False, False]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ import torch
 from torch import Tensor, fx, nn
 from torch.utils._pytree import keystr, tree_flatten, tree_flatten_with_path, tree_unflatten
 
-from ..errors import PolicyError, ShortcutifyError, StreamSplitError, TapShapeError
+from ..errors import NonFiniteKeyframeWarning, PolicyError, ShortcutifyError, StreamSplitError, TapShapeError
 from .blocks import KeyframeTaps, Reference, ShortcutBlock
 from .checks import is_interval
 from .config import ShortcutConfig
@@ -157,6 +158,19 @@ def _scatter(parts: list[tuple[Tensor, Any]], streams: int) -> Any:
     return tree_unflatten(merged, spec)
 
 
+def _finite_sums(x: Tensor) -> Tensor:
+    """``[B]`` bool: whether the sum of each stream's values ``x[b]`` is finite (accumulated in
+    at least float32). A NaN or an infinity in ``x[b]`` makes it NaN or infinite; finite values
+    overflow it only near float32's largest magnitudes, far outside what a feature map holds."""
+    return torch.isfinite(x.flatten(1).sum(1, dtype=torch.promote_types(x.dtype, torch.float32)))
+
+
+def _not_finite(key: KeyframeOutput) -> Tensor:
+    """``[B]`` bool (CPU): the streams whose keyframe taps hold a NaN or an infinity (one sum
+    over each tap; on a GPU, reading the answer waits for the keyframe)."""
+    return (~(_finite_sums(key.enc) & _finite_sums(key.dec))).cpu()
+
+
 def _merge(old: Tensor, index: Tensor, new: Tensor) -> Tensor:
     return old.index_copy(0, index.to(old.device), new.to(old.dtype))
 
@@ -174,6 +188,10 @@ class ShortcutV2V(nn.Module):
       the teacher's output and the encoder/decoder tap values become the reference.
     * On other frames the shortcut program runs: the layers before the encoder tap, the
       block, and the layers after the decoder tap (plus whatever the tail needs).
+    * A keyframe whose tap values hold a NaN or an infinity (a non-finite frame, or a teacher
+      that overflows on it) cannot serve as a reference: its streams take a keyframe again on
+      the next call, whatever the policy says, and a :class:`~shortcutify.NonFiniteKeyframeWarning`
+      says so (once per module).
 
     Keyframes are decided per stream: when the policy picks some streams of the batch
     only, those run the teacher and the others the shortcut, in the same call (two
@@ -252,6 +270,7 @@ class ShortcutV2V(nn.Module):
         self._compile_options: CompileOptions | None = None
         self._runners: dict[int, tuple[Programs, Runner]] = {}
         self.last_keyframes: Tensor | None = None
+        self._warned_non_finite = False
         self.train(False)
 
     def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> ShortcutV2V:
@@ -587,7 +606,7 @@ class ShortcutV2V(nn.Module):
             reference=runner.reference(key.enc, key.dec),
             signature=sig,
             since_keyframe=torch.zeros(streams, dtype=torch.long),
-            stale=torch.zeros(streams, dtype=torch.bool),
+            stale=self._unusable(key, torch.arange(streams)),
             previous=key.enc if uses_change else None,  # the programs return a copy where needed
             travelled=torch.zeros(streams) if uses_change else None,
             keyframe_norm=tap_l1(key.enc) if uses_change else None,
@@ -629,9 +648,25 @@ class ShortcutV2V(nn.Module):
             state.travelled = torch.where(key, torch.zeros_like(travelled), travelled)
             state.keyframe_norm = _merge(state.keyframe_norm, idx_k, tap_l1(keyframe.enc))
         state.since_keyframe = torch.where(key, torch.zeros_like(since), since)
-        state.stale = state.stale & ~key
+        state.stale = (state.stale & ~key) | torch.zeros_like(key).index_copy(0, idx_k.cpu(), self._unusable(keyframe, idx_k.cpu()))
         self.last_keyframes = key
         return out
+
+    def _unusable(self, key: KeyframeOutput, streams: Tensor) -> Tensor:
+        """``[len(streams)]`` bool (CPU): which of these keyframes' streams (their indices in the
+        batch, for the message) have non-finite taps, and so must take a keyframe again."""
+        bad = _not_finite(key)
+        if bool(bad.any()) and not self._warned_non_finite:
+            self._warned_non_finite = True
+            warnings.warn(
+                f"the keyframe of stream(s) {streams[bad].tolist()} has non-finite values (NaN or infinity) in its taps "
+                f"({self.config.enc_layer!r} or {self.config.dec_layer!r}): shortcut frames from it would be NaN, so those "
+                "streams take a keyframe again on the next call. Check the input frames, and the teacher's precision "
+                "(float16 overflows). (Warned once per module.)",
+                NonFiniteKeyframeWarning,
+                stacklevel=4,
+            )
+        return bad
 
     # ------------------------------------------------------------------ costs
     def _example_on_device(self) -> tuple[Any, ...]:
