@@ -749,19 +749,21 @@ def distill_teachers_section() -> list[str]:
     blocks = default_blocks()
     mine = [x for x in runs if is_default(x, blocks) and x.get("weights") == latest[x["teacher"]]]
     if mine:
-        def gains(steps: int) -> dict[str, float]:
+        def gains(steps: int) -> dict[str, list[float]]:
             per: dict[str, list[float]] = {}
             for x in mine:
                 if x["steps"] == steps:
                     per.setdefault(x["teacher"], []).append(min(v["psnr"] - v["psnr_repeat"] for v in x["videos"].values()))
-            return {t: sum(g) / len(g) for t, g in per.items()}
+            return per
 
         for steps, need, what in ((1000, 1.5, "≥ 1.5 dB within 1000 steps"), (250, 0.5, "≥ 0.5 dB within 250 steps"),
                                   (0, 0.0, "untrained block at least as good as repeat")):
-            g = gains(steps)
+            per = gains(steps)
+            g = {t: sum(x) / len(x) for t, x in per.items()}
             if g:
                 low = sorted(t for t, v in g.items() if round(v, 2) < need)  # compared as shown (0.01 dB)
-                shown = ", ".join(f"{t} {v:+.2f}" for t, v in sorted(g.items()))
+                shown = ", ".join(f"{t} {v:+.2f} ({len(per[t])} seeds{', ' + f'{min(per[t]):+.2f}..{max(per[t]):+.2f}' if len(per[t]) > 1 else ''})"
+                                  for t, v in sorted(g.items()))
                 out.append(f"- Target (runs with the library's default settings, every teacher at its current weights, worse "
                            f"of the two videos, mean over seeds): {what} — {shown}: "
                            f"{verdict(not low)}{' (not: ' + ', '.join(low) + ')' if low else ''}.")
