@@ -6,6 +6,9 @@ import datetime
 import json
 import os
 import platform
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -49,3 +52,21 @@ def table(headers: list[str], rows: list[list[Any]]) -> str:
 def cartoon_preset(quick: bool) -> tuple[str, tuple[int, int], tuple[int, int], int]:
     """The cartoon teacher the quality benchmarks use: (teacher name, bikes frame size, carphone frame size, crop)."""
     return ("cartoon-tiny", (68, 160), (72, 88), 64) if quick else ("cartoon", (136, 320), (144, 176), 128)
+
+
+def in_fresh_processes(script: str, argv: list[str], processes: int, env: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Run ``python script *argv --processes 1 --out FILE`` ``processes`` times, one after the
+    other, each in a fresh Python process, and return what each wrote to ``FILE`` (JSON).
+
+    For CPU timings: on this machine a process's times depend on state that differs from
+    process to process (how malloc serves large tensors), so one process is one sample.
+    """
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(processes):
+            out = Path(tmp) / f"run{i}.json"
+            print(f"process {i + 1} of {processes}", flush=True)
+            subprocess.run([sys.executable, script, *argv, "--processes", "1", "--out", str(out)],
+                           env=dict(os.environ, **(env or {})), check=True)
+            runs.append(json.loads(out.read_text()))
+    return runs

@@ -1,13 +1,15 @@
 """Where AdaBD's CPU gather path beats the reference: a grid of channels × map sizes.
 
-usage: python benchmarks/cpu_gather.py [--quick] [--threads 2] [--chunks]
+usage: python benchmarks/cpu_gather.py [--quick] [--threads 2] [--processes 3] [--chunks]
 
 For each block width ``h`` (channels) and square feature map, ``adabd_conv_reference`` and
 ``adabd_conv_gather`` (``shortcutify/ops/gather.py``) run on the same random operands (batch 1,
 3×3 kernel, offsets of about 2 px, inference), interleaved round by round; the table gives the
 reference's median time over the gather's (above 1: the gather is faster). The thresholds in
 ``shortcutify/ops/gather.py`` (``MIN_CHANNELS``, ``MIN_PIXELS``) are read from this table;
-the table marks the cells the dispatcher sends to the gather. ``--quick``: two cells, for CI.
+the table marks the cells the dispatcher sends to the gather. The grid runs in ``--processes``
+fresh processes (default 3) and each cell is the median over them (speed.py's docstring says why
+one process is one sample). ``--quick``: two cells, one process, for CI.
 Writes results/cpu_gather.json (``--quick``: cpu_gather_quick.json).
 
 ``--chunks``: the gather's chunk budget instead (``CHUNK_BYTES``: the bytes of columns it gathers
@@ -20,6 +22,7 @@ reuse of freed memory makes a call's time depend on the calls just before it). W
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -28,7 +31,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, write  # noqa: E402
+from common import in_fresh_processes, machine, write  # noqa: E402
 
 from shortcutify.demo.timing import time_calls  # noqa: E402
 from shortcutify.ops import adabd_conv_reference  # noqa: E402
@@ -93,11 +96,44 @@ def chunk_rows(quick: bool) -> list[dict]:
     return rows
 
 
+def grid(quick: bool) -> list[dict]:
+    """The gather against the reference over channels × map sizes, in this process."""
+    channels = (16, 32) if quick else (8, 16, 32, 64)
+    sizes = (32,) if quick else (16, 32, 64, 96, 128)
+    rows = []
+    with torch.no_grad():
+        for c in channels:
+            for size in sizes:
+                v = operands(c, size)
+                t = time_calls({"reference": lambda: adabd_conv_reference(*v), "gather": lambda: adabd_conv_gather(*v)},
+                               repeats=3 if quick else 9, warmup=1 if quick else 2)
+                rows.append({"channels": c, "size": size, "reference_ms": t["reference"] * 1e3, "gather_ms": t["gather"] * 1e3,
+                             "speedup": t["reference"] / t["gather"], "dispatched": gather_pays(v[1])})
+                print(f"h={c:3d} {size:4d}x{size:<4d} reference {rows[-1]['reference_ms']:8.2f} ms  gather {rows[-1]['gather_ms']:8.2f} ms  "
+                      f"{rows[-1]['speedup']:.2f}x{'  (dispatched to the gather)' if rows[-1]['dispatched'] else ''}")
+    return rows
+
+
+def combined(runs: list[list[dict]]) -> list[dict]:
+    """Per cell: the median speed-up over the processes, and every process's."""
+    out = []
+    for cells in zip(*runs):
+        speedups = [c["speedup"] for c in cells]
+        out.append({**cells[0], "speedup": statistics.median(speedups), "speedups": speedups,
+                    "reference_ms": statistics.median(c["reference_ms"] for c in cells),
+                    "gather_ms": statistics.median(c["gather_ms"] for c in cells)})
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--chunks", action="store_true", help="time the gather's chunk budgets instead")
+    parser.add_argument("--processes", type=int, default=None,
+                        help="the grid in this many fresh processes, the median per cell (default 3; --quick: 1)")
+    parser.add_argument("--out", type=Path, default=None, help=argparse.SUPPRESS)  # one process's grid (internal)
+    argv = sys.argv[1:]
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.chunks:
@@ -105,20 +141,18 @@ def main() -> None:
             rows = chunk_rows(args.quick)
         print(f"wrote {write('cpu_gather_chunks_quick' if args.quick else 'cpu_gather_chunks', {'machine': machine(), 'rows': rows})}")
         return
-    channels = (16, 32) if args.quick else (8, 16, 32, 64)
-    sizes = (32,) if args.quick else (16, 32, 64, 96, 128)
-    rows = []
-    with torch.no_grad():
-        for c in channels:
-            for size in sizes:
-                v = operands(c, size)
-                t = time_calls({"reference": lambda: adabd_conv_reference(*v), "gather": lambda: adabd_conv_gather(*v)},
-                               repeats=3 if args.quick else 9, warmup=1 if args.quick else 2)
-                rows.append({"channels": c, "size": size, "reference_ms": t["reference"] * 1e3, "gather_ms": t["gather"] * 1e3,
-                             "speedup": t["reference"] / t["gather"], "dispatched": gather_pays(v[1])})
-                print(f"h={c:3d} {size:4d}x{size:<4d} reference {rows[-1]['reference_ms']:8.2f} ms  gather {rows[-1]['gather_ms']:8.2f} ms  "
-                      f"{rows[-1]['speedup']:.2f}x{'  (dispatched to the gather)' if rows[-1]['dispatched'] else ''}")
-    path = write("cpu_gather_quick" if args.quick else "cpu_gather", {"machine": machine(), "rows": rows})
+    if args.out is not None:
+        args.out.write_text(json.dumps(grid(args.quick)))
+        return
+    processes = args.processes or (1 if args.quick else 3)
+    if processes < 1:
+        parser.error(f"--processes must be at least 1, got {processes}")
+    rows = grid(args.quick) if processes == 1 else combined(in_fresh_processes(__file__, argv, processes))
+    if processes > 1:
+        for r in rows:
+            print(f"h={r['channels']:3d} {r['size']:4d}x{r['size']:<4d} median {r['speedup']:.2f}x over processes "
+                  f"({', '.join(f'{x:.2f}' for x in r['speedups'])}){'  (dispatched)' if r['dispatched'] else ''}")
+    path = write("cpu_gather_quick" if args.quick else "cpu_gather", {"machine": machine(), "rows": rows, "processes": processes})
     print(f"wrote {path}")
 
 

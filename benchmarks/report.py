@@ -229,7 +229,8 @@ def cpu_gather_section() -> list[str]:
         line = [f"h = {c}"]
         for size in sizes:
             row = cells.get((c, size))
-            line.append("-" if row is None else f"{row['speedup']:.2f}×" + (" **g**" if row["dispatched"] else ""))
+            spread = f" ({min(row['speedups']):.2f}..{max(row['speedups']):.2f})" if row is not None and len(row.get("speedups", [])) > 1 else ""
+            line.append("-" if row is None else f"{row['speedup']:.2f}×{spread}" + (" **g**" if row["dispatched"] else ""))
         rows.append("| " + " | ".join(line) + " |")
     return [
         "## AdaBD on CPU: row gathers against the reference",
@@ -238,7 +239,9 @@ def cpu_gather_section() -> list[str]:
         "deformed reference's columns, a strided view for the current frame's, a `lerp` and one matrix product) against",
         "`adabd_conv_gather` (both features as one table of channel rows, one `embedding_bag` of five weighted rows per",
         "output pixel and tap, one matrix product) on the same operands (batch 1, 3×3, inference), interleaved; each cell:",
-        "the reference's median time over the gather's (above 1: the gather is faster). **g**: the cells `adabd_conv` sends",
+        "the reference's median time over the gather's (above 1: the gather is faster)"
+        + (f", the median over {r['processes']} fresh processes (their range in brackets)" if r.get("processes", 1) > 1 else ", one process")
+        + ". **g**: the cells `adabd_conv` sends",
         "to the gather (`MIN_CHANNELS`, `MIN_PIXELS` in `shortcutify/ops/gather.py`, chosen from this table: below them the",
         "gather's fixed cost of some forty small index ops outweighs what it saves).",
         "",

@@ -28,15 +28,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, table, write  # noqa: E402
+from common import in_fresh_processes, machine, table, write  # noqa: E402
 
 from shortcutify import shortcutify  # noqa: E402
 from shortcutify.demo.models import ResnetGenerator, resnet_taps  # noqa: E402
@@ -190,14 +188,7 @@ def measure(args: argparse.Namespace) -> dict:
 def in_processes(args: argparse.Namespace, argv: list[str]) -> dict:
     """``args.processes`` measurements, each in a fresh Python process (one after the other); the
     result of the process with the median shortcut-frame speed-up, and every process's figures."""
-    env = dict(os.environ, **(KEEP_MEMORY_ENV if args.keep_memory else {}))
-    runs = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for i in range(args.processes):
-            out = Path(tmp) / f"run{i}.json"
-            print(f"process {i + 1} of {args.processes}", flush=True)
-            subprocess.run([sys.executable, __file__, *argv, "--processes", "1", "--out", str(out)], env=env, check=True)
-            runs.append(json.loads(out.read_text()))
+    runs = in_fresh_processes(__file__, argv, args.processes, KEEP_MEMORY_ENV if args.keep_memory else None)
     ratios = [r["seconds"]["teacher"] / r["seconds"]["shortcut"] for r in runs]
     median = sorted(range(len(runs)), key=lambda i: ratios[i])[(len(runs) - 1) // 2]
     result = dict(runs[median])

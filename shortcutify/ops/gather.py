@@ -34,7 +34,7 @@ _DTYPES = (torch.float32, torch.float64)
 # of at least this many pixels (below, its fixed cost of some forty small index ops dominates).
 # Chosen from the grid that ``python benchmarks/cpu_gather.py`` measures (benchmarks/RESULTS.md).
 MIN_CHANNELS = 32
-MIN_PIXELS = 32 * 32
+MIN_PIXELS = 64 * 64
 # Bytes of the columns one chunk of output rows gathers (see ``rows_per_chunk``). The op's working set
 # (columns, sample positions and bags: about twice the columns) would otherwise grow with the map:
 # unchunked, the default block of the speed model (width 32 at 128x128) needs 52 MiB, more than the
