@@ -95,15 +95,16 @@ def _frames(n, seed=0, streams=1):
 
 def test_a_keyframe_with_non_finite_taps_is_not_kept_as_the_reference():
     """A NaN frame on a keyframe: the next frame takes a keyframe again (and equals the teacher),
-    where a shortcut from that reference would be NaN; one warning says why."""
+    where a shortcut from that reference would be NaN; one warning, on that next call, says why."""
     gen, sv = _sv(interval=3)
     frames = _frames(4)
     bad = frames[0].clone()
     bad[..., 3, 5] = float("nan")
-    with pytest.warns(NonFiniteKeyframeWarning, match="stream\\(s\\) \\[0\\].*non-finite"):
-        sv(bad)
+    sv(bad)
     assert sv.last_was_keyframe
-    out = sv(frames[1])
+    with pytest.warns(NonFiniteKeyframeWarning, match="stream\\(s\\) \\[0\\].*non-finite") as caught:
+        out = sv(frames[1])  # (the check is read here: the keyframe did not wait for it)
+    assert caught[0].filename == __file__  # the warning points at the user's call
     assert sv.last_was_keyframe  # the policy alone would have taken the shortcut here
     with torch.no_grad():
         torch.testing.assert_close(out, gen(frames[1]))
@@ -125,9 +126,23 @@ def test_only_the_stream_with_a_non_finite_keyframe_repeats_it():
     frames = _frames(3, streams=2)
     bad = frames[0].clone()
     bad[1, :, 2, 2] = float("inf")
+    sv(bad)
     with pytest.warns(NonFiniteKeyframeWarning, match="stream\\(s\\) \\[1\\]"):
-        sv(bad)
-    sv(frames[1])
+        sv(frames[1])
     assert sv.last_keyframes.tolist() == [False, True]
     sv(frames[2])
     assert sv.last_keyframes.tolist() == [False, False]
+
+
+def test_a_non_finite_keyframe_in_a_mixed_batch_is_taken_again_for_that_stream_only():
+    _, sv = _sv(interval=3)
+    frames = _frames(4, streams=2)
+    sv(frames[0])
+    sv.reset(streams=[1])
+    bad = frames[1].clone()
+    bad[1, 0, 0, 0] = float("nan")
+    sv(bad)  # stream 1 keyframes (on a NaN frame), stream 0 takes the shortcut
+    assert sv.last_keyframes.tolist() == [False, True]
+    with pytest.warns(NonFiniteKeyframeWarning, match="stream\\(s\\) \\[1\\]"):
+        out = sv(frames[2])
+    assert sv.last_keyframes.tolist() == [False, True] and torch.isfinite(out).all()

@@ -102,6 +102,9 @@ class _State:
     previous: Tensor | None  # [B, Ca, Ha, Wa]: the last frame's encoder tap
     travelled: Tensor | None  # [B] float32 (CPU): the tap's L1 steps summed since the keyframe
     keyframe_norm: Tensor | None  # [B] float32 (CPU): the keyframe taps' L1 norms
+    # keyframes whose taps are not yet checked for non-finite values: (stream indices [K] (CPU),
+    # [K] bool on the taps' device); read on the next call, so that a keyframe does not wait for the device
+    unchecked: list[tuple[Tensor, Tensor]]
 
 
 def _take(tree: Any, index: Tensor, streams: int) -> Any:
@@ -166,9 +169,9 @@ def _finite_sums(x: Tensor) -> Tensor:
 
 
 def _not_finite(key: KeyframeOutput) -> Tensor:
-    """``[B]`` bool (CPU): the streams whose keyframe taps hold a NaN or an infinity (one sum
-    over each tap; on a GPU, reading the answer waits for the keyframe)."""
-    return (~(_finite_sums(key.enc) & _finite_sums(key.dec))).cpu()
+    """``[B]`` bool, on the taps' device: the streams whose keyframe taps hold a NaN or an
+    infinity (one sum over each tap)."""
+    return ~(_finite_sums(key.enc) & _finite_sums(key.dec))
 
 
 def _merge(old: Tensor, index: Tensor, new: Tensor) -> Tensor:
@@ -191,7 +194,8 @@ class ShortcutV2V(nn.Module):
     * A keyframe whose tap values hold a NaN or an infinity (a non-finite frame, or a teacher
       that overflows on it) cannot serve as a reference: its streams take a keyframe again on
       the next call, whatever the policy says, and a :class:`~shortcutify.NonFiniteKeyframeWarning`
-      says so (once per module).
+      says so (once per module). The check (one sum per tap) is read on that next call, so a
+      keyframe on a GPU does not wait for the device.
 
     Keyframes are decided per stream: when the policy picks some streams of the batch
     only, those run the teacher and the others the shortcut, in the same call (two
@@ -526,6 +530,8 @@ class ShortcutV2V(nn.Module):
         policy = self._policy
         uses_change = bool(getattr(policy, "uses_change", False))
         with torch.no_grad():
+            if state is not None and state.unchecked:
+                self._check_keyframes(state)
             if state is None or state.signature != sig or (uses_change and state.previous is None):
                 return self._keyframe_all(args, kwargs, sig, None, uses_change)
             streams = state.since_keyframe.shape[0]
@@ -606,10 +612,11 @@ class ShortcutV2V(nn.Module):
             reference=runner.reference(key.enc, key.dec),
             signature=sig,
             since_keyframe=torch.zeros(streams, dtype=torch.long),
-            stale=self._unusable(key, torch.arange(streams)),
+            stale=torch.zeros(streams, dtype=torch.bool),
             previous=key.enc if uses_change else None,  # the programs return a copy where needed
             travelled=torch.zeros(streams) if uses_change else None,
             keyframe_norm=tap_l1(key.enc) if uses_change else None,
+            unchecked=[(torch.arange(streams), _not_finite(key))],
         )
         self.last_keyframes = torch.ones(streams, dtype=torch.bool)
         return key.output
@@ -648,25 +655,30 @@ class ShortcutV2V(nn.Module):
             state.travelled = torch.where(key, torch.zeros_like(travelled), travelled)
             state.keyframe_norm = _merge(state.keyframe_norm, idx_k, tap_l1(keyframe.enc))
         state.since_keyframe = torch.where(key, torch.zeros_like(since), since)
-        state.stale = (state.stale & ~key) | torch.zeros_like(key).index_copy(0, idx_k.cpu(), self._unusable(keyframe, idx_k.cpu()))
+        state.stale = state.stale & ~key
+        state.unchecked.append((idx_k.cpu(), _not_finite(keyframe)))
         self.last_keyframes = key
         return out
 
-    def _unusable(self, key: KeyframeOutput, streams: Tensor) -> Tensor:
-        """``[len(streams)]`` bool (CPU): which of these keyframes' streams (their indices in the
-        batch, for the message) have non-finite taps, and so must take a keyframe again."""
-        bad = _not_finite(key)
-        if bool(bad.any()) and not self._warned_non_finite:
-            self._warned_non_finite = True
-            warnings.warn(
-                f"the keyframe of stream(s) {streams[bad].tolist()} has non-finite values (NaN or infinity) in its taps "
-                f"({self.config.enc_layer!r} or {self.config.dec_layer!r}): shortcut frames from it would be NaN, so those "
-                "streams take a keyframe again on the next call. Check the input frames, and the teacher's precision "
-                "(float16 overflows). (Warned once per module.)",
-                NonFiniteKeyframeWarning,
-                stacklevel=4,
-            )
-        return bad
+    def _check_keyframes(self, state: _State) -> None:
+        """Mark stale the streams whose last keyframe had non-finite taps (they take a keyframe
+        again on this call); warn once per module."""
+        for streams, bad in state.unchecked:
+            bad = bad.cpu()
+            if not bool(bad.any()):
+                continue
+            state.stale[streams[bad]] = True
+            if not self._warned_non_finite:
+                self._warned_non_finite = True
+                warnings.warn(
+                    f"the keyframe of stream(s) {streams[bad].tolist()} had non-finite values (NaN or infinity) in its taps "
+                    f"({self.config.enc_layer!r} or {self.config.dec_layer!r}): shortcut frames from it would be NaN, so "
+                    "those streams take a keyframe again now. Check the input frames, and the teacher's precision "
+                    "(float16 overflows). (Warned once per module.)",
+                    NonFiniteKeyframeWarning,
+                    stacklevel=5,  # this, forward, and nn.Module's two call wrappers: the user's call
+                )
+        state.unchecked = []
 
     # ------------------------------------------------------------------ costs
     def _example_on_device(self) -> tuple[Any, ...]:
