@@ -55,7 +55,7 @@ def _signals(sv, a, a_ref, x, x_ref, ref, prev_a, acc_ref, acc_abs) -> dict[str,
     blk = sv.block
     h = blk.width
     hf, wf = ref.feature.shape[-2:]
-    ar = blk._reduce(a, (hf, wf), blk.reduce_enc)
+    ar = blk.reduce_encoder_tap(a, (hf, wf))
     rr = ref.reduced[:, :h]
     flow = blk.flow_head(torch.cat([ar, rr], dim=1))
     aligned = warp(rr, flow)

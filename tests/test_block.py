@@ -220,3 +220,14 @@ def test_raw_keyframe_taps_are_prepared_inside_the_call(resolution):
 def test_a_width_that_is_not_a_positive_integer_is_refused(width):
     with pytest.raises(ValueError, match="width must be an integer"):
         make_block("half", 8, 8, width=width)
+
+
+@pytest.mark.parametrize("enc_hw,dec_hw", [((8, 12), (8, 12)), ((4, 6), (9, 13))])
+def test_the_half_blocks_reduced_encoder_tap_is_what_its_reference_keeps(enc_hw, dec_hw):
+    """reduce_encoder_tap(a, (Hf, Wf)): [B, h, ⌈Hf/2⌉, ⌈Wf/2⌉], the first h channels of the prepared reference."""
+    torch.manual_seed(0)
+    block = HalfResolutionBlock(6, 5, width=4)
+    a, f = torch.randn(2, 6, *enc_hw), torch.randn(2, 5, *dec_hw)
+    reduced = block.reduce_encoder_tap(a, dec_hw)
+    assert reduced.shape == (2, 4, (dec_hw[0] + 1) // 2, (dec_hw[1] + 1) // 2)
+    torch.testing.assert_close(reduced, block.prepare_reference(a, f).reduced[:, :4])

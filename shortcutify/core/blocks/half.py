@@ -80,9 +80,15 @@ class HalfResolutionBlock(ShortcutBlock):
         """``[B, C, H, W]`` -> ``[B, h, ⌈Hf/2⌉, ⌈Wf/2⌉]``: resize to ``size``, 2×2 stride-2 conv, ReLU."""
         return F.relu(conv(_pad_even(resize(x, size))))
 
+    def reduce_encoder_tap(self, a: Tensor, size: tuple[int, int]) -> Tensor:
+        """The encoder tap ``a [B, Ca, Ha, Wa]`` as the block works on it, for the decoder tap's
+        ``size = (Hf, Wf)``: ``[B, h, ⌈Hf/2⌉, ⌈Wf/2⌉]`` (what the flow head and AdaBD read; the
+        prepared reference holds the keyframe's in its first ``h`` channels of ``reduced``)."""
+        return self._reduce(a, size, self.reduce_enc)
+
     def prepare_reference(self, a_ref: Tensor, f_ref: Tensor) -> HalfReference:
         size = (f_ref.shape[-2], f_ref.shape[-1])
-        reduced = torch.cat([self._reduce(a_ref, size, self.reduce_enc), self._reduce(f_ref, size, self.reduce_dec)], dim=1)
+        reduced = torch.cat([self.reduce_encoder_tap(a_ref, size), self._reduce(f_ref, size, self.reduce_dec)], dim=1)
         feature = f_ref
         if f_ref.device.type == "cpu":  # the layout in which the CPU's grid_sample warps fastest
             reduced, feature = to_channels_last(reduced), to_channels_last(f_ref)
@@ -96,7 +102,7 @@ class HalfResolutionBlock(ShortcutBlock):
         h = self.width
         hf, wf = f_ref.shape[-2:]
         prior = self._prior(a, ref_motion, (ref_reduced.shape[-2], ref_reduced.shape[-1]))
-        a = self._reduce(a, (hf, wf), self.reduce_enc)  # [B, h, Hf/2, Wf/2]
+        a = self.reduce_encoder_tap(a, (hf, wf))  # [B, h, Hf/2, Wf/2]
 
         # coarse alignment: one flow (half-resolution pixels) warps the reduced reference
         flow = self.flow_head(torch.cat([a, ref_reduced[:, :h]], dim=1))
