@@ -40,7 +40,7 @@ from shortcutify.ops.gather import adabd_conv_gather, gather_pays  # noqa: E402
 
 CHUNK_BUDGETS = {"2 MiB": 2**21, "8 MiB": 2**23, "32 MiB": 2**25, "none": None}
 CALLS_IN_A_ROW = 3
-PASSES = 3  # the whole measurement, repeated: the ratios differ from pass to pass on this machine
+PASSES = 3  # the whole measurement, repeated in this process (its passes agree; separate runs have not)
 
 
 def operands(c: int, size: int) -> list[torch.Tensor]:

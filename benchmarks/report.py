@@ -275,9 +275,8 @@ def _chunks_section() -> list[str]:
         "sample positions and bags, is about twice that); width 32, 3×3; each cell: median time over the unchunked op's "
         "(below 1: faster), measured with the budgets interleaved in rotating order, the first call of each budget per round "
         "untimed (the allocator's reuse of freed memory otherwise favours whichever ran just before); median of the passes "
-        f"(the whole measurement repeated) and their range. The passes of one run agree, but runs (processes) do not: the "
-        "unchunked op's own time at one size has differed between runs by a factor of two and more, and the ratios with it "
-        f"(at 128×128 the default has read from about half to a quarter more than unchunked). Default: {default}.",
+        f"(the whole measurement repeated) and their range. The passes of one run agree, but separate runs (processes) "
+        f"have disagreed by more than the budgets differ: read the ratios as one process's. Default: {default}.",
         "",
         "| budget | " + " | ".join(f"{s}×{s} ({cells[(budgets[-1], s)]['columns_mib']:.0f} MiB of columns)" for s in sizes) + " |",
         "|---|" + "---|" * len(sizes),

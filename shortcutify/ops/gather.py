@@ -36,11 +36,11 @@ _DTYPES = (torch.float32, torch.float64)
 MIN_CHANNELS = 32
 MIN_PIXELS = 64 * 64
 # Bytes of the columns one chunk of output rows gathers (see ``rows_per_chunk``). The op's working set
-# (columns, sample positions and bags: about twice the columns) would otherwise grow with the map:
-# unchunked, the default block of the speed model (width 32 at 128x128) needs 52 MiB, more than the
-# teacher's peak, 36 MiB with this budget. Chosen with ``python benchmarks/cpu_gather.py --chunks``
-# (RESULTS.md "AdaBD on CPU"): at 128x128 the op took from half to 1.25 times as long as unchunked
-# (runs differ; at worst a few ms, a percent or two of a shortcut frame), at 256x256 half as long.
+# (columns, sample positions and bags: about twice the columns) would otherwise grow with the map and,
+# on the speed model's default block, set a shortcut frame's peak memory above the teacher's
+# (``benchmarks/speed.py``). Chosen with ``python benchmarks/cpu_gather.py --chunks`` (RESULTS.md
+# "AdaBD on CPU"): at most a few ms slower than unchunked where it splits a map, faster on large maps;
+# smaller budgets cost more per chunk.
 CHUNK_BYTES = 2**23
 
 
