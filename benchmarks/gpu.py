@@ -1,10 +1,12 @@
 """GPU benchmark: teacher, keyframe, shortcut, block and floor, eager and compiled, fp32 and bf16.
 
 usage: python benchmarks/gpu.py [--quick] [--device cuda|cpu] [--budget-s 330] [--configs NAME,...] [--profile]
+                               [--resolutions half,full] [--taps paper,suggested]
        python benchmarks/gpu.py --resources   (no GPU needed: the kernel's registers and shared memory per tiling)
 
-ResNet generator (ngf=64, 6 residual blocks, the paper's taps), both block layouts. One run
-measures, per config (frame size, batch, precision, eager or compiled):
+ResNet generator (ngf=64, 6 residual blocks), both block layouts, at the paper's taps or at others
+of :data:`TAPS` (``--taps``). One run measures, per config (frame size, batch, precision, eager or
+compiled):
 
 * ``teacher``: the generator (compiled in the same mode as the shortcut for compiled configs);
 * ``keyframe``: a keyframe as ``sv(x)`` runs it (teacher with taps + the block's reference);
@@ -71,6 +73,20 @@ COMPILE_ESTIMATE_S = 90.0  # what one compiled config and layout may cost, cold 
 PATHS = ("teacher", "keyframe", "shortcut", "stream3", "block", "floor")
 
 
+def suggested_taps(gen: ResnetGenerator) -> tuple[str, str]:
+    """``suggest_taps``'s first choice on the trained cartoon teacher with real frames (``benchmarks/taps.py``:
+    ``model.6 -> model.21`` there), named by the generator's structure: the ReLU after the first
+    down-sampling conv and the ReLU after the last transposed conv (the decoder tap at the frame's
+    resolution, so the floor skips the last up-sampling stage that the paper's taps keep). gpu.py's
+    generator has random weights, on which ``suggest_taps`` would rank other pairs: the pair is taken
+    from the trained teacher, as a user's generator would give it."""
+    return "model.6", f"model.{9 + 3 * gen.n_down + gen.n_blocks}"
+
+
+#: the tap pairs ``--taps`` names: the paper's (the default) and suggest_taps's first choice on a trained teacher
+TAPS = {"paper": resnet_taps, "suggested": suggested_taps}
+
+
 class PassThrough(nn.Module):
     """The floor's block: the reference's decoder feature, plus zero times the encoder tap's
     mean, so that compiled code keeps the head (a program that ignored the tap would lose it to
@@ -123,8 +139,8 @@ def layout(resolution: str) -> tuple[str, bool, bool, bool]:
     return base, "w2" in flags, "cl" in flags, "mp" in flags
 
 
-def build(h: int, w: int, batch: int, device: str, resolution: str, ngf: int, n_blocks: int):
-    """The teacher, its shortcut module and a frame. ``resolution`` is a block layout, with
+def build(h: int, w: int, batch: int, device: str, resolution: str, ngf: int, n_blocks: int, taps: str = "paper"):
+    """The teacher, its shortcut module and a frame, at the tap pair ``TAPS[taps]``. ``resolution`` is a block layout (or ``auto``), with
     ``-w2``: at half its automatic width (e.g. ``full-w2``, the full layout at about the half
     layout's CPU time), ``-cl``: the block's weights in channels-last memory (its convs
     then run in NHWC), ``-mp``: with ``motion_prior=True`` (the correlation's batched form on a GPU)."""
@@ -132,9 +148,10 @@ def build(h: int, w: int, batch: int, device: str, resolution: str, ngf: int, n_
     torch.manual_seed(0)
     gen = ResnetGenerator(ngf=ngf, n_blocks=n_blocks).to(device).eval()
     x = torch.randn(batch, 3, h, w, device=device)
-    sv = shortcutify(gen, *resnet_taps(gen), x, resolution=base, motion_prior=prior)
+    pair = TAPS[taps](gen)
+    sv = shortcutify(gen, *pair, x, resolution=base, motion_prior=prior)
     if half_width:
-        sv = shortcutify(gen, *resnet_taps(gen), x, resolution=base, motion_prior=prior, width=max(1, sv.block.width // 2))
+        sv = shortcutify(gen, *pair, x, resolution=base, motion_prior=prior, width=max(1, sv.block.width // 2))
     randomise(sv.block)
     if channels_last:
         sv.block.to(memory_format=torch.channels_last)
@@ -153,12 +170,12 @@ def peak_mib(fn, device: str) -> float | None:
 
 
 @torch.no_grad()
-def measure(name: str, spec: tuple, resolution: str, args: argparse.Namespace) -> dict[str, Any]:
+def measure(name: str, spec: tuple, resolution: str, args: argparse.Namespace, taps: str = "paper") -> dict[str, Any]:
     h, w, batch, precision, compiled, graphs = spec
     if args.quick:
         h, w = QUICK_SIZES.get(h, 32), QUICK_SIZES.get(w, 32)
     device = args.device
-    gen, sv, x = build(h, w, batch, device, resolution, args.ngf, args.n_blocks)
+    gen, sv, x = build(h, w, batch, device, resolution, args.ngf, args.n_blocks, taps)
     floor = floor_program(sv)
     with autocast(device, precision):
         key = sv.run_keyframe(x)
@@ -227,6 +244,7 @@ def measure(name: str, spec: tuple, resolution: str, args: argparse.Namespace) -
     row = dict(
         profile=profile,
         config=name, resolution=resolution, size=[h, w], batch=batch, precision=precision, compiled=compiled,
+        taps=taps, tap_pair=[sv.config.enc_layer, sv.config.dec_layer], block_built=[sv.block.resolution, sv.block.width],
         cuda_graphs=graphs and device.startswith("cuda"), backend=backend if compiled else "eager",
         fast_path=fast_path_available(device) and device.startswith("cuda"),
         ms={k: v * 1e3 for k, v in secs.items()}, peak_mib=memory, warm_s=warm_s, keyframe_vs_teacher_max_abs=key_gap,
@@ -609,6 +627,7 @@ def main() -> None:
     ap.add_argument("--configs", default=None, help="comma-separated config names (default: all, in priority order)")
     ap.add_argument("--resolutions", default="half,full", help="block layouts to measure ('-w2' after one: at half its automatic width; '-cl': its weights channels-last; '-mp': with the motion prior)")
     ap.add_argument("--compiled-resolutions", default=None, help="block layouts for the compiled configs (default: --resolutions)")
+    ap.add_argument("--taps", default="paper", help=f"comma-separated tap pairs to measure, of {sorted(TAPS)} (default: paper)")
     ap.add_argument("--resources", action="store_true", help="no timing: each tiling's registers, spills and shared memory on sm_90a (ptxas -v; runs without a GPU)")
     ap.add_argument("--profile", action="store_true", help="record the block's and the shortcut frame's CUDA kernels (torch.profiler)")
     ap.add_argument("--tag", default=None, help="results file name (default gpu, or gpu_quick)")
@@ -636,6 +655,9 @@ def main() -> None:
     unknown = [n for n in names if n not in CONFIGS]
     if unknown:
         raise SystemExit(f"unknown configs {unknown}; known: {list(CONFIGS)}")
+    tap_sets = args.taps.split(",")
+    if not tap_sets or any(t not in TAPS for t in tap_sets):
+        raise SystemExit(f"--taps {args.taps!r}: name tap pairs of {sorted(TAPS)}, comma-separated")
     payload: dict[str, Any] = {
         "machine": machine(args.device),
         "quick": args.quick,
@@ -658,29 +680,30 @@ def main() -> None:
     compiled_layouts = (args.compiled_resolutions or args.resolutions).split(",")
     # eager configs in both layouts first (cheap), then the kernel's tilings, then the compiled
     # configs in priority order, both layouts of each side by side (the budget cuts the least wanted last)
-    order = [(n, r) for n in names if not CONFIGS[n][4] for r in layouts]
-    order += [(n, r) for n in names if CONFIGS[n][4] for r in compiled_layouts]
+    order = [(n, r, t) for n in names if not CONFIGS[n][4] for t in tap_sets for r in layouts]
+    order += [(n, r, t) for n in names if CONFIGS[n][4] for t in tap_sets for r in compiled_layouts]
     swept = not args.tiles
-    for name, resolution in order:
+    for name, resolution, taps in order:
+        what = f"{name} ({label(resolution, taps)})"
         if not swept and CONFIGS[name][4]:
             swept = True
             run_sweeps(args, payload)
         spec = CONFIGS[name]
         elapsed = time.perf_counter() - started
         if spec[4] and elapsed + COMPILE_ESTIMATE_S > args.budget_s and not args.quick:
-            payload["skipped"].append(f"{name} ({resolution}): {elapsed:.0f} s spent of a {args.budget_s:.0f} s budget")
+            payload["skipped"].append(f"{what}: {elapsed:.0f} s spent of a {args.budget_s:.0f} s budget")
             continue
-        if not swept and name == order[-1][0] and resolution == order[-1][1]:
+        if not swept and (name, resolution, taps) == order[-1]:
             swept = True  # eager configs only: the sweeps after them
             run_sweeps(args, payload)
         try:
-            row = measure(name, spec, resolution, args)
+            row = measure(name, spec, resolution, args, taps)
         except Exception as err:  # record and go on: one failing config must not lose the others
-            payload["failed"].append(f"{name} ({resolution}): {type(err).__name__}: {str(err)[:300]}")
-            print("FAILED", name, resolution, type(err).__name__, err, flush=True)
+            payload["failed"].append(f"{what}: {type(err).__name__}: {str(err)[:300]}")
+            print("FAILED", what, type(err).__name__, err, flush=True)
             continue
         payload["rows"].append(row)
-        print(name, resolution, {k: round(v, 3) for k, v in row["ms"].items()}, f"warm {row['warm_s']:.1f} s", flush=True)
+        print(what, {k: round(v, 3) for k, v in row["ms"].items()}, f"warm {row['warm_s']:.1f} s", flush=True)
         write(args.tag, payload)
         torch._dynamo.reset()
     payload["wall_s"] = time.perf_counter() - started
@@ -691,18 +714,28 @@ def main() -> None:
         raise SystemExit(f"{len(payload['failed'])} configs failed: {payload['failed']}")
 
 
+def label(resolution: str, taps: str = "paper") -> str:
+    """A row's block column: the layout as asked for, and the tap pair where it is not the paper's."""
+    return resolution if taps == "paper" else f"{resolution}, {taps} taps"
+
+
 def render(payload: dict[str, Any], show_tiles: bool = True) -> str:
     rows = []
     for r in payload["rows"]:
         ms, ratio = r["ms"], r["ratio_to_teacher"]
         rows.append([
-            r["config"], r["resolution"], ms["teacher"], ms["shortcut"], ratio["shortcut"], ratio["stream3"],
+            r["config"], label(r["resolution"], r.get("taps", "paper")), ms["teacher"], ms["shortcut"], ratio["shortcut"], ratio["stream3"],
             ms["block"], ms["floor"], r["shortcut_to_floor"], ms.get("shortcut_reference_block", "-"),
             r["peak_mib"].get("shortcut") if r["peak_mib"].get("shortcut") is not None else "-",
         ])
     head = ["config", "block", "teacher ms", "shortcut ms", "shortcut ×", "α=3 ×", "block ms", "floor ms",
             "shortcut / floor", "shortcut ms (reference block)", "shortcut peak MiB"]
     lines = [table(head, rows)]
+    pairs = {r.get("taps", "paper"): r["tap_pair"] for r in payload["rows"] if "tap_pair" in r}
+    built = {label(r["resolution"], r.get("taps", "paper")): r["block_built"] for r in payload["rows"] if "block_built" in r}
+    if pairs:
+        lines.append("Tap pairs: " + "; ".join(f"{k} = {a} → {b}" for k, (a, b) in pairs.items()) + ". Blocks built: "
+                     + "; ".join(f"{k}: {res} at width {w}" for k, (res, w) in built.items()) + ".")
     tiles = payload.get("tiles", {})
     if tiles.get("rows") and show_tiles:
         default = {(r["shape"], r["dtype"]): r["ms"] for r in tiles["rows"] if r.get("default")}

@@ -876,6 +876,19 @@ def gpu_targets(r: dict, default: str = "half") -> list[str]:
     return targets
 
 
+def floor_ratios_line(tags: tuple[str, ...]) -> str:
+    """``config (run) 1.95×, ...``: teacher / floor of the compiled rows of the default layouts of those gpu.py runs."""
+    parts = []
+    for tag in tags:
+        r = load(tag)
+        for x in (r or {}).get("rows", []):
+            if x["compiled"] and x["resolution"] in ("half", "full-w2") and x.get("taps", "paper") == "paper":
+                parts.append(x["ms"]["teacher"] / x["ms"]["floor"])
+                parts[-1] = (f"{x['config']} ({x['resolution']}, {tag.removeprefix('gpu_')}) {parts[-1]:.2f}×", parts[-1])
+    below = sum(v < 2.2 for _, v in parts)
+    return (", ".join(t for t, _ in parts) + f" ({below} of {len(parts)} below 2.2×)") if parts else "not measured"
+
+
 def gpu_section() -> list[str]:
     """benchmarks/gpu.py: eager/compiled, fp32/bf16, both layouts, with its checks and issue 10's targets."""
     r = load("gpu")
@@ -896,6 +909,17 @@ def gpu_section() -> list[str]:
         "floor = head + tail alone (the shortcut program with a block that costs nothing); 'reference block' = the shortcut",
         "frame with the Triton kernels off (`use_fast_path(False)`, eager configs). Runs differ by machine (same kind): compare",
         "within a run. Newest first.",
+        "",
+        "Next GPU run (prepared, not yet run): at the paper's taps the compiled floor (teacher / floor, what a block that cost",
+        "nothing would reach) is " + floor_ratios_line(("gpu_run4", "gpu_run6")) + ", so in those below it no block",
+        "can reach issue 10's 2.2×. The pair `suggest_taps` ranks first on a",
+        "trained teacher (section \"Automatic taps\") puts the decoder tap at the frame's resolution, so its floor skips the",
+        "last up-sampling stage (a transposed conv and a norm at full resolution; full-resolution norms are among the floor's",
+        "largest kernels in the profiles below), while its block runs at full resolution. This command measures both pairs",
+        "with the default layout, side by side:",
+        "",
+        "`python benchmarks/gpu.py --tag gpu_run9 --configs fp32-1024x2048-b1-compiled,bf16-1024x2048-b1-compiled,fp32-256-b1-compiled,"
+        "bf16-256-b8-compiled,fp32-1024x2048-b1-eager --resolutions auto --taps paper,suggested --no-tiles --budget-s 330`",
         "",
     ]
     out += gpu_layouts_section() + gpu_current_section() + gpu_kernels_section()
