@@ -188,3 +188,15 @@ def test_suggesting_taps_leaves_the_models_modes_as_they_were():
     before = [m.training for m in gen.modules()]
     suggest_taps(gen, torch.randn(1, 3, 32, 32), top=1)
     assert [m.training for m in gen.modules()] == before and all(p.requires_grad for p in gen.parameters())
+
+
+def test_a_long_measurement_shows_a_progress_bar_unless_turned_off(monkeypatch, capsys):
+    import shortcutify.core.suggest as suggest
+
+    monkeypatch.setattr(suggest, "PROGRESS_DELAY_S", 0.0)  # every measurement counts as long
+    model, x = MixedRes().eval(), torch.randn(1, 3, 16, 16)
+    quiet = suggest_taps(model, x, top=2, progress=False)
+    assert "suggest_taps" not in capsys.readouterr().err
+    shown = suggest_taps(model, x, top=2)
+    assert "suggest_taps: measuring cuts" in capsys.readouterr().err
+    assert [(s.enc_layer, s.dec_layer, s.score) for s in shown] == [(s.enc_layer, s.dec_layer, s.score) for s in quiet]

@@ -55,7 +55,8 @@ def shortcutify(
         enc_layer: encoder tap, an fx node name or module qualified name (see :func:`~shortcutify.list_taps`).
         dec_layer: decoder tap, downstream of ``enc_layer``. Leave both out to use the first
             pair :func:`~shortcutify.suggest_taps` ranks (logged on the ``shortcutify`` logger
-            at warning level, and in ``sv.config``).
+            at warning level, and in ``sv.config``; its progress bar shows while a long
+            measurement runs).
         example_inputs: one frame ``[B, C, H, W]``, or a tuple of ``forward``'s positional
             arguments; used for shapes, and kept (on CPU) for :meth:`ShortcutV2V.cost`.
         interval: keyframe interval α for the default :class:`~shortcutify.FixedInterval` policy.

@@ -35,6 +35,8 @@ SHIFT = (2, 2)
 MAX_FRAME_PAIRS = 3
 #: the proxy is measured on at most this many pairs (those that skip the most MACs)
 MAX_MEASURED = 96
+#: the progress bar of the proxy's measurements appears once they have run this long (seconds)
+PROGRESS_DELAY_S = 2.0
 #: ridge penalty of the linearisation, relative to the mean diagonal of the Gram matrix
 RIDGE = 1e-2
 
@@ -432,6 +434,7 @@ def suggest_taps(
     frames: Tensor | Sequence[Tensor | None] | None = None,
     resolution: str = AUTO,
     top: int = 5,
+    progress: bool = True,
     **capture_options: Unpack[CaptureKwargs],
 ) -> TapSuggestions:
     """Rank pairs of taps ``(enc_layer, dec_layer)`` for :func:`~shortcutify.shortcutify`.
@@ -495,6 +498,9 @@ def suggest_taps(
         resolution: the block layout: ``"auto"`` (default: chosen per pair as ``shortcutify()``
             chooses it), ``"half"`` or ``"full"``.
         top: how many suggestions to return (at least 1).
+        progress: show a progress bar of the proxy's measurements (on stderr) once they have
+            taken :data:`PROGRESS_DELAY_S` seconds (large frames on a CPU: the proxy runs the
+            generator's tail once per measured pair and frame pair).
         capture_options: ``capture`` (``"auto"``, ``"fx"``, ``"export"``), ``leaf_modules``,
             ``tracer_kwargs``, ``concrete_args``, as for ``shortcutify()``.
 
@@ -521,13 +527,15 @@ def suggest_taps(
     modes = [(m, m.training) for m in model.modules()]
     model.eval()  # measured as shortcutify() runs it; the caller's modes are given back
     try:
-        return _suggest(model, inputs, options, frames, resolution, top)
+        return _suggest(model, inputs, options, frames, resolution, top, progress)
     finally:
         for m, mode in modes:
             m.training = mode
 
 
-def _suggest(model: nn.Module, inputs: tuple[Any, ...], options: CaptureOptions, frames: Any, resolution: str, top: int) -> TapSuggestions:
+def _suggest(
+    model: nn.Module, inputs: tuple[Any, ...], options: CaptureOptions, frames: Any, resolution: str, top: int, progress: bool
+) -> TapSuggestions:
     """:func:`suggest_taps` on checked arguments, ``model`` in eval mode."""
     captured = capture(model, inputs, options)
     graph = _Graph(captured)
@@ -547,7 +555,11 @@ def _suggest(model: nn.Module, inputs: tuple[Any, ...], options: CaptureOptions,
     total = graph.total
     layouts = ("half", "full") if resolution == AUTO else (resolution,)
     # each pair's bound: its score with a free block and the lowest difficulty of the layouts it may get
-    measured = [(s, e, dec, {r: proxy.difficulty(e, dec, r == "half") for r in layouts}) for s, e, dec in pairs[:MAX_MEASURED]]
+    from tqdm.auto import tqdm
+
+    with tqdm(pairs[:MAX_MEASURED], desc="suggest_taps: measuring cuts", unit="pair", delay=PROGRESS_DELAY_S,
+              disable=not progress, leave=False, dynamic_ncols=True) as bar:
+        measured = [(s, e, dec, {r: proxy.difficulty(e, dec, r == "half") for r in layouts}) for s, e, dec in bar]
     scored = sorted(((_score(total, total - s, min(d.values())), d, s, e, dec) for s, e, dec, d in measured), key=lambda t: -t[0])
     names = {n: _tap_name(captured, n, infos[n]) for n in nodes}
     found: list[TapSuggestion] = []
