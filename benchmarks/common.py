@@ -9,10 +9,13 @@ import platform
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from shortcutify.demo.models import resnet_taps
 
 RESULTS = Path(os.environ.get("SHORTCUTIFY_RESULTS", Path(__file__).parent / "results"))
 
@@ -70,3 +73,17 @@ def in_fresh_processes(script: str, argv: list[str], processes: int, env: dict[s
                            env=dict(os.environ, **(env or {})), check=True)
             runs.append(json.loads(out.read_text()))
     return runs
+
+
+def suggested_taps(gen: Any) -> tuple[str, str]:
+    """``suggest_taps``'s first choice on the trained cartoon teacher with real frames (``benchmarks/taps.py``:
+    ``model.6 -> model.21`` there), named by the generator's structure: the ReLU after the first
+    down-sampling conv and the ReLU after the last transposed conv (the decoder tap at the frame's
+    resolution, so the floor skips the last up-sampling stage that the paper's taps keep). The
+    generators of gpu.py and speed.py have random weights, on which ``suggest_taps`` would rank other
+    pairs: the pair is taken from the trained teacher, as a user's trained generator would give it."""
+    return "model.6", f"model.{9 + 3 * gen.n_down + gen.n_blocks}"
+
+
+#: the tap pairs gpu.py's and speed.py's ``--taps`` name: the paper's (the default) and suggest_taps's first choice on a trained teacher
+TAPS: dict[str, Callable[[Any], tuple[str, str]]] = {"paper": resnet_taps, "suggested": suggested_taps}

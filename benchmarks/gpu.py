@@ -43,12 +43,12 @@ from torch import fx, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, table, write  # noqa: E402
+from common import TAPS, machine, table, write  # noqa: E402
 
 from shortcutify import FixedInterval, shortcutify  # noqa: E402
 from shortcutify.core.blocks.base import BlockOutput  # noqa: E402
 from shortcutify.core.cut import BLOCK_NAME, REFERENCE_INPUT  # noqa: E402
-from shortcutify.demo.models import ResnetGenerator, resnet_taps  # noqa: E402
+from shortcutify.demo.models import ResnetGenerator  # noqa: E402
 from shortcutify.demo.timing import time_calls  # noqa: E402
 from shortcutify.ops import adabd_conv_reference, fast_path_available, use_fast_path, warp_reference  # noqa: E402
 
@@ -71,20 +71,6 @@ QUICK_SIZES = {256: 32, 1024: 32, 2048: 64}
 QUICK_CONFIGS = ("fp32-256-b1-eager", "bf16-256-b8-compiled")
 COMPILE_ESTIMATE_S = 90.0  # what one compiled config and layout may cost, cold (teacher, programs, block, floor)
 PATHS = ("teacher", "keyframe", "shortcut", "stream3", "block", "floor")
-
-
-def suggested_taps(gen: ResnetGenerator) -> tuple[str, str]:
-    """``suggest_taps``'s first choice on the trained cartoon teacher with real frames (``benchmarks/taps.py``:
-    ``model.6 -> model.21`` there), named by the generator's structure: the ReLU after the first
-    down-sampling conv and the ReLU after the last transposed conv (the decoder tap at the frame's
-    resolution, so the floor skips the last up-sampling stage that the paper's taps keep). gpu.py's
-    generator has random weights, on which ``suggest_taps`` would rank other pairs: the pair is taken
-    from the trained teacher, as a user's generator would give it."""
-    return "model.6", f"model.{9 + 3 * gen.n_down + gen.n_blocks}"
-
-
-#: the tap pairs ``--taps`` names: the paper's (the default) and suggest_taps's first choice on a trained teacher
-TAPS = {"paper": resnet_taps, "suggested": suggested_taps}
 
 
 class PassThrough(nn.Module):

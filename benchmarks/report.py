@@ -83,6 +83,24 @@ def keep_memory_lines(sp: dict | None) -> list[str]:
     ]
 
 
+def suggested_taps_lines(sp: dict | None) -> list[str]:
+    """The same measurement at the tap pair suggest_taps ranks first on a trained teacher (speed.py ``--taps suggested``)."""
+    if not sp:
+        return []
+    t, mem = sp["seconds"], sp["memory_mib"]
+    enc, dec = sp["tap_pair"]
+    return [
+        f"At the tap pair `suggest_taps` ranks first on the trained cartoon teacher (`python benchmarks/speed.py --taps suggested`, "
+        f"{sp['machine']['date']}: `{enc} → {dec}`, the decoder tap at the frame's resolution; block {sp['resolution']}, width "
+        f"{sp['block_width']}; the same generator and frame) the median process: teacher {t['teacher'] * 1e3:.0f} ms, shortcut frame "
+        f"{t['shortcut'] * 1e3:.0f} ms ({t['teacher'] / t['shortcut']:.2f}×), amortised {t['teacher'] / t['amortised']:.2f}×, "
+        f"block share {sp['block_share']:.1%}, peak memory shortcut frame / teacher {mem['shortcut']:.0f} / {mem['teacher']:.0f} MiB. "
+        "The targets below are judged at the paper's taps (the table above).",
+        "",
+        *process_ranges(sp),
+    ]
+
+
 def memory_cell(sp: dict, path: str = "shortcut") -> str:
     """A path's peak memory (MiB) from a speed run, or a mark where the run counted it the old way
     (before 0.12, CPU: ops' self memory in start order, which undercounted ops with large temporaries)."""
@@ -1290,6 +1308,7 @@ def main() -> None:
             "",
             *process_ranges(speed),
             *keep_memory_lines(load("speed_cpu_keep-memory")),
+            *suggested_taps_lines(load("speed_cpu_taps-suggested")),
             "keyframe = the teacher plus the reference preparation; shortcut = what `sv(frame)` runs on a",
             "non-keyframe (`sv.predict`); amortised = (keyframe + (α−1)·shortcut)/α at α = 3; block = the block alone.",
             "Peak tensor memory: the peak of live tensor memory while the path runs, above what was live before",

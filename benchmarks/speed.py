@@ -1,9 +1,11 @@
 """Speed and memory benchmark: wall-clock per frame of teacher, keyframe, shortcut frame, amortised.
 
 usage: python benchmarks/speed.py [--quick] [--threads 2] [--device cpu|cuda] [--resolution auto|half|full] [--width W]
-                                 [--compare full full:32 ...] [--processes 3] [--keep-memory]
+                                 [--compare full full:32 ...] [--processes 3] [--keep-memory] [--taps paper|suggested]
 
-ResNet generator (ngf=64, 6 residual blocks, the paper's taps) at 256x256 (--quick: 128x128).
+ResNet generator (ngf=64, 6 residual blocks, the paper's taps; ``--taps suggested``: the pair
+``suggest_taps`` ranks first on a trained teacher, see ``common.suggested_taps``;
+results/speed_cpu_taps-suggested.json) at 256x256 (--quick: 128x128).
 All paths run in one process on the same input, interleaved round by round, after
 warm-up; the median of the rounds is reported, as ratios to the teacher. On CUDA, CUDA
 events with synchronisation. The block's own time is measured the same way. Peak memory:
@@ -34,21 +36,21 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import in_fresh_processes, machine, table, write  # noqa: E402
+from common import TAPS, in_fresh_processes, machine, table, write  # noqa: E402
 
 from shortcutify import shortcutify  # noqa: E402
-from shortcutify.demo.models import ResnetGenerator, resnet_taps  # noqa: E402
+from shortcutify.demo.models import ResnetGenerator  # noqa: E402
 from shortcutify.demo.timing import amortised, path_calls, time_calls  # noqa: E402
 from shortcutify.ops import use_fast_path  # noqa: E402
 
 PATHS = ("teacher", "keyframe", "shortcut", "block")
 
 
-def build(size: int, device: str, resolution: str = "auto", width: int | None = None):
+def build(size: int, device: str, resolution: str = "auto", width: int | None = None, taps: str = "paper"):
     torch.manual_seed(0)
     gen = ResnetGenerator(ngf=64, n_blocks=6).to(device)
     x = torch.randn(1, 3, size, size, device=device)
-    sv = shortcutify(gen, *resnet_taps(gen), x, resolution=resolution, width=width)
+    sv = shortcutify(gen, *TAPS[taps](gen), x, resolution=resolution, width=width)
     return sv, x
 
 
@@ -152,8 +154,8 @@ def measure(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     size = args.size or (128 if args.quick else 256)
     repeats = args.repeats or (5 if args.quick else 15)
-    sv, x = build(size, args.device, args.resolution, args.width)
-    others = [shortcutify(sv.teacher, *resnet_taps(sv.teacher), x, resolution=r, width=w) for r, w in args.compare]
+    sv, x = build(size, args.device, args.resolution, args.width, args.taps)
+    others = [shortcutify(sv.teacher, *TAPS[args.taps](sv.teacher), x, resolution=r, width=w) for r, w in args.compare]
     t = timings(sv, x, repeats, warmup=2 if args.quick else 3, device=args.device, others=tuple(others))
     a = sv.policy.interval
     t["amortised"] = amortised(t["keyframe"], t["shortcut"], a)
@@ -162,7 +164,8 @@ def measure(args: argparse.Namespace) -> dict:
     rows = [[k, f"{t[k] * 1e3:.1f}", f"{t['teacher'] / t[k]:.2f}x", f"{mem[k]:.0f}" if k in mem else "-"] for k in ("teacher", "keyframe", "shortcut", "amortised", "block")]
     share = t["block"] / t["shortcut"]
     md = table(["path", "ms per frame (median)", "speed-up vs teacher", "peak tensor memory (MiB)"], rows)
-    print(f"ResNet ngf=64, 6 blocks, {size}x{size}, {args.device}, {args.threads} threads, {repeats} rounds")
+    print(f"ResNet ngf=64, 6 blocks, {size}x{size}, taps {sv.config.enc_layer} -> {sv.config.dec_layer} ({args.taps}), "
+          f"{args.device}, {args.threads} threads, {repeats} rounds")
     print(md)
     print(f"block share of a shortcut frame: {share:.1%}; amortised at α={a}")
     print(f"shortcut frame with the ops' fast paths off (plain PyTorch): {t['shortcut_reference'] * 1e3:.1f} ms, "
@@ -181,6 +184,7 @@ def measure(args: argparse.Namespace) -> dict:
             "memory_method": "cuda" if args.device.startswith("cuda") else "allocator",
             "block_share": share, "interval": a, "markdown": md, "block_ops": ops,
             "block_width": sv.block.width, "resolution": sv.block.resolution, "requested": args.resolution,
+            "taps": args.taps, "tap_pair": [sv.config.enc_layer, sv.config.dec_layer],
             "compared": compared,
             "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}}
 
@@ -208,6 +212,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=None)
     parser.add_argument("--resolution", choices=("auto", "half", "full"), default="auto", help="the block layout (default: the library's, auto)")
     parser.add_argument("--width", type=int, default=None, help="the block's width (default: automatic)")
+    parser.add_argument("--taps", choices=sorted(TAPS), default="paper", help="the tap pair (default: the paper's)")
     parser.add_argument("--compare", nargs="+", type=layout_spec, default=[], metavar="LAYOUT[:WIDTH]",
                         help="other blocks (layout, optional width) timed in the same rounds")
     parser.add_argument("--processes", type=int, default=None,
@@ -231,7 +236,8 @@ def main() -> None:
         args.processes = processes
         result = in_processes(args, [a for a in argv if a != "--keep-memory"])
     name = (f"speed_{args.device}" + ("" if args.resolution == "auto" else f"_{args.resolution}")
-            + ("" if args.width is None else f"_w{args.width}") + ("_keep-memory" if args.keep_memory else "")
+            + ("" if args.width is None else f"_w{args.width}") + ("" if args.taps == "paper" else f"_taps-{args.taps}")
+            + ("_keep-memory" if args.keep_memory else "")
             + ("_quick" if args.quick else ""))
     path = write(name, result)
     print(f"wrote {path}")

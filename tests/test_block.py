@@ -3,6 +3,8 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shortcutify import FullResolutionBlock, HalfResolutionBlock, KeyframeTaps, ShortcutBlock, make_block
 from shortcutify.core.blocks import default_width
@@ -231,3 +233,31 @@ def test_the_half_blocks_reduced_encoder_tap_is_what_its_reference_keeps(enc_hw,
     reduced = block.reduce_encoder_tap(a, dec_hw)
     assert reduced.shape == (2, 4, (dec_hw[0] + 1) // 2, (dec_hw[1] + 1) // 2)
     torch.testing.assert_close(reduced, block.prepare_reference(a, f).reduced[:, :4])
+
+
+@given(
+    channels=st.tuples(st.integers(1, 6), st.integers(1, 5)),
+    source=st.tuples(st.integers(1, 9), st.integers(1, 9)),
+    target=st.tuples(st.integers(1, 9), st.integers(1, 9)),
+)
+@settings(max_examples=40, deadline=None)
+def test_a_pointwise_conv_of_a_resized_map_may_run_at_either_resolution(channels, source, target):
+    """Bilinear resizing and a 1×1 conv with bias commute, up, down, or up along one axis and down the other."""
+    from shortcutify.core.blocks.full import pointwise_resized
+
+    torch.manual_seed(sum(source) + 10 * sum(target))
+    conv = torch.nn.Conv2d(channels[0], channels[1], 1).double()
+    x = torch.randn(2, channels[0], *source, dtype=torch.float64)
+    want = conv(F.interpolate(x, size=target, mode="bilinear", align_corners=False)) if source != target else conv(x)
+    torch.testing.assert_close(pointwise_resized(conv, x, target), want, rtol=0, atol=1e-12)
+
+
+def test_the_full_block_reduces_a_coarser_encoder_tap_before_upsampling_it():
+    """The encoder tap's 1×1 reduction is counted (and run) at the tap's own resolution when it is coarser."""
+    from shortcutify.core.blocks.sizing import block_macs
+
+    enc, dec, h = (1, 32, 8, 8), (1, 16, 16, 16), 8
+    coarse, fine = block_macs("full", h, enc, dec), block_macs("full", h, (1, 32, 16, 16), dec)
+    # the reduction's MACs at 8×8 instead of 16×16, less the upsampling of its h output channels
+    # (fvcore counts bilinear interpolation as 4 multiply-adds per output value)
+    assert fine - coarse == 32 * h * (16 * 16 - 8 * 8) - 4 * h * 16 * 16

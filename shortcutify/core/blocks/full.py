@@ -1,6 +1,7 @@
 """The paper's block layout: AdaBD at the decoder tap's resolution.
 
-1×1 reductions and reconstruction at the decoder tap's resolution ``(Hf, Wf)``; the flow (the
+1×1 reductions and reconstruction at the decoder tap's resolution ``(Hf, Wf)`` (the encoder tap's
+reduction at the coarser of the two taps' resolutions, then resized: :func:`pointwise_resized`); the flow (the
 flow head's, plus with ``motion_prior=True`` the parameter-free
 :func:`~shortcutify.ops.correlation_flow`) is predicted at half of it and resized; the reduced reference taps and the decoder tap are
 warped together by one ``grid_sample``; AdaBD runs at ``(Hf, Wf)``; the reconstruction is
@@ -44,6 +45,17 @@ class FullReference(NamedTuple):
     motion: Tensor
 
 
+def pointwise_resized(conv: nn.Module, x: Tensor, size: tuple[int, int]) -> Tensor:
+    """``conv(resize(x, size))`` for a 1×1 ``conv``, with the conv run at the smaller of the two
+    resolutions: bilinear resizing makes each output pixel a convex combination of input pixels
+    (weights summing to one), so it commutes with a per-pixel affine map, bias included. On an
+    encoder tap coarser than the decoder tap the conv then reads the coarse map and only its ``h``
+    output channels are upsampled (not the tap's ``Ca``)."""
+    if x.shape[-2] * x.shape[-1] < size[0] * size[1]:
+        return resize(conv(x), size)
+    return conv(resize(x, size))
+
+
 class FullResolutionBlock(ShortcutBlock):
     """The shortcut block laid out as in the paper (AdaBD at the decoder tap's resolution).
 
@@ -60,7 +72,7 @@ class FullResolutionBlock(ShortcutBlock):
 
     def prepare_reference(self, a_ref: Tensor, f_ref: Tensor) -> FullReference:
         size = (f_ref.shape[-2], f_ref.shape[-1])
-        a = F.relu(self.reduce_enc(resize(a_ref, size)))
+        a = F.relu(pointwise_resized(self.reduce_enc, a_ref, size))
         enc_half = F.interpolate(a, size=half_size(size), mode="bilinear", align_corners=False)
         stacked = torch.cat([a, F.relu(self.reduce_dec(f_ref)), f_ref], dim=1)
         motion = self.motion_features(a_ref, enc_half.shape[-2:]) if self.motion_prior else a_ref.new_zeros(a_ref.shape[0], 0, 1, 1)
@@ -71,7 +83,7 @@ class FullResolutionBlock(ShortcutBlock):
         h = self.width
         hf, wf = ref.shape[-2:]
         prior = self._prior(a, ref_motion, (a_ref_half.shape[-2], a_ref_half.shape[-1]))
-        a = F.relu(self.reduce_enc(resize(a, (hf, wf))))  # [B, h, Hf, Wf]
+        a = F.relu(pointwise_resized(self.reduce_enc, a, (hf, wf)))  # [B, h, Hf, Wf]
         a_half = F.interpolate(a, size=a_ref_half.shape[-2:], mode="bilinear", align_corners=False)
         flow = self.flow_head(torch.cat([a_half, a_ref_half], dim=1))
         if prior is not None:
