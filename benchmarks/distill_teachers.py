@@ -45,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import RESULTS, machine, table, write  # noqa: E402
 
 from shortcutify import FixedInterval, distill, evaluate, shortcutify  # noqa: E402
+from shortcutify import __version__ as shortcutify_version  # noqa: E402
 from shortcutify.demo.cli import task_inputs  # noqa: E402
 from shortcutify.demo.models import ResnetGenerator, resnet_taps, vid2vid_taps  # noqa: E402
 from shortcutify.demo.teachers import cartoon, load_teacher, read_split  # noqa: E402
@@ -323,6 +324,7 @@ def run_one(name: str, spec: Teacher, variant: str, seed: int, steps: int, quick
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     row: dict[str, Any] = {"teacher": name, "family": spec.family, "operator": spec.operator, "size": list(size),
                            "variant": variant, "settings": effective(VARIANTS[variant]), "seed": seed, "steps": steps,
+                           "version": shortcutify_version,
                            "weights": weights_id(gen), "block": {"resolution": sv.block.resolution, "width": sv.block.width}, "seconds": wall, "cpu_seconds": cpu, "threads": torch.get_num_threads(), "videos": {}}
     for video, frames in heldout.items():
         s = evaluate(sv, clips_of(frames, to_inputs)).summary()
@@ -331,12 +333,16 @@ def run_one(name: str, spec: Teacher, variant: str, seed: int, steps: int, quick
 
 
 def load_runs(base: str = "distill_teachers") -> list[dict[str, Any]]:
-    """The runs of ``results/<base>.json`` and of its parts (``<base>.part-*.json``), later files last."""
-    runs: list[dict[str, Any]] = []
+    """The runs of ``results/<base>.json`` and of its parts (``<base>.part-*.json``), later files last;
+    a run of the same :func:`key` in a later file replaces the earlier one (a rerun with a newer
+    version of the library: its rows record the version)."""
+    runs: dict[tuple, dict[str, Any]] = {}
     for p in [RESULTS / f"{base}.json", *sorted(RESULTS.glob(f"{base}.part-*.json"))]:
         if p.is_file():
-            runs += json.loads(p.read_text())["runs"]
-    return runs
+            for r in json.loads(p.read_text())["runs"]:
+                runs.pop(key(r), None)
+                runs[key(r)] = r
+    return list(runs.values())
 
 
 def key(r: dict[str, Any]) -> tuple:
@@ -393,8 +399,22 @@ def label(r: dict[str, Any], blocks: dict[str, tuple[str, int]] | None = None) -
     return "half" if r["variant"] == "defaults" else r["variant"]
 
 
+def latest_per_label(rows: list[dict[str, Any]], blocks: dict[str, tuple[str, int]] | None = None) -> list[dict[str, Any]]:
+    """``rows`` with one run per teacher, weights, :func:`label`, seed and step count: the last one (runs of
+    different variants can be the same experiment, e.g. a variant whose settings became the defaults and a
+    later rerun of ``defaults``: the rerun replaces it instead of counting as one more seed)."""
+    blocks = default_blocks() if blocks is None else blocks
+    out: dict[tuple, dict[str, Any]] = {}
+    for r in rows:
+        k = (r["teacher"], r.get("weights"), label(r, blocks), r["seed"], r["steps"])
+        out.pop(k, None)
+        out[k] = r
+    return list(out.values())
+
+
 def summarise(rows: list[dict[str, Any]]) -> str:
     """Per teacher, variant and step count: mean gain over repeat (dB; min..max over seeds) per video."""
+    rows = latest_per_label(rows)
     ids: dict[str, set[str]] = {}
     for r in rows:
         ids.setdefault(r["teacher"], set()).add(r.get("weights", "?"))
