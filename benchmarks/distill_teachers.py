@@ -336,13 +336,18 @@ def load_runs(base: str = "distill_teachers") -> list[dict[str, Any]]:
     """The runs of ``results/<base>.json`` and of its parts (``<base>.part-*.json``), later files last;
     a run of the same :func:`key` in a later file replaces the earlier one (a rerun with a newer
     version of the library: its rows record the version)."""
-    runs: dict[tuple, dict[str, Any]] = {}
-    for p in [RESULTS / f"{base}.json", *sorted(RESULTS.glob(f"{base}.part-*.json"))]:
-        if p.is_file():
-            for r in json.loads(p.read_text())["runs"]:
-                runs.pop(key(r), None)
-                runs[key(r)] = r
-    return list(runs.values())
+    runs = [r for p in [RESULTS / f"{base}.json", *sorted(RESULTS.glob(f"{base}.part-*.json"))] if p.is_file()
+            for r in json.loads(p.read_text())["runs"]]
+    return last_per(runs, key)
+
+
+def last_per(rows: list[dict[str, Any]], by: Callable[[dict[str, Any]], tuple]) -> list[dict[str, Any]]:
+    """``rows`` with only the last row of each ``by(row)``, in the order of those last rows."""
+    out: dict[tuple, dict[str, Any]] = {}
+    for r in rows:
+        out.pop(by(r), None)
+        out[by(r)] = r
+    return list(out.values())
 
 
 def key(r: dict[str, Any]) -> tuple:
@@ -404,12 +409,7 @@ def latest_per_label(rows: list[dict[str, Any]], blocks: dict[str, tuple[str, in
     different variants can be the same experiment, e.g. a variant whose settings became the defaults and a
     later rerun of ``defaults``: the rerun replaces it instead of counting as one more seed)."""
     blocks = default_blocks() if blocks is None else blocks
-    out: dict[tuple, dict[str, Any]] = {}
-    for r in rows:
-        k = (r["teacher"], r.get("weights"), label(r, blocks), r["seed"], r["steps"])
-        out.pop(k, None)
-        out[k] = r
-    return list(out.values())
+    return last_per(rows, lambda r: (r["teacher"], r.get("weights"), label(r, blocks), r["seed"], r["steps"]))
 
 
 def summarise(rows: list[dict[str, Any]]) -> str:
