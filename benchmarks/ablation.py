@@ -1,13 +1,16 @@
 """Block ablation: quality of one block configuration after a short distillation, on held-out real video.
 
-usage: python benchmarks/ablation.py [--resolution half|full|VARIANT] [--width W] [--steps 500] [--seed 0]
+usage: python benchmarks/ablation.py [--resolution half|full|VARIANT] [--width W] [--steps 500] [--seed 0] [--data-init]
        python benchmarks/ablation.py --time-blocks
 
 The cartoon teacher (trained here) at 136x320 (carphone 144x176), keyframe interval 3:
 distils the block for --steps steps on the training frames of bikes.mp4 (the quality
 benchmark's recipe, shorter) and reports PSNR/SSIM vs the teacher on the shortcut frames
 of the held-out bikes frames and of carphone, next to repeating the keyframe. Writes
-results/ablation_<resolution>_w<width>_s<seed>[_n<steps>].json (no suffix for 500 steps);
+results/ablation_<resolution>_w<width>_s<seed>[_n<steps>][_di].json (no suffix for 500 steps);
+the block starts as built (``distill(data_init=False)``, the start of 0.13 and earlier) unless
+--data-init (the data-dependent start that ``distill`` makes by default since 0.14; suffix _di,
+shown as its own rows);
 report.py tabulates all of them, grouped by step count. VARIANT: a layout tried in
 block_variants.py (not in the library).
 --time-blocks times a shortcut frame and the block alone (CPU, 136x320, medians, the teacher
@@ -30,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from block_variants import VARIANTS  # noqa: E402  (registers the tried layouts)
 from common import machine, write  # noqa: E402
 
-from shortcutify import distill, evaluate, shortcutify  # noqa: E402
+from shortcutify import __version__, distill, evaluate, shortcutify  # noqa: E402
 from shortcutify.core.blocks import RESOLUTIONS  # noqa: E402
 from shortcutify.demo.models import resnet_taps  # noqa: E402
 from shortcutify.demo.teachers import load_teacher, read_split  # noqa: E402
@@ -74,6 +77,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--data-init", action="store_true", help="distill's data-dependent start (default: the block as built)")
     args = parser.parse_args()
     if args.time_blocks:
         time_blocks(args.threads)
@@ -89,15 +93,18 @@ def main() -> None:
     sv = shortcutify(teacher, *resnet_taps(teacher), train[:1], interval=3, width=args.width, resolution=args.resolution)
     t = time.time()
     distill(sv, [train[i : i + 12] for i in range(0, train.shape[0], 12)], steps=args.steps, batch_size=4, lr=2e-3,
-            crop=128, flip=True, progress=False, weights={"feature": 1.0, "alignment": 0.0})
+            crop=128, flip=True, progress=False, weights={"feature": 1.0, "alignment": 0.0},
+            data_init=args.data_init)
     seconds = time.time() - t
     rows = {}
     for name, v in videos.items():
         rows[name] = evaluate(sv, [v[i : i + 12] for i in range(0, v.shape[0], 12)]).summary()
         r = rows[name]
         print(f"{name}: PSNR {r['psnr']:.2f} dB (repeat {r['psnr_repeat']:.2f}), SSIM {r['ssim']:.4f}")
-    tag = f"ablation_{args.resolution}_w{sv.block.width}_s{args.seed}" + (f"_n{args.steps}" if args.steps != 500 else "")
+    tag = (f"ablation_{args.resolution}_w{sv.block.width}_s{args.seed}" + (f"_n{args.steps}" if args.steps != 500 else "")
+           + ("_di" if args.data_init else ""))
     path = write(tag, {"machine": machine(), "resolution": args.resolution, "width": sv.block.width, "seed": args.seed,
+                       "data_init": args.data_init, "version": __version__,
                        "steps": args.steps, "seconds": seconds, "block_macs": sv.cost().block.macs, "results": rows})
     print(f"wrote {path} ({seconds:.0f} s distillation)")
 

@@ -231,6 +231,7 @@ def teacher_and_inputs(name: str, spec: Teacher) -> tuple[nn.Module, Callable[[T
 #: named distillation settings compared on this benchmark (``defaults``: the library's own)
 VARIANTS: dict[str, dict[str, Any]] = {
     "defaults": {},
+    "no-data-init": {"data_init": False},  # the defaults of 0.13 and earlier: the reductions as built (random)
     "half": {"resolution": "half"},  # the default layout of 0.10 and earlier
     "paper": {"lr": 2e-4, "weights": {"feature": 5.0, "alignment": 5.0, "output": 10.0}},
     "lr1e-3-feature1": {"lr": 1e-3, "weights": {"feature": 1.0, "alignment": 0.0, "output": 10.0}},
@@ -254,7 +255,8 @@ def effective(settings: dict[str, Any]) -> dict[str, Any]:
     from shortcutify.train.losses import LossWeights
 
     sig = inspect.signature(distill).parameters
-    out = {k: sig[k].default for k in ("lr", "betas", "batch_size", "flip")}
+    out = {k: sig[k].default for k in ("lr", "betas", "batch_size", "flip", "data_init")}
+    out["data_init"] = True if out["data_init"] == "auto" else out["data_init"]  # (every run starts from an untrained block)
     out["weights"] = asdict(LossWeights.coerce(settings.get("weights")))
     out.update({k: v for k, v in settings.items() if k != "weights"})
     return out
@@ -303,7 +305,10 @@ def time_blocks(names: list[str], variants: list[str], repeats: int = 15) -> dic
     return out
 
 
-def run_one(name: str, spec: Teacher, variant: str, seed: int, steps: int, quick: bool) -> dict[str, Any]:
+def run_one(name: str, spec: Teacher, variant: str, seed: int, steps: int, quick: bool,
+            start: Callable[[Any, list[Any]], None] | None = None) -> dict[str, Any]:
+    """One distillation and its evaluation (a row of the results). ``start(sv, clips)``: run before
+    ``distill`` (counted in its time) on a run of more than 0 steps (``benchmarks/data_init.py``'s starts)."""
     gen, to_inputs = teacher_and_inputs(name, spec)
     size = spec.size
     n_val = 24 if quick else 60
@@ -319,6 +324,8 @@ def run_one(name: str, spec: Teacher, variant: str, seed: int, steps: int, quick
     example = tuple(x[:1] for x in example) if isinstance(example, tuple) else example[:1]
     sv = wrap(gen, spec, variant, example)
     wall, cpu = time.perf_counter(), time.process_time()
+    if steps and start is not None:
+        start(sv, clips)
     if steps:
         distill(sv, clips, steps=steps, seed=seed, crop=min(CROP, *size), progress=False, **settings)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
@@ -354,11 +361,13 @@ def key(r: dict[str, Any]) -> tuple:
     return (r["teacher"], r.get("weights"), r["variant"], r["seed"], r["steps"])
 
 
-def default_settings(r: dict[str, Any]) -> bool:
-    """Whether a run used this library's default distillation settings, apart from the block it was given
-    (compared as recorded, so runs of older distillation defaults do not count)."""
-    settings = {k: v for k, v in r["settings"].items() if k not in BUILD_KEYS}
-    return json.loads(json.dumps(settings)) == json.loads(json.dumps(effective({}))) and not r["settings"].get("motion_prior")
+def default_settings(r: dict[str, Any], variant: str = "defaults") -> bool:
+    """Whether a run used this library's default distillation settings (or those of the named ``variant``),
+    apart from the block it was given (compared as recorded, so runs of older distillation defaults do not
+    count; runs recorded before ``data_init`` existed, 0.13 and earlier, started from the block as built)."""
+    settings = {"data_init": False, **{k: v for k, v in r["settings"].items() if k not in BUILD_KEYS}}
+    want = effective({k: v for k, v in VARIANTS[variant].items() if k not in BUILD_KEYS})
+    return json.loads(json.dumps(settings)) == json.loads(json.dumps(want)) and not r["settings"].get("motion_prior")
 
 
 def run_block(r: dict[str, Any]) -> tuple[str, int | None]:
@@ -382,12 +391,13 @@ def default_blocks() -> dict[str, tuple[str, int]]:
             for n, t in teachers.items() if "defaults" in t["variants"]}
 
 
-def is_default(r: dict[str, Any], blocks: dict[str, tuple[str, int]] | None = None) -> bool:
+def is_default(r: dict[str, Any], blocks: dict[str, tuple[str, int]] | None = None, variant: str = "defaults") -> bool:
     """Whether a run is what the library's defaults do: its distillation settings are the defaults
     (:func:`default_settings`) and its block is the one the defaults build for that teacher
     (:func:`default_blocks`; a run of a named variant that gives both counts). Teachers without a
-    recorded default block (the quick ones): runs without layout settings count."""
-    if not default_settings(r):
+    recorded default block (the quick ones): runs without layout settings count. ``variant``: the same
+    question for a named variant of distillation settings on the default block (``no-data-init``)."""
+    if not default_settings(r, variant):
         return False
     want = (default_blocks() if blocks is None else blocks).get(r["teacher"])
     layout, width = run_block(r)
@@ -397,10 +407,13 @@ def is_default(r: dict[str, Any], blocks: dict[str, tuple[str, int]] | None = No
 
 
 def label(r: dict[str, Any], blocks: dict[str, tuple[str, int]] | None = None) -> str:
-    """The name a run is shown under: ``defaults`` (:func:`is_default`), ``half`` for runs of the
-    defaults of 0.10 and earlier (the half layout) where the defaults now build another block, else its variant."""
+    """The name a run is shown under: ``defaults`` (:func:`is_default`), ``no-data-init`` for runs of the
+    defaults of 0.11 to 0.13 (the block as built, no data-dependent start), ``half`` for runs of the defaults of
+    0.10 and earlier (the half layout) where the defaults now build another block, else its variant."""
     if is_default(r, blocks):
         return "defaults"
+    if is_default(r, blocks, "no-data-init"):  # the defaults of 0.11 to 0.13, or the variant
+        return "no-data-init"
     return "half" if r["variant"] == "defaults" else r["variant"]
 
 

@@ -305,6 +305,9 @@ def _chunks_section() -> list[str]:
     return lines + [""]
 
 
+DI = " + data_init"  # the ablation rows of runs with distill's data-dependent start
+
+
 def ablation_section() -> list[str]:
     """Short distillations of several block configurations (benchmarks/ablation.py), per seed and mean."""
     runs = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("ablation_*_s*.json"))]
@@ -313,8 +316,8 @@ def ablation_section() -> list[str]:
     speed = load("ablation_speed")
     times = {(t["resolution"], t["width"]): t for t in speed["rows"]} if speed else {}
     groups: dict[tuple[int, str, int], list[dict]] = {}
-    for r in runs:
-        groups.setdefault((r["steps"], r["resolution"], r["width"]), []).append(r)
+    for r in runs:  # runs with the data-dependent start (ablation.py --data-init) are rows of their own
+        groups.setdefault((r["steps"], r["resolution"] + (DI if r.get("data_init") else ""), r["width"]), []).append(r)
     videos = ("bikes (held-out frames)", "carphone (held-out video)")
 
     def mean_psnr(rs: list[dict], v: str) -> float:
@@ -327,7 +330,7 @@ def ablation_section() -> list[str]:
     rows = []
     for (steps, res, width), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] != "half", kv[0][2])):
         rs = sorted(rs, key=lambda r: r["seed"])
-        t = times.get((res, width))
+        t = times.get((res.removesuffix(DI), width))
         cells = [str(steps), res, str(width), f"{rs[0]['block_macs'] / 1e9:.3f}",
                  f"{t['block_ms']:.1f} / {t['shortcut_ms']:.1f}" if t else "-", ", ".join(str(r["seed"]) for r in rs)]
         for v in videos:
@@ -355,11 +358,12 @@ def ablation_section() -> list[str]:
                     f"({len(narrow)} and {len(rs)} seeds) = {differences(narrow, rs)}{cost}{few}.")
     default_gaps = []
     for (steps, res, width), rs in sorted(groups.items()):  # the default block of 0.11 on these taps: full at half width
-        wide = groups.get((steps, "full", 2 * width))
-        if res != "full" or not wide or ("half", 2 * width) not in {(k[1], k[2]) for k in groups}:
+        wide = groups.get((steps, res, 2 * width))
+        if res not in ("full", "full" + DI) or not wide or ("half", 2 * width) not in {(k[1], k[2]) for k in groups}:
             continue
         few = "" if min(len(rs), len(wide)) >= 3 else " (fewer than 3 seeds: indicative only)"
-        default_gaps.append(f"- {steps} steps: full at width {2 * width} − full at width {width} ({len(wide)} and {len(rs)} seeds) = "
+        start = ", both with the data-dependent start" if res.endswith(DI) else ", both as built"
+        default_gaps.append(f"- {steps} steps{start}: full at width {2 * width} − full at width {width} ({len(wide)} and {len(rs)} seeds) = "
                             f"{differences(wide, rs)}{few}.")
     if gaps:
         gaps = ["Gap of the half layout (the default of 0.10) to `resolution=\"full\"`, means over seeds:", "", *gaps, ""]
@@ -372,12 +376,14 @@ def ablation_section() -> list[str]:
     for (steps, res, width), rs in sorted(groups.items()):
         if res in ("half", "full"):
             continue
+        bases = (res.removesuffix(DI),) if res.endswith(DI) else ("half", "full")  # a data-init row: against its start as built
         parts = [f"{base} ({len(groups[(steps, base, width)])} seeds): {differences(rs, groups[(steps, base, width)])}"
-                 for base in ("half", "full") if (steps, base, width) in groups]
+                 for base in bases if (steps, base, width) in groups]
         if parts:
             variants.append(f"- {res}, {steps} steps, width {width}, {len(rs)} seeds, against " + "; against ".join(parts) + ".")
     if variants:
-        gaps += ["Experimental layouts against the built-in ones at equal width and steps (differences of means over seeds):", "", *variants, ""]
+        gaps += ["Experimental layouts against the built-in ones, and rows with the data-dependent start against the same block "
+                 "as built, at equal width and steps (differences of means over seeds):", "", *variants, ""]
     return [
         "## Block ablation (short distillations)",
         "",
@@ -387,6 +393,8 @@ def ablation_section() -> list[str]:
         "lr 2e-3 and loss weights feature 1, alignment 0 (the defaults since 0.5), batch 4, crop 128, flips; α = 3; PSNR vs the teacher (dB) on the shortcut",
         f"frames of held-out bikes (136×320) and carphone (144×176) frames; repeating the keyframe gives {repeat} dB. Block GMACs at 136×320.",
         "Layouts other than `half` and `full` are experiments in `benchmarks/block_variants.py` (its docstring states what each tests).",
+        f"Blocks start as built (`distill(data_init=False)`, the start of 0.13 and earlier), except rows marked `{DI.strip()}` "
+        "(`--data-init`: `distill`'s data-dependent start, its default since 0.14; section \"Data-dependent start\").",
         ("CPU ms: the block alone / a whole shortcut frame at 136×320, medians, all layouts timed side by side in one run "
          f"(`python benchmarks/ablation.py --time-blocks` — {machine_line(speed['machine'])}; the teacher: {speed['rows'][0]['teacher_ms']:.1f} ms)."
          if speed else "CPU ms: not measured (`python benchmarks/ablation.py --time-blocks`)."),
@@ -806,6 +814,67 @@ def distill_teachers_section() -> list[str]:
                                "Adam betas, flips and per-head learning rates did not bring it to the target (issue 12's note).")
         out.append("")
     return out
+
+
+def data_init_section() -> list[str]:
+    """Starts of the block compared at one step count (benchmarks/data_init.py): gain over repeat per teacher and start."""
+    sys.path.insert(0, str(HERE))
+    from data_init import STARTS, load_runs
+
+    runs = load_runs()
+    if not runs:
+        return []
+    files = [json.loads(p.read_text()) for p in [RESULTS / "data_init.json", *sorted(RESULTS.glob("data_init.part-*.json"))] if p.is_file()]
+    steps = sorted({r["steps"] for r in runs})
+    groups: dict[tuple[str, str, int], list[dict]] = {}
+    for r in runs:
+        groups.setdefault((r["teacher"], r["start"], r["steps"]), []).append(r)
+    order = list(STARTS)
+
+    def gains(rs: list[dict], video: str) -> list[float]:
+        return [x["videos"][video]["psnr"] - x["videos"][video]["psnr_repeat"] for x in rs]
+
+    def cell(xs: list[float]) -> str:
+        return f"{sum(xs) / len(xs):+.2f} ({min(xs):+.2f}..{max(xs):+.2f})"
+
+    rows = []
+    for (teacher, start, n), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][2], order.index(kv[0][1]) if kv[0][1] in order else 99)):
+        block = rs[0].get("block", {})
+        rows.append([teacher, f"{block.get('resolution', '?')}, w{block.get('width', '?')}", start, f"{n:,}", str(len(rs)),
+                     cell(gains(rs, "bikes")), cell(gains(rs, "carphone"))])
+    teachers = sorted({r["teacher"] for r in runs})
+
+    def worse(start: str, n: int) -> float | None:  # mean over teachers of the worse video's mean gain
+        per = []
+        for t in teachers:
+            rs = groups.get((t, start, n))
+            if not rs:
+                return None
+            per.append(min(sum(gains(rs, v)) / len(rs) for v in ("bikes", "carphone")))
+        return sum(per) / len(per)
+
+    lines = []
+    for n in steps:
+        scores = {st: w for st in order if (w := worse(st, n)) is not None}
+        lines.append(f"- {n:,} steps, mean over the {len(teachers)} teachers of the worse video's mean gain: "
+                     + ", ".join(f"`{st}` {w:+.2f}" for st, w in sorted(scores.items(), key=lambda kv: -kv[1])) + ".")
+    return [
+        "## Data-dependent start",
+        "",
+        f"`python benchmarks/data_init.py` (two shards, `--part`) — {machine_line(files[-1]['machine'])}. Teachers, frames, "
+        "crop 64, held-out videos and evaluation of \"Distillation over many teachers\"; each run distils a fresh block with "
+        "the library's defaults after one start: `as-built` the reductions as built (random, `distill(data_init=False)`, "
+        "0.13 and earlier); `shiftS` `ShortcutBlock.init_reductions(taps, shift=S)` on the teacher's taps of the frames "
+        "`distill` samples for it (the taps' principal components at the scale of PyTorch's default initialisation on them, "
+        "each raised by S standard deviations; `shift2` is `distill`'s default start, run through `distill` itself); "
+        "`random-shift2` random orthogonal directions at the same scale and shift; `unit-shift2` `shift2` with unit-norm rows. "
+        "Gain in dB over repeating the keyframe, mean over seeds (min..max).",
+        "",
+        table(["teacher", "block", "start", "steps", "seeds", "bikes gain", "carphone gain"], rows),
+        "",
+        *lines,
+        "",
+    ]
 
 
 def motion_prior_section() -> list[str]:
@@ -1438,6 +1507,7 @@ def main() -> None:
     out += mixed_batches_section()
     out += taps_section()
     out += distill_teachers_section()
+    out += data_init_section()
     out += motion_prior_section()
     out += gpu_section()
     out += [

@@ -16,7 +16,7 @@ import os
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -30,6 +30,7 @@ from .evaluate import evaluate, output_image
 from .guard import StepGuard
 from .history import History
 from .losses import Adversaries, LossWeights, student_terms
+from .start import resolve_data_init, start_from_frames
 
 __all__ = ["distill", "CHECKPOINT_NAME"]
 
@@ -84,6 +85,7 @@ def distill(
     seed: int = 0,
     progress: bool = True,
     bf16: bool = False,
+    data_init: bool | Literal["auto"] = "auto",
 ) -> History:
     """Train ``sv.block`` so that shortcut frames reproduce the teacher's.
 
@@ -118,6 +120,11 @@ def distill(
         seed: seeds the pair sampling (rank r uses ``seed`` and ``r``).
         progress: show a progress bar with the running losses.
         bf16: run forward passes under bf16 autocast (CUDA only).
+        data_init: before the first step (not when resuming), set the block's reductions from
+            the teacher's taps on :data:`~shortcutify.train.start.DATA_INIT_FRAMES` training
+            frames (:meth:`~shortcutify.core.blocks.ShortcutBlock.init_reductions`: their
+            principal components, raised so that ReLU passes them); ``"auto"`` (default) does
+            so for an untrained block and keeps a trained block's reductions (fine-tuning).
 
     Returns:
         :class:`History` (per-step losses and validations). On return, also after an
@@ -131,7 +138,8 @@ def distill(
             another run (see ``resume``).
         FloatingPointError: a step's inputs (naming the clips and frames), loss or
             gradients are not finite; checked before the optimiser applies the step, so
-            the block is left exactly as after the last good step (checkpoints or not).
+            the block is left exactly as after the last good step (checkpoints or not), or
+            as it was given when no step was applied (the data-dependent start undone).
     """
     alpha = _check_arguments(
         sv, resume, checkpoint_dir, steps=steps, batch_size=batch_size, val_every=val_every, checkpoint_every=checkpoint_every
@@ -158,6 +166,12 @@ def distill(
     if checkpoint_dir is not None:
         ckpt_path = prepare_dir(checkpoint_dir) if rank == 0 else Path(checkpoint_dir) / CHECKPOINT_NAME
     val_list = list(val_clips) if val_clips is not None else None
+    from_data = resolve_data_init(data_init, sv.block)
+    resuming = resume and ckpt_path is not None and ckpt_path.exists()
+    as_given = None  # the block as the caller gave it, until a first step is applied
+    if from_data and not resuming:  # before DistributedDataParallel copies rank 0's block to every process
+        as_given = {k: v.detach().clone() for k, v in sv.block.state_dict().items()}
+        start_from_frames(sv, source, alpha - 1, seed=seed, crop=crop_hw, device=device)
     step_fn = distributed.wrap(sv.shortcut_step(), device)
     opt = torch.optim.Adam([p for p in sv.block.parameters() if p.requires_grad], lr=lr, betas=betas)
     run = TrainingState(
@@ -170,9 +184,10 @@ def distill(
     )
     if ckpt_path is not None:
         run.record = run_record(sv, world=world, lr=float(lr), betas=tuple(map(float, betas)), batch_size=batch_size,
-                                steps=steps, weights=w, crop=crop_hw, flip=bool(flip), seed=seed, bf16=bool(bf16))
+                                steps=steps, weights=w, crop=crop_hw, flip=bool(flip), seed=seed, bf16=bool(bf16),
+                                **({"data_init": True} if from_data else {}))
     start = 0
-    if resume and ckpt_path is not None and ckpt_path.exists():
+    if resuming:
         start = run.restore(ckpt_path, device, rank, world, steps)
     elif resume:
         warnings.warn(f"resume=True but {ckpt_path} does not exist: starting from step 0", stacklevel=2)
@@ -217,6 +232,7 @@ def distill(
             logs, total_value = {k: float(v.detach()) for k, v in terms.items()}, float(total.detach())  # type: ignore[union-attr]
             guard.check(logs, total_value)
             opt.step()
+            as_given = None  # a step is applied: from now on a failure keeps the last good step's block
             run.sched.step()
             logs.update({k: float(v) for k, v in run.adversaries.update(image, target_image, previous, autocast).items()})
             logs["total"] = total_value
@@ -234,6 +250,10 @@ def distill(
                 rng = distributed.gather(run.generator.get_state())
                 if rank == 0:
                     run.save(ckpt_path, step, rng)
+    except BaseException:
+        if as_given is not None:  # failed before any step was applied: the data-dependent start is undone too
+            sv.block.load_state_dict(as_given)
+        raise
     finally:
         if bar is not None:
             bar.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Union
 
-from .base import BlockOutput, KeyframeTaps, LightConv, ShortcutBlock, default_width, motion_prior_name
+from .base import REDUCTION_SHIFT, BlockOutput, KeyframeTaps, LightConv, ShortcutBlock, default_width, motion_prior_name
 from .full import FullReference, FullResolutionBlock
 from .half import HalfReference, HalfResolutionBlock
 
@@ -24,6 +24,7 @@ __all__ = [
     "check_resolution",
     "default_width",
     "motion_prior_name",
+    "REDUCTION_SHIFT",
 ]
 
 Reference = Union[HalfReference, FullReference]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from typing import Any, ClassVar, NamedTuple
 
 import torch
@@ -26,8 +27,14 @@ from torch import Tensor, nn
 
 from ...ops import MOTION_PRIORS, adabd_conv, coarse_features, coarse_grid, correlation_flow
 from ..checks import is_count
+from .principal import PatchMoments, principal_components, set_rows_
 
-__all__ = ["ShortcutBlock", "BlockOutput", "KeyframeTaps", "LightConv", "default_width"]
+__all__ = ["ShortcutBlock", "BlockOutput", "KeyframeTaps", "LightConv", "default_width", "REDUCTION_SHIFT"]
+
+#: :meth:`ShortcutBlock.init_reductions`'s default: each reduced channel starts this many of its
+#: standard deviations above zero, so that the ReLU after the reduction passes nearly all of it
+#: (chosen on ``benchmarks/distill_teachers.py``; ``benchmarks/RESULTS.md``, "Data-dependent start")
+REDUCTION_SHIFT = 2.0
 
 
 class KeyframeTaps(NamedTuple):
@@ -174,6 +181,10 @@ class ShortcutBlock(nn.Module, ABC):
         """The conv that takes the blended feature back to the decoder tap's width."""
 
     @abstractmethod
+    def _reduction_inputs(self, a: Tensor, f: Tensor) -> tuple[Tensor, Tensor]:
+        """What ``reduce_enc`` and ``reduce_dec`` read for the taps ``a [B, Ca, Ha, Wa]``, ``f [B, Cf, Hf, Wf]``."""
+
+    @abstractmethod
     def prepare_reference(self, a_ref: Tensor, f_ref: Tensor) -> Any:
         """The reference state from a keyframe's taps ``a_ref [B, Ca, Ha, Wa]``, ``f_ref [B, Cf, Hf, Wf]``."""
 
@@ -192,6 +203,55 @@ class ShortcutBlock(nn.Module, ABC):
         if isinstance(reference, KeyframeTaps):
             reference = self.prepare_reference(reference.enc, reference.dec)
         return self._predict(a, reference, return_aligned)
+
+    @property
+    def untrained(self) -> bool:
+        """``True`` while the reconstruction is all zero, as built: the block then predicts the
+        warped reference feature alone, whatever its other weights (no training step has changed it)."""
+        return not any(bool(p.detach().any()) for p in self.reconstruct.parameters())
+
+    @torch.no_grad()
+    def init_reductions(self, taps: Iterable[KeyframeTaps], shift: float = REDUCTION_SHIFT) -> None:
+        """Start the encoder and decoder reductions from the taps' principal components.
+
+        Each reduction (a conv from ``C`` channels to the block's width ``h``, then ReLU) is set
+        to a projection onto the ``h`` leading principal components of what it reads on ``taps``
+        (:func:`~shortcutify.core.blocks.principal.principal_components`: at the scale PyTorch's
+        default initialisation gives on that input), each component centred and raised by
+        ``shift`` of its standard deviations, so that the ReLU passes it nearly whole: the block
+        starts from the taps' strongest directions instead of a random half of a random projection. Nothing else changes (an untrained block still predicts the
+        warped reference, now warped by a flow head that reads these features).
+
+        Args:
+            taps: keyframe taps (:class:`KeyframeTaps`: ``enc [B, Ca, Ha, Wa]``,
+                ``dec [B, Cf, Hf, Wf]``) of sample frames; one pass, moments gathered in float64.
+            shift: how many standard deviations each reduced channel starts above zero.
+
+        Raises:
+            ValueError: ``taps`` is empty, or a tap does not have the block's channels.
+            FloatingPointError: the taps are not finite; the block is unchanged.
+        """
+        moments: tuple[PatchMoments, PatchMoments] | None = None
+        for t in taps:
+            if t.enc.shape[1] != self.enc_channels or t.dec.shape[1] != self.dec_channels:
+                raise ValueError(
+                    f"taps of {t.enc.shape[1]} and {t.dec.shape[1]} channels; this block reads {self.enc_channels} "
+                    f"(encoder tap) and {self.dec_channels} (decoder tap)"
+                )
+            if moments is None:
+                moments = (PatchMoments(self.reduce_enc), PatchMoments(self.reduce_dec))  # type: ignore[arg-type]
+            a_in, f_in = self._reduction_inputs(t.enc, t.dec)
+            moments[0].update(a_in)
+            moments[1].update(f_in)
+        if moments is None:
+            raise ValueError("init_reductions needs the taps of at least one keyframe")
+        try:  # both derived before either is set: a failure leaves the block as it was
+            enc = principal_components(moments[0], self.width, shift)
+            dec = principal_components(moments[1], self.width, shift)
+        except FloatingPointError as err:
+            raise FloatingPointError(f"init_reductions: the taps are not finite (NaN or Inf); the block is unchanged ({err})") from None
+        set_rows_(self.reduce_enc, *enc)  # type: ignore[arg-type]
+        set_rows_(self.reduce_dec, *dec)  # type: ignore[arg-type]
 
     def reference_parameters(self) -> list[nn.Parameter]:
         """The parameters :meth:`prepare_reference` uses (counted in the keyframe path's cost)."""

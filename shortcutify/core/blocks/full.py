@@ -70,6 +70,10 @@ class FullResolutionBlock(ShortcutBlock):
     def _reconstruction(self, h: int, dec_channels: int) -> nn.Module:
         return nn.Conv2d(h, dec_channels, 1)
 
+    def _reduction_inputs(self, a: Tensor, f: Tensor) -> tuple[Tensor, Tensor]:
+        size = (f.shape[-2], f.shape[-1])
+        return (a if a.shape[-2] * a.shape[-1] < size[0] * size[1] else resize(a, size)), f
+
     def prepare_reference(self, a_ref: Tensor, f_ref: Tensor) -> FullReference:
         size = (f_ref.shape[-2], f_ref.shape[-1])
         a = F.relu(pointwise_resized(self.reduce_enc, a_ref, size))
