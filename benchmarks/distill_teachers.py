@@ -358,7 +358,10 @@ def last_per(rows: list[dict[str, Any]], by: Callable[[dict[str, Any]], tuple]) 
 
 
 def key(r: dict[str, Any]) -> tuple:
-    return (r["teacher"], r.get("weights"), r["variant"], r["seed"], r["steps"])
+    """What makes runs the same experiment: teacher, weights, variant, seed, steps and the start
+    (``data_init``, recorded since 0.14; the runs before started as built): a rerun of the variant
+    ``defaults`` with 0.14 does not replace the runs of 0.13's defaults, another experiment."""
+    return (r["teacher"], r.get("weights"), r["variant"], r["seed"], r["steps"], bool(r["settings"].get("data_init", False)))
 
 
 def default_settings(r: dict[str, Any], variant: str = "defaults") -> bool:
@@ -493,7 +496,7 @@ def main() -> None:
         for variant in args.variant:
             for seed in seeds:
                 for s in steps:
-                    if (name, wid, variant, seed, s) in done:
+                    if (name, wid, variant, seed, s, bool(effective(VARIANTS[variant])["data_init"])) in done:
                         continue
                     row = run_one(name, teachers[name], variant, seed, s, args.quick)
                     rows.append(row)

@@ -720,6 +720,46 @@ def _versions_line(rows: list[dict]) -> str:
     return ", ".join(f"{v} ({', '.join(f'{n:,}' for n in sorted(steps))} steps)" for v, steps in sorted(by.items(), key=lambda kv: (kv[0].startswith("before"), kv[0])))
 
 
+def start_gaps(runs: list[dict]) -> list[str]:
+    """Per teacher and step count: the defaults' mean gain minus that of ``no-data-init`` (the block as built), per video."""
+    sys.path.insert(0, str(HERE))
+    from distill_teachers import label
+
+    groups: dict[tuple[str, int, str], list[dict]] = {}
+    for x in runs:
+        groups.setdefault((x["teacher"], x["steps"], label(x)), []).append(x)
+
+    def mean_gain(rs: list[dict], video: str) -> float:
+        return sum(x["videos"][video]["psnr"] - x["videos"][video]["psnr_repeat"] for x in rs) / len(rs)
+
+    lines = []
+    for (teacher, steps, name), mine in sorted(groups.items()):
+        base = groups.get((teacher, steps, "no-data-init"))
+        if name != "defaults" or not steps or not base:
+            continue
+        diffs = ", ".join(f"{v} {mean_gain(mine, v) - mean_gain(base, v):+.2f} dB" for v in mine[0]["videos"])
+        lines.append(f"- {teacher}, {steps:,} steps ({len(mine)} and {len(base)} seeds): {diffs}.")
+    return ["The data-dependent start (the defaults since 0.14) against the block as built (`no-data-init`), same teacher "
+            "weights, difference of mean gains:", "", *lines, ""] if lines else []
+
+
+def _why_low(runs: list[dict], low: list[str], steps: int, latest: dict) -> str:
+    """Beside a missed target: the same teachers and steps with the block as built (``no-data-init``), worse video."""
+    sys.path.insert(0, str(HERE))
+    from distill_teachers import label
+
+    parts = []
+    for t in low:
+        rs = [x for x in runs if x["teacher"] == t and x["steps"] == steps and x.get("weights") == latest[t] and label(x) == "no-data-init"]
+        if rs:
+            worse = [min(v["psnr"] - v["psnr_repeat"] for v in x["videos"].values()) for x in rs]
+            parts.append(f"{t} {sum(worse) / len(worse):+.2f} ({len(rs)} seeds)")
+    as_built = (f" With the block as built (`no-data-init`, the start of 0.13) the same runs gave {', '.join(parts)}: "
+                "there the data-dependent start costs (its effect per teacher and step count is listed above the targets; "
+                "section \"Data-dependent start\" compares starts).") if parts else ""
+    return f"Missed on {', '.join(low)}.{as_built}"
+
+
 def distill_teachers_section() -> list[str]:
     """Distillation over many teachers (benchmarks/distill_teachers.py): gains over repeat per teacher, variant and steps."""
     sys.path.insert(0, str(HERE))
@@ -769,6 +809,8 @@ def distill_teachers_section() -> list[str]:
         "run's initial block weights are another draw from the same initialisation (building the variant's block takes one more "
         "block construction first), not the same numbers a run of `defaults` would start from. Of runs that count as the "
         "same (teacher, weights, shown name, seed, step count) only the last is shown: a rerun replaces the earlier run. "
+        "Since 0.14 `distill` starts the block from the data (`data_init`, section \"Data-dependent start\"); runs that "
+        "recorded the defaults of 0.11 to 0.13 (the block as built) show as `no-data-init`, as do runs of that variant. "
         "Library versions of the `defaults` runs shown: " + _versions_line([x for x in current if is_default(x)]) + ".",
         "",
     ]
@@ -781,6 +823,7 @@ def distill_teachers_section() -> list[str]:
             summarise(earlier),
             "",
         ]
+    out += start_gaps(current)
     for variant in ("defaults", "full-half-width", "full-half-width-min8"):
         out += variant_gaps(runs, variant)
     out += _teacher_speed_table()
@@ -805,13 +848,8 @@ def distill_teachers_section() -> list[str]:
                 out.append(f"- Target (runs with the library's default settings, every teacher at its current weights, worse "
                            f"of the two videos, mean over seeds): {what} — {shown}: "
                            f"{verdict(not low)}{' (not: ' + ', '.join(low) + ')' if low else ''}.")
-                if steps == 250 and low:
-                    out.append("  Where it misses it is on carphone, calm footage on which repeating the keyframe already scores "
-                               "high and which the block never trains on (bikes and bigbuckbunny): after 250 steps the block's "
-                               "corrections cost there about what they gain, while bikes gains. Its gains come from AdaBD's "
-                               "blend and reconstruction; the flow head has learned next to nothing by then (on the cartoon teacher, zeroing it at "
-                               "evaluation moves the gain by less than a tenth of a dB). Warm-up, EMA of the weights, other "
-                               "Adam betas, flips and per-head learning rates did not bring it to the target (issue 12's note).")
+                if low:
+                    out.append("  " + _why_low(runs, low, steps, latest))
         out.append("")
     return out
 

@@ -150,3 +150,16 @@ def test_distill_starts_an_untrained_block_from_the_data_and_keeps_a_trained_one
 def test_distill_rejects_a_bad_data_init():
     with pytest.raises(ValueError, match="data_init must be True, False or 'auto'"):
         distill(_sv(), moving_clips(n=1, frames=3, size=16), steps=1, progress=False, data_init="yes")
+
+
+def test_a_checkpoint_records_the_start_and_resume_names_a_difference(tmp_path):
+    from shortcutify.errors import IncompatibleCheckpointError
+
+    clips = moving_clips(n=2, frames=4, size=16)
+    run = dict(steps=2, batch_size=2, checkpoint_every=1, progress=False)
+    distill(_sv(), clips, checkpoint_dir=tmp_path, data_init=False, **run)  # as 0.13 and earlier ran
+    with pytest.raises(IncompatibleCheckpointError, match="data_init"):
+        distill(_sv(), clips, checkpoint_dir=tmp_path, resume=True, **run)
+    resumed = _sv()
+    distill(resumed, clips, checkpoint_dir=tmp_path, resume=True, data_init=False, **run)
+    assert not resumed.block.untrained  # the checkpoint's block was loaded
