@@ -33,7 +33,7 @@ __all__ = ["ShortcutBlock", "BlockOutput", "KeyframeTaps", "LightConv", "default
 
 #: :meth:`ShortcutBlock.init_reductions`'s default: each reduced channel starts this many of its
 #: standard deviations above zero, so that the ReLU after the reduction passes nearly all of it
-#: (chosen on ``benchmarks/distill_teachers.py``; ``benchmarks/RESULTS.md``, "Data-dependent start")
+#: (chosen among shifts by ``benchmarks/data_init.py``; ``benchmarks/RESULTS.md``, "Data-dependent start")
 REDUCTION_SHIFT = 2.0
 
 
@@ -219,8 +219,9 @@ class ShortcutBlock(nn.Module, ABC):
         (:func:`~shortcutify.core.blocks.principal.principal_components`: at the scale PyTorch's
         default initialisation gives on that input), each component centred and raised by
         ``shift`` of its standard deviations, so that the ReLU passes it nearly whole: the block
-        starts from the taps' strongest directions instead of a random half of a random projection. Nothing else changes (an untrained block still predicts the
-        warped reference, now warped by a flow head that reads these features).
+        starts from the taps' strongest directions instead of a random half of a random projection.
+        Nothing else changes: an untrained block still predicts the warped reference (its flow
+        head reads these features, but its last conv is still zero).
 
         Args:
             taps: keyframe taps (:class:`KeyframeTaps`: ``enc [B, Ca, Ha, Wa]``,

@@ -7,8 +7,8 @@ can learn in its first hundreds of steps depends on the draw. :class:`PatchMomen
 the mean and covariance of the conv's input patches over sample frames (batch by batch, in
 float64), and :func:`principal_init_` sets the conv to the ``h`` leading principal
 components (at the scale of PyTorch's default initialisation on that input), centred and
-shifted by ``shift`` standard deviations so that ReLU passes nearly all of each component (``benchmarks/RESULTS.md``, "Data-dependent start", has the choice of
-``shift`` measured).
+shifted by ``shift`` standard deviations so that ReLU passes nearly all of each component
+(``benchmarks/RESULTS.md``, "Data-dependent start", has the choice of ``shift`` measured).
 """
 
 from __future__ import annotations
