@@ -163,3 +163,11 @@ def test_a_checkpoint_records_the_start_and_resume_names_a_difference(tmp_path):
     resumed = _sv()
     distill(resumed, clips, checkpoint_dir=tmp_path, resume=True, data_init=False, **run)
     assert not resumed.block.untrained  # the checkpoint's block was loaded
+
+    started = tmp_path / "started"
+    sv = _sv()
+    distill(sv, clips, checkpoint_dir=started, **run)  # "auto": started from the data
+    distill(sv, clips, checkpoint_dir=started, resume=True, **run)  # the same module, now trained: accepted
+    distill(_sv(), clips, checkpoint_dir=started, resume=True, **run)  # a fresh one: accepted
+    with pytest.raises(IncompatibleCheckpointError, match="data_init"):
+        distill(_sv(), clips, checkpoint_dir=started, resume=True, data_init=False, **run)

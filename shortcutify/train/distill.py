@@ -183,9 +183,11 @@ def distill(
         history=History(),
     )
     if ckpt_path is not None:
+        # data_init as given ("auto" resolves against the block in memory, which a resumed run replaces);
+        # absent for False, as in the records of 0.13 and earlier, whose runs had no start
         run.record = run_record(sv, world=world, lr=float(lr), betas=tuple(map(float, betas)), batch_size=batch_size,
                                 steps=steps, weights=w, crop=crop_hw, flip=bool(flip), seed=seed, bf16=bool(bf16),
-                                **({"data_init": True} if from_data else {}))
+                                **({} if data_init is False else {"data_init": data_init}))
     start = 0
     if resuming:
         start = run.restore(ckpt_path, device, rank, world, steps)
