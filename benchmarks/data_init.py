@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import distill_teachers as dt  # noqa: E402
 from common import RESULTS, machine, write  # noqa: E402
 
-from shortcutify.core.blocks.principal import PatchMoments  # noqa: E402
+from shortcutify.core.blocks.principal import PatchMoments, scaled_rows, set_rows_  # noqa: E402
 from shortcutify.train.clips import ClipSource  # noqa: E402
 from shortcutify.train.start import frame_taps, start_from_frames  # noqa: E402
 
@@ -71,15 +71,9 @@ def random_directions_(conv: torch.nn.Conv2d, moments: PatchMoments, shift: floa
     dimension) at ``principal_components``' scale, each output centred and raised by ``shift``
     standard deviations: ``principal_init_`` with random directions in place of the components."""
     mean, cov = moments.mean_and_covariance()
-    d = mean.numel()
-    h = min(conv.out_channels, d)
-    q, _ = torch.linalg.qr(torch.randn(d, h, generator=generator, dtype=torch.float64))
-    w = q.T  # [h, d], orthonormal rows
-    var = torch.einsum("hd,de,he->h", w, cov, w).clamp_min(0)
-    w = w * ((torch.trace(cov) + mean @ mean) / (3 * d) / var.mean()).sqrt()  # principal_components' scale
-    std = torch.einsum("hd,de,he->h", w, cov, w).clamp_min(0).sqrt()
-    conv.weight.view(conv.out_channels, -1)[:h] = w.to(conv.weight)
-    conv.bias[:h] = (-(w @ mean) + shift * std).to(conv.bias)
+    h = min(conv.out_channels, mean.numel())
+    q, _ = torch.linalg.qr(torch.randn(mean.numel(), h, generator=generator, dtype=torch.float64))
+    set_rows_(conv, *scaled_rows(q.T, mean, cov, shift))  # [h, D] orthonormal rows, principal_components' scale
 
 
 def start_fn(start: str, seed: int, crop: int) -> Any:
@@ -99,7 +93,7 @@ def start_fn(start: str, seed: int, crop: int) -> Any:
         block = sv.block
         enc, dec = PatchMoments(block.reduce_enc), PatchMoments(block.reduce_dec)
         for t in frame_taps(sv, source, gap, **kw):
-            a_in, f_in = block._reduction_inputs(t.enc, t.dec)
+            a_in, f_in = block.reduction_inputs(t.enc, t.dec)
             enc.update(a_in)
             dec.update(f_in)
         g = torch.Generator().manual_seed(seed)

@@ -91,7 +91,7 @@ def test_init_reductions_keeps_an_untrained_block_predicting_the_reference(resol
     out = block(a, block.prepare_reference(taps[0].enc[:1], taps[0].dec[:1])).feature
     assert torch.equal(out, block(a, ref).feature) and torch.allclose(out, taps[0].dec[:1])
     # what the reductions produce is mostly above zero: ReLU passes it
-    reduced = block.reduce_dec(block._reduction_inputs(taps[0].enc, taps[0].dec)[1])
+    reduced = block.reduce_dec(block.reduction_inputs(taps[0].enc, taps[0].dec)[1])
     assert (reduced > 0).float().mean() > 0.9
 
 

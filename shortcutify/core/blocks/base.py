@@ -181,8 +181,9 @@ class ShortcutBlock(nn.Module, ABC):
         """The conv that takes the blended feature back to the decoder tap's width."""
 
     @abstractmethod
-    def _reduction_inputs(self, a: Tensor, f: Tensor) -> tuple[Tensor, Tensor]:
-        """What ``reduce_enc`` and ``reduce_dec`` read for the taps ``a [B, Ca, Ha, Wa]``, ``f [B, Cf, Hf, Wf]``."""
+    def reduction_inputs(self, a: Tensor, f: Tensor) -> tuple[Tensor, Tensor]:
+        """What ``reduce_enc`` and ``reduce_dec`` read for the taps ``a [B, Ca, Ha, Wa]``, ``f [B, Cf, Hf, Wf]``
+        (the inputs whose statistics :meth:`init_reductions` takes)."""
 
     @abstractmethod
     def prepare_reference(self, a_ref: Tensor, f_ref: Tensor) -> Any:
@@ -241,7 +242,7 @@ class ShortcutBlock(nn.Module, ABC):
                 )
             if moments is None:
                 moments = (PatchMoments(self.reduce_enc), PatchMoments(self.reduce_dec))  # type: ignore[arg-type]
-            a_in, f_in = self._reduction_inputs(t.enc, t.dec)
+            a_in, f_in = self.reduction_inputs(t.enc, t.dec)
             moments[0].update(a_in)
             moments[1].update(f_in)
         if moments is None:

@@ -70,7 +70,7 @@ class FullResolutionBlock(ShortcutBlock):
     def _reconstruction(self, h: int, dec_channels: int) -> nn.Module:
         return nn.Conv2d(h, dec_channels, 1)
 
-    def _reduction_inputs(self, a: Tensor, f: Tensor) -> tuple[Tensor, Tensor]:
+    def reduction_inputs(self, a: Tensor, f: Tensor) -> tuple[Tensor, Tensor]:
         size = (f.shape[-2], f.shape[-1])
         return (a if a.shape[-2] * a.shape[-1] < size[0] * size[1] else resize(a, size)), f
 

@@ -80,7 +80,7 @@ class HalfResolutionBlock(ShortcutBlock):
         """``[B, C, H, W]`` -> ``[B, h, ⌈Hf/2⌉, ⌈Wf/2⌉]``: resize to ``size``, 2×2 stride-2 conv, ReLU."""
         return F.relu(conv(_pad_even(resize(x, size))))
 
-    def _reduction_inputs(self, a: Tensor, f: Tensor) -> tuple[Tensor, Tensor]:
+    def reduction_inputs(self, a: Tensor, f: Tensor) -> tuple[Tensor, Tensor]:
         size = (f.shape[-2], f.shape[-1])
         return _pad_even(resize(a, size)), _pad_even(f)
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["PatchMoments", "principal_components", "principal_init_", "set_rows_"]
+__all__ = ["PatchMoments", "principal_components", "principal_init_", "scaled_rows", "set_rows_"]
 
 
 class PatchMoments:
@@ -76,15 +76,22 @@ def principal_components(moments: PatchMoments, count: int, shift: float) -> tup
     mean, cov = moments.mean_and_covariance()
     if not (bool(torch.isfinite(mean).all()) and bool(torch.isfinite(cov).all())):
         raise FloatingPointError("the patches are not finite (NaN or Inf): no principal components to take")
-    values, vectors = torch.linalg.eigh(cov)  # ascending
-    d = values.numel()
-    m = min(count, d)
-    values, vectors = values.flip(0)[:m].clamp_min(0.0), vectors.flip(1)[:, :m].T  # [m], [m, D]
+    _, vectors = torch.linalg.eigh(cov)  # ascending
+    vectors = vectors.flip(1)[:, : min(count, mean.numel())].T  # [m, D], leading first
     vectors = vectors * torch.sign(vectors.gather(1, vectors.abs().argmax(1, keepdim=True)))
-    target = (torch.trace(cov) + mean @ mean) / (3 * d)
-    scale = (target / values.mean()).sqrt() if bool(values.mean() > 0) else torch.ones((), dtype=values.dtype)
-    rows = vectors * scale
-    return rows, -(rows @ mean) + shift * scale * values.sqrt()
+    return scaled_rows(vectors, mean, cov, shift)
+
+
+def scaled_rows(directions: Tensor, mean: Tensor, cov: Tensor, shift: float) -> tuple[Tensor, Tensor]:
+    """Orthonormal ``directions [m, D]`` as a reduction's ``(rows [m, D], bias [m])`` for patches of
+    ``mean [D]`` and covariance ``cov [D, D]``: all rows scaled by one factor so that the outputs' mean
+    variance is ``(tr Σ + |μ|²) / (3 D)`` (see :func:`principal_components`), each output centred and
+    raised by ``shift`` of its standard deviations."""
+    var = torch.einsum("md,de,me->m", directions, cov, directions).clamp_min(0.0)
+    target = (torch.trace(cov) + mean @ mean) / (3 * mean.numel())
+    scale = (target / var.mean()).sqrt() if bool(var.mean() > 0) else torch.ones((), dtype=var.dtype)
+    rows = directions * scale
+    return rows, -(rows @ mean) + shift * scale * var.sqrt()
 
 
 @torch.no_grad()
