@@ -9,7 +9,8 @@ benchmark's recipe, shorter) and reports PSNR/SSIM vs the teacher on the shortcu
 of the held-out bikes frames and of carphone, next to repeating the keyframe. Writes
 results/ablation_<resolution>_w<width>_s<seed>[_n<steps>][_di].json (no suffix for 500 steps);
 the block starts as built (``distill(data_init=False)``, the start of 0.13 and earlier) unless
---data-init (the data-dependent start that ``distill`` makes by default since 0.14; suffix _di,
+--data-init (the data-dependent start that ``distill`` makes by default since 0.14, of the decoder tap's
+reduction alone since 0.15: the runs record the library version; suffix _di,
 shown as its own rows);
 report.py tabulates all of them, grouped by step count. VARIANT: a layout tried in
 block_variants.py (not in the library).

@@ -8,20 +8,23 @@ Teachers, frames, crop, held-out videos and evaluation of ``benchmarks/distill_t
 steps, after one of these starts (:data:`STARTS`):
 
 * ``as-built``: the reductions as built (random; ``data_init=False``, the behaviour of 0.13 and earlier);
-* ``shiftS``: :meth:`~shortcutify.core.blocks.ShortcutBlock.init_reductions` with ``shift=S``
-  (the taps' principal components, each raised by ``S`` standard deviations) on the frames
-  ``distill`` itself would use; ``shift2`` is what ``distill`` does by default, and is run through
-  ``distill(data_init=True)`` (so its rows are the library's own start);
+* ``shiftS``: :meth:`~shortcutify.core.blocks.ShortcutBlock.init_reductions` with ``shift=S`` on
+  both reductions (the taps' principal components, each raised by ``S`` standard deviations) on
+  the frames ``distill`` itself would use; ``shift2`` was ``distill``'s default start in 0.14;
+* ``dec-shift2`` / ``enc-shift2``: ``shift2`` on the decoder tap's reduction alone (``distill``'s
+  default start since 0.15) / on the encoder tap's alone. The start that is ``distill``'s default
+  (:data:`~shortcutify.core.blocks.START_REDUCTIONS`, :data:`~shortcutify.core.blocks.REDUCTION_SHIFT`)
+  is run through ``distill(data_init=True)`` itself, so its rows are the library's own start;
 * ``random-shift2``: random orthogonal directions instead of principal components, at the same
   scale, centred and raised by 2 standard deviations as ``shift2`` (does the gain come from the
   components or from ReLU passing what the reduction keeps?);
-* ``unit-shift2``: ``shift2`` with unit-norm rows (the plain orthogonal projection onto the
+* ``unit-shift2``: ``shift2`` (both reductions) with unit-norm rows (the plain orthogonal projection onto the
   components) instead of the scale of PyTorch's default initialisation on the taps.
 
 Writes results/data_init[.part-NAME].json after every run; ``report.py`` tabulates the parts
 together ("Data-dependent start"). Full sweep (the defaults): the cartoon and colour ResNet
-teachers and the line-drawing and blur U-Nets, seeds 0 and 1, 250 steps, about 10 minutes as two
-single-threaded shards. ``--quick``: one tiny teacher, a few steps (CI).
+teachers and the line-drawing and blur U-Nets, seeds 0 and 1, 250 steps, every start: about 15 minutes as
+two single-threaded shards. ``--quick``: one tiny teacher, a few steps (CI).
 """
 
 from __future__ import annotations
@@ -39,20 +42,28 @@ sys.path.insert(0, str(Path(__file__).parent))
 import distill_teachers as dt  # noqa: E402
 from common import RESULTS, machine, write  # noqa: E402
 
+from shortcutify.core.blocks import REDUCTION_SHIFT, REDUCTIONS, START_REDUCTIONS  # noqa: E402
 from shortcutify.core.blocks.principal import PatchMoments, scaled_rows, set_rows_  # noqa: E402
 from shortcutify.train.clips import ClipSource  # noqa: E402
 from shortcutify.train.start import frame_taps, start_from_frames  # noqa: E402
 
-#: start name -> (shift in standard deviations, directions) (``None``: the reductions as built)
-STARTS: dict[str, tuple[float, str] | None] = {
+#: start name -> (shift in standard deviations, directions, the reductions set) (``None``: the reductions as built)
+STARTS: dict[str, tuple[float, str, tuple[str, ...]] | None] = {
     "as-built": None,
-    "shift0": (0.0, "principal"),
-    "shift1": (1.0, "principal"),
-    "shift2": (2.0, "principal"),
-    "shift3": (3.0, "principal"),
-    "random-shift2": (2.0, "random"),
-    "unit-shift2": (2.0, "unit"),
+    "shift0": (0.0, "principal", REDUCTIONS),
+    "shift1": (1.0, "principal", REDUCTIONS),
+    "shift2": (2.0, "principal", REDUCTIONS),
+    "shift3": (3.0, "principal", REDUCTIONS),
+    "random-shift2": (2.0, "random", REDUCTIONS),
+    "unit-shift2": (2.0, "unit", REDUCTIONS),
+    "enc-shift2": (2.0, "principal", ("encoder",)),
+    "dec-shift2": (2.0, "principal", ("decoder",)),
 }
+
+
+def is_library_start(start: str) -> bool:
+    """Whether ``start`` is what ``distill(data_init=True)`` does with this version's defaults."""
+    return STARTS[start] == (REDUCTION_SHIFT, "principal", tuple(START_REDUCTIONS))
 DEFAULT_SEEDS = {"resnet-cartoon": [0, 1], "resnet-colour": [0, 1], "unet-lines": [0, 1], "unet-blur": [0, 1]}
 
 
@@ -77,15 +88,16 @@ def random_directions_(conv: torch.nn.Conv2d, moments: PatchMoments, shift: floa
 
 
 def start_fn(start: str, seed: int, crop: int) -> Any:
-    """The ``start(sv, clips)`` hook of ``dt.run_one`` for a start other than ``as-built`` and ``shift2``."""
-    shift, directions = STARTS[start]  # type: ignore[misc]
+    """The ``start(sv, clips)`` hook of ``dt.run_one`` for a start other than ``as-built`` and ``distill``'s own
+    (:func:`is_library_start`)."""
+    shift, directions, reductions = STARTS[start]  # type: ignore[misc]
 
     def run(sv: Any, clips: list[Any]) -> None:
         source = ClipSource(clips)
         kw = {"seed": seed, "crop": (crop, crop), "device": torch.device("cpu")}
         gap = sv.policy.interval - 1
         if directions in ("principal", "unit"):
-            start_from_frames(sv, source, gap, shift=shift, **kw)
+            start_from_frames(sv, source, gap, shift=shift, reductions=reductions, **kw)
             if directions == "unit":
                 unit_rows_(sv.block.reduce_enc)
                 unit_rows_(sv.block.reduce_dec)
@@ -128,8 +140,9 @@ def main() -> None:
         spec = teachers[name]
         for seed in args.seeds or ([0] if args.quick else DEFAULT_SEEDS.get(name, [0, 1])):
             for start in args.starts:
-                variant = "defaults" if start == "shift2" else "no-data-init"  # shift2: distill's own start
-                hook = None if start in ("shift2", "as-built") else start_fn(start, seed, min(dt.CROP, *spec.size))
+                own = is_library_start(start)  # distill's own start: run through distill
+                variant = "defaults" if own else "no-data-init"
+                hook = None if own or start == "as-built" else start_fn(start, seed, min(dt.CROP, *spec.size))
                 row = dt.run_one(name, spec, variant, seed, steps, args.quick, start=hook)
                 row["start"] = start
                 rows.append(row)

@@ -46,6 +46,7 @@ from common import RESULTS, machine, table, write  # noqa: E402
 
 from shortcutify import FixedInterval, distill, evaluate, shortcutify  # noqa: E402
 from shortcutify import __version__ as shortcutify_version  # noqa: E402
+from shortcutify.core.blocks import START_REDUCTIONS  # noqa: E402
 from shortcutify.demo.cli import task_inputs  # noqa: E402
 from shortcutify.demo.models import ResnetGenerator, resnet_taps, vid2vid_taps  # noqa: E402
 from shortcutify.demo.teachers import cartoon, load_teacher, read_split  # noqa: E402
@@ -331,7 +332,7 @@ def run_one(name: str, spec: Teacher, variant: str, seed: int, steps: int, quick
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     row: dict[str, Any] = {"teacher": name, "family": spec.family, "operator": spec.operator, "size": list(size),
                            "variant": variant, "settings": effective(VARIANTS[variant]), "seed": seed, "steps": steps,
-                           "version": shortcutify_version,
+                           "version": shortcutify_version, "start": library_start(effective(VARIANTS[variant])),
                            "weights": weights_id(gen), "block": {"resolution": sv.block.resolution, "width": sv.block.width}, "seconds": wall, "cpu_seconds": cpu, "threads": torch.get_num_threads(), "videos": {}}
     for video, frames in heldout.items():
         s = evaluate(sv, clips_of(frames, to_inputs)).summary()
@@ -359,9 +360,23 @@ def last_per(rows: list[dict[str, Any]], by: Callable[[dict[str, Any]], tuple]) 
 
 def key(r: dict[str, Any]) -> tuple:
     """What makes runs the same experiment: teacher, weights, variant, seed, steps and the start
-    (``data_init``, recorded since 0.14; the runs before started as built): a rerun of the variant
-    ``defaults`` with 0.14 does not replace the runs of 0.13's defaults, another experiment."""
-    return (r["teacher"], r.get("weights"), r["variant"], r["seed"], r["steps"], bool(r["settings"].get("data_init", False)))
+    (:func:`start_of`): a rerun of the variant ``defaults`` with 0.15 does not replace the runs of
+    0.13's or 0.14's defaults, other experiments."""
+    return (r["teacher"], r.get("weights"), r["variant"], r["seed"], r["steps"], start_of(r))
+
+
+def library_start(settings: dict[str, Any]) -> str:
+    """The start this version of ``distill`` makes with ``settings`` (:func:`effective`'s): ``"as-built"``
+    without ``data_init``, else the reductions it sets, joined by ``+`` (``"decoder"`` since 0.15)."""
+    return "+".join(START_REDUCTIONS) if settings.get("data_init", False) else "as-built"
+
+
+def start_of(r: dict[str, Any]) -> str:
+    """The start a run made, as :func:`library_start` names it: recorded since 0.15; runs of 0.14 with
+    ``data_init`` set both reductions (``"encoder+decoder"``), runs before 0.14 none (``"as-built"``)."""
+    if not r["settings"].get("data_init", False):
+        return "as-built"
+    return r.get("start", "encoder+decoder")
 
 
 def default_settings(r: dict[str, Any], variant: str = "defaults") -> bool:
@@ -410,11 +425,13 @@ def is_default(r: dict[str, Any], blocks: dict[str, tuple[str, int]] | None = No
 
 
 def label(r: dict[str, Any], blocks: dict[str, tuple[str, int]] | None = None) -> str:
-    """The name a run is shown under: ``defaults`` (:func:`is_default`), ``no-data-init`` for runs of the
-    defaults of 0.11 to 0.13 (the block as built, no data-dependent start), ``half`` for runs of the defaults of
-    0.10 and earlier (the half layout) where the defaults now build another block, else its variant."""
+    """The name a run is shown under: ``defaults`` (:func:`is_default`, with this version's start),
+    ``start-encoder+decoder`` for runs of 0.14's defaults (the start set both reductions), ``no-data-init`` for
+    runs of the defaults of 0.11 to 0.13 (the block as built, no data-dependent start), ``half`` for runs of the
+    defaults of 0.10 and earlier (the half layout) where the defaults now build another block, else its variant."""
     if is_default(r, blocks):
-        return "defaults"
+        start = start_of(r)
+        return "defaults" if start == library_start({"data_init": True}) else f"start-{start}"
     if is_default(r, blocks, "no-data-init"):  # the defaults of 0.11 to 0.13, or the variant
         return "no-data-init"
     return "half" if r["variant"] == "defaults" else r["variant"]

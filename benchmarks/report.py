@@ -394,7 +394,8 @@ def ablation_section() -> list[str]:
         f"frames of held-out bikes (136×320) and carphone (144×176) frames; repeating the keyframe gives {repeat} dB. Block GMACs at 136×320.",
         "Layouts other than `half` and `full` are experiments in `benchmarks/block_variants.py` (its docstring states what each tests).",
         f"Blocks start as built (`distill(data_init=False)`, the start of 0.13 and earlier), except rows marked `{DI.strip()}` "
-        "(`--data-init`: `distill`'s data-dependent start, its default since 0.14; section \"Data-dependent start\").",
+        "(`--data-init`: `distill`'s data-dependent start, its default since 0.14, of the decoder tap's reduction alone since "
+        "0.15; section \"Data-dependent start\"; rows of both versions: " + (", ".join(sorted({str(r.get("version")) for r in runs if r.get("data_init")})) or "none") + ").",
         ("CPU ms: the block alone / a whole shortcut frame at 136×320, medians, all layouts timed side by side in one run "
          f"(`python benchmarks/ablation.py --time-blocks` — {machine_line(speed['machine'])}; the teacher: {speed['rows'][0]['teacher_ms']:.1f} ms)."
          if speed else "CPU ms: not measured (`python benchmarks/ablation.py --time-blocks`)."),
@@ -739,8 +740,8 @@ def start_gaps(runs: list[dict]) -> list[str]:
             continue
         diffs = ", ".join(f"{v} {mean_gain(mine, v) - mean_gain(base, v):+.2f} dB" for v in mine[0]["videos"])
         lines.append(f"- {teacher}, {steps:,} steps ({len(mine)} and {len(base)} seeds): {diffs}.")
-    return ["The data-dependent start (the defaults since 0.14) against the block as built (`no-data-init`), same teacher "
-            "weights, difference of mean gains:", "", *lines, ""] if lines else []
+    return ["The data-dependent start of the defaults (the decoder tap's reduction, since 0.15) against the block as built "
+            "(`no-data-init`), same teacher weights, difference of mean gains:", "", *lines, ""] if lines else []
 
 
 def _why_low(runs: list[dict], low: list[str], steps: int, latest: dict) -> str:
@@ -809,8 +810,9 @@ def distill_teachers_section() -> list[str]:
         "run's initial block weights are another draw from the same initialisation (building the variant's block takes one more "
         "block construction first), not the same numbers a run of `defaults` would start from. Of runs that count as the "
         "same (teacher, weights, shown name, seed, step count) only the last is shown: a rerun replaces the earlier run. "
-        "Since 0.14 `distill` starts the block from the data (`data_init`, section \"Data-dependent start\"); runs that "
-        "recorded the defaults of 0.11 to 0.13 (the block as built) show as `no-data-init`, as do runs of that variant. "
+        "Since 0.14 `distill` starts the block from the data (`data_init`, section \"Data-dependent start\"): 0.14 set both "
+        "reductions, 0.15 the decoder tap's alone; runs of 0.14's defaults show as `start-encoder+decoder`, runs that "
+        "recorded the defaults of 0.11 to 0.13 (the block as built) as `no-data-init`, as do runs of that variant. "
         "Library versions of the `defaults` runs shown: " + _versions_line([x for x in current if is_default(x)]) + ".",
         "",
     ]
@@ -902,9 +904,11 @@ def data_init_section() -> list[str]:
         f"`python benchmarks/data_init.py` (two shards, `--part`) — {machine_line(files[-1]['machine'])}. Teachers, frames, "
         "crop 64, held-out videos and evaluation of \"Distillation over many teachers\"; each run distils a fresh block with "
         "the library's defaults after one start: `as-built` the reductions as built (random, `distill(data_init=False)`, "
-        "0.13 and earlier); `shiftS` `ShortcutBlock.init_reductions(taps, shift=S)` on the teacher's taps of the frames "
-        "`distill` samples for it (the taps' principal components at the scale of PyTorch's default initialisation on them, "
-        "each raised by S standard deviations; `shift2` is `distill`'s default start, run through `distill` itself); "
+        "0.13 and earlier); `shiftS` `ShortcutBlock.init_reductions(taps, shift=S, reductions=(\"encoder\", \"decoder\"))` on "
+        "the teacher's taps of the frames `distill` samples for it (both reductions set to the taps' principal components at "
+        "the scale of PyTorch's default initialisation on them, each raised by S standard deviations; `shift2` was `distill`'s "
+        "default start in 0.14, run through `distill` itself then); `dec-shift2` / `enc-shift2` `shift2` on the decoder tap's "
+        "reduction alone (`distill`'s default start since 0.15, run through `distill` itself) / on the encoder tap's alone; "
         "`random-shift2` random orthogonal directions at the same scale and shift; `unit-shift2` `shift2` with unit-norm rows. "
         "Gain in dB over repeating the keyframe, mean over seeds (min..max).",
         "",

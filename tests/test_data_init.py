@@ -9,6 +9,7 @@ from torch import nn
 
 from generators import moving_clips
 from shortcutify import KeyframeTaps, distill, make_block, shortcutify
+from shortcutify.core.blocks import START_REDUCTIONS
 from shortcutify.core.blocks.principal import PatchMoments, principal_init_
 from shortcutify.demo.models import ResnetGenerator
 
@@ -74,9 +75,15 @@ def test_patch_moments_refuse_convs_and_inputs_they_cannot_describe():
         principal_init_(nn.Conv2d(4, 2, 1), moments, 2.0)
 
 
+_CONV = {"encoder": "reduce_enc", "decoder": "reduce_dec"}
+
+
 @pytest.mark.parametrize("resolution", ["half", "full"])
 @pytest.mark.parametrize("enc_hw, dec_hw", [((8, 8), (8, 8)), ((4, 6), (8, 12)), ((10, 14), (5, 7))])
-def test_init_reductions_keeps_an_untrained_block_predicting_the_reference(resolution, enc_hw, dec_hw):
+@pytest.mark.parametrize("reductions", [None, "encoder", ("encoder", "decoder")])
+def test_init_reductions_sets_the_named_reductions_and_keeps_an_untrained_block_predicting_the_reference(
+    resolution, enc_hw, dec_hw, reductions
+):
     torch.manual_seed(0)
     block = make_block(resolution, 12, 10, width=4)
     taps = [KeyframeTaps(torch.randn(2, 12, *enc_hw) + 1, torch.rand(2, 10, *dec_hw)) for _ in range(2)]
@@ -84,23 +91,33 @@ def test_init_reductions_keeps_an_untrained_block_predicting_the_reference(resol
     a = torch.randn(1, 12, *enc_hw)
     ref = block.prepare_reference(taps[0].enc[:1], taps[0].dec[:1])
     assert block.untrained
-    block.init_reductions(iter(taps))
+    block.init_reductions(iter(taps), **({} if reductions is None else {"reductions": reductions}))
+    names = START_REDUCTIONS if reductions is None else (reductions,) if isinstance(reductions, str) else reductions
+    assert START_REDUCTIONS == ("decoder",)  # the default: the decoder tap's reduction alone
     changed = {k for k, v in block.state_dict().items() if not torch.equal(v, before[k])}
-    assert changed == {"reduce_enc.weight", "reduce_enc.bias", "reduce_dec.weight", "reduce_dec.bias"}
+    assert changed == {f"{_CONV[n]}.{p}" for n in names for p in ("weight", "bias")}
     assert block.untrained  # still predicts the warped reference: the flow head's last conv is zero
     out = block(a, block.prepare_reference(taps[0].enc[:1], taps[0].dec[:1])).feature
     assert torch.equal(out, block(a, ref).feature) and torch.allclose(out, taps[0].dec[:1])
-    # what the reductions produce is mostly above zero: ReLU passes it
-    reduced = block.reduce_dec(block.reduction_inputs(taps[0].enc, taps[0].dec)[1])
-    assert (reduced > 0).float().mean() > 0.9
+    # what the reductions set produce is mostly above zero: ReLU passes it
+    inputs = dict(zip(("encoder", "decoder"), block.reduction_inputs(taps[0].enc, taps[0].dec)))
+    for n in names:
+        reduced = getattr(block, _CONV[n])(inputs[n])
+        assert (reduced > 0).float().mean() > 0.9
 
 
-def test_init_reductions_reports_empty_or_mismatched_taps():
+def test_init_reductions_reports_empty_or_mismatched_taps_and_unknown_reductions():
     block = make_block("full", 8, 6, width=4)
     with pytest.raises(ValueError, match="at least one keyframe"):
         block.init_reductions([])
     with pytest.raises(ValueError, match="taps of 5 and 6 channels; this block reads 8"):
         block.init_reductions([KeyframeTaps(torch.randn(1, 5, 4, 4), torch.randn(1, 6, 4, 4))])
+    taps = [KeyframeTaps(torch.randn(1, 8, 4, 4), torch.randn(1, 6, 4, 4))]
+    before = {k: v.clone() for k, v in block.state_dict().items()}
+    for bad in ("reduce_dec", ("decoder", "flow"), ()):
+        with pytest.raises(ValueError, match=r"reductions must name one or more of \('encoder', 'decoder'\)"):
+            block.init_reductions(taps, reductions=bad)
+    assert all(torch.equal(v, before[k]) for k, v in block.state_dict().items())
 
 
 def _sv():
@@ -129,6 +146,8 @@ def test_distill_starts_an_untrained_block_from_the_data_and_keeps_a_trained_one
 
     distill(sv, clips, steps=1, batch_size=2, lr=0.0, progress=False, callback=first_step)  # lr 0: only the start moves them
     assert not _same(built, seen[0]) and _same(seen[0], _reductions(sv))
+    moved = {k.split(".")[0] for k in built if not torch.equal(built[k], seen[0][k])}
+    assert moved == {"reduce_dec"}  # the decoder tap's reduction (START_REDUCTIONS); the encoder tap's as built
     sv2 = _sv()  # same data, same seed: the same start
     distill(sv2, clips, steps=1, batch_size=2, lr=0.0, progress=False)
     assert _same(_reductions(sv), _reductions(sv2))

@@ -120,10 +120,10 @@ def distill(
         seed: seeds the pair sampling (rank r uses ``seed`` and ``r``).
         progress: show a progress bar with the running losses.
         bf16: run forward passes under bf16 autocast (CUDA only).
-        data_init: before the first step (not when resuming), set the block's reductions from
-            the teacher's taps on :data:`~shortcutify.train.start.DATA_INIT_FRAMES` training
-            frames (:meth:`~shortcutify.core.blocks.ShortcutBlock.init_reductions`: their
-            principal components, raised so that ReLU passes them); ``"auto"`` (default) does
+        data_init: before the first step (not when resuming), set the block's decoder-tap
+            reduction from the teacher's taps on :data:`~shortcutify.train.start.DATA_INIT_FRAMES`
+            training frames (:meth:`~shortcutify.core.blocks.ShortcutBlock.init_reductions`:
+            their principal components, raised so that ReLU passes them); ``"auto"`` (default) does
             so for an untrained block and keeps a trained block's reductions (fine-tuning).
 
     Returns:

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import torch
 
-from ..core.blocks import REDUCTION_SHIFT, KeyframeTaps
+from ..core.blocks import REDUCTION_SHIFT, START_REDUCTIONS, KeyframeTaps
 from .clips import ClipSource, sample_pairs
 
 __all__ = ["DATA_INIT_FRAMES", "frame_taps", "resolve_data_init", "start_from_frames"]
@@ -59,10 +59,10 @@ def frame_taps(
 
 def start_from_frames(
     sv: Any, source: ClipSource, max_gap: int, *, seed: int, crop: tuple[int, int] | None, device: torch.device,
-    frames: int = DATA_INIT_FRAMES, shift: float = REDUCTION_SHIFT,
+    frames: int = DATA_INIT_FRAMES, shift: float = REDUCTION_SHIFT, reductions: tuple[str, ...] = START_REDUCTIONS,
 ) -> None:
     """Set ``sv.block``'s reductions from the teacher's taps on training frames (:func:`frame_taps`;
-    ``shift``: :meth:`~shortcutify.core.blocks.ShortcutBlock.init_reductions`'s).
+    ``shift`` and ``reductions``: :meth:`~shortcutify.core.blocks.ShortcutBlock.init_reductions`'s).
 
     Frames whose taps are not finite (NaN or Inf in the frame, or a teacher that overflows on it) are
     left out; where none is left the block stays as built, with a warning (the first step then
@@ -81,7 +81,7 @@ def start_from_frames(
         warnings.warn(f"data_init: the teacher's taps are not finite on any of the {frames} sample frames; "
                       "the block starts as built", RuntimeWarning, stacklevel=3)
         return
-    sv.block.init_reductions(itertools.chain([first], taps), shift=shift)
+    sv.block.init_reductions(itertools.chain([first], taps), shift=shift, reductions=reductions)
 
 
 def _finite_rows(taps: KeyframeTaps) -> torch.Tensor:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Union
 
-from .base import REDUCTION_SHIFT, BlockOutput, KeyframeTaps, LightConv, ShortcutBlock, default_width, motion_prior_name
+from .base import REDUCTION_SHIFT, REDUCTIONS, START_REDUCTIONS, BlockOutput, KeyframeTaps, LightConv, ShortcutBlock, default_width, motion_prior_name
 from .full import FullReference, FullResolutionBlock
 from .half import HalfReference, HalfResolutionBlock
 
@@ -25,6 +25,8 @@ __all__ = [
     "default_width",
     "motion_prior_name",
     "REDUCTION_SHIFT",
+    "REDUCTIONS",
+    "START_REDUCTIONS",
 ]
 
 Reference = Union[HalfReference, FullReference]

@@ -29,12 +29,19 @@ from ...ops import MOTION_PRIORS, adabd_conv, coarse_features, coarse_grid, corr
 from ..checks import is_count
 from .principal import PatchMoments, principal_components, set_rows_
 
-__all__ = ["ShortcutBlock", "BlockOutput", "KeyframeTaps", "LightConv", "default_width", "REDUCTION_SHIFT"]
+__all__ = ["ShortcutBlock", "BlockOutput", "KeyframeTaps", "LightConv", "default_width", "REDUCTION_SHIFT", "REDUCTIONS", "START_REDUCTIONS"]
 
 #: :meth:`ShortcutBlock.init_reductions`'s default: each reduced channel starts this many of its
 #: standard deviations above zero, so that the ReLU after the reduction passes nearly all of it
 #: (chosen among shifts by ``benchmarks/data_init.py``; ``benchmarks/RESULTS.md``, "Data-dependent start")
 REDUCTION_SHIFT = 2.0
+#: the block's two reductions by the names :meth:`ShortcutBlock.init_reductions` takes: ``"encoder"``
+#: (``reduce_enc``, read by the flow and offset heads) and ``"decoder"`` (``reduce_dec``, the content AdaBD blends)
+REDUCTIONS = ("encoder", "decoder")
+#: the reductions :meth:`ShortcutBlock.init_reductions` sets by default: the decoder tap's alone (starting
+#: the encoder tap's too distilled worse blocks on every teacher measured; ``benchmarks/RESULTS.md``,
+#: "Data-dependent start")
+START_REDUCTIONS: tuple[str, ...] = ("decoder",)
 
 
 class KeyframeTaps(NamedTuple):
@@ -212,28 +219,41 @@ class ShortcutBlock(nn.Module, ABC):
         return not any(bool(p.detach().any()) for p in self.reconstruct.parameters())
 
     @torch.no_grad()
-    def init_reductions(self, taps: Iterable[KeyframeTaps], shift: float = REDUCTION_SHIFT) -> None:
-        """Start the encoder and decoder reductions from the taps' principal components.
+    def init_reductions(
+        self, taps: Iterable[KeyframeTaps], shift: float = REDUCTION_SHIFT, reductions: str | Iterable[str] = START_REDUCTIONS
+    ) -> None:
+        """Start reductions from the taps' principal components.
 
-        Each reduction (a conv from ``C`` channels to the block's width ``h``, then ReLU) is set
-        to a projection onto the ``h`` leading principal components of what it reads on ``taps``
+        Each reduction named in ``reductions`` (a conv from ``C`` channels to the block's width
+        ``h``, then ReLU) is set to a projection onto the ``h`` leading principal components of
+        what it reads on ``taps``
         (:func:`~shortcutify.core.blocks.principal.principal_components`: at the scale PyTorch's
         default initialisation gives on that input), each component centred and raised by
         ``shift`` of its standard deviations, so that the ReLU passes it nearly whole: the block
-        starts from the taps' strongest directions instead of a random half of a random projection.
+        starts from the tap's strongest directions instead of a random half of a random projection.
+        The others keep their weights. By default only the decoder tap's reduction is set (the
+        content AdaBD blends and the reconstruction reads); the encoder tap's feeds the flow and
+        offset heads, and starting it too distilled worse blocks (:data:`START_REDUCTIONS`).
         Nothing else changes: an untrained block still predicts the warped reference (its flow
-        head reads these features, but its last conv is still zero).
+        head reads the encoder features, but its last conv is still zero).
 
         Args:
             taps: keyframe taps (:class:`KeyframeTaps`: ``enc [B, Ca, Ha, Wa]``,
                 ``dec [B, Cf, Hf, Wf]``) of sample frames; one pass, moments gathered in float64.
             shift: how many standard deviations each reduced channel starts above zero.
+            reductions: which reductions to set, names from :data:`REDUCTIONS` (one name or several).
 
         Raises:
-            ValueError: ``taps`` is empty, or a tap does not have the block's channels.
+            ValueError: ``taps`` is empty, a tap does not have the block's channels, or
+                ``reductions`` names no reduction or an unknown one.
             FloatingPointError: the taps are not finite; the block is unchanged.
         """
-        moments: tuple[PatchMoments, PatchMoments] | None = None
+        names = (reductions,) if isinstance(reductions, str) else tuple(reductions)
+        unknown = [n for n in names if n not in REDUCTIONS]
+        if unknown or not names:
+            raise ValueError(f"reductions must name one or more of {REDUCTIONS}, got {reductions!r}")
+        convs = {"encoder": self.reduce_enc, "decoder": self.reduce_dec}
+        moments: dict[str, PatchMoments] | None = None
         for t in taps:
             if t.enc.shape[1] != self.enc_channels or t.dec.shape[1] != self.dec_channels:
                 raise ValueError(
@@ -241,19 +261,18 @@ class ShortcutBlock(nn.Module, ABC):
                     f"(encoder tap) and {self.dec_channels} (decoder tap)"
                 )
             if moments is None:
-                moments = (PatchMoments(self.reduce_enc), PatchMoments(self.reduce_dec))  # type: ignore[arg-type]
-            a_in, f_in = self.reduction_inputs(t.enc, t.dec)
-            moments[0].update(a_in)
-            moments[1].update(f_in)
+                moments = {n: PatchMoments(convs[n]) for n in REDUCTIONS if n in names}  # type: ignore[arg-type]
+            inputs = dict(zip(REDUCTIONS, self.reduction_inputs(t.enc, t.dec)))
+            for n, m in moments.items():
+                m.update(inputs[n])
         if moments is None:
             raise ValueError("init_reductions needs the taps of at least one keyframe")
-        try:  # both derived before either is set: a failure leaves the block as it was
-            enc = principal_components(moments[0], self.width, shift)
-            dec = principal_components(moments[1], self.width, shift)
+        try:  # all derived before any is set: a failure leaves the block as it was
+            rows = {n: principal_components(m, self.width, shift) for n, m in moments.items()}
         except FloatingPointError as err:
             raise FloatingPointError(f"init_reductions: the taps are not finite (NaN or Inf); the block is unchanged ({err})") from None
-        set_rows_(self.reduce_enc, *enc)  # type: ignore[arg-type]
-        set_rows_(self.reduce_dec, *dec)  # type: ignore[arg-type]
+        for n, (w, b) in rows.items():
+            set_rows_(convs[n], w, b)  # type: ignore[arg-type]
 
     def reference_parameters(self) -> list[nn.Parameter]:
         """The parameters :meth:`prepare_reference` uses (counted in the keyframe path's cost)."""
