@@ -658,19 +658,24 @@ def _taps_verdict(r: dict) -> list[str]:
 
 
 def variant_gaps(runs: list[dict], variant: str) -> list[str]:
-    """Per teacher and step count: the variant's mean gain (``"defaults"``: the runs that are the defaults) minus
-    that of the default distillation of the half-resolution block at its automatic width (same teacher weights),
-    per video."""
+    """Per teacher and step count: the variant's mean gain (``"defaults"``: the runs shown as the defaults) minus
+    that of the half-resolution block at its automatic width distilled with the same settings and the same start
+    (same teacher weights), per video."""
     sys.path.insert(0, str(HERE))
-    from distill_teachers import default_blocks, default_settings, is_default, run_block
+    from distill_teachers import BUILD_KEYS, default_blocks, label, run_block, start_of
 
     blocks = default_blocks()
 
     def is_mine(x: dict) -> bool:
-        return is_default(x, blocks) if variant == "defaults" else x["variant"] == variant
+        return label(x, blocks) == "defaults" if variant == "defaults" else x["variant"] == variant
 
-    def plain_half(x: dict) -> bool:  # (`half`, or `defaults` where they build that block)
-        return not is_mine(x) and default_settings(x) and run_block(x)[0] == "half" and "width_scale" not in x["settings"]
+    def distilled(x: dict) -> tuple:  # how the block was distilled, apart from the block it was given
+        settings = {k: v for k, v in {"data_init": False, **x["settings"]}.items() if k not in BUILD_KEYS}
+        return json.dumps(settings, sort_keys=True), start_of(x)
+
+    def plain_half(x: dict, like: dict) -> bool:
+        return (not is_mine(x) and run_block(x)[0] == "half" and not any(k in x["settings"] for k in ("width_scale", "motion_prior"))
+                and distilled(x) == distilled(like))
 
     def mean_gain(rs: list[dict], video: str) -> float:
         return sum(x["videos"][video]["psnr"] - x["videos"][video]["psnr_repeat"] for x in rs) / len(rs)
@@ -679,14 +684,15 @@ def variant_gaps(runs: list[dict], variant: str) -> list[str]:
     lines = []
     for teacher, weights, steps in sorted({(x["teacher"], x.get("weights"), x["steps"]) for x in runs if is_mine(x) and x["steps"]}):
         same = [x for x in runs if x["teacher"] == teacher and x.get("weights") == weights and x["steps"] == steps]
-        mine, base = [x for x in same if is_mine(x)], [x for x in same if plain_half(x)]
+        mine = [x for x in same if is_mine(x)]
+        base = [x for x in same if plain_half(x, mine[0])]
         if mine and base:
             diffs = ", ".join(f"{v} {mean_gain(mine, v) - mean_gain(base, v):+.2f} dB" for v in mine[0]["videos"])
             name = teacher if weights == latest.get(teacher) else f"{teacher}@{weights or 'earlier'} (earlier weights)"
             lines.append(f"- {name}, {steps} steps ({len(mine)} and {len(base)} seeds): {diffs}.")
     what = "The defaults of 0.11 (`resolution=\"auto\"`'s block)" if variant == "defaults" else f"`{variant}`"
-    return [f"{what} against the half layout at its automatic width with the default distillation (0.10's defaults; "
-            "difference of mean gains):", "", *lines, ""] if lines else []
+    return [f"{what} against the half layout at its automatic width distilled alike (the same distillation settings and "
+            "start; difference of mean gains):", "", *lines, ""] if lines else []
 
 
 def _teacher_speed_table() -> list[str]:
@@ -722,7 +728,8 @@ def _versions_line(rows: list[dict]) -> str:
 
 
 def start_gaps(runs: list[dict]) -> list[str]:
-    """Per teacher and step count: the defaults' mean gain minus that of ``no-data-init`` (the block as built), per video."""
+    """Per teacher and step count: the defaults' mean gain minus that of ``no-data-init`` (the block as built) and
+    of ``start-encoder+decoder`` (0.14's start), per video."""
     sys.path.insert(0, str(HERE))
     from distill_teachers import label
 
@@ -733,15 +740,20 @@ def start_gaps(runs: list[dict]) -> list[str]:
     def mean_gain(rs: list[dict], video: str) -> float:
         return sum(x["videos"][video]["psnr"] - x["videos"][video]["psnr_repeat"] for x in rs) / len(rs)
 
-    lines = []
-    for (teacher, steps, name), mine in sorted(groups.items()):
-        base = groups.get((teacher, steps, "no-data-init"))
-        if name != "defaults" or not steps or not base:
-            continue
-        diffs = ", ".join(f"{v} {mean_gain(mine, v) - mean_gain(base, v):+.2f} dB" for v in mine[0]["videos"])
-        lines.append(f"- {teacher}, {steps:,} steps ({len(mine)} and {len(base)} seeds): {diffs}.")
-    return ["The data-dependent start of the defaults (the decoder tap's reduction, since 0.15) against the block as built "
-            "(`no-data-init`), same teacher weights, difference of mean gains:", "", *lines, ""] if lines else []
+    out = []
+    for base_name, what in (("no-data-init", "the block as built (`no-data-init`)"),
+                            ("start-encoder+decoder", "0.14's start of both reductions (`start-encoder+decoder`)")):
+        lines = []
+        for (teacher, steps, name), mine in sorted(groups.items()):
+            base = groups.get((teacher, steps, base_name))
+            if name != "defaults" or not steps or not base:
+                continue
+            diffs = ", ".join(f"{v} {mean_gain(mine, v) - mean_gain(base, v):+.2f} dB" for v in mine[0]["videos"])
+            lines.append(f"- {teacher}, {steps:,} steps ({len(mine)} and {len(base)} seeds): {diffs}.")
+        if lines:
+            out += [f"The data-dependent start of the defaults (the decoder tap's reduction, since 0.15) against {what}, "
+                    "same teacher weights, difference of mean gains:", "", *lines, ""]
+    return out
 
 
 def _why_low(runs: list[dict], low: list[str], steps: int, latest: dict) -> str:
@@ -764,7 +776,7 @@ def _why_low(runs: list[dict], low: list[str], steps: int, latest: dict) -> str:
 def distill_teachers_section() -> list[str]:
     """Distillation over many teachers (benchmarks/distill_teachers.py): gains over repeat per teacher, variant and steps."""
     sys.path.insert(0, str(HERE))
-    from distill_teachers import VARIANTS, default_blocks, is_default, latest_per_label, load_runs, summarise
+    from distill_teachers import VARIANTS, default_blocks, label, latest_per_label, load_runs, summarise
 
     runs = latest_per_label(load_runs())
     files = [json.loads(p.read_text()) for p in [RESULTS / "distill_teachers.json", *sorted(RESULTS.glob("distill_teachers.part-*.json"))] if p.is_file()]
@@ -813,7 +825,7 @@ def distill_teachers_section() -> list[str]:
         "Since 0.14 `distill` starts the block from the data (`data_init`, section \"Data-dependent start\"): 0.14 set both "
         "reductions, 0.15 the decoder tap's alone; runs of 0.14's defaults show as `start-encoder+decoder`, runs that "
         "recorded the defaults of 0.11 to 0.13 (the block as built) as `no-data-init`, as do runs of that variant. "
-        "Library versions of the `defaults` runs shown: " + _versions_line([x for x in current if is_default(x)]) + ".",
+        "Library versions of the `defaults` runs shown: " + _versions_line([x for x in current if label(x) == "defaults"]) + ".",
         "",
     ]
     if earlier:
@@ -830,7 +842,7 @@ def distill_teachers_section() -> list[str]:
         out += variant_gaps(runs, variant)
     out += _teacher_speed_table()
     blocks = default_blocks()
-    mine = [x for x in runs if is_default(x, blocks) and x.get("weights") == latest[x["teacher"]]]
+    mine = [x for x in runs if label(x, blocks) == "defaults" and x.get("weights") == latest[x["teacher"]]]
     if mine:
         def gains(steps: int) -> dict[str, list[float]]:
             per: dict[str, list[float]] = {}
