@@ -64,6 +64,8 @@ STARTS: dict[str, tuple[float, str, tuple[str, ...]] | None] = {
 def is_library_start(start: str) -> bool:
     """Whether ``start`` is what ``distill(data_init=True)`` does with this version's defaults."""
     return STARTS[start] == (REDUCTION_SHIFT, "principal", tuple(START_REDUCTIONS))
+
+
 DEFAULT_SEEDS = {"resnet-cartoon": [0, 1], "resnet-colour": [0, 1], "unet-lines": [0, 1], "unet-blur": [0, 1]}
 
 

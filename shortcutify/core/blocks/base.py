@@ -39,8 +39,8 @@ REDUCTION_SHIFT = 2.0
 #: (``reduce_enc``, read by the flow and offset heads) and ``"decoder"`` (``reduce_dec``, the content AdaBD blends)
 REDUCTIONS = ("encoder", "decoder")
 #: the reductions :meth:`ShortcutBlock.init_reductions` sets by default: the decoder tap's alone (starting
-#: the encoder tap's too distilled worse blocks on every teacher measured; ``benchmarks/RESULTS.md``,
-#: "Data-dependent start")
+#: the encoder tap's too distilled worse blocks on most teachers measured and about equal ones on the
+#: others; ``benchmarks/RESULTS.md``, "Data-dependent start" and "Distillation over many teachers")
 START_REDUCTIONS: tuple[str, ...] = ("decoder",)
 
 
@@ -233,7 +233,8 @@ class ShortcutBlock(nn.Module, ABC):
         starts from the tap's strongest directions instead of a random half of a random projection.
         The others keep their weights. By default only the decoder tap's reduction is set (the
         content AdaBD blends and the reconstruction reads); the encoder tap's feeds the flow and
-        offset heads, and starting it too distilled worse blocks (:data:`START_REDUCTIONS`).
+        offset heads, and starting it too distilled worse blocks on most teachers measured
+        (:data:`START_REDUCTIONS`).
         Nothing else changes: an untrained block still predicts the warped reference (its flow
         head reads the encoder features, but its last conv is still zero).
 
