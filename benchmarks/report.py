@@ -657,6 +657,11 @@ def _taps_verdict(r: dict) -> list[str]:
     ]
 
 
+def mean_gain(rs: list[dict], video: str) -> float:
+    """Mean over distill_teachers runs ``rs`` of the gain over repeating the keyframe on ``video`` (dB)."""
+    return sum(x["videos"][video]["psnr"] - x["videos"][video]["psnr_repeat"] for x in rs) / len(rs)
+
+
 def variant_gaps(runs: list[dict], variant: str) -> list[str]:
     """Per teacher and step count: the variant's mean gain (``"defaults"``: the runs shown as the defaults) minus
     that of the half-resolution block at its automatic width distilled with the same settings and the same start
@@ -676,9 +681,6 @@ def variant_gaps(runs: list[dict], variant: str) -> list[str]:
     def plain_half(x: dict, like: dict) -> bool:
         return (not is_mine(x) and run_block(x)[0] == "half" and not any(k in x["settings"] for k in ("width_scale", "motion_prior"))
                 and distilled(x) == distilled(like))
-
-    def mean_gain(rs: list[dict], video: str) -> float:
-        return sum(x["videos"][video]["psnr"] - x["videos"][video]["psnr_repeat"] for x in rs) / len(rs)
 
     latest = {x["teacher"]: x.get("weights") for x in runs}
     lines = []
@@ -736,9 +738,6 @@ def start_gaps(runs: list[dict]) -> list[str]:
     groups: dict[tuple[str, int, str], list[dict]] = {}
     for x in runs:
         groups.setdefault((x["teacher"], x["steps"], label(x)), []).append(x)
-
-    def mean_gain(rs: list[dict], video: str) -> float:
-        return sum(x["videos"][video]["psnr"] - x["videos"][video]["psnr_repeat"] for x in rs) / len(rs)
 
     out = []
     for base_name, what in (("no-data-init", "the block as built (`no-data-init`)"),
