@@ -340,13 +340,17 @@ def run_one(name: str, spec: Teacher, variant: str, seed: int, steps: int, quick
     return row
 
 
-def load_runs(base: str = "distill_teachers") -> list[dict[str, Any]]:
-    """The runs of ``results/<base>.json`` and of its parts (``<base>.part-*.json``), later files last;
-    a run of the same :func:`key` in a later file replaces the earlier one (a rerun with a newer
-    version of the library: its rows record the version)."""
-    runs = [r for p in [RESULTS / f"{base}.json", *sorted(RESULTS.glob(f"{base}.part-*.json"))] if p.is_file()
+def all_runs(base: str = "distill_teachers") -> list[dict[str, Any]]:
+    """Every run of ``results/<base>.json`` and of its parts (``<base>.part-*.json``), later files last,
+    replaced runs included."""
+    return [r for p in [RESULTS / f"{base}.json", *sorted(RESULTS.glob(f"{base}.part-*.json"))] if p.is_file()
             for r in json.loads(p.read_text())["runs"]]
-    return last_per(runs, key)
+
+
+def load_runs(base: str = "distill_teachers") -> list[dict[str, Any]]:
+    """:func:`all_runs`, where a run of the same :func:`key` in a later file replaces the earlier one (a
+    rerun with a newer version of the library: its rows record the version)."""
+    return last_per(all_runs(base), key)
 
 
 def last_per(rows: list[dict[str, Any]], by: Callable[[dict[str, Any]], tuple]) -> list[dict[str, Any]]:

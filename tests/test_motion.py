@@ -11,11 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shortcutify import shortcutify
-from shortcutify.core.blocks import make_block
+from shortcutify.core.blocks import make_block, motion_pool_for
 from shortcutify.core.config import ShortcutConfig
 from shortcutify.core.cost import count_macs
 from shortcutify.demo.models import ResnetGenerator
-from shortcutify.ops import MOTION_PRIORS, coarse_features, coarse_grid, correlation_flow, local_similarities, warp
+from shortcutify.ops import MOTION_PRIORS, coarse_features, coarse_grid, coarse_pool, correlation_flow, local_similarities, warp
 
 
 def _smooth(b: int, c: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
@@ -124,6 +124,62 @@ def test_the_prior_is_part_of_the_config_and_old_configs_keep_theirs():
         shortcutify(gen, "model.4", "model.12", x, motion_prior=1)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="regional"):
         shortcutify(gen, "model.4", "model.12", x, motion_prior="global")
+
+
+@pytest.mark.parametrize(("size", "pool"), [((1, 1), 1), ((40, 40), 1), ((41, 10), 2), ((10, 80), 2), ((48, 112), 3), ((512, 1024), 26)])
+def test_the_pool_brings_the_longer_side_to_at_most_forty(size, pool):
+    assert coarse_pool(size) == pool
+    grid = coarse_grid(size)
+    assert grid == (-(-size[0] // pool), -(-size[1] // pool)) and max(grid) <= 40
+
+
+@settings(max_examples=25, deadline=None)
+@given(h=st.integers(1, 200), w=st.integers(1, 200), pool=st.integers(1, 9))
+def test_a_fixed_pool_gives_the_grid_of_that_pool_on_any_map(h, w, pool):
+    assert coarse_grid((h, w), pool=pool) == (-(-h // pool), -(-w // pool))
+
+
+@pytest.mark.parametrize("pool", [0, -1, 1.5, True, "2"])
+def test_a_bad_pool_is_refused(pool):
+    with pytest.raises(ValueError, match="pool"):
+        coarse_grid((8, 8), pool=pool)
+    with pytest.raises(ValueError, match="motion_pool"):
+        make_block("full", 8, 6, motion_prior=True, motion_pool=pool)
+
+
+def test_shortcutify_fixes_the_pool_for_the_frame_it_was_built_on_and_load_keeps_it(tmp_path):
+    """The prior's coarse grid is pooled as on the example's frame, on inputs of any size (a crop,
+    as in distillation, searches as far in pixels as the whole frame); without the prior there is no pool."""
+    gen = ResnetGenerator(ngf=8, n_blocks=2)
+    x = torch.randn(1, 3, 96, 224)
+    sv = shortcutify(gen, "model.4", "model.12", x, motion_prior=True)
+    dec_size = tuple(sv.config.dec_shape[-2:])
+    assert sv.block.motion_pool == motion_pool_for(dec_size) == coarse_pool(((dec_size[0] + 1) // 2, (dec_size[1] + 1) // 2)) > 1
+    assert "motion_pool=" in repr(sv.block)
+    sv.save(tmp_path / "b")
+    from shortcutify import load
+
+    assert load(gen, tmp_path / "b").block.motion_pool == sv.block.motion_pool
+    assert shortcutify(gen, "model.4", "model.12", x).block.motion_pool is None
+
+
+def test_a_fixed_pool_finds_on_a_crop_the_motion_it_finds_on_the_whole_map():
+    """A shift beyond the crop's own search range (radius × its own pool) but within the block's
+    (radius × the whole map's pool) is found on the crop only with the whole map's pool."""
+    radius = MOTION_PRIORS["local"]["radius"]
+    ref = _smooth(1, 16, 32, 32, seed=3)
+    shift = (0, radius + 3)  # beyond radius × 1 (the 32-pixel crop's own pool), within radius × 2
+    x = torch.roll(ref, shifts=shift, dims=(2, 3))
+    inner = (slice(None), 1, slice(10, -10), slice(12, -12))
+    found = {}
+    for pool in (None, 2):
+        block = make_block("full", 16, 6, motion_prior=True, motion_pool=pool)
+        grid = (32, 32)
+        flow = block._prior(x, block.motion_features(ref, grid), grid)
+        found[pool] = float(flow[inner].mean())
+    assert coarse_pool((32, 32)) == 1
+    assert abs(found[2] + shift[1]) < 1.5, found
+    assert abs(found[None] + shift[1]) > 2.5, found
 
 
 def test_each_estimator_gives_what_its_settings_give():

@@ -23,7 +23,7 @@ from typing_extensions import Unpack
 from ..errors import IncompatibleCheckpointError, ShortcutifyError, UntraceableModelError
 from ..ops import MOTION_PRIORS
 from ..version import __version__
-from .blocks import BLOCK_TYPES, make_block, motion_prior_name
+from .blocks import BLOCK_TYPES, make_block, motion_pool_for, motion_prior_name
 from .blocks.sizing import AUTO, auto_layout, auto_width, block_macs, check_layout_choice
 from .capture import CaptureKwargs, CaptureOptions, as_tuple, capture, recapture
 from .cut import Cut, resolve_cut
@@ -75,7 +75,9 @@ def shortcutify(
         motion_prior: start the block's flow from a parameter-free correlation of the
             encoder taps (:func:`~shortcutify.ops.correlation_flow`) that the flow head then
             corrects: ``True`` (the ``"local"`` estimator of :data:`~shortcutify.ops.MOTION_PRIORS`)
-            or an estimator's name. Off by default: it makes the untrained block better than
+            or an estimator's name. Its coarse grid is pooled as on ``example_inputs``' frame
+            (:func:`~shortcutify.core.blocks.motion_pool_for`), on inputs of any size: give a frame
+            of the size you will run. Off by default: it makes the untrained block better than
             repeating the keyframe on moving footage, but distillation from it has not yet
             matched distillation without it (``benchmarks/RESULTS.md``, "Motion prior").
         capture_options: ``capture`` (``"auto"``, ``"fx"``, ``"export"``), ``leaf_modules``,
@@ -127,7 +129,8 @@ def shortcutify(
             "Choose taps further apart (list_taps() shows the MACs up to each node).",
             stacklevel=2,
         )
-    block = make_block(resolution, cut.enc.shape[1], cut.dec.shape[1], width=width, motion_prior=motion_prior).to(**factory)
+    pool = motion_pool_for((cut.dec.shape[-2], cut.dec.shape[-1])) if motion_prior else None  # (the example's frame size)
+    block = make_block(resolution, cut.enc.shape[1], cut.dec.shape[1], width=width, motion_prior=motion_prior, motion_pool=pool).to(**factory)
 
     def capture_again(args: tuple[Any, ...]) -> Cut:
         return resolve_cut(recapture(captured, model, args, options), enc_layer, dec_layer)

@@ -10,7 +10,7 @@ Functional and module pairs with torchvision's semantics, without torchvision:
 * :func:`adabd_conv`: AdaBD's fused blend-and-deform convolution (its plain-PyTorch
   reference :func:`adabd_conv_reference`; on CUDA a Triton kernel, see
   :func:`use_fast_path` and :func:`fast_path_available`);
-* :func:`correlation_flow` (with :func:`coarse_features`, :func:`coarse_grid`): a
+* :func:`correlation_flow` (with :func:`coarse_features`, :func:`coarse_grid`, :func:`coarse_pool`): a
   parameter-free motion estimate between two feature maps.
 
 These are the reference implementations, run on every device and differentiable; a
@@ -23,7 +23,7 @@ only where triton is installed; ``shortcutify.ops.fast_path`` says where they ap
 from .adabd import adabd_conv, adabd_conv_reference
 from .deform import DeformConv2d, columns_matmul, conv_output_size, deform_columns, deform_conv2d, unfold_columns, warp_reference
 from .fast_path import fast_path_available, use_fast_path
-from .motion import MOTION_PRIORS, coarse_features, coarse_grid, correlation_flow, local_similarities
+from .motion import MOTION_PRIORS, coarse_features, coarse_grid, coarse_pool, correlation_flow, local_similarities
 from .warping import warp
 
 __all__ = [
@@ -42,6 +42,7 @@ __all__ = [
     "correlation_flow",
     "coarse_features",
     "coarse_grid",
+    "coarse_pool",
     "local_similarities",
     "MOTION_PRIORS",
 ]

@@ -6,7 +6,8 @@ parameters, no training). The blocks use it as the starting point of their flow,
 untrained block already follows the motion instead of repeating the keyframe.
 
 1. :func:`coarse_features`: both maps average-pooled to a coarse grid (:func:`coarse_grid`:
-   the longer side near 40, so the search range scales with the frame), each channel's
+   the longer side near 40, so the search range scales with the frame; a block fixes the
+   pooling factor for the frame size it was built for), each channel's
    spatial mean removed, each position's channel vector scaled to unit length;
 2. :func:`correlation_flow`: every coarse position of the current map is compared with the
    ``(2r+1)²`` positions of the reference around it (padded by replication): cosine
@@ -29,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["coarse_grid", "coarse_features", "local_similarities", "correlation_flow", "MOTION_PRIORS"]
+__all__ = ["coarse_pool", "coarse_grid", "coarse_features", "local_similarities", "correlation_flow", "MOTION_PRIORS"]
 
 
 #: the estimators a block's ``motion_prior`` names: settings of :func:`correlation_flow`.
@@ -49,11 +50,29 @@ def _check(x: Tensor, name: str) -> None:
         raise ValueError(f"{name} must be a floating tensor [B, C, H, W], got {getattr(x, 'shape', type(x).__name__)}")
 
 
-def coarse_grid(size: tuple[int, int], target: int = 40) -> tuple[int, int]:
-    """The coarse grid for a map of ``size`` ``(H, W)``: pooled by ``⌈max(H, W) / target⌉`` (so the
-    search range scales with the frame), ``(⌈H/p⌉, ⌈W/p⌉)``."""
-    p = max(1, -(-max(size) // target))
-    return -(-size[0] // p), -(-size[1] // p)
+def coarse_pool(size: tuple[int, int], target: int = 40) -> int:
+    """The pooling factor for a map of ``size`` ``(H, W)``: ``⌈max(H, W) / target⌉`` (at least 1), so
+    that the coarse grid's longer side is near ``target`` and the search range scales with the frame."""
+    return max(1, -(-max(int(size[0]), int(size[1])) // target))
+
+
+def coarse_grid(size: tuple[int, int], target: int = 40, pool: int | None = None) -> tuple[int, int]:
+    """The coarse grid for a map of ``size`` ``(H, W)``: pooled by ``p = pool`` or, without it, by
+    :func:`coarse_pool` of ``size``; ``(⌈H/p⌉, ⌈W/p⌉)``.
+
+    A fixed ``pool`` keeps the search range the same in pixels on maps of any size (a block
+    trained on crops of the frames it runs on: ``ShortcutBlock``'s ``motion_pool``).
+
+    Raises:
+        ValueError: ``pool`` is not an integer >= 1.
+    """
+    if pool is None:
+        p = coarse_pool(size, target)
+    elif isinstance(pool, bool) or not isinstance(pool, int) or pool < 1:
+        raise ValueError(f"pool must be an integer >= 1 or None, got {pool!r}")
+    else:
+        p = pool
+    return -(-int(size[0]) // p), -(-int(size[1]) // p)
 
 
 def coarse_features(x: Tensor, size: tuple[int, int]) -> Tensor:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Union
 
-from .base import REDUCTION_SHIFT, REDUCTIONS, START_REDUCTIONS, BlockOutput, KeyframeTaps, LightConv, ShortcutBlock, default_width, motion_prior_name
+from .base import REDUCTION_SHIFT, REDUCTIONS, START_REDUCTIONS, BlockOutput, KeyframeTaps, LightConv, ShortcutBlock, default_width, motion_pool_for, motion_prior_name
 from .full import FullReference, FullResolutionBlock
 from .half import HalfReference, HalfResolutionBlock
 
@@ -24,6 +24,7 @@ __all__ = [
     "check_resolution",
     "default_width",
     "motion_prior_name",
+    "motion_pool_for",
     "REDUCTION_SHIFT",
     "REDUCTIONS",
     "START_REDUCTIONS",
@@ -50,11 +51,14 @@ def check_resolution(resolution: object) -> str:
 
 def make_block(
     resolution: str, enc_channels: int, dec_channels: int, width: int | None = None, kernel_size: int = 3,
-    motion_prior: bool | str | None = False,
+    motion_prior: bool | str | None = False, motion_pool: int | None = None,
 ) -> ShortcutBlock:
     """The block of layout ``resolution`` (a key of :data:`BLOCK_TYPES`), sized from the taps.
 
     Raises:
-        ValueError: ``resolution`` names no layout, or ``motion_prior`` no estimator.
+        ValueError: ``resolution`` names no layout, ``motion_prior`` no estimator, or
+            ``motion_pool`` is not an integer >= 1 (nor ``None``).
     """
-    return BLOCK_TYPES[check_resolution(resolution)](enc_channels, dec_channels, width=width, kernel_size=kernel_size, motion_prior=motion_prior)
+    return BLOCK_TYPES[check_resolution(resolution)](
+        enc_channels, dec_channels, width=width, kernel_size=kernel_size, motion_prior=motion_prior, motion_pool=motion_pool
+    )

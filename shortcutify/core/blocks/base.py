@@ -25,11 +25,12 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from ...ops import MOTION_PRIORS, adabd_conv, coarse_features, coarse_grid, correlation_flow
+from ...ops import MOTION_PRIORS, adabd_conv, coarse_features, coarse_grid, coarse_pool, correlation_flow
 from ..checks import is_count
 from .principal import PatchMoments, principal_components, set_rows_
+from .resize import half_size
 
-__all__ = ["ShortcutBlock", "BlockOutput", "KeyframeTaps", "LightConv", "default_width", "REDUCTION_SHIFT", "REDUCTIONS", "START_REDUCTIONS"]
+__all__ = ["ShortcutBlock", "BlockOutput", "KeyframeTaps", "LightConv", "default_width", "motion_pool_for", "REDUCTION_SHIFT", "REDUCTIONS", "START_REDUCTIONS"]
 
 #: :meth:`ShortcutBlock.init_reductions`'s default: each reduced channel starts this many of its
 #: standard deviations above zero, so that the ReLU after the reduction passes nearly all of it
@@ -105,6 +106,13 @@ def motion_prior_name(value: object) -> str | None:
     raise ValueError(f"motion_prior must be True, False, None or one of {tuple(MOTION_PRIORS)}, got {value!r}")
 
 
+def motion_pool_for(dec_size: tuple[int, int]) -> int:
+    """The motion prior's pooling factor for a decoder tap of ``dec_size`` ``(Hf, Wf)``: both layouts
+    predict the flow at half that resolution (:func:`~shortcutify.core.blocks.resize.half_size`), and
+    :func:`~shortcutify.ops.coarse_pool` pools that grid to a longer side near 40."""
+    return coarse_pool(half_size(dec_size))
+
+
 def default_width(enc_channels: int, dec_channels: int) -> int:
     """Block width ``h`` from the tap widths: half the narrower tap, at least 4."""
     return max(4, min(enc_channels, dec_channels) // 2)
@@ -140,6 +148,11 @@ class ShortcutBlock(nn.Module, ABC):
             ``False``/``None``: off (default: the flow head alone); ``True``: ``"local"``;
             or a key of :data:`~shortcutify.ops.MOTION_PRIORS` (``"local"``, ``"regional"``:
             the estimator of versions 0.5 to 0.9). Stored as that key (or ``None``).
+        motion_pool: the prior's pooling factor from the flow grid to its coarse grid (an
+            integer >= 1, fixing the search range in pixels), or ``None``: from each call's size
+            (:func:`~shortcutify.ops.coarse_grid`). :func:`~shortcutify.shortcutify` sets it
+            for the frame size it was built on (:func:`motion_pool_for`), so that a block
+            distilled on crops searches as far, in pixels, as on whole frames.
 
     Both layouts share: a flow head (a light conv stack on ``[a_t, a_ref]`` predicting one
     flow ``[B, 2, ., .]`` (dy, dx) in pixels), an AdaBD head (a light conv stack on
@@ -156,17 +169,20 @@ class ShortcutBlock(nn.Module, ABC):
 
     def __init__(
         self, enc_channels: int, dec_channels: int, width: int | None = None, kernel_size: int = 3,
-        motion_prior: bool | str | None = False,
+        motion_prior: bool | str | None = False, motion_pool: int | None = None,
     ) -> None:
         super().__init__()
         if kernel_size % 2 != 1:
             raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+        if motion_pool is not None and not is_count(motion_pool):
+            raise ValueError(f"motion_pool must be an integer >= 1 or None, got {motion_pool!r}")
         h = default_width(enc_channels, dec_channels) if width is None else width
         if not is_count(h):
             raise ValueError(f"width must be an integer >= 1, got {width!r}")
         h = int(h)
         self.enc_channels, self.dec_channels, self.width, self.kernel_size = enc_channels, dec_channels, h, kernel_size
         self.motion_prior = motion_prior_name(motion_prior)
+        self.motion_pool = None if motion_pool is None else int(motion_pool)
         k2 = kernel_size * kernel_size
         self.reduce_enc, self.reduce_dec = self._reductions(enc_channels, dec_channels, h)
         self.flow_head = _head(h, 2)
@@ -279,12 +295,12 @@ class ShortcutBlock(nn.Module, ABC):
         """The parameters :meth:`prepare_reference` uses (counted in the keyframe path's cost)."""
         return [*self.reduce_enc.parameters(), *self.reduce_dec.parameters()]
 
-    @staticmethod
-    def motion_features(a: Tensor, grid: tuple[int, int]) -> Tensor:
+    def motion_features(self, a: Tensor, grid: tuple[int, int]) -> Tensor:
         """The encoder tap ``[B, Ca, Ha, Wa]`` as the motion prior compares it: unit vectors on
-        the coarse grid for a flow grid ``grid`` (``[B, Ca, h, w]``, float32, no gradient)."""
+        the coarse grid for a flow grid ``grid`` (``[B, Ca, h, w]``, float32, no gradient;
+        pooled by ``motion_pool`` where it is set)."""
         with torch.no_grad():
-            return coarse_features(a, coarse_grid(grid))
+            return coarse_features(a, coarse_grid(grid, pool=self.motion_pool))
 
     def _prior(self, a: Tensor, ref_motion: Tensor, grid: tuple[int, int]) -> Tensor | None:
         """The motion prior on ``grid`` (``[B, 2, H, W]`` in its pixels), or ``None`` without one."""
@@ -304,4 +320,5 @@ class ShortcutBlock(nn.Module, ABC):
         return (
             f"enc_channels={self.enc_channels}, dec_channels={self.dec_channels}, width={self.width}, "
             f"kernel_size={self.kernel_size}, resolution={self.resolution!r}, motion_prior={self.motion_prior!r}"
+            + (f", motion_pool={self.motion_pool}" if self.motion_pool is not None else "")
         )

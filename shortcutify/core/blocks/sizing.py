@@ -9,7 +9,7 @@ import torch
 
 from ..cost import count_macs
 from . import BLOCK_TYPES, make_block
-from .base import default_width
+from .base import default_width, motion_pool_for
 
 __all__ = ["block_macs", "auto_width", "auto_layout", "check_layout_choice", "AUTO", "FULL_WIDTH_FLOOR", "FULL_MACS_RATIO"]
 
@@ -31,7 +31,8 @@ def block_macs(
 ) -> int:
     """fvcore MACs of one block call at the tap shapes ``[B, C, H, W]`` (reference preparation excluded)."""
     factory = factory or {}
-    block = make_block(resolution, enc_shape[1], dec_shape[1], width=width, motion_prior=motion_prior).to(**factory)
+    pool = motion_pool_for((dec_shape[-2], dec_shape[-1])) if motion_prior else None
+    block = make_block(resolution, enc_shape[1], dec_shape[1], width=width, motion_prior=motion_prior, motion_pool=pool).to(**factory)
     a = torch.zeros(enc_shape, **factory)
     f = torch.zeros(dec_shape, **factory)
     with torch.no_grad():
