@@ -33,7 +33,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).parent))
 from common import RESULTS, cartoon_preset, machine, table, write  # noqa: E402
 
-from shortcutify import FixedInterval, distill, shortcutify  # noqa: E402
+from shortcutify import FixedInterval, __version__, distill, shortcutify  # noqa: E402
+from shortcutify.core.blocks import START_REDUCTIONS  # noqa: E402
 from shortcutify.core.cost import count_macs  # noqa: E402
 from shortcutify.train.evaluate import output_image  # noqa: E402
 from shortcutify.train.metrics import psnr, ssim, temporal_error  # noqa: E402
@@ -151,6 +152,7 @@ def main() -> None:
     plot = _plot(results, RESULTS / f"{tag}.png")
     path = write(tag, {"machine": machine(), "teacher": name, "steps": steps, "sizes": {"bikes": size, "carphone": car_size},
                        "resolution": sv.block.resolution, "requested": args.resolution, "block_width": sv.block.width, "auto_width": auto_width,
+                       "version": __version__, "start": "+".join(START_REDUCTIONS),  # (distill's default start of an untrained block)
                        "results": results, "markdown": md, "seconds": time.time() - t_start})
     print(f"wrote {path}" + (f" and {plot}" if plot else "") + f" in {time.time() - t_start:.0f} s")
 

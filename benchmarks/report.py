@@ -116,11 +116,17 @@ def resolution_section(speed: dict | None, speed_half: dict | None, speed_full: 
     if not (speed and speed_full):
         return []
 
+    started: set[str] = set()  # versions of the quality runs shown whose distill made the data-dependent start
+
     def quality_cells(qu: dict | None, missing: str = "not run") -> list[str]:
         cells = []
+        mark = ""
+        if qu and qu.get("start"):  # recorded since 0.16; runs before record none and were distilled as built (0.10-0.13)
+            started.add(f"of the {qu['start']} tap's reduction, version {qu['version']}")
+            mark = "*"
         for video in ("bikes (held-out frames)", "carphone (held-out video)"):
             r = next((r for r in (qu or {"results": []})["results"] if r["video"] == video and r["method"] == "Shortcut-V2V" and r["alpha"] == 3), None)
-            cells.append(f"{r['psnr']:.2f}" if r else missing)
+            cells.append(f"{r['psnr']:.2f}{mark}" if r else missing)
         return cells
 
     auto_widths = {"half": (speed_half or {}).get("block_width"), "full": speed_full["block_width"]}
@@ -182,6 +188,10 @@ def resolution_section(speed: dict | None, speed_half: dict | None, speed_full: 
         "|---|---|---|---|---|---|---|",
         *rows,
         "",
+        *([f"*: distilled with `distill`'s data-dependent start ({', '.join(sorted(started))}); PSNR without a mark: blocks "
+           "distilled as built (runs of 0.10 to 0.13, one seed each). Compare quality only between rows of one start: the start "
+           "alone lifts a block by about as much as the layouts differ (section \"Block ablation\", 3 seeds each).", ""]
+          if started else []),
         *_why_auto_is_default(),
         "",
     ]
@@ -1575,8 +1585,10 @@ def main() -> None:
             "## Quality on held-out real video (vs the teacher's output)",
             "",
             f"`python benchmarks/quality.py` — {machine_line(q['machine'])}; teacher `{q['teacher']}` (trained here), "
-            f"{q['steps']} distillation steps for the block ({q.get('resolution', 'half')} layout, width {q.get('block_width', 'automatic')}) "
-            f"and for the slim student; took {q['seconds'] / 60:.0f} min.",
+            f"{q['steps']} distillation steps for the block ({q.get('resolution', 'half')} layout, width {q.get('block_width', 'automatic')}"
+            + (f"; shortcutify {q['version']}, `distill`'s data-dependent start of the {q['start']} tap's reduction" if q.get("start")
+               else "; distilled as built, before 0.14's data-dependent start")
+            + f") and for the slim student; took {q['seconds'] / 60:.0f} min.",
             "",
             q["markdown"],
             "",
