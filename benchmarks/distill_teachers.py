@@ -46,7 +46,7 @@ from common import RESULTS, machine, table, write  # noqa: E402
 
 from shortcutify import FixedInterval, distill, evaluate, shortcutify  # noqa: E402
 from shortcutify import __version__ as shortcutify_version  # noqa: E402
-from shortcutify.core.blocks import START_REDUCTIONS  # noqa: E402
+from shortcutify.core.blocks import PRIOR_LEFT_OUT_EVERY, START_REDUCTIONS  # noqa: E402
 from shortcutify.demo.cli import task_inputs  # noqa: E402
 from shortcutify.demo.models import ResnetGenerator, resnet_taps, vid2vid_taps  # noqa: E402
 from shortcutify.demo.teachers import cartoon, load_teacher, read_split  # noqa: E402
@@ -333,6 +333,7 @@ def run_one(name: str, spec: Teacher, variant: str, seed: int, steps: int, quick
     row: dict[str, Any] = {"teacher": name, "family": spec.family, "operator": spec.operator, "size": list(size),
                            "variant": variant, "settings": effective(VARIANTS[variant]), "seed": seed, "steps": steps,
                            "version": shortcutify_version, "start": library_start(effective(VARIANTS[variant])),
+                           **({"prior_left_out_every": PRIOR_LEFT_OUT_EVERY} if sv.block.motion_prior else {}),
                            "weights": weights_id(gen), "block": {"resolution": sv.block.resolution, "width": sv.block.width}, "seconds": wall, "cpu_seconds": cpu, "threads": torch.get_num_threads(), "videos": {}}
     for video, frames in heldout.items():
         s = evaluate(sv, clips_of(frames, to_inputs)).summary()

@@ -1029,26 +1029,41 @@ def motion_prior_section() -> list[str]:
                 "held-out, shown to 0.01 dB): "
                 + (", ".join(f"{x['teacher']} {w:+.2f}" for x, w in zip(held, worst) if round(w, 2) < 0) or "none") + ".",
                 "- Without a prior (the default) the untrained block is exactly repeat on the ResNets: that target is met only "
-                "with the prior. The prior stays off by default: distilled from it (below), the cartoon teacher's block "
-                "learns nearly nothing in 250 steps, so the 250-step target of \"Distillation over many teachers\" would "
-                "be missed there. Why is not established; the benchmark's 64-pixel training crops are part of it (README, "
-                "\"How it works\": scratch runs on whole frames).", ""]
+                "with the prior. Distilled from the prior as 0.16 does it, blocks are about as good as without it (below: "
+                "every target of \"Distillation over many teachers\" holds with the prior too); it stays off by default "
+                "for the time it adds to every shortcut frame (the CPU table of \"Distillation over many teachers\"; on a "
+                "GPU, section \"GPU\", an earlier form of it).", ""]
     sys.path.insert(0, str(HERE))
-    from distill_teachers import all_runs, key, latest_per_label, load_runs
+    from distill_teachers import all_runs, default_blocks, label, latest_per_label, load_runs
 
     runs = latest_per_label(load_runs())
     out += gaps_to_defaults(runs, "motion-prior-local")
-    pooled = {key(x) for x in runs if x["variant"] == "motion-prior-local" and x.get("version") == "0.16.0"}
-    before = [x for x in all_runs() if x["variant"] == "motion-prior-local" and x.get("version") == "0.15.0"
-              and key(x) in pooled]
-    if before:
-        cells = sorted({(x["teacher"], x["steps"]) for x in before})
-        out += ["Since 0.16 a block's prior pools its coarse grid as on the frame it was built on (`motion_pool`), also on "
-                "training crops; in 0.15 each call pooled by its own size, so crops were pooled less than whole frames where "
-                "the frames are large enough to be pooled (the teachers below; the others pool both by 1, and their runs of "
-                "0.15 stand above). The same runs with 0.15, worse video, mean over seeds: "
-                + ", ".join(f"{t} {n} steps {mean_worse([x for x in before if (x['teacher'], x['steps']) == (t, n)]):+.2f}"
-                            for t, n in cells) + ".", ""]
+    eras = {  # how distillation from the prior changed, by what a run recorded
+        "0.15 (pooled per call, every sample with the prior)": lambda x: x.get("version") == "0.15.0" and x.get("start") == "decoder",
+        "0.16, pool fixed, every sample with the prior": lambda x: x.get("version") == "0.16.0" and "prior_left_out_every" not in x,
+        "0.16, pool fixed, every 2nd sample without it (the library's)": lambda x: x.get("version") == "0.16.0" and x.get("prior_left_out_every") == 2,
+    }
+    prior_runs = [x for x in all_runs() if x["variant"] == "motion-prior-local" and x["steps"]]
+    cells = sorted({(x["teacher"], x["steps"]) for x in prior_runs if any(f(x) for f in eras.values())})
+    if cells:
+        rows = []
+        for t, n in cells:
+            row = [t, f"{n:,}"]
+            for f in eras.values():
+                rs = [x for x in prior_runs if (x["teacher"], x["steps"]) == (t, n) and f(x)]
+                row.append(f"{mean_worse(rs):+.2f} ({len(rs)})" if rs else "-")
+            defaults = [x for x in runs if (x["teacher"], x["steps"]) == (t, n) and label(x, default_blocks()) == "defaults"]
+            row.append(f"{mean_worse(defaults):+.2f} ({len(defaults)})" if defaults else "-")
+            rows.append("| " + " | ".join(row) + " |")
+        out += ["Distillation from the prior as it changed (`motion-prior-local`, all runs with the data-dependent start of "
+                "the decoder tap's reduction; worse video's gain over repeat, mean over seeds, seeds in brackets; last "
+                "column: the runs shown as `defaults`, without a prior). Since 0.16 a block's prior pools its coarse grid as "
+                "on the frame it was built on (`motion_pool`), also on training crops (0.15 pooled each call by its own "
+                "size: crops less than whole frames on the teachers with large enough frames, sharpen and the U-Nets; on the "
+                "others both pool by 1, so the first two columns are one experiment there and only the first was run), and "
+                "in training every second sample of a batch goes without the prior (`PRIOR_LEFT_OUT_EVERY`).", "",
+                "| teacher | steps | " + " | ".join(eras) + " | defaults |",
+                "|---|---|" + "---|" * (len(eras) + 1), *rows, ""]
     return out
 
 

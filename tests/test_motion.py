@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shortcutify import shortcutify
-from shortcutify.core.blocks import make_block, motion_pool_for
+from shortcutify.core.blocks import PRIOR_LEFT_OUT_EVERY, make_block, motion_pool_for
 from shortcutify.core.config import ShortcutConfig
 from shortcutify.core.cost import count_macs
 from shortcutify.demo.models import ResnetGenerator
@@ -180,6 +180,42 @@ def test_a_fixed_pool_finds_on_a_crop_the_motion_it_finds_on_the_whole_map():
     assert coarse_pool((32, 32)) == 1
     assert abs(found[2] + shift[1]) < 1.5, found
     assert abs(found[None] + shift[1]) > 2.5, found
+
+
+@pytest.mark.parametrize("resolution", ["half", "full"])
+def test_in_training_every_second_sample_goes_without_the_prior(resolution):
+    """Training mode: samples 1, 3, ... of a batch get no prior (their flow is the flow head's alone), the
+    others the same prior as in eval mode; eval mode: every sample gets it."""
+    assert PRIOR_LEFT_OUT_EVERY == 2
+    a_ref, f_ref = _smooth(1, 8, 24, 40, seed=1), _smooth(1, 6, 24, 40, seed=2)
+    a = torch.roll(a_ref, (0, 4), dims=(2, 3))
+    block = make_block(resolution, 8, 6, motion_prior=True)
+    ref = block.prepare_reference(a_ref.expand(5, -1, -1, -1), f_ref.expand(5, -1, -1, -1))
+    grid = tuple(ref.enc_half.shape[-2:]) if resolution == "full" else tuple(ref.reduced.shape[-2:])
+    batch = a.expand(5, -1, -1, -1)
+    block.eval()
+    full = block._prior(batch, ref.motion, grid)
+    assert full.abs().amax(dim=(1, 2, 3)).min() > 1.0  # a shift of 4: every sample moves
+    block.train()
+    trained = block._prior(batch, ref.motion, grid)
+    torch.testing.assert_close(trained[0::2], full[0::2])
+    assert trained[1::2].abs().max() == 0
+    torch.testing.assert_close(block._prior(batch[:1], ref.motion[:1], grid), full[:1])  # a batch of one keeps it
+
+
+def test_distill_warns_when_batches_are_too_small_to_leave_the_prior_out():
+    from shortcutify import distill
+
+    torch.manual_seed(0)
+    gen = ResnetGenerator(ngf=8, n_blocks=2)
+    clips = [torch.randn(4, 3, 16, 16)]
+    with_prior = shortcutify(gen, "model.4", "model.12", clips[0][:1], motion_prior=True)
+    with pytest.warns(UserWarning, match="batch_size=1.*motion prior"):
+        distill(with_prior, clips, steps=1, batch_size=1, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        distill(with_prior, clips, steps=1, batch_size=2, progress=False)
+        distill(shortcutify(gen, "model.4", "model.12", clips[0][:1]), clips, steps=1, batch_size=1, progress=False)
 
 
 def test_each_estimator_gives_what_its_settings_give():

@@ -78,8 +78,9 @@ def shortcutify(
             or an estimator's name. Its coarse grid is pooled as on ``example_inputs``' frame
             (:func:`~shortcutify.core.blocks.motion_pool_for`), on inputs of any size: give a frame
             of the size you will run. Off by default: it makes the untrained block better than
-            repeating the keyframe on moving footage, but distillation from it has not yet
-            matched distillation without it (``benchmarks/RESULTS.md``, "Motion prior").
+            repeating the keyframe on moving footage, and distillation from it is about as good
+            as without it, but it adds time to every shortcut frame (``benchmarks/RESULTS.md``,
+            "Motion prior" and "Distillation over many teachers").
         capture_options: ``capture`` (``"auto"``, ``"fx"``, ``"export"``), ``leaf_modules``,
             ``tracer_kwargs``, ``concrete_args``; see
             :class:`~shortcutify.core.capture.CaptureOptions`.

@@ -21,6 +21,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from ..core.blocks import PRIOR_LEFT_OUT_EVERY
 from ..core.checks import is_count
 from ..core.module import ShortcutV2V
 from . import distributed
@@ -151,6 +152,14 @@ def distill(
     if not any(getattr(w, name) for name in ("feature", "alignment", "output", "perceptual", "adversarial", "temporal")):
         raise ValueError(f"weights: every loss term is 0 ({w}); give at least one term a positive weight")
     crop_hw = _crop(crop)
+    if getattr(sv.block, "motion_prior", None) and batch_size < PRIOR_LEFT_OUT_EVERY:
+        warnings.warn(
+            f"batch_size={batch_size}: a block with the motion prior trains every {PRIOR_LEFT_OUT_EVERY}nd pair of a batch "
+            "without it (so that it also learns to align by itself), which needs batches of at least "
+            f"{PRIOR_LEFT_OUT_EVERY} pairs; with this batch size every pair keeps the prior. Use batch_size >= "
+            f"{PRIOR_LEFT_OUT_EVERY}.",
+            stacklevel=2,
+        )
 
     distributed.init_from_env()
     rank, world = distributed.rank_and_world()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Union
 
-from .base import REDUCTION_SHIFT, REDUCTIONS, START_REDUCTIONS, BlockOutput, KeyframeTaps, LightConv, ShortcutBlock, default_width, motion_pool_for, motion_prior_name
+from .base import PRIOR_LEFT_OUT_EVERY, REDUCTION_SHIFT, REDUCTIONS, START_REDUCTIONS, BlockOutput, KeyframeTaps, LightConv, ShortcutBlock, default_width, motion_pool_for, motion_prior_name
 from .full import FullReference, FullResolutionBlock
 from .half import HalfReference, HalfResolutionBlock
 
@@ -25,6 +25,7 @@ __all__ = [
     "default_width",
     "motion_prior_name",
     "motion_pool_for",
+    "PRIOR_LEFT_OUT_EVERY",
     "REDUCTION_SHIFT",
     "REDUCTIONS",
     "START_REDUCTIONS",

@@ -30,7 +30,12 @@ from ..checks import is_count
 from .principal import PatchMoments, principal_components, set_rows_
 from .resize import half_size
 
-__all__ = ["ShortcutBlock", "BlockOutput", "KeyframeTaps", "LightConv", "default_width", "motion_pool_for", "REDUCTION_SHIFT", "REDUCTIONS", "START_REDUCTIONS"]
+__all__ = ["ShortcutBlock", "BlockOutput", "KeyframeTaps", "LightConv", "default_width", "motion_pool_for", "PRIOR_LEFT_OUT_EVERY", "REDUCTION_SHIFT", "REDUCTIONS", "START_REDUCTIONS"]
+
+#: a block with the motion prior trains every ``PRIOR_LEFT_OUT_EVERY``-th sample of a batch without it (the others
+#: with it): distilled from the prior on every sample, the cartoon teacher's block learned to correct the prior
+#: and little else in 250 steps (``benchmarks/RESULTS.md``, "Motion prior")
+PRIOR_LEFT_OUT_EVERY = 2
 
 #: :meth:`ShortcutBlock.init_reductions`'s default: each reduced channel starts this many of its
 #: standard deviations above zero, so that the ReLU after the reduction passes nearly all of it
@@ -147,7 +152,8 @@ class ShortcutBlock(nn.Module, ABC):
             encoder taps, pooled to a coarse grid); the flow head then learns a correction.
             ``False``/``None``: off (default: the flow head alone); ``True``: ``"local"``;
             or a key of :data:`~shortcutify.ops.MOTION_PRIORS` (``"local"``, ``"regional"``:
-            the estimator of versions 0.5 to 0.9). Stored as that key (or ``None``).
+            the estimator of versions 0.5 to 0.9). Stored as that key (or ``None``). In training
+            mode every second sample of a batch goes without it (:data:`PRIOR_LEFT_OUT_EVERY`).
         motion_pool: the prior's pooling factor from the flow grid to its coarse grid (an
             integer >= 1, fixing the search range in pixels), or ``None``: from each call's size
             (:func:`~shortcutify.ops.coarse_grid`). :func:`~shortcutify.shortcutify` sets it
@@ -303,11 +309,20 @@ class ShortcutBlock(nn.Module, ABC):
             return coarse_features(a, coarse_grid(grid, pool=self.motion_pool))
 
     def _prior(self, a: Tensor, ref_motion: Tensor, grid: tuple[int, int]) -> Tensor | None:
-        """The motion prior on ``grid`` (``[B, 2, H, W]`` in its pixels), or ``None`` without one."""
+        """The motion prior on ``grid`` (``[B, 2, H, W]`` in its pixels), or ``None`` without one.
+
+        In training mode every second sample of a batch (indices 1, 3, ...) goes without it (zero
+        flow), so that the flow head also learns to align by itself instead of only correcting the
+        prior (:data:`PRIOR_LEFT_OUT_EVERY`); in eval mode every sample has it.
+        """
         if not self.motion_prior:
             return None
         with torch.no_grad():
-            return correlation_flow(self.motion_features(a, grid), ref_motion, grid, **MOTION_PRIORS[self.motion_prior]).to(a.dtype)
+            prior = correlation_flow(self.motion_features(a, grid), ref_motion, grid, **MOTION_PRIORS[self.motion_prior]).to(a.dtype)
+            if self.training and prior.shape[0] > 1:
+                keep = (torch.arange(prior.shape[0], device=prior.device) % PRIOR_LEFT_OUT_EVERY != PRIOR_LEFT_OUT_EVERY - 1).to(prior.dtype)
+                prior = prior * keep.view(-1, 1, 1, 1)
+            return prior
 
     def _adabd(self, a_ref: Tensor, a: Tensor, f_ref: Tensor, return_aligned: bool) -> tuple[Tensor, Tensor | None]:
         """AdaBD: offsets and blending mask from ``[aligned a_ref, a]``, then one fused modulated deformable conv."""
