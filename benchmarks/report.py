@@ -714,7 +714,7 @@ def variant_gaps(runs: list[dict], variant: str) -> list[str]:
 def gaps_to_defaults(runs: list[dict], variant: str) -> list[str]:
     """Per teacher and step count: the variant's mean gain minus that of the runs shown as ``defaults`` with the
     same block (layout, width), the same distillation settings apart from the variant's build settings, and the
-    same start (same teacher weights), per video; the seeds' range of the variant's worse-video gain."""
+    same start (same teacher weights), per video; then both sides' mean over seeds of the worse video's gain."""
     sys.path.insert(0, str(HERE))
     from distill_teachers import BUILD_KEYS, default_blocks, label, run_block, start_of
 
@@ -733,8 +733,8 @@ def gaps_to_defaults(runs: list[dict], variant: str) -> list[str]:
         mine = [x for x in mine if distilled(x) == distilled(mine[0])]
         if base:
             diffs = ", ".join(f"{v} {mean_gain(mine, v) - mean_gain(base, v):+.2f} dB" for v in mine[0]["videos"])
-            lines.append(f"- {teacher}, {steps} steps ({len(mine)} and {len(base)} seeds): {diffs}; worse video with the "
-                         f"prior {mean_worse(mine):+.2f}, without {mean_worse(base):+.2f}.")
+            lines.append(f"- {teacher}, {steps} steps ({len(mine)} and {len(base)} seeds): {diffs}; worse video: "
+                         f"`{variant}` {mean_worse(mine):+.2f}, defaults {mean_worse(base):+.2f}.")
     return [f"`{variant}` against the runs shown as `defaults` with the same block, distilled alike (the same settings "
             "and start; difference of mean gains over repeat, then the mean over seeds of the worse video's gain):", "",
             *lines, ""] if lines else []
@@ -1046,13 +1046,13 @@ def motion_prior_section() -> list[str]:
     prior_runs = [x for x in all_runs() if x["variant"] == "motion-prior-local" and x["steps"]]
     cells = sorted({(x["teacher"], x["steps"]) for x in prior_runs if any(f(x) for f in eras.values())})
     if cells:
-        rows = []
+        rows, blocks = [], default_blocks()
         for t, n in cells:
             row = [t, f"{n:,}"]
             for f in eras.values():
                 rs = [x for x in prior_runs if (x["teacher"], x["steps"]) == (t, n) and f(x)]
                 row.append(f"{mean_worse(rs):+.2f} ({len(rs)})" if rs else "-")
-            defaults = [x for x in runs if (x["teacher"], x["steps"]) == (t, n) and label(x, default_blocks()) == "defaults"]
+            defaults = [x for x in runs if (x["teacher"], x["steps"]) == (t, n) and label(x, blocks) == "defaults"]
             row.append(f"{mean_worse(defaults):+.2f} ({len(defaults)})" if defaults else "-")
             rows.append("| " + " | ".join(row) + " |")
         out += ["Distillation from the prior as it changed (`motion-prior-local`, all runs with the data-dependent start of "
