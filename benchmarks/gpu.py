@@ -129,7 +129,7 @@ def build(h: int, w: int, batch: int, device: str, resolution: str, ngf: int, n_
     """The teacher, its shortcut module and a frame, at the tap pair ``TAPS[taps]``. ``resolution`` is a block layout (or ``auto``), with
     ``-w2``: at half its automatic width (e.g. ``full-w2``, the full layout at about the half
     layout's CPU time), ``-cl``: the block's weights in channels-last memory (its convs
-    then run in NHWC), ``-mp``: with ``motion_prior=True`` (the correlation's batched form on a GPU)."""
+    then run in NHWC), ``-mp``: with ``motion_prior=True`` (since 0.17 its similarities as one matrix product per row)."""
     base, half_width, channels_last, prior = layout(resolution)
     torch.manual_seed(0)
     gen = ResnetGenerator(ngf=ngf, n_blocks=n_blocks).to(device).eval()

@@ -63,7 +63,8 @@ def process_ranges(sp: dict) -> list[str]:
     ]
     for tag in runs[0].get("compared") or {}:
         ratios = ", ".join(f"{r['compared'][tag]['shortcut'] / r['seconds']['shortcut']:.2f}×" for r in runs)
-        lines.append(f"- side by side, {tag}, shortcut frame over the default's: {ratios}")
+        shares = ", ".join(f"{r['compared'][tag]['block'] / r['compared'][tag]['shortcut']:.1%}" for r in runs)
+        lines.append(f"- side by side, {tag}, shortcut frame over the default's: {ratios}; its block share: {shares}")
     return lines + [""]
 
 
@@ -165,7 +166,8 @@ def resolution_section(speed: dict | None, speed_half: dict | None, speed_full: 
     side = []
     for tag, c in (speed.get("compared") or {}).items():
         t = speed["seconds"]
-        bikes, car, note = at_width(c["resolution"], c["width"])
+        # a block with the motion prior: no quality run of it at this width
+        bikes, car, note = ("-", "-", "") if c.get("motion_prior") else at_width(c["resolution"], c["width"])
         side.append(f"| {tag}{note} | {t['teacher'] / c['shortcut']:.2f}× | - | {c['block'] / c['shortcut']:.0%} | - | {bikes} | {car} |")
     if side:
         bikes, car = quality_cells(q, "-")
@@ -1000,7 +1002,9 @@ def motion_prior_section() -> list[str]:
         "the whole story: U-Net skips and vid2vid's image path carry the current frame). `local` and `regional`: "
         "`shortcutify.ops.MOTION_PRIORS` (`motion_prior=True` builds `local` since 0.10; `regional` was the prior of "
         "0.5 to 0.9); the others change one setting of `local`. Prior MMACs: the prior's MACs per shortcut frame (the "
-        "correlation, counted by fvcore). " + layout_note({x["block"]["resolution"] for x in r["runs"] if "block" in x}),
+        "correlation, counted by fvcore as the library of that run counted it: up to 0.16 the similarities as an `einsum`, "
+        "C·(2r+1)² per coarse position; since 0.17 they run as one matrix product per row, counted as such, "
+        "C·(2r+1)·(w+2r) per position, several times more MACs in a fraction of the time). " + layout_note({x["block"]["resolution"] for x in r["runs"] if "block" in x}),
         "",
         "Settings: " + "; ".join(f"`{k}` {v}" for k, v in r["estimators"].items() if v) + ".",
         "",
@@ -1031,7 +1035,9 @@ def motion_prior_section() -> list[str]:
                 "- Without a prior (the default) the untrained block is exactly repeat on the ResNets: that target is met only "
                 "with the prior. Distilled from the prior as 0.16 does it, blocks are about as good as without it (below: "
                 "every target of \"Distillation over many teachers\" holds with the prior too); it stays off by default "
-                "for the time it adds to every shortcut frame (the CPU table of \"Distillation over many teachers\"; on a "
+                "for the time it adds to every shortcut frame (the CPU table of \"Distillation over many teachers\"; on the "
+                "speed benchmark's generator, the side-by-side `full, width 32, motion prior` row of \"Block resolution\": "
+                "it takes the block's share of a shortcut frame above that benchmark's 25% target; on a "
                 "GPU, section \"GPU\", an earlier form of it).", ""]
     sys.path.insert(0, str(HERE))
     from distill_teachers import all_runs, default_blocks, label, latest_per_label, load_runs
@@ -1153,6 +1159,12 @@ def gpu_section() -> list[str]:
         "",
         "`python benchmarks/gpu.py --tag gpu_run9 --configs fp32-1024x2048-b1-compiled,bf16-1024x2048-b1-compiled,fp32-256-b1-compiled,"
         "bf16-256-b8-compiled,fp32-1024x2048-b1-eager --resolutions auto --taps paper,suggested --no-tiles --budget-s 330`",
+        "",
+        "Then, with what is left of a session's device time, the motion prior's cost in its 0.17 form (one matrix product",
+        "per row; measured on a GPU only in gpu_run6's earlier `unfold` + `einsum` form), beside the default layout:",
+        "",
+        "`python benchmarks/gpu.py --tag gpu_run10 --configs fp32-256-b1-eager,fp32-256-b1-compiled,fp32-1024x2048-b1-eager "
+        "--resolutions full-w2,full-w2-mp --taps paper --no-tiles --budget-s 240`",
         "",
     ]
     out += gpu_layouts_section() + gpu_current_section() + gpu_kernels_section()

@@ -1,7 +1,8 @@
 """Speed and memory benchmark: wall-clock per frame of teacher, keyframe, shortcut frame, amortised.
 
 usage: python benchmarks/speed.py [--quick] [--threads 2] [--device cpu|cuda] [--resolution auto|half|full] [--width W]
-                                 [--compare full full:32 ...] [--processes 3] [--keep-memory] [--taps paper|suggested]
+                                 [--motion-prior] [--compare full full:32 full:32+prior ...] [--processes 3] [--keep-memory]
+                                 [--taps paper|suggested]
 
 ResNet generator (ngf=64, 6 residual blocks, the paper's taps; ``--taps suggested``: the pair
 ``suggest_taps`` ranks first on a trained teacher, see ``common.suggested_taps``;
@@ -13,9 +14,11 @@ the peak of tensor memory allocated while one path runs, above what was live bef
 the CPU allocator's count of allocated bytes, as the profiler records it with each allocation
 and free; CUDA: torch.cuda.max_memory_allocated). The shortcut
 frame is also timed with the ops' fast paths off (``shortcut_reference``), side by side.
-``--compare LAYOUT[:WIDTH] ...``: other blocks on the same generator, their shortcut frames and
+``--compare LAYOUT[:WIDTH][+prior] ...``: other blocks on the same generator, their shortcut frames and
 blocks timed in the same rounds (this machine's speed drifts between runs by more than the
-layouts differ: compare layouts within one run).
+layouts differ: compare layouts within one run); ``+prior`` builds that block with the motion
+prior (``motion_prior=True``). ``--motion-prior``: the measured block itself has the prior
+(results/speed_cpu_motion-prior.json).
 
 ``--processes N`` (default 3, ``--quick`` 1): the whole measurement runs in N fresh processes, one
 after the other, and the result is the process with the median shortcut-frame speed-up, with
@@ -46,24 +49,27 @@ from shortcutify.ops import use_fast_path  # noqa: E402
 PATHS = ("teacher", "keyframe", "shortcut", "block")
 
 
-def build(size: int, device: str, resolution: str = "auto", width: int | None = None, taps: str = "paper"):
+def build(size: int, device: str, resolution: str = "auto", width: int | None = None, taps: str = "paper",
+          motion_prior: bool = False):
     torch.manual_seed(0)
     gen = ResnetGenerator(ngf=64, n_blocks=6).to(device)
     x = torch.randn(1, 3, size, size, device=device)
-    sv = shortcutify(gen, *TAPS[taps](gen), x, resolution=resolution, width=width)
+    sv = shortcutify(gen, *TAPS[taps](gen), x, resolution=resolution, width=width, motion_prior=motion_prior)
     return sv, x
 
 
-def layout_spec(text: str) -> tuple[str, int | None]:
-    """``"full"`` or ``"full:32"`` -> ``("full", None)`` / ``("full", 32)``."""
-    res, _, width = text.partition(":")
-    if res not in ("half", "full") or (width and not width.isdigit()):
-        raise argparse.ArgumentTypeError(f"expected LAYOUT or LAYOUT:WIDTH with LAYOUT half or full, got {text!r}")
-    return res, int(width) if width else None
+def layout_spec(text: str) -> tuple[str, int | None, bool]:
+    """``"full"``, ``"full:32"``, ``"full:32+prior"`` -> ``("full", None, False)``, ``("full", 32, False)``,
+    ``("full", 32, True)``."""
+    spec, plus, extra = text.partition("+")
+    res, _, width = spec.partition(":")
+    if res not in ("half", "full") or (width and not width.isdigit()) or (plus and extra != "prior"):
+        raise argparse.ArgumentTypeError(f"expected LAYOUT[:WIDTH][+prior] with LAYOUT half or full, got {text!r}")
+    return res, int(width) if width else None, bool(plus)
 
 
-def label(resolution: str, width: int) -> str:
-    return f"{resolution}, width {width}"
+def label(resolution: str, width: int, motion_prior: str | None = None) -> str:
+    return f"{resolution}, width {width}" + (", motion prior" if motion_prior else "")
 
 
 @torch.no_grad()
@@ -81,7 +87,7 @@ def timings(sv, x, repeats: int, warmup: int, device: str, others: tuple = ()) -
     calls["shortcut_reference"] = shortcut_reference
     for other in others:
         paths = path_calls(other, x)
-        tag = label(other.block.resolution, other.block.width)
+        tag = label(other.block.resolution, other.block.width, other.block.motion_prior)
         calls[f"shortcut@{tag}"], calls[f"block@{tag}"] = paths["shortcut"], paths["block"]
     return time_calls(calls, repeats=repeats, warmup=warmup, cuda=device.startswith("cuda"))
 
@@ -154,8 +160,8 @@ def measure(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     size = args.size or (128 if args.quick else 256)
     repeats = args.repeats or (5 if args.quick else 15)
-    sv, x = build(size, args.device, args.resolution, args.width, args.taps)
-    others = [shortcutify(sv.teacher, *TAPS[args.taps](sv.teacher), x, resolution=r, width=w) for r, w in args.compare]
+    sv, x = build(size, args.device, args.resolution, args.width, args.taps, args.motion_prior)
+    others = [shortcutify(sv.teacher, *TAPS[args.taps](sv.teacher), x, resolution=r, width=w, motion_prior=p) for r, w, p in args.compare]
     t = timings(sv, x, repeats, warmup=2 if args.quick else 3, device=args.device, others=tuple(others))
     a = sv.policy.interval
     t["amortised"] = amortised(t["keyframe"], t["shortcut"], a)
@@ -174,16 +180,18 @@ def measure(args: argparse.Namespace) -> dict:
         print("block's time by op (profiler, self CPU time): " + ", ".join(f"{o['op']} {o['share']:.0%}" for o in ops))
     compared = {}
     for other in others:
-        tag = label(other.block.resolution, other.block.width)
-        compared[tag] = {"resolution": other.block.resolution, "width": other.block.width,
+        tag = label(other.block.resolution, other.block.width, other.block.motion_prior)
+        compared[tag] = {"resolution": other.block.resolution, "width": other.block.width, "motion_prior": other.block.motion_prior,
                          "shortcut": t[f"shortcut@{tag}"], "block": t[f"block@{tag}"]}
         print(f"side by side, {tag}: shortcut frame {t[f'shortcut@{tag}'] * 1e3:.1f} ms "
-              f"({t[f'shortcut@{tag}'] / t['shortcut']:.2f}x this run's {label(sv.block.resolution, sv.block.width)}), "
-              f"block {t[f'block@{tag}'] * 1e3:.1f} ms, {t['teacher'] / t[f'shortcut@{tag}']:.2f}x faster than the teacher")
+              f"({t[f'shortcut@{tag}'] / t['shortcut']:.2f}x this run's {label(sv.block.resolution, sv.block.width, sv.block.motion_prior)}), "
+              f"block {t[f'block@{tag}'] * 1e3:.1f} ms (share {t[f'block@{tag}'] / t[f'shortcut@{tag}']:.1%}), "
+              f"{t['teacher'] / t[f'shortcut@{tag}']:.2f}x faster than the teacher")
     return {"machine": machine(args.device), "size": size, "repeats": repeats, "seconds": t, "memory_mib": mem,
             "memory_method": "cuda" if args.device.startswith("cuda") else "allocator",
             "block_share": share, "interval": a, "markdown": md, "block_ops": ops,
             "block_width": sv.block.width, "resolution": sv.block.resolution, "requested": args.resolution,
+            "motion_prior": sv.block.motion_prior,
             "taps": args.taps, "tap_pair": [sv.config.enc_layer, sv.config.dec_layer],
             "compared": compared,
             "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}}
@@ -213,8 +221,9 @@ def main() -> None:
     parser.add_argument("--resolution", choices=("auto", "half", "full"), default="auto", help="the block layout (default: the library's, auto)")
     parser.add_argument("--width", type=int, default=None, help="the block's width (default: automatic)")
     parser.add_argument("--taps", choices=sorted(TAPS), default="paper", help="the tap pair (default: the paper's)")
-    parser.add_argument("--compare", nargs="+", type=layout_spec, default=[], metavar="LAYOUT[:WIDTH]",
-                        help="other blocks (layout, optional width) timed in the same rounds")
+    parser.add_argument("--motion-prior", action="store_true", help="build the measured block with the motion prior")
+    parser.add_argument("--compare", nargs="+", type=layout_spec, default=[], metavar="LAYOUT[:WIDTH][+prior]",
+                        help="other blocks (layout, optional width, optional motion prior) timed in the same rounds")
     parser.add_argument("--processes", type=int, default=None,
                         help="measure in this many fresh processes and keep the median one (default 3; --quick: 1): "
                              "CPU times, and their ratios, differ between processes on this machine")
@@ -236,7 +245,7 @@ def main() -> None:
         args.processes = processes
         result = in_processes(args, [a for a in argv if a != "--keep-memory"])
     name = (f"speed_{args.device}" + ("" if args.resolution == "auto" else f"_{args.resolution}")
-            + ("" if args.width is None else f"_w{args.width}") + ("" if args.taps == "paper" else f"_taps-{args.taps}")
+            + ("" if args.width is None else f"_w{args.width}") + ("" if args.taps == "paper" else f"_taps-{args.taps}") + ("_motion-prior" if args.motion_prior else "")
             + ("_keep-memory" if args.keep_memory else "")
             + ("_quick" if args.quick else ""))
     path = write(name, result)

@@ -80,12 +80,19 @@ def test_bad_shapes_are_refused():
 
 
 def test_the_correlation_macs_are_counted():
-    """The einsum costs ``C·(2r+1)²`` MACs per coarse position, and the count includes it."""
-    c, r = 8, 3
-    x = coarse_features(torch.randn(1, c, 10, 12), (10, 12))
-    macs, ops, _ = count_macs(lambda a, b: correlation_flow(a, b, (20, 24), radius=r), x, x)
-    assert ops["einsum"] == c * (2 * r + 1) ** 2 * 10 * 12
-    assert macs >= ops["einsum"]
+    """The row products cost ``C·(2r+1)·(w+2r)`` MACs per coarse position (what runs, not only the
+    ``C·(2r+1)²`` used), the unit length ``C`` per position and the pooling one per input element,
+    and the count includes them all."""
+    c, r, h, w = 8, 3, 10, 12
+    a = torch.randn(1, c, 2 * h, 2 * w)
+    x = coarse_features(a, (h, w))
+    macs, ops, _ = count_macs(lambda a, b: correlation_flow(a, b, (20, 24), radius=r, regions=0), x, x)
+    k = 2 * r + 1
+    assert ops["bmm"] == c * k * (w + 2 * r) * h * w
+    assert macs >= ops["bmm"]
+    macs, ops, _ = count_macs(lambda t: coarse_features(t, (h, w)), a)
+    assert ops["einsum"] == c * h * w  # squared lengths
+    assert macs == ops["einsum"] + c * 2 * h * 2 * w  # + the pooling: one per input element
 
 
 @pytest.mark.parametrize("resolution", ["half", "full"])
@@ -248,7 +255,7 @@ def test_local_similarities_are_the_dot_products_with_the_displaced_reference(b,
                     y, z = min(max(i + dy, 0), h - 1), min(max(j + dx, 0), w - 1)
                     naive[:, (dy + radius) * k + dx + radius, i, j] = (x[:, :, i, j] * ref[:, :, y, z]).sum(1)
     torch.testing.assert_close(got, naive)
-    with torch.no_grad(), warnings.catch_warnings():  # the batched form (other devices, tracing, compiling): same numbers
+    with torch.no_grad(), warnings.catch_warnings():  # traced (as for the MAC count): same numbers
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(lambda p, q: local_similarities(p, q, radius), (x, ref), check_trace=False)
     torch.testing.assert_close(traced(x, ref), naive)

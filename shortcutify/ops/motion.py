@@ -20,8 +20,9 @@ untrained block already follows the motion instead of repeating the keyframe.
 
 :data:`MOTION_PRIORS` names the settings the blocks use.
 
-MACs: ``C·(2r+1)²`` per coarse position for the correlation (an ``einsum``, counted by the
-project's handle) plus the pooling; the rest is element-wise.
+MACs: ``C·(2r+1)·(w+2r)`` per coarse position for the correlation (one batched matrix product
+per row, counted as the ``bmm`` it is; :func:`local_similarities`), ``C`` for each coarse
+position's length, plus the pooling; the rest is element-wise.
 """
 
 from __future__ import annotations
@@ -75,12 +76,50 @@ def coarse_grid(size: tuple[int, int], target: int = 40, pool: int | None = None
     return -(-int(size[0]) // p), -(-int(size[1]) // p)
 
 
+def _pooled(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """``F.adaptive_avg_pool2d(x, size)``; where ``size`` divides ``x``'s evenly, on CPU, as a depthwise
+    convolution with a constant kernel (the same averages, a few times faster there)."""
+    c, hh, ww = (int(v) for v in x.shape[1:])
+    if (hh, ww) == size:
+        return x
+    if x.device.type == "cpu" and hh % size[0] == 0 and ww % size[1] == 0:
+        kh, kw = hh // size[0], ww // size[1]
+        return F.conv2d(x, x.new_full((c, 1, kh, kw), 1.0 / (kh * kw)), stride=(kh, kw), groups=c)
+    return F.adaptive_avg_pool2d(x, size)
+
+
 def coarse_features(x: Tensor, size: tuple[int, int]) -> Tensor:
-    """``[B, C, H, W]`` -> ``[B, C, h, w]`` (``size``): average-pooled, each channel's spatial mean
-    removed, each position's channel vector scaled to unit length (float32)."""
+    """``[B, C, H, W]`` -> ``[B, C, h, w]`` (``size``): average-pooled (not at all where ``size`` is
+    ``(H, W)``), each channel's spatial mean removed, each position's channel vector scaled to
+    unit length (float32; a vector shorter than ``1e-6`` is divided by ``1e-6``, as
+    :func:`torch.nn.functional.normalize` does)."""
     _check(x, "x")
-    xc = F.adaptive_avg_pool2d(x.float(), size)
-    return F.normalize(xc - xc.mean(dim=(2, 3), keepdim=True), dim=1, eps=1e-6)
+    xc = _pooled(x.float(), (int(size[0]), int(size[1])))
+    xc = xc - xc.mean(dim=(2, 3), keepdim=True)
+    squares = torch.einsum("bchw,bchw->bhw", xc, xc).unsqueeze(1)  # C MACs per position, as a norm is counted
+    return xc * torch.rsqrt(squares.clamp_min(1e-12))
+
+
+def _row_similarities(x: Tensor, ref: Tensor, radius: int) -> Tensor:
+    """``[B, h, w, (2r+1)²]``: :func:`local_similarities` with the displacements last (contiguous).
+
+    One batched matrix product per row of ``x``: its ``w`` channel vectors against the
+    ``(2r+1)·(w+2r)`` vectors of the replicate-padded reference rows ``y-r .. y+r``; the
+    ``(2r+1)²`` pairs per position are a strided view of that product (the diagonal band).
+    ``C·(2r+1)·(w+2r)`` MACs per position, as counted (the ``bmm``), for ``C·(2r+1)²`` used:
+    one dense product is several times faster on CPU than one multiply-and-sum per
+    displacement, and it is one op for every device, for tracing and for compiling.
+    """
+    b, c, h, w = (int(v) for v in x.shape)
+    k = 2 * radius + 1
+    wide = w + 2 * radius
+    padded = F.pad(ref, (radius,) * 4, mode="replicate")  # [B, C, h + 2r, w + 2r]
+    bands = padded.unfold(2, k, 1).permute(0, 2, 1, 4, 3).reshape(b * h, c, k * wide)  # [B·h, C, (dy, X)]
+    rows = x.permute(0, 2, 3, 1).reshape(b * h, w, c)  # [B·h, w, C]
+    full = torch.bmm(rows, bands).view(b, h, w, k, wide)  # every position of a row against every padded column
+    s = full.stride()
+    band = full.as_strided((b, h, w, k, k), (s[0], s[1], s[2] + s[4], s[3], s[4]))  # column X = x + dx
+    return band.reshape(b, h, w, k * k)
 
 
 def local_similarities(x: Tensor, ref: Tensor, radius: int) -> Tensor:
@@ -88,22 +127,15 @@ def local_similarities(x: Tensor, ref: Tensor, radius: int) -> Tensor:
     with the ``(2r+1)²`` positions of ``ref`` around it (replicate-padded), displacements in
     row-major order (``dy`` outer, ``dx`` inner).
 
-    ``C·(2r+1)²`` MACs per position. On CPU (eager) one multiply-and-sum per displacement, an
-    order of magnitude faster there than the single batched product other devices, tracing
-    (as for :func:`~shortcutify.core.cost.count_macs`) and compiling get (the same numbers up
-    to rounding, the MACs counted as an ``einsum``).
+    Computed by one batched matrix product per row (``C·(2r+1)·(w+2r)`` MACs per position,
+    of which ``C·(2r+1)²`` are used); the result is a view with the displacements as the
+    innermost dimension in memory (channels-last strides).
     """
-    b, c, h, w = (int(v) for v in x.shape)
-    k = 2 * radius + 1
-    padded = F.pad(ref, (radius,) * 4, mode="replicate")
-    if x.device.type == "cpu" and not torch.jit.is_tracing() and not torch.compiler.is_compiling():
-        out = x.new_empty(b, k * k, h, w)
-        for dy in range(k):
-            for dx in range(k):
-                torch.sum(x * padded[:, :, dy : dy + h, dx : dx + w], dim=1, out=out[:, dy * k + dx])
-        return out
-    windows = F.unfold(padded, k).view(b, c, k * k, h * w)
-    return torch.einsum("bcn,bckn->bkn", x.flatten(2), windows).view(b, k * k, h, w)
+    _check(x, "x")
+    _check(ref, "ref")
+    if x.shape != ref.shape:
+        raise ValueError(f"x and ref must have one shape, got {tuple(x.shape)} and {tuple(ref.shape)}")
+    return _row_similarities(x, ref, radius).permute(0, 3, 1, 2)
 
 
 def correlation_flow(
@@ -163,22 +195,25 @@ def correlation_flow(
     b, c, hc, wc = (int(v) for v in x.shape)  # Python ints, also under tracing
     h, w = int(size[0]), int(size[1])
     k = 2 * radius + 1
-    sim = local_similarities(x.float(), ref.float(), radius)  # [B, k², hc, wc] cosine similarities
+    sim = _row_similarities(x.float(), ref.float(), radius)  # [B, hc, wc, k²] cosine similarities
     if regions:
         long = max(hc, wc)
         grid = (max(1, min(hc, int(regions * hc / long + 0.5))), max(1, min(wc, int(regions * wc / long + 0.5))))
-        sim = F.adaptive_avg_pool2d(sim, grid)
-    elif window:
-        sim = F.avg_pool2d(F.pad(sim, (window,) * 4, mode="replicate"), 2 * window + 1, stride=1)
-    rh, rw = sim.shape[-2:]
-    prob = torch.softmax(sim / temperature, dim=1).view(b, k, k, rh * rw)
-    steps = torch.arange(-radius, radius + 1, device=x.device, dtype=prob.dtype).view(1, k, 1)
-    dy = (prob.sum(2) * steps).sum(1) * (h / hc)  # expected displacement, coarse -> fine pixels
-    dx = (prob.sum(1) * steps).sum(1) * (w / wc)
-    flow = torch.stack([dy, dx], dim=1).view(b, 2, rh, rw)
+        sim = F.adaptive_avg_pool2d(sim.permute(0, 3, 1, 2), grid).permute(0, 2, 3, 1)
+    elif window:  # pooled in the channels-last view: displacements stay innermost
+        sim = F.avg_pool2d(F.pad(sim.permute(0, 3, 1, 2), (window,) * 4, mode="replicate"), 2 * window + 1, stride=1)
+        sim = sim.permute(0, 2, 3, 1)
+    rh, rw = int(sim.shape[1]), int(sim.shape[2])
+    prob = torch.softmax(sim / temperature, dim=-1)  # [B, rh, rw, k²]
+    steps = torch.arange(-radius, radius + 1, device=x.device, dtype=prob.dtype)
+    prob = prob.view(b, rh, rw, k, k)  # [..., dy, dx]
+    dy = (prob.sum(-1) * steps).sum(-1) * (h / hc)  # expected displacement, coarse -> fine pixels
+    dx = (prob.sum(-2) * steps).sum(-1) * (w / wc)
+    flow = torch.stack([dy, dx], dim=-1)  # [B, rh, rw, 2]
     if margin:
-        gain = sim.amax(dim=1) - sim[:, (k * k) // 2]  # best against no displacement, >= 0
-        flow = flow * (gain / margin).clamp(max=1.0).unsqueeze(1)
+        gain = sim.amax(dim=-1) - sim[..., (k * k) // 2]  # best against no displacement, >= 0
+        flow = flow * (gain / margin).clamp(max=1.0).unsqueeze(-1)
+    flow = flow.permute(0, 3, 1, 2)
     if (rh, rw) != (h, w):
         flow = F.interpolate(flow, size=(h, w), mode="bilinear", align_corners=False)
     ys = torch.arange(h, device=x.device, dtype=flow.dtype).view(1, h, 1)
