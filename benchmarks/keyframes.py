@@ -38,7 +38,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import RESULTS, cartoon_preset, machine, table, write  # noqa: E402
 
-from shortcutify import AdaptiveKeyframes, FixedInterval, calibrate, distill, load, shortcutify  # noqa: E402
+from shortcutify import AdaptiveKeyframes, FixedInterval, __version__, calibrate, distill, load, shortcutify  # noqa: E402
 from shortcutify.demo.models import resnet_taps  # noqa: E402
 from shortcutify.demo.teachers import load_teacher, read_split  # noqa: E402
 from shortcutify.demo.video import read_video, sample_video  # noqa: E402
@@ -284,7 +284,7 @@ def main() -> None:
             f"{label.split(',')[0]}: {'n/a' if m is None else f'{m:+.2f} dB'}" for label, x, m in shifted)
     tag = "keyframes" + ("_quick" if args.quick else "")
     plot = _plot(runs, summary, RESULTS / f"{tag}.png")
-    path = write(tag, {"machine": machine(), "teacher": name, "steps": steps, "seeds": seeds, "max_interval": args.max_interval,
+    path = write(tag, {"machine": machine(), "version": __version__, "teacher": name, "steps": steps, "seeds": seeds, "max_interval": args.max_interval,
                        "block": {"resolution": sv.block.resolution, "width": sv.block.width},
                        "sizes": {"bikes": size, "carphone": car_size}, "summary": summary, "verdict": verdict,
                        "runs": [{k: v for k, v in r.items()} for r in runs], "markdown": md, "seconds": time.time() - t_start})

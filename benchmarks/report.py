@@ -505,7 +505,9 @@ def keyframes_section() -> list[str]:
     out = [
         "## Keyframes: adaptive against fixed intervals (streamed held-out video)",
         "",
-        f"`python benchmarks/keyframes.py` — {machine_line(r['machine'])}; took {r['seconds'] / 60:.0f} min (blocks distilled by an earlier",
+        f"`python benchmarks/keyframes.py` — {machine_line(r['machine'])}"
+        + (f", shortcutify {r['version']}" if r.get("version") else "")
+        + f"; took {r['seconds'] / 60:.0f} min (blocks distilled by an earlier",
         f"run with the same settings are reused from results/blocks/). Cartoon teacher ({size['bikes'][0]}×{size['bikes'][1]} bikes, "
         f"{size['carphone'][0]}×{size['carphone'][1]} carphone), one block per seed distilled {r['steps']} steps on the",
         f"bikes training frames with gaps 1..{r['max_interval'] - 1} (what `AdaptiveKeyframes(max_interval={r['max_interval']})` can "
@@ -635,7 +637,8 @@ def taps_section() -> list[str]:
     return [
         "## Automatic taps",
         "",
-        f"`python benchmarks/taps.py` — {machine_line(r['machine'])}; cartoon teacher, paper's taps "
+        f"`python benchmarks/taps.py` — {machine_line(r['machine'])}" + (f", shortcutify {r['version']}" if r.get("version") else "")
+        + "; cartoon teacher, paper's taps "
         f"`{r['paper'][0]} -> {r['paper'][1]}`; took {r['total_seconds'] / 60:.1f} min. "
         + layout_note({x["resolution"] for x in r.get("runs", []) if "resolution" in x})
         + " Score = ln(teacher MACs / shortcut MACs) × (1 − difficulty)"

@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine, table, write  # noqa: E402
 
-from shortcutify import distill, evaluate, shortcutify, suggest_taps  # noqa: E402
+from shortcutify import __version__, distill, evaluate, shortcutify, suggest_taps  # noqa: E402
 from shortcutify.demo.models import resnet_taps  # noqa: E402
 from shortcutify.demo.teachers import load_teacher, read_split  # noqa: E402
 from shortcutify.demo.video import read_video, sample_video  # noqa: E402
@@ -70,7 +70,7 @@ def main() -> None:
     print("\n".join(md), flush=True)
 
     payload = {
-        "machine": machine(), "paper": list(paper), "rank_size": list(RANK_SIZE), "seconds": seconds, "score": "log-speedup",
+        "machine": machine(), "version": __version__, "paper": list(paper), "rank_size": list(RANK_SIZE), "seconds": seconds, "score": "log-speedup",
         "rankings": {k: [{"enc": s.enc_layer, "dec": s.dec_layer, "saved_fraction": s.saved_fraction, "difficulty": s.difficulty,
                           "score": s.score, "width": s.width} for s in v] for k, v in rankings.items()},
     }

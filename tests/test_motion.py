@@ -278,3 +278,17 @@ def test_bad_local_settings_are_refused(kw):
     x = torch.randn(1, 4, 8, 8)
     with pytest.raises(ValueError, match=next(iter(kw))):
         correlation_flow(x, x, (8, 8), regions=0, **kw)
+
+
+@pytest.mark.parametrize("kw", [MOTION_PRIORS["local"], MOTION_PRIORS["regional"]])
+def test_the_flow_does_not_depend_on_the_memory_layout_of_the_similarities(monkeypatch, kw):
+    """Pooling keeps the displacements innermost on CPU; another device's pooling may not (the
+    similarities then arrive in another layout): the same flow either way."""
+    import shortcutify.ops.motion as motion
+
+    x = coarse_features(torch.randn(2, 8, 12, 14), (12, 14))
+    ref = coarse_features(torch.randn(2, 8, 12, 14), (12, 14))
+    want = correlation_flow(x, ref, (24, 28), **kw)
+    rows = motion._row_similarities
+    monkeypatch.setattr(motion, "_row_similarities", lambda *a: rows(*a).permute(0, 3, 1, 2).contiguous().permute(0, 2, 3, 1))
+    torch.testing.assert_close(correlation_flow(x, ref, (24, 28), **kw), want)

@@ -206,7 +206,7 @@ def correlation_flow(
     rh, rw = int(sim.shape[1]), int(sim.shape[2])
     prob = torch.softmax(sim / temperature, dim=-1)  # [B, rh, rw, k²]
     steps = torch.arange(-radius, radius + 1, device=x.device, dtype=prob.dtype)
-    prob = prob.view(b, rh, rw, k, k)  # [..., dy, dx]
+    prob = prob.reshape(b, rh, rw, k, k)  # [..., dy, dx] (a view where the layout allows: any device's pooling)
     dy = (prob.sum(-1) * steps).sum(-1) * (h / hc)  # expected displacement, coarse -> fine pixels
     dx = (prob.sum(-2) * steps).sum(-1) * (w / wc)
     flow = torch.stack([dy, dx], dim=-1)  # [B, rh, rw, 2]
