@@ -647,7 +647,30 @@ def taps_section() -> list[str]:
         "",
         r["markdown"],
         "",
-    ] + _taps_verdict(r)
+    ] + _taps_verdict(r) + _taps_without_start(r, load("taps_no-data-init"))
+
+
+def _taps_without_start(r: dict, bare: dict | None) -> list[str]:
+    """The same pairs distilled from their reductions as built (taps.py --no-data-init), per pair and video."""
+    if not bare or not bare.get("runs") or not r.get("runs"):
+        return []
+
+    def means(x: dict) -> dict[tuple[str, str], float]:
+        groups: dict[tuple[str, str], list[float]] = {}
+        for run in x["runs"]:
+            for v, p in run["psnr"].items():
+                groups.setdefault((run["label"], v), []).append(p)
+        return {k: sum(g) / len(g) for k, g in groups.items()}
+
+    started, built = means(r), means(bare)
+    cells = [f"{label} {v} {started[(label, v)]:.2f} vs {built[(label, v)]:.2f} dB ({started[(label, v)] - built[(label, v)]:+.2f})"
+             for label, v in started if (label, v) in built]
+    return [
+        f"The same pairs distilled from their reductions as built (`python benchmarks/taps.py --no-data-init`, "
+        f"{bare['machine']['date']}, shortcutify {bare.get('version', '?')}, {bare['seeds']} seeds, otherwise the same), mean "
+        "PSNR with `distill`'s data-dependent start against without it: " + "; ".join(cells) + ".",
+        "",
+    ]
 
 
 def _taps_verdict(r: dict) -> list[str]:

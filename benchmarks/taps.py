@@ -1,6 +1,6 @@
 """Automatic taps: what suggest_taps ranks first on the cartoon teacher, against the paper's taps.
 
-usage: python benchmarks/taps.py [--quick] [--seeds 2] [--steps 300] [--extra ENC:DEC ...] [--threads 2]
+usage: python benchmarks/taps.py [--quick] [--seeds 2] [--steps 300] [--extra ENC:DEC ...] [--threads 2] [--no-data-init]
 
 The cartoon teacher (trained here; the paper's RecycleGAN-style ResNet generator) is ranked by
 ``suggest_taps`` on a 64x64 frame of bikes.mp4, twice: with the default frames (the example and
@@ -10,6 +10,8 @@ paper's taps (``resnet_taps``) the same short way (68x160 training frames, 64x64
 ``--steps`` steps, keyframe interval 3) for each seed, and compares PSNR against the teacher on
 the shortcut frames of held-out video (bikes' held-out frames and carphone) and the shortcut
 path's MACs; ``--extra`` distils more pairs the same way. Writes results/taps.json (``--quick``: ranking only, results/taps_quick.json).
+``--no-data-init``: every block distilled from its reductions as built (``distill(data_init=False)``, as before
+0.14) instead of ``distill``'s data-dependent start; writes results/taps_no-data-init.json.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--extra", nargs="*", default=[], metavar="ENC:DEC", help="more pairs to distil the same way")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-data-init", action="store_true", help="distil from the reductions as built (data_init=False)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     t_start = time.time()
@@ -95,7 +98,7 @@ def main() -> None:
                     sv = shortcutify(teacher, enc, dec, train[:1], interval=3)
                 t = time.time()
                 distill(sv, clips, steps=args.steps, batch_size=4, lr=2e-3, crop=CROP, flip=True, progress=False, seed=seed,
-                        weights={"feature": 1.0, "alignment": 0.0})
+                        weights={"feature": 1.0, "alignment": 0.0}, data_init=not args.no_data_init)
                 psnr = {v: evaluate(sv, [f[i : i + 12] for i in range(0, f.shape[0], 12)]).summary() for v, f in held.items()}
                 cost = sv.cost()
                 runs.append({"label": label, "enc": enc, "dec": dec, "seed": seed, "width": sv.block.width, "resolution": sv.block.resolution,
@@ -117,10 +120,10 @@ def main() -> None:
                 f"teacher on the shortcut frames of 36 held-out frames per video; repeating the keyframe: {repeat}.")
         print("\n" + compare + "\n" + note)
         md += [compare, "", note]
-        payload.update({"steps": args.steps, "seeds": args.seeds, "runs": runs, "compare_markdown": compare, "note": note})
+        payload.update({"steps": args.steps, "seeds": args.seeds, "data_init": not args.no_data_init, "runs": runs, "compare_markdown": compare, "note": note})
     payload["markdown"] = "\n".join(md)
     payload["total_seconds"] = time.time() - t_start
-    path = write("taps" + ("_quick" if args.quick else ""), payload)
+    path = write("taps" + ("_no-data-init" if args.no_data_init else "") + ("_quick" if args.quick else ""), payload)
     print(f"wrote {path} ({payload['total_seconds']:.0f} s)")
 
 
