@@ -292,3 +292,16 @@ def test_the_flow_does_not_depend_on_the_memory_layout_of_the_similarities(monke
     rows = motion._row_similarities
     monkeypatch.setattr(motion, "_row_similarities", lambda *a: rows(*a).permute(0, 3, 1, 2).contiguous().permute(0, 2, 3, 1))
     torch.testing.assert_close(correlation_flow(x, ref, (24, 28), **kw), want)
+
+
+@settings(max_examples=25, deadline=None)
+@given(c=st.integers(1, 6), hh=st.integers(1, 24), ww=st.integers(1, 24), h=st.integers(1, 12), w=st.integers(1, 12),
+       seed=st.integers(0, 10))
+def test_coarse_features_are_the_pooled_centred_unit_vectors(c, hh, ww, h, w, seed):
+    """Against the plain formula: adaptive average pooling (whatever the ratio of the sizes, whole
+    or not), channel means removed, ``F.normalize`` with ``eps=1e-6``."""
+    h, w = min(h, hh), min(w, ww)
+    x = torch.randn(2, c, hh, ww, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    pooled = F.adaptive_avg_pool2d(x, (h, w))
+    want = F.normalize(pooled - pooled.mean(dim=(2, 3), keepdim=True), dim=1, eps=1e-6)
+    torch.testing.assert_close(coarse_features(x, (h, w)), want.float(), rtol=1e-5, atol=1e-6)
