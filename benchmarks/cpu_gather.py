@@ -1,6 +1,6 @@
 """Where AdaBD's CPU gather path beats the reference: a grid of channels × map sizes.
 
-usage: python benchmarks/cpu_gather.py [--quick] [--threads 2] [--processes 3] [--chunks]
+usage: python benchmarks/cpu_gather.py [--quick] [--threads 2] [--processes 3] [--chunks | --warp]
 
 For each block width ``h`` (channels) and square feature map, ``adabd_conv_reference`` and
 ``adabd_conv_gather`` (``shortcutify/ops/gather.py``) run on the same random operands (batch 1,
@@ -11,6 +11,11 @@ the table marks the cells the dispatcher sends to the gather. The grid runs in `
 fresh processes (default 3) and each cell is the median over them (speed.py's docstring says why
 one process is one sample). ``--quick``: two cells, one process, for CI.
 Writes results/cpu_gather.json (``--quick``: cpu_gather_quick.json).
+
+``--warp``: the same grid for the warp (``warp_reference``, one ``grid_sample``, against
+``warp_gather``, one bag of four rows per output pixel) on channels-last maps with a flow of about
+2 px, with the full layout's 192-channel reference stack added; the table marks the cells
+``warp`` sends to the gather (the same thresholds). Writes results/cpu_gather_warp.json.
 
 ``--chunks``: the gather's chunk budget instead (``CHUNK_BYTES``: the bytes of columns it gathers
 per chunk of output rows, which bound its working set): width 32 and 9 taps on square maps of
@@ -34,9 +39,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import in_fresh_processes, machine, write  # noqa: E402
 
 from shortcutify.demo.timing import time_calls  # noqa: E402
-from shortcutify.ops import adabd_conv_reference  # noqa: E402
+from shortcutify.ops import adabd_conv_reference, warp_reference  # noqa: E402
 import shortcutify.ops.gather as gather  # noqa: E402
-from shortcutify.ops.gather import adabd_conv_gather, gather_pays  # noqa: E402
+from shortcutify.ops.gather import adabd_conv_gather, gather_pays, warp_gather, warp_gather_serves  # noqa: E402
 
 CHUNK_BUDGETS = {"2 MiB": 2**21, "8 MiB": 2**23, "32 MiB": 2**25, "none": None}
 CALLS_IN_A_ROW = 3
@@ -96,19 +101,26 @@ def chunk_rows(quick: bool) -> list[dict]:
     return rows
 
 
-def grid(quick: bool) -> list[dict]:
-    """The gather against the reference over channels × map sizes, in this process."""
-    channels = (16, 32) if quick else (8, 16, 32, 64)
+def warp_operands(c: int, size: int) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(1, c, size, size, generator=gen).contiguous(memory_format=torch.channels_last)
+    return [x, torch.randn(1, 2, size, size, generator=gen) * 2]
+
+
+def grid(quick: bool, warp: bool = False) -> list[dict]:
+    """The gather against the reference over channels × map sizes, in this process (``warp``: the warp's)."""
+    channels = ((16, 32) if quick else (8, 16, 32, 64)) + ((192,) if warp and not quick else ())
     sizes = (32,) if quick else (16, 32, 64, 96, 128)
+    reference, fast, make = (warp_reference, warp_gather, warp_operands) if warp else (adabd_conv_reference, adabd_conv_gather, operands)
     rows = []
     with torch.no_grad():
         for c in channels:
             for size in sizes:
-                v = operands(c, size)
-                t = time_calls({"reference": lambda: adabd_conv_reference(*v), "gather": lambda: adabd_conv_gather(*v)},
+                v = make(c, size)
+                t = time_calls({"reference": lambda: reference(*v), "gather": lambda: fast(*v)},
                                repeats=3 if quick else 9, warmup=1 if quick else 2)
                 rows.append({"channels": c, "size": size, "reference_ms": t["reference"] * 1e3, "gather_ms": t["gather"] * 1e3,
-                             "speedup": t["reference"] / t["gather"], "dispatched": gather_pays(v[1])})
+                             "speedup": t["reference"] / t["gather"], "dispatched": warp_gather_serves(*v) if warp else gather_pays(v[1])})
                 print(f"h={c:3d} {size:4d}x{size:<4d} reference {rows[-1]['reference_ms']:8.2f} ms  gather {rows[-1]['gather_ms']:8.2f} ms  "
                       f"{rows[-1]['speedup']:.2f}x{'  (dispatched to the gather)' if rows[-1]['dispatched'] else ''}")
     return rows
@@ -130,29 +142,33 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--chunks", action="store_true", help="time the gather's chunk budgets instead")
+    parser.add_argument("--warp", action="store_true", help="the grid for the warp instead of AdaBD")
     parser.add_argument("--processes", type=int, default=None,
                         help="the grid in this many fresh processes, the median per cell (default 3; --quick: 1)")
     parser.add_argument("--out", type=Path, default=None, help=argparse.SUPPRESS)  # one process's grid (internal)
     argv = sys.argv[1:]
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.chunks and args.warp:
+        parser.error("--chunks and --warp are separate measurements: give one")
     if args.chunks:
         with torch.no_grad():
             rows = chunk_rows(args.quick)
         print(f"wrote {write('cpu_gather_chunks_quick' if args.quick else 'cpu_gather_chunks', {'machine': machine(), 'rows': rows})}")
         return
     if args.out is not None:
-        args.out.write_text(json.dumps(grid(args.quick)))
+        args.out.write_text(json.dumps(grid(args.quick, args.warp)))
         return
     processes = args.processes or (1 if args.quick else 3)
     if processes < 1:
         parser.error(f"--processes must be at least 1, got {processes}")
-    rows = grid(args.quick) if processes == 1 else combined(in_fresh_processes(__file__, argv, processes))
+    rows = grid(args.quick, args.warp) if processes == 1 else combined(in_fresh_processes(__file__, argv, processes))
     if processes > 1:
         for r in rows:
             print(f"h={r['channels']:3d} {r['size']:4d}x{r['size']:<4d} median {r['speedup']:.2f}x over processes "
                   f"({', '.join(f'{x:.2f}' for x in r['speedups'])}){'  (dispatched)' if r['dispatched'] else ''}")
-    path = write("cpu_gather_quick" if args.quick else "cpu_gather", {"machine": machine(), "rows": rows, "processes": processes})
+    name = "cpu_gather" + ("_warp" if args.warp else "")
+    path = write(name + ("_quick" if args.quick else ""), {"machine": machine(), "rows": rows, "processes": processes})
     print(f"wrote {path}")
 
 

@@ -247,21 +247,30 @@ def gpu_layout_ratios() -> dict[str, float]:
     return out
 
 
-def cpu_gather_section() -> list[str]:
-    """AdaBD on CPU: the gather path against the reference over channels × map sizes (benchmarks/cpu_gather.py)."""
-    r = load("cpu_gather")
-    if not r:
-        return []
+def _speedup_table(r: dict, label: str, head: str) -> list[str]:
+    """A channels × sizes grid of cpu_gather.py as a table: a column per size, a row per channel count."""
     sizes = sorted({row["size"] for row in r["rows"]})
     cells = {(row["channels"], row["size"]): row for row in r["rows"]}
     rows = []
     for c in sorted({row["channels"] for row in r["rows"]}):
-        line = [f"h = {c}"]
+        line = [f"{label} = {c}"]
         for size in sizes:
             row = cells.get((c, size))
             spread = f" ({min(row['speedups']):.2f}..{max(row['speedups']):.2f})" if row is not None and len(row.get("speedups", [])) > 1 else ""
             line.append("-" if row is None else f"{row['speedup']:.2f}×{spread}" + (" **g**" if row["dispatched"] else ""))
         rows.append("| " + " | ".join(line) + " |")
+    return [f"| {head} | " + " | ".join(f"{s}×{s}" for s in sizes) + " |", "|---|" + "---|" * len(sizes), *rows, ""]
+
+
+def _processes(r: dict) -> str:
+    return f", the median over {r['processes']} fresh processes (their range in brackets)" if r.get("processes", 1) > 1 else ", one process"
+
+
+def cpu_gather_section() -> list[str]:
+    """AdaBD on CPU: the gather path against the reference over channels × map sizes (benchmarks/cpu_gather.py)."""
+    r = load("cpu_gather")
+    if not r:
+        return []
     return [
         "## AdaBD on CPU: row gathers against the reference",
         "",
@@ -269,17 +278,28 @@ def cpu_gather_section() -> list[str]:
         "deformed reference's columns, a strided view for the current frame's, a `lerp` and one matrix product) against",
         "`adabd_conv_gather` (both features as one table of channel rows, one `embedding_bag` of five weighted rows per",
         "output pixel and tap, one matrix product) on the same operands (batch 1, 3×3, inference), interleaved; each cell:",
-        "the reference's median time over the gather's (above 1: the gather is faster)"
-        + (f", the median over {r['processes']} fresh processes (their range in brackets)" if r.get("processes", 1) > 1 else ", one process")
-        + ". **g**: the cells `adabd_conv` sends",
+        "the reference's median time over the gather's (above 1: the gather is faster)" + _processes(r) + ". **g**: the cells `adabd_conv` sends",
         "to the gather (`MIN_CHANNELS`, `MIN_PIXELS` in `shortcutify/ops/gather.py`, chosen from this table: below them the",
         "gather's fixed cost of some forty small index ops outweighs what it saves).",
         "",
-        "| width | " + " | ".join(f"{s}×{s}" for s in sizes) + " |",
-        "|---|" + "---|" * len(sizes),
-        *rows,
+        *_speedup_table(r, "h", "width"),
+    ] + _warp_gather_section() + _chunks_section()
+
+
+def _warp_gather_section() -> list[str]:
+    """The warp on CPU: ``warp_gather`` against ``warp_reference`` (cpu_gather.py --warp)."""
+    r = load("cpu_gather_warp")
+    if not r:
+        return []
+    return [
+        f"The warp (`python benchmarks/cpu_gather.py --warp` — {machine_line(r['machine'])}): `warp_reference` (one `grid_sample`)",
+        "against `warp_gather` (one `embedding_bag` of the four bilinear corners' channel rows per output pixel) on channels-last",
+        "maps with a flow of about 2 px (batch 1, inference), interleaved; each cell as above" + _processes(r) + ". **g**: the cells",
+        "`warp` sends to the gather (channels-last float input and the same thresholds as AdaBD's). 192 channels: the full",
+        "layout's reference stack on the speed benchmark's generator.",
         "",
-    ] + _chunks_section()
+        *_speedup_table(r, "C", "channels"),
+    ]
 
 
 def ratio_cell(row: dict | None) -> str:

@@ -1,10 +1,12 @@
-"""The CPU fast path of AdaBD (``shortcutify.ops.gather``): the reference's numbers by row gathers.
+"""The CPU fast paths of AdaBD and the warp (``shortcutify.ops.gather``): the references' numbers by row gathers.
 
 ``adabd_conv_gather`` must equal ``adabd_conv_reference`` (exactly up to rounding: checked in
 float64) for any shape, kernel size and offset, including samples far outside the map and
 positions that are not finite; ``adabd_conv`` must take it only for CPU inference in float32
 or float64 where it pays (wide and large maps), through the custom op (so that ``cost()``
-counts it as the reference).
+counts it as the reference). ``warp_gather`` must equal ``warp_reference`` the same way and
+return channels-last memory; ``warp`` must take it only for CPU inference on channels-last
+float32 or float64 input where it pays, through the ``shortcutify::warp`` custom op.
 """
 
 import pytest
@@ -14,9 +16,10 @@ from hypothesis import strategies as st
 
 import shortcutify.ops.adabd as adabd_module
 from shortcutify.core.cost import count_macs
-from shortcutify.ops import adabd_conv, adabd_conv_reference, use_fast_path
+from shortcutify.ops import adabd_conv, adabd_conv_reference, use_fast_path, warp, warp_reference
 import shortcutify.ops.gather as gather_module
-from shortcutify.ops.gather import MIN_CHANNELS, MIN_PIXELS, adabd_conv_gather, rows_per_chunk
+import shortcutify.ops.warping as warping_module
+from shortcutify.ops.gather import MIN_CHANNELS, MIN_PIXELS, adabd_conv_gather, rows_per_chunk, warp_gather
 
 
 def operands(b=2, c=5, o=6, hw=(7, 9), k=3, reach=3.0, seed=0, dtype=torch.float64, bias=True):
@@ -184,3 +187,97 @@ def test_torch_compile_keeps_the_reference_which_it_can_fuse(gathers):
     with torch.no_grad():
         torch.testing.assert_close(compiled(*t.values()), adabd_conv_reference(**t)[0])
     assert not gathers
+
+
+# ------------------------------------------------------------------ the warp by row gathers
+def warp_operands(b=2, c=5, hw=(7, 9), reach=3.0, seed=0, dtype=torch.float64, channels_last=True):
+    """A map (channels-last by default) and a flow of ``reach`` px (many samples fall outside)."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, c, *hw, generator=gen, dtype=dtype)
+    flow = torch.randn(b, 2, *hw, generator=gen, dtype=dtype) * reach
+    return (x.contiguous(memory_format=torch.channels_last) if channels_last else x), flow
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    b=st.integers(1, 3), c=st.integers(1, 9), h=st.integers(1, 9), w=st.integers(1, 9),
+    reach=st.sampled_from([0.0, 0.5, 3.0, 40.0]), channels_last=st.booleans(), seed=st.integers(0, 2**16),
+)
+def test_the_warp_gather_equals_the_reference_in_channels_last_memory(b, c, h, w, reach, channels_last, seed):
+    x, flow = warp_operands(b, c, (h, w), reach, seed, channels_last=channels_last)
+    got = warp_gather(x, flow)
+    torch.testing.assert_close(got, warp_reference(x, flow), rtol=1e-9, atol=1e-12)
+    assert got.dtype == torch.float64 and got.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf"), 1e30, -1e30])
+def test_the_warp_gather_reads_zeros_far_outside_and_gives_nan_where_the_reference_does(bad):
+    x, flow = warp_operands(b=1, c=3, hw=(5, 6))
+    flow[0, 0, 2, 3] = bad
+    flow[0, 1, 0, 0] = bad
+    want, got = warp_reference(x, flow), warp_gather(x, flow)
+    assert torch.equal(want.isnan(), got.isnan())
+    torch.testing.assert_close(got.nan_to_num(), want.nan_to_num(), rtol=1e-9, atol=1e-12)
+
+
+@pytest.fixture
+def warp_gathers(monkeypatch):
+    """Counts the calls that reach the warp's gather implementation."""
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return warp_gather(*args, **kwargs)
+
+    monkeypatch.setattr(warping_module, "warp_gather", counted)
+    return calls
+
+
+def big_warp(dtype=torch.float32, channels_last=True):
+    """A warp wide and large enough for the gather to pay (see ``gather_pays``)."""
+    return warp_operands(b=1, c=MIN_CHANNELS, hw=(32, MIN_PIXELS // 32), dtype=dtype, channels_last=channels_last)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cpu_inference_on_channels_last_input_takes_the_warp_gather(warp_gathers, dtype):
+    x, flow = big_warp(dtype)
+    r = torch.randn(x.shape, dtype=dtype)
+    # float32: positions in pixels here, through grid_sample's normalised coordinates there
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-9, atol=1e-12)
+    with torch.no_grad():
+        out = warp(x, flow)
+        summed = warp(x, flow, r)
+    assert len(warp_gathers) == 2
+    torch.testing.assert_close(out, warp_reference(x, flow), **tol)
+    assert out.is_contiguous(memory_format=torch.channels_last)  # the input's format
+    torch.testing.assert_close(summed, r + warp_reference(x, flow), **tol)
+    assert summed.is_contiguous()  # the residual's format
+
+
+def test_the_switch_gradients_autocast_low_precision_other_formats_and_small_maps_warp_by_the_reference(warp_gathers):
+    x, flow = big_warp()
+    with torch.no_grad():
+        with use_fast_path(False):
+            assert torch.equal(warp(x, flow), warp_reference(x, flow))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            warp(x, flow)
+        assert torch.equal(warp(x.bfloat16(), flow), warp_reference(x.bfloat16(), flow))
+        plain = x.contiguous()
+        assert torch.equal(warp(plain, flow), warp_reference(plain, flow))
+        for small in (warp_operands(b=1, c=MIN_CHANNELS - 1, hw=(32, 32), dtype=torch.float32), warp_operands(b=1, c=MIN_CHANNELS, hw=(31, 32), dtype=torch.float32)):
+            assert torch.equal(warp(*small), warp_reference(*small))
+    leaf = x.clone().requires_grad_(True)
+    warp(leaf, flow).sum().backward()
+    assert leaf.grad is not None
+    assert not warp_gathers
+
+
+def test_the_cpu_warp_gather_is_counted_as_the_reference_and_passes_opcheck():
+    x, flow = big_warp()
+    fast = count_macs(warp, x, flow)
+    with use_fast_path(False):
+        plain = count_macs(warp, x, flow)
+    assert fast[0] == plain[0] == 4 * x.numel()
+    assert fast[1] == {"warp": fast[0]} and not fast[2]  # the op, counted whole, nothing left out
+    small_x, small_flow = warp_operands(b=1, c=MIN_CHANNELS, hw=(8, MIN_PIXELS // 8), reach=2.0, dtype=torch.float32)
+    torch.library.opcheck(torch.ops.shortcutify.warp.default, (small_x, small_flow, None))  # fake and real agree on strides

@@ -357,7 +357,8 @@ def warp_reference(input: Tensor, flow: Tensor) -> Tensor:
             (any floating dtype; positions are computed in :func:`sampling_dtype`).
 
     Returns:
-        ``[B, C, H, W]`` in ``input``'s memory format; samples outside the image read zeros
+        ``[B, C, H, W]`` as ``grid_sample`` returns it (contiguous on CPU, whatever ``input``'s
+        memory format); samples outside the image read zeros
         (the same rule as :func:`deform_columns`, of which this is the ``k = 1`` case).
     """
     _check_4d(input, "input", "[B, C, H, W]")

@@ -1,4 +1,5 @@
-"""AdaBD by weighted row gathers: the CPU fast path of :func:`~shortcutify.ops.adabd_conv`.
+"""Bilinear sampling by weighted row gathers: the CPU fast paths of :func:`~shortcutify.ops.adabd_conv`
+and :func:`~shortcutify.ops.warp`.
 
 On CPU, ``grid_sample`` vectorises over output positions and gathers one channel at a time.
 Here a feature map is read as a table of channel rows ``[B·H·W, C]`` (channels-last order),
@@ -14,6 +15,9 @@ folded into the gather (each column is one bag of five rows: the reference's fou
 weighted ``(1 − m)·bilinear``, the current frame's tap weighted ``m``). Inference only (no
 gradient is defined here: the ops that call these send calls that record gradients to the
 references); float32 and float64.
+
+:func:`warp_gather` is :func:`~shortcutify.ops.deform.warp_reference` (the ``k = 1`` case: a bag
+of the four corners per output pixel), returning channels-last memory.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from torch import Tensor
 
 from .layout import write_channel_rows
 
-__all__ = ["adabd_conv_gather", "gather_applies", "gather_serves", "gather_pays", "rows_per_chunk", "MIN_CHANNELS", "MIN_PIXELS", "CHUNK_BYTES"]
+__all__ = ["adabd_conv_gather", "warp_gather", "warp_gather_applies", "warp_gather_serves", "gather_applies", "gather_serves", "gather_pays", "rows_per_chunk", "MIN_CHANNELS", "MIN_PIXELS", "CHUNK_BYTES"]
 
 _DTYPES = (torch.float32, torch.float64)
 
@@ -50,8 +54,8 @@ def gather_serves(*tensors: Tensor | None) -> bool:
 
 
 def gather_pays(a: Tensor) -> bool:
-    """Whether AdaBD on features like ``a [B, h, H, W]`` is faster by gathers than by the
-    reference: ``h >= MIN_CHANNELS`` and ``H·W >= MIN_PIXELS``."""
+    """Whether AdaBD on features like ``a [B, h, H, W]`` (or a warp of ``a``) is faster by
+    gathers than by the reference: ``h >= MIN_CHANNELS`` and ``H·W >= MIN_PIXELS``."""
     return a.dim() == 4 and a.shape[1] >= MIN_CHANNELS and a.shape[2] * a.shape[3] >= MIN_PIXELS
 
 
@@ -67,6 +71,56 @@ def gather_applies(*tensors: Tensor | None) -> bool:
         and not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors))
         and not torch.compiler.is_compiling()
     )
+
+
+def warp_gather_serves(input: Tensor, flow: Tensor) -> bool:
+    """Whether :func:`warp_gather` is the faster warp for these operands: :func:`gather_serves`,
+    :func:`gather_pays` (the thresholds hold for the warp too: ``python benchmarks/cpu_gather.py
+    --warp``) and ``input`` in channels-last memory (its channel rows are then a view, and the
+    result keeps that format)."""
+    return gather_serves(input, flow) and gather_pays(input) and input.is_contiguous(memory_format=torch.channels_last)
+
+
+def warp_gather_applies(input: Tensor, flow: Tensor) -> bool:
+    """Whether :func:`~shortcutify.ops.warp` should take :func:`warp_gather`: :func:`warp_gather_serves`,
+    no autocast on CPU, no gradient recorded, no ``torch.compile`` tracing (compiled code keeps
+    the reference, which the compiler fuses)."""
+    return (
+        warp_gather_serves(input, flow)
+        and not torch.is_autocast_enabled("cpu")
+        and not (torch.is_grad_enabled() and (input.requires_grad or flow.requires_grad))
+        and not torch.compiler.is_compiling()
+    )
+
+
+def warp_gather(input: Tensor, flow: Tensor) -> Tensor:
+    """:func:`~shortcutify.ops.deform.warp_reference` by row gathers: ``input [B, C, H, W]``,
+    ``flow [B, 2, H, W]`` (pixels, ``dy`` then ``dx``); returns ``[B, C, H, W]`` in channels-last
+    memory, ``input``'s dtype (float32 or float64). Each output pixel is one bag of its four
+    bilinear corners' channel rows (zeros outside the map; NaN where the position is not finite).
+    Inference only."""
+    b, c, hh, ww = input.shape
+    n = hh * ww
+    pos = torch.promote_types(torch.promote_types(input.dtype, flow.dtype), torch.float32)
+    index = _index_dtype(b * n)
+    table = input.permute(0, 2, 3, 1).reshape(b * n, c)  # a view for channels-last input
+    ys, xs = _pixels(hh, ww, pos)
+    f = flow.to(pos)
+    rows, bilinear = _bilinear(ys + f[:, 0], xs + f[:, 1], hh, ww, index)  # 4 × [B, H, W]
+    base = (torch.arange(b, dtype=index) * n).view(b, 1, 1)
+    bags = torch.empty((b, hh, ww, 4), dtype=index)
+    weights = torch.empty((b, hh, ww, 4), dtype=pos)
+    for j in range(4):
+        torch.add(rows[j], base, out=bags[..., j])
+        weights[..., j] = bilinear[j]
+    out = F.embedding_bag(bags.view(-1, 4), table, per_sample_weights=weights.view(-1, 4).to(input.dtype), mode="sum")
+    return out.view(b, hh, ww, c).permute(0, 3, 1, 2)
+
+
+@functools.lru_cache(maxsize=4)
+def _pixels(h: int, w: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """Pixel rows ``[1, H, 1]`` and columns ``[1, 1, W]`` of an ``h × w`` map."""
+    return torch.arange(h, dtype=dtype).view(1, h, 1), torch.arange(w, dtype=dtype).view(1, 1, w)
 
 
 def _clamped(p: Tensor, size: int) -> Tensor:

@@ -98,6 +98,8 @@ class FullResolutionBlock(ShortcutBlock):
         aligned = warp(ref, flow)
         a_ref, f_ref, f_warped = aligned[:, :h], aligned[:, h : 2 * h], aligned[:, 2 * h :]
         fused, ref_only = self._adabd(a_ref, a, f_ref, return_aligned)
-        f_hat = f_warped + self.reconstruct(F.relu(fused))
-        aligned_only = f_warped + self.reconstruct(F.relu(ref_only)) if ref_only is not None else None
+        # the reconstruction first: the sum takes its memory format (contiguous), not the warped
+        # reference's (channels-last where the CPU warp gathers rows), which the tail would read slowly
+        f_hat = self.reconstruct(F.relu(fused)) + f_warped
+        aligned_only = self.reconstruct(F.relu(ref_only)) + f_warped if ref_only is not None else None
         return BlockOutput(f_hat, aligned_only)

@@ -94,7 +94,7 @@ class HalfResolutionBlock(ShortcutBlock):
         size = (f_ref.shape[-2], f_ref.shape[-1])
         reduced = torch.cat([self.reduce_encoder_tap(a_ref, size), self._reduce(f_ref, size, self.reduce_dec)], dim=1)
         feature = f_ref
-        if f_ref.device.type == "cpu":  # the layout in which the CPU's grid_sample warps fastest
+        if f_ref.device.type == "cpu":  # the layout in which the CPU warps fastest (row gathers read it in place)
             reduced, feature = to_channels_last(reduced), to_channels_last(f_ref)
         if feature is f_ref:  # (to_channels_last copies unless the tap already is channels-last)
             feature = feature.clone()  # the state must not share memory with the tap (nor the teacher's output)
@@ -130,4 +130,4 @@ class HalfResolutionBlock(ShortcutBlock):
         if aligned_only is None:  # warped last, added in the same pass (into f_hat's memory off the fast path)
             return BlockOutput(warp(f_ref, flow_full, residual=f_hat, inplace=f_hat.is_contiguous()), None)
         f_warped = warp(f_ref, flow_full)
-        return BlockOutput(f_warped + f_hat, f_warped + aligned_only)
+        return BlockOutput(f_hat + f_warped, aligned_only + f_warped)  # in f_hat's memory format (see full.py)
