@@ -15,7 +15,7 @@ Writes results/cpu_gather.json (``--quick``: cpu_gather_quick.json).
 ``--warp``: the same grid for the warp (``warp_reference``, one ``grid_sample``, against
 ``warp_gather``, one bag of four rows per output pixel) on channels-last maps with a flow of about
 2 px, with the full layout's 192-channel reference stack added; the table marks the cells
-``warp`` sends to the gather (the same thresholds). Writes results/cpu_gather_warp.json.
+``warp`` sends to the gather (``MIN_CHANNELS`` and ``MIN_WARP_ELEMENTS``, chosen from this table). Writes results/cpu_gather_warp.json.
 
 ``--chunks``: the gather's chunk budget instead (``CHUNK_BYTES``: the bytes of columns it gathers
 per chunk of output rows, which bound its working set): width 32 and 9 taps on square maps of

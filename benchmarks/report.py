@@ -25,7 +25,8 @@ def load(name: str) -> dict | None:
 
 def machine_line(m: dict) -> str:
     dev = m.get("gpu", m["device"])
-    return f"{m['date']}, {m['cpu_cores']} CPU cores, device {dev}, torch {m['torch']}, {m['threads']} threads"
+    cpu = f" ({m['cpu']})" if m.get("cpu") else ""
+    return f"{m['date']}, {m['cpu_cores']} CPU cores{cpu}, device {dev}, torch {m['torch']}, {m['threads']} threads"
 
 
 def alpha_label(alpha) -> str:
@@ -295,8 +296,8 @@ def _warp_gather_section() -> list[str]:
         f"The warp (`python benchmarks/cpu_gather.py --warp` — {machine_line(r['machine'])}): `warp_reference` (one `grid_sample`)",
         "against `warp_gather` (one `embedding_bag` of the four bilinear corners' channel rows per output pixel) on channels-last",
         "maps with a flow of about 2 px (batch 1, inference), interleaved; each cell as above" + _processes(r) + ". **g**: the cells",
-        "`warp` sends to the gather (channels-last float input and the same thresholds as AdaBD's). 192 channels: the full",
-        "layout's reference stack on the speed benchmark's generator.",
+        "`warp` sends to the gather (channels-last float input, at least `MIN_CHANNELS` channels and `MIN_WARP_ELEMENTS` values",
+        "per sample, chosen from this table). 192 channels: the full layout's reference stack on the speed benchmark's generator.",
         "",
         *_speedup_table(r, "C", "channels"),
     ]
@@ -1598,13 +1599,15 @@ def main() -> None:
             "",
         ]
         if "shortcut_reference" in s:
+            runs = speed.get("processes", [])
+            per_process = ", ".join(f"{r['seconds']['shortcut'] / r['seconds']['shortcut_reference']:.2f}×" for r in runs) \
+                if len(runs) > 1 and all("shortcut_reference" in r["seconds"] for r in runs) else ""
             out += [
-                f"With the ops' fast paths off (`use_fast_path(False)`: AdaBD by `grid_sample` and a matrix product, timed in "
-                f"the same rounds) a shortcut frame takes {s['shortcut_reference'] * 1e3:.1f} ms ({s['teacher'] / s['shortcut_reference']:.2f}× "
-                f"the teacher): the shortcut frame with the CPU gather path takes {s['shortcut'] / s['shortcut_reference']:.2f}× "
-                f"that time ({'faster' if s['shortcut'] < s['shortcut_reference'] else 'not faster'} in this run; across runs "
-                "the difference has been within a few percent either way; the op alone: "
-                "section \"AdaBD on CPU\").",
+                f"With the ops' fast paths off (`use_fast_path(False)`: AdaBD by `grid_sample` and a matrix product, the warp by "
+                f"`grid_sample`, timed in the same rounds) a shortcut frame takes {s['shortcut_reference'] * 1e3:.1f} ms "
+                f"({s['teacher'] / s['shortcut_reference']:.2f}× the teacher): the shortcut frame with the CPU gather paths takes "
+                f"{s['shortcut'] / s['shortcut_reference']:.2f}× that time ({'faster' if s['shortcut'] < s['shortcut_reference'] else 'not faster'} "
+                "in this run" + (f"; per process {per_process}" if per_process else "") + "; the ops alone: section \"AdaBD on CPU\").",
                 "",
             ]
         if not below and round(mem["shortcut"]) == round(mem["teacher"]):
@@ -1641,7 +1644,8 @@ def main() -> None:
             + " of a shortcut frame, see the section on block resolution): the",
             "block runs at half the decoder tap's resolution, entered by 2×2 stride-2 convs and left by a 2×2",
             "stride-2 transposed conv (space-to-depth, so no detail is discarded by the resampling itself);",
-            "`grid_sample` reads channels-last memory (whole channel vectors per sample); AdaBD's deformable",
+            "the warp reads channels-last memory as a table of channel rows, each output pixel one `embedding_bag` of its",
+            "four bilinear corners (0.18: `grid_sample`, which gathers one channel at a time); AdaBD's deformable",
             "sampling and blend are one `embedding_bag` over channel rows where that pays (section \"AdaBD on CPU\"),",
             "elsewhere the current frame's columns are a strided view of the padded feature (no `im2col` copy)",
             "blended in place; layout changes",

@@ -19,7 +19,7 @@ from shortcutify.core.cost import count_macs
 from shortcutify.ops import adabd_conv, adabd_conv_reference, use_fast_path, warp, warp_reference
 import shortcutify.ops.gather as gather_module
 import shortcutify.ops.warping as warping_module
-from shortcutify.ops.gather import MIN_CHANNELS, MIN_PIXELS, adabd_conv_gather, rows_per_chunk, warp_gather
+from shortcutify.ops.gather import MIN_CHANNELS, MIN_PIXELS, MIN_WARP_ELEMENTS, adabd_conv_gather, rows_per_chunk, warp_gather
 
 
 def operands(b=2, c=5, o=6, hw=(7, 9), k=3, reach=3.0, seed=0, dtype=torch.float64, bias=True):
@@ -234,8 +234,8 @@ def warp_gathers(monkeypatch):
 
 
 def big_warp(dtype=torch.float32, channels_last=True):
-    """A warp wide and large enough for the gather to pay (see ``gather_pays``)."""
-    return warp_operands(b=1, c=MIN_CHANNELS, hw=(32, MIN_PIXELS // 32), dtype=dtype, channels_last=channels_last)
+    """A warp wide and large enough for the gather to pay (see ``warp_gather_pays``): just."""
+    return warp_operands(b=1, c=MIN_CHANNELS, hw=(32, MIN_WARP_ELEMENTS // (32 * MIN_CHANNELS)), dtype=dtype, channels_last=channels_last)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -264,7 +264,10 @@ def test_the_switch_gradients_autocast_low_precision_other_formats_and_small_map
         assert torch.equal(warp(x.bfloat16(), flow), warp_reference(x.bfloat16(), flow))
         plain = x.contiguous()
         assert torch.equal(warp(plain, flow), warp_reference(plain, flow))
-        for small in (warp_operands(b=1, c=MIN_CHANNELS - 1, hw=(32, 32), dtype=torch.float32), warp_operands(b=1, c=MIN_CHANNELS, hw=(31, 32), dtype=torch.float32)):
+        width = MIN_WARP_ELEMENTS // (32 * MIN_CHANNELS)
+        narrow = warp_operands(b=1, c=MIN_CHANNELS - 1, hw=(64, width), dtype=torch.float32)  # enough values, too few channels
+        short = warp_operands(b=1, c=MIN_CHANNELS, hw=(31, width), dtype=torch.float32)  # one row too few
+        for small in (narrow, short):
             assert torch.equal(warp(*small), warp_reference(*small))
     leaf = x.clone().requires_grad_(True)
     warp(leaf, flow).sum().backward()
@@ -279,5 +282,5 @@ def test_the_cpu_warp_gather_is_counted_as_the_reference_and_passes_opcheck():
         plain = count_macs(warp, x, flow)
     assert fast[0] == plain[0] == 4 * x.numel()
     assert fast[1] == {"warp": fast[0]} and not fast[2]  # the op, counted whole, nothing left out
-    small_x, small_flow = warp_operands(b=1, c=MIN_CHANNELS, hw=(8, MIN_PIXELS // 8), reach=2.0, dtype=torch.float32)
+    small_x, small_flow = warp_operands(b=1, c=MIN_CHANNELS, hw=(8, MIN_WARP_ELEMENTS // (8 * MIN_CHANNELS)), reach=2.0, dtype=torch.float32)
     torch.library.opcheck(torch.ops.shortcutify.warp.default, (small_x, small_flow, None))  # fake and real agree on strides

@@ -30,7 +30,7 @@ from torch import Tensor
 
 from .layout import write_channel_rows
 
-__all__ = ["adabd_conv_gather", "warp_gather", "warp_gather_applies", "warp_gather_serves", "gather_applies", "gather_serves", "gather_pays", "rows_per_chunk", "MIN_CHANNELS", "MIN_PIXELS", "CHUNK_BYTES"]
+__all__ = ["adabd_conv_gather", "warp_gather", "warp_gather_applies", "warp_gather_serves", "warp_gather_pays", "MIN_WARP_ELEMENTS", "gather_applies", "gather_serves", "gather_pays", "rows_per_chunk", "MIN_CHANNELS", "MIN_PIXELS", "CHUNK_BYTES"]
 
 _DTYPES = (torch.float32, torch.float64)
 
@@ -39,6 +39,9 @@ _DTYPES = (torch.float32, torch.float64)
 # Chosen from the grid that ``python benchmarks/cpu_gather.py`` measures (benchmarks/RESULTS.md).
 MIN_CHANNELS = 32
 MIN_PIXELS = 64 * 64
+# The warp's: maps of at least MIN_CHANNELS channels and this many values per sample (its bag has four
+# rows, not five per tap, so its fixed cost is paid back later). From ``python benchmarks/cpu_gather.py --warp``.
+MIN_WARP_ELEMENTS = 2**18
 # Bytes of the columns one chunk of output rows gathers (see ``rows_per_chunk``). The op's working set
 # (columns, sample positions and bags: about twice the columns) would otherwise grow with the map and,
 # on the speed model's default block, set a shortcut frame's peak memory above the teacher's
@@ -54,8 +57,8 @@ def gather_serves(*tensors: Tensor | None) -> bool:
 
 
 def gather_pays(a: Tensor) -> bool:
-    """Whether AdaBD on features like ``a [B, h, H, W]`` (or a warp of ``a``) is faster by
-    gathers than by the reference: ``h >= MIN_CHANNELS`` and ``H·W >= MIN_PIXELS``."""
+    """Whether AdaBD on features like ``a [B, h, H, W]`` is faster by gathers than by the
+    reference: ``h >= MIN_CHANNELS`` and ``H·W >= MIN_PIXELS``."""
     return a.dim() == 4 and a.shape[1] >= MIN_CHANNELS and a.shape[2] * a.shape[3] >= MIN_PIXELS
 
 
@@ -73,12 +76,17 @@ def gather_applies(*tensors: Tensor | None) -> bool:
     )
 
 
+def warp_gather_pays(input: Tensor) -> bool:
+    """Whether warping ``input [B, C, H, W]`` is faster by gathers than by the reference:
+    ``C >= MIN_CHANNELS`` and ``C·H·W >= MIN_WARP_ELEMENTS``."""
+    return input.dim() == 4 and input.shape[1] >= MIN_CHANNELS and input[0].numel() >= MIN_WARP_ELEMENTS
+
+
 def warp_gather_serves(input: Tensor, flow: Tensor) -> bool:
     """Whether :func:`warp_gather` is the faster warp for these operands: :func:`gather_serves`,
-    :func:`gather_pays` (the thresholds hold for the warp too: ``python benchmarks/cpu_gather.py
-    --warp``) and ``input`` in channels-last memory (its channel rows are then a view, and the
-    result keeps that format)."""
-    return gather_serves(input, flow) and gather_pays(input) and input.is_contiguous(memory_format=torch.channels_last)
+    :func:`warp_gather_pays` and ``input`` in channels-last memory (its channel rows are then a
+    view, and the result keeps that format)."""
+    return gather_serves(input, flow) and warp_gather_pays(input) and input.is_contiguous(memory_format=torch.channels_last)
 
 
 def warp_gather_applies(input: Tensor, flow: Tensor) -> bool:

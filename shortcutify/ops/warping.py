@@ -3,7 +3,7 @@
 :func:`warp` runs :func:`~shortcutify.ops.deform.warp_reference` (``grid_sample`` in plain
 PyTorch) wherever no fast path applies, and whenever a gradient is recorded through it
 (training). For inference on CPU tensors of float32 or float64 in channels-last memory, wide
-and large enough (:func:`~shortcutify.ops.gather.gather_pays`), it gathers the four bilinear
+and large enough (:func:`~shortcutify.ops.gather.warp_gather_pays`), it gathers the four bilinear
 corners' channel rows instead (:func:`~shortcutify.ops.gather.warp_gather`, through the same
 custom op so that ``cost()`` counts it as the reference; ``grid_sample`` on CPU gathers one
 channel at a time). For inference on CUDA tensors of float32, float16 or bfloat16 with
