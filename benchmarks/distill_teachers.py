@@ -1,7 +1,7 @@
 """Distillation over many teachers: does ``distill(sv, clips)`` give a good block on any of them?
 
 usage: python benchmarks/distill_teachers.py [--quick] [--variant defaults] [--steps 0 250 500 1000 2000]
-                                             [--seeds 0 1] [--teachers NAME ...] [--threads 2]
+                                             [--seeds 0 1] [--teachers NAME ...] [--threads 2] [--base NAME] [--part P]
        python benchmarks/distill_teachers.py --time-blocks --variant defaults full-half-width-min8 [--threads 2]
 
 The yardstick for distillation defaults. Teachers of three families and several tasks and
@@ -240,6 +240,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "lr4e-3-feature1": {"lr": 4e-3, "weights": {"feature": 1.0, "alignment": 0.0, "output": 10.0}},
     "motion-prior": {"motion_prior": "regional"},  # (the estimator of 0.5 to 0.9, then motion_prior=True)
     "motion-prior-local": {"motion_prior": "local"},
+    "motion-prior-reduced": {"motion_prior": "local-reduced"},  # "local" on the block's reduced encoder features
     # the paper's layout at half its automatic width (about the default layout's CPU time: "Block ablation")
     "full-half-width": {"resolution": "full", "width_scale": 0.5},
     # the same, but no narrower than 8 (where half the automatic width is less than 8, 8 or the automatic width)
@@ -484,6 +485,10 @@ def main() -> None:
                         help="write results/distill_teachers.part-PART.json instead (to run shards side by side, e.g. one "
                              "single-threaded process per core); report.py merges the parts")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--base", default=None,
+                        help="write results/BASE.json (BASE.part-PART.json) instead of distill_teachers: runs kept out of the "
+                             "main tables, e.g. on a machine whose run-time teachers train to other weights (report.py shows "
+                             "reduced_prior's in \"Motion prior\")")
     parser.add_argument("--time-blocks", action="store_true",
                         help="only time a shortcut frame of each teacher with each --variant's block (and the teacher), "
                              "side by side; writes results/distill_teachers_speed.json")
@@ -505,7 +510,7 @@ def main() -> None:
         return
     steps = args.steps or ([0, 20] if args.quick else [0, 250, 500, 1000, 2000])
     seeds = args.seeds or ([0] if args.quick else [0, 1])
-    base = "distill_teachers_quick" if args.quick else "distill_teachers"
+    base = args.base or ("distill_teachers_quick" if args.quick else "distill_teachers")
     tag = base if args.part is None else f"{base}.part-{args.part}"
     path = RESULTS / f"{tag}.json"
     rows: list[dict[str, Any]] = json.loads(path.read_text())["runs"] if args.resume and path.is_file() else []

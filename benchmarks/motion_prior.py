@@ -12,7 +12,9 @@ keyframe, on two frame sets:
 * **held-out**: bikes 190-249 and carphone, as in ``distill_teachers.py`` (reported only).
 
 Estimators: ``none`` (no prior: exactly repeat), the library's named ones
-(:data:`~shortcutify.ops.MOTION_PRIORS`: ``local``, ``regional``) and variations of
+(:data:`~shortcutify.ops.MOTION_PRIORS`: ``local``, ``regional``; and
+:data:`~shortcutify.core.blocks.REDUCED_PRIORS`: ``local-reduced``, ``local`` on the block's own
+reduced encoder features, as built: random reductions) and variations of
 ``local`` that each change one setting (registered in ``MOTION_PRIORS`` by this script only,
 as ``block_variants.py`` registers layouts): they show what each setting does.
 
@@ -35,6 +37,7 @@ from common import machine, write  # noqa: E402
 from distill_teachers import QUICK_TEACHERS, TEACHERS, clips_of, teacher_and_inputs, weights_id  # noqa: E402
 
 from shortcutify import FixedInterval, evaluate, shortcutify  # noqa: E402
+from shortcutify.core.blocks import REDUCED_PRIORS  # noqa: E402
 from shortcutify.core.blocks.sizing import block_macs  # noqa: E402
 from shortcutify.demo.teachers import read_split  # noqa: E402
 from shortcutify.ops import MOTION_PRIORS  # noqa: E402
@@ -65,6 +68,14 @@ def gain(sv: Any, frames: torch.Tensor, to_inputs: Any) -> dict[str, float]:
     return {"gain": s["psnr"] - s["psnr_repeat"], "psnr": s["psnr"], "psnr_repeat": s["psnr_repeat"]}
 
 
+def settings_of(prior: str) -> dict[str, Any]:
+    """The estimator's settings (``correlation_flow``'s), with ``"input": "reduced"`` for a prior on the
+    block's reduced encoder features."""
+    if prior in REDUCED_PRIORS:
+        return {**MOTION_PRIORS[REDUCED_PRIORS[prior]], "input": "reduced"}
+    return dict(MOTION_PRIORS[prior])
+
+
 def prior_macs(sv: Any) -> int:
     """The prior's MACs per shortcut frame: the block's with it less the same block's without it."""
     b, c = sv.block, sv.config
@@ -84,7 +95,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     for name, change in VARIATIONS.items():
         MOTION_PRIORS[name] = {**MOTION_PRIORS["local"], **change}
-    estimators = QUICK_ESTIMATORS if args.quick else ["none", *(k for k in MOTION_PRIORS)]
+    estimators = QUICK_ESTIMATORS if args.quick else ["none", *MOTION_PRIORS, *REDUCED_PRIORS]
     teachers = QUICK_TEACHERS if args.quick else TEACHERS
     names = args.teachers or list(teachers)
     rows: list[dict[str, Any]] = []
@@ -100,7 +111,7 @@ def main() -> None:
             sv = shortcutify(gen, *spec.taps(gen), example, policy=FixedInterval(3), motion_prior=prior)
             row = {"teacher": name, "weights": weights_id(gen), "estimator": estimator,
                    "block": {"resolution": sv.block.resolution, "width": sv.block.width},
-                   "settings": None if prior is None else dict(MOTION_PRIORS[prior]),
+                   "settings": None if prior is None else settings_of(prior),
                    "prior_macs": prior_macs(sv),
                    "sets": {}}
             for split, videos in sets.items():
@@ -109,7 +120,7 @@ def main() -> None:
             print(f"{name:16s} {estimator:26s}", "  ".join(
                 f"{split}/{video} {r['gain']:+.2f}" for split, vids in row["sets"].items() for video, r in vids.items()), flush=True)
     out = write("motion_prior_quick" if args.quick else "motion_prior",
-                {"machine": machine(), "interval": 3, "estimators": {k: MOTION_PRIORS.get(k) for k in estimators}, "runs": rows})
+                {"machine": machine(), "interval": 3, "estimators": {k: None if k == "none" else settings_of(k) for k in estimators}, "runs": rows})
     print(f"wrote {out} ({time.time() - t0:.0f} s)")
 
 

@@ -1048,7 +1048,7 @@ def motion_prior_section() -> list[str]:
         "190-249, carphone: reported only). `none`: no prior (exactly repeat, except where the taps' feature is not "
         "the whole story: U-Net skips and vid2vid's image path carry the current frame). `local` and `regional`: "
         "`shortcutify.ops.MOTION_PRIORS` (`motion_prior=True` builds `local` since 0.10; `regional` was the prior of "
-        "0.5 to 0.9); the others change one setting of `local`. Prior MMACs: the prior's MACs per shortcut frame (the "
+        "0.5 to 0.9); `local-reduced` (since 0.18): `local` on the block's own reduced encoder features (`h` channels on the flow grid, as built: random reductions) instead of the encoder tap; the others change one setting of `local`. Prior MMACs: the prior's MACs per shortcut frame (the "
         "correlation, counted by fvcore as the library of that run counted it: up to 0.16 the similarities as an `einsum`, "
         "C·(2r+1)² per coarse position; since 0.17 they run as one matrix product per row, counted as such, "
         "C·(2r+1)·(w+2r) per position, several times more MACs in a fraction of the time). " + layout_note({x["block"]["resolution"] for x in r["runs"] if "block" in x}),
@@ -1117,6 +1117,33 @@ def motion_prior_section() -> list[str]:
                 "in training every second sample of a batch goes without the prior (`PRIOR_LEFT_OUT_EVERY`).", "",
                 "| teacher | steps | " + " | ".join(eras) + " | defaults |",
                 "|---|---|" + "---|" * (len(eras) + 1), *rows, ""]
+    return out + reduced_prior_lines()
+
+
+def reduced_prior_lines() -> list[str]:
+    """The prior on the reduced encoder features against the tap's and none, distilled side by side
+    (``distill_teachers.py --base reduced_prior``)."""
+    sys.path.insert(0, str(HERE))
+    from distill_teachers import latest_per_label, load_runs, summarise
+
+    runs = latest_per_label(load_runs("reduced_prior"))
+    files = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("reduced_prior.part-*.json"))]
+    if not runs or not files:
+        return []
+    versions = ", ".join(sorted({x.get("version", "?") for x in runs}))
+    out = [
+        f"The prior on the block's reduced encoder features (`local-reduced`, shortcutify {versions}) against the tap's "
+        "(`local`) and none (`defaults`), distilled side by side: `python benchmarks/distill_teachers.py --base reduced_prior "
+        "--variant defaults motion-prior-local motion-prior-reduced --steps 0 250 1000 --seeds S --threads 1 --part P` "
+        f"(two shards, seeds 0 and 1) — {machine_line(files[-1]['machine'])}. Kept out of the tables above: on this "
+        "machine four of the teachers trained at run time came out with other weights (the same seeded training on "
+        "another CPU), so every variant was run here on the same teachers. Gains over repeat as in the tables above:",
+        "",
+        summarise(runs),
+        "",
+    ]
+    for variant in ("motion-prior-local", "motion-prior-reduced"):
+        out += gaps_to_defaults(runs, variant)
     return out
 
 

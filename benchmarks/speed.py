@@ -1,7 +1,7 @@
 """Speed and memory benchmark: wall-clock per frame of teacher, keyframe, shortcut frame, amortised.
 
 usage: python benchmarks/speed.py [--quick] [--threads 2] [--device cpu|cuda] [--resolution auto|half|full] [--width W]
-                                 [--motion-prior] [--compare full full:32 full:32+prior ...] [--processes 3] [--keep-memory]
+                                 [--motion-prior] [--compare full full:32 full:32+prior full:32+local-reduced ...] [--processes 3] [--keep-memory]
                                  [--taps paper|suggested]
 
 ResNet generator (ngf=64, 6 residual blocks, the paper's taps; ``--taps suggested``: the pair
@@ -14,10 +14,10 @@ the peak of tensor memory allocated while one path runs, above what was live bef
 the CPU allocator's count of allocated bytes, as the profiler records it with each allocation
 and free; CUDA: torch.cuda.max_memory_allocated). The shortcut
 frame is also timed with the ops' fast paths off (``shortcut_reference``), side by side.
-``--compare LAYOUT[:WIDTH][+prior] ...``: other blocks on the same generator, their shortcut frames and
+``--compare LAYOUT[:WIDTH][+prior|+PRIOR] ...``: other blocks on the same generator, their shortcut frames and
 blocks timed in the same rounds (this machine's speed drifts between runs by more than the
 layouts differ: compare layouts within one run); ``+prior`` builds that block with the motion
-prior (``motion_prior=True``). ``--motion-prior``: the measured block itself has the prior
+prior (``motion_prior=True``), ``+PRIOR`` with the prior of that name (e.g. ``+local-reduced``). ``--motion-prior``: the measured block itself has the prior
 (results/speed_cpu_motion-prior.json).
 
 ``--processes N`` (default 3, ``--quick`` 1): the whole measurement runs in N fresh processes, one
@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import TAPS, in_fresh_processes, machine, table, write  # noqa: E402
 
 from shortcutify import shortcutify  # noqa: E402
+from shortcutify.core.blocks import prior_names  # noqa: E402
 from shortcutify.demo.models import ResnetGenerator  # noqa: E402
 from shortcutify.demo.timing import amortised, path_calls, time_calls  # noqa: E402
 from shortcutify.ops import use_fast_path  # noqa: E402
@@ -50,7 +51,7 @@ PATHS = ("teacher", "keyframe", "shortcut", "block")
 
 
 def build(size: int, device: str, resolution: str = "auto", width: int | None = None, taps: str = "paper",
-          motion_prior: bool = False):
+          motion_prior: bool | str = False):
     torch.manual_seed(0)
     gen = ResnetGenerator(ngf=64, n_blocks=6).to(device)
     x = torch.randn(1, 3, size, size, device=device)
@@ -58,18 +59,22 @@ def build(size: int, device: str, resolution: str = "auto", width: int | None = 
     return sv, x
 
 
-def layout_spec(text: str) -> tuple[str, int | None, bool]:
-    """``"full"``, ``"full:32"``, ``"full:32+prior"`` -> ``("full", None, False)``, ``("full", 32, False)``,
-    ``("full", 32, True)``."""
+def layout_spec(text: str) -> tuple[str, int | None, bool | str]:
+    """``"full"``, ``"full:32"``, ``"full:32+prior"``, ``"full:32+local-reduced"`` -> ``("full", None, False)``,
+    ``("full", 32, False)``, ``("full", 32, True)``, ``("full", 32, "local-reduced")`` (a prior by its name,
+    one of ``prior_names()``)."""
     spec, plus, extra = text.partition("+")
     res, _, width = spec.partition(":")
-    if res not in ("half", "full") or (width and not width.isdigit()) or (plus and extra != "prior"):
-        raise argparse.ArgumentTypeError(f"expected LAYOUT[:WIDTH][+prior] with LAYOUT half or full, got {text!r}")
-    return res, int(width) if width else None, bool(plus)
+    if res not in ("half", "full") or (width and not width.isdigit()) or (plus and extra != "prior" and extra not in prior_names()):
+        raise argparse.ArgumentTypeError(
+            f"expected LAYOUT[:WIDTH][+prior|+PRIOR] with LAYOUT half or full and PRIOR one of {prior_names()}, got {text!r}")
+    return res, int(width) if width else None, (True if extra == "prior" else extra) if plus else False
 
 
 def label(resolution: str, width: int, motion_prior: str | None = None) -> str:
-    return f"{resolution}, width {width}" + (", motion prior" if motion_prior else "")
+    """A block's name in the tables: ``", motion prior"`` for the default prior (``"local"``), else with its name."""
+    prior = "" if not motion_prior else ", motion prior" if motion_prior == "local" else f", motion prior {motion_prior}"
+    return f"{resolution}, width {width}" + prior
 
 
 @torch.no_grad()
@@ -222,7 +227,7 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=None, help="the block's width (default: automatic)")
     parser.add_argument("--taps", choices=sorted(TAPS), default="paper", help="the tap pair (default: the paper's)")
     parser.add_argument("--motion-prior", action="store_true", help="build the measured block with the motion prior")
-    parser.add_argument("--compare", nargs="+", type=layout_spec, default=[], metavar="LAYOUT[:WIDTH][+prior]",
+    parser.add_argument("--compare", nargs="+", type=layout_spec, default=[], metavar="LAYOUT[:WIDTH][+prior|+PRIOR]",
                         help="other blocks (layout, optional width, optional motion prior) timed in the same rounds")
     parser.add_argument("--processes", type=int, default=None,
                         help="measure in this many fresh processes and keep the median one (default 3; --quick: 1): "

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shortcutify import shortcutify
-from shortcutify.core.blocks import PRIOR_LEFT_OUT_EVERY, make_block, motion_pool_for
+from shortcutify.core.blocks import PRIOR_LEFT_OUT_EVERY, REDUCED_PRIORS, make_block, motion_pool_for, prior_names
 from shortcutify.core.config import ShortcutConfig
 from shortcutify.core.cost import count_macs
 from shortcutify.demo.models import ResnetGenerator
@@ -305,3 +305,64 @@ def test_coarse_features_are_the_pooled_centred_unit_vectors(c, hh, ww, h, w, se
     pooled = F.adaptive_avg_pool2d(x, (h, w))
     want = F.normalize(pooled - pooled.mean(dim=(2, 3), keepdim=True), dim=1, eps=1e-6)
     torch.testing.assert_close(coarse_features(x, (h, w)), want.float(), rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------ the prior on the reduced encoder features
+def _reduced_on_grid(block, a: torch.Tensor, ref) -> tuple[torch.Tensor, tuple[int, int]]:
+    """The block's reduced encoder features of ``a`` on its flow grid, as its forward pass computes them."""
+    if block.resolution == "half":
+        reduced = block.reduce_encoder_tap(a, tuple(ref.feature.shape[-2:]))
+        return reduced, tuple(reduced.shape[-2:])
+    grid = tuple(ref.enc_half.shape[-2:])
+    full = F.relu(block.reduce_enc(F.interpolate(a, size=tuple(ref.stacked.shape[-2:]), mode="bilinear", align_corners=False)))
+    return F.interpolate(full, size=grid, mode="bilinear", align_corners=False), grid
+
+
+@pytest.mark.parametrize("resolution", ["half", "full"])
+def test_a_reduced_prior_compares_the_blocks_reduced_encoder_features(resolution):
+    """``"local-reduced"`` is ``"local"``'s estimator on the reduced encoder features (``h`` channels),
+    not on the tap: the reference's are kept at the keyframe, the current frame's are the flow head's input."""
+    assert REDUCED_PRIORS == {"local-reduced": "local"} and "local-reduced" in prior_names()
+    torch.manual_seed(0)
+    a_ref, f_ref = _smooth(1, 12, 24, 40, seed=1), _smooth(1, 6, 24, 40, seed=2)
+    a = torch.roll(a_ref, (1, 3), dims=(2, 3))
+    block = make_block(resolution, 12, 6, width=4, motion_prior="local-reduced").eval()
+    with torch.no_grad():
+        ref = block.prepare_reference(a_ref, f_ref)
+        assert ref.motion.shape[1] == 4  # the block's width, not the tap's 12 channels
+        reduced, grid = _reduced_on_grid(block, a, ref)
+        ref_reduced, _ = _reduced_on_grid(block, a_ref, ref)
+        want = correlation_flow(coarse_features(reduced, coarse_grid(grid)), coarse_features(ref_reduced, coarse_grid(grid)), grid,
+                                **MOTION_PRIORS["local"])
+        torch.testing.assert_close(ref.motion, coarse_features(ref_reduced, coarse_grid(grid)))
+        torch.testing.assert_close(block._prior(a, ref.motion, grid, reduced), want, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="reduced="):
+        block.motion_features(a, grid)  # the reduced features are required
+
+
+@pytest.mark.parametrize("resolution", ["half", "full"])
+def test_an_untrained_block_with_the_reduced_prior_follows_a_translation(resolution):
+    """As with the tap's prior: an untrained block (random reductions) moves the reference feature."""
+    torch.manual_seed(0)
+    a_ref, f_ref = _smooth(1, 16, 24, 40, seed=1), _smooth(1, 6, 24, 40, seed=2)
+    a, f = torch.roll(a_ref, (0, 4), dims=(2, 3)), torch.roll(f_ref, (0, 4), dims=(2, 3))
+    inner = (slice(None), slice(None), slice(4, -4), slice(8, -8))
+    errors = {}
+    for prior in (None, "local-reduced"):
+        torch.manual_seed(1)
+        block = make_block(resolution, 16, 6, width=8, motion_prior=prior).eval()
+        with torch.no_grad():
+            errors[prior] = (block(a, block.prepare_reference(a_ref, f_ref)).feature - f)[inner].abs().mean()
+    assert errors["local-reduced"] < 0.5 * errors[None]
+
+
+def test_a_reduced_prior_is_stored_by_name_and_costs_fewer_macs_on_a_wide_tap():
+    x = torch.randn(1, 3, 64, 64)
+    gen = ResnetGenerator(ngf=8, n_blocks=2)
+    sv = {p: shortcutify(gen, "model.4", "model.12", x, motion_prior=p) for p in (None, "local", "local-reduced")}
+    assert sv["local-reduced"].config.motion_prior == sv["local-reduced"].block.motion_prior == "local-reduced"
+    assert ShortcutConfig.from_dict(sv["local-reduced"].config.to_dict()).motion_prior == "local-reduced"
+    macs = {p: s.cost().shortcut.macs for p, s in sv.items()}
+    assert macs[None] < macs["local-reduced"] < macs["local"]  # counted, and on 8 of the tap's 16 channels
+    with pytest.raises(ValueError, match="local-reduced"):  # the message lists it among the accepted names
+        shortcutify(gen, "model.4", "model.12", x, motion_prior="reduced")

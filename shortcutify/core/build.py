@@ -21,9 +21,8 @@ from torch.utils._pytree import tree_flatten
 from typing_extensions import Unpack
 
 from ..errors import IncompatibleCheckpointError, ShortcutifyError, UntraceableModelError
-from ..ops import MOTION_PRIORS
 from ..version import __version__
-from .blocks import BLOCK_TYPES, make_block, motion_pool_for, motion_prior_name
+from .blocks import BLOCK_TYPES, make_block, motion_pool_for, motion_prior_name, prior_names
 from .blocks.sizing import AUTO, auto_layout, auto_width, block_macs, check_layout_choice
 from .capture import CaptureKwargs, CaptureOptions, as_tuple, capture, recapture
 from .cut import Cut, resolve_cut
@@ -75,7 +74,9 @@ def shortcutify(
         motion_prior: start the block's flow from a parameter-free correlation of the
             encoder taps (:func:`~shortcutify.ops.correlation_flow`) that the flow head then
             corrects: ``True`` (the ``"local"`` estimator of :data:`~shortcutify.ops.MOTION_PRIORS`)
-            or an estimator's name. Its coarse grid is pooled as on ``example_inputs``' frame
+            or an estimator's name; ``"local-reduced"`` runs ``"local"`` on the block's own
+            reduced encoder features instead of the tap (cheaper on wide taps; its input is
+            learned, :data:`~shortcutify.core.blocks.REDUCED_PRIORS`). Its coarse grid is pooled as on ``example_inputs``' frame
             (:func:`~shortcutify.core.blocks.motion_pool_for`), on inputs of any size: give a frame
             of the size you will run. Off by default: it makes the untrained block better than
             repeating the keyframe on moving footage, and distillation from it is about as good
@@ -114,7 +115,7 @@ def shortcutify(
         policy = as_policy(policy)
     check_layout_choice(resolution)
     if not (motion_prior is None or isinstance(motion_prior, (bool, str))):
-        raise TypeError(f"motion_prior must be True, False or an estimator's name {tuple(MOTION_PRIORS)}, got {motion_prior!r}")
+        raise TypeError(f"motion_prior must be True, False or an estimator's name {prior_names()}, got {motion_prior!r}")
     motion_prior = motion_prior_name(motion_prior)
     options = CaptureOptions.from_kwargs(**capture_options)
     model.eval()

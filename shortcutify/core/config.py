@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from ..ops import MOTION_PRIORS
+from .blocks import prior_names
 
 __all__ = ["ShortcutConfig"]
 
@@ -24,8 +24,8 @@ class ShortcutConfig:
         kernel_size: the AdaBD deformable conv's kernel.
         capture: how the generator's graph was captured, ``"fx"`` or ``"export"`` (a saved
             block is attached again by the same path).
-        motion_prior: the parameter-free motion estimate the block starts its flow from: a
-            key of :data:`~shortcutify.ops.MOTION_PRIORS`, or ``None`` (none, the default).
+        motion_prior: the parameter-free motion estimate the block starts its flow from: one
+            of :func:`~shortcutify.core.blocks.prior_names`, or ``None`` (none, the default).
             ``from_dict`` reads a missing key (blocks saved before 0.5) or ``False`` as
             ``None``, and ``True`` (0.5 to 0.9, when there was one estimator) as ``"regional"``.
     """
@@ -76,8 +76,8 @@ class ShortcutConfig:
             for key in ("enc_layer", "dec_layer", "enc_node", "dec_node", "resolution", "capture"):
                 if key in kw and not isinstance(kw[key], str):
                     raise TypeError(f"{key} must be a str, got {kw[key]!r}")
-            if kw["motion_prior"] is not None and kw["motion_prior"] not in MOTION_PRIORS:
-                raise TypeError(f"motion_prior must be null, true, false or one of {tuple(MOTION_PRIORS)}, got {kw['motion_prior']!r}")
+            if kw["motion_prior"] is not None and kw["motion_prior"] not in prior_names():
+                raise TypeError(f"motion_prior must be null, true, false or one of {prior_names()}, got {kw['motion_prior']!r}")
             if kw.get("capture", "fx") not in ("fx", "export"):
                 raise ValueError(f"capture must be 'fx' or 'export', got {kw['capture']!r}")
         except (TypeError, ValueError) as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Union
 
-from .base import PRIOR_LEFT_OUT_EVERY, REDUCTION_SHIFT, REDUCTIONS, START_REDUCTIONS, BlockOutput, KeyframeTaps, LightConv, ShortcutBlock, default_width, motion_pool_for, motion_prior_name
+from .base import PRIOR_LEFT_OUT_EVERY, REDUCED_PRIORS, REDUCTION_SHIFT, REDUCTIONS, START_REDUCTIONS, BlockOutput, KeyframeTaps, LightConv, ShortcutBlock, default_width, motion_pool_for, motion_prior_name, prior_names
 from .full import FullReference, FullResolutionBlock
 from .half import HalfReference, HalfResolutionBlock
 
@@ -24,6 +24,8 @@ __all__ = [
     "check_resolution",
     "default_width",
     "motion_prior_name",
+    "prior_names",
+    "REDUCED_PRIORS",
     "motion_pool_for",
     "PRIOR_LEFT_OUT_EVERY",
     "REDUCTION_SHIFT",

@@ -30,7 +30,7 @@ from ..checks import is_count
 from .principal import PatchMoments, principal_components, set_rows_
 from .resize import half_size
 
-__all__ = ["ShortcutBlock", "BlockOutput", "KeyframeTaps", "LightConv", "default_width", "motion_pool_for", "PRIOR_LEFT_OUT_EVERY", "REDUCTION_SHIFT", "REDUCTIONS", "START_REDUCTIONS"]
+__all__ = ["ShortcutBlock", "BlockOutput", "KeyframeTaps", "LightConv", "default_width", "motion_pool_for", "prior_names", "REDUCED_PRIORS", "PRIOR_LEFT_OUT_EVERY", "REDUCTION_SHIFT", "REDUCTIONS", "START_REDUCTIONS"]
 
 #: a block with the motion prior trains every ``PRIOR_LEFT_OUT_EVERY``-th sample of a batch without it (the others
 #: with it): distilled from the prior on every sample, the cartoon teacher's block learned to correct the prior
@@ -95,9 +95,24 @@ class LightConv(nn.Module):
         return self.spatial(x) + self.point(x)
 
 
+#: motion priors that compare the block's own reduced encoder features (``h`` channels on the flow
+#: grid: what the flow head reads, so nothing is computed for them alone but the pooling) instead of the
+#: raw encoder tap (``Ca`` channels): name -> the estimator, a key of :data:`~shortcutify.ops.MOTION_PRIORS`.
+#: The estimator stays parameter-free, but its input is learned: it starts as the reduction's random (or
+#: data-started) projection and changes as the block is distilled. Several times cheaper than the tap's
+#: on wide taps (``benchmarks/RESULTS.md``, "Motion prior").
+REDUCED_PRIORS: dict[str, str] = {"local-reduced": "local"}
+
+
+def prior_names() -> tuple[str, ...]:
+    """Every name a block's ``motion_prior`` takes: the keys of :data:`~shortcutify.ops.MOTION_PRIORS`
+    (on the encoder tap) and of :data:`REDUCED_PRIORS` (on the reduced encoder features)."""
+    return (*MOTION_PRIORS, *REDUCED_PRIORS)
+
+
 def motion_prior_name(value: object) -> str | None:
-    """A block's ``motion_prior`` argument as stored: ``None`` (no prior) or a key of
-    :data:`~shortcutify.ops.MOTION_PRIORS`; ``True`` is ``"local"``, ``False`` ``None``.
+    """A block's ``motion_prior`` argument as stored: ``None`` (no prior) or one of
+    :func:`prior_names`; ``True`` is ``"local"``, ``False`` ``None``.
 
     Raises:
         ValueError: anything else (the message lists what is accepted).
@@ -106,9 +121,9 @@ def motion_prior_name(value: object) -> str | None:
         return None
     if value is True:
         return "local"
-    if isinstance(value, str) and value in MOTION_PRIORS:
+    if isinstance(value, str) and value in prior_names():
         return value
-    raise ValueError(f"motion_prior must be True, False, None or one of {tuple(MOTION_PRIORS)}, got {value!r}")
+    raise ValueError(f"motion_prior must be True, False, None or one of {prior_names()}, got {value!r}")
 
 
 def motion_pool_for(dec_size: tuple[int, int]) -> int:
@@ -152,8 +167,10 @@ class ShortcutBlock(nn.Module, ABC):
             encoder taps, pooled to a coarse grid); the flow head then learns a correction.
             ``False``/``None``: off (default: the flow head alone); ``True``: ``"local"``;
             or a key of :data:`~shortcutify.ops.MOTION_PRIORS` (``"local"``, ``"regional"``:
-            the estimator of versions 0.5 to 0.9). Stored as that key (or ``None``). In training
-            mode every second sample of a batch goes without it (:data:`PRIOR_LEFT_OUT_EVERY`).
+            the estimator of versions 0.5 to 0.9), or of :data:`REDUCED_PRIORS`
+            (``"local-reduced"``: ``"local"`` on the block's reduced encoder features). Stored as
+            that key (or ``None``). In training mode every second sample of a batch goes without
+            it (:data:`PRIOR_LEFT_OUT_EVERY`).
         motion_pool: the prior's pooling factor from the flow grid to its coarse grid (an
             integer >= 1, fixing the search range in pixels), or ``None``: from each call's size
             (:func:`~shortcutify.ops.coarse_grid`). :func:`~shortcutify.shortcutify` sets it
@@ -301,15 +318,28 @@ class ShortcutBlock(nn.Module, ABC):
         """The parameters :meth:`prepare_reference` uses (counted in the keyframe path's cost)."""
         return [*self.reduce_enc.parameters(), *self.reduce_dec.parameters()]
 
-    def motion_features(self, a: Tensor, grid: tuple[int, int]) -> Tensor:
-        """The encoder tap ``[B, Ca, Ha, Wa]`` as the motion prior compares it: unit vectors on
-        the coarse grid for a flow grid ``grid`` (``[B, Ca, h, w]``, float32, no gradient;
-        pooled by ``motion_pool`` where it is set)."""
-        with torch.no_grad():
-            return coarse_features(a, coarse_grid(grid, pool=self.motion_pool))
+    @property
+    def prior_reads_reduced(self) -> bool:
+        """Whether the motion prior compares the reduced encoder features (:data:`REDUCED_PRIORS`)
+        rather than the encoder tap."""
+        return self.motion_prior in REDUCED_PRIORS
 
-    def _prior(self, a: Tensor, ref_motion: Tensor, grid: tuple[int, int]) -> Tensor | None:
-        """The motion prior on ``grid`` (``[B, 2, H, W]`` in its pixels), or ``None`` without one.
+    def motion_features(self, a: Tensor, grid: tuple[int, int], reduced: Tensor | None = None) -> Tensor:
+        """What the motion prior compares: the encoder tap ``a [B, Ca, Ha, Wa]``, or for a prior
+        of :data:`REDUCED_PRIORS` the block's reduced encoder features ``reduced [B, h, ., .]``
+        on the flow grid ``grid``, as unit vectors on the coarse grid (``[B, C, h', w']``,
+        float32, no gradient; pooled by ``motion_pool`` where it is set)."""
+        x = a
+        if self.prior_reads_reduced:
+            if reduced is None:
+                raise ValueError(f"motion_prior={self.motion_prior!r} compares the reduced encoder features: pass them as reduced=")
+            x = reduced
+        with torch.no_grad():
+            return coarse_features(x, coarse_grid(grid, pool=self.motion_pool))
+
+    def _prior(self, a: Tensor, ref_motion: Tensor, grid: tuple[int, int], reduced: Tensor | None = None) -> Tensor | None:
+        """The motion prior on ``grid`` (``[B, 2, H, W]`` in its pixels), or ``None`` without one
+        (``reduced``: the reduced encoder features on ``grid``, what a prior of :data:`REDUCED_PRIORS` compares).
 
         In training mode every second sample of a batch (indices 1, 3, ...) goes without it (zero
         flow), so that the flow head also learns to align by itself instead of only correcting the
@@ -318,7 +348,8 @@ class ShortcutBlock(nn.Module, ABC):
         if not self.motion_prior:
             return None
         with torch.no_grad():
-            prior = correlation_flow(self.motion_features(a, grid), ref_motion, grid, **MOTION_PRIORS[self.motion_prior]).to(a.dtype)
+            estimator = MOTION_PRIORS[REDUCED_PRIORS.get(self.motion_prior, self.motion_prior)]
+            prior = correlation_flow(self.motion_features(a, grid, reduced), ref_motion, grid, **estimator).to(a.dtype)
             if self.training and prior.shape[0] > 1:
                 keep = (torch.arange(prior.shape[0], device=prior.device) % PRIOR_LEFT_OUT_EVERY != PRIOR_LEFT_OUT_EVERY - 1).to(prior.dtype)
                 prior = prior * keep.view(-1, 1, 1, 1)

@@ -36,8 +36,9 @@ class FullReference(NamedTuple):
         stacked: the reduced encoder tap, the reduced decoder tap and the decoder tap,
             concatenated, ``[B, 2h + Cf, Hf, Wf]`` (warped together; on CPU in channels-last
             memory).
-        motion: the encoder tap as the motion prior compares it, ``[B, Ca, h, w]`` on the
-            prior's coarse grid (``[B, 0, 1, 1]`` for a block without the prior).
+        motion: the encoder tap (or its reduction, ``enc_half``) as the motion prior compares
+            it, ``[B, C, h, w]`` on the prior's coarse grid (``[B, 0, 1, 1]`` for a block
+            without the prior).
     """
 
     enc_half: Tensor
@@ -79,16 +80,17 @@ class FullResolutionBlock(ShortcutBlock):
         a = F.relu(pointwise_resized(self.reduce_enc, a_ref, size))
         enc_half = F.interpolate(a, size=half_size(size), mode="bilinear", align_corners=False)
         stacked = torch.cat([a, F.relu(self.reduce_dec(f_ref)), f_ref], dim=1)
-        motion = self.motion_features(a_ref, enc_half.shape[-2:]) if self.motion_prior else a_ref.new_zeros(a_ref.shape[0], 0, 1, 1)
+        motion = self.motion_features(a_ref, enc_half.shape[-2:], enc_half) if self.motion_prior else a_ref.new_zeros(a_ref.shape[0], 0, 1, 1)
         return FullReference(enc_half, to_channels_last(stacked) if stacked.device.type == "cpu" else stacked, motion)
 
     def _predict(self, a: Tensor, reference: FullReference, return_aligned: bool) -> BlockOutput:
         a_ref_half, ref, ref_motion = reference
         h = self.width
         hf, wf = ref.shape[-2:]
-        prior = self._prior(a, ref_motion, (a_ref_half.shape[-2], a_ref_half.shape[-1]))
+        tap = a
         a = F.relu(pointwise_resized(self.reduce_enc, a, (hf, wf)))  # [B, h, Hf, Wf]
         a_half = F.interpolate(a, size=a_ref_half.shape[-2:], mode="bilinear", align_corners=False)
+        prior = self._prior(tap, ref_motion, (a_ref_half.shape[-2], a_ref_half.shape[-1]), a_half)
         flow = self.flow_head(torch.cat([a_half, a_ref_half], dim=1))
         if prior is not None:
             flow = flow + prior

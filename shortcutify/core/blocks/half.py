@@ -45,10 +45,11 @@ class HalfReference(NamedTuple):
         reduced: the reduced encoder and decoder taps, concatenated,
             ``[B, 2h, ⌈Hf/2⌉, ⌈Wf/2⌉]`` (on CPU in channels-last memory).
         feature: the decoder tap itself, ``[B, Cf, Hf, Wf]`` (on CPU in channels-last
-            memory, the layout in which ``grid_sample`` warps it fastest there); never
+            memory, the layout in which the CPU warp gathers its rows in place); never
             shares memory with the tap.
-        motion: the encoder tap as the motion prior compares it, ``[B, Ca, h, w]`` on the
-            prior's coarse grid (``[B, 0, 1, 1]`` for a block without the prior).
+        motion: the encoder tap (or its reduction, the first ``h`` channels of ``reduced``) as
+            the motion prior compares it, ``[B, C, h, w]`` on the prior's coarse grid
+            (``[B, 0, 1, 1]`` for a block without the prior).
     """
 
     reduced: Tensor
@@ -98,15 +99,17 @@ class HalfResolutionBlock(ShortcutBlock):
             reduced, feature = to_channels_last(reduced), to_channels_last(f_ref)
         if feature is f_ref:  # (to_channels_last copies unless the tap already is channels-last)
             feature = feature.clone()  # the state must not share memory with the tap (nor the teacher's output)
-        motion = self.motion_features(a_ref, reduced.shape[-2:]) if self.motion_prior else a_ref.new_zeros(a_ref.shape[0], 0, 1, 1)
+        h = self.width
+        motion = self.motion_features(a_ref, reduced.shape[-2:], reduced[:, :h]) if self.motion_prior else a_ref.new_zeros(a_ref.shape[0], 0, 1, 1)
         return HalfReference(reduced, feature, motion)
 
     def _predict(self, a: Tensor, reference: HalfReference, return_aligned: bool) -> BlockOutput:
         ref_reduced, f_ref, ref_motion = reference
         h = self.width
         hf, wf = f_ref.shape[-2:]
-        prior = self._prior(a, ref_motion, (ref_reduced.shape[-2], ref_reduced.shape[-1]))
+        tap = a
         a = self.reduce_encoder_tap(a, (hf, wf))  # [B, h, Hf/2, Wf/2]
+        prior = self._prior(tap, ref_motion, (ref_reduced.shape[-2], ref_reduced.shape[-1]), a)
 
         # coarse alignment: one flow (half-resolution pixels) warps the reduced reference
         flow = self.flow_head(torch.cat([a, ref_reduced[:, :h]], dim=1))
