@@ -79,7 +79,7 @@ def gather_applies(*tensors: Tensor | None) -> bool:
 def warp_gather_pays(input: Tensor) -> bool:
     """Whether warping ``input [B, C, H, W]`` is faster by gathers than by the reference:
     ``C >= MIN_CHANNELS`` and ``C·H·W >= MIN_WARP_ELEMENTS``."""
-    return input.dim() == 4 and input.shape[1] >= MIN_CHANNELS and input[0].numel() >= MIN_WARP_ELEMENTS
+    return input.dim() == 4 and input.shape[1] >= MIN_CHANNELS and input.shape[1] * input.shape[2] * input.shape[3] >= MIN_WARP_ELEMENTS
 
 
 def warp_gather_serves(input: Tensor, flow: Tensor) -> bool:
