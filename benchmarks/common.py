@@ -39,9 +39,10 @@ def machine(device: str = "cpu") -> dict[str, Any]:
 
 
 def cpu_model() -> str | None:
-    """The CPU's model name with its widest vector extension (the ratios of a CPU benchmark
-    depend on both: an AVX-512 machine runs the teacher's convolutions about twice as fast as an
-    AVX2 one of the same count of cores), or ``None`` where /proc/cpuinfo does not say."""
+    """The CPU's model name with its widest vector extension, or ``None`` where /proc/cpuinfo does
+    not say: a CPU benchmark's ratios depend on it (the speed benchmark's teacher ran about twice as
+    fast on an AVX-512 machine as on the machine of the runs before 2026-11-28's last ones, whose
+    CPU was not recorded)."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
