@@ -1,6 +1,6 @@
 """Where AdaBD's CPU gather path beats the reference: a grid of channels × map sizes.
 
-usage: python benchmarks/cpu_gather.py [--quick] [--threads 2] [--processes 3] [--chunks | --warp]
+usage: python benchmarks/cpu_gather.py [--quick] [--threads 2] [--processes 3] [--chunks | --warp | --pointwise]
 
 For each block width ``h`` (channels) and square feature map, ``adabd_conv_reference`` and
 ``adabd_conv_gather`` (``shortcutify/ops/gather.py``) run on the same random operands (batch 1,
@@ -22,6 +22,15 @@ per chunk of output rows, which bound its working set): width 32 and 9 taps on s
 64, 128 and 256 (the decoder tap of the speed model's default block at 256², 512² and 1024²
 frames), each budget timed against no chunking, interleaved (see ``chunk_rows``: the allocator's
 reuse of freed memory makes a call's time depend on the calls just before it). Writes results/cpu_gather_chunks.json.
+
+``--pointwise``: the full block's reconstruction on CPU (``shortcutify/ops/pointwise.py``): a 1×1 conv
+from 32 channels of channels-last rows plus a channels-last residual (a channel slice of a wider map,
+as the warped decoder tap is), summed into contiguous memory. The plain sum
+(``(conv2d(x) + residual).contiguous()``) against ``pointwise_conv_add`` at several
+``PIXELS_PER_CHUNK``, on 64, 128 and 256 channels × square maps of 32 to 256, interleaved as
+``--chunks`` does; the table gives the plain sum's median time over the op's (above 1: the op is
+faster) and marks the maps large enough for ``pointwise_conv_add`` to take its chunked path
+(``MIN_PIXELS``, chosen from this table; here it is timed on every map). Writes results/cpu_gather_pointwise.json.
 """
 
 from __future__ import annotations
@@ -42,6 +51,7 @@ from shortcutify.demo.timing import time_calls  # noqa: E402
 from shortcutify.ops import adabd_conv_reference, warp_reference  # noqa: E402
 import shortcutify.ops.gather as gather  # noqa: E402
 from shortcutify.ops.gather import adabd_conv_gather, gather_pays, warp_gather, warp_gather_serves  # noqa: E402
+import shortcutify.ops.pointwise as pointwise  # noqa: E402
 
 CHUNK_BUDGETS = {"2 MiB": 2**21, "8 MiB": 2**23, "32 MiB": 2**25, "none": None}
 CALLS_IN_A_ROW = 3
@@ -101,6 +111,51 @@ def chunk_rows(quick: bool) -> list[dict]:
     return rows
 
 
+POINTWISE_CHUNKS = (256, 512, 1024, 2048, 4096)
+
+
+def pointwise_rows(quick: bool) -> list[dict]:
+    """Time ``pointwise_conv_add`` at each of :data:`POINTWISE_CHUNKS` pixels per chunk against the plain
+    sum, interleaved with a rotating order and :data:`CALLS_IN_A_ROW` calls per turn (as :func:`chunk_rows`)."""
+    rows = []
+    default, threshold = pointwise.PIXELS_PER_CHUNK, pointwise.MIN_PIXELS
+    gen = torch.Generator().manual_seed(0)
+    names = ["plain", *map(str, POINTWISE_CHUNKS)]
+    cells = [(128, 64)] if quick else [(c, size) for c in (64, 128, 256) for size in (32, 64, 128, 256)]
+    for cout, size in cells:
+        x = torch.randn(1, 32, size, size, generator=gen).contiguous(memory_format=torch.channels_last)
+        residual = torch.randn(1, cout + 64, size, size, generator=gen).contiguous(memory_format=torch.channels_last)[:, 64:]
+        weight, bias = torch.randn(cout, 32, 1, 1, generator=gen) / 32**0.5, torch.randn(cout, generator=gen)
+        calls = {"plain": lambda: (torch.nn.functional.conv2d(x, weight, bias) + residual).contiguous()}
+        calls.update({k: lambda: pointwise.pointwise_conv_add(x, weight, bias, residual) for k in names[1:]})
+        passes = []
+        pointwise.MIN_PIXELS = 1  # the op's chunked path on every map: the table says where it pays
+        try:
+            for _ in range(1 if quick else PASSES):
+                samples: dict[str, list[float]] = {k: [] for k in names}
+                for r in range(4 if quick else 2 + 2 * len(names)):
+                    for k in names[r % len(names):] + names[: r % len(names)]:
+                        pointwise.PIXELS_PER_CHUNK = int(k) if k != "plain" else default
+                        calls[k]()
+                        t0 = time.perf_counter()
+                        for _ in range(CALLS_IN_A_ROW - 1):
+                            calls[k]()
+                        if r >= 2:
+                            samples[k].append((time.perf_counter() - t0) / (CALLS_IN_A_ROW - 1))
+                passes.append({k: statistics.median(v) for k, v in samples.items()})
+        finally:
+            pointwise.PIXELS_PER_CHUNK, pointwise.MIN_PIXELS = default, threshold
+        for k in names[1:]:
+            ratios = [t["plain"] / t[k] for t in passes]
+            rows.append({"channels": cout, "size": size, "chunk": int(k), "plain_ms": [t["plain"] * 1e3 for t in passes],
+                         "ms": [t[k] * 1e3 for t in passes], "speedup": statistics.median(ratios), "speedup_passes": ratios,
+                         "default": int(k) == default, "dispatched": size * size >= threshold})
+            print(f"Cout={cout:3d} {size:3d}x{size:<3d} chunk {k:>4}: " + ", ".join(f"{t[k] * 1e3:.2f} ms" for t in passes)
+                  + " (plain " + " / ".join(f"{t['plain'] * 1e3:.2f}" for t in passes) + " ms: " + " / ".join(f"{v:.2f}" for v in ratios) + "x)"
+                  + ("  (the default)" if int(k) == default else "") + ("" if size * size >= threshold else "  (below MIN_PIXELS: the plain sum runs)"))
+    return rows
+
+
 def warp_operands(c: int, size: int) -> list[torch.Tensor]:
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(1, c, size, size, generator=gen).contiguous(memory_format=torch.channels_last)
@@ -143,14 +198,20 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--chunks", action="store_true", help="time the gather's chunk budgets instead")
     parser.add_argument("--warp", action="store_true", help="the grid for the warp instead of AdaBD")
+    parser.add_argument("--pointwise", action="store_true", help="time the full block's reconstruction (pointwise_conv_add) instead")
     parser.add_argument("--processes", type=int, default=None,
                         help="the grid in this many fresh processes, the median per cell (default 3; --quick: 1)")
     parser.add_argument("--out", type=Path, default=None, help=argparse.SUPPRESS)  # one process's grid (internal)
     argv = sys.argv[1:]
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    if args.chunks and args.warp:
-        parser.error("--chunks and --warp are separate measurements: give one")
+    if args.chunks + args.warp + args.pointwise > 1:
+        parser.error("--chunks, --warp and --pointwise are separate measurements: give one")
+    if args.pointwise:
+        with torch.no_grad():
+            rows = pointwise_rows(args.quick)
+        print(f"wrote {write('cpu_gather_pointwise_quick' if args.quick else 'cpu_gather_pointwise', {'machine': machine(), 'rows': rows})}")
+        return
     if args.chunks:
         with torch.no_grad():
             rows = chunk_rows(args.quick)

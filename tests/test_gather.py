@@ -48,16 +48,22 @@ def operands(b=2, c=5, o=6, hw=(7, 9), k=3, reach=3.0, seed=0, dtype=torch.float
     reach=st.sampled_from([0.0, 0.5, 3.0, 40.0]),
     bias=st.booleans(),
     reference_only=st.booleans(),
+    channels_last=st.booleans(),
     seed=st.integers(0, 2**16),
 )
-def test_the_gather_equals_the_reference(b, c, o, h, w, k, reach, bias, reference_only, seed):
+def test_the_gather_equals_the_reference(b, c, o, h, w, k, reach, bias, reference_only, channels_last, seed):
     t = operands(b=b, c=c, o=o, hw=(h, w), k=k, reach=reach, seed=seed, bias=bias)
+    if channels_last:  # then the product writes channel rows: the results come back channels-last
+        t["a"] = t["a"].contiguous(memory_format=torch.channels_last)
     want = adabd_conv_reference(**t, reference_only=reference_only)
     got = adabd_conv_gather(**t, reference_only=reference_only)
     torch.testing.assert_close(got[0], want[0], rtol=1e-9, atol=1e-12)
-    assert got[0].is_contiguous() and got[0].dtype == torch.float64
+    assert got[0].dtype == torch.float64
+    rows = t["a"].is_contiguous(memory_format=torch.channels_last) and not t["a"].is_contiguous()  # (one channel or pixel: both)
+    assert got[0].is_contiguous(memory_format=torch.channels_last if rows else torch.contiguous_format)
     if reference_only:
         torch.testing.assert_close(got[1], want[1], rtol=1e-9, atol=1e-12)
+        assert got[1].stride() == got[0].stride()
     else:
         assert got[1] is None
 
@@ -65,16 +71,18 @@ def test_the_gather_equals_the_reference(b, c, o, h, w, k, reach, bias, referenc
 
 @pytest.mark.parametrize("rows", [1, 2, 3, 11])
 @pytest.mark.parametrize("reference_only", [False, True])
-def test_output_rows_computed_in_chunks_give_the_same_result(monkeypatch, rows, reference_only):
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_output_rows_computed_in_chunks_give_the_same_result(monkeypatch, rows, reference_only, memory_format):
     """One row at a time, two, three (11 rows: a short last chunk), all at once: the same numbers."""
     per_row = 2 * 9 * 9 * 5 * 8  # B=2, W=9, k²=9, 5 channels, float64
     monkeypatch.setattr(gather_module, "CHUNK_BYTES", rows * per_row + per_row // 2)
     assert rows_per_chunk(2, 9, 9, 5, 8) == rows
     t = operands(b=2, c=5, o=4, hw=(11, 9), k=3, reach=6.0, seed=3)
+    t["a"] = t["a"].contiguous(memory_format=memory_format)
     want = adabd_conv_reference(**t, reference_only=reference_only)
     got = adabd_conv_gather(**t, reference_only=reference_only)
     torch.testing.assert_close(got[0], want[0], rtol=1e-9, atol=1e-12)
-    assert got[0].is_contiguous()
+    assert got[0].is_contiguous(memory_format=memory_format)
     if reference_only:
         torch.testing.assert_close(got[1], want[1], rtol=1e-9, atol=1e-12)
 
@@ -144,6 +152,21 @@ def test_cpu_inference_takes_the_gather_through_the_custom_op(gathers, dtype):
     tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(out, want[0], **tol)
     torch.testing.assert_close(ref_out, want[1], **tol)
+    assert out.is_contiguous()
+
+
+def test_channels_last_input_gives_channels_last_output_through_the_op_which_opcheck_accepts(gathers):
+    t = big()
+    t["a"] = t["a"].contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        out, ref_out = adabd_conv(**t, reference_only=True)
+    assert len(gathers) == 1
+    assert out.is_contiguous(memory_format=torch.channels_last) and ref_out.is_contiguous(memory_format=torch.channels_last)
+    want = adabd_conv_reference(**t, reference_only=True)
+    torch.testing.assert_close(out, want[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ref_out, want[1], rtol=1e-5, atol=1e-5)
+    for reference_only in (False, True):  # the fake says what the real op returns, strides included
+        torch.library.opcheck(torch.ops.shortcutify.adabd_conv.default, (*t.values(), reference_only))
 
 
 def test_calls_that_record_gradients_run_the_reference_and_get_its_gradients(gathers):

@@ -118,6 +118,16 @@ def _warp_macs(inputs: list[Any], outputs: list[Any]) -> int:
     return total
 
 
+def _pointwise_macs(inputs: list[Any], outputs: list[Any]) -> int:
+    """``shortcutify::pointwise_conv_add`` (the full block's reconstruction on CPU), counted as its
+    reference ``conv2d`` with a 1×1 kernel is: ``Cin·Cout`` MACs per output pixel (the residual's
+    addition is element-wise)."""
+    from fvcore.nn.jit_handles import get_shape
+
+    b, cin, hh, ww = get_shape(inputs[0])
+    return b * hh * ww * cin * get_shape(inputs[1])[0]
+
+
 def _fvcore_macs(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[int, Counter[str], Counter[str]]:
     from fvcore.nn import FlopCountAnalysis
 
@@ -125,6 +135,7 @@ def _fvcore_macs(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[i
     analysis.set_op_handle(
         "aten::einsum", _einsum_macs, "aten::linalg_vector_norm", _vector_norm_macs, "aten::scaled_dot_product_attention", _sdpa_macs,
         "shortcutify::adabd_conv", _adabd_macs, "shortcutify::warp", _warp_macs,
+        "shortcutify::pointwise_conv_add", _pointwise_macs,
     )
     analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
     with warnings.catch_warnings():

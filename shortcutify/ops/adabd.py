@@ -48,14 +48,22 @@ def _adabd_op(
         implementation = adabd_conv_gather if cpu_gather else adabd_conv_reference
         with torch.no_grad():
             out, ref_out = implementation(f_ref, a, offset, mask, weight, bias, reference_only)
-        out = out.contiguous().to(a.dtype)
-        ref_out = ref_out.contiguous().to(a.dtype) if ref_out is not None else None
+    layout = _layout(a)  # every path returns what the fake says (no copy where it already is)
+    out = out.to(a.dtype).contiguous(memory_format=layout)
+    ref_out = ref_out.to(a.dtype).contiguous(memory_format=layout) if ref_out is not None else None
     return out, (ref_out if ref_out is not None else out.new_empty(0))
+
+
+def _layout(a: Tensor) -> torch.memory_format:
+    """The op's output memory format: channels-last for a channels-last ``a`` on CPU (what the row
+    gathers write), else contiguous."""
+    rows = a.device.type == "cpu" and a.is_contiguous(memory_format=torch.channels_last) and not a.is_contiguous()
+    return torch.channels_last if rows else torch.contiguous_format
 
 
 @_adabd_op.register_fake
 def _(f_ref: Tensor, a: Tensor, offset: Tensor, mask: Tensor, weight: Tensor, bias: Tensor | None, reference_only: bool):
-    out = a.new_empty((a.shape[0], weight.shape[0], a.shape[2], a.shape[3]))
+    out = a.new_empty((a.shape[0], weight.shape[0], a.shape[2], a.shape[3])).contiguous(memory_format=_layout(a))
     return out, (torch.empty_like(out) if reference_only else out.new_empty(0))
 
 

@@ -192,8 +192,9 @@ def adabd_conv_gather(
 ) -> tuple[Tensor, Tensor | None]:
     """:func:`~shortcutify.ops.adabd_conv_reference` by row gathers (same arguments, shapes and
     results: ``f_ref``, ``a`` ``[B, h, H, W]``, ``offset [B, 2·k², H, W]``, ``mask [B, k², H, W]``,
-    ``weight [h_out, h, k, k]``; returns ``[B, h_out, H, W]`` contiguous, and the reference-only
-    conv when asked for).
+    ``weight [h_out, h, k, k]``; returns ``[B, h_out, H, W]``, and the reference-only conv when
+    asked for). The results are in ``a``'s memory format where that is channels-last (the product
+    then writes channel rows, which it computes faster on CPU), else contiguous.
 
     Both maps go into one table of channel rows (the reference's, then the current frame's);
     each output pixel and tap is one bag of five rows, and the columns ``[B·H·W·k², h]`` meet
@@ -214,16 +215,27 @@ def adabd_conv_gather(
     write_channel_rows(a.to(dtype), table[1])
     table = table.view(2 * b * n, c)
     base = (torch.arange(b, dtype=index) * n).view(b, 1, 1, 1)
-    wt = weight.to(dtype).permute(0, 2, 3, 1).reshape(1, cout, k2 * c).expand(b, cout, k2 * c)
-    bias_d = None if bias is None else bias.to(dtype).view(1, cout, 1)
-    out = torch.empty((b, cout, hh, ww), dtype=dtype)
-    ref_out = torch.empty((b, cout, hh, ww), dtype=dtype) if reference_only else None
+    w2 = weight.to(dtype).permute(0, 2, 3, 1).reshape(cout, k2 * c)  # [h_out, k²·h], taps in the columns' order
+    bias_d = None if bias is None else bias.to(dtype)
+    rows_out = a.dim() == 4 and a.is_contiguous(memory_format=torch.channels_last) and not a.is_contiguous()
+    layout = torch.channels_last if rows_out else torch.contiguous_format
+    out = torch.empty((b, cout, hh, ww), dtype=dtype).contiguous(memory_format=layout)
+    ref_out = torch.empty_like(out) if reference_only else None
     step = rows_per_chunk(b, ww, k2, c, dtype.itemsize)
 
     def conv(columns: Tensor, into: Tensor, r0: int, r1: int) -> None:  # columns [B·rows·W·k², h] -> into[..., r0:r1, :]
         p = (r1 - r0) * ww
-        cols = columns.view(b, p, k2 * c).transpose(1, 2)  # [B, k²·h, rows·W], a view
-        y = torch.bmm(wt, cols) if bias_d is None else torch.baddbmm(bias_d.expand(b, cout, p), wt, cols)
+        cols = columns.view(b, p, k2 * c)
+        if rows_out:  # channel rows [rows·W, h_out] per sample: columns · Wᵀ, written in place
+            rows = into.permute(0, 2, 3, 1).view(b, hh * ww, cout)[:, r0 * ww : r1 * ww]
+            for i in range(b):
+                if bias_d is None:
+                    torch.mm(cols[i], w2.t(), out=rows[i])
+                else:
+                    torch.addmm(bias_d, cols[i], w2.t(), out=rows[i])
+            return
+        wt = w2.unsqueeze(0).expand(b, cout, k2 * c)
+        y = torch.bmm(wt, cols.transpose(1, 2)) if bias_d is None else torch.baddbmm(bias_d.view(1, cout, 1).expand(b, cout, p), wt, cols.transpose(1, 2))
         into[:, :, r0:r1].copy_(y.view(b, cout, r1 - r0, ww))
 
     for r0 in range(0, hh, step):

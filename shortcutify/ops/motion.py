@@ -92,9 +92,11 @@ def coarse_features(x: Tensor, size: tuple[int, int]) -> Tensor:
     """``[B, C, H, W]`` -> ``[B, C, h, w]`` (``size``): average-pooled (not at all where ``size`` is
     ``(H, W)``), each channel's spatial mean removed, each position's channel vector scaled to
     unit length (float32; a vector shorter than ``1e-6`` is divided by ``1e-6``, as
-    :func:`torch.nn.functional.normalize` does)."""
+    :func:`torch.nn.functional.normalize` does). Read in contiguous memory whatever ``x``'s format, so
+    that the float32 rounding, which the soft arg-max of :func:`correlation_flow` amplifies, does not
+    depend on it."""
     _check(x, "x")
-    xc = _pooled(x.float(), (int(size[0]), int(size[1])))
+    xc = _pooled(x.float().contiguous(), (int(size[0]), int(size[1])))
     xc = xc - xc.mean(dim=(2, 3), keepdim=True)
     squares = torch.einsum("bchw,bchw->bhw", xc, xc).unsqueeze(1)  # C MACs per position, as a norm is counted
     return xc * torch.rsqrt(squares.clamp_min(1e-12))

@@ -21,6 +21,8 @@ from torch import Tensor, nn
 
 from ...ops import warp
 from ...ops.layout import to_channels_last
+from ...ops.fast_path import fast_path_enabled
+from ...ops.pointwise import pointwise_conv_add
 from .base import BlockOutput, ShortcutBlock
 from .resize import half_size, resize
 
@@ -32,7 +34,8 @@ class FullReference(NamedTuple):
 
     Attributes:
         enc_half: the reduced encoder tap at half the decoder tap's resolution
-            ``[B, h, ⌈Hf/2⌉, ⌈Wf/2⌉]`` (the flow head's input).
+            ``[B, h, ⌈Hf/2⌉, ⌈Wf/2⌉]`` (the flow head's input; channels-last memory where prepared
+            for CPU inference, :func:`rows_inside`).
         stacked: the reduced encoder tap, the reduced decoder tap and the decoder tap,
             concatenated, ``[B, 2h + Cf, Hf, Wf]`` (warped together; on CPU in channels-last
             memory).
@@ -55,6 +58,13 @@ def pointwise_resized(conv: nn.Module, x: Tensor, size: tuple[int, int]) -> Tens
     if x.shape[-2] * x.shape[-1] < size[0] * size[1]:
         return resize(conv(x), size)
     return conv(resize(x, size))
+
+
+def rows_inside(x: Tensor) -> bool:
+    """Whether the full block runs its inside in channels-last memory for the input ``x``: CPU
+    inference (no gradient recorded, not traced by ``torch.compile``, fast paths on,
+    :func:`~shortcutify.ops.use_fast_path`). Its output is contiguous either way."""
+    return x.device.type == "cpu" and not torch.is_grad_enabled() and not torch.compiler.is_compiling() and fast_path_enabled()
 
 
 class FullResolutionBlock(ShortcutBlock):
@@ -81,6 +91,8 @@ class FullResolutionBlock(ShortcutBlock):
         enc_half = F.interpolate(a, size=half_size(size), mode="bilinear", align_corners=False)
         stacked = torch.cat([a, F.relu(self.reduce_dec(f_ref)), f_ref], dim=1)
         motion = self.motion_features(a_ref, enc_half.shape[-2:], enc_half) if self.motion_prior else a_ref.new_zeros(a_ref.shape[0], 0, 1, 1)
+        if rows_inside(enc_half):
+            enc_half = to_channels_last(enc_half)
         return FullReference(enc_half, to_channels_last(stacked) if stacked.device.type == "cpu" else stacked, motion)
 
     def _predict(self, a: Tensor, reference: FullReference, return_aligned: bool) -> BlockOutput:
@@ -89,6 +101,9 @@ class FullResolutionBlock(ShortcutBlock):
         hf, wf = ref.shape[-2:]
         tap = a
         a = F.relu(pointwise_resized(self.reduce_enc, a, (hf, wf)))  # [B, h, Hf, Wf]
+        rows = rows_inside(a)
+        if rows:  # the convs, the interpolation and AdaBD's product are faster on CPU in channels-last memory
+            a, a_ref_half = to_channels_last(a), to_channels_last(a_ref_half)
         a_half = F.interpolate(a, size=a_ref_half.shape[-2:], mode="bilinear", align_corners=False)
         prior = self._prior(tap, ref_motion, (a_ref_half.shape[-2], a_ref_half.shape[-1]), a_half)
         flow = self.flow_head(torch.cat([a_half, a_ref_half], dim=1))
@@ -100,8 +115,13 @@ class FullResolutionBlock(ShortcutBlock):
         aligned = warp(ref, flow)
         a_ref, f_ref, f_warped = aligned[:, :h], aligned[:, h : 2 * h], aligned[:, 2 * h :]
         fused, ref_only = self._adabd(a_ref, a, f_ref, return_aligned)
-        # the reconstruction first: the sum takes its memory format (contiguous), not the warped
-        # reference's (channels-last where the CPU warp gathers rows), which the tail would read slowly
-        f_hat = self.reconstruct(F.relu(fused)) + f_warped
-        aligned_only = self.reconstruct(F.relu(ref_only)) + f_warped if ref_only is not None else None
+        # the output contiguous, whatever the warped reference's memory format (channels-last where the
+        # CPU warp gathers rows): the tail reads contiguous memory faster
+        if rows:  # the reconstruction and its sum without a whole-map transpose
+            w, bias = self.reconstruct.weight, self.reconstruct.bias
+            f_hat = pointwise_conv_add(F.relu(fused), w, bias, f_warped)
+            aligned_only = pointwise_conv_add(F.relu(ref_only), w, bias, f_warped) if ref_only is not None else None
+        else:
+            f_hat = self.reconstruct(F.relu(fused)) + f_warped
+            aligned_only = self.reconstruct(F.relu(ref_only)) + f_warped if ref_only is not None else None
         return BlockOutput(f_hat, aligned_only)
