@@ -284,7 +284,39 @@ def cpu_gather_section() -> list[str]:
         "gather's fixed cost of some forty small index ops outweighs what it saves).",
         "",
         *_speedup_table(r, "h", "width"),
-    ] + _warp_gather_section() + _chunks_section()
+    ] + _warp_gather_section() + _chunks_section() + _pointwise_section()
+
+
+def _pointwise_section() -> list[str]:
+    """The full block's reconstruction on CPU: ``pointwise_conv_add`` against the plain sum (cpu_gather.py --pointwise)."""
+    r = load("cpu_gather_pointwise")
+    if not r:
+        return []
+    cells = sorted({(row["channels"], row["size"]) for row in r["rows"]})
+    chunks = sorted({row["chunk"] for row in r["rows"]})
+    by = {(row["channels"], row["size"], row["chunk"]): row for row in r["rows"]}
+    default = next((row["chunk"] for row in r["rows"] if row["default"]), None)
+    lines = [
+        f"The full block's reconstruction (`python benchmarks/cpu_gather.py --pointwise` — {machine_line(r['machine'])}): since 0.19",
+        "the full block runs its inside in channels-last memory for CPU inference, and its last step, a 1×1 conv from 32",
+        "channels plus the warped decoder tap (a channel slice of the channels-last reference stack), must come out",
+        "contiguous for the tail. The plain sum (`(conv2d(x) + residual).contiguous()`, which ends in a whole-map",
+        "transpose) against `pointwise_conv_add` (`shortcutify/ops/pointwise.py`: per chunk of pixels one `addmm` into the",
+        "residual's rows, then a transposed write while they are in cache) at several chunk sizes (`PIXELS_PER_CHUNK`),",
+        "interleaved in rotating order; each cell: the plain sum's median time over the op's (above 1: the op is faster),",
+        f"median of {len(r['rows'][0].get('speedup_passes', [0]))} passes and their range. Default chunk: {default} pixels; "
+        "**d**: maps the op takes its chunked path on (`MIN_PIXELS`, chosen from this table; below it the plain sum runs).",
+        "",
+        "| output channels | map | " + " | ".join(f"chunk {c}" for c in chunks) + " |",
+        "|---|---|" + "---|" * len(chunks),
+    ]
+    for ch, size in cells:
+        row0 = by[(ch, size, chunks[0])]
+        mark = " **d**" if row0.get("dispatched") else ""
+        lines.append(f"| {ch} | {size}×{size}{mark} | " + " | ".join(
+            f"{by[(ch, size, c)]['speedup']:.2f}× ({min(by[(ch, size, c)]['speedup_passes']):.2f}..{max(by[(ch, size, c)]['speedup_passes']):.2f})"
+            for c in chunks) + " |")
+    return lines + [""]
 
 
 def _warp_gather_section() -> list[str]:
@@ -1637,6 +1669,17 @@ def main() -> None:
                 "in this run" + (f"; per process {per_process}" if per_process else "") + "; the ops alone: section \"AdaBD on CPU\").",
                 "",
             ]
+        if "block_plain_layout" in s:
+            runs = [r for r in speed.get("processes", []) if "block_plain_layout" in r["seconds"]]
+            per_process = ", ".join(f"{r['seconds']['block'] / r['seconds']['block_plain_layout']:.2f}× / "
+                                    f"{r['seconds']['shortcut'] / r['seconds']['shortcut_plain_layout']:.2f}×" for r in runs) if len(runs) > 1 else ""
+            out += [
+                f"With the block's inside in the plain layout (`channels_last_inside(False)`: as before 0.19, timed in the same rounds) "
+                f"the block takes {s['block_plain_layout'] * 1e3:.1f} ms and a shortcut frame {s['shortcut_plain_layout'] * 1e3:.1f} ms: the "
+                f"channels-last inside takes {s['block'] / s['block_plain_layout']:.2f}× and {s['shortcut'] / s['shortcut_plain_layout']:.2f}× "
+                "that time" + (f" (block / shortcut frame per process: {per_process})" if per_process else "") + ".",
+                "",
+            ]
         if not below and round(mem["shortcut"]) == round(mem["teacher"]):
             out += [
                 f"Memory: both peaks are set by the full-resolution layers the two paths share (the tail's 64×{speed['size']}² "
@@ -1672,10 +1715,13 @@ def main() -> None:
             "block runs at half the decoder tap's resolution, entered by 2×2 stride-2 convs and left by a 2×2",
             "stride-2 transposed conv (space-to-depth, so no detail is discarded by the resampling itself);",
             "the warp reads channels-last memory as a table of channel rows, each output pixel one `embedding_bag` of its",
-            "four bilinear corners (0.18: `grid_sample`, which gathers one channel at a time); AdaBD's deformable",
+            "four bilinear corners (before 0.18: `grid_sample`, which gathers one channel at a time); AdaBD's deformable",
             "sampling and blend are one `embedding_bag` over channel rows where that pays (section \"AdaBD on CPU\"),",
             "elsewhere the current frame's columns are a strided view of the padded feature (no `im2col` copy)",
-            "blended in place; layout changes",
+            "blended in place. The full layout (the default block here) runs its inside in channels-last memory (0.19: its",
+            "convs and interpolation are faster there, AdaBD's product writes channel rows as `columns · Wᵀ`, and its",
+            "reconstruction and residual are summed into contiguous memory a cached chunk at a time,",
+            "`shortcutify.ops.pointwise`, so that the tail reads contiguous memory without a whole-map transpose); other layout changes",
             "go through 2-D transposes, which torch copies cache-blocked; the shortcut frame's program returns",
             "only the output, so nothing of the block is kept alive through the tail.",
             "",

@@ -13,7 +13,9 @@ events with synchronisation. The block's own time is measured the same way. Peak
 the peak of tensor memory allocated while one path runs, above what was live before (CPU:
 the CPU allocator's count of allocated bytes, as the profiler records it with each allocation
 and free; CUDA: torch.cuda.max_memory_allocated). The shortcut
-frame is also timed with the ops' fast paths off (``shortcut_reference``), side by side.
+frame is also timed with the ops' fast paths off (``shortcut_reference``), side by side, and on CPU the
+shortcut frame and the block with the block's inside in the plain layout (``channels_last_inside(False)``:
+as before 0.19; ``shortcut_plain_layout``, ``block_plain_layout``).
 ``--compare LAYOUT[:WIDTH][+prior|+PRIOR] ...``: other blocks on the same generator, their shortcut frames and
 blocks timed in the same rounds (this machine's speed drifts between runs by more than the
 layouts differ: compare layouts within one run); ``+prior`` builds that block with the motion
@@ -42,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import TAPS, in_fresh_processes, machine, table, write  # noqa: E402
 
 from shortcutify import shortcutify  # noqa: E402
-from shortcutify.core.blocks import prior_names  # noqa: E402
+from shortcutify.core.blocks import channels_last_inside, prior_names  # noqa: E402
 from shortcutify.demo.models import ResnetGenerator  # noqa: E402
 from shortcutify.demo.timing import amortised, path_calls, time_calls  # noqa: E402
 from shortcutify.ops import use_fast_path  # noqa: E402
@@ -80,7 +82,9 @@ def label(resolution: str, width: int, motion_prior: str | None = None) -> str:
 @torch.no_grad()
 def timings(sv, x, repeats: int, warmup: int, device: str, others: tuple = ()) -> dict[str, float]:
     """Median seconds of each path, interleaved; ``shortcut_reference``: the shortcut frame with
-    the ops' fast paths off (``use_fast_path(False)``: plain PyTorch throughout); for every module of
+    the ops' fast paths off (``use_fast_path(False)``: plain PyTorch throughout); on CPU
+    ``shortcut_plain_layout`` and ``block_plain_layout``: the shortcut frame and the block with the block's
+    inside in the plain layout (``channels_last_inside(False)``, as before 0.19); for every module of
     ``others`` (the same generator, other blocks), ``shortcut@<label>`` and ``block@<label>``."""
     calls = path_calls(sv, x)
     shortcut = calls["shortcut"]
@@ -90,6 +94,18 @@ def timings(sv, x, repeats: int, warmup: int, device: str, others: tuple = ()) -
             shortcut()
 
     calls["shortcut_reference"] = shortcut_reference
+    if device == "cpu":  # the blocks' inside in the plain layout (as before 0.19), the rest as it is
+        block = calls["block"]
+
+        def shortcut_plain_layout() -> None:
+            with channels_last_inside(False):
+                shortcut()
+
+        def block_plain_layout() -> None:
+            with channels_last_inside(False):
+                block()
+
+        calls["shortcut_plain_layout"], calls["block_plain_layout"] = shortcut_plain_layout, block_plain_layout
     for other in others:
         paths = path_calls(other, x)
         tag = label(other.block.resolution, other.block.width, other.block.motion_prior)
@@ -181,6 +197,10 @@ def measure(args: argparse.Namespace) -> dict:
     print(f"block share of a shortcut frame: {share:.1%}; amortised at α={a}")
     print(f"shortcut frame with the ops' fast paths off (plain PyTorch): {t['shortcut_reference'] * 1e3:.1f} ms, "
           f"{t['teacher'] / t['shortcut_reference']:.2f}x the teacher (fast paths: {t['shortcut_reference'] / t['shortcut']:.2f}x)")
+    if "block_plain_layout" in t:
+        print(f"block's inside in the plain layout (channels_last_inside(False), as before 0.19): block {t['block_plain_layout'] * 1e3:.1f} ms, "
+              f"shortcut frame {t['shortcut_plain_layout'] * 1e3:.1f} ms (the channels-last inside takes {t['block'] / t['block_plain_layout']:.2f}x "
+              f"and {t['shortcut'] / t['shortcut_plain_layout']:.2f}x that time)")
     if ops:
         print("block's time by op (profiler, self CPU time): " + ", ".join(f"{o['op']} {o['share']:.0%}" for o in ops))
     compared = {}

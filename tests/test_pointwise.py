@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 import shortcutify.ops.pointwise as pointwise_module
 from shortcutify import make_block
-from shortcutify.core.blocks.full import rows_inside
+from shortcutify.core.blocks import channels_last_inside
+from shortcutify.core.blocks.base import rows_inside
 from shortcutify.core.cost import count_macs
 from shortcutify.ops import use_fast_path
 from shortcutify.ops.pointwise import MIN_PIXELS, channel_rows, pointwise_conv_add, pointwise_rows_apply
@@ -168,3 +169,16 @@ def test_the_full_block_inside_in_channels_last_gives_its_training_paths_numbers
     torch.testing.assert_close(fast, slow.detach(), rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(fast_aligned, slow_aligned.detach(), rtol=1e-10, atol=1e-10)
     assert fast.is_contiguous() and fast_aligned.is_contiguous()  # the tail's layout
+
+
+def test_the_inside_goes_channels_last_only_where_adabds_gather_pays():
+    """On the plain-PyTorch AdaBD (narrow blocks, small maps) channels-last memory makes its blend slower."""
+    with torch.no_grad():
+        assert rows_inside(torch.zeros(1, 32, 64, 64))
+        assert not rows_inside(torch.zeros(1, 16, 64, 64)) and not rows_inside(torch.zeros(1, 32, 63, 64))
+        with use_fast_path(False):
+            assert not rows_inside(torch.zeros(1, 32, 64, 64))
+        with channels_last_inside(False):
+            assert not rows_inside(torch.zeros(1, 32, 64, 64))
+        assert rows_inside(torch.zeros(1, 32, 64, 64))  # the switch restored
+    assert not rows_inside(torch.zeros(1, 32, 64, 64))  # gradients recorded

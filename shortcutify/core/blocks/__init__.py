@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Union
 
-from .base import PRIOR_LEFT_OUT_EVERY, REDUCED_PRIORS, REDUCTION_SHIFT, REDUCTIONS, START_REDUCTIONS, BlockOutput, KeyframeTaps, LightConv, ShortcutBlock, default_width, motion_pool_for, motion_prior_name, prior_names
+from .base import PRIOR_LEFT_OUT_EVERY, REDUCED_PRIORS, REDUCTION_SHIFT, REDUCTIONS, START_REDUCTIONS, BlockOutput, KeyframeTaps, LightConv, ShortcutBlock, channels_last_inside, default_width, motion_pool_for, motion_prior_name, prior_names
 from .full import FullReference, FullResolutionBlock
 from .half import HalfReference, HalfResolutionBlock
 
@@ -23,6 +23,7 @@ __all__ = [
     "make_block",
     "check_resolution",
     "default_width",
+    "channels_last_inside",
     "motion_prior_name",
     "prior_names",
     "REDUCED_PRIORS",

@@ -17,20 +17,23 @@ A new block type subclasses :class:`ShortcutBlock`, implements ``_reductions``,
 
 from __future__ import annotations
 
+import contextlib
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from ...ops import MOTION_PRIORS, adabd_conv, coarse_features, coarse_grid, coarse_pool, correlation_flow
+from ...ops.fast_path import fast_path_enabled
+from ...ops.gather import gather_pays
 from ..checks import is_count
 from .principal import PatchMoments, principal_components, set_rows_
 from .resize import half_size
 
-__all__ = ["ShortcutBlock", "BlockOutput", "KeyframeTaps", "LightConv", "default_width", "motion_pool_for", "prior_names", "REDUCED_PRIORS", "PRIOR_LEFT_OUT_EVERY", "REDUCTION_SHIFT", "REDUCTIONS", "START_REDUCTIONS"]
+__all__ = ["ShortcutBlock", "BlockOutput", "KeyframeTaps", "LightConv", "default_width", "rows_inside", "channels_last_inside", "motion_pool_for", "prior_names", "REDUCED_PRIORS", "PRIOR_LEFT_OUT_EVERY", "REDUCTION_SHIFT", "REDUCTIONS", "START_REDUCTIONS"]
 
 #: a block with the motion prior trains every ``PRIOR_LEFT_OUT_EVERY``-th sample of a batch without it (the others
 #: with it): distilled from the prior on every sample, the cartoon teacher's block learned to correct the prior
@@ -131,6 +134,36 @@ def motion_pool_for(dec_size: tuple[int, int]) -> int:
     predict the flow at half that resolution (:func:`~shortcutify.core.blocks.resize.half_size`), and
     :func:`~shortcutify.ops.coarse_pool` pools that grid to a longer side near 40."""
     return coarse_pool(half_size(dec_size))
+
+
+_ROWS_INSIDE = {"enabled": True}
+
+
+@contextlib.contextmanager
+def channels_last_inside(enabled: bool) -> Iterator[None]:
+    """Within the ``with`` block, blocks run their inside in channels-last memory where
+    :func:`rows_inside` says it pays (``True``, the default outside) or always in the plain layout
+    (``False``: as before 0.19; for comparisons, e.g. ``benchmarks/speed.py``). Same numbers up to rounding."""
+    before = _ROWS_INSIDE["enabled"]
+    _ROWS_INSIDE["enabled"] = bool(enabled)
+    try:
+        yield
+    finally:
+        _ROWS_INSIDE["enabled"] = before
+
+
+def rows_inside(x: Tensor) -> bool:
+    """Whether a block runs its inside in channels-last memory (channel rows), for its reduced feature
+    ``x [B, h, H, W]`` at AdaBD's resolution: CPU inference (no gradient recorded, not traced by
+    ``torch.compile``, fast paths on, :func:`~shortcutify.ops.use_fast_path`) where AdaBD takes its
+    row gathers (:func:`~shortcutify.ops.gather.gather_pays`: there its product writes channel rows,
+    and the block's convs and interpolations are faster in that layout; on the plain-PyTorch AdaBD the
+    layout makes its blend slower), unless :func:`channels_last_inside` turned it off. A block's output is
+    contiguous either way (the tail reads that faster)."""
+    return (
+        _ROWS_INSIDE["enabled"]
+        and x.device.type == "cpu" and not torch.is_grad_enabled() and not torch.compiler.is_compiling() and fast_path_enabled() and gather_pays(x)
+    )
 
 
 def default_width(enc_channels: int, dec_channels: int) -> int:

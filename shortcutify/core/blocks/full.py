@@ -21,9 +21,8 @@ from torch import Tensor, nn
 
 from ...ops import warp
 from ...ops.layout import to_channels_last
-from ...ops.fast_path import fast_path_enabled
 from ...ops.pointwise import pointwise_conv_add
-from .base import BlockOutput, ShortcutBlock
+from .base import BlockOutput, ShortcutBlock, rows_inside
 from .resize import half_size, resize
 
 __all__ = ["FullReference", "FullResolutionBlock"]
@@ -35,7 +34,7 @@ class FullReference(NamedTuple):
     Attributes:
         enc_half: the reduced encoder tap at half the decoder tap's resolution
             ``[B, h, ⌈Hf/2⌉, ⌈Wf/2⌉]`` (the flow head's input; channels-last memory where prepared
-            for CPU inference, :func:`rows_inside`).
+            for CPU inference, :func:`~shortcutify.core.blocks.base.rows_inside`).
         stacked: the reduced encoder tap, the reduced decoder tap and the decoder tap,
             concatenated, ``[B, 2h + Cf, Hf, Wf]`` (warped together; on CPU in channels-last
             memory).
@@ -58,13 +57,6 @@ def pointwise_resized(conv: nn.Module, x: Tensor, size: tuple[int, int]) -> Tens
     if x.shape[-2] * x.shape[-1] < size[0] * size[1]:
         return resize(conv(x), size)
     return conv(resize(x, size))
-
-
-def rows_inside(x: Tensor) -> bool:
-    """Whether the full block runs its inside in channels-last memory for the input ``x``: CPU
-    inference (no gradient recorded, not traced by ``torch.compile``, fast paths on,
-    :func:`~shortcutify.ops.use_fast_path`). Its output is contiguous either way."""
-    return x.device.type == "cpu" and not torch.is_grad_enabled() and not torch.compiler.is_compiling() and fast_path_enabled()
 
 
 class FullResolutionBlock(ShortcutBlock):
@@ -91,7 +83,7 @@ class FullResolutionBlock(ShortcutBlock):
         enc_half = F.interpolate(a, size=half_size(size), mode="bilinear", align_corners=False)
         stacked = torch.cat([a, F.relu(self.reduce_dec(f_ref)), f_ref], dim=1)
         motion = self.motion_features(a_ref, enc_half.shape[-2:], enc_half) if self.motion_prior else a_ref.new_zeros(a_ref.shape[0], 0, 1, 1)
-        if rows_inside(enc_half):
+        if rows_inside(a):
             enc_half = to_channels_last(enc_half)
         return FullReference(enc_half, to_channels_last(stacked) if stacked.device.type == "cpu" else stacked, motion)
 
