@@ -287,6 +287,17 @@ def cpu_gather_section() -> list[str]:
     ] + _warp_gather_section() + _chunks_section() + _pointwise_section()
 
 
+def _prior_share_text() -> str:
+    """The block's share of a shortcut frame with the motion prior, over the processes of the last speed run."""
+    sp, tag = load("speed_cpu"), "full, width 32, motion prior"
+    shares = [r["compared"][tag]["block"] / r["compared"][tag]["shortcut"] for r in (sp or {}).get("processes", []) if tag in r.get("compared", {})]
+    if not shares:
+        return "not measured in the last speed run"
+    within = "within it in every process" if max(shares) <= 0.25 else "not in every process"
+    return (f"the block's share of a shortcut frame with the prior is {min(shares):.1%}–{max(shares):.1%} over the processes of the "
+            f"last run ({sp['machine']['date']}; the target is 25%: {within}; shares differ from run to run by a few points)")
+
+
 def _pointwise_section() -> list[str]:
     """The full block's reconstruction on CPU: ``pointwise_conv_add`` against the plain sum (cpu_gather.py --pointwise)."""
     r = load("cpu_gather_pointwise")
@@ -1116,8 +1127,8 @@ def motion_prior_section() -> list[str]:
                 "every target of \"Distillation over many teachers\" holds with the prior too); it stays off by default "
                 "for the time it adds to every shortcut frame (the CPU table of \"Distillation over many teachers\"; on the "
                 "speed benchmark's generator, the side-by-side `full, width 32, motion prior` row of \"Block resolution\": "
-                "it takes the block's share of a shortcut frame above that benchmark's 25% target; on a "
-                "GPU, section \"GPU\", an earlier form of it).", ""]
+                + _prior_share_text() + "; on a GPU it has been measured only in an earlier form, section \"GPU\", and the "
+                "default waits for a measurement of the present one).", ""]
     sys.path.insert(0, str(HERE))
     from distill_teachers import all_runs, default_blocks, label, latest_per_label, load_runs
 

@@ -144,9 +144,14 @@ def test_the_op_is_counted_as_the_conv_and_passes_opcheck(every_map):
     torch.library.opcheck(torch.ops.shortcutify.pointwise_conv_add.default, (x, wt, None, r))
 
 
-@pytest.mark.parametrize("motion_prior", [False, "local", "local-reduced"])
-def test_the_full_block_inside_in_channels_last_gives_its_training_paths_numbers(motion_prior, monkeypatch, every_map):
-    """Width 32 on 64×64 maps: AdaBD, the warp and the reconstruction all take their CPU paths."""
+@pytest.mark.parametrize(
+    "motion_prior, hw, taps_format",
+    [(False, (64, 64), torch.contiguous_format), ("local", (64, 64), torch.contiguous_format),
+     ("local-reduced", (64, 64), torch.contiguous_format), ("local", (65, 70), torch.channels_last)],
+)
+def test_the_full_block_inside_in_channels_last_gives_its_training_paths_numbers(motion_prior, hw, taps_format, monkeypatch, every_map):
+    """Width 32 on 64×64 maps (and odd ones, with taps from a generator that runs channels-last): AdaBD,
+    the warp and the reconstruction all take their CPU paths."""
     import shortcutify.ops.adabd as adabd_module
     import shortcutify.ops.warping as warping_module
 
@@ -158,8 +163,9 @@ def test_the_full_block_inside_in_channels_last_gives_its_training_paths_numbers
     block = make_block("full", 40, 48, width=32, motion_prior=motion_prior).double()
     for p in block.parameters():  # non-zero heads and reconstruction: the untrained block would hide every error
         torch.nn.init.normal_(p, std=0.05)
-    a_ref, f_ref = torch.randn(2, 40, 64, 64, dtype=torch.float64), torch.randn(2, 48, 64, 64, dtype=torch.float64)
+    a_ref, f_ref = torch.randn(2, 40, *hw, dtype=torch.float64), torch.randn(2, 48, *hw, dtype=torch.float64)
     a = torch.roll(a_ref, shifts=(3, -2), dims=(2, 3)) + 0.1 * torch.randn_like(a_ref)  # moved: the prior has work
+    a_ref, f_ref, a = (t.contiguous(memory_format=taps_format) for t in (a_ref, f_ref, a))
     with torch.no_grad():
         assert rows_inside(a)
         fast, fast_aligned = block(a, block.prepare_reference(a_ref, f_ref), return_aligned=True)
