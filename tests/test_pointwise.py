@@ -142,6 +142,9 @@ def test_the_op_is_counted_as_the_conv_and_passes_opcheck(every_map):
     assert fast[1] == {"pointwise_conv_add": fast[0]} and not fast[2]  # the op, counted whole, nothing left out
     torch.library.opcheck(torch.ops.shortcutify.pointwise_conv_add.default, (x, wt, bt, r))
     torch.library.opcheck(torch.ops.shortcutify.pointwise_conv_add.default, (x, wt, None, r))
+    plain = (x.contiguous(), wt, bt, r.contiguous())  # the op called directly on operands not in channel rows: still the sum
+    torch.testing.assert_close(torch.ops.shortcutify.pointwise_conv_add(*plain), F.conv2d(*plain[:3]) + plain[3])
+    torch.library.opcheck(torch.ops.shortcutify.pointwise_conv_add.default, plain)
 
 
 @pytest.mark.parametrize(
