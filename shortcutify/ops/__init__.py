@@ -17,7 +17,8 @@ These are the reference implementations, run on every device and differentiable;
 device-specific fast path goes beside them with the same signature and is tested
 against them (``shortcutify.ops.adabd_triton``, ``shortcutify.ops.warp_triton``, imported
 only where triton is installed; ``shortcutify.ops.fast_path`` says where they apply).
-``shortcutify.ops.layout`` holds CPU memory-layout helpers.
+``shortcutify.ops.layout`` holds CPU memory-layout helpers, ``shortcutify.ops.pointwise`` a 1×1 conv plus
+residual summed into contiguous memory (the full block's last step on CPU).
 """
 
 from .adabd import adabd_conv, adabd_conv_reference
