@@ -4,10 +4,13 @@ usage: python benchmarks/cpu_gather.py [--quick] [--threads 2] [--processes 3] [
 
 For each block width ``h`` (channels) and square feature map, ``adabd_conv_reference`` and
 ``adabd_conv_gather`` (``shortcutify/ops/gather.py``) run on the same random operands (batch 1,
-3×3 kernel, offsets of about 2 px, inference), interleaved round by round; the table gives the
+3×3 kernel, offsets of about 2 px, inference), the reference's in contiguous memory and, since 0.19, the
+gather's in channels-last memory (as the full block gives them where the gather applies: its product
+then writes channel rows) and in contiguous memory, interleaved round by round; the tables give the
 reference's median time over the gather's (above 1: the gather is faster). The thresholds in
-``shortcutify/ops/gather.py`` (``MIN_CHANNELS``, ``MIN_PIXELS``) are read from this table;
-the table marks the cells the dispatcher sends to the gather. The grid runs in ``--processes``
+``shortcutify/ops/gather.py`` (``ROWS_MIN_CHANNELS``, ``ROWS_MIN_VALUES`` for channels-last features;
+``MIN_CHANNELS``, ``MIN_PIXELS`` for contiguous ones) are read from these tables, which mark the cells
+the dispatcher sends to the gather. The grid runs in ``--processes``
 fresh processes (default 3) and each cell is the median over them (speed.py's docstring says why
 one process is one sample). ``--quick``: two cells, one process, for CI.
 Writes results/cpu_gather.json (``--quick``: cpu_gather_quick.json).
@@ -162,22 +165,35 @@ def warp_operands(c: int, size: int) -> list[torch.Tensor]:
     return [x, torch.randn(1, 2, size, size, generator=gen) * 2]
 
 
+def rows_operands(v: list[torch.Tensor]) -> list[torch.Tensor]:
+    """AdaBD's operands as the full block gives them to the gather since 0.19 (its inside in channels-last
+    memory where the gather applies: both features, the offsets and the mask channels-last)."""
+    return [t.contiguous(memory_format=torch.channels_last) if i < 4 else t for i, t in enumerate(v)]
+
+
 def grid(quick: bool, warp: bool = False) -> list[dict]:
     """The gather against the reference over channels × map sizes, in this process (``warp``: the warp's)."""
     channels = ((16, 32) if quick else (8, 16, 32, 64)) + ((192,) if warp and not quick else ())
-    sizes = (32,) if quick else (16, 32, 64, 96, 128)
+    sizes = (32,) if quick else (16, 32, 64, 96, 128, 256)
     reference, fast, make = (warp_reference, warp_gather, warp_operands) if warp else (adabd_conv_reference, adabd_conv_gather, operands)
     rows = []
     with torch.no_grad():
         for c in channels:
             for size in sizes:
                 v = make(c, size)
-                t = time_calls({"reference": lambda: reference(*v), "gather": lambda: fast(*v)},
-                               repeats=3 if quick else 9, warmup=1 if quick else 2)
+                w = v if warp else rows_operands(v)  # the gather's operands as the full block gives them; the reference's plain
+                calls = {"reference": lambda: reference(*v), "gather": lambda: fast(*w)}
+                if not warp:  # the gather on contiguous operands too (where the half block and direct calls use it)
+                    calls["gather_planar"] = lambda: fast(*v)
+                t = time_calls(calls, repeats=3 if quick else 9, warmup=1 if quick else 2)
                 rows.append({"channels": c, "size": size, "reference_ms": t["reference"] * 1e3, "gather_ms": t["gather"] * 1e3,
-                             "speedup": t["reference"] / t["gather"], "dispatched": warp_gather_serves(*v) if warp else gather_pays(v[1])})
+                             "speedup": t["reference"] / t["gather"], "dispatched": warp_gather_serves(*v) if warp else gather_pays(w[1])})
+                if not warp:
+                    rows[-1].update(speedup_planar=t["reference"] / t["gather_planar"], dispatched_planar=gather_pays(v[1]))
                 print(f"h={c:3d} {size:4d}x{size:<4d} reference {rows[-1]['reference_ms']:8.2f} ms  gather {rows[-1]['gather_ms']:8.2f} ms  "
-                      f"{rows[-1]['speedup']:.2f}x{'  (dispatched to the gather)' if rows[-1]['dispatched'] else ''}")
+                      f"{rows[-1]['speedup']:.2f}x{'  (dispatched to the gather)' if rows[-1]['dispatched'] else ''}"
+                      + ("" if warp else f"; on contiguous operands {rows[-1]['speedup_planar']:.2f}x"
+                         + ("  (dispatched)" if rows[-1]["dispatched_planar"] else "")))
     return rows
 
 
@@ -186,6 +202,9 @@ def combined(runs: list[list[dict]]) -> list[dict]:
     out = []
     for cells in zip(*runs):
         speedups = [c["speedup"] for c in cells]
+        if "speedup_planar" in cells[0]:
+            planar = [c["speedup_planar"] for c in cells]
+            cells = ({**cells[0], "speedup_planar": statistics.median(planar), "speedups_planar": planar}, *cells[1:])
         out.append({**cells[0], "speedup": statistics.median(speedups), "speedups": speedups,
                     "reference_ms": statistics.median(c["reference_ms"] for c in cells),
                     "gather_ms": statistics.median(c["gather_ms"] for c in cells)})

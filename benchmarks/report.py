@@ -248,8 +248,9 @@ def gpu_layout_ratios() -> dict[str, float]:
     return out
 
 
-def _speedup_table(r: dict, label: str, head: str) -> list[str]:
-    """A channels × sizes grid of cpu_gather.py as a table: a column per size, a row per channel count."""
+def _speedup_table(r: dict, label: str, head: str, suffix: str = "") -> list[str]:
+    """A channels × sizes grid of cpu_gather.py as a table: a column per size, a row per channel count
+    (``suffix``: the measurement of that name, e.g. ``"_planar"``)."""
     sizes = sorted({row["size"] for row in r["rows"]})
     cells = {(row["channels"], row["size"]): row for row in r["rows"]}
     rows = []
@@ -257,8 +258,9 @@ def _speedup_table(r: dict, label: str, head: str) -> list[str]:
         line = [f"{label} = {c}"]
         for size in sizes:
             row = cells.get((c, size))
-            spread = f" ({min(row['speedups']):.2f}..{max(row['speedups']):.2f})" if row is not None and len(row.get("speedups", [])) > 1 else ""
-            line.append("-" if row is None else f"{row['speedup']:.2f}×{spread}" + (" **g**" if row["dispatched"] else ""))
+            many = row.get("speedups" + suffix, []) if row is not None else []
+            spread = f" ({min(many):.2f}..{max(many):.2f})" if len(many) > 1 else ""
+            line.append("-" if row is None else f"{row['speedup' + suffix]:.2f}×{spread}" + (" **g**" if row["dispatched" + suffix] else ""))
         rows.append("| " + " | ".join(line) + " |")
     return [f"| {head} | " + " | ".join(f"{s}×{s}" for s in sizes) + " |", "|---|" + "---|" * len(sizes), *rows, ""]
 
@@ -278,13 +280,16 @@ def cpu_gather_section() -> list[str]:
         f"`python benchmarks/cpu_gather.py` — {machine_line(r['machine'])}. `adabd_conv_reference` (one `grid_sample` for the",
         "deformed reference's columns, a strided view for the current frame's, a `lerp` and one matrix product) against",
         "`adabd_conv_gather` (both features as one table of channel rows, one `embedding_bag` of five weighted rows per",
-        "output pixel and tap, one matrix product) on the same operands (batch 1, 3×3, inference), interleaved; each cell:",
-        "the reference's median time over the gather's (above 1: the gather is faster)" + _processes(r) + ". **g**: the cells `adabd_conv` sends",
-        "to the gather (`MIN_CHANNELS`, `MIN_PIXELS` in `shortcutify/ops/gather.py`, chosen from this table: below them the",
-        "gather's fixed cost of some forty small index ops outweighs what it saves).",
+        "output pixel and tap, one matrix product) on the same values (batch 1, 3×3, inference), interleaved; each cell:",
+        "the reference's median time over the gather's (above 1: the gather is faster)" + _processes(r) + ". The reference reads",
+        "contiguous memory; the gather, in the first table, channels-last memory, as the full block gives it since 0.19 (its",
+        "product then writes channel rows; `ROWS_MIN_CHANNELS`, `ROWS_MIN_VALUES` in `shortcutify/ops/gather.py` are chosen",
+        "from this table), and in the second contiguous memory (the half block's and other callers' case; `MIN_CHANNELS`,",
+        "`MIN_PIXELS`). **g**: the cells `adabd_conv` sends to the gather; below them the gather's fixed cost of some forty",
+        "small index ops outweighs what it saves.",
         "",
-        *_speedup_table(r, "h", "width"),
-    ] + _warp_gather_section() + _chunks_section() + _pointwise_section()
+        *_speedup_table(r, "h", "width, channels-last operands"),
+    ] + ([*_speedup_table(r, "h", "width, contiguous operands", "_planar")] if "speedup_planar" in r["rows"][0] else []) + _warp_gather_section() + _chunks_section() + _pointwise_section()
 
 
 def _prior_share_text() -> str:

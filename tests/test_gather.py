@@ -19,7 +19,7 @@ from shortcutify.core.cost import count_macs
 from shortcutify.ops import adabd_conv, adabd_conv_reference, use_fast_path, warp, warp_reference
 import shortcutify.ops.gather as gather_module
 import shortcutify.ops.warping as warping_module
-from shortcutify.ops.gather import MIN_CHANNELS, MIN_PIXELS, MIN_WARP_ELEMENTS, adabd_conv_gather, rows_per_chunk, warp_gather
+from shortcutify.ops.gather import MIN_CHANNELS, MIN_PIXELS, MIN_WARP_ELEMENTS, ROWS_MIN_CHANNELS, ROWS_MIN_VALUES, adabd_conv_gather, gather_pays, rows_per_chunk, warp_gather
 
 
 def operands(b=2, c=5, o=6, hw=(7, 9), k=3, reach=3.0, seed=0, dtype=torch.float64, bias=True):
@@ -167,6 +167,23 @@ def test_channels_last_input_gives_channels_last_output_through_the_op_which_opc
     torch.testing.assert_close(ref_out, want[1], rtol=1e-5, atol=1e-5)
     for reference_only in (False, True):  # the fake says what the real op returns, strides included
         torch.library.opcheck(torch.ops.shortcutify.adabd_conv.default, (*t.values(), reference_only))
+
+
+def test_channels_last_features_take_the_gather_from_their_own_thresholds(gathers):
+    """Channels-last features (the full block's since 0.19) pay from ROWS_MIN_CHANNELS channels and
+    ROWS_MIN_VALUES values per sample; the same features in contiguous memory keep MIN_CHANNELS, MIN_PIXELS."""
+    t = operands(b=1, c=ROWS_MIN_CHANNELS, o=4, hw=(16, ROWS_MIN_VALUES // (16 * ROWS_MIN_CHANNELS)), dtype=torch.float32)
+    rows = {**t, "a": t["a"].contiguous(memory_format=torch.channels_last)}
+    assert gather_pays(rows["a"]) and gather_pays(t["a"], rows=True)
+    assert not gather_pays(t["a"]) and not gather_pays(rows["a"], rows=False)  # fewer than MIN_CHANNELS
+    with torch.no_grad():
+        torch.testing.assert_close(adabd_conv(**rows)[0], adabd_conv_reference(**t)[0], rtol=1e-5, atol=1e-5)
+        assert len(gathers) == 1
+        adabd_conv(**t)  # contiguous: the reference
+        assert len(gathers) == 1
+    narrow = operands(b=1, c=ROWS_MIN_CHANNELS - 1, hw=(64, 64), dtype=torch.float32)["a"].contiguous(memory_format=torch.channels_last)
+    small = t["a"][..., :-1].contiguous(memory_format=torch.channels_last)  # one column short of ROWS_MIN_VALUES
+    assert not gather_pays(narrow) and not gather_pays(small)
 
 
 def test_calls_that_record_gradients_run_the_reference_and_get_its_gradients(gathers):

@@ -19,6 +19,7 @@ from shortcutify.core.blocks import channels_last_inside
 from shortcutify.core.blocks.base import rows_inside
 from shortcutify.core.cost import count_macs
 from shortcutify.ops import use_fast_path
+from shortcutify.ops.gather import ROWS_MIN_CHANNELS, ROWS_MIN_VALUES
 from shortcutify.ops.pointwise import MIN_PIXELS, channel_rows, pointwise_conv_add, pointwise_rows_apply
 
 CL = torch.channels_last
@@ -183,8 +184,10 @@ def test_the_full_block_inside_in_channels_last_gives_its_training_paths_numbers
 def test_the_inside_goes_channels_last_only_where_adabds_gather_pays():
     """On the plain-PyTorch AdaBD (narrow blocks, small maps) channels-last memory makes its blend slower."""
     with torch.no_grad():
-        assert rows_inside(torch.zeros(1, 32, 64, 64))
-        assert not rows_inside(torch.zeros(1, 16, 64, 64)) and not rows_inside(torch.zeros(1, 32, 63, 64))
+        assert rows_inside(torch.zeros(1, 32, 64, 64)) and rows_inside(torch.zeros(1, 16, 64, 32))  # (the rows thresholds)
+        assert rows_inside(torch.zeros(1, ROWS_MIN_CHANNELS, 1, ROWS_MIN_VALUES // ROWS_MIN_CHANNELS))
+        assert not rows_inside(torch.zeros(1, ROWS_MIN_CHANNELS - 1, 64, 64))  # too narrow
+        assert not rows_inside(torch.zeros(1, ROWS_MIN_CHANNELS, 1, ROWS_MIN_VALUES // ROWS_MIN_CHANNELS - 1))  # too small
         with use_fast_path(False):
             assert not rows_inside(torch.zeros(1, 32, 64, 64))
         with channels_last_inside(False):

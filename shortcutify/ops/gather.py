@@ -30,7 +30,7 @@ from torch import Tensor
 
 from .layout import write_channel_rows
 
-__all__ = ["adabd_conv_gather", "warp_gather", "warp_gather_applies", "warp_gather_serves", "warp_gather_pays", "MIN_WARP_ELEMENTS", "gather_applies", "gather_serves", "gather_pays", "rows_per_chunk", "MIN_CHANNELS", "MIN_PIXELS", "CHUNK_BYTES"]
+__all__ = ["adabd_conv_gather", "warp_gather", "warp_gather_applies", "warp_gather_serves", "warp_gather_pays", "MIN_WARP_ELEMENTS", "gather_applies", "gather_serves", "gather_pays", "rows_per_chunk", "MIN_CHANNELS", "MIN_PIXELS", "ROWS_MIN_CHANNELS", "ROWS_MIN_VALUES", "CHUNK_BYTES"]
 
 _DTYPES = (torch.float32, torch.float64)
 
@@ -39,6 +39,10 @@ _DTYPES = (torch.float32, torch.float64)
 # Chosen from the grid that ``python benchmarks/cpu_gather.py`` measures (benchmarks/RESULTS.md).
 MIN_CHANNELS = 32
 MIN_PIXELS = 64 * 64
+# The same for features in channels-last memory, as the full block gives them since 0.19 (the product then
+# writes channel rows, which is faster): at least this many channels and values per sample (h·H·W).
+ROWS_MIN_CHANNELS = 16
+ROWS_MIN_VALUES = 2**15
 # The warp's: maps of at least MIN_CHANNELS channels and this many values per sample (its bag has four
 # rows, not five per tap, so its fixed cost is paid back later). From ``python benchmarks/cpu_gather.py --warp``.
 MIN_WARP_ELEMENTS = 2**18
@@ -56,10 +60,20 @@ def gather_serves(*tensors: Tensor | None) -> bool:
     return all(t.device.type == "cpu" and t.dtype in _DTYPES for t in tensors if t is not None)
 
 
-def gather_pays(a: Tensor) -> bool:
+def gather_pays(a: Tensor, rows: bool | None = None) -> bool:
     """Whether AdaBD on features like ``a [B, h, H, W]`` is faster by gathers than by the
-    reference: ``h >= MIN_CHANNELS`` and ``H·W >= MIN_PIXELS``."""
-    return a.dim() == 4 and a.shape[1] >= MIN_CHANNELS and a.shape[2] * a.shape[3] >= MIN_PIXELS
+    reference: for ``a`` in contiguous memory ``h >= MIN_CHANNELS`` and ``H·W >= MIN_PIXELS``; in
+    channels-last memory (the product then writes channel rows, faster) ``h >= ROWS_MIN_CHANNELS``
+    and ``h·H·W >= ROWS_MIN_VALUES``. ``rows``: judge ``a`` as if it were (``True``) or were not
+    (``False``) channels-last, whatever its format (``None``: by its format)."""
+    if a.dim() != 4:
+        return False
+    h, n = a.shape[1], a.shape[2] * a.shape[3]
+    if rows is None:
+        rows = a.is_contiguous(memory_format=torch.channels_last) and not a.is_contiguous()
+    if rows:
+        return h >= ROWS_MIN_CHANNELS and h * n >= ROWS_MIN_VALUES
+    return h >= MIN_CHANNELS and n >= MIN_PIXELS
 
 
 def gather_applies(*tensors: Tensor | None) -> bool:

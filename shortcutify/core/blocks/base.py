@@ -156,13 +156,15 @@ def rows_inside(x: Tensor) -> bool:
     """Whether a block runs its inside in channels-last memory (channel rows), for its reduced feature
     ``x [B, h, H, W]`` at AdaBD's resolution: CPU inference (no gradient recorded, not traced by
     ``torch.compile``, fast paths on, :func:`~shortcutify.ops.use_fast_path`) where AdaBD takes its
-    row gathers (:func:`~shortcutify.ops.gather.gather_pays`: there its product writes channel rows,
+    row gathers on channels-last features (:func:`~shortcutify.ops.gather.gather_pays` with ``rows=True``:
+    there its product writes channel rows,
     and the block's convs and interpolations are faster in that layout; on the plain-PyTorch AdaBD the
     layout makes its blend slower), unless :func:`channels_last_inside` turned it off. A block's output is
     contiguous either way (the tail reads that faster)."""
     return (
         _ROWS_INSIDE["enabled"]
-        and x.device.type == "cpu" and not torch.is_grad_enabled() and not torch.compiler.is_compiling() and fast_path_enabled() and gather_pays(x)
+        and x.device.type == "cpu" and not torch.is_grad_enabled() and not torch.compiler.is_compiling() and fast_path_enabled()
+        and gather_pays(x, rows=True)
     )
 
 
