@@ -28,6 +28,7 @@ from torch import Tensor
 from .deform import columns_matmul, deform_columns
 from .fast_path import fast_path_available, fast_path_enabled, kernel, kernel_failed, use_fast_path
 from .gather import adabd_conv_gather, gather_applies, gather_pays, gather_serves
+from .layout import is_channels_last
 
 __all__ = ["adabd_conv", "adabd_conv_reference", "use_fast_path", "fast_path_available"]
 
@@ -57,8 +58,7 @@ def _adabd_op(
 def _layout(a: Tensor) -> torch.memory_format:
     """The op's output memory format: channels-last for a channels-last ``a`` on CPU (what the row
     gathers write), else contiguous."""
-    rows = a.device.type == "cpu" and a.is_contiguous(memory_format=torch.channels_last) and not a.is_contiguous()
-    return torch.channels_last if rows else torch.contiguous_format
+    return torch.channels_last if a.device.type == "cpu" and is_channels_last(a) else torch.contiguous_format
 
 
 @_adabd_op.register_fake

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-__all__ = ["use_fast_path", "fast_path_available", "fast_path_enabled", "kernel", "kernel_failed"]
+__all__ = ["use_fast_path", "fast_path_available", "fast_path_enabled", "kernel", "kernel_failed", "scoped_switch"]
 
 _FAST_PATH = {"enabled": True}
 # kernel name -> (module in this package, launcher); the launchers, imported once (None: unavailable)
@@ -29,15 +29,22 @@ _AVAILABLE: dict[str, bool] = {}
 
 
 @contextlib.contextmanager
-def use_fast_path(enabled: bool) -> Iterator[None]:
-    """Within the ``with`` block the ops use their Triton fast paths where they apply (``True``,
-    the default outside) or always their plain-PyTorch references (``False``)."""
-    before = _FAST_PATH["enabled"]
-    _FAST_PATH["enabled"] = bool(enabled)
+def scoped_switch(switch: dict[str, bool], enabled: bool) -> Iterator[None]:
+    """Set ``switch["enabled"]`` to ``enabled`` within the ``with`` block, and back afterwards (also on
+    an error): the library's on/off switches (:func:`use_fast_path`,
+    :func:`~shortcutify.core.blocks.channels_last_inside`)."""
+    before = switch["enabled"]
+    switch["enabled"] = bool(enabled)
     try:
         yield
     finally:
-        _FAST_PATH["enabled"] = before
+        switch["enabled"] = before
+
+
+def use_fast_path(enabled: bool) -> contextlib.AbstractContextManager[None]:
+    """Within the ``with`` block the ops use their Triton fast paths where they apply (``True``,
+    the default outside) or always their plain-PyTorch references (``False``)."""
+    return scoped_switch(_FAST_PATH, enabled)
 
 
 def fast_path_enabled() -> bool:

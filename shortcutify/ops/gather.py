@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .layout import write_channel_rows
+from .layout import is_channels_last, write_channel_rows
 
 __all__ = ["adabd_conv_gather", "warp_gather", "warp_gather_applies", "warp_gather_serves", "warp_gather_pays", "MIN_WARP_ELEMENTS", "gather_applies", "gather_serves", "gather_pays", "rows_per_chunk", "MIN_CHANNELS", "MIN_PIXELS", "ROWS_MIN_CHANNELS", "ROWS_MIN_VALUES", "CHUNK_BYTES"]
 
@@ -70,7 +70,7 @@ def gather_pays(a: Tensor, rows: bool | None = None) -> bool:
         return False
     h, n = a.shape[1], a.shape[2] * a.shape[3]
     if rows is None:
-        rows = a.is_contiguous(memory_format=torch.channels_last) and not a.is_contiguous()
+        rows = is_channels_last(a)
     if rows:
         return h >= ROWS_MIN_CHANNELS and h * n >= ROWS_MIN_VALUES
     return h >= MIN_CHANNELS and n >= MIN_PIXELS
@@ -231,7 +231,7 @@ def adabd_conv_gather(
     base = (torch.arange(b, dtype=index) * n).view(b, 1, 1, 1)
     w2 = weight.to(dtype).permute(0, 2, 3, 1).reshape(cout, k2 * c)  # [h_out, k²·h], taps in the columns' order
     bias_d = None if bias is None else bias.to(dtype)
-    rows_out = a.dim() == 4 and a.is_contiguous(memory_format=torch.channels_last) and not a.is_contiguous()
+    rows_out = is_channels_last(a)
     layout = torch.channels_last if rows_out else torch.contiguous_format
     out = torch.empty((b, cout, hh, ww), dtype=dtype).contiguous(memory_format=layout)
     ref_out = torch.empty_like(out) if reference_only else None

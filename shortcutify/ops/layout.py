@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["to_channels_last", "to_contiguous", "write_channel_rows"]
+__all__ = ["to_channels_last", "to_contiguous", "write_channel_rows", "is_channels_last"]
 
 
 def _transpose_rows(src: Tensor, dst: Tensor) -> Tensor:
@@ -20,6 +20,12 @@ def _transpose_rows(src: Tensor, dst: Tensor) -> Tensor:
     for i in range(src.shape[0]):
         dst[i].copy_(src[i].t())
     return dst
+
+
+def is_channels_last(x: Tensor) -> bool:
+    """Whether ``x`` ``[B, C, H, W]`` is in channels-last memory and not also contiguous (one channel or one
+    pixel per sample is both: such a tensor counts as contiguous)."""
+    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
 def _plain(x: Tensor) -> bool:

@@ -20,14 +20,14 @@ from __future__ import annotations
 import contextlib
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from ...ops import MOTION_PRIORS, adabd_conv, coarse_features, coarse_grid, coarse_pool, correlation_flow
-from ...ops.fast_path import fast_path_enabled
+from ...ops.fast_path import fast_path_enabled, scoped_switch
 from ...ops.gather import gather_pays
 from ..checks import is_count
 from .principal import PatchMoments, principal_components, set_rows_
@@ -139,17 +139,11 @@ def motion_pool_for(dec_size: tuple[int, int]) -> int:
 _ROWS_INSIDE = {"enabled": True}
 
 
-@contextlib.contextmanager
-def channels_last_inside(enabled: bool) -> Iterator[None]:
+def channels_last_inside(enabled: bool) -> contextlib.AbstractContextManager[None]:
     """Within the ``with`` block, blocks run their inside in channels-last memory where
     :func:`rows_inside` says it pays (``True``, the default outside) or always in the plain layout
     (``False``: as before 0.19; for comparisons, e.g. ``benchmarks/speed.py``). Same numbers up to rounding."""
-    before = _ROWS_INSIDE["enabled"]
-    _ROWS_INSIDE["enabled"] = bool(enabled)
-    try:
-        yield
-    finally:
-        _ROWS_INSIDE["enabled"] = before
+    return scoped_switch(_ROWS_INSIDE, enabled)
 
 
 def rows_inside(x: Tensor) -> bool:
