@@ -1,6 +1,7 @@
 """Specification of distill(): losses, inputs, progress, checkpoints, resume, torchrun."""
 
 import inspect
+import math
 import json
 import os
 import subprocess
@@ -132,6 +133,41 @@ def test_bad_inputs_are_reported():
         distill(sv, moving_clips(1), steps=1, resume=True, progress=False)
     with pytest.raises(ValueError, match="no clips"):
         distill(sv, [], steps=1, progress=False)
+
+
+def test_clips_must_match_the_example_inputs_in_number_and_kind():
+    """uint8 video and a wrong number of tensors per clip are refused up front, by distill, evaluate and
+    calibrate alike, naming the clip and the fix; the block is left as it was."""
+    from shortcutify import calibrate, evaluate
+
+    _, sv = _sv()
+    before = {k: v.clone() for k, v in sv.block.state_dict().items()}
+    video = (torch.rand(6, 3, 16, 16) * 255).to(torch.uint8)
+    for run in (lambda c: distill(sv, c, steps=1, progress=False), lambda c: evaluate(sv, c),
+                lambda c: calibrate(sv, c, keyframe_rate=0.5, progress=False)):
+        with pytest.raises(TypeError, match=r"clip tensor 0 \(clip 1\) is torch.uint8.*float\(\) / 127.5 - 1"):
+            run([torch.randn(6, 3, 16, 16), video])
+        with pytest.raises(ValueError, match=r"holds 2 tensor\(s\) \(clip 0\).*1 example input"):
+            run([(torch.randn(6, 3, 16, 16), torch.randn(6, 3, 16, 16))])
+    assert all(torch.equal(v, before[k]) for k, v in sv.block.state_dict().items())
+    two = shortcutify(TwoInputGen(), "down", "up", (torch.zeros(1, 4, 8, 8), torch.zeros(1, 3, 8, 8)), interval=2)
+    with pytest.raises(ValueError, match=r"holds 1 tensor\(s\).*2 example input"):
+        distill(two, [torch.randn(5, 4, 8, 8)], steps=1, progress=False)
+
+
+@pytest.mark.parametrize("model_dtype,clip_dtype", [(torch.float32, torch.float64), (torch.float64, torch.float32)])
+def test_floating_clips_of_another_dtype_are_converted_to_the_modules(model_dtype, clip_dtype):
+    from shortcutify import evaluate
+
+    torch.manual_seed(0)
+    gen = ResnetGenerator(ngf=8, n_blocks=2).to(model_dtype)
+    sv = shortcutify(gen, "model.4", "model.12", torch.zeros(1, 3, 16, 16, dtype=model_dtype), interval=3)
+    clips = [c.to(clip_dtype) for c in moving_clips(2)]
+    hist = distill(sv, clips, steps=2, progress=False)
+    assert len(hist.losses["total"]) == 2
+    assert all(p.dtype == model_dtype for p in sv.block.parameters())
+    summary = evaluate(sv, clips).summary()
+    assert all(math.isfinite(summary[k]) for k in ("psnr", "ssim", "psnr_repeat"))
 
 
 def test_checkpoints_are_written_atomically_and_load_without_running_code(tmp_path):

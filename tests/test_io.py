@@ -110,6 +110,8 @@ def test_other_weights_of_the_same_graph_load_with_a_warning(tmp_path):
 
 
 def test_missing_or_corrupt_files_are_reported(tmp_path):
+    with pytest.raises(TypeError, match=r"the generator \(an nn.Module\) first.*got str and ResnetGenerator"):
+        load(str(tmp_path), ResnetGenerator(ngf=8, n_blocks=2))  # arguments swapped
     with pytest.raises(FileNotFoundError, match="sv.save"):
         load(ResnetGenerator(ngf=8, n_blocks=2), tmp_path)
     _, sv = _trained_sv()

@@ -189,10 +189,16 @@ def load(
             to :func:`~shortcutify.shortcutify` originally.
 
     Raises:
+        TypeError: ``model`` is not a module or ``path`` not a path (``load(model, path)``: the model first).
         FileNotFoundError: ``path`` holds no saved block.
         IncompatibleCheckpointError: the generator does not match (the message says what
             differs), or a saved file is damaged or malformed (the message names it).
     """
+    if not isinstance(model, nn.Module) or not isinstance(path, (str, os.PathLike)):
+        raise TypeError(
+            f"load(model, path) takes the generator (an nn.Module) first and the saved block's directory second, got "
+            f"{type(model).__name__} and {type(path).__name__}"
+        )
     manifest = read_manifest(path)
     cfg = manifest.config
     cfg_file = os.path.join(path, CONFIG_NAME)

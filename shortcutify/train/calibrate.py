@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..core.policy import AdaptiveKeyframes, change_since_keyframe, tap_l1
-from .clips import as_clip
+from .clips import as_clip, check_inputs, to_inputs
 from .evaluate import output_image
 from .metrics import psnr
 
@@ -62,7 +62,7 @@ class _Clip:
     quality: np.ndarray | None  # [T, M]: PSNR of frame t's shortcut from keyframe t - g
 
 
-def _measure(sv: Any, frames: tuple[torch.Tensor, ...], gaps: int, quality: bool, data_range: float, device: Any) -> _Clip:
+def _measure(sv: Any, frames: tuple[torch.Tensor, ...], gaps: int, quality: bool, data_range: float, like: torch.Tensor) -> _Clip:
     t_len = frames[0].shape[0]
     change = np.full((t_len, gaps + 1), np.nan)
     scores = np.full((t_len, gaps + 1), np.nan) if quality else None
@@ -72,7 +72,7 @@ def _measure(sv: Any, frames: tuple[torch.Tensor, ...], gaps: int, quality: bool
     refs: deque[Any] = deque(maxlen=gaps)
     with torch.no_grad():
         for t in range(t_len):
-            inputs = tuple(f[t : t + 1].to(device) for f in frames)
+            inputs = to_inputs(tuple(f[t : t + 1] for f in frames), like)
             if quality:
                 key = sv.run_keyframe(*inputs)
                 a = key.enc
@@ -166,7 +166,9 @@ def calibrate(
     Raises:
         ValueError: no target or both, a target out of range, no clips, a clip of fewer than
             2 frames, or a quality target that no threshold reaches with shortcut frames left
-            (the message gives the best one).
+            (the message gives the best one), or a clip with another number of tensors than
+            the example inputs.
+        TypeError: a clip's frames are not floating point (scale ``uint8`` video first).
 
     Warns:
         UserWarning: the keyframe rate reached is far from ``keyframe_rate`` (clips too short
@@ -187,13 +189,15 @@ def calibrate(
     if not clip_list:
         raise ValueError("calibrate() needs at least one clip")
     for i, clip in enumerate(clip_list):
+        check_inputs(clip, sv.example_inputs, i)
         if clip[0].shape[0] < 2:
             raise ValueError(
                 f"clip {i} has {clip[0].shape[0]} frame(s); calibrate() needs clips of at least 2 frames (each clip's "
                 "first frame is a keyframe whatever the threshold): give longer clips"
             )
     quality = min_psnr is not None
-    device = next(sv.block.parameters()).device
+    param = next(sv.block.parameters())
+    like = torch.empty(0, dtype=param.dtype, device=param.device)  # the inputs' device and dtype
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -204,7 +208,7 @@ def calibrate(
     measured = []
     try:
         for frames in clip_list:
-            measured.append(_measure(sv, frames, policy.max_interval - 1, quality, data_range, device))
+            measured.append(_measure(sv, frames, policy.max_interval - 1, quality, data_range, like))
             if bar is not None:
                 bar.update(1)
     finally:

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-__all__ = ["as_clip", "ClipSource", "check_clips", "Pairs", "sample_pairs"]
+__all__ = ["as_clip", "ClipSource", "check_clips", "check_inputs", "to_inputs", "Pairs", "sample_pairs"]
 
 
 def as_clip(clip: Any, index: int | None = None) -> tuple[Tensor, ...]:
@@ -32,6 +32,42 @@ def as_clip(clip: Any, index: int | None = None) -> tuple[Tensor, ...]:
     if len(lengths) != 1:
         raise ValueError(f"the tensors of a multi-input clip must have the same number of frames, got {sorted(lengths)}{where}")
     return parts
+
+
+def check_inputs(clip: tuple[Tensor, ...], example: tuple[object, ...], index: int | None = None) -> None:
+    """Check that a clip's tensors can be the generator's positional inputs: one per example input given to
+    :func:`~shortcutify.shortcutify`, in their order, each floating where the example's is.
+
+    Floating frames of another floating dtype are fine (:func:`to_inputs` converts them); frames of an
+    integer dtype (``uint8`` video) for a floating input are refused, because their scaling to the
+    generator's value range (``[-1, 1]``, ``[0, 1]``, normalised, ...) cannot be guessed.
+
+    Raises:
+        ValueError: the clip has another number of tensors than the example has inputs.
+        TypeError: a clip tensor is not floating where the example input is.
+    """
+    where = "" if index is None else f" (clip {index})"
+    if len(clip) != len(example):
+        raise ValueError(
+            f"a clip holds {len(clip)} tensor(s){where}, but the generator was wrapped with {len(example)} example "
+            "input(s): give one [T, C, H, W] tensor per example input, in their order (a tuple of tensors for "
+            "several inputs)"
+        )
+    for j, (part, ex) in enumerate(zip(clip, example)):
+        if isinstance(ex, Tensor) and ex.is_floating_point() and not part.is_floating_point():
+            raise TypeError(
+                f"clip tensor {j}{where} is {part.dtype}, but the generator's input {j} is floating ({ex.dtype}): convert "
+                "the frames to floating point in the value range the generator was trained on (for example "
+                "frames.float() / 127.5 - 1 for [-1, 1], frames.float() / 255 for [0, 1])"
+            )
+
+
+def to_inputs(frames: tuple[Tensor, ...], like: Tensor, non_blocking: bool = False) -> tuple[Tensor, ...]:
+    """Frames as inputs of a module whose parameters are like ``like``: on its device, floating frames in
+    its floating dtype (other tensors keep theirs)."""
+    return tuple(
+        f.to(device=like.device, dtype=like.dtype if f.is_floating_point() else f.dtype, non_blocking=non_blocking) for f in frames
+    )
 
 
 class ClipSource:
@@ -71,14 +107,16 @@ def _sizes(clip: tuple[Tensor, ...]) -> str:
     return " + ".join(f"{p.shape[-2]}x{p.shape[-1]} ({p.shape[1]} channels)" for p in clip)
 
 
-def check_clips(source: ClipSource, crop: tuple[int, int] | None) -> None:
+def check_clips(source: ClipSource, crop: tuple[int, int] | None, example: tuple[object, ...] | None = None) -> None:
     """Index every clip once and check that training pairs can be drawn from all of them.
 
     Each clip needs at least 2 frames; without ``crop`` all frames must have one size (pairs
-    of several clips share a batch), with ``crop`` every clip must be at least ``crop``.
+    of several clips share a batch), with ``crop`` every clip must be at least ``crop``; with
+    ``example`` (the generator's example inputs) every clip must fit them (:func:`check_inputs`).
 
     Raises:
         ValueError: naming the first clip that does not fit.
+        TypeError: a clip's frames are not floating where the generator's inputs are.
     """
     first: tuple[tuple[int, ...], ...] | None = None
     described: list[str] = []  # the frame sizes of clip 0 and of the first clip that differs
@@ -87,6 +125,8 @@ def check_clips(source: ClipSource, crop: tuple[int, int] | None) -> None:
     widths: list[int] = []
     for i in range(len(source)):
         clip = source[i]
+        if example is not None:
+            check_inputs(clip, example, i)
         t = clip[0].shape[0]
         if t < 2:
             raise ValueError(f"clip {i} has {t} frame(s); training pairs need clips of at least 2 frames")

@@ -26,7 +26,7 @@ from ..core.checks import is_count
 from ..core.module import ShortcutV2V
 from . import distributed
 from .checkpoint import CHECKPOINT_NAME, TrainingState, prepare_dir, run_record
-from .clips import ClipSource, check_clips, sample_pairs
+from .clips import ClipSource, check_clips, sample_pairs, to_inputs
 from .evaluate import evaluate, output_image
 from .guard import StepGuard
 from .history import History
@@ -93,7 +93,9 @@ def distill(
     Args:
         sv: a :class:`~shortcutify.ShortcutV2V` (its teacher stays frozen).
         clips: clips ``[T, C, H, W]`` of consecutive frames (tuples of them for a
-            multi-input generator): a list, a ``Dataset``, a ``DataLoader`` or any iterable.
+            multi-input generator, one tensor per example input): a list, a ``Dataset``, a
+            ``DataLoader`` or any iterable; floating frames in the generator's value range (moved
+            to the module's device and floating dtype per batch).
         steps: optimisation steps (total, also when resuming).
         batch_size: pairs per step (per process under torchrun).
         lr, betas: Adam settings; the learning rate decays linearly to 0 at ``steps``.
@@ -133,7 +135,10 @@ def distill(
 
     Raises:
         ValueError: bad arguments or clips (mixed frame sizes without ``crop``, clips of
-            fewer than 2 frames, a crop larger than some clip), before the first step.
+            fewer than 2 frames, a crop larger than some clip, another number of tensors per
+            clip than example inputs), before the first step.
+        TypeError: a clip's frames are not floating point (``uint8`` video: scale it to the
+            generator's value range first), before the first step.
         OSError: ``checkpoint_dir`` cannot be created or written, before the first step.
         IncompatibleCheckpointError: (a ``ValueError``) ``resume`` found a checkpoint of
             another run (see ``resume``).
@@ -170,7 +175,7 @@ def distill(
         raise ValueError("bf16=True needs the module on a CUDA device (bf16 autocast is a GPU option)")
 
     source = ClipSource(clips)
-    check_clips(source, crop_hw)
+    check_clips(source, crop_hw, sv.example_inputs)
     ckpt_path = None
     if checkpoint_dir is not None:
         ckpt_path = prepare_dir(checkpoint_dir) if rank == 0 else Path(checkpoint_dir) / CHECKPOINT_NAME
@@ -223,8 +228,9 @@ def distill(
         for step in range(start + 1, steps + 1):
             pairs = sample_pairs(source, batch_size, alpha - 1, run.generator, crop=crop_hw, flip=flip)
             guard.start(step, pairs)  # each check raises FloatingPointError and leaves the block as it was
-            ref_in = tuple(x.to(device, non_blocking=True) for x in pairs.reference)
-            cur_in = tuple(x.to(device, non_blocking=True) for x in pairs.current)
+            like = next(sv.block.parameters())
+            ref_in = to_inputs(pairs.reference, like, non_blocking=True)
+            cur_in = to_inputs(pairs.current, like, non_blocking=True)
             with autocast:
                 with torch.no_grad():
                     key = sv.run_keyframe(*ref_in)

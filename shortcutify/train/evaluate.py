@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from torch.utils._pytree import tree_flatten
 
-from .clips import as_clip
+from .clips import as_clip, check_inputs, to_inputs
 from .metrics import psnr, ssim
 
 __all__ = ["EvalResult", "evaluate", "output_image"]
@@ -69,26 +69,32 @@ def evaluate(sv: Any, clips: Iterable[Any], *, data_range: float = 2.0, max_clip
     Args:
         sv: a :class:`~shortcutify.ShortcutV2V`.
         clips: clips ``[T, C, H, W]`` (or tuples of them for multi-input generators; a
-            leading batch dimension ``[T, B, C, H, W]`` is not supported — one stream per clip).
+            leading batch dimension ``[T, B, C, H, W]`` is not supported — one stream per clip);
+            floating frames, moved to the module's device and floating dtype.
         data_range: value range of the outputs (2.0 for tanh outputs in [-1, 1]).
         max_clips: evaluate at most this many clips.
 
     Returns:
         :class:`EvalResult`; the state of ``sv`` is reset before and after.
+
+    Raises:
+        TypeError, ValueError: a clip does not fit the example inputs (:func:`~shortcutify.train.clips.check_inputs`).
     """
     res = EvalResult()
-    device = next(sv.block.parameters()).device
+    param = next(sv.block.parameters())
+    like = torch.empty(0, dtype=param.dtype, device=param.device)  # the inputs' device and dtype
     was_training = sv.training
     sv.eval()
     try:
         for n, clip in enumerate(clips):
             if max_clips is not None and n >= max_clips:
                 break
-            frames = as_clip(clip)
+            frames = as_clip(clip, n)
+            check_inputs(frames, sv.example_inputs, n)
             sv.reset()
             key_out: Tensor | None = None
             for t in range(frames[0].shape[0]):
-                inputs = tuple(f[t : t + 1].to(device) for f in frames)
+                inputs = to_inputs(tuple(f[t : t + 1] for f in frames), like)
                 out = output_image(sv(*inputs))
                 teacher = out if sv.last_was_keyframe else output_image(sv.run_keyframe(*inputs)[0])
                 if sv.last_was_keyframe:
