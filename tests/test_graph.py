@@ -59,6 +59,24 @@ def test_unknown_tap_suggests_close_names_and_list_taps(resnet):
     assert isinstance(e.value, KeyError) and isinstance(e.value, ShortcutifyError)
 
 
+@pytest.mark.parametrize("wrap", [nn.DataParallel, torch.compile], ids=["DataParallel", "torch.compile"])
+def test_taps_named_inside_the_generator_are_found_under_a_wrapper(resnet, wrap):
+    """DataParallel/DDP keep the generator as ``module``, torch.compile as ``_orig_mod``: the generator's own
+    module names still denote its taps; the wrapper's full names too."""
+    gen, x = resnet
+    gen.eval()
+    plain = shortcutify(gen, "model.4", "model.12", x)
+    wrapped = wrap(gen)
+    prefix = "module." if isinstance(wrapped, nn.DataParallel) else "_orig_mod."
+    for enc, dec in (("model.4", "model.12"), (prefix + "model.4", prefix + "model.12")):
+        sv = shortcutify(wrapped, enc, dec, x)
+        assert (sv.enc.shape, sv.dec.shape) == (plain.enc.shape, plain.dec.shape)
+        with torch.no_grad():
+            assert torch.allclose(sv(x), gen(x), atol=1e-6)
+    with pytest.raises(UnknownTapError, match=r"model\.44"):
+        shortcutify(wrapped, "model.44", "model.12", x)
+
+
 def test_module_called_twice_asks_for_a_node_name():
     class Twice(nn.Module):
         def __init__(self):

@@ -116,8 +116,15 @@ def list_taps(model: nn.Module, example_inputs: Any, **options: Unpack[CaptureKw
     return tap_infos(capture(model, example_inputs, CaptureOptions.from_kwargs(**options)))
 
 
+#: where wrappers keep the user's generator: ``torch.compile``'s ``OptimizedModule`` (``_orig_mod``),
+#: ``nn.DataParallel`` and ``DistributedDataParallel`` (``module``); a tap named inside the generator
+#: is found under them (:func:`resolve_tap`).
+WRAPPER_PREFIXES = ("_orig_mod.", "module.", "module._orig_mod.", "_orig_mod.module.")
+
+
 def resolve_tap(captured: Captured, name: str, role: str) -> fx.Node:
-    """The node a tap name denotes (node name first, then module qualified name).
+    """The node a tap name denotes (node name first, then module qualified name, then the module
+    qualified name inside a wrapper of :data:`WRAPPER_PREFIXES`, where exactly one matches).
 
     Raises:
         UnknownTapError, AmbiguousTapError, TapShapeError: with what to do instead.
@@ -138,6 +145,9 @@ def resolve_tap(captured: Captured, name: str, role: str) -> fx.Node:
         if outs[0] is None:
             raise TapShapeError(f"{role} {name!r}: module {name!r} does not return a single tensor")
         return outs[0]
+    wrapped = [p + name for p in WRAPPER_PREFIXES if p + name in captured.module_outputs]
+    if len(wrapped) == 1:
+        return resolve_tap(captured, wrapped[0], role)
     candidates = [n.name for n in captured.gm.graph.nodes if n.op.startswith("call_")]  # (not inputs nor weights)
     candidates += [q for q in captured.module_outputs if q]
     close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.5)
