@@ -26,7 +26,7 @@ from ..core.checks import is_count
 from ..core.module import ShortcutV2V
 from . import distributed
 from .checkpoint import CHECKPOINT_NAME, TrainingState, prepare_dir, run_record
-from .clips import ClipSource, check_clips, sample_pairs, to_inputs
+from .clips import ClipSource, as_clip, check_clips, check_inputs, sample_pairs, to_inputs
 from .evaluate import evaluate, output_image
 from .guard import StepGuard
 from .history import History
@@ -180,6 +180,8 @@ def distill(
     if checkpoint_dir is not None:
         ckpt_path = prepare_dir(checkpoint_dir) if rank == 0 else Path(checkpoint_dir) / CHECKPOINT_NAME
     val_list = list(val_clips) if val_clips is not None else None
+    for i, clip in enumerate(val_list or ()):  # checked now, not at the first validation
+        check_inputs(as_clip(clip, i), sv.example_inputs, i)
     from_data = resolve_data_init(data_init, sv.block)
     resuming = resume and ckpt_path is not None and ckpt_path.exists()
     as_given = None  # the block as the caller gave it, until a first step is applied
