@@ -172,6 +172,21 @@ def test_floating_clips_of_another_dtype_are_converted_to_the_modules(model_dtyp
     assert all(math.isfinite(summary[k]) for k in ("psnr", "ssim", "psnr_repeat"))
 
 
+def test_streaming_under_inference_mode_leaves_later_training_possible():
+    """Cached pixel grids are made outside inference mode, so a frame streamed under torch.inference_mode()
+    does not leave tensors behind that training cannot save for backward."""
+    torch.manual_seed(0)
+    size = 20  # a frame size no other test streams first
+    gen = ResnetGenerator(ngf=8, n_blocks=2)
+    for resolution in ("half", "full"):
+        sv = shortcutify(gen, "model.4", "model.12", torch.zeros(1, 3, size, size), resolution=resolution, interval=3)
+        with torch.inference_mode():
+            sv(torch.randn(1, 3, size, size))
+            sv(torch.randn(1, 3, size, size))
+        hist = distill(sv, moving_clips(2, size=size), steps=1, progress=False)
+        assert len(hist.losses["total"]) == 1
+
+
 def test_checkpoints_are_written_atomically_and_load_without_running_code(tmp_path):
     _, sv = _sv()
     distill(sv, moving_clips(2), steps=4, checkpoint_dir=tmp_path, checkpoint_every=2, progress=False)

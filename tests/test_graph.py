@@ -42,6 +42,16 @@ def test_list_taps_names_shapes_and_cumulative_macs(resnet):
     assert "model.4" in table and "MACs up to it" in table and "8x8" in table
 
 
+def test_list_taps_leaves_a_model_in_training_mode_unchanged():
+    """Its normalisation statistics are not updated by the capture's runs; its modes are given back."""
+    gen = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 3, 3, padding=1)).train()
+    before = {k: v.clone() for k, v in gen.state_dict().items()}
+    for capture in ("fx", "export"):
+        list_taps(gen, torch.randn(2, 3, 8, 8), capture=capture)
+    assert all(torch.equal(v, before[k]) for k, v in gen.state_dict().items())
+    assert all(m.training for m in gen.modules())
+
+
 def test_node_name_and_module_name_denote_the_same_tap(resnet):
     gen, x = resnet
     a = shortcutify(gen, "model.4", "model.12", x)

@@ -111,9 +111,17 @@ def list_taps(model: nn.Module, example_inputs: Any, **options: Unpack[CaptureKw
 
     Returns:
         A :class:`TapList` of :class:`TapInfo` (name, module names, op, shape, MACs up to
-        it); ``print()`` it for a table. Taps must be 4-D (``TapInfo.is_4d``).
+        it); ``print()`` it for a table. Taps must be 4-D (``TapInfo.is_4d``). The model runs in
+        eval mode, as :func:`~shortcutify.shortcutify` runs it (a model in training mode would update
+        its normalisation statistics); its modes are given back.
     """
-    return tap_infos(capture(model, example_inputs, CaptureOptions.from_kwargs(**options)))
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        return tap_infos(capture(model, example_inputs, CaptureOptions.from_kwargs(**options)))
+    finally:
+        for m, mode in modes:
+            m.training = mode
 
 
 #: where wrappers keep the user's generator: ``torch.compile``'s ``OptimizedModule`` (``_orig_mod``),

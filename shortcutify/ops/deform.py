@@ -388,9 +388,10 @@ def _capturing(t: Tensor) -> bool:
 def _pixel_grid(h: int, w: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     """Every pixel's ``(x, y)``, ``[1, H, W, 2]``, and the map's ``(W, H)``, ``[2]``, kept for
     the most recent sizes (read-only tensors shared between eager calls)."""
-    xs = torch.arange(w, dtype=dtype).view(1, w).expand(h, w)
-    ys = torch.arange(h, dtype=dtype).view(h, 1).expand(h, w)
-    return torch.stack((xs, ys), dim=-1).unsqueeze(0).to(device), torch.tensor([w, h], dtype=dtype).to(device)
+    with torch.inference_mode(False):  # cached: a tensor made in inference mode could never be saved for backward
+        xs = torch.arange(w, dtype=dtype).view(1, w).expand(h, w)
+        ys = torch.arange(h, dtype=dtype).view(h, 1).expand(h, w)
+        return torch.stack((xs, ys), dim=-1).unsqueeze(0).to(device), torch.tensor([w, h], dtype=dtype).to(device)
 
 
 # --------------------------------------------------------------------------- #

@@ -142,7 +142,8 @@ def warp_gather(input: Tensor, flow: Tensor) -> Tensor:
 @functools.lru_cache(maxsize=4)
 def _pixels(h: int, w: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     """Pixel rows ``[1, H, 1]`` and columns ``[1, 1, W]`` of an ``h × w`` map."""
-    return torch.arange(h, dtype=dtype).view(1, h, 1), torch.arange(w, dtype=dtype).view(1, 1, w)
+    with torch.inference_mode(False):  # cached: a tensor made in inference mode could never be saved for backward
+        return torch.arange(h, dtype=dtype).view(1, h, 1), torch.arange(w, dtype=dtype).view(1, 1, w)
 
 
 def _clamped(p: Tensor, size: int) -> Tensor:
@@ -179,12 +180,13 @@ def _taps(h: int, w: int, k: int, dtype: torch.dtype, index: torch.dtype) -> tup
     """For a ``k × k`` "same" conv on an ``h × w`` map: every tap's undeformed position
     ``ty, tx [H, W, k²]``, its row in the map ``rows [H, W, k²]`` (``index`` dtype; a row inside
     the map for taps outside it) and ``inside [H, W, k²]`` (1 for taps inside the map, else 0)."""
-    offsets = torch.arange(k, dtype=dtype) - k // 2
-    ty = (torch.arange(h, dtype=dtype).view(h, 1, 1) + offsets.repeat_interleave(k)).expand(h, w, k * k).contiguous()
-    tx = (torch.arange(w, dtype=dtype).view(1, w, 1) + offsets.repeat(k)).expand(h, w, k * k).contiguous()
-    inside = ((ty >= 0) & (ty <= h - 1) & (tx >= 0) & (tx <= w - 1)).to(dtype)
-    rows = (ty.clamp(0, h - 1) * w + tx.clamp(0, w - 1)).to(index)
-    return ty, tx, rows, inside
+    with torch.inference_mode(False):  # cached: a tensor made in inference mode could never be saved for backward
+        offsets = torch.arange(k, dtype=dtype) - k // 2
+        ty = (torch.arange(h, dtype=dtype).view(h, 1, 1) + offsets.repeat_interleave(k)).expand(h, w, k * k).contiguous()
+        tx = (torch.arange(w, dtype=dtype).view(1, w, 1) + offsets.repeat(k)).expand(h, w, k * k).contiguous()
+        inside = ((ty >= 0) & (ty <= h - 1) & (tx >= 0) & (tx <= w - 1)).to(dtype)
+        rows = (ty.clamp(0, h - 1) * w + tx.clamp(0, w - 1)).to(index)
+        return ty, tx, rows, inside
 
 
 def rows_per_chunk(b: int, w: int, k2: int, c: int, itemsize: int, budget: int | None = None) -> int:
