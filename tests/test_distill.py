@@ -187,6 +187,24 @@ def test_streaming_under_inference_mode_leaves_later_training_possible():
         assert len(hist.losses["total"]) == 1
 
 
+def test_evaluate_averages_the_shortcut_and_repeat_over_the_same_frames():
+    """An exact match (infinite PSNR) counts as MAX_PSNR for both; a NaN frame is left out of both, with a warning."""
+    from shortcutify.train.evaluate import MAX_PSNR, EvalResult
+
+    r = EvalResult(psnr=[math.inf, 30.0, 20.0, float("nan")], ssim=[1.0, 0.9, 0.8, float("nan")],
+                   psnr_repeat=[25.0, math.inf, 10.0, 5.0], ssim_repeat=[0.7, 1.0, 0.6, 0.5], keyframe=[False] * 4)
+    s = r.summary()
+    assert s["psnr"] == pytest.approx((MAX_PSNR + 30.0 + 20.0) / 3)
+    assert s["psnr_repeat"] == pytest.approx((25.0 + MAX_PSNR + 10.0) / 3)
+    assert s["ssim_repeat"] == pytest.approx((0.7 + 1.0 + 0.6) / 3) and r.nan_frames == 1
+    from shortcutify import evaluate
+
+    _, sv = _sv()
+    still = torch.randn(1, 3, 16, 16).expand(6, -1, -1, -1).contiguous()  # repeating is exact: both at MAX_PSNR
+    s = evaluate(sv, [still]).summary()
+    assert s["psnr"] == s["psnr_repeat"] == MAX_PSNR
+
+
 def test_checkpoints_are_written_atomically_and_load_without_running_code(tmp_path):
     _, sv = _sv()
     distill(sv, moving_clips(2), steps=4, checkpoint_dir=tmp_path, checkpoint_every=2, progress=False)

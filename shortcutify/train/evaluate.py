@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,12 +30,18 @@ def output_image(out: Any) -> Tensor:
     raise ValueError("the generator's output holds no floating 4-D tensor [B, C, H, W] to compare")
 
 
+#: dB: what an exact match (infinite PSNR) counts as in a mean (:class:`EvalResult`).
+MAX_PSNR = 100.0
+
+
 @dataclass
 class EvalResult:
     """Per-frame fidelity of shortcut frames (and of repeating the keyframe's output).
 
     Lists hold one entry per frame of every clip (one stream per clip), in order; ``keyframe[i]`` says whether frame ``i`` ran the full teacher. Means are
-    over shortcut frames only (keyframes equal the teacher exactly).
+    over shortcut frames only (keyframes equal the teacher exactly), the same frames for the shortcut
+    and for repeating: a PSNR of an exact match (infinite) counts as :data:`MAX_PSNR` dB, and a frame
+    with a NaN metric (non-finite outputs) is left out of every mean (:attr:`nan_frames` counts them).
     """
 
     psnr: list[float] = field(default_factory=list)
@@ -43,9 +50,19 @@ class EvalResult:
     ssim_repeat: list[float] = field(default_factory=list)
     keyframe: list[bool] = field(default_factory=list)
 
+    def _counted(self) -> list[bool]:
+        """Per frame: a shortcut frame whose four metrics are all numbers (not NaN)."""
+        return [not k and not any(math.isnan(m) for m in ms)
+                for k, *ms in zip(self.keyframe, self.psnr, self.ssim, self.psnr_repeat, self.ssim_repeat)]
+
     def _mean(self, values: list[float]) -> float:
-        sel = [v for v, k in zip(values, self.keyframe) if not k and math.isfinite(v)]
+        sel = [min(v, MAX_PSNR) for v, c in zip(values, self._counted()) if c]
         return sum(sel) / len(sel) if sel else float("nan")
+
+    @property
+    def nan_frames(self) -> int:
+        """Shortcut frames left out of the means for a NaN metric."""
+        return sum(not k for k in self.keyframe) - sum(self._counted())
 
     @property
     def shortcut_frames(self) -> int:
@@ -108,4 +125,9 @@ def evaluate(sv: Any, clips: Iterable[Any], *, data_range: float = 2.0, max_clip
     finally:
         sv.reset()
         sv.train(was_training)
+    if res.nan_frames:
+        warnings.warn(
+            f"evaluate: {res.nan_frames} shortcut frame(s) gave NaN metrics (non-finite outputs) and are left out of "
+            "the means; check the clips and the block", RuntimeWarning, stacklevel=2,
+        )
     return res
