@@ -445,3 +445,21 @@ def test_calibration_that_lengthens_the_gaps_the_block_was_trained_on_says_so():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         calibrate(sv, clips, keyframe_rate=1 / 3, policy=AdaptiveKeyframes(max_interval=3), progress=False)
+
+
+def test_a_frame_with_non_finite_taps_forces_a_keyframe_so_later_cuts_are_still_seen():
+    """A NaN pixel on a shortcut frame makes the change since the keyframe NaN, which no threshold can compare:
+    that stream takes a keyframe, and the adaptive policy sees the next scene cut as it would without it."""
+    import warnings
+
+    gen, sv = _resnet_sv(batch=1, policy=AdaptiveKeyframes(1e9, max_interval=8))  # no change is ever large enough
+    frames = _stream(5)
+    bad = frames[2].clone()
+    bad[0, 0, 3, 3] = float("nan")
+    keys = []
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for f in (frames[0], frames[1], bad, frames[3], frames[4]):
+            sv(f)
+            keys.append(sv.last_was_keyframe)
+    assert keys == [True, False, True, True, False]  # the NaN frame, then a keyframe again from the NaN keyframe

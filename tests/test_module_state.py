@@ -36,6 +36,25 @@ def test_loading_another_modules_state_never_touches_the_users_generator():
     assert all(torch.equal(a, b) for a, b in zip(sv.block.state_dict().values(), other.block.state_dict().values()))
 
 
+@pytest.mark.parametrize("target", ["module", "block"])
+def test_loading_new_block_weights_mid_stream_starts_every_stream_again(target):
+    """The reference the old weights prepared is not used with the new ones: the next frame is a keyframe."""
+    _, sv = _sv(seed=0)
+    _, other = _sv(seed=1)
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        sv(x)
+        sv(x)
+        assert not sv.last_was_keyframe
+        if target == "module":
+            sv.load_state_dict(other.state_dict())
+        else:
+            sv.block.load_state_dict(other.block.state_dict())
+        assert sv.reference is None
+        sv(x)
+        assert sv.last_was_keyframe
+
+
 def test_a_state_that_does_not_fit_is_refused_and_changes_nothing():
     _, sv = _sv(seed=0)
     _, wider = _sv(seed=1, width=6)  # some tensors of the same shapes (biases of the heads' outputs), others not

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
+import weakref
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -276,6 +277,10 @@ class ShortcutV2V(nn.Module):
         self.last_keyframes: Tensor | None = None
         self._warned_non_finite = False
         self.train(False)
+        # new block weights (sv.load_state_dict or sv.block.load_state_dict) end every stream: a reference
+        # prepared by the old weights would otherwise serve the next shortcut frames
+        module = weakref.ref(self)
+        self.block.register_load_state_dict_post_hook(lambda _block, _keys: (m := module()) is not None and m.reset())
 
     def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> ShortcutV2V:
         # .to()/.cuda()/.double() also reach the teacher: the programs share its submodules
@@ -546,6 +551,8 @@ class ShortcutV2V(nn.Module):
                 travelled = state.travelled + tap_l1(current - state.previous)
                 change = change_since_keyframe(travelled, state.keyframe_norm)
             key = self._decide(FrameSignal(since, change), streams) | state.stale
+            if change is not None:  # a non-finite tap since the keyframe: no policy could tell a cut from it
+                key = key | ~torch.isfinite(change).cpu()
             n_key = int(key.sum())
             if n_key == streams:
                 return self._keyframe_all(args, kwargs, sig, head, uses_change)
