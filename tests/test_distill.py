@@ -149,6 +149,8 @@ def test_clips_must_match_the_example_inputs_in_number_and_kind():
             run([torch.randn(6, 3, 16, 16), video])
         with pytest.raises(ValueError, match=r"holds 2 tensor\(s\) \(clip 0\).*1 example input"):
             run([(torch.randn(6, 3, 16, 16), torch.randn(6, 3, 16, 16))])
+        with pytest.raises(ValueError, match=r"clip tensor 0 \(clip 0\) has 4 channels.*\[T, 3, H, W\]"):
+            run([torch.randn(6, 4, 16, 16)])
     with pytest.raises(TypeError, match=r"clip tensor 0 \(clip 0\) is torch.uint8"):
         distill(sv, moving_clips(2), steps=1, val_clips=[video], progress=False)  # before the first step
     assert all(torch.equal(v, before[k]) for k, v in sv.block.state_dict().items())

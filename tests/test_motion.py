@@ -191,8 +191,9 @@ def test_a_fixed_pool_finds_on_a_crop_the_motion_it_finds_on_the_whole_map():
 
 @pytest.mark.parametrize("resolution", ["half", "full"])
 def test_in_training_every_second_sample_goes_without_the_prior(resolution):
-    """Training mode: samples 1, 3, ... of a batch get no prior (their flow is the flow head's alone), the
-    others the same prior as in eval mode; eval mode: every sample gets it."""
+    """A training step (training mode, gradients recorded): samples 1, 3, ... of a batch get no prior (their
+    flow is the flow head's alone), the others the same prior as in eval mode; eval mode, or training mode
+    without gradients (frames streamed by a module left in training mode): every sample gets it."""
     assert PRIOR_LEFT_OUT_EVERY == 2
     a_ref, f_ref = _smooth(1, 8, 24, 40, seed=1), _smooth(1, 6, 24, 40, seed=2)
     a = torch.roll(a_ref, (0, 4), dims=(2, 3))
@@ -208,6 +209,8 @@ def test_in_training_every_second_sample_goes_without_the_prior(resolution):
     torch.testing.assert_close(trained[0::2], full[0::2])
     assert trained[1::2].abs().max() == 0
     torch.testing.assert_close(block._prior(batch[:1], ref.motion[:1], grid), full[:1])  # a batch of one keeps it
+    with torch.no_grad():
+        torch.testing.assert_close(block._prior(batch, ref.motion, grid), full)
 
 
 def test_distill_warns_when_batches_are_too_small_to_leave_the_prior_out():

@@ -36,14 +36,16 @@ def as_clip(clip: Any, index: int | None = None) -> tuple[Tensor, ...]:
 
 def check_inputs(clip: tuple[Tensor, ...], example: tuple[object, ...], index: int | None = None) -> None:
     """Check that a clip's tensors can be the generator's positional inputs: one per example input given to
-    :func:`~shortcutify.shortcutify`, in their order, each floating where the example's is.
+    :func:`~shortcutify.shortcutify`, in their order, each with the example's channels and floating where
+    the example's is.
 
     Floating frames of another floating dtype are fine (:func:`to_inputs` converts them); frames of an
     integer dtype (``uint8`` video) for a floating input are refused, because their scaling to the
     generator's value range (``[-1, 1]``, ``[0, 1]``, normalised, ...) cannot be guessed.
 
     Raises:
-        ValueError: the clip has another number of tensors than the example has inputs.
+        ValueError: the clip has another number of tensors than the example has inputs, or a tensor
+            another number of channels.
         TypeError: a clip tensor is not floating where the example input is.
     """
     where = "" if index is None else f" (clip {index})"
@@ -54,6 +56,11 @@ def check_inputs(clip: tuple[Tensor, ...], example: tuple[object, ...], index: i
             "several inputs)"
         )
     for j, (part, ex) in enumerate(zip(clip, example)):
+        if isinstance(ex, Tensor) and ex.dim() == 4 and part.shape[1] != ex.shape[1]:
+            raise ValueError(
+                f"clip tensor {j}{where} has {part.shape[1]} channels, the generator's input {j} {ex.shape[1]} "
+                f"(example {list(ex.shape)}): give frames [T, {ex.shape[1]}, H, W]"
+            )
         if isinstance(ex, Tensor) and ex.is_floating_point() and not part.is_floating_point():
             raise TypeError(
                 f"clip tensor {j}{where} is {part.dtype}, but the generator's input {j} is floating ({ex.dtype}): convert "

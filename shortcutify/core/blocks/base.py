@@ -370,16 +370,19 @@ class ShortcutBlock(nn.Module, ABC):
         """The motion prior on ``grid`` (``[B, 2, H, W]`` in its pixels), or ``None`` without one
         (``reduced``: the reduced encoder features on ``grid``, what a prior of :data:`REDUCED_PRIORS` compares).
 
-        In training mode every second sample of a batch (indices 1, 3, ...) goes without it (zero
-        flow), so that the flow head also learns to align by itself instead of only correcting the
-        prior (:data:`PRIOR_LEFT_OUT_EVERY`); in eval mode every sample has it.
+        In a training step (training mode, gradients recorded) every second sample of a batch
+        (indices 1, 3, ...) goes without it (zero flow), so that the flow head also learns to align
+        by itself instead of only correcting the prior (:data:`PRIOR_LEFT_OUT_EVERY`); otherwise
+        (eval mode, or frames streamed without gradients) every sample has it, so that a stream's
+        output never depends on its place in a batch.
         """
         if not self.motion_prior:
             return None
+        leave_out = self.training and torch.is_grad_enabled()
         with torch.no_grad():
             estimator = MOTION_PRIORS[REDUCED_PRIORS.get(self.motion_prior, self.motion_prior)]
             prior = correlation_flow(self.motion_features(a, grid, reduced), ref_motion, grid, **estimator).to(a.dtype)
-            if self.training and prior.shape[0] > 1:
+            if leave_out and prior.shape[0] > 1:
                 keep = (torch.arange(prior.shape[0], device=prior.device) % PRIOR_LEFT_OUT_EVERY != PRIOR_LEFT_OUT_EVERY - 1).to(prior.dtype)
                 prior = prior * keep.view(-1, 1, 1, 1)
             return prior
