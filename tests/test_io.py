@@ -102,6 +102,25 @@ def test_missing_taps_are_refused(tmp_path):
         load(TinyUNet(), tmp_path)
 
 
+def test_a_prior_block_loads_with_the_pooling_of_the_frames_it_was_saved_for(tmp_path):
+    """The motion prior's pooling follows the saved block's frame size, not the example_inputs given to load()."""
+    from shortcutify.core.blocks import motion_pool_for
+
+    torch.manual_seed(0)
+    gen = ResnetGenerator(ngf=8, n_blocks=2)
+    x = torch.randn(1, 3, 352, 336)  # the decoder tap at a quarter: its flow grid pooled by 2
+    sv = shortcutify(gen, "model.4", "model.12", x, motion_prior=True)
+    sv.save(tmp_path)
+    small = torch.randn(1, 3, 16, 24)
+    assert motion_pool_for(tuple(sv.dec.shape[-2:])) != motion_pool_for((16, 24))  # the example would change it
+    loaded = load(gen, tmp_path, example_inputs=small)
+    assert loaded.block.motion_pool == sv.block.motion_pool
+    with torch.no_grad():
+        frames = [x, x + 0.05 * torch.randn_like(x)]
+        for f in frames:
+            torch.testing.assert_close(loaded(f), sv(f), rtol=0, atol=0)
+
+
 def test_other_weights_of_the_same_graph_load_with_a_warning(tmp_path):
     _, sv = _trained_sv()
     sv.save(tmp_path)

@@ -237,6 +237,8 @@ def load(
             "concrete_args, pass the same to load().)"
         ) from exc
 
+    if cfg.motion_prior:  # the prior's pooling of the frame size the block was built for, whatever example_inputs are given
+        sv.block.motion_pool = motion_pool_for((cfg.dec_shape[-2], cfg.dec_shape[-1]))
     problems = []
     for role, saved, here in (("enc", cfg.enc_shape, sv.config.enc_shape), ("dec", cfg.dec_shape, sv.config.dec_shape)):
         if saved[:1] != here[:1]:
