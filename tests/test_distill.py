@@ -133,6 +133,11 @@ def test_bad_inputs_are_reported():
         distill(sv, moving_clips(1), steps=1, resume=True, progress=False)
     with pytest.raises(ValueError, match="no clips"):
         distill(sv, [], steps=1, progress=False)
+    for bad in (LossWeights(feature=-1.0, output=-10.0), LossWeights(output=float("nan")), {"output": -1.0}):
+        with pytest.raises(ValueError, match="finite numbers >= 0"):  # an object is checked as a dict is
+            distill(sv, moving_clips(1), steps=1, weights=bad, progress=False)
+    with pytest.raises(TypeError, match="LossWeights, a dict"):
+        distill(sv, moving_clips(1), steps=1, weights=[1, 10], progress=False)
 
 
 def test_clips_must_match_the_example_inputs_in_number_and_kind():

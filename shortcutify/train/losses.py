@@ -18,6 +18,7 @@ repeating the keyframe on most teachers there. A new loss term is a field of
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -51,15 +52,19 @@ class LossWeights:
 
     @classmethod
     def coerce(cls, weights: LossWeights | dict[str, float] | None) -> LossWeights:
-        """``weights`` as :class:`LossWeights` (a dict gives some of its fields)."""
+        """``weights`` as :class:`LossWeights` (a dict gives some of its fields), checked: every weight a finite
+        number >= 0 (ValueError), whichever form it came in."""
         if isinstance(weights, LossWeights):
-            return weights
-        unknown = set(weights or {}) - set(asdict(cls()))
-        if unknown:
-            raise ValueError(f"unknown loss term(s) {sorted(unknown)}; the terms are {sorted(asdict(cls()))}")
-        w = cls(**(weights or {}))
-        if any(not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0 for v in asdict(w).values()):
-            raise ValueError(f"weights must be numbers >= 0, got {asdict(w)}")
+            w = weights
+        else:
+            if weights is not None and not isinstance(weights, dict):
+                raise TypeError(f"weights must be a LossWeights, a dict of its fields or None, got {type(weights).__name__}")
+            unknown = set(weights or {}) - set(asdict(cls()))
+            if unknown:
+                raise ValueError(f"unknown loss term(s) {sorted(unknown)}; the terms are {sorted(asdict(cls()))}")
+            w = cls(**(weights or {}))
+        if any(not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0 for v in asdict(w).values()):
+            raise ValueError(f"weights must be finite numbers >= 0, got {asdict(w)}")
         return w
 
     def without(self, *names: str) -> LossWeights:
