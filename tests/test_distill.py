@@ -138,6 +138,19 @@ def test_bad_inputs_are_reported():
             distill(sv, moving_clips(1), steps=1, weights=bad, progress=False)
     with pytest.raises(TypeError, match="LossWeights, a dict"):
         distill(sv, moving_clips(1), steps=1, weights=[1, 10], progress=False)
+    for kw, match in (({"data_range": 0}, "data_range"), ({"val_clips": []}, "val_clips is empty")):
+        with pytest.raises(ValueError, match=match):  # before the first step, not at the first validation
+            distill(sv, moving_clips(1), steps=1, progress=False, **kw)
+    from shortcutify import evaluate
+
+    with pytest.raises(ValueError, match="no clips"):
+        evaluate(sv, [])
+    with pytest.raises(ValueError, match="max_clips"):
+        evaluate(sv, moving_clips(1), max_clips=0)
+    with pytest.raises(TypeError, match="wrap a single clip"):
+        evaluate(sv, moving_clips(1)[0])
+    with pytest.warns(RuntimeWarning, match="no shortcut frame"):
+        evaluate(sv, [torch.randn(1, 3, 16, 16)])
 
 
 def test_clips_must_match_the_example_inputs_in_number_and_kind():

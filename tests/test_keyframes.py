@@ -463,3 +463,9 @@ def test_a_frame_with_non_finite_taps_forces_a_keyframe_so_later_cuts_are_still_
             sv(f)
             keys.append(sv.last_was_keyframe)
     assert keys == [True, False, True, True, False]  # the NaN frame, then a keyframe again from the NaN keyframe
+
+
+def test_a_policy_class_instead_of_an_instance_is_refused_with_what_to_do():
+    gen = ResnetGenerator(ngf=8, n_blocks=2)
+    with pytest.raises(TypeError, match=r"the class AdaptiveKeyframes: create one, e\.g\. AdaptiveKeyframes\(\.\.\.\)"):
+        shortcutify(gen, "model.4", "model.12", torch.zeros(1, 3, 16, 16), policy=AdaptiveKeyframes)

@@ -281,8 +281,13 @@ def as_policy(policy: Any) -> KeyframePolicy:
     """``policy`` as a :class:`KeyframePolicy`: itself, or a :class:`CountPolicy` around an old-style one.
 
     Raises:
-        TypeError: it has neither ``select(signal)`` nor ``is_keyframe(n)``, or no ``interval``.
+        TypeError: it is a class rather than an instance, has neither ``select(signal)`` nor
+            ``is_keyframe(n)``, or no ``interval``.
     """
+    if isinstance(policy, type):
+        raise TypeError(
+            f"policy must be a policy object, got the class {policy.__name__}: create one, e.g. {policy.__name__}(...)"
+        )
     has_interval = hasattr(policy, "interval")
     if has_interval and callable(getattr(policy, "select", None)):
         return policy

@@ -31,6 +31,7 @@ from .evaluate import evaluate, output_image
 from .guard import StepGuard
 from .history import History
 from .losses import Adversaries, LossWeights, student_terms
+from .metrics import check_data_range
 from .start import resolve_data_init, start_from_frames
 
 __all__ = ["distill", "CHECKPOINT_NAME"]
@@ -157,6 +158,7 @@ def distill(
     if not any(getattr(w, name) for name in ("feature", "alignment", "output", "perceptual", "adversarial", "temporal")):
         raise ValueError(f"weights: every loss term is 0 ({w}); give at least one term a positive weight")
     crop_hw = _crop(crop)
+    check_data_range(data_range)  # now, not at the first validation
     if getattr(sv.block, "motion_prior", None) and batch_size < PRIOR_LEFT_OUT_EVERY:
         warnings.warn(
             f"batch_size={batch_size}: a block with the motion prior trains every {PRIOR_LEFT_OUT_EVERY}nd pair of a batch "
@@ -180,6 +182,8 @@ def distill(
     if checkpoint_dir is not None:
         ckpt_path = prepare_dir(checkpoint_dir) if rank == 0 else Path(checkpoint_dir) / CHECKPOINT_NAME
     val_list = list(val_clips) if val_clips is not None else None
+    if val_list is not None and not val_list:
+        raise ValueError("val_clips is empty: give at least one held-out clip, or None for no validation")
     for i, clip in enumerate(val_list or ()):  # checked now, not at the first validation
         check_inputs(as_clip(clip, i), sv.example_inputs, i)
     from_data = resolve_data_init(data_init, sv.block)

@@ -12,8 +12,9 @@ import torch
 from torch import Tensor
 from torch.utils._pytree import tree_flatten
 
+from ..core.checks import is_count
 from .clips import as_clip, check_inputs, to_inputs
-from .metrics import psnr, ssim
+from .metrics import check_data_range, psnr, ssim
 
 __all__ = ["EvalResult", "evaluate", "output_image"]
 
@@ -95,8 +96,17 @@ def evaluate(sv: Any, clips: Iterable[Any], *, data_range: float = 2.0, max_clip
         :class:`EvalResult`; the state of ``sv`` is reset before and after.
 
     Raises:
-        TypeError, ValueError: a clip does not fit the example inputs (:func:`~shortcutify.train.clips.check_inputs`).
+        TypeError, ValueError: a clip does not fit the example inputs (:func:`~shortcutify.train.clips.check_inputs`),
+            no clips, a single tensor instead of a collection, ``data_range`` or ``max_clips`` out of range.
+
+    Warns:
+        RuntimeWarning: no shortcut frame was run (means NaN), or some gave NaN metrics.
     """
+    check_data_range(data_range)
+    if max_clips is not None and not is_count(max_clips):
+        raise ValueError(f"max_clips must be a positive integer or None, got {max_clips!r}")
+    if isinstance(clips, Tensor):
+        raise TypeError("clips must be a collection of clips; wrap a single clip [T, C, H, W] in a list: [clip]")
     res = EvalResult()
     param = next(sv.block.parameters())
     like = torch.empty(0, dtype=param.dtype, device=param.device)  # the inputs' device and dtype
@@ -125,6 +135,13 @@ def evaluate(sv: Any, clips: Iterable[Any], *, data_range: float = 2.0, max_clip
     finally:
         sv.reset()
         sv.train(was_training)
+    if not res.keyframe:
+        raise ValueError("evaluate() got no clips: give at least one clip [T, C, H, W]")
+    if not res.shortcut_frames:
+        warnings.warn(
+            "evaluate: no shortcut frame was run (every frame a keyframe: clips of one frame, or a keyframe policy "
+            "that keyframes them all); the means are NaN", RuntimeWarning, stacklevel=2,
+        )
     if res.nan_frames:
         warnings.warn(
             f"evaluate: {res.nan_frames} shortcut frame(s) gave NaN metrics (non-finite outputs) and are left out of "

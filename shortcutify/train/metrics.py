@@ -58,7 +58,8 @@ def _as_batches(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     return x, y
 
 
-def _check_range(data_range: float) -> float:
+def check_data_range(data_range: float) -> float:
+    """``data_range`` as a float, checked: a finite number > 0 (ValueError otherwise)."""
     r = float(data_range)
     if not r > 0 or not math.isfinite(r):
         raise ValueError(f"data_range must be a positive finite number, got {data_range!r}")
@@ -82,7 +83,7 @@ def psnr(x: Tensor, y: Tensor, data_range: float = 2.0) -> Tensor:
         ValueError: the shapes differ or are not 3-/4-D, or ``data_range`` is not positive.
     """
     x, y = _as_batches(x, y)
-    r = _check_range(data_range)
+    r = check_data_range(data_range)
     work = _work_dtype(x.device)
     mse = (x.to(work) - y.to(work)).square().flatten(1).mean(dim=1)
     # mse == 0 gives r**2 / 0 = inf and log10(inf) = inf, which is the intended answer.
@@ -168,7 +169,7 @@ def ssim(
             or data_range.
     """
     x, y = _as_batches(x, y)
-    r = _check_range(data_range)
+    r = check_data_range(data_range)
     if int(window) != window or window < 1 or window % 2 == 0:
         raise ValueError(f"window must be a positive odd integer, got {window!r}")
     if not sigma > 0:
