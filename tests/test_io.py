@@ -121,6 +121,18 @@ def test_a_prior_block_loads_with_the_pooling_of_the_frames_it_was_saved_for(tmp
             torch.testing.assert_close(loaded(f), sv(f), rtol=0, atol=0)
 
 
+def test_a_block_saved_in_float32_loads_onto_the_generator_in_float64(tmp_path):
+    torch.manual_seed(0)
+    gen = ResnetGenerator(ngf=8, n_blocks=2)
+    shortcutify(gen, "model.4", "model.12", torch.zeros(1, 3, 16, 16)).save(tmp_path)
+    loaded = load(gen.double(), tmp_path)  # the default example inputs follow the model's dtype
+    x = torch.randn(1, 3, 16, 16, dtype=torch.float64)
+    assert all(p.dtype == torch.float64 for p in loaded.block.parameters())
+    with torch.no_grad():
+        assert torch.equal(loaded(x), gen(x))  # a keyframe: the float64 teacher's output
+        assert loaded(x).dtype == torch.float64
+
+
 def test_other_weights_of_the_same_graph_load_with_a_warning(tmp_path):
     _, sv = _trained_sv()
     sv.save(tmp_path)

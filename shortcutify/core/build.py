@@ -208,8 +208,10 @@ def load(
         policy = _saved_policy(manifest, cfg_file)
     p = next(iter(model.parameters()), None)
     device = p.device if p is not None else torch.device("cpu")
-    if example_inputs is None:
+    if example_inputs is None:  # on the model's device, floating ones in its dtype (a block saved in float32 loads onto .double())
         example_inputs = tuple(e.zeros(device) for e in manifest.example_inputs)
+        if p is not None and p.is_floating_point():
+            example_inputs = tuple(x.to(p.dtype) if x.is_floating_point() else x for x in example_inputs)
     if cfg.resolution not in BLOCK_TYPES:  # (a str: from_dict checked it)
         raise IncompatibleCheckpointError(
             f"the block's layout {cfg.resolution!r} in {cfg_file} is unknown here (known: {tuple(BLOCK_TYPES)}); a layout "
