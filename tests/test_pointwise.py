@@ -164,7 +164,7 @@ def test_the_full_block_inside_in_channels_last_gives_its_training_paths_numbers
         real = getattr(module, name)
         monkeypatch.setattr(module, name, lambda *a, _real=real, _name=name, **k: (taken.append(_name), _real(*a, **k))[1], raising=False)
     torch.manual_seed(5)
-    block = make_block("full", 40, 48, width=32, motion_prior=motion_prior).double()
+    block = make_block("full", 40, 48, width=32, motion_prior=motion_prior).double().eval()  # (every sample has the prior)
     for p in block.parameters():  # non-zero heads and reconstruction: the untrained block would hide every error
         torch.nn.init.normal_(p, std=0.05)
     a_ref, f_ref = torch.randn(2, 40, *hw, dtype=torch.float64), torch.randn(2, 48, *hw, dtype=torch.float64)
