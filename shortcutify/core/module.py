@@ -550,9 +550,12 @@ class ShortcutV2V(nn.Module):
                 assert state.previous is not None and state.travelled is not None and state.keyframe_norm is not None
                 travelled = state.travelled + tap_l1(current - state.previous)
                 change = change_since_keyframe(travelled, state.keyframe_norm)
+            # a non-finite tap since the keyframe: no policy could tell a cut from it (queued before the policy's
+            # decision is read back, so that reading this adds no wait of its own)
+            blind = None if change is None else ~torch.isfinite(change)
             key = self._decide(FrameSignal(since, change), streams) | state.stale
-            if change is not None:  # a non-finite tap since the keyframe: no policy could tell a cut from it
-                key = key | ~torch.isfinite(change).cpu()
+            if blind is not None:
+                key = key | blind.cpu()
             n_key = int(key.sum())
             if n_key == streams:
                 return self._keyframe_all(args, kwargs, sig, head, uses_change)
