@@ -62,7 +62,7 @@ class _Clip:
     quality: np.ndarray | None  # [T, M]: PSNR of frame t's shortcut from keyframe t - g
 
 
-def _measure(sv: Any, frames: tuple[torch.Tensor, ...], gaps: int, quality: bool, data_range: float, like: torch.Tensor) -> _Clip:
+def _measure(sv: Any, frames: tuple[torch.Tensor, ...], gaps: int, quality: bool, data_range: float, param: torch.Tensor) -> _Clip:
     t_len = frames[0].shape[0]
     change = np.full((t_len, gaps + 1), np.nan)
     scores = np.full((t_len, gaps + 1), np.nan) if quality else None
@@ -72,7 +72,7 @@ def _measure(sv: Any, frames: tuple[torch.Tensor, ...], gaps: int, quality: bool
     refs: deque[Any] = deque(maxlen=gaps)
     with torch.no_grad():
         for t in range(t_len):
-            inputs = to_inputs(tuple(f[t : t + 1] for f in frames), like)
+            inputs = to_inputs(tuple(f[t : t + 1] for f in frames), param.device, param.dtype)
             if quality:
                 key = sv.run_keyframe(*inputs)
                 a = key.enc
@@ -196,8 +196,7 @@ def calibrate(
                 "first frame is a keyframe whatever the threshold): give longer clips"
             )
     quality = min_psnr is not None
-    param = next(sv.block.parameters())
-    like = torch.empty(0, dtype=param.dtype, device=param.device)  # the inputs' device and dtype
+    param = next(sv.block.parameters())  # the inputs' device and dtype
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -208,7 +207,7 @@ def calibrate(
     measured = []
     try:
         for frames in clip_list:
-            measured.append(_measure(sv, frames, policy.max_interval - 1, quality, data_range, like))
+            measured.append(_measure(sv, frames, policy.max_interval - 1, quality, data_range, param))
             if bar is not None:
                 bar.update(1)
     finally:

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-__all__ = ["as_clip", "ClipSource", "check_clips", "check_inputs", "to_inputs", "Pairs", "sample_pairs"]
+__all__ = ["as_clip", "ClipSource", "check_clips", "check_inputs", "to_inputs", "refuse_single_clip", "Pairs", "sample_pairs"]
 
 
 def as_clip(clip: Any, index: int | None = None) -> tuple[Tensor, ...]:
@@ -69,12 +69,16 @@ def check_inputs(clip: tuple[Tensor, ...], example: tuple[object, ...], index: i
             )
 
 
-def to_inputs(frames: tuple[Tensor, ...], like: Tensor, non_blocking: bool = False) -> tuple[Tensor, ...]:
-    """Frames as inputs of a module whose parameters are like ``like``: on its device, floating frames in
-    its floating dtype (other tensors keep theirs)."""
-    return tuple(
-        f.to(device=like.device, dtype=like.dtype if f.is_floating_point() else f.dtype, non_blocking=non_blocking) for f in frames
-    )
+def to_inputs(frames: tuple[Tensor, ...], device: torch.device, dtype: torch.dtype, non_blocking: bool = False) -> tuple[Tensor, ...]:
+    """Frames as a module's inputs: on ``device``, floating frames in the module's floating ``dtype``
+    (other tensors keep theirs)."""
+    return tuple(f.to(device=device, dtype=dtype if f.is_floating_point() else f.dtype, non_blocking=non_blocking) for f in frames)
+
+
+def refuse_single_clip(clips: object) -> None:
+    """Raise ``TypeError`` for a bare clip tensor given where a collection of clips is expected."""
+    if isinstance(clips, Tensor):
+        raise TypeError("clips must be a collection of clips; wrap a single clip [T, C, H, W] in a list: [clip]")
 
 
 class ClipSource:
@@ -97,7 +101,7 @@ class ClipSource:
         elif hasattr(clips, "__getitem__") and hasattr(clips, "__len__") and not isinstance(clips, Tensor):
             self.items = clips
         elif isinstance(clips, Tensor):
-            raise TypeError("clips must be a collection of clips; wrap a single clip [T, C, H, W] in a list: [clip]")
+            refuse_single_clip(clips)
         else:
             self.items = list(clips)
         if len(self.items) == 0:

@@ -222,6 +222,7 @@ def distill(
         run.history.val.append({"step": float(step), **{k: summary[k] for k in ("psnr", "ssim", "psnr_repeat", "ssim_repeat")}})
 
     bar = None
+    dtype = next(sv.block.parameters()).dtype  # the inputs' floating dtype (device: above)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16)
     try:
         sv.reset()
@@ -234,9 +235,8 @@ def distill(
         for step in range(start + 1, steps + 1):
             pairs = sample_pairs(source, batch_size, alpha - 1, run.generator, crop=crop_hw, flip=flip)
             guard.start(step, pairs)  # each check raises FloatingPointError and leaves the block as it was
-            like = next(sv.block.parameters())
-            ref_in = to_inputs(pairs.reference, like, non_blocking=True)
-            cur_in = to_inputs(pairs.current, like, non_blocking=True)
+            ref_in = to_inputs(pairs.reference, device, dtype, non_blocking=True)
+            cur_in = to_inputs(pairs.current, device, dtype, non_blocking=True)
             with autocast:
                 with torch.no_grad():
                     key = sv.run_keyframe(*ref_in)

@@ -13,7 +13,7 @@ from torch import Tensor
 from torch.utils._pytree import tree_flatten
 
 from ..core.checks import is_count
-from .clips import as_clip, check_inputs, to_inputs
+from .clips import as_clip, check_inputs, refuse_single_clip, to_inputs
 from .metrics import check_data_range, psnr, ssim
 
 __all__ = ["EvalResult", "evaluate", "output_image"]
@@ -105,11 +105,9 @@ def evaluate(sv: Any, clips: Iterable[Any], *, data_range: float = 2.0, max_clip
     check_data_range(data_range)
     if max_clips is not None and not is_count(max_clips):
         raise ValueError(f"max_clips must be a positive integer or None, got {max_clips!r}")
-    if isinstance(clips, Tensor):
-        raise TypeError("clips must be a collection of clips; wrap a single clip [T, C, H, W] in a list: [clip]")
+    refuse_single_clip(clips)
     res = EvalResult()
     param = next(sv.block.parameters())
-    like = torch.empty(0, dtype=param.dtype, device=param.device)  # the inputs' device and dtype
     was_training = sv.training
     sv.eval()
     try:
@@ -121,7 +119,7 @@ def evaluate(sv: Any, clips: Iterable[Any], *, data_range: float = 2.0, max_clip
             sv.reset()
             key_out: Tensor | None = None
             for t in range(frames[0].shape[0]):
-                inputs = to_inputs(tuple(f[t : t + 1] for f in frames), like)
+                inputs = to_inputs(tuple(f[t : t + 1] for f in frames), param.device, param.dtype)
                 out = output_image(sv(*inputs))
                 teacher = out if sv.last_was_keyframe else output_image(sv.run_keyframe(*inputs)[0])
                 if sv.last_was_keyframe:

@@ -49,10 +49,10 @@ def frame_taps(
     every process), run ``chunk`` frames per teacher call on ``device``, without autograd."""
     pairs = sample_pairs(source, max(1, frames // 2), max_gap, torch.Generator().manual_seed(seed * 1_000_003 + 500_009), crop=crop)
     n = pairs.reference[0].shape[0]
-    like = torch.empty(0, dtype=next(sv.block.parameters()).dtype, device=device)  # the inputs' device and dtype
+    dtype = next(sv.block.parameters()).dtype
     for inputs in (pairs.reference, pairs.current):
         for i in range(0, n, chunk):
-            x = to_inputs(tuple(t[i : i + chunk] for t in inputs), like)
+            x = to_inputs(tuple(t[i : i + chunk] for t in inputs), device, dtype)
             with torch.no_grad():  # (closed before the yield: a grad mode set across a yield leaks to the caller)
                 taps = sv.run_keyframe(*x).taps
             yield taps
