@@ -213,3 +213,98 @@ def test_a_block_type_registered_at_run_time_is_built_saved_and_loaded(tmp_path,
     monkeypatch.delitem(BLOCK_TYPES, "custom")
     with pytest.raises(IncompatibleCheckpointError, match=r"layout 'custom'.*registered in shortcutify.core.blocks.BLOCK_TYPES before load"):
         load(gen, tmp_path)
+
+
+class _Scaled(torch.nn.Module):
+    """A generator with non-tensor arguments of forward() that a user fixes with concrete_args."""
+
+    def __init__(self):
+        super().__init__()
+        self.gen = ResnetGenerator(ngf=8, n_blocks=2)
+
+    def forward(self, x, gain=1.0, opts={"shift": 0.0}, size=(16, 16), dtype=torch.float32):  # noqa: B006
+        y = self.gen(x) * gain + opts["shift"]
+        return torch.nn.functional.interpolate(y, size=size).to(dtype)
+
+
+def test_the_fixed_arguments_of_forward_are_saved_and_used_by_load(tmp_path):
+    """concrete_args fix values the graph computes with; load() without them rebuilds the same programs."""
+    torch.manual_seed(0)
+    gen, x = _Scaled(), torch.randn(1, 3, 16, 16)
+    fixed = {"gain": 0.3, "opts": {"shift": 0.25}, "size": (16, 16), "dtype": torch.float64}
+    sv = shortcutify(gen, "gen.model.4", "gen.model.12", x, concrete_args=fixed)
+    for p in sv.block.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    sv.save(tmp_path)
+    sv2 = load(gen, tmp_path)
+    with torch.no_grad():
+        assert torch.equal(sv2(x), gen(x, **fixed))
+        for f in _frames():
+            assert torch.equal(sv(f), sv2(f))
+    with pytest.warns(UserWarning, match=r"distilled with .*'gain': 0.3.*\['gain'\] differ"):
+        other = load(gen, tmp_path, concrete_args={**fixed, "gain": 0.5})
+    with torch.no_grad():
+        assert torch.equal(other(x), gen(x, **{**fixed, "gain": 0.5}))
+
+
+def test_a_fixed_argument_json_cannot_hold_must_be_given_to_load(tmp_path):
+    import enum
+
+    class Mode(enum.Enum):
+        PLAIN = 1
+        DOUBLE = 2
+
+    class Moded(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.gen = ResnetGenerator(ngf=8, n_blocks=2)
+
+        def forward(self, x, mode=Mode.PLAIN):
+            y = self.gen(x)
+            return y * 2 if mode is Mode.DOUBLE else y
+
+    gen, x = Moded(), torch.randn(1, 3, 16, 16)
+    shortcutify(gen, "gen.model.4", "gen.model.12", x, concrete_args={"mode": Mode.DOUBLE}).save(tmp_path)
+    with pytest.raises(IncompatibleCheckpointError, match=r"concrete_args fixing \['mode'\].*pass the same concrete_args"):
+        load(gen, tmp_path)
+    with torch.no_grad():
+        assert torch.equal(load(gen, tmp_path, concrete_args={"mode": Mode.DOUBLE})(x), gen(x, mode=Mode.DOUBLE))
+
+
+def test_a_config_without_fixed_arguments_loads_as_before(tmp_path):
+    """Configs written before 0.21 have no "fixed_args": the forward's defaults, as then."""
+    gen, sv = _trained_sv()
+    sv.save(tmp_path)
+    cfg = json.loads((tmp_path / CONFIG_NAME).read_text())
+    assert cfg["fixed_args"] == {} and cfg["unsaved_fixed_args"] == []
+    del cfg["fixed_args"], cfg["unsaved_fixed_args"]
+    (tmp_path / CONFIG_NAME).write_text(json.dumps(cfg))
+    sv2 = load(gen, tmp_path)
+    for x in _frames():
+        assert torch.equal(sv(x), sv2(x))
+    cfg["fixed_args"] = {"gain": {"__set__": [1]}}
+    (tmp_path / CONFIG_NAME).write_text(json.dumps(cfg))
+    with pytest.raises(IncompatibleCheckpointError, match="'fixed_args' must be an object of argument values"):
+        load(gen, tmp_path)
+
+
+@pytest.mark.parametrize("wrap", [torch.nn.DataParallel, torch.compile], ids=["DataParallel", "torch.compile"])
+def test_a_block_saved_from_a_wrapped_generator_loads_onto_the_bare_one_and_back(tmp_path, wrap):
+    gen, sv = _trained_sv()
+    wrapped = wrap(gen)
+    on_wrapped = shortcutify(wrapped, "model.4", "model.12", torch.zeros(1, 3, 16, 16), interval=4)
+    assert on_wrapped.teacher is gen  # the generator inside serves
+    on_wrapped.block.load_state_dict(sv.block.state_dict())
+    on_wrapped.save(tmp_path / "from-wrapped")
+    sv.save(tmp_path / "from-bare")
+    for loaded in (load(gen, tmp_path / "from-wrapped"), load(wrapped, tmp_path / "from-bare")):
+        sv.reset()
+        for x in _frames():
+            assert torch.equal(sv(x), loaded(x))
+
+
+def test_loading_by_another_capture_path_names_it(tmp_path):
+    gen, sv = _trained_sv()
+    sv.save(tmp_path)
+    with pytest.raises(IncompatibleCheckpointError, match=r"capture='fx' gave, this load\(\) captured with 'export'.*leave capture out"):
+        load(gen, tmp_path, capture="export")

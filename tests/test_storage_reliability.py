@@ -221,3 +221,48 @@ def test_a_failed_atomic_write_removes_its_temporary_file(tmp_path):
     with pytest.raises(RuntimeError):
         storage.atomic_write(target, write)
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"] and target.read_bytes() == b"old"
+
+
+def _argument_values():
+    from hypothesis import strategies as st
+
+    scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=5)
+    scalars = scalars | st.sampled_from([torch.float32, torch.float16, torch.int64, torch.bool])
+    return st.recursive(
+        scalars,
+        lambda inner: st.lists(inner, max_size=3)
+        | st.lists(inner, max_size=3).map(tuple)
+        | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+        max_leaves=8,
+    )
+
+
+def _same(a, b):
+    """Equal, and of the same types all the way down (a tuple is not a list, True is not 1)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
+    return a == b
+
+
+def test_fixed_arguments_survive_json_with_their_types():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.dictionaries(st.text(min_size=1, max_size=6), _argument_values(), max_size=4))
+    def check(fixed):
+        stored, unstored = storage.encode_fixed_args(fixed)
+        assert unstored == ()
+        assert _same(storage.decode_fixed_args(json.loads(json.dumps(stored))), fixed)
+
+    check()
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), object(), {1: 2}, {"a": object()}, [torch.zeros(1)], {"__tuple__", 1}])
+def test_fixed_arguments_json_cannot_hold_are_named_not_stored(value):
+    stored, unstored = storage.encode_fixed_args({"keep": (1, "a"), "bad": value})
+    assert unstored == ("bad",) and stored == {"keep": {"__tuple__": [1, "a"]}}

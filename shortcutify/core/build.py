@@ -24,7 +24,7 @@ from ..errors import IncompatibleCheckpointError, ShortcutifyError, UntraceableM
 from ..version import __version__
 from .blocks import BLOCK_TYPES, make_block, motion_pool_for, motion_prior_name, prior_names
 from .blocks.sizing import AUTO, auto_layout, auto_width, block_macs, check_layout_choice
-from .capture import CaptureKwargs, CaptureOptions, as_tuple, capture, recapture
+from .capture import CaptureKwargs, CaptureOptions, as_tuple, capture, recapture, unwrap
 from .cut import Cut, resolve_cut
 from .module import ShortcutV2V
 from .policy import FixedInterval, KeyframePolicy, as_policy, policy_from_config
@@ -50,7 +50,10 @@ def shortcutify(
     """Wrap a video-to-video generator into a stateful :class:`~shortcutify.ShortcutV2V`.
 
     Args:
-        model: the trained generator (frozen and put in eval mode by this call).
+        model: the trained generator (frozen and put in eval mode by this call). A generator
+            wrapped by ``torch.compile``, ``nn.DataParallel`` or ``DistributedDataParallel`` is
+            unwrapped (:func:`~shortcutify.core.capture.unwrap`): the module serves the one
+            inside (``sv.teacher``); :meth:`ShortcutV2V.compile` compiles the result.
         enc_layer: encoder tap, an fx node name or module qualified name (see :func:`~shortcutify.list_taps`).
         dec_layer: decoder tap, downstream of ``enc_layer``. Leave both out to use the first
             pair :func:`~shortcutify.suggest_taps` ranks (logged on the ``shortcutify`` logger
@@ -92,6 +95,7 @@ def shortcutify(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    model = unwrap(model)
     if example_inputs is None:
         raise TypeError("shortcutify() needs example_inputs: one frame [B, C, H, W] or a tuple of forward()'s arguments")
     if (enc_layer is None) != (dec_layer is None):
@@ -178,15 +182,17 @@ def load(
     """Re-attach a saved shortcut block to ``model`` (the user's own generator).
 
     Args:
-        model: a generator with the same graph as the one the block was trained on.
+        model: a generator with the same graph as the one the block was trained on (wrappers
+            unwrapped as by :func:`~shortcutify.shortcutify`).
         path: the directory written by :meth:`ShortcutV2V.save`.
         example_inputs: inputs for tracing (default: zeros of the saved example shapes,
             on the model's device).
         policy: keyframe policy (default: the saved one).
         map_location: where to load the weights (default: the model's device).
         capture_options: ``capture`` (default: the path that saved the block), ``leaf_modules``,
-            ``tracer_kwargs``, ``concrete_args`` as given
-            to :func:`~shortcutify.shortcutify` originally.
+            ``tracer_kwargs`` as given to :func:`~shortcutify.shortcutify` originally;
+            ``concrete_args`` default to the saved ones (a value that JSON cannot hold, such as a
+            tensor, is not saved: then pass them; others than the saved ones warn).
 
     Raises:
         TypeError: ``model`` is not a module or ``path`` not a path (``load(model, path)``: the model first).
@@ -199,6 +205,7 @@ def load(
             f"load(model, path) takes the generator (an nn.Module) first and the saved block's directory second, got "
             f"{type(model).__name__} and {type(path).__name__}"
         )
+    model = unwrap(model)
     manifest = read_manifest(path)
     cfg = manifest.config
     cfg_file = os.path.join(path, CONFIG_NAME)
@@ -225,6 +232,7 @@ def load(
     # read (and check) the weights before the capture, so that a damaged file is reported at once
     state = read_weights(path, map_location=map_location or device, manifest=manifest)
     capture_options.setdefault("capture", cfg.capture)  # type: ignore[typeddict-item]  # by the path that saved it
+    _fixed_arguments(manifest, capture_options, cfg_file)
     try:
         sv = shortcutify(
             model, cfg.enc_layer, cfg.dec_layer, example_inputs, policy=policy, width=cfg.width, resolution=cfg.resolution,
@@ -236,12 +244,17 @@ def load(
         raise IncompatibleCheckpointError(
             f"the saved block's taps ({cfg.enc_layer!r} -> {cfg.dec_layer!r}) do not fit this "
             f"{type(model).__name__}: {str(exc).rstrip('.')}. (If shortcutify() was given leaf_modules, tracer_kwargs or "
-            "concrete_args, pass the same to load().)"
+            "concrete_args that could not be saved, pass the same to load().)"
         ) from exc
 
     if cfg.motion_prior:  # the prior's pooling of the frame size the block was built for, whatever example_inputs are given
         sv.block.motion_pool = motion_pool_for((cfg.dec_shape[-2], cfg.dec_shape[-1]))
     problems = []
+    if sv.config.capture != cfg.capture:  # (only when load() was given another path: by default it takes the saved one)
+        problems.append(
+            f"capture path: the block was made on the graph capture={cfg.capture!r} gave, this load() captured with "
+            f"{sv.config.capture!r}, and the two paths make different graphs; leave capture out of load() to use the saved path"
+        )
     for role, saved, here in (("enc", cfg.enc_shape, sv.config.enc_shape), ("dec", cfg.dec_shape, sv.config.dec_shape)):
         if saved[:1] != here[:1]:
             problems.append(f"{role} tap channels: saved {saved[0]}, this generator {here[0]}")
@@ -267,6 +280,39 @@ def load(
             stacklevel=2,
         )
     return sv
+
+
+def _fixed_arguments(manifest: Manifest, capture_options: dict[str, Any], cfg_file: str) -> None:
+    """Give ``load``'s capture the ``concrete_args`` the block was made with, unless the caller gave some.
+
+    Raises:
+        IncompatibleCheckpointError: the block was made with fixed arguments whose values the
+            config could not store, and the caller gave none.
+    """
+    given = capture_options.get("concrete_args")
+    if given is None:
+        if manifest.unsaved_args:
+            raise IncompatibleCheckpointError(
+                f"the block was made with concrete_args fixing {list(manifest.unsaved_args)} to values that {cfg_file} "
+                f"cannot hold (it stores None, numbers, strings, dtypes, lists, tuples and dicts): pass the same "
+                "concrete_args={...} to load()"
+            )
+        if manifest.fixed_args:
+            capture_options["concrete_args"] = dict(manifest.fixed_args)
+        return
+    if not isinstance(given, dict):
+        return  # (CaptureOptions refuses it, naming the type)
+    differ = sorted(
+        name for name in set(manifest.fixed_args) | set(given)
+        if name not in manifest.unsaved_args and (name not in given or name not in manifest.fixed_args or given[name] != manifest.fixed_args[name])
+    )
+    if differ:
+        warnings.warn(
+            f"load() was given concrete_args {given!r}, but the block was distilled with {dict(manifest.fixed_args)!r} "
+            f"(from {cfg_file}); the arguments {differ} differ, so shortcut frames may be poor. Leave concrete_args out "
+            "to use the saved ones.",
+            stacklevel=3,
+        )
 
 
 def _saved_policy(manifest: Manifest, cfg_file: str) -> KeyframePolicy:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import inspect
 import linecache
 import operator
+import sys
 import traceback
 import warnings
 from collections.abc import Callable, Sequence
@@ -52,6 +53,7 @@ __all__ = [
     "check_against_eager",
     "recapture",
     "as_tuple",
+    "unwrap",
     "METHODS",
     "EXPORT_TOLERANCE",
 ]
@@ -638,6 +640,27 @@ def _capture_one(method: str, model: nn.Module, inputs: tuple[Any, ...], options
     check_against_eager(captured, model, inputs)
     annotate(captured, inputs)
     return captured
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The generator inside the wrappers that only run it: ``torch.compile``'s ``OptimizedModule``
+    (``_orig_mod``), ``nn.DataParallel`` and ``DistributedDataParallel`` (``module``), nested in any order.
+
+    A captured graph runs the generator's own code on one device whatever wraps it, so the
+    shortcut is built (and a saved block attached) on the generator itself: a block saved from
+    a wrapped generator loads onto the bare one and the other way round. Compile the result
+    with :meth:`~shortcutify.ShortcutV2V.compile`; any other module is returned as it is.
+    """
+    wrappers: tuple[type, ...] = (nn.DataParallel, nn.parallel.DistributedDataParallel)
+    dynamo = sys.modules.get("torch._dynamo.eval_frame")  # (nothing is compiled unless torch.compile was imported)
+    compiled: tuple[type, ...] = (dynamo.OptimizedModule,) if dynamo is not None and hasattr(dynamo, "OptimizedModule") else ()
+    while True:
+        if isinstance(model, wrappers):
+            model = model.module
+        elif compiled and isinstance(model, compiled):
+            model = model._orig_mod
+        else:
+            return model
 
 
 def capture(model: nn.Module, example_inputs: Any, options: CaptureOptions = CaptureOptions()) -> Captured:

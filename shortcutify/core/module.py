@@ -25,7 +25,7 @@ from .cut import ALIGNED_INPUT, REFERENCE_INPUT, Cut
 from .policy import FrameSignal, KeyframePolicy, as_policy, change_since_keyframe, policy_to_config, tap_l1
 from .programs import Programs, build_programs
 from .runner import CompileOptions, Runner
-from .storage import ExampleInput, Manifest, teacher_checksum, write_saved
+from .storage import ExampleInput, Manifest, encode_fixed_args, teacher_checksum, write_saved
 from .taps import TapInfo
 
 __all__ = ["ShortcutV2V", "KeyframeOutput", "ShortcutOutput", "ShortcutStep"]
@@ -753,6 +753,7 @@ class ShortcutV2V(nn.Module):
         """
         if not all(isinstance(x, Tensor) for x in self._example):
             raise ShortcutifyError("save() needs example inputs that are all tensors (non-tensor arguments cannot be stored)")
+        _, unsaved = encode_fixed_args(self._fixed_args)
         return Manifest(
             config=self.config,
             interval=self.policy.interval,
@@ -761,6 +762,8 @@ class ShortcutV2V(nn.Module):
             teacher=type(self.teacher).__name__,
             teacher_checksum=teacher_checksum(self.teacher),
             graph_signature=self.graph_signature,
+            fixed_args={k: v for k, v in self._fixed_args.items() if k not in unsaved},
+            unsaved_args=unsaved,
         )
 
     def save(self, path: str | os.PathLike[str]) -> Path:

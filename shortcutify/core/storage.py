@@ -4,8 +4,8 @@ A saved block is a directory holding two files:
 
 * ``shortcut_config.json``, the :class:`Manifest`: the
   :class:`~shortcutify.core.config.ShortcutConfig`, the policy, the example input shapes, the
-  library version, a signature of the teacher's graph, and ``weights_file``, the name of the
-  weights file beside it;
+  arguments of ``forward`` the capture fixed (``concrete_args``), the library version, a
+  signature of the teacher's graph, and ``weights_file``, the name of the weights file beside it;
 * ``shortcut_block.<hash>.pt`` (``<hash>``: the first 16 hex digits of the SHA-256 of its
   bytes), the block's ``state_dict``, read with ``weights_only=True`` so that loading never
   runs code.
@@ -55,6 +55,8 @@ __all__ = [
     "weights_path",
     "atomic_write",
     "teacher_checksum",
+    "encode_fixed_args",
+    "decode_fixed_args",
     "CONFIG_NAME",
     "WEIGHTS_NAME",
     "FORMAT",
@@ -129,6 +131,69 @@ def _is_file_name(value: Any) -> bool:
     return isinstance(value, str) and value not in ("", ".", "..") and "/" not in value and "\\" not in value and Path(value).name == value
 
 
+_TUPLE, _DICT, _DTYPE = "__tuple__", "__dict__", "__dtype__"  # how these are marked in JSON (a list stays a list)
+
+
+def _encode(value: Any) -> Any:
+    """``value`` as JSON (tuples marked), or raise ``TypeError`` if it is not made of JSON scalars, lists and tuples."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise TypeError("a non-finite float")
+        return value
+    if isinstance(value, list):
+        return [_encode(v) for v in value]
+    if isinstance(value, tuple) and type(value) is tuple:
+        return {_TUPLE: [_encode(v) for v in value]}
+    if isinstance(value, dict) and type(value) is dict and all(isinstance(k, str) for k in value):
+        return {_DICT: {k: _encode(v) for k, v in value.items()}}
+    if isinstance(value, torch.dtype):
+        return {_DTYPE: str(value).replace("torch.", "")}
+    raise TypeError(type(value).__name__)
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    if isinstance(value, dict):
+        if set(value) == {_TUPLE} and isinstance(value[_TUPLE], list):
+            return tuple(_decode(v) for v in value[_TUPLE])
+        if set(value) == {_DICT} and isinstance(value[_DICT], dict):
+            return {k: _decode(v) for k, v in value[_DICT].items()}
+        if set(value) == {_DTYPE} and isinstance(getattr(torch, str(value[_DTYPE]), None), torch.dtype):
+            return getattr(torch, value[_DTYPE])
+        raise ValueError(f"not a stored argument value: {json.dumps(value)[:80]}")
+    return value
+
+
+def encode_fixed_args(fixed: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """The fixed arguments of ``forward`` (``concrete_args``) as JSON, and the names of those that cannot be stored.
+
+    Values made of ``None``, booleans, integers, finite floats, strings, torch dtypes, lists,
+    tuples and dicts with string keys are stored (tuples, dicts and dtypes marked, so they come
+    back as they were); any other value (an enum, an object) is named in the second item, and
+    :func:`shortcutify.load` asks for it.
+    """
+    stored: dict[str, Any] = {}
+    unstored: list[str] = []
+    for name, value in fixed.items():
+        try:
+            stored[name] = _encode(value)
+        except TypeError:
+            unstored.append(name)
+    return stored, tuple(unstored)
+
+
+def decode_fixed_args(stored: dict[str, Any]) -> dict[str, Any]:
+    """:func:`encode_fixed_args`' first item, read back.
+
+    Raises:
+        ValueError: a value is not one :func:`encode_fixed_args` writes.
+    """
+    return {name: _decode(value) for name, value in stored.items()}
+
+
 @dataclass(frozen=True)
 class ExampleInput:
     """Shape and dtype of one example input (to rebuild zeros of it for tracing)."""
@@ -159,6 +224,9 @@ class Manifest:
         library_version: the shortcutify version that saved it.
         weights_file: the name of the weights file in the same directory (:func:`write_saved`
             sets it; configs without it name ``shortcut_block.pt``).
+        fixed_args: the arguments of ``forward`` fixed by ``concrete_args`` when the block was
+            made, those that JSON can hold (:func:`encode_fixed_args`; configs without it: none).
+        unsaved_args: the names of fixed arguments whose values JSON cannot hold.
     """
 
     config: ShortcutConfig
@@ -170,6 +238,8 @@ class Manifest:
     graph_signature: tuple[str, ...]
     library_version: str = __version__
     weights_file: str = WEIGHTS_NAME
+    fixed_args: dict[str, Any] = dataclasses.field(default_factory=dict)
+    unsaved_args: tuple[str, ...] = ()
 
     @property
     def graph_fingerprint(self) -> str:
@@ -189,6 +259,8 @@ class Manifest:
             "graph_fingerprint": self.graph_fingerprint,
             "graph_signature": list(self.graph_signature),
             "weights_file": self.weights_file,
+            "fixed_args": encode_fixed_args(self.fixed_args)[0],
+            "unsaved_fixed_args": list(self.unsaved_args),
         }
 
     @classmethod
@@ -260,6 +332,16 @@ class Manifest:
         weights_file = d.get("weights_file", WEIGHTS_NAME)
         if not _is_file_name(weights_file):
             raise malformed(f"'weights_file' must be the name of a file beside it, got {json.dumps(weights_file)[:80]}")
+        fixed = d.get("fixed_args", {})
+        try:
+            if not isinstance(fixed, dict):
+                raise ValueError(f"got {json.dumps(fixed)[:80]}")
+            fixed_args = decode_fixed_args(fixed)
+        except ValueError as exc:
+            raise malformed(f"'fixed_args' must be an object of argument values: {exc}") from exc
+        unsaved = d.get("unsaved_fixed_args", [])
+        if not (isinstance(unsaved, list) and all(isinstance(v, str) for v in unsaved)):
+            raise malformed(f"'unsaved_fixed_args' must be a list of argument names, got {json.dumps(unsaved)[:80]}")
         return cls(
             config=config,
             interval=interval,
@@ -270,6 +352,8 @@ class Manifest:
             graph_signature=tuple(signature),
             library_version=str(version),
             weights_file=weights_file,
+            fixed_args=fixed_args,
+            unsaved_args=tuple(unsaved),
         )
 
 

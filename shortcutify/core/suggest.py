@@ -22,7 +22,7 @@ from typing_extensions import Unpack
 
 from ..errors import EmptyCutError, TapOrderError, TapShapeError
 from .blocks.sizing import AUTO, auto_layout, auto_width, block_macs, check_layout_choice
-from .capture import CaptureKwargs, CaptureOptions, Captured, as_tuple, capture
+from .capture import CaptureKwargs, CaptureOptions, Captured, as_tuple, capture, unwrap
 from .checks import is_count
 from .cut import resolve_cut
 from .taps import TapInfo, resolve_tap, tap_infos
@@ -517,6 +517,7 @@ def suggest_taps(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    model = unwrap(model)
     if not is_count(top) or top < 1:
         raise ValueError(f"top must be an integer >= 1, got {top!r}")
     check_layout_choice(resolution)

@@ -15,7 +15,7 @@ from torch import fx, nn
 from typing_extensions import Unpack
 
 from ..errors import AmbiguousTapError, TapShapeError, UnknownTapError
-from .capture import CaptureKwargs, CaptureOptions, Captured, capture
+from .capture import CaptureKwargs, CaptureOptions, Captured, capture, unwrap
 
 __all__ = ["TapInfo", "TapList", "list_taps", "tap_infos", "resolve_tap", "ancestors", "describe"]
 
@@ -118,21 +118,22 @@ def list_taps(model: nn.Module, example_inputs: Any, **options: Unpack[CaptureKw
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
-        return tap_infos(capture(model, example_inputs, CaptureOptions.from_kwargs(**options)))
+        return tap_infos(capture(unwrap(model), example_inputs, CaptureOptions.from_kwargs(**options)))
     finally:
         for m, mode in modes:
             m.training = mode
 
 
 #: where wrappers keep the user's generator: ``torch.compile``'s ``OptimizedModule`` (``_orig_mod``),
-#: ``nn.DataParallel`` and ``DistributedDataParallel`` (``module``); a tap named inside the generator
-#: is found under them (:func:`resolve_tap`).
-WRAPPER_PREFIXES = ("_orig_mod.", "module.", "module._orig_mod.", "_orig_mod.module.")
+#: ``nn.DataParallel`` and ``DistributedDataParallel`` (``module``). The shortcut is built on the
+#: generator inside (:func:`~shortcutify.core.capture.unwrap`); a tap named with the wrapper's
+#: prefix is found without it (:func:`resolve_tap`).
+WRAPPER_PREFIXES = ("module._orig_mod.", "_orig_mod.module.", "_orig_mod.", "module.")
 
 
 def resolve_tap(captured: Captured, name: str, role: str) -> fx.Node:
-    """The node a tap name denotes (node name first, then module qualified name, then the module
-    qualified name inside a wrapper of :data:`WRAPPER_PREFIXES`, where exactly one matches).
+    """The node a tap name denotes (node name first, then module qualified name, then a module
+    qualified name given with a wrapper's prefix of :data:`WRAPPER_PREFIXES`, without it).
 
     Raises:
         UnknownTapError, AmbiguousTapError, TapShapeError: with what to do instead.
@@ -153,11 +154,11 @@ def resolve_tap(captured: Captured, name: str, role: str) -> fx.Node:
         if outs[0] is None:
             raise TapShapeError(f"{role} {name!r}: module {name!r} does not return a single tensor")
         return outs[0]
-    wrapped = [p + name for p in WRAPPER_PREFIXES if p + name in captured.module_outputs]
-    if len(wrapped) == 1:
-        return resolve_tap(captured, wrapped[0], role)
+    bare = next((name[len(p) :] for p in WRAPPER_PREFIXES if name.startswith(p) and name[len(p) :] in captured.module_outputs), None)
+    if bare:
+        return resolve_tap(captured, bare, role)
     candidates = [n.name for n in captured.gm.graph.nodes if n.op.startswith("call_")]  # (not inputs nor weights)
-    candidates += [q for q in captured.module_outputs if q]
+    candidates = list(dict.fromkeys(candidates + [q for q in captured.module_outputs if q]))  # (a node may bear its module's name)
     close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.5)
     hint = f" Closest names: {close}." if close else ""
     raise UnknownTapError(
