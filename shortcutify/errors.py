@@ -19,6 +19,8 @@ __all__ = [
     "FixedArgumentError",
     "IncompatibleCheckpointError",
     "StreamSplitError",
+    "InputMismatchError",
+    "InputTypeError",
     "PolicyError",
     "NonFiniteKeyframeWarning",
 ]
@@ -70,6 +72,16 @@ class IncompatibleCheckpointError(ShortcutifyError, ValueError):
 class StreamSplitError(ShortcutifyError, ValueError):
     """Streams of one batch took different paths (keyframe / shortcut), but the inputs or
     outputs are not batched by stream, so they cannot be split and merged."""
+
+
+class InputMismatchError(ShortcutifyError, ValueError):
+    """An input (a frame, a clip tensor) has another number of dimensions or channels than the
+    example input the generator was wrapped with."""
+
+
+class InputTypeError(ShortcutifyError, TypeError):
+    """An input is not floating point where the example input was (``uint8`` video for a
+    generator of floating inputs): its scaling cannot be guessed."""
 
 
 class PolicyError(ShortcutifyError, TypeError):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from generators import TwoInputGen, moving_clips
@@ -114,6 +115,23 @@ def test_multi_input_generators_take_tuple_clips_and_crops():
     clips = [(torch.randn(5, 4, 12, 12), torch.randn(5, 3, 12, 12)) for _ in range(2)]
     hist = distill(sv, clips, steps=2, crop=8, flip=True, progress=False)
     assert len(hist.losses["output"]) == 2
+
+
+def test_a_crop_covers_the_same_region_of_inputs_of_different_sizes():
+    """Crops are in the first input's pixels; an input at half its size is cropped to the same region at half
+    the size, and a per-frame code (1×1 pixels) is not cropped."""
+    from shortcutify.train.clips import ClipSource, check_clips, sample_pairs
+
+    frames = torch.randn(6, 3, 24, 32)
+    clip = (frames, F.avg_pool2d(frames, 2), torch.randn(6, 5, 1, 1))
+    pairs = sample_pairs(ClipSource([clip]), 20, 2, torch.Generator().manual_seed(0), crop=(10, 16), flip=True)
+    for (full, half, code), origin in zip(zip(*pairs.reference), pairs.origins):
+        assert full.shape == (3, 10, 16) and half.shape == (3, 5, 8) and code.shape == (5, 1, 1)
+        torch.testing.assert_close(F.avg_pool2d(full, 2), half)  # the same region
+        assert torch.equal(code, clip[2][origin[1]])
+    with pytest.raises(ValueError, match=r"clip 0 has inputs of different sizes.*height is a multiple of 2.*crop \(9, 16\)"):
+        check_clips(ClipSource([clip]), (9, 16))
+    check_clips(ClipSource([clip]), (10, 16))
 
 
 def test_bad_inputs_are_reported():

@@ -447,6 +447,37 @@ def test_calibration_that_lengthens_the_gaps_the_block_was_trained_on_says_so():
         calibrate(sv, clips, keyframe_rate=1 / 3, policy=AdaptiveKeyframes(max_interval=3), progress=False)
 
 
+def test_a_policy_with_longer_gaps_than_the_block_was_distilled_for_warns_once_wherever_it_is_set(tmp_path):
+    from generators import moving_clips
+    from shortcutify import distill, load
+
+    gen, sv = _resnet_sv(batch=1, policy=FixedInterval(3))
+    assert sv.distilled_interval is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sv.policy = FixedInterval(8)  # nothing distilled yet: nothing to say
+        sv.policy = FixedInterval(3)
+        distill(sv, moving_clips(2), steps=1, batch_size=2, progress=False)
+        assert sv.distilled_interval == 3
+        sv.policy = FixedInterval(2)
+        sv.policy = AdaptiveKeyframes(max_interval=3)
+    with pytest.warns(UserWarning, match=r"FixedInterval\(5\) allows 4 frames from a keyframe.*distilled with interval 3"):
+        sv.policy = FixedInterval(5)
+    sv.policy = FixedInterval(3)
+    sv.save(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load(gen, tmp_path).distilled_interval == 3
+    with pytest.warns(UserWarning, match=r"AdaptiveKeyframes.*allows 5 frames from a keyframe"):
+        load(gen, tmp_path, policy=AdaptiveKeyframes(max_interval=6))
+    with warnings.catch_warnings(record=True) as caught:  # calibrate's own warning gives way to the setter's
+        warnings.simplefilter("always")
+        calibrate(sv, _clips(n=1, t=9), keyframe_rate=1 / 3, progress=False)
+    assert len([w for w in caught if "frames from a keyframe" in str(w.message)]) == 1
+    with pytest.raises(ValueError, match="distilled_interval must be an integer >= 1 or None"):
+        sv.distilled_interval = 0
+
+
 def test_a_frame_with_non_finite_taps_forces_a_keyframe_so_later_cuts_are_still_seen():
     """A NaN pixel on a shortcut frame makes the change since the keyframe NaN, which no threshold can compare:
     that stream takes a keyframe, and the adaptive policy sees the next scene cut as it would without it."""

@@ -273,6 +273,7 @@ def load(
             f"the saved weights in {weights_path(path, manifest)} do not fit the block {cfg_file} describes: {exc}. "
             "Save the block again with sv.save(path)."
         ) from exc
+    sv.distilled_interval = manifest.distilled_interval  # (warns if a policy given here allows longer gaps)
     if teacher_checksum(model) != manifest.teacher_checksum:
         warnings.warn(
             "the generator's weights differ from those the block was distilled from (same graph, other weights): "

@@ -675,6 +675,12 @@ def capture(model: nn.Module, example_inputs: Any, options: CaptureOptions = Cap
         CaptureMismatchError: the captured graph computes something other than the model.
     """
     inputs = as_tuple(example_inputs)
+    empty = [list(x.shape) for x in tree_flatten(list(inputs))[0] if isinstance(x, torch.Tensor) and x.dim() > 0 and x.shape[0] == 0]
+    if empty:
+        raise ValueError(
+            f"example_inputs hold an empty batch (shape {empty[0]}): shapes, MACs and the capture check need at least "
+            "one frame; give example frames [B, C, H, W] with B >= 1"
+        )
     if options.method != "auto":
         return _capture_one(options.method, model, inputs, options)
     try:

@@ -6,7 +6,14 @@ import math
 import numbers
 from typing import Any
 
-__all__ = ["is_count", "is_interval"]
+from torch import Tensor
+
+from ..errors import InputMismatchError, InputTypeError
+
+__all__ = ["is_count", "is_interval", "check_like_example", "SCALING_HINT"]
+
+#: how integer video is brought to a generator's floating range (the range cannot be guessed)
+SCALING_HINT = "frames.float() / 127.5 - 1 for [-1, 1], frames.float() / 255 for [0, 1]"
 
 
 def is_count(value: Any) -> bool:
@@ -17,3 +24,34 @@ def is_count(value: Any) -> bool:
 def is_interval(value: Any) -> bool:
     """Whether ``value`` is a real number >= 1 (a mean keyframe interval; not ``bool``)."""
     return not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value) and value >= 1
+
+
+def check_like_example(x: Tensor, example: Any, what: str, j: int, lead: str = "B") -> None:
+    """Check that ``x`` can stand where the example input ``j`` stood when the generator was wrapped:
+    as many dimensions, the same channels (dimension 1, for 4-D examples ``[B, C, H, W]``), floating
+    where the example is. Sizes and batch may differ; ``what`` names ``x`` in the message, ``lead``
+    its first dimension (``"B"`` for frames, ``"T"`` for clips).
+
+    Raises:
+        InputMismatchError: another number of dimensions or channels.
+        InputTypeError: ``x`` is not floating point where the example is.
+    """
+    if not isinstance(example, Tensor):
+        return
+    shape = list(example.shape)
+    if x.dim() != example.dim():
+        batch = " (one frame without its batch dimension? x.unsqueeze(0) adds it)" if x.dim() == example.dim() - 1 else ""
+        raise InputMismatchError(
+            f"{what} has shape {list(x.shape)}, but the generator's input {j} was {shape} when it was wrapped: "
+            f"give {example.dim()}-D tensors{batch}"
+        )
+    if example.dim() == 4 and x.shape[1] != example.shape[1]:
+        raise InputMismatchError(
+            f"{what} has {x.shape[1]} channels, the generator's input {j} {example.shape[1]} (example {shape}): give "
+            f"[{lead}, {example.shape[1]}, H, W] tensors"
+        )
+    if example.is_floating_point() and not x.is_floating_point():
+        raise InputTypeError(
+            f"{what} is {x.dtype}, but the generator's input {j} is floating ({example.dtype}): convert the frames to "
+            f"floating point in the value range the generator was trained on (for example {SCALING_HINT})"
+        )

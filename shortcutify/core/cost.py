@@ -280,7 +280,9 @@ class CostReport:
             (f"amortised, α={self.interval:g}", self.amortised_macs(), None),
         ]
         head = f"{'path':<22}{'GMACs':>10}{'x teacher':>11}{'params':>14}{'x teacher':>11}"
-        lines = [f"Costs per frame on input {' + '.join('x'.join(map(str, s)) for s in self.input_shapes)} (fvcore; 1 multiply-add = 1 MAC)", head, "-" * len(head)]
+        batch = self.input_shapes[0][0] if self.input_shapes and len(self.input_shapes[0]) == 4 else 1
+        what = f"per frame of all {batch} streams" if batch > 1 else "per frame"
+        lines = [f"Costs {what} on input {' + '.join('x'.join(map(str, s)) for s in self.input_shapes)} (fvcore; 1 multiply-add = 1 MAC)", head, "-" * len(head)]
         for name, macs, params in rows:
             p = "" if params is None else f"{params:>14,}"
             pr = "" if params is None else f"{params / max(self.teacher.params, 1):>11.4f}"

@@ -78,7 +78,8 @@ def _check_4d(node: fx.Node, role: str, name: str) -> tuple[int, int, int, int]:
     if len(shape) != 4:
         raise TapShapeError(
             f"{role} {name!r} (node {node.name!r}) has shape {tuple(shape)}; a tap must be a 4-D "
-            "feature map [B, C, H, W]. Pick another tap from list_taps() (column 'shape')."
+            "feature map [B, C, H, W]. Pick another tap from list_taps() (column 'shape')"
+            + (", or give example_inputs with their batch dimension (frames [B, C, H, W]: x.unsqueeze(0))." if len(shape) == 3 else ".")
         )
     return tuple(shape)  # type: ignore[return-value]
 

@@ -18,7 +18,7 @@ from torch.utils._pytree import keystr, tree_flatten, tree_flatten_with_path, tr
 
 from ..errors import NonFiniteKeyframeWarning, PolicyError, ShortcutifyError, StreamSplitError, TapShapeError
 from .blocks import KeyframeTaps, Reference, ShortcutBlock
-from .checks import is_interval
+from .checks import check_like_example, is_count, is_interval
 from .config import ShortcutConfig
 from .cost import CostReport, PathCost, count_macs, param_count
 from .cut import ALIGNED_INPUT, REFERENCE_INPUT, Cut
@@ -227,6 +227,10 @@ class ShortcutV2V(nn.Module):
             recent call (``None`` before the first).
         last_was_keyframe: whether every stream ran the full teacher on the most recent call
             (for one stream: whether it was a keyframe).
+        distilled_interval: the keyframe interval α of the policy the block was last distilled
+            with (:func:`~shortcutify.distill` sets it; saved and loaded with the block), so
+            trained on gaps up to ``α - 1`` frames; ``None`` if unknown. Setting a policy whose
+            ``interval`` is larger warns.
     """
 
     def __init__(
@@ -275,6 +279,7 @@ class ShortcutV2V(nn.Module):
         self._compile_options: CompileOptions | None = None
         self._runners: dict[int, tuple[Programs, Runner]] = {}
         self.last_keyframes: Tensor | None = None
+        self._distilled_interval: int | None = None
         self._warned_non_finite = False
         self.train(False)
         # new block weights (sv.load_state_dict or sv.block.load_state_dict) end every stream: a reference
@@ -428,6 +433,32 @@ class ShortcutV2V(nn.Module):
     @policy.setter
     def policy(self, policy: KeyframePolicy) -> None:
         self._policy = as_policy(policy)
+        self._warn_beyond_distilled()
+
+    @property
+    def distilled_interval(self) -> int | None:
+        """The keyframe interval α the block was last distilled with (see the class docstring)."""
+        return self._distilled_interval
+
+    @distilled_interval.setter
+    def distilled_interval(self, interval: int | None) -> None:
+        if interval is not None and not is_count(interval):
+            raise ValueError(f"distilled_interval must be an integer >= 1 or None, got {interval!r}")
+        self._distilled_interval = None if interval is None else int(interval)
+        self._warn_beyond_distilled()
+
+    def _warn_beyond_distilled(self) -> None:
+        """Warn if the policy allows longer gaps from a keyframe than the block was distilled for:
+        shortcut frames further from their keyframe than any training pair may be poor."""
+        trained, interval = self._distilled_interval, self._policy.interval
+        if trained is not None and interval > trained:
+            warnings.warn(
+                f"the keyframe policy {self._policy!r} allows {interval - 1} frames from a keyframe, but the block was "
+                f"distilled with interval {trained}, on gaps up to {trained - 1}: shortcut frames further from their "
+                "keyframe may be poor. Distil again with this policy set (distill() trains on the gaps of sv.policy), "
+                f"or use a policy of interval <= {trained}.",
+                stacklevel=4,
+            )
 
     @property
     def last_was_keyframe(self) -> bool:
@@ -450,7 +481,12 @@ class ShortcutV2V(nn.Module):
         if streams is None:
             self._state = None
             return
-        index = torch.as_tensor(streams)
+        try:
+            index = torch.as_tensor(streams) if not isinstance(streams, (str, bytes)) else None
+        except (TypeError, ValueError, RuntimeError):
+            index = None
+        if index is None:
+            raise IndexError(f"reset(streams=...) takes stream indices (integers) or a bool mask, got {streams!r}")
         if index.numel() == 0:
             return  # no stream named (an empty list is float to torch.as_tensor)
         if index.is_floating_point() or index.is_complex():
@@ -538,6 +574,10 @@ class ShortcutV2V(nn.Module):
             if state is not None and state.unchecked:
                 self._check_keyframes(state)
             if state is None or state.signature != sig or (uses_change and state.previous is None):
+                if state is None or state.signature != sig:  # (inputs the module has not met: checked once)
+                    for j, (x, ex) in enumerate(zip(args, self._example)):
+                        if isinstance(x, Tensor):
+                            check_like_example(x, ex, f"input {j}", j)
                 return self._keyframe_all(args, kwargs, sig, None, uses_change)
             streams = state.since_keyframe.shape[0]
             since = state.since_keyframe + 1
@@ -764,6 +804,7 @@ class ShortcutV2V(nn.Module):
             graph_signature=self.graph_signature,
             fixed_args={k: v for k, v in self._fixed_args.items() if k not in unsaved},
             unsaved_args=unsaved,
+            distilled_interval=self.distilled_interval,
         )
 
     def save(self, path: str | os.PathLike[str]) -> Path:

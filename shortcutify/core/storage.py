@@ -227,6 +227,8 @@ class Manifest:
         fixed_args: the arguments of ``forward`` fixed by ``concrete_args`` when the block was
             made, those that JSON can hold (:func:`encode_fixed_args`; configs without it: none).
         unsaved_args: the names of fixed arguments whose values JSON cannot hold.
+        distilled_interval: the keyframe interval the block was last distilled with (``None``:
+            unknown, as in configs written before 0.21).
     """
 
     config: ShortcutConfig
@@ -240,6 +242,7 @@ class Manifest:
     weights_file: str = WEIGHTS_NAME
     fixed_args: dict[str, Any] = dataclasses.field(default_factory=dict)
     unsaved_args: tuple[str, ...] = ()
+    distilled_interval: int | None = None
 
     @property
     def graph_fingerprint(self) -> str:
@@ -261,6 +264,7 @@ class Manifest:
             "weights_file": self.weights_file,
             "fixed_args": encode_fixed_args(self.fixed_args)[0],
             "unsaved_fixed_args": list(self.unsaved_args),
+            "distilled_interval": self.distilled_interval,
         }
 
     @classmethod
@@ -342,6 +346,9 @@ class Manifest:
         unsaved = d.get("unsaved_fixed_args", [])
         if not (isinstance(unsaved, list) and all(isinstance(v, str) for v in unsaved)):
             raise malformed(f"'unsaved_fixed_args' must be a list of argument names, got {json.dumps(unsaved)[:80]}")
+        distilled = d.get("distilled_interval")
+        if distilled is not None and not (_is_int(distilled) and distilled >= 1):
+            raise malformed(f"'distilled_interval' must be an integer >= 1 or null, got {json.dumps(distilled)[:80]}")
         return cls(
             config=config,
             interval=interval,
@@ -354,6 +361,7 @@ class Manifest:
             weights_file=weights_file,
             fixed_args=fixed_args,
             unsaved_args=tuple(unsaved),
+            distilled_interval=distilled,
         )
 
 

@@ -23,7 +23,7 @@ from typing_extensions import Unpack
 from ..errors import EmptyCutError, TapOrderError, TapShapeError
 from .blocks.sizing import AUTO, auto_layout, auto_width, block_macs, check_layout_choice
 from .capture import CaptureKwargs, CaptureOptions, Captured, as_tuple, capture, unwrap
-from .checks import is_count
+from .checks import check_like_example, is_count
 from .cut import resolve_cut
 from .taps import TapInfo, resolve_tap, tap_infos
 
@@ -251,6 +251,8 @@ def _frame_pairs(inputs: tuple[Any, ...], frames: Any) -> list[tuple[tuple[Any, 
     for i, (clip, x) in enumerate(zip(clips, inputs)):
         if clip is None:
             continue
+        if isinstance(clip, Tensor) and isinstance(x, Tensor):
+            check_like_example(clip, x, f"frames[{i}]", i, lead="T")  # (uint8 video: its scaling cannot be guessed)
         if not isinstance(clip, Tensor) or not isinstance(x, Tensor) or tuple(clip.shape[1:]) != tuple(x.shape[1:]):
             want = f"[T, {', '.join(map(str, x.shape[1:]))}]" if isinstance(x, Tensor) else "None (the example's value is not a tensor)"
             got = tuple(clip.shape) if isinstance(clip, Tensor) else type(clip).__name__
@@ -326,6 +328,11 @@ class _Proxy:
             y_cur = _run(gm, cur_inputs, record=cur)
             change += _squared_error(y_ref, y_cur)
             self.pairs.append((ref, cur, cur_inputs, y_cur))
+        if not math.isfinite(change):
+            raise ValueError(
+                "the generator's output on the frames holds NaN or infinite values, so no tap can be judged on them: "
+                "check that example_inputs (and frames=) are finite and in the generator's value range"
+            )
         if change == 0.0:
             raise ValueError(
                 "the generator's output is the same on both frames of every pair, so no tap can be judged on them: "

@@ -166,14 +166,15 @@ def calibrate(
     Raises:
         ValueError: no target or both, a target out of range, no clips, a clip of fewer than
             2 frames, or a quality target that no threshold reaches with shortcut frames left
-            (the message gives the best one), or a clip with another number of tensors than
-            the example inputs.
+            (the message gives the best one), a clip with another number of tensors than
+            the example inputs, or clips on which no change is finite.
         TypeError: a clip's frames are not floating point (scale ``uint8`` video first).
 
     Warns:
         UserWarning: the keyframe rate reached is far from ``keyframe_rate`` (clips too short
             or too few for it); or, with ``apply``, the new policy allows longer gaps than the
-            one it replaces (whose gaps :func:`~shortcutify.distill` trains on).
+            block was distilled for (``sv.distilled_interval``; when that is unknown, than the
+            policy it replaces, whose gaps :func:`~shortcutify.distill` trains on).
     """
     if (keyframe_rate is None) == (min_psnr is None):
         raise ValueError("calibrate() needs exactly one target: keyframe_rate=... (e.g. 1/3) or min_psnr=... (dB)")
@@ -215,7 +216,13 @@ def calibrate(
         if bar is not None:
             bar.close()
 
-    values = np.unique(np.concatenate([c.change[np.isfinite(c.change)] for c in measured] + [np.zeros(1)]))
+    finite = [np.isfinite(c.change) for c in measured]
+    if not any(f.any() for f in finite):
+        raise ValueError(
+            "calibrate(): every change measured on these clips is NaN or infinite (the frames, or the generator's "
+            "encoder features on them, are not finite), so no threshold can be chosen: check the clips"
+        )
+    values = np.unique(np.concatenate([c.change[f] for c, f in zip(measured, finite)] + [np.zeros(1)]))
     # a decision flips only where the threshold crosses a measured change: one candidate
     # per gap between neighbours (their midpoint), and one above them all
     candidates = np.concatenate([(values[:-1] + values[1:]) / 2, [values[-1] * 1.5 + 1e-6]])
@@ -258,7 +265,7 @@ def calibrate(
     )
     if apply:
         before = getattr(sv.policy, "interval", None)
-        if isinstance(before, int) and chosen.max_interval > before:
+        if sv.distilled_interval is None and isinstance(before, int) and chosen.max_interval > before:  # (else setting it warns)
             warnings.warn(
                 f"calibrate() set {chosen!r} in place of {sv.policy!r}: it allows {chosen.max_interval - 1} frames from a "
                 f"keyframe, and distill() trains on the gaps of the policy set when it runs (up to {before - 1} with the "

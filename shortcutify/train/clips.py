@@ -6,12 +6,15 @@ several ``forward`` arguments, a tuple of such tensors (one per argument, same `
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
+
+from ..core.checks import check_like_example
 
 __all__ = ["as_clip", "ClipSource", "check_clips", "check_inputs", "to_inputs", "refuse_single_clip", "Pairs", "sample_pairs"]
 
@@ -44,9 +47,9 @@ def check_inputs(clip: tuple[Tensor, ...], example: tuple[object, ...], index: i
     generator's value range (``[-1, 1]``, ``[0, 1]``, normalised, ...) cannot be guessed.
 
     Raises:
-        ValueError: the clip has another number of tensors than the example has inputs, or a tensor
-            another number of channels.
-        TypeError: a clip tensor is not floating where the example input is.
+        ValueError: the clip has another number of tensors than the example has inputs.
+        InputMismatchError: a tensor has another number of channels (a ``ValueError``).
+        InputTypeError: a clip tensor is not floating where the example input is (a ``TypeError``).
     """
     where = "" if index is None else f" (clip {index})"
     if len(clip) != len(example):
@@ -56,17 +59,7 @@ def check_inputs(clip: tuple[Tensor, ...], example: tuple[object, ...], index: i
             "several inputs)"
         )
     for j, (part, ex) in enumerate(zip(clip, example)):
-        if isinstance(ex, Tensor) and ex.dim() == 4 and part.shape[1] != ex.shape[1]:
-            raise ValueError(
-                f"clip tensor {j}{where} has {part.shape[1]} channels, the generator's input {j} {ex.shape[1]} "
-                f"(example {list(ex.shape)}): give frames [T, {ex.shape[1]}, H, W]"
-            )
-        if isinstance(ex, Tensor) and ex.is_floating_point() and not part.is_floating_point():
-            raise TypeError(
-                f"clip tensor {j}{where} is {part.dtype}, but the generator's input {j} is floating ({ex.dtype}): convert "
-                "the frames to floating point in the value range the generator was trained on (for example "
-                "frames.float() / 127.5 - 1 for [-1, 1], frames.float() / 255 for [0, 1])"
-            )
+        check_like_example(part, ex, f"clip tensor {j}{where}", j, lead="T")
 
 
 def to_inputs(frames: tuple[Tensor, ...], device: torch.device, dtype: torch.dtype, non_blocking: bool = False) -> tuple[Tensor, ...]:
@@ -118,6 +111,33 @@ def _sizes(clip: tuple[Tensor, ...]) -> str:
     return " + ".join(f"{p.shape[-2]}x{p.shape[-1]} ({p.shape[1]} channels)" for p in clip)
 
 
+def crop_steps(clip: tuple[Tensor, ...]) -> tuple[int, int]:
+    """The grid, in the first input's pixels, that a crop's corner and size must lie on so that every
+    input of ``clip`` is cropped to the same region in whole pixels (``(1, 1)`` when the inputs share one
+    size; inputs of 1×1 pixels, per-frame codes, are not cropped and do not count).
+
+    An input of another size than the first is cropped at the first input's box scaled by its size
+    ratio: for a first input of height ``H`` and another of height ``h``, a corner or size ``y`` must
+    make ``y * h / H`` whole, so ``y`` must be a multiple of ``H / gcd(H, h)``.
+    """
+    h0, w0 = clip[0].shape[-2:]
+    sy = sx = 1
+    for p in clip[1:]:
+        h, w = p.shape[-2:]
+        if (h, w) != (1, 1):
+            sy, sx = math.lcm(sy, h0 // math.gcd(h0, h)), math.lcm(sx, w0 // math.gcd(w0, w))
+    return sy, sx
+
+
+def _cut(p: Tensor, first: tuple[int, int], box: tuple[int, int, int, int]) -> Tensor:
+    """``p`` cropped to ``box`` (top, left, height, width in the first input's pixels ``first``), scaled to its size."""
+    h, w = p.shape[-2:]
+    if (h, w) == (1, 1):
+        return p
+    top, left, ch, cw = (box[0] * h) // first[0], (box[1] * w) // first[1], (box[2] * h) // first[0], (box[3] * w) // first[1]
+    return p[..., top : top + ch, left : left + cw]
+
+
 def check_clips(source: ClipSource, crop: tuple[int, int] | None, example: tuple[object, ...] | None = None) -> None:
     """Index every clip once and check that training pairs can be drawn from all of them.
 
@@ -144,6 +164,12 @@ def check_clips(source: ClipSource, crop: tuple[int, int] | None, example: tuple
         h, w = clip[0].shape[-2:]
         if crop is not None and (crop[0] > h or crop[1] > w):
             raise ValueError(f"crop {crop} is larger than the frames of clip {i} ({h}x{w}); pass a smaller crop")
+        if crop is not None and (steps := crop_steps(clip)) != (1, 1) and (crop[0] % steps[0] or crop[1] % steps[1]):
+            raise ValueError(
+                f"clip {i} has inputs of different sizes ({_sizes(clip)}); each is cropped to the same region, scaled to "
+                f"its size, which needs a crop whose height is a multiple of {steps[0]} and width a multiple of "
+                f"{steps[1]} (in the first input's pixels), got crop {crop}"
+            )
         heights.append(h)
         widths.append(w)
         shapes = tuple(tuple(p.shape[1:]) for p in clip)
@@ -187,8 +213,9 @@ def sample_pairs(
     Returns:
         :class:`Pairs`: the reference and current inputs, each a tuple (one per forward
         argument) of ``[n, C, H, W]`` tensors, and where each row came from. With
-        ``crop=(h, w)`` both frames of a pair share one random crop; with ``flip`` they
-        share one random horizontal flip.
+        ``crop=(h, w)`` (in the first input's pixels) both frames of a pair share one random
+        crop, and every input is cropped to the same region scaled to its size
+        (:func:`crop_steps`); with ``flip`` they share one random horizontal flip.
     """
     refs: list[tuple[Tensor, ...]] = []
     curs: list[tuple[Tensor, ...]] = []
@@ -207,10 +234,13 @@ def sample_pairs(
             ch, cw = crop
             if ch > h or cw > w:
                 raise ValueError(f"crop {crop} is larger than the frames of clip {ci} ({h}x{w})")
-            top = int(torch.randint(0, h - ch + 1, (1,), generator=generator))
-            left = int(torch.randint(0, w - cw + 1, (1,), generator=generator))
-            ref = tuple(p[..., top : top + ch, left : left + cw] for p in ref)
-            cur = tuple(p[..., top : top + ch, left : left + cw] for p in cur)
+            sy, sx = crop_steps(ref)
+            if ch % sy or cw % sx:
+                raise ValueError(f"crop {crop} does not fit the inputs of clip {ci} ({_sizes(clip)}): see check_clips")
+            top = sy * int(torch.randint(0, (h - ch) // sy + 1, (1,), generator=generator))
+            left = sx * int(torch.randint(0, (w - cw) // sx + 1, (1,), generator=generator))
+            ref = tuple(_cut(p, (h, w), (top, left, ch, cw)) for p in ref)
+            cur = tuple(_cut(p, (h, w), (top, left, ch, cw)) for p in cur)
         if flip and bool(torch.rand((), generator=generator) < 0.5):
             ref = tuple(p.flip(-1) for p in ref)
             cur = tuple(p.flip(-1) for p in cur)

@@ -12,6 +12,7 @@ each rank draws its own pairs; rank 0 alone logs, validates and checkpoints).
 
 from __future__ import annotations
 
+import numbers
 import os
 import warnings
 from collections.abc import Callable, Iterable
@@ -105,6 +106,9 @@ def distill(
             ``[B, C, H, W]`` as :func:`~shortcutify.train.evaluate.output_image` picks them).
         crop: random crop ``h`` or ``(h, w)`` shared by both frames of a pair. Without it
             all clips must have one frame size (every clip is indexed once, up front, to check).
+            In the first input's pixels: the inputs of a multi-input generator are cropped to the
+            same region, scaled to each input's size (an input at half the first's size needs an
+            even crop; see :func:`~shortcutify.train.clips.crop_steps`).
         flip: random horizontal flips shared by both frames of a pair.
         val_clips: held-out clips; PSNR/SSIM of shortcut frames vs the teacher are
             recorded every ``val_every`` steps and at the end.
@@ -132,7 +136,9 @@ def distill(
 
     Returns:
         :class:`History` (per-step losses and validations). On return, also after an
-        error, the block is in eval mode and the module's stream state is reset.
+        error, the block is in eval mode and the module's stream state is reset; once a step
+        was applied, ``sv.distilled_interval`` is the policy's interval it trained for (a policy
+        set later with a longer interval warns).
 
     Raises:
         ValueError: bad arguments or clips (mixed frame sizes without ``crop``, clips of
@@ -152,6 +158,9 @@ def distill(
         sv, resume, checkpoint_dir, steps=steps, batch_size=batch_size, val_every=val_every, checkpoint_every=checkpoint_every
     )
     steps, batch_size, val_every, checkpoint_every = int(steps), int(batch_size), int(val_every), int(checkpoint_every)
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed must be an integer, got {seed!r}")
+    seed = int(seed)
     w = LossWeights.coerce(weights)
     if w.perceptual > 0 and perceptual is None:
         w = w.without("perceptual")
@@ -214,6 +223,7 @@ def distill(
     elif resume:
         warnings.warn(f"resume=True but {ckpt_path} does not exist: starting from step 0", stacklevel=2)
     guard = StepGuard(sv.block, lr)
+    trained = start > 0  # the block holds steps taken on gaps up to alpha - 1
 
     def validate(step: int) -> None:
         if val_list is None or rank != 0:
@@ -256,6 +266,7 @@ def distill(
             guard.check(logs, total_value)
             opt.step()
             as_given = None  # a step is applied: from now on a failure keeps the last good step's block
+            trained = True
             run.sched.step()
             logs.update({k: float(v) for k, v in run.adversaries.update(image, target_image, previous, autocast).items()})
             logs["total"] = total_value
@@ -282,4 +293,6 @@ def distill(
             bar.close()
         sv.eval()
         sv.reset()
+        if trained:
+            sv.distilled_interval = alpha
     return run.history

@@ -1,0 +1,109 @@
+"""Specification: inputs that do not fit what the generator was wrapped with are refused, naming the fix."""
+
+import pytest
+import torch
+
+from generators import moving_clips
+from shortcutify import (
+    InputMismatchError,
+    InputTypeError,
+    ShortcutifyError,
+    TapShapeError,
+    calibrate,
+    distill,
+    list_taps,
+    shortcutify,
+    suggest_taps,
+)
+from shortcutify.demo.models import ResnetGenerator
+
+
+def _sv(batch=1):
+    torch.manual_seed(0)
+    gen = ResnetGenerator(ngf=8, n_blocks=2)
+    return gen, shortcutify(gen, "model.4", "model.12", torch.randn(batch, 3, 16, 16))
+
+
+@pytest.mark.parametrize(
+    "frame, error, message",
+    [
+        (torch.randn(3, 16, 16), InputMismatchError, r"input 0 has shape \[3, 16, 16\].*4-D tensors.*x\.unsqueeze\(0\)"),
+        (torch.randn(1, 1, 3, 16, 16), InputMismatchError, r"shape \[1, 1, 3, 16, 16\].*give 4-D tensors"),
+        (torch.randn(1, 4, 16, 16), InputMismatchError, r"input 0 has 4 channels, the generator's input 0 3"),
+        (torch.zeros(1, 3, 16, 16, dtype=torch.uint8), InputTypeError, r"torch\.uint8.*floating.*frames\.float\(\) / 127\.5 - 1"),
+    ],
+    ids=["no-batch-dimension", "5-D", "channels", "uint8"],
+)
+def test_a_frame_unlike_the_example_is_refused_before_the_generator_runs(frame, error, message):
+    _, sv = _sv()
+    with pytest.raises(error, match=message) as e:
+        sv(frame)
+    assert isinstance(e.value, ShortcutifyError)
+    assert sv.reference is None  # nothing kept from the refused call
+    with torch.no_grad():
+        sv(torch.randn(2, 3, 24, 24))  # other sizes and batches stay fine
+
+
+def test_a_frame_is_checked_when_the_inputs_change_not_on_every_call():
+    _, sv = _sv()
+    x = torch.randn(1, 3, 16, 16)
+    with torch.no_grad():
+        sv(x)
+        sv.reset(0)
+        sv(x)  # the same signature: no new check needed, and none refuses it
+    with pytest.raises(InputTypeError):
+        sv(x.to(torch.uint8))
+
+
+def test_example_inputs_without_a_batch_or_with_an_empty_one_say_so():
+    gen = ResnetGenerator(ngf=8, n_blocks=2)
+    with pytest.raises(TapShapeError, match=r"has shape \(16, 8, 8\).*give example_inputs with their batch dimension"):
+        shortcutify(gen, "model.4", "model.12", torch.randn(3, 16, 16))
+    for call in (
+        lambda x: shortcutify(gen, "model.4", "model.12", x),
+        lambda x: suggest_taps(gen, x),
+        lambda x: list_taps(gen, x),
+    ):
+        with pytest.raises(ValueError, match=r"empty batch \(shape \[0, 3, 16, 16\]\).*B >= 1"):
+            call(torch.randn(0, 3, 16, 16))
+
+
+@pytest.mark.parametrize("streams", ["0", b"\x00", object(), [[0, 1], [2]]])
+def test_reset_refuses_what_is_not_stream_indices(streams):
+    _, sv = _sv(batch=2)
+    with torch.no_grad():
+        sv(torch.randn(2, 3, 16, 16))
+    with pytest.raises(IndexError, match="stream indices"):
+        sv.reset(streams)
+
+
+@pytest.mark.parametrize("seed", [1.5, "0", None, True])
+def test_distill_refuses_a_seed_that_is_not_an_integer(seed):
+    _, sv = _sv()
+    before = {k: v.clone() for k, v in sv.block.state_dict().items()}
+    with pytest.raises(TypeError, match="seed must be an integer"):
+        distill(sv, moving_clips(2), steps=1, seed=seed, progress=False)
+    assert all(torch.equal(v, sv.block.state_dict()[k]) for k, v in before.items())
+
+
+def test_suggest_taps_refuses_integer_frames_and_non_finite_examples():
+    gen = ResnetGenerator(ngf=8, n_blocks=2)
+    x = torch.randn(1, 3, 16, 16)
+    with pytest.raises(InputTypeError, match=r"frames\[0\] is torch\.uint8.*frames\.float\(\) / 255"):
+        suggest_taps(gen, x, frames=torch.zeros(4, 3, 16, 16, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="NaN or infinite.*finite"):
+        suggest_taps(gen, torch.full_like(x, float("nan")))
+
+
+def test_calibrate_refuses_clips_on_which_no_change_is_finite():
+    _, sv = _sv()
+    with pytest.raises(ValueError, match="every change measured on these clips is NaN or infinite"):
+        calibrate(sv, [torch.full((6, 3, 16, 16), float("nan"))], keyframe_rate=1 / 3, progress=False)
+
+
+def test_costs_of_a_batch_say_they_count_every_stream():
+    _, one = _sv()
+    _, four = _sv(batch=4)
+    assert str(one.cost()).startswith("Costs per frame on input 1x3x16x16")
+    assert str(four.cost()).startswith("Costs per frame of all 4 streams on input 4x3x16x16")
+    assert four.cost().teacher.macs == 4 * one.cost().teacher.macs
