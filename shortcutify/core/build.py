@@ -188,7 +188,9 @@ def load(
         example_inputs: inputs for tracing (default: zeros of the saved example shapes,
             on the model's device).
         policy: keyframe policy (default: the saved one).
-        map_location: where to load the weights (default: the model's device).
+        map_location: where to read the weights to (a device; default: the model's device). The
+            block is built on the model's device whatever this is, and the weights are copied
+            into it: move the module with ``sv.to(...)``.
         capture_options: ``capture`` (default: the path that saved the block), ``leaf_modules``,
             ``tracer_kwargs`` as given to :func:`~shortcutify.shortcutify` originally;
             ``concrete_args`` default to the saved ones (a value that JSON cannot hold, such as a
@@ -211,6 +213,7 @@ def load(
     cfg_file = os.path.join(path, CONFIG_NAME)
     if manifest.library_version != __version__:
         warnings.warn(f"block saved by shortcutify {manifest.library_version}, loading with {__version__}", stacklevel=2)
+    given_policy = policy is not None
     if policy is None:
         policy = _saved_policy(manifest, cfg_file)
     p = next(iter(model.parameters()), None)
@@ -230,6 +233,16 @@ def load(
             f"the block in {cfg_file} has a {cfg.kernel_size}x{cfg.kernel_size} AdaBD kernel; this version builds 3x3 blocks only"
         )
     # read (and check) the weights before the capture, so that a damaged file is reported at once
+    if map_location is not None:
+        try:
+            where = torch.device(map_location)
+        except (TypeError, RuntimeError, ValueError) as exc:
+            raise TypeError(f"map_location must be a device (a str or torch.device) or None, got {map_location!r}") from exc
+        if where.type == "meta" or (where.type == "cuda" and not torch.cuda.is_available()):
+            raise ValueError(
+                f"map_location={map_location!r} cannot hold the weights here ({'meta tensors hold no values' if where.type == 'meta' else 'CUDA is not available'}); "
+                "leave it out: the block is built on the model's device"
+            )
     state = read_weights(path, map_location=map_location or device, manifest=manifest)
     capture_options.setdefault("capture", cfg.capture)  # type: ignore[typeddict-item]  # by the path that saved it
     _fixed_arguments(manifest, capture_options, cfg_file)
@@ -273,7 +286,9 @@ def load(
             f"the saved weights in {weights_path(path, manifest)} do not fit the block {cfg_file} describes: {exc}. "
             "Save the block again with sv.save(path)."
         ) from exc
-    sv.distilled_interval = manifest.distilled_interval  # (warns if a policy given here allows longer gaps)
+    sv.distilled_interval = manifest.distilled_interval
+    if given_policy:
+        sv.policy = policy  # (set again now that the distilled interval is known: warns if it allows longer gaps)
     if teacher_checksum(model) != manifest.teacher_checksum:
         warnings.warn(
             "the generator's weights differ from those the block was distilled from (same graph, other weights): "

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from ..errors import InputMismatchError, InputTypeError
 
-__all__ = ["is_count", "is_interval", "check_like_example", "SCALING_HINT"]
+__all__ = ["is_count", "is_interval", "is_real", "check_like_example", "SCALING_HINT"]
 
 #: how integer video is brought to a generator's floating range (the range cannot be guessed)
 SCALING_HINT = "frames.float() / 127.5 - 1 for [-1, 1], frames.float() / 255 for [0, 1]"
@@ -19,6 +19,11 @@ SCALING_HINT = "frames.float() / 127.5 - 1 for [-1, 1], frames.float() / 255 for
 def is_count(value: Any) -> bool:
     """Whether ``value`` is an integer >= 1 of any integer type (``numpy.int64`` too; not ``bool``)."""
     return not isinstance(value, bool) and isinstance(value, numbers.Integral) and value >= 1
+
+
+def is_real(value: Any) -> bool:
+    """Whether ``value`` is a finite real number of any real type (``numpy.float32`` too; not ``bool``)."""
+    return not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
 
 
 def is_interval(value: Any) -> bool:

@@ -119,7 +119,8 @@ def may_be_mutated(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
     """Whether an op may change the value of ``node`` in place, through any alias (conservative).
 
     A tap that is itself an alias of an earlier value counts as mutable: a write into that
-    value would be a write into the tap.
+    value would be a write into the tap; so does a tap returned by the graph (itself or an
+    alias of it): the caller may write into the output it is given.
     """
     if effect(node, modules) == "alias":
         return True
@@ -128,6 +129,8 @@ def may_be_mutated(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
     while stack:
         n = stack.pop()
         for user in n.users:
+            if user.op == "output":
+                return True
             if user in seen or not _uses(user, n):
                 continue
             seen.add(user)

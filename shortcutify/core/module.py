@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import warnings
 import weakref
@@ -66,7 +67,16 @@ class ShortcutOutput(NamedTuple):
     aligned: Tensor | None
 
 
+def _check_reference(reference: Any) -> None:
+    if reference is None:
+        raise TypeError(
+            "reference is None: give the reference of a keyframe, sv.prepare_reference(sv.run_keyframe(*inputs)), or "
+            "the keyframe's taps, sv.run_keyframe(*inputs).taps"
+        )
+
+
 def _call_shortcut(program: nn.Module, args: tuple, kwargs: dict, reference: Any, return_aligned: bool) -> ShortcutOutput:
+    _check_reference(reference)
     out, feature, aligned = program(*args, **kwargs, **{REFERENCE_INPUT: reference, ALIGNED_INPUT: return_aligned})
     return ShortcutOutput(out, feature, aligned)
 
@@ -210,7 +220,7 @@ class ShortcutV2V(nn.Module):
     trainable, and only the block is this module's own: ``state_dict()``, ``parameters()`` and
     ``load_state_dict()`` hold the block alone (keys ``block.*``), never the teacher's weights
     (they are your generator's), however many programs share its layers. ``.to()`` moves the
-    teacher too and starts new streams (the next call is a keyframe). The module cannot be pickled: use :meth:`save` and :func:`~shortcutify.load`. Calls run under ``torch.no_grad()``. Training (see :func:`shortcutify.distill`)
+    teacher too and, if it moved or cast anything, starts new streams (the next call is a keyframe). The module cannot be pickled: use :meth:`save` and :func:`~shortcutify.load`. Calls run under ``torch.no_grad()``. Training (see :func:`shortcutify.distill`)
     uses :meth:`run_keyframe` for the teacher's side and :meth:`shortcut_step` for the
     student's; nothing is patched.
 
@@ -230,7 +240,7 @@ class ShortcutV2V(nn.Module):
         distilled_interval: the keyframe interval α of the policy the block was last distilled
             with (:func:`~shortcutify.distill` sets it; saved and loaded with the block), so
             trained on gaps up to ``α - 1`` frames; ``None`` if unknown. Setting a policy whose
-            ``interval`` is larger warns.
+            ``interval`` is larger (``sv.policy = ...``) warns.
     """
 
     def __init__(
@@ -285,19 +295,38 @@ class ShortcutV2V(nn.Module):
         # new block weights (sv.load_state_dict or sv.block.load_state_dict) end every stream: a reference
         # prepared by the old weights would otherwise serve the next shortcut frames
         module = weakref.ref(self)
-        self.block.register_load_state_dict_post_hook(lambda _block, _keys: (m := module()) is not None and m.reset())
+        self._hold_reset = False
+
+        def new_weights(_block: nn.Module, _keys: Any) -> None:
+            m = module()
+            if m is not None and not m._hold_reset:
+                m.reset()
+
+        self.block.register_load_state_dict_post_hook(new_weights)
+
+    def _placement(self) -> list[tuple[torch.device, torch.dtype]]:
+        """Device and dtype of every tensor the block, the teacher and the programs hold."""
+        tensors = itertools.chain(
+            self.block.parameters(), self.block.buffers(), self._teacher[0].parameters(), self._teacher[0].buffers(),
+            *(p.parameters() for p in (self._main.keyframe, self._main.shortcut, self._main.inference)),
+            *(p.buffers() for p in (self._main.keyframe, self._main.shortcut, self._main.inference)),
+        )
+        return [(t.device, t.dtype) for t in tensors]
 
     def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> ShortcutV2V:
         # .to()/.cuda()/.double() also reach the teacher: the programs share its submodules
         # but hold their own references to tensors the graph reads directly
+        before = self._placement()
         self._teacher[0]._apply(fn, *args, **kwargs)
         for program in (self._main.keyframe, self._main.shortcut, self._main.inference):
             program._apply(fn, *args, **kwargs)
-        self._main.stages = None  # split again from the moved programs
-        self._recaptured.clear()
-        self._runners.clear()  # compiled for the old device or dtype
-        self._state = None
-        return super()._apply(fn, *args, **kwargs)
+        out = super()._apply(fn, *args, **kwargs)
+        if self._placement() != before:  # (a .to() to where everything already is keeps streams and compiled code)
+            self._main.stages = None  # split again from the moved programs
+            self._recaptured.clear()
+            self._runners.clear()  # compiled for the old device or dtype
+            self._state = None
+        return out
 
     def __reduce_ex__(self, protocol: Any) -> Any:
         raise TypeError(
@@ -323,7 +352,8 @@ class ShortcutV2V(nn.Module):
         compiled with ``torch.compile`` on first use, for each input signature it meets (for
         batch sizes, see ``dynamic_batch``). The stateful per-stream logic stays in Python. Keyframe outputs stay
         the teacher's within float tolerance (compiled code may reorder float operations).
-        ``.to()`` drops the compiled versions (they are compiled again on the next call).
+        A ``.to()`` that moves or casts drops the compiled versions (they are compiled again on
+        the next call); one to where everything already is keeps them.
         Training calls (:meth:`run_keyframe`, :meth:`run_shortcut`, :meth:`predict`) are
         not compiled.
 
@@ -349,10 +379,19 @@ class ShortcutV2V(nn.Module):
             options: inductor options (``torch.compile(options=...)``).
 
         Raises:
-            ValueError: ``cuda_graphs`` with a ``mode`` other than ``None`` or ``"reduce-overhead"``.
+            ValueError: ``cuda_graphs`` with a ``mode`` other than ``None`` or ``"reduce-overhead"``,
+                or a backend name ``torch.compile`` does not know.
         """
         if cuda_graphs and mode not in (None, "reduce-overhead"):
             raise ValueError(f"cuda_graphs=True replays the programs with mode='reduce-overhead'; it cannot be combined with mode={mode!r}")
+        if isinstance(backend, str):  # (checked now: torch.compile would refuse it only on the next frame)
+            from torch._dynamo import list_backends
+
+            known = list_backends(exclude_tags=())
+            if backend not in known:
+                raise ValueError(f"unknown torch.compile backend {backend!r}; registered: {known}")
+        elif not callable(backend):
+            raise TypeError(f"backend must be a backend's name or a callable backend, got {type(backend).__name__}")
         self._compile_options = CompileOptions(
             backend=backend, mode=mode, fullgraph=fullgraph, cuda_graphs=cuda_graphs, dynamic_batch=dynamic_batch,
             options=dict(options or {}),
@@ -432,7 +471,13 @@ class ShortcutV2V(nn.Module):
 
     @policy.setter
     def policy(self, policy: KeyframePolicy) -> None:
-        self._policy = as_policy(policy)
+        new = as_policy(policy)
+        state = self._state
+        if state is not None and not (getattr(self._policy, "uses_change", False) and getattr(new, "uses_change", False)):
+            # the change since each keyframe is kept up to date only while the policy uses it: a policy that
+            # starts using it takes a keyframe first (the streams keep their references until then)
+            state.previous = state.travelled = state.keyframe_norm = None
+        self._policy = new
         self._warn_beyond_distilled()
 
     @property
@@ -445,7 +490,6 @@ class ShortcutV2V(nn.Module):
         if interval is not None and not is_count(interval):
             raise ValueError(f"distilled_interval must be an integer >= 1 or None, got {interval!r}")
         self._distilled_interval = None if interval is None else int(interval)
-        self._warn_beyond_distilled()
 
     def _warn_beyond_distilled(self) -> None:
         """Warn if the policy allows longer gaps from a keyframe than the block was distilled for:
@@ -514,13 +558,24 @@ class ShortcutV2V(nn.Module):
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
         """:meth:`torch.nn.Module.load_state_dict`, all or nothing: a state dict that does not fit
         (keys missing or unexpected under ``strict``, a tensor of another shape) raises and leaves
-        the block as it was (PyTorch's copies the entries that fit before it raises)."""
+        the block and the streams as they were (PyTorch's copies the entries that fit before it
+        raises); new weights end every stream, as :meth:`reset` does."""
         backup = {k: v.detach().clone() for k, v in self.block.state_dict().items()}
+        self._hold_reset = True  # the streams end once, when the new weights are in
         try:
-            return super().load_state_dict(state_dict, strict=strict, assign=assign)
-        except Exception:
+            result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        except Exception as exc:
             self.block.load_state_dict(backup)  # (its own keys and shapes: cannot fail)
+            if isinstance(state_dict, Mapping) and set(state_dict) & set(backup) and not any(str(k).startswith("block.") for k in state_dict):
+                raise RuntimeError(
+                    f"{exc}\n(the keys lack the module's 'block.' prefix: this is the block's own state dict; load it with "
+                    "sv.block.load_state_dict(state), or prefix its keys with 'block.')"
+                ) from exc
             raise
+        finally:
+            self._hold_reset = False
+        self.reset()
+        return result
 
     def train(self, mode: bool = True) -> ShortcutV2V:
         """Only the block changes mode; the teacher stays in eval mode."""
@@ -563,6 +618,7 @@ class ShortcutV2V(nn.Module):
         Unlike :meth:`run_shortcut` it keeps no intermediate value: the predicted decoder
         feature is freed as soon as the tail has read it (lower peak memory).
         """
+        _check_reference(reference)
         return self._programs(args, kwargs).inference(*args, **kwargs, **{REFERENCE_INPUT: reference})
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
@@ -575,9 +631,7 @@ class ShortcutV2V(nn.Module):
                 self._check_keyframes(state)
             if state is None or state.signature != sig or (uses_change and state.previous is None):
                 if state is None or state.signature != sig:  # (inputs the module has not met: checked once)
-                    for j, (x, ex) in enumerate(zip(args, self._example)):
-                        if isinstance(x, Tensor):
-                            check_like_example(x, ex, f"input {j}", j)
+                    self._check_inputs(args, "input")
                 return self._keyframe_all(args, kwargs, sig, None, uses_change)
             streams = state.since_keyframe.shape[0]
             since = state.since_keyframe + 1
@@ -607,6 +661,12 @@ class ShortcutV2V(nn.Module):
                 self.last_keyframes = key
                 return out
             return self._mixed(runner, args, kwargs, key, since, head, (current, travelled) if uses_change else None)
+
+    def _check_inputs(self, args: tuple, what: str) -> None:
+        """Refuse positional inputs unlike the example inputs (:func:`~shortcutify.core.checks.check_like_example`)."""
+        for j, (x, ex) in enumerate(zip(args, self._example)):
+            if isinstance(x, Tensor):
+                check_like_example(x, ex, f"{what} {j}", j)
 
     def _kept(self, enc: Tensor) -> Tensor:
         """The encoder tap as the state keeps it (a copy where a later in-place op may change it)."""
@@ -752,6 +812,7 @@ class ShortcutV2V(nn.Module):
         ex = self._example_on_device() if example_inputs is None else (
             tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
         )
+        self._check_inputs(ex, "example input")
         block = self.block
         with torch.no_grad():
             _, a, f = self.run_keyframe(*ex)

@@ -22,7 +22,7 @@ working: :func:`as_policy` adapts them, asking once per stream.
 
 from __future__ import annotations
 
-import math
+import json
 import warnings
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -30,7 +30,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-from .checks import is_count
+from .checks import is_count, is_real
 
 __all__ = [
     "FrameSignal",
@@ -179,7 +179,7 @@ class AdaptiveKeyframes:
         max_interval: int = 6,
         expected_interval: float | None = None,
     ) -> None:
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold) or threshold <= 0:
+        if not is_real(threshold) or threshold <= 0:
             raise ValueError(f"AdaptiveKeyframes needs a finite threshold > 0 (a relative L1 change since the keyframe), got {threshold!r}")
         if not is_count(min_interval):
             raise ValueError(f"min_interval must be an integer >= 1, got {min_interval!r}")
@@ -188,8 +188,7 @@ class AdaptiveKeyframes:
                 f"max_interval must be an integer >= 2 and >= min_interval ({min_interval!r}), got {max_interval!r}"
             )
         if expected_interval is not None and (
-            isinstance(expected_interval, bool) or not isinstance(expected_interval, (int, float))
-            or not 1 <= expected_interval <= int(max_interval)
+            not is_real(expected_interval) or not 1 <= expected_interval <= int(max_interval)
         ):
             raise ValueError(f"expected_interval must be a number in [1, max_interval={max_interval}] or None, got {expected_interval!r}")
         self.threshold = float(threshold)
@@ -283,12 +282,18 @@ def as_policy(policy: Any) -> KeyframePolicy:
     Raises:
         TypeError: it is a class rather than an instance, has neither ``select(signal)`` nor
             ``is_keyframe(n)``, or no ``interval``.
+        ValueError: its ``interval`` is not an integer >= 1.
     """
     if isinstance(policy, type):
         raise TypeError(
             f"policy must be a policy object, got the class {policy.__name__}: create one, e.g. {policy.__name__}(...)"
         )
     has_interval = hasattr(policy, "interval")
+    if has_interval and not is_count(policy.interval):
+        raise ValueError(
+            f"{type(policy).__name__}.interval must be an integer >= 1 (the largest number of frames from one keyframe "
+            f"to the next), got {policy.interval!r}"
+        )
     if has_interval and callable(getattr(policy, "select", None)):
         return policy
     if has_interval and callable(getattr(policy, "is_keyframe", None)):
@@ -301,9 +306,24 @@ def as_policy(policy: Any) -> KeyframePolicy:
 
 
 def policy_to_config(policy: KeyframePolicy) -> dict[str, Any]:
-    """A JSON-ready description of ``policy`` (``{"type": ..., ...}``); see :func:`policy_from_config`."""
+    """A JSON-ready description of ``policy`` (``{"type": ..., ...}``); see :func:`policy_from_config`.
+
+    Raises:
+        TypeError: the policy's ``to_config()`` returns something else than a JSON-ready dict with a ``"type"``.
+    """
     to_config = getattr(policy, "to_config", None)
-    return dict(to_config()) if callable(to_config) else {"type": type(policy).__name__}
+    if not callable(to_config):
+        return {"type": type(policy).__name__}
+    config = to_config()
+    if not isinstance(config, dict) or not isinstance(config.get("type"), str):
+        raise TypeError(
+            f"{type(policy).__name__}.to_config() must return a dict with a \"type\" string (and JSON values), got {config!r}"
+        )
+    try:
+        json.dumps(config)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{type(policy).__name__}.to_config() returned a dict JSON cannot hold ({exc}): {config!r}") from exc
+    return dict(config)
 
 
 def policy_from_config(config: dict[str, Any]) -> KeyframePolicy | None:

@@ -384,6 +384,10 @@ def write_saved(path: str | os.PathLike[str], manifest: Manifest, state: dict[st
     docstring): an exception or an interrupt leaves it, and no temporary file, behind.
     """
     out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(
+            f"{out} is a file; a saved block is a directory (it holds {CONFIG_NAME} and the weights): give a directory path"
+        )
     out.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     torch.save({k: v.detach().cpu() for k, v in state.items()}, buf)

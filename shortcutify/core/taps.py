@@ -115,6 +115,8 @@ def list_taps(model: nn.Module, example_inputs: Any, **options: Unpack[CaptureKw
         eval mode, as :func:`~shortcutify.shortcutify` runs it (a model in training mode would update
         its normalisation statistics); its modes are given back.
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:

@@ -11,7 +11,6 @@ also runs the teacher on every frame and the shortcut from every possible keyfra
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections import deque
 from collections.abc import Iterable
@@ -21,8 +20,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..core.checks import is_real
+from ..core.module import ShortcutV2V
 from ..core.policy import AdaptiveKeyframes, change_since_keyframe, tap_l1
-from .clips import as_clip, check_inputs, to_inputs
+from .clips import as_clip, check_inputs, refuse_single_clip, to_inputs
 from .evaluate import output_image
 from .metrics import psnr
 
@@ -176,16 +177,21 @@ def calibrate(
             block was distilled for (``sv.distilled_interval``; when that is unknown, than the
             policy it replaces, whose gaps :func:`~shortcutify.distill` trains on).
     """
+    if not isinstance(sv, ShortcutV2V):
+        raise TypeError(f"calibrate() takes a ShortcutV2V (from shortcutify() or load()), got {type(sv).__name__}")
     if (keyframe_rate is None) == (min_psnr is None):
         raise ValueError("calibrate() needs exactly one target: keyframe_rate=... (e.g. 1/3) or min_psnr=... (dB)")
-    if keyframe_rate is not None and (isinstance(keyframe_rate, bool) or not isinstance(keyframe_rate, (int, float)) or not 0 < keyframe_rate <= 1):
+    if keyframe_rate is not None and (not is_real(keyframe_rate) or not 0 < keyframe_rate <= 1):
         raise ValueError(f"keyframe_rate must be a number in (0, 1] (keyframes per frame; 1/3 = FixedInterval(3)), got {keyframe_rate!r}")
-    if min_psnr is not None and (isinstance(min_psnr, bool) or not isinstance(min_psnr, (int, float)) or not math.isfinite(min_psnr)):
+    if min_psnr is not None and not is_real(min_psnr):
         raise ValueError(f"min_psnr must be a finite number of dB, got {min_psnr!r}")
+    keyframe_rate = None if keyframe_rate is None else float(keyframe_rate)
+    min_psnr = None if min_psnr is None else float(min_psnr)
     if policy is None:
         policy = sv.policy if isinstance(sv.policy, AdaptiveKeyframes) else AdaptiveKeyframes()
     if not isinstance(policy, AdaptiveKeyframes):
         raise TypeError(f"calibrate() chooses the threshold of an AdaptiveKeyframes policy, got {type(policy).__name__}")
+    refuse_single_clip(clips)
     clip_list = [as_clip(c, i) for i, c in enumerate(clips)]
     if not clip_list:
         raise ValueError("calibrate() needs at least one clip")

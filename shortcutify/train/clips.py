@@ -68,10 +68,16 @@ def to_inputs(frames: tuple[Tensor, ...], device: torch.device, dtype: torch.dty
     return tuple(f.to(device=device, dtype=dtype if f.is_floating_point() else f.dtype, non_blocking=non_blocking) for f in frames)
 
 
-def refuse_single_clip(clips: object) -> None:
-    """Raise ``TypeError`` for a bare clip tensor given where a collection of clips is expected."""
+def refuse_single_clip(clips: object, name: str = "clips") -> None:
+    """Raise ``TypeError`` for a bare clip tensor, or anything that is not a collection, given where a
+    collection of clips is expected (``name``: the argument, for the message)."""
     if isinstance(clips, Tensor):
-        raise TypeError("clips must be a collection of clips; wrap a single clip [T, C, H, W] in a list: [clip]")
+        raise TypeError(f"{name} must be a collection of clips; wrap a single clip [T, C, H, W] in a list: [clip]")
+    if isinstance(clips, (str, bytes)) or not (isinstance(clips, Iterable) or hasattr(clips, "__getitem__")):
+        raise TypeError(
+            f"{name} must be a collection of clips [T, C, H, W] (a list, a Dataset, a DataLoader or any iterable), "
+            f"got {type(clips).__name__}"
+        )
 
 
 class ClipSource:
@@ -83,6 +89,7 @@ class ClipSource:
     """
 
     def __init__(self, clips: Iterable[Any] | Sequence[Any]) -> None:
+        refuse_single_clip(clips)
         if isinstance(clips, DataLoader):
             items: list[Any] = []
             for batch in clips:
@@ -91,10 +98,8 @@ class ClipSource:
                     raise ValueError("a DataLoader of clips must yield batches [N, T, C, H, W] (or tuples of them)")
                 items += [tuple(p[i] for p in parts) if len(parts) > 1 else parts[0][i] for i in range(parts[0].shape[0])]
             self.items: Any = items
-        elif hasattr(clips, "__getitem__") and hasattr(clips, "__len__") and not isinstance(clips, Tensor):
+        elif hasattr(clips, "__getitem__") and hasattr(clips, "__len__"):
             self.items = clips
-        elif isinstance(clips, Tensor):
-            refuse_single_clip(clips)
         else:
             self.items = list(clips)
         if len(self.items) == 0:
@@ -138,8 +143,9 @@ def _cut(p: Tensor, first: tuple[int, int], box: tuple[int, int, int, int]) -> T
     return p[..., top : top + ch, left : left + cw]
 
 
-def check_clips(source: ClipSource, crop: tuple[int, int] | None, example: tuple[object, ...] | None = None) -> None:
-    """Index every clip once and check that training pairs can be drawn from all of them.
+def check_clips(source: ClipSource, crop: tuple[int, int] | None, example: tuple[object, ...] | None = None) -> int:
+    """Index every clip once, check that training pairs can be drawn from all of them, and return the
+    longest clip's number of frames (pairs are at most that minus one frames apart).
 
     Each clip needs at least 2 frames; without ``crop`` all frames must have one size (pairs
     of several clips share a batch), with ``crop`` every clip must be at least ``crop``; with
@@ -154,6 +160,7 @@ def check_clips(source: ClipSource, crop: tuple[int, int] | None, example: tuple
     mismatch: int | None = None
     heights: list[int] = []
     widths: list[int] = []
+    longest = 0
     for i in range(len(source)):
         clip = source[i]
         if example is not None:
@@ -161,6 +168,7 @@ def check_clips(source: ClipSource, crop: tuple[int, int] | None, example: tuple
         t = clip[0].shape[0]
         if t < 2:
             raise ValueError(f"clip {i} has {t} frame(s); training pairs need clips of at least 2 frames")
+        longest = max(longest, int(t))
         h, w = clip[0].shape[-2:]
         if crop is not None and (crop[0] > h or crop[1] > w):
             raise ValueError(f"crop {crop} is larger than the frames of clip {i} ({h}x{w}); pass a smaller crop")
@@ -184,6 +192,7 @@ def check_clips(source: ClipSource, crop: tuple[int, int] | None, example: tuple
             f"different frame sizes cannot share a batch; pass crop=(h, w) with h <= {min(heights)}, "
             f"w <= {min(widths)} (the smallest frames), or resize the clips"
         )
+    return longest
 
 
 class Pairs(NamedTuple):

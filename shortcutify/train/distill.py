@@ -27,7 +27,7 @@ from ..core.checks import is_count
 from ..core.module import ShortcutV2V
 from . import distributed
 from .checkpoint import CHECKPOINT_NAME, TrainingState, prepare_dir, run_record
-from .clips import ClipSource, as_clip, check_clips, check_inputs, sample_pairs, to_inputs
+from .clips import ClipSource, as_clip, check_clips, check_inputs, refuse_single_clip, sample_pairs, to_inputs
 from .evaluate import evaluate, output_image
 from .guard import StepGuard
 from .history import History
@@ -162,10 +162,20 @@ def distill(
         raise TypeError(f"seed must be an integer, got {seed!r}")
     seed = int(seed)
     w = LossWeights.coerce(weights)
+    if perceptual is not None and not callable(perceptual):
+        raise TypeError(f"perceptual must be a callable f(student_image, teacher_image) -> scalar loss, got {type(perceptual).__name__}")
+    if perceptual is None and isinstance(weights, dict) and w.perceptual > 0 and "perceptual" in weights:
+        raise ValueError(
+            f"weights give the perceptual term {w.perceptual:g}, but no perceptual= loss was passed: pass "
+            "perceptual=f(student_image, teacher_image) -> scalar (e.g. an LPIPS network), or leave the term out"
+        )
     if w.perceptual > 0 and perceptual is None:
-        w = w.without("perceptual")
+        w = w.without("perceptual")  # (the default weight: the term needs a network the caller brings)
     if not any(getattr(w, name) for name in ("feature", "alignment", "output", "perceptual", "adversarial", "temporal")):
-        raise ValueError(f"weights: every loss term is 0 ({w}); give at least one term a positive weight")
+        raise ValueError(
+            f"weights: every loss term is 0 ({w}; a perceptual weight counts only with perceptual=...); give at "
+            "least one term a positive weight"
+        )
     crop_hw = _crop(crop)
     check_data_range(data_range)  # now, not at the first validation
     if getattr(sv.block, "motion_prior", None) and batch_size < PRIOR_LEFT_OUT_EVERY:
@@ -186,43 +196,70 @@ def distill(
         raise ValueError("bf16=True needs the module on a CUDA device (bf16 autocast is a GPU option)")
 
     source = ClipSource(clips)
-    check_clips(source, crop_hw, sv.example_inputs)
+    longest = check_clips(source, crop_hw, sv.example_inputs)
+    if longest < alpha:
+        warnings.warn(
+            f"the longest clip has {longest} frames, so training pairs are at most {longest - 1} frames apart, but the "
+            f"keyframe policy ({sv.policy!r}) makes shortcut frames up to {alpha - 1} frames from their keyframe; give "
+            f"clips of at least {alpha} frames (sv.distilled_interval records {longest})",
+            stacklevel=2,
+        )
     ckpt_path = None
     if checkpoint_dir is not None:
         ckpt_path = prepare_dir(checkpoint_dir) if rank == 0 else Path(checkpoint_dir) / CHECKPOINT_NAME
+    if val_clips is not None:
+        refuse_single_clip(val_clips, "val_clips")
     val_list = list(val_clips) if val_clips is not None else None
     if val_list is not None and not val_list:
         raise ValueError("val_clips is empty: give at least one held-out clip, or None for no validation")
     for i, clip in enumerate(val_list or ()):  # checked now, not at the first validation
         check_inputs(as_clip(clip, i), sv.example_inputs, i)
+    if not any(p.requires_grad for p in sv.block.parameters()):
+        raise ValueError(
+            "the block has no trainable parameter (sv.requires_grad_(False) or sv.block.requires_grad_(False) froze it): "
+            "call sv.block.requires_grad_(True) before distill()"
+        )
     from_data = resolve_data_init(data_init, sv.block)
     resuming = resume and ckpt_path is not None and ckpt_path.exists()
     as_given = None  # the block as the caller gave it, until a first step is applied
     if from_data and not resuming:  # before DistributedDataParallel copies rank 0's block to every process
         as_given = {k: v.detach().clone() for k, v in sv.block.state_dict().items()}
-        start_from_frames(sv, source, alpha - 1, seed=seed, crop=crop_hw, device=device)
-    step_fn = distributed.wrap(sv.shortcut_step(), device)
-    opt = torch.optim.Adam([p for p in sv.block.parameters() if p.requires_grad], lr=lr, betas=betas)
-    run = TrainingState(
-        block=sv.block,
-        opt=opt,
-        sched=torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1.0 - s / steps)),
-        generator=torch.Generator().manual_seed(seed * 1_000_003 + rank),
-        adversaries=Adversaries(w, device, lr, betas),
-        history=History(),
-    )
-    if ckpt_path is not None:
-        # data_init as given ("auto" resolves against the block in memory, which a resumed run replaces);
-        # absent for False, as in the records of 0.13 and earlier, whose runs had no start
-        run.record = run_record(sv, world=world, lr=float(lr), betas=tuple(map(float, betas)), batch_size=batch_size,
-                                steps=steps, weights=w, crop=crop_hw, flip=bool(flip), seed=seed, bf16=bool(bf16),
-                                **({} if data_init is False else {"data_init": data_init}))
-    start = 0
-    if resuming:
-        start = run.restore(ckpt_path, device, rank, world, steps)
-    elif resume:
-        warnings.warn(f"resume=True but {ckpt_path} does not exist: starting from step 0", stacklevel=2)
-    guard = StepGuard(sv.block, lr)
+    try:  # (a failure before the first step leaves the block as it was given)
+        if as_given is not None:
+            start_from_frames(sv, source, alpha - 1, seed=seed, crop=crop_hw, device=device)
+        step_fn = distributed.wrap(sv.shortcut_step(), device)
+        opt = torch.optim.Adam([p for p in sv.block.parameters() if p.requires_grad], lr=lr, betas=betas)
+        run = TrainingState(
+            block=sv.block,
+            opt=opt,
+            sched=torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1.0 - s / steps)),
+            generator=torch.Generator().manual_seed(seed * 1_000_003 + rank),
+            adversaries=Adversaries(w, device, lr, betas),
+            history=History(),
+        )
+        if ckpt_path is not None:
+            # data_init as given ("auto" resolves against the block in memory, which a resumed run replaces);
+            # absent for False, as in the records of 0.13 and earlier, whose runs had no start
+            run.record = run_record(sv, world=world, lr=float(lr), betas=tuple(map(float, betas)), batch_size=batch_size,
+                                    steps=steps, weights=w, crop=crop_hw, flip=bool(flip), seed=seed, bf16=bool(bf16),
+                                    **({} if data_init is False else {"data_init": data_init}))
+        start = 0
+        if resuming:
+            start = run.restore(ckpt_path, device, rank, world, steps)
+        elif resume:
+            warnings.warn(f"resume=True but {ckpt_path} does not exist: starting from step 0", stacklevel=2)
+        elif ckpt_path is not None and rank == 0 and ckpt_path.exists():
+            warnings.warn(
+                f"{ckpt_path} holds the checkpoint of an earlier run; this one (resume=False) starts from step 0 and "
+                "replaces it at its first checkpoint. Pass resume=True to continue that run, or another checkpoint_dir "
+                "to keep it.",
+                stacklevel=2,
+            )
+        guard = StepGuard(sv.block, lr)
+    except BaseException:
+        if as_given is not None:
+            sv.block.load_state_dict(as_given)
+        raise
     trained = start > 0  # the block holds steps taken on gaps up to alpha - 1
 
     def validate(step: int) -> None:
@@ -294,5 +331,5 @@ def distill(
         sv.eval()
         sv.reset()
         if trained:
-            sv.distilled_interval = alpha
+            sv.distilled_interval = min(alpha, longest)  # (the gaps the clips held; warned above if fewer)
     return run.history

@@ -13,6 +13,7 @@ from torch import Tensor
 from torch.utils._pytree import tree_flatten
 
 from ..core.checks import is_count
+from ..core.module import ShortcutV2V
 from .clips import as_clip, check_inputs, refuse_single_clip, to_inputs
 from .metrics import check_data_range, psnr, ssim
 
@@ -102,6 +103,8 @@ def evaluate(sv: Any, clips: Iterable[Any], *, data_range: float = 2.0, max_clip
     Warns:
         RuntimeWarning: no shortcut frame was run (means NaN), or some gave NaN metrics.
     """
+    if not isinstance(sv, ShortcutV2V):
+        raise TypeError(f"evaluate() takes a ShortcutV2V (from shortcutify() or load()), got {type(sv).__name__}")
     check_data_range(data_range)
     if max_clips is not None and not is_count(max_clips):
         raise ValueError(f"max_clips must be a positive integer or None, got {max_clips!r}")

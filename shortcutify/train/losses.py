@@ -18,7 +18,6 @@ repeating the keyframe on most teachers there. A new loss term is a field of
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -28,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils._pytree import tree_flatten
 
+from ..core.checks import is_real
 from .discriminators import PatchDiscriminator, lsgan_loss
 from .distributed import wrap
 
@@ -63,9 +63,9 @@ class LossWeights:
             if unknown:
                 raise ValueError(f"unknown loss term(s) {sorted(unknown)}; the terms are {sorted(asdict(cls()))}")
             w = cls(**(weights or {}))
-        if any(not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0 for v in asdict(w).values()):
+        if any(not is_real(v) or v < 0 for v in asdict(w).values()):
             raise ValueError(f"weights must be finite numbers >= 0, got {asdict(w)}")
-        return w
+        return cls(**{k: float(v) for k, v in asdict(w).items()})
 
     def without(self, *names: str) -> LossWeights:
         """A copy with the named terms turned off."""
@@ -102,7 +102,13 @@ def student_terms(
     if w.output:
         terms["output"] = w.output * l1_outputs(output, target_output)
     if w.perceptual and perceptual is not None:
-        terms["perceptual"] = w.perceptual * perceptual(image, target_image)
+        value = perceptual(image, target_image)
+        if not isinstance(value, Tensor) or value.numel() != 1:
+            raise ValueError(
+                f"perceptual(student_image, teacher_image) must return a scalar tensor (the loss), got "
+                f"{tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__}: reduce it (e.g. .mean())"
+            )
+        terms["perceptual"] = w.perceptual * value.reshape(())
     return terms
 
 

@@ -1,0 +1,251 @@
+"""Specification: a user's mistakes are refused or warned about, with what to do, and change nothing.
+
+Each case here was found by probing the library as a new user would (0.21).
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from generators import moving_clips
+from shortcutify import (
+    AdaptiveKeyframes,
+    FixedInterval,
+    InputMismatchError,
+    LossWeights,
+    calibrate,
+    distill,
+    evaluate,
+    list_taps,
+    load,
+    shortcutify,
+)
+from shortcutify.demo.models import ResnetGenerator
+
+
+def _sv(policy=None, batch=1, seed=0):
+    torch.manual_seed(seed)
+    gen = ResnetGenerator(ngf=8, n_blocks=2)
+    sv = shortcutify(gen, "model.4", "model.12", torch.randn(batch, 3, 16, 16), policy=policy)
+    with torch.no_grad():
+        for p in sv.block.parameters():
+            p.copy_(0.05 * torch.randn(p.shape))
+    return gen, sv
+
+
+def _frames(n, batch=1, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(batch, 3, 16, 16, generator=g) for _ in range(n)]
+
+
+def _block_state(sv):
+    return {k: v.clone() for k, v in sv.block.state_dict().items()}
+
+
+def _unchanged(sv, before):
+    return all(torch.equal(v, sv.block.state_dict()[k]) for k, v in before.items())
+
+
+# ------------------------------------------------------------------ streams and state
+def test_a_policy_that_starts_using_the_change_takes_a_keyframe_first():
+    """The change since the keyframe is kept up to date only while the policy uses it: switching from an
+    adaptive policy to a fixed one and back must not measure the change against stale taps."""
+    _, sv = _sv(policy=AdaptiveKeyframes(100.0, max_interval=50), batch=2)
+    frames = _frames(8, batch=2)
+    with torch.no_grad():
+        for x in frames[:3]:
+            sv(x)
+        sv.policy = FixedInterval(6)
+        sv.reset(streams=[1])
+        sv(frames[3])
+        sv.policy = AdaptiveKeyframes(100.0, max_interval=50)
+        sv(frames[4])
+        assert sv.last_keyframes.tolist() == [True, True]
+        sv(frames[5])
+        assert sv.last_keyframes.tolist() == [False, False]
+        sv.policy = AdaptiveKeyframes(200.0, max_interval=50)  # adaptive to adaptive: the change carries on
+        sv(frames[6])
+        assert sv.last_keyframes.tolist() == [False, False]
+
+
+def test_writing_into_an_output_that_is_the_encoder_tap_leaves_the_policy_alone():
+    class ReturnsItsFeature(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.enc = nn.Conv2d(3, 8, 3, padding=1)
+            self.mid = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1))
+            self.out = nn.Conv2d(8, 3, 3, padding=1)
+
+        def forward(self, x):
+            e = F.relu(self.enc(x))
+            return self.out(self.mid(e)), e
+
+    torch.manual_seed(0)
+    gen = ReturnsItsFeature()
+    policy = AdaptiveKeyframes(0.8, max_interval=6)
+    mutated, clean = (shortcutify(gen, "enc", "mid", torch.randn(1, 3, 16, 16), policy=policy) for _ in range(2))
+    keys = {id(mutated): [], id(clean): []}
+    frames = [x * 0.2 + f for x, f in zip(_frames(6, seed=2), [_frames(1, seed=3)[0]] * 6)]
+    with torch.no_grad():
+        for x in frames:
+            for sv in (mutated, clean):
+                _, e = sv(x)
+                keys[id(sv)].append(bool(sv.last_was_keyframe))
+                if sv is mutated:
+                    e.mul_(0)  # the caller's own output
+    assert keys[id(mutated)] == keys[id(clean)]
+
+
+def test_a_move_to_where_the_module_already_is_keeps_its_streams():
+    _, sv = _sv(policy=FixedInterval(3))
+    x = _frames(1)[0]
+    with torch.no_grad():
+        sv(x)
+        for same in (lambda: sv.to("cpu"), lambda: sv.float(), lambda: sv.to(torch.float32)):
+            same()
+            sv(x)
+            assert not sv.last_was_keyframe
+            sv.reset()
+            sv(x)
+        sv.double()
+        sv(x.double())
+        assert sv.last_was_keyframe
+
+
+def test_a_refused_state_dict_keeps_the_streams_and_says_when_keys_lack_the_block_prefix():
+    _, sv = _sv(policy=FixedInterval(4))
+    x = _frames(1)[0]
+    with torch.no_grad():
+        sv(x)
+    reference = sv.reference
+    bad = {k: torch.zeros(1) for k in sv.state_dict()}
+    with pytest.raises(RuntimeError):
+        sv.load_state_dict(bad)
+    with pytest.raises(RuntimeError, match=r"lack the module's 'block\.' prefix.*sv\.block\.load_state_dict"):
+        sv.load_state_dict(sv.block.state_dict())
+    assert sv.reference is reference
+    with torch.no_grad():
+        sv(x)
+    assert not sv.last_was_keyframe
+    sv.load_state_dict(sv.state_dict())  # new weights (the same here) end the streams
+    assert sv.reference is None
+
+
+# ------------------------------------------------------------------ distill
+def test_distill_refuses_a_frozen_block_and_leaves_it_as_it_was():
+    _, sv = _sv()
+    sv.requires_grad_(False)
+    before = _block_state(sv)
+    with pytest.raises(ValueError, match=r"no trainable parameter.*sv\.block\.requires_grad_\(True\)"):
+        distill(sv, moving_clips(2), steps=2, progress=False)
+    assert _unchanged(sv, before)
+
+
+def test_a_failure_after_the_data_dependent_start_leaves_the_block_as_it_was(monkeypatch):
+    _, sv = _sv()
+    before = _block_state(sv)
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("the optimiser could not be made")
+
+    monkeypatch.setattr(torch.optim, "Adam", fails)
+    with pytest.raises(RuntimeError, match="could not be made"):
+        distill(sv, moving_clips(2), steps=2, data_init=True, progress=False)
+    assert _unchanged(sv, before)
+
+
+def test_clips_shorter_than_the_interval_warn_and_record_the_gaps_they_trained():
+    _, sv = _sv(policy=FixedInterval(8))
+    with pytest.warns(UserWarning, match=r"longest clip has 4 frames.*at most 3 frames apart.*up to 7"):
+        distill(sv, moving_clips(2, frames=4), steps=1, batch_size=2, progress=False)
+    assert sv.distilled_interval == 4
+    with pytest.warns(UserWarning, match="distilled with interval 4"):
+        sv.policy = FixedInterval(8)
+
+
+def test_a_run_that_does_not_resume_says_it_replaces_the_checkpoint_there(tmp_path):
+    _, sv = _sv()
+    distill(sv, moving_clips(2), steps=1, batch_size=2, checkpoint_dir=tmp_path, progress=False)
+    with pytest.warns(UserWarning, match=r"checkpoint of an earlier run.*resume=True to continue"):
+        distill(sv, moving_clips(2), steps=1, batch_size=2, checkpoint_dir=tmp_path, progress=False)
+
+
+def test_a_perceptual_weight_without_its_loss_or_a_loss_that_is_not_one_is_refused():
+    _, sv = _sv()
+    before = _block_state(sv)
+    with pytest.raises(ValueError, match=r"perceptual term 10, but no perceptual= loss"):
+        distill(sv, moving_clips(2), steps=1, weights={"feature": 0, "output": 0, "perceptual": 10}, progress=False)
+    with pytest.raises(TypeError, match="perceptual must be a callable"):
+        distill(sv, moving_clips(2), steps=1, perceptual=3, progress=False)
+    with pytest.raises(ValueError, match=r"must return a scalar tensor.*\.mean\(\)"):
+        distill(sv, moving_clips(2), steps=1, batch_size=2, perceptual=lambda a, b: (a - b).abs(), data_init=False, progress=False)
+    assert _unchanged(sv, before)
+    distill(sv, moving_clips(2), steps=1, batch_size=2, perceptual=lambda a, b: (a - b).abs().mean(), progress=False)
+
+
+def test_numbers_of_numpy_types_are_numbers():
+    assert AdaptiveKeyframes(np.float32(0.5), expected_interval=np.float32(2.0)).threshold == 0.5
+    assert LossWeights.coerce({"feature": np.float32(2.0)}).feature == 2.0
+    _, sv = _sv()
+    cal = calibrate(sv, moving_clips(1, frames=8), keyframe_rate=np.float32(0.5), apply=False, progress=False)
+    assert 0 < cal.keyframe_rate <= 1
+
+
+# ------------------------------------------------------------------ policies
+@pytest.mark.parametrize("interval", [2.5, "3", None, -1, 0, True])
+def test_a_policy_whose_interval_is_not_a_count_is_refused(interval):
+    class Every:
+        def __init__(self):
+            self.interval = interval
+
+        def select(self, signal):
+            return signal.since_keyframe >= 2
+
+    _, sv = _sv()
+    with pytest.raises(ValueError, match=r"Every\.interval must be an integer >= 1"):
+        sv.policy = Every()
+
+
+@pytest.mark.parametrize("config, message", [({"n": 3}, 'a dict with a "type"'), ({"type": "Mine", "t": torch.ones(1)}, "JSON cannot hold")])
+def test_a_policy_whose_description_cannot_be_saved_is_named_at_save(tmp_path, config, message):
+    class Mine(FixedInterval):
+        def to_config(self):
+            return config
+
+    _, sv = _sv(policy=Mine(3))
+    with pytest.raises(TypeError, match=f"Mine.to_config\\(\\) .*{message}"):
+        sv.save(tmp_path)
+
+
+# ------------------------------------------------------------------ arguments of the wrong kind
+def test_arguments_of_the_wrong_kind_are_named(tmp_path):
+    gen, sv = _sv()
+    clip = moving_clips(1)[0]
+    cases = [
+        (lambda: distill(sv, moving_clips(2), steps=1, val_clips=clip, progress=False), TypeError, r"val_clips must be a collection.*\[clip\]"),
+        (lambda: calibrate(sv, clip, keyframe_rate=0.5, progress=False), TypeError, r"clips must be a collection.*\[clip\]"),
+        (lambda: distill(sv, None, steps=1, progress=False), TypeError, r"clips must be a collection of clips.*got NoneType"),
+        (lambda: evaluate(sv, None), TypeError, r"clips must be a collection of clips.*got NoneType"),
+        (lambda: evaluate(gen, [clip]), TypeError, r"evaluate\(\) takes a ShortcutV2V.*got ResnetGenerator"),
+        (lambda: calibrate(gen, [clip], keyframe_rate=0.5), TypeError, r"calibrate\(\) takes a ShortcutV2V"),
+        (lambda: list_taps(None, clip[:1]), TypeError, "model must be a torch.nn.Module, got NoneType"),
+        (lambda: sv.cost(torch.randn(3, 16, 16)), InputMismatchError, r"example input 0 has shape \[3, 16, 16\]"),
+        (lambda: sv.run_shortcut(clip[:1], reference=None), TypeError, r"reference is None.*sv\.prepare_reference"),
+        (lambda: sv.compile(backend="no-such-backend"), ValueError, r"unknown torch\.compile backend 'no-such-backend'"),
+        (lambda: load(gen, tmp_path / "blk", map_location=3.5), TypeError, "map_location must be a device"),
+        (lambda: load(gen, tmp_path / "blk", map_location="meta"), ValueError, "meta tensors hold no values"),
+    ]
+    sv.save(tmp_path / "blk")
+    (tmp_path / "a-file").write_text("")
+    cases.append((lambda: sv.save(tmp_path / "a-file"), FileExistsError, "is a file; a saved block is a directory"))
+    for call, error, message in cases:
+        with pytest.raises(error, match=message):
+            call()
+    assert sv.compile_options is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load(gen, tmp_path / "blk", map_location="cpu")
