@@ -378,3 +378,28 @@ def test_another_value_for_a_fixed_argument_is_refused_and_the_same_one_needs_no
     assert model_runs == []  # no new capture for a keyword call
     with pytest.raises(FixedArgumentError, match="flip"):
         sv.run_keyframe(x, flip=False)
+
+
+def test_a_generator_that_changes_its_buffers_in_forward_is_refused_and_left_as_it_was():
+    """A running mean or a call counter kept in buffers would be changed by every program and every check:
+    no captured program could compute what the model does. Named, and the buffers restored."""
+
+    class Stateful(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("calls", torch.zeros(()))
+            self.register_buffer("running", torch.zeros(1, 3, 1, 1))
+            self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+            self.c, self.d = nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 3, 3, padding=1)
+
+        def forward(self, x):
+            self.calls += 1
+            self.running.mul_(0.9).add_(0.1 * x.mean((0, 2, 3), keepdim=True))
+            return self.d(self.c(self.b(self.a(x - self.running))))
+
+    gen = Stateful()
+    before = {k: v.clone() for k, v in gen.state_dict().items()}
+    for capture in ("auto", "fx", "export"):
+        with pytest.raises(UntraceableModelError, match=r"changes its buffers \['calls', 'running'\].*restored"):
+            shortcutify(gen, "a", "c", torch.rand(1, 3, 16, 16), capture=capture)
+        assert all(torch.equal(v, gen.state_dict()[k]) for k, v in before.items())

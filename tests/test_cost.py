@@ -108,3 +108,46 @@ def test_paper_setting_meets_the_mac_target(resolution, layout, width):
     assert (sv.block.resolution, sv.block.width) == (layout, width)  # h = 64 as in the paper at its automatic width
     assert r.shortcut.macs * 6 <= r.teacher.macs, str(r)
     assert r.block.params * 10 < r.teacher.params
+
+
+def test_the_fused_attention_paths_count_what_the_unfused_ones_do():
+    """``nn.TransformerEncoderLayer`` and ``nn.MultiheadAttention`` run fused ops in inference; they are
+    counted as their unfused paths (training mode, with dropout 0, runs those) are."""
+    from torch import nn
+
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0, batch_first=True).eval()
+
+    class Fused(nn.Module):  # the op the layer's fast path calls, called directly
+        def __init__(self):
+            super().__init__()
+            self.layer = layer
+
+        def forward(self, x):
+            a = layer.self_attn
+            return torch._transformer_encoder_layer_fwd(
+                x, a.embed_dim, a.num_heads, a.in_proj_weight, a.in_proj_bias, a.out_proj.weight, a.out_proj.bias,
+                False, layer.norm_first, layer.norm1.eps, layer.norm1.weight, layer.norm1.bias, layer.norm2.weight,
+                layer.norm2.bias, layer.linear1.weight, layer.linear1.bias, layer.linear2.weight, layer.linear2.bias, None,
+            )
+
+    x = torch.randn(2, 10, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(Fused()(x), layer(x))
+    fused = count_macs(Fused(), x)
+    assert set(fused[1]) == {"_transformer_encoder_layer_fwd"} and not fused[2]
+    mha_eval = count_macs(layer, x)
+    assert "_native_multi_head_attention" in mha_eval[1]
+    layer.train()
+    unfused = count_macs(layer, x)
+    assert "_native_multi_head_attention" not in unfused[1] and "_transformer_encoder_layer_fwd" not in unfused[1]
+    assert fused[0] == mha_eval[0] == unfused[0]
+
+
+def test_an_op_without_a_mac_rule_is_reported_apart_from_the_element_wise_ones():
+    from shortcutify.core.cost import CostReport, PathCost
+
+    path = PathCost(10, 1, {}, {"aten::add": 2, "aten::fancy_fused_op": 1})
+    text = str(CostReport(path, path, path, path, path, 3.0, ((1, 3, 8, 8),)))
+    assert "not counted (element-wise, by convention): add" in text
+    assert "NOT COUNTED, no MAC rule (the figures above leave these out): fancy_fused_op" in text

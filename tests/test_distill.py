@@ -134,6 +134,36 @@ def test_a_crop_covers_the_same_region_of_inputs_of_different_sizes():
     check_clips(ClipSource([clip]), (10, 16))
 
 
+def test_a_generator_conditioned_on_a_per_frame_vector_takes_it_in_its_clips():
+    """Clips hold frames [T, C, H, W] and, beside them, per-frame inputs [T, ...]; crops and flips leave those alone."""
+    from shortcutify.train.clips import ClipSource, sample_pairs
+
+    class Styled(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Conv2d(8, 8, 3, padding=1)
+            self.c, self.out = torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.Conv2d(8, 3, 3, padding=1)
+            self.style = torch.nn.Linear(4, 8)
+
+        def forward(self, x, z):
+            h = F.relu(self.c(F.relu(self.b(F.relu(self.a(x))))))
+            return torch.tanh(self.out(h * self.style(z)[:, :, None, None]))
+
+    from shortcutify.train.clips import as_clip
+
+    assert [p.shape for p in as_clip((torch.randn(6, 3, 8, 8), torch.arange(6)))] == [(6, 3, 8, 8), (6,)]  # a timestep [T]
+    clips = [(torch.randn(6, 3, 20, 20), torch.randn(6, 4)) for _ in range(2)]
+    pairs = sample_pairs(ClipSource(clips), 16, 2, torch.Generator().manual_seed(0), crop=(12, 16), flip=True)
+    assert pairs.reference[0].shape == (16, 3, 12, 16) and pairs.reference[1].shape == (16, 4)
+    for row, (ci, r, c) in enumerate(pairs.origins):
+        assert torch.equal(pairs.reference[1][row], clips[ci][1][r]) and torch.equal(pairs.current[1][row], clips[ci][1][c])
+    sv = shortcutify(Styled(), "a", "b", (torch.zeros(1, 3, 16, 16), torch.zeros(1, 4)))
+    hist = distill(sv, clips, steps=2, batch_size=2, crop=16, flip=True, val_clips=clips[:1], progress=False)
+    assert len(hist.val) == 1
+    with pytest.raises(ValueError, match=r"a clip needs frames \[T, C, H, W\]"):
+        distill(sv, [(torch.randn(6, 4), torch.randn(6, 4))], steps=1, progress=False)
+
+
 def test_bad_inputs_are_reported():
     _, sv1 = _sv(interval=1)
     with pytest.raises(ValueError, match="interval"):

@@ -249,3 +249,54 @@ def test_arguments_of_the_wrong_kind_are_named(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load(gen, tmp_path / "blk", map_location="cpu")
+
+
+# ------------------------------------------------------------------ what the checks must not refuse (0.21 review)
+def test_channels_last_frames_and_empty_side_inputs_are_not_mistaken_for_frames():
+    class ChannelsLast(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+            self.c, self.d = nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 3, 3, padding=1)
+
+        def forward(self, x, boxes):  # x: [B, H, W, 3]; boxes: [N, 4], possibly none
+            return self.d(self.c(self.b(self.a(x.permute(0, 3, 1, 2))))) + boxes.sum()
+
+    gen = ChannelsLast()
+    sv = shortcutify(gen, "a", "c", (torch.randn(1, 16, 16, 3), torch.zeros(0, 4)))
+    x = torch.randn(1, 24, 24, 3)
+    with torch.no_grad():
+        assert torch.equal(sv(x, torch.zeros(0, 4)), gen(x, torch.zeros(0, 4)))
+
+
+def test_a_policy_interval_of_a_numpy_integer_is_saved(tmp_path):
+    class Every(FixedInterval):
+        @property
+        def interval(self):
+            return np.int64(3)
+
+    gen, sv = _sv(policy=Every(3))
+    sv.save(tmp_path)
+    assert load(gen, tmp_path, policy=FixedInterval(3)).policy.interval == 3
+
+
+def test_the_interval_warning_names_the_callers_line_and_load_gives_it_for_the_saved_policy_too(tmp_path):
+    gen, sv = _sv(policy=FixedInterval(3))
+    sv.distilled_interval = 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sv.policy = FixedInterval(4)
+    sv.save(tmp_path)
+    for call in (lambda: load(gen, tmp_path), lambda: load(gen, tmp_path, policy=FixedInterval(5))):
+        with pytest.warns(UserWarning, match="distilled with interval 3") as caught:
+            call()
+        assert [w.filename for w in caught if "distilled with interval" in str(w.message)] == [__file__]
+
+
+def test_evaluate_and_calibrate_take_a_compiled_module():
+    _, sv = _sv()
+    clips = moving_clips(1, frames=6)
+    compiled = torch.compile(sv)
+    assert evaluate(compiled, clips).summary()["shortcut_frames"] > 0
+    sv.policy = AdaptiveKeyframes()
+    assert 0 < calibrate(compiled, clips, keyframe_rate=0.5, apply=False, progress=False).keyframe_rate <= 1

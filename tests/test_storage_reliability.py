@@ -262,7 +262,11 @@ def test_fixed_arguments_survive_json_with_their_types():
     check()
 
 
-@pytest.mark.parametrize("value", [float("nan"), float("inf"), object(), {1: 2}, {"a": object()}, [torch.zeros(1)], {"__tuple__", 1}])
+class _Mode(__import__("enum").IntEnum):
+    A = 1
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), object(), {1: 2}, {"a": object()}, [torch.zeros(1)], {"__tuple__", 1}, _Mode.A])
 def test_fixed_arguments_json_cannot_hold_are_named_not_stored(value):
     stored, unstored = storage.encode_fixed_args({"keep": (1, "a"), "bad": value})
     assert unstored == ("bad",) and stored == {"keep": {"__tuple__": [1, "a"]}}

@@ -200,3 +200,48 @@ def test_a_long_measurement_shows_a_progress_bar_unless_turned_off(monkeypatch, 
     shown = suggest_taps(model, x, top=2)
     assert "suggest_taps: measuring cuts" in capsys.readouterr().err
     assert [(s.enc_layer, s.dec_layer, s.score) for s in shown] == [(s.enc_layer, s.dec_layer, s.score) for s in quiet]
+
+
+class _Guided(nn.Module):
+    """A frame (32x32) and a guide (16x16) whose branch joins the frame's after a stride-2 conv."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 32, 3, stride=2, padding=1)
+        self.g = nn.Conv2d(1, 32, 3, padding=1)
+        self.c, self.d = nn.Conv2d(32, 32, 3, padding=1), nn.ConvTranspose2d(32, 16, 2, stride=2)
+        self.e = nn.Conv2d(16, 3, 3, padding=1)
+
+    def forward(self, x, guide):
+        h = F.relu(self.b(F.relu(self.a(x))) + self.g(guide))
+        return torch.sigmoid(self.e(F.relu(self.d(F.relu(self.c(h))))))
+
+
+def test_no_suggestion_leaves_an_input_unread_by_shortcut_frames_and_explicit_taps_that_do_warn():
+    """An encoder tap on the guide's branch would skip every path from the frame to the output: shortcut
+    frames could not follow the video at all."""
+    torch.manual_seed(0)
+    gen = _Guided()
+    inputs = (torch.rand(1, 3, 32, 32), torch.rand(1, 1, 16, 16))
+    for s in suggest_taps(gen, inputs, top=5):
+        sv = shortcutify(gen, s.enc_layer, s.dec_layer, inputs)
+        with torch.no_grad():
+            for p in sv.block.parameters():
+                p.copy_(0.1 * torch.randn(p.shape))
+            sv(*inputs)
+            moved = sv(torch.rand(1, 3, 32, 32), inputs[1])
+            sv.reset()
+            sv(*inputs)
+            assert not torch.equal(moved, sv(torch.rand(1, 3, 32, 32), inputs[1])), (s.enc_layer, s.dec_layer)
+    with pytest.warns(UserWarning, match=r"shortcut frames do not read the generator's input\(s\) \['x'\].*'g'"):
+        shortcutify(gen, "g", "c", inputs)
+
+
+def test_a_ranking_by_savings_alone_says_so(monkeypatch):
+    """When every cut measures the highest difficulty (a proxy the generator defeats), the order is by MACs alone."""
+    import shortcutify.core.suggest as suggest_module
+
+    monkeypatch.setattr(suggest_module._Proxy, "difficulty", lambda self, enc, dec, half: 1.0)
+    with pytest.warns(UserWarning, match="every cut measured the highest difficulty.*MACs they save alone") as caught:
+        suggest_taps(_Guided(), (torch.rand(1, 3, 32, 32), torch.rand(1, 1, 16, 16)), top=2)
+    assert {w.filename for w in caught if "highest difficulty" in str(w.message)} == {__file__}

@@ -128,6 +128,13 @@ def shortcutify(
     cut = resolve_cut(captured, enc_layer, dec_layer)
     factory = _factory(model, inputs)
     resolution, width, macs = _size_block(cut, factory, resolution, width, motion_prior)
+    if cut.ignored_inputs:
+        warnings.warn(
+            f"shortcut frames do not read the generator's input(s) {list(cut.ignored_inputs)}: every path from them to "
+            f"the output runs between enc_layer {enc_layer!r} and dec_layer {dec_layer!r}, so between keyframes the "
+            "output cannot follow them. Choose an encoder tap that depends on them (list_taps() lists the nodes).",
+            stacklevel=2,
+        )
     if macs >= cut.skipped_macs:
         warnings.warn(
             f"the shortcut block (width {width}) costs {macs:,} MACs per frame but the part of the model it "
@@ -213,7 +220,6 @@ def load(
     cfg_file = os.path.join(path, CONFIG_NAME)
     if manifest.library_version != __version__:
         warnings.warn(f"block saved by shortcutify {manifest.library_version}, loading with {__version__}", stacklevel=2)
-    given_policy = policy is not None
     if policy is None:
         policy = _saved_policy(manifest, cfg_file)
     p = next(iter(model.parameters()), None)
@@ -287,8 +293,7 @@ def load(
             "Save the block again with sv.save(path)."
         ) from exc
     sv.distilled_interval = manifest.distilled_interval
-    if given_policy:
-        sv.policy = policy  # (set again now that the distilled interval is known: warns if it allows longer gaps)
+    sv.policy = policy  # (set again now that the distilled interval is known: warns if it allows longer gaps)
     if teacher_checksum(model) != manifest.teacher_checksum:
         warnings.warn(
             "the generator's weights differ from those the block was distilled from (same graph, other weights): "

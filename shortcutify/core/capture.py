@@ -675,12 +675,23 @@ def capture(model: nn.Module, example_inputs: Any, options: CaptureOptions = Cap
         CaptureMismatchError: the captured graph computes something other than the model.
     """
     inputs = as_tuple(example_inputs)
-    empty = [list(x.shape) for x in tree_flatten(list(inputs))[0] if isinstance(x, torch.Tensor) and x.dim() > 0 and x.shape[0] == 0]
+    empty = [list(x.shape) for x in tree_flatten(list(inputs))[0] if isinstance(x, torch.Tensor) and x.dim() == 4 and x.shape[0] == 0]
     if empty:
         raise ValueError(
             f"example_inputs hold an empty batch (shape {empty[0]}): shapes, MACs and the capture check need at least "
             "one frame; give example frames [B, C, H, W] with B >= 1"
         )
+    buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
+    try:
+        captured = _capture_paths(model, inputs, options)
+    except UntraceableModelError as exc:
+        _refuse_changed_buffers(model, buffers, exc)
+        raise
+    _refuse_changed_buffers(model, buffers, None)
+    return captured
+
+
+def _capture_paths(model: nn.Module, inputs: tuple[Any, ...], options: CaptureOptions) -> Captured:
     if options.method != "auto":
         return _capture_one(options.method, model, inputs, options)
     try:
@@ -692,6 +703,32 @@ def capture(model: nn.Module, example_inputs: Any, options: CaptureOptions = Cap
             raise type(export_error)(
                 f"neither capture path works for {type(model).__name__}.\n[fx] {fx_error}\n[export] {export_error}"
             ) from export_error
+
+
+def _refuse_changed_buffers(model: nn.Module, before: dict[str, torch.Tensor], cause: Exception | None) -> None:
+    """Restore the buffers that running ``model`` changed, and refuse it if any did.
+
+    Raises:
+        UntraceableModelError: ``forward`` changes buffers (a running statistic, a call counter).
+    """
+    changed = []
+    for name, b in model.named_buffers():
+        old = before.get(name)
+        if old is None or old.shape != b.shape or old.dtype != b.dtype:
+            continue
+        same = b.eq(old) | (b.isnan() & old.isnan()) if b.is_floating_point() else b.eq(old)
+        if not bool(same.all()):
+            changed.append(name)
+            with torch.no_grad():
+                b.copy_(old)
+    if changed:
+        raise UntraceableModelError(
+            f"forward() of {type(model).__name__} changes its buffers {changed} on every call (a running statistic, a "
+            "call counter): the captured programs, and the checks that compare them with the model, would each change "
+            "them again, so neither keyframes nor shortcut frames could compute what the model does. The buffers are "
+            "restored. Make that state an input and an output of forward(), or keep it fixed at inference (e.g. the "
+            "layers that update it in eval mode)."
+        ) from cause
 
 
 def recapture(captured: Captured, model: nn.Module, example_inputs: Any, options: CaptureOptions) -> Captured:

@@ -49,6 +49,9 @@ class Cut:
         skipped: node names of the generator that shortcut frames do not run.
         skipped_macs: their multiply-adds on the example input.
         signature: :func:`graph_signature` of the generator with the taps marked.
+        ignored_inputs: the generator's inputs (placeholder names) that the teacher reads but
+            shortcut frames do not: every path from them to the output runs through the skipped
+            part, so between keyframes the output cannot follow them.
     """
 
     enc_layer: str
@@ -64,6 +67,7 @@ class Cut:
     skipped: tuple[str, ...]
     skipped_macs: int
     signature: tuple[str, ...]
+    ignored_inputs: tuple[str, ...] = ()
 
 
 class _BlockSlot(nn.Module):
@@ -192,6 +196,10 @@ def resolve_cut(captured: Captured, enc_layer: str, dec_layer: str) -> Cut:
             "list_taps() shows the MACs up to each node."
         )
     taps = {t.name: t for t in tap_infos(captured)}
+    ignored = tuple(
+        n.name for n in captured.gm.graph.nodes
+        if n.op == "placeholder" and n.users and n in env and env[n] in alive and not env[n].users
+    )
     return Cut(
         enc_layer=enc_layer,
         dec_layer=dec_layer,
@@ -206,4 +214,5 @@ def resolve_cut(captured: Captured, enc_layer: str, dec_layer: str) -> Cut:
         skipped=skipped,
         skipped_macs=skipped_macs,
         signature=graph_signature(captured, enc, dec),
+        ignored_inputs=ignored,
     )

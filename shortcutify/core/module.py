@@ -19,6 +19,7 @@ from torch.utils._pytree import keystr, tree_flatten, tree_flatten_with_path, tr
 
 from ..errors import NonFiniteKeyframeWarning, PolicyError, ShortcutifyError, StreamSplitError, TapShapeError
 from .blocks import KeyframeTaps, Reference, ShortcutBlock
+from .caller import warn_caller
 from .checks import check_like_example, is_count, is_interval
 from .config import ShortcutConfig
 from .cost import CostReport, PathCost, count_macs, param_count
@@ -496,12 +497,11 @@ class ShortcutV2V(nn.Module):
         shortcut frames further from their keyframe than any training pair may be poor."""
         trained, interval = self._distilled_interval, self._policy.interval
         if trained is not None and interval > trained:
-            warnings.warn(
+            warn_caller(
                 f"the keyframe policy {self._policy!r} allows {interval - 1} frames from a keyframe, but the block was "
                 f"distilled with interval {trained}, on gaps up to {trained - 1}: shortcut frames further from their "
                 "keyframe may be poor. Distil again with this policy set (distill() trains on the gaps of sv.policy), "
-                f"or use a policy of interval <= {trained}.",
-                stacklevel=4,
+                f"or use a policy of interval <= {trained}."
             )
 
     @property
@@ -857,7 +857,7 @@ class ShortcutV2V(nn.Module):
         _, unsaved = encode_fixed_args(self._fixed_args)
         return Manifest(
             config=self.config,
-            interval=self.policy.interval,
+            interval=int(self.policy.interval),
             policy=policy_to_config(self.policy),
             example_inputs=tuple(ExampleInput.of(x) for x in self._example),
             teacher=type(self.teacher).__name__,

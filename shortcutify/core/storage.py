@@ -136,9 +136,9 @@ _TUPLE, _DICT, _DTYPE = "__tuple__", "__dict__", "__dtype__"  # how these are ma
 
 def _encode(value: Any) -> Any:
     """``value`` as JSON (tuples marked), or raise ``TypeError`` if it is not made of JSON scalars, lists and tuples."""
-    if value is None or isinstance(value, (bool, int, str)):
+    if value is None or type(value) in (bool, int, str):  # (exact types: an IntEnum or StrEnum is not stored as its value)
         return value
-    if isinstance(value, float):
+    if type(value) is float:
         if value != value or value in (float("inf"), float("-inf")):
             raise TypeError("a non-finite float")
         return value

@@ -23,6 +23,7 @@ from typing_extensions import Unpack
 from ..errors import EmptyCutError, TapOrderError, TapShapeError
 from .blocks.sizing import AUTO, auto_layout, auto_width, block_macs, check_layout_choice
 from .capture import CaptureKwargs, CaptureOptions, Captured, as_tuple, capture, unwrap
+from .caller import warn_caller
 from .checks import check_like_example, is_count
 from .cut import resolve_cut
 from .taps import TapInfo, resolve_tap, tap_infos
@@ -491,6 +492,9 @@ def suggest_taps(
     The proxy is measured on the pairs that skip the most MACs (at most
     :data:`MAX_MEASURED`); the best are checked with :func:`~shortcutify.core.cut.resolve_cut`
     and sized as ``shortcutify()`` sizes the block (:func:`~shortcutify.core.blocks.sizing.auto_width`).
+    A cut whose shortcut frames would not read one of the inputs the teacher reads (an encoder
+    tap on a side branch, so that the skipped part holds every path from the frame to the
+    output: ``Cut.ignored_inputs``) is offered only when no other cut fits.
 
     Args:
         model: the generator (measured in eval mode, as ``shortcutify()`` runs it; its modes are
@@ -570,16 +574,8 @@ def _suggest(
         measured = [(s, e, dec, {r: proxy.difficulty(e, dec, r == "half") for r in layouts}) for s, e, dec in bar]
     scored = sorted(((_score(total, total - s, min(d.values())), d, s, e, dec) for s, e, dec, d in measured), key=lambda t: -t[0])
     names = {n: _tap_name(captured, n, infos[n]) for n in nodes}
-    found: list[TapSuggestion] = []
-    for bound, difficulties, _, enc, dec in scored:
-        if len(found) >= top and bound <= found[top - 1].score:
-            break  # the score is at most the bound: no later pair can enter the top
-        try:
-            cut = resolve_cut(captured, names[enc], names[dec])
-        except (TapOrderError, TapShapeError, EmptyCutError):
-            continue
-
-        def macs(layout: str, w: int, cut=cut) -> int:
+    def suggestion(cut: Any, difficulties: dict[str, float], enc: fx.Node, dec: fx.Node) -> TapSuggestion | None:
+        def macs(layout: str, w: int) -> int:
             return _block_macs(layout, w, cut.enc.shape, cut.dec.shape)
 
         if resolution == AUTO:
@@ -588,16 +584,37 @@ def _suggest(
             layout = resolution
             width, block = auto_width(cut.enc.shape, cut.dec.shape, cut.skipped_macs, functools.partial(macs, layout))
         if block >= cut.skipped_macs:
-            continue
+            return None
         difficulty = difficulties[layout]
-        found.append(TapSuggestion(
+        return TapSuggestion(
             names[enc], names[dec], cut.enc, cut.dec, width, cut.skipped_macs, block, total, difficulty,
             _score(total, total - cut.skipped_macs + block, difficulty), layout,
-        ))
-        found.sort(key=lambda s: -s.score)
+        )
+
+    found: list[TapSuggestion] = []
+    blind: list[TapSuggestion] = []  # cuts whose shortcut frames would not read some input: offered only if no other fits
+    for bound, difficulties, _, enc, dec in scored:
+        if len(found) >= top and bound <= found[top - 1].score:
+            break  # the score is at most the bound: no later pair can enter the top
+        try:
+            cut = resolve_cut(captured, names[enc], names[dec])
+        except (TapOrderError, TapShapeError, EmptyCutError):
+            continue
+        made = suggestion(cut, difficulties, enc, dec)
+        if made is not None:
+            (blind if cut.ignored_inputs else found).append(made)
+            found.sort(key=lambda s: -s.score)
+    if not found:
+        found = sorted(blind, key=lambda s: -s.score)
     if not found:
         raise EmptyCutError(
             f"no pair of taps of {type(model).__name__} makes a shortcut frame cheaper than the teacher: the block "
             "would cost at least what each cut skips. Use larger frames, or a generator with costlier layers between its feature maps."
+        )
+    if all(s.difficulty >= 1.0 for s in found):
+        warn_caller(
+            "suggest_taps(): every cut measured the highest difficulty (1.0: the linearised block does no better than "
+            "repeating the keyframe on these frames), so the suggestions are ranked by the MACs they save alone. "
+            "Pass frames= with a real clip; a generator that quantises its features (a VQ model) may defeat the proxy."
         )
     return TapSuggestions(found[:top])

@@ -154,7 +154,10 @@ def resolve_tap(captured: Captured, name: str, role: str) -> fx.Node:
         return node
     if outs:
         if outs[0] is None:
-            raise TapShapeError(f"{role} {name!r}: module {name!r} does not return a single tensor")
+            raise TapShapeError(
+                f"{role} {name!r}: module {name!r} does not return a single tensor (a tuple or a dict); name a node that "
+                "holds one of its tensors, or a module inside it: list_taps(model, example_inputs) lists them"
+            )
         return outs[0]
     bare = next((name[len(p) :] for p in WRAPPER_PREFIXES if name.startswith(p) and name[len(p) :] in captured.module_outputs), None)
     if bare:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..core.capture import unwrap
 from ..core.checks import is_real
 from ..core.module import ShortcutV2V
 from ..core.policy import AdaptiveKeyframes, change_since_keyframe, tap_l1
@@ -177,6 +178,7 @@ def calibrate(
             block was distilled for (``sv.distilled_interval``; when that is unknown, than the
             policy it replaces, whose gaps :func:`~shortcutify.distill` trains on).
     """
+    sv = unwrap(sv)  # (a compiled or DistributedDataParallel-wrapped module: the one inside)
     if not isinstance(sv, ShortcutV2V):
         raise TypeError(f"calibrate() takes a ShortcutV2V (from shortcutify() or load()), got {type(sv).__name__}")
     if (keyframe_rate is None) == (min_psnr is None):

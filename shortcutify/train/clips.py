@@ -1,7 +1,9 @@
 """Clips of consecutive frames and the (reference, current) training pairs drawn from them.
 
 A *clip* is a tensor ``[T, C, H, W]`` of consecutive frames, or, for a generator with
-several ``forward`` arguments, a tuple of such tensors (one per argument, same ``T``).
+several ``forward`` arguments, a tuple of tensors, one per argument, with the same ``T``:
+frames ``[T, C, H, W]`` (at least one) and any other per-frame input ``[T, ...]`` (a style
+vector ``[T, D]``, a diffusion timestep ``[T]``), which crops and flips leave alone.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ __all__ = ["as_clip", "ClipSource", "check_clips", "check_inputs", "to_inputs", 
 
 
 def as_clip(clip: Any, index: int | None = None) -> tuple[Tensor, ...]:
-    """Normalise a clip to a tuple of ``[T, C, H, W]`` tensors with a common ``T >= 1``."""
+    """Normalise a clip to a tuple of ``[T, ...]`` tensors with a common ``T >= 1``, at least one of them
+    frames ``[T, C, H, W]``."""
     where = "" if index is None else f" (clip {index})"
     parts = (clip,) if isinstance(clip, Tensor) else tuple(clip) if isinstance(clip, (tuple, list)) else None
     if not parts or not all(isinstance(p, Tensor) for p in parts):
@@ -29,8 +32,13 @@ def as_clip(clip: Any, index: int | None = None) -> tuple[Tensor, ...]:
             f"got {type(clip).__name__}{where}"
         )
     for p in parts:
-        if p.dim() != 4:
-            raise ValueError(f"a clip tensor must be [T, C, H, W], got shape {tuple(p.shape)}{where}")
+        if p.dim() < 1 or (len(parts) == 1 and p.dim() != 4):
+            raise ValueError(
+                f"a clip tensor must be frames [T, C, H, W] (or, beside frames, a per-frame input [T, ...]), got shape "
+                f"{tuple(p.shape)}{where}"
+            )
+    if not any(p.dim() == 4 for p in parts):
+        raise ValueError(f"a clip needs frames [T, C, H, W], got tensors of shapes {[tuple(p.shape) for p in parts]}{where}")
     lengths = {p.shape[0] for p in parts}
     if len(lengths) != 1:
         raise ValueError(f"the tensors of a multi-input clip must have the same number of frames, got {sorted(lengths)}{where}")
@@ -94,8 +102,8 @@ class ClipSource:
             items: list[Any] = []
             for batch in clips:
                 parts = (batch,) if isinstance(batch, Tensor) else tuple(batch)
-                if any(p.dim() != 5 for p in parts):
-                    raise ValueError("a DataLoader of clips must yield batches [N, T, C, H, W] (or tuples of them)")
+                if any(p.dim() < 2 for p in parts) or not any(p.dim() == 5 for p in parts):
+                    raise ValueError("a DataLoader of clips must yield batches [N, T, C, H, W] (or tuples of them and [N, T, ...])")
                 items += [tuple(p[i] for p in parts) if len(parts) > 1 else parts[0][i] for i in range(parts[0].shape[0])]
             self.items: Any = items
         elif hasattr(clips, "__getitem__") and hasattr(clips, "__len__"):
@@ -113,23 +121,29 @@ class ClipSource:
 
 
 def _sizes(clip: tuple[Tensor, ...]) -> str:
-    return " + ".join(f"{p.shape[-2]}x{p.shape[-1]} ({p.shape[1]} channels)" for p in clip)
+    return " + ".join(f"{p.shape[-2]}x{p.shape[-1]} ({p.shape[1]} channels)" if p.dim() == 4 else f"{list(p.shape[1:])}" for p in clip)
+
+
+def _frame_size(clip: tuple[Tensor, ...]) -> tuple[int, int]:
+    """``(H, W)`` of the clip's first frames tensor (crops are in its pixels)."""
+    return next((int(p.shape[-2]), int(p.shape[-1])) for p in clip if p.dim() == 4)
 
 
 def crop_steps(clip: tuple[Tensor, ...]) -> tuple[int, int]:
-    """The grid, in the first input's pixels, that a crop's corner and size must lie on so that every
-    input of ``clip`` is cropped to the same region in whole pixels (``(1, 1)`` when the inputs share one
-    size; inputs of 1×1 pixels, per-frame codes, are not cropped and do not count).
+    """The grid, in the first frames' pixels, that a crop's corner and size must lie on so that every
+    frames input of ``clip`` is cropped to the same region in whole pixels (``(1, 1)`` when they share one
+    size; inputs of 1×1 pixels and inputs that are not frames ``[T, C, H, W]``, per-frame codes, are not
+    cropped and do not count).
 
     An input of another size than the first is cropped at the first input's box scaled by its size
     ratio: for a first input of height ``H`` and another of height ``h``, a corner or size ``y`` must
     make ``y * h / H`` whole, so ``y`` must be a multiple of ``H / gcd(H, h)``.
     """
-    h0, w0 = clip[0].shape[-2:]
+    h0, w0 = _frame_size(clip)
     sy = sx = 1
-    for p in clip[1:]:
+    for p in clip:
         h, w = p.shape[-2:]
-        if (h, w) != (1, 1):
+        if p.dim() == 4 and (h, w) != (1, 1):
             sy, sx = math.lcm(sy, h0 // math.gcd(h0, h)), math.lcm(sx, w0 // math.gcd(w0, w))
     return sy, sx
 
@@ -137,7 +151,7 @@ def crop_steps(clip: tuple[Tensor, ...]) -> tuple[int, int]:
 def _cut(p: Tensor, first: tuple[int, int], box: tuple[int, int, int, int]) -> Tensor:
     """``p`` cropped to ``box`` (top, left, height, width in the first input's pixels ``first``), scaled to its size."""
     h, w = p.shape[-2:]
-    if (h, w) == (1, 1):
+    if p.dim() != 4 or (h, w) == (1, 1):
         return p
     top, left, ch, cw = (box[0] * h) // first[0], (box[1] * w) // first[1], (box[2] * h) // first[0], (box[3] * w) // first[1]
     return p[..., top : top + ch, left : left + cw]
@@ -169,14 +183,14 @@ def check_clips(source: ClipSource, crop: tuple[int, int] | None, example: tuple
         if t < 2:
             raise ValueError(f"clip {i} has {t} frame(s); training pairs need clips of at least 2 frames")
         longest = max(longest, int(t))
-        h, w = clip[0].shape[-2:]
+        h, w = _frame_size(clip)
         if crop is not None and (crop[0] > h or crop[1] > w):
             raise ValueError(f"crop {crop} is larger than the frames of clip {i} ({h}x{w}); pass a smaller crop")
         if crop is not None and (steps := crop_steps(clip)) != (1, 1) and (crop[0] % steps[0] or crop[1] % steps[1]):
             raise ValueError(
                 f"clip {i} has inputs of different sizes ({_sizes(clip)}); each is cropped to the same region, scaled to "
                 f"its size, which needs a crop whose height is a multiple of {steps[0]} and width a multiple of "
-                f"{steps[1]} (in the first input's pixels), got crop {crop}"
+                f"{steps[1]} (in the first frames' pixels), got crop {crop}"
             )
         heights.append(h)
         widths.append(w)
@@ -222,7 +236,7 @@ def sample_pairs(
     Returns:
         :class:`Pairs`: the reference and current inputs, each a tuple (one per forward
         argument) of ``[n, C, H, W]`` tensors, and where each row came from. With
-        ``crop=(h, w)`` (in the first input's pixels) both frames of a pair share one random
+        ``crop=(h, w)`` (in the first frames' pixels) both frames of a pair share one random
         crop, and every input is cropped to the same region scaled to its size
         (:func:`crop_steps`); with ``flip`` they share one random horizontal flip.
     """
@@ -237,13 +251,13 @@ def sample_pairs(
             raise ValueError(f"clip {ci} has {t} frame(s); training pairs need clips of at least 2 frames")
         gap = int(torch.randint(1, min(max_gap, t - 1) + 1, (1,), generator=generator))
         r = int(torch.randint(0, t - gap, (1,), generator=generator))
-        ref, cur = tuple(p[r] for p in clip), tuple(p[r + gap] for p in clip)
+        ref, cur = tuple(p[r : r + 1] for p in clip), tuple(p[r + gap : r + gap + 1] for p in clip)  # [1, ...] each
         if crop is not None:
-            h, w = ref[0].shape[-2:]
+            h, w = _frame_size(clip)
             ch, cw = crop
             if ch > h or cw > w:
                 raise ValueError(f"crop {crop} is larger than the frames of clip {ci} ({h}x{w})")
-            sy, sx = crop_steps(ref)
+            sy, sx = crop_steps(clip)
             if ch % sy or cw % sx:
                 raise ValueError(f"crop {crop} does not fit the inputs of clip {ci} ({_sizes(clip)}): see check_clips")
             top = sy * int(torch.randint(0, (h - ch) // sy + 1, (1,), generator=generator))
@@ -251,8 +265,9 @@ def sample_pairs(
             ref = tuple(_cut(p, (h, w), (top, left, ch, cw)) for p in ref)
             cur = tuple(_cut(p, (h, w), (top, left, ch, cw)) for p in cur)
         if flip and bool(torch.rand((), generator=generator) < 0.5):
-            ref = tuple(p.flip(-1) for p in ref)
-            cur = tuple(p.flip(-1) for p in cur)
+            ref = tuple(p.flip(-1) if p.dim() == 4 else p for p in ref)  # (frames only)
+            cur = tuple(p.flip(-1) if p.dim() == 4 else p for p in cur)
+        ref, cur = tuple(p[0] for p in ref), tuple(p[0] for p in cur)
         refs.append(ref)
         curs.append(cur)
         origins.append((ci, r, r + gap))

@@ -106,7 +106,7 @@ def distill(
             ``[B, C, H, W]`` as :func:`~shortcutify.train.evaluate.output_image` picks them).
         crop: random crop ``h`` or ``(h, w)`` shared by both frames of a pair. Without it
             all clips must have one frame size (every clip is indexed once, up front, to check).
-            In the first input's pixels: the inputs of a multi-input generator are cropped to the
+            In the first frames' pixels: the frames inputs of a multi-input generator are cropped to the
             same region, scaled to each input's size (an input at half the first's size needs an
             even crop; see :func:`~shortcutify.train.clips.crop_steps`).
         flip: random horizontal flips shared by both frames of a pair.

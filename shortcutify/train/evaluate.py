@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 from torch.utils._pytree import tree_flatten
 
+from ..core.capture import unwrap
 from ..core.checks import is_count
 from ..core.module import ShortcutV2V
 from .clips import as_clip, check_inputs, refuse_single_clip, to_inputs
@@ -103,6 +104,7 @@ def evaluate(sv: Any, clips: Iterable[Any], *, data_range: float = 2.0, max_clip
     Warns:
         RuntimeWarning: no shortcut frame was run (means NaN), or some gave NaN metrics.
     """
+    sv = unwrap(sv)  # (a compiled or DistributedDataParallel-wrapped module: the one inside)
     if not isinstance(sv, ShortcutV2V):
         raise TypeError(f"evaluate() takes a ShortcutV2V (from shortcutify() or load()), got {type(sv).__name__}")
     check_data_range(data_range)
