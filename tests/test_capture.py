@@ -403,3 +403,41 @@ def test_a_generator_that_changes_its_buffers_in_forward_is_refused_and_left_as_
         with pytest.raises(UntraceableModelError, match=r"changes its buffers \['calls', 'running'\].*restored"):
             shortcutify(gen, "a", "c", torch.rand(1, 3, 16, 16), capture=capture)
         assert all(torch.equal(v, gen.state_dict()[k]) for k, v in before.items())
+
+
+def test_buffers_that_forward_leaves_alone_are_not_taken_for_state():
+    """Constant buffers holding NaN (complex too) and lazy modules capture as before."""
+
+    class Constant(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("nan", torch.tensor([float("nan"), 1.0]))
+            self.register_buffer("cnan", torch.tensor([complex(float("nan"), 0.0)]))
+            self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+            self.c, self.d = nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 3, 3, padding=1)
+
+        def forward(self, x):
+            return self.d(self.c(self.b(self.a(x)))) * self.nan[1]
+
+    shortcutify(Constant(), "a", "c", torch.rand(1, 3, 16, 16))
+
+    lazy = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.LazyBatchNorm2d(), nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 3, 3, padding=1))
+    lazy(torch.rand(1, 3, 16, 16))  # materialised by a first call, as users do
+    shortcutify(lazy.eval(), "0", "2", torch.rand(1, 3, 16, 16))
+
+
+def test_an_input_read_only_for_its_shape_is_not_reported_as_unread():
+    class ShapeOnly(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+            self.c, self.d = nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 3, 3, padding=1)
+
+        def forward(self, x, target):
+            return self.d(self.c(F.interpolate(self.b(self.a(x)), size=target.shape[-2:])))
+
+    for capture in ("fx", "export"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            sv = shortcutify(ShapeOnly(), "a", "c", (torch.rand(1, 3, 16, 16), torch.rand(1, 1, 16, 16)), capture=capture)
+        assert sv.skipped_nodes

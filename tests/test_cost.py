@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 from fvcore.nn import FlopCountAnalysis
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -151,3 +152,21 @@ def test_an_op_without_a_mac_rule_is_reported_apart_from_the_element_wise_ones()
     text = str(CostReport(path, path, path, path, path, 3.0, ((1, 3, 8, 8),)))
     assert "not counted (element-wise, by convention): add" in text
     assert "NOT COUNTED, no MAC rule (the figures above leave these out): fancy_fused_op" in text
+
+
+def test_element_wise_ops_of_other_families_are_not_reported_as_missing():
+    """Timestep embeddings (sin, cos), mobile activations (hardswish, relu6), masks (masked_fill_)."""
+    from torch import nn
+
+    class Mixed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3, padding=1)
+
+        def forward(self, x):
+            h = F.hardswish(self.conv(x)) + torch.sin(x.mean()) * torch.cos(x.mean())
+            h = F.relu6(h) + F.hardsigmoid(h) + F.softplus(h)
+            return h.masked_fill_(h > 5, 0.0)
+
+    _, _, uncounted = count_macs(Mixed().eval(), torch.rand(1, 3, 8, 8))
+    assert set(uncounted) <= ELEMENTWISE_OPS, set(uncounted) - ELEMENTWISE_OPS

@@ -164,6 +164,16 @@ def test_a_generator_conditioned_on_a_per_frame_vector_takes_it_in_its_clips():
         distill(sv, [(torch.randn(6, 4), torch.randn(6, 4))], steps=1, progress=False)
 
 
+def test_a_mask_of_the_frames_size_is_cropped_and_flipped_with_them():
+    from shortcutify.train.clips import ClipSource, sample_pairs
+
+    frames = torch.randn(6, 3, 16, 20)
+    clip = (frames, frames[:, 0] > 0, torch.randn(6, 8, 1, 1))  # a mask [T, H, W] of the frames' size, a 1x1 code
+    pairs = sample_pairs(ClipSource([clip]), 24, 2, torch.Generator().manual_seed(1), crop=(8, 12), flip=True)
+    assert pairs.reference[1].shape == (24, 8, 12) and pairs.reference[2].shape == (24, 8, 1, 1)
+    assert torch.equal(pairs.reference[0][:, 0] > 0, pairs.reference[1]) and torch.equal(pairs.current[0][:, 0] > 0, pairs.current[1])
+
+
 def test_bad_inputs_are_reported():
     _, sv1 = _sv(interval=1)
     with pytest.raises(ValueError, match="interval"):

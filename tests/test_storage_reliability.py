@@ -248,6 +248,14 @@ def _same(a, b):
     return a == b
 
 
+def test_fixed_arguments_of_numpy_number_types_are_stored_as_numbers():
+    import numpy as np
+
+    stored, unstored = storage.encode_fixed_args({"a": np.float64(0.5), "b": np.int64(3), "c": np.bool_(True), "d": (np.float32(2.0),)})
+    assert unstored == ()
+    assert _same(storage.decode_fixed_args(json.loads(json.dumps(stored))), {"a": 0.5, "b": 3, "c": True, "d": (2.0,)})
+
+
 def test_fixed_arguments_survive_json_with_their_types():
     from hypothesis import given, settings
     from hypothesis import strategies as st

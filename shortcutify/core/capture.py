@@ -681,11 +681,14 @@ def capture(model: nn.Module, example_inputs: Any, options: CaptureOptions = Cap
             f"example_inputs hold an empty batch (shape {empty[0]}): shapes, MACs and the capture check need at least "
             "one frame; give example frames [B, C, H, W] with B >= 1"
         )
-    buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
+    buffers = {name: b.detach().clone() for name, b in model.named_buffers() if not nn.parameter.is_lazy(b)}
     try:
         captured = _capture_paths(model, inputs, options)
     except UntraceableModelError as exc:
         _refuse_changed_buffers(model, buffers, exc)
+        raise
+    except BaseException:
+        _restore_buffers(model, buffers)
         raise
     _refuse_changed_buffers(model, buffers, None)
     return captured
@@ -705,26 +708,31 @@ def _capture_paths(model: nn.Module, inputs: tuple[Any, ...], options: CaptureOp
             ) from export_error
 
 
+def _restore_buffers(model: nn.Module, before: dict[str, torch.Tensor]) -> list[str]:
+    """Give the buffers of ``model`` that differ from ``before`` their values back; their names."""
+    changed = []
+    for name, b in model.named_buffers():
+        old = before.get(name)
+        if old is None or old.shape != b.shape or old.dtype != b.dtype or nn.parameter.is_lazy(b):
+            continue
+        if not bool((b.eq(old) | (b.ne(b) & old.ne(old))).all()):  # (NaN where NaN was counts as the same)
+            changed.append(name)
+            with torch.no_grad():
+                b.copy_(old)
+    return changed
+
+
 def _refuse_changed_buffers(model: nn.Module, before: dict[str, torch.Tensor], cause: Exception | None) -> None:
     """Restore the buffers that running ``model`` changed, and refuse it if any did.
 
     Raises:
         UntraceableModelError: ``forward`` changes buffers (a running statistic, a call counter).
     """
-    changed = []
-    for name, b in model.named_buffers():
-        old = before.get(name)
-        if old is None or old.shape != b.shape or old.dtype != b.dtype:
-            continue
-        same = b.eq(old) | (b.isnan() & old.isnan()) if b.is_floating_point() else b.eq(old)
-        if not bool(same.all()):
-            changed.append(name)
-            with torch.no_grad():
-                b.copy_(old)
+    changed = _restore_buffers(model, before)
     if changed:
         raise UntraceableModelError(
-            f"forward() of {type(model).__name__} changes its buffers {changed} on every call (a running statistic, a "
-            "call counter): the captured programs, and the checks that compare them with the model, would each change "
+            f"forward() of {type(model).__name__} changes its buffers {changed} when it runs (a running statistic, a "
+            "call counter, a cache): the captured programs, and the checks that compare them with the model, would each change "
             "them again, so neither keyframes nor shortcut frames could compute what the model does. The buffers are "
             "restored. Make that state an input and an output of forward(), or keep it fixed at inference (e.g. the "
             "layers that update it in eval mode)."

@@ -33,8 +33,8 @@ def is_interval(value: Any) -> bool:
 
 def check_like_example(x: Tensor, example: Any, what: str, j: int, lead: str = "B") -> None:
     """Check that ``x`` can stand where the example input ``j`` stood when the generator was wrapped:
-    as many dimensions, the same channels (dimension 1, for 4-D examples that look channels-first,
-    ``[B, C, H, W]`` with ``C <= H, W``: a channels-last ``[B, H, W, C]`` input keeps its sizes free),
+    as many dimensions, the same channels (dimension 1 of 4-D examples, unless the example looks
+    channels-last, ``[B, H, W, C]`` with ``C <= 4 < H``: such an input keeps its sizes free),
     floating where the example is. Sizes and batch may differ; ``what`` names ``x`` in the message, ``lead``
     its first dimension (``"B"`` for frames, ``"T"`` for clips).
 
@@ -51,7 +51,7 @@ def check_like_example(x: Tensor, example: Any, what: str, j: int, lead: str = "
             f"{what} has shape {list(x.shape)}, but the generator's input {j} was {shape} when it was wrapped: "
             f"give {example.dim()}-D tensors{batch}"
         )
-    channels_first = example.dim() == 4 and example.shape[1] <= min(example.shape[2], example.shape[3])
+    channels_first = example.dim() == 4 and not (example.shape[-1] <= 4 < example.shape[1])  # ([B, H, W, 3]: channels last)
     if channels_first and x.shape[1] != example.shape[1]:
         raise InputMismatchError(
             f"{what} has {x.shape[1]} channels, the generator's input {j} {example.shape[1]} (example {shape}): give "

@@ -47,7 +47,10 @@ ELEMENTWISE_OPS = frozenset(
         "feature_dropout alpha_dropout arange linspace meshgrid unfold im2col col2im col2im_ baddbmm_ "
         "softmax log_softmax where masked_fill lt gt eq ne ge le Int ScalarImplicit floor_divide "
         "lerp reciprocal repeat_interleave remainder mean sum max min flip upsample_nearest1d upsample_nearest3d _unsafe_view as_strided "
-        "new_zeros new_ones new_full new_empty empty empty_like scalar_tensor"
+        "new_zeros new_ones new_full new_empty empty empty_like scalar_tensor "
+        "sin cos tan atan sinh cosh erf erfc sign square hardswish hardswish_ hardsigmoid hardsigmoid_ relu6 mish "
+        "prelu softplus softsign logsigmoid gelu_ sigmoid_ exp_ neg_ clamp_max clamp_max_ clamp_min_ fill_ masked_fill_ "
+        "zero_ floor ceil round trunc frac log1p expm1 log2 log10 exp2 minimum maximum logical_not logical_and logical_or"
     ).split()
 )
 

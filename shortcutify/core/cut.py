@@ -117,6 +117,20 @@ def graph_signature(captured: Captured, enc: fx.Node, dec: fx.Node) -> tuple[str
     return tuple(lines)
 
 
+def _shape_only(user: fx.Node) -> bool:
+    """Whether ``user`` reads only its input's shape (``x.shape``, ``x.size()``, ``x.dim()``)."""
+    if user.op == "call_function" and user.target is getattr:
+        return len(user.args) > 1 and user.args[1] in ("shape", "ndim", "dtype", "device")
+    if user.op == "call_method":
+        return user.target in ("size", "dim")
+    return user.op == "call_function" and getattr(user.target, "__name__", "") in ("sym_size", "sym_size.int")
+
+
+def _reads_values(node: fx.Node) -> bool:
+    """Whether some user of ``node`` reads its values, not only its shape."""
+    return any(not _shape_only(u) for u in node.users)
+
+
 def _check_order(captured: Captured, enc: fx.Node, dec: fx.Node, enc_layer: str, dec_layer: str) -> None:
     for node, role, name in ((enc, "enc_layer", enc_layer), (dec, "dec_layer", dec_layer)):
         if node.op in ("placeholder", "get_attr"):
@@ -198,7 +212,7 @@ def resolve_cut(captured: Captured, enc_layer: str, dec_layer: str) -> Cut:
     taps = {t.name: t for t in tap_infos(captured)}
     ignored = tuple(
         n.name for n in captured.gm.graph.nodes
-        if n.op == "placeholder" and n.users and n in env and env[n] in alive and not env[n].users
+        if n.op == "placeholder" and _reads_values(n) and n in env and env[n] in alive and not _reads_values(env[n])
     )
     return Cut(
         enc_layer=enc_layer,

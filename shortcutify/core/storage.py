@@ -27,9 +27,11 @@ This module reads and writes that format; building a module from it is
 from __future__ import annotations
 
 import dataclasses
+import enum
 import hashlib
 import io
 import json
+import numbers
 import os
 import re
 import secrets
@@ -38,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -136,9 +139,16 @@ _TUPLE, _DICT, _DTYPE = "__tuple__", "__dict__", "__dtype__"  # how these are ma
 
 def _encode(value: Any) -> Any:
     """``value`` as JSON (tuples marked), or raise ``TypeError`` if it is not made of JSON scalars, lists and tuples."""
-    if value is None or type(value) in (bool, int, str):  # (exact types: an IntEnum or StrEnum is not stored as its value)
-        return value
-    if type(value) is float:
+    if isinstance(value, enum.Enum):  # (an IntEnum or StrEnum would come back as its value)
+        raise TypeError(type(value).__name__)
+    if value is None or isinstance(value, str):
+        return str(value) if value is not None else None
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, numbers.Integral):  # (numpy integers too)
+        return int(value)
+    if isinstance(value, numbers.Real):
+        value = float(value)
         if value != value or value in (float("inf"), float("-inf")):
             raise TypeError("a non-finite float")
         return value

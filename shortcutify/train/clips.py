@@ -2,8 +2,9 @@
 
 A *clip* is a tensor ``[T, C, H, W]`` of consecutive frames, or, for a generator with
 several ``forward`` arguments, a tuple of tensors, one per argument, with the same ``T``:
-frames ``[T, C, H, W]`` (at least one) and any other per-frame input ``[T, ...]`` (a style
-vector ``[T, D]``, a diffusion timestep ``[T]``), which crops and flips leave alone.
+frames ``[T, C, H, W]`` (at least one) and any other per-frame input ``[T, ...]``: a map
+``[T, H, W]`` of the frames' size (a mask) is cropped and flipped with them; the others (a style
+vector ``[T, D]``, a diffusion timestep ``[T]``, 1×1 codes) are left alone.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def check_inputs(clip: tuple[Tensor, ...], example: tuple[object, ...], index: i
     if len(clip) != len(example):
         raise ValueError(
             f"a clip holds {len(clip)} tensor(s){where}, but the generator was wrapped with {len(example)} example "
-            "input(s): give one [T, C, H, W] tensor per example input, in their order (a tuple of tensors for "
+            "input(s): give one [T, ...] tensor per example input (frames [T, C, H, W]), in their order (a tuple of tensors for "
             "several inputs)"
         )
     for j, (part, ex) in enumerate(zip(clip, example)):
@@ -125,15 +126,30 @@ def _sizes(clip: tuple[Tensor, ...]) -> str:
 
 
 def _frame_size(clip: tuple[Tensor, ...]) -> tuple[int, int]:
-    """``(H, W)`` of the clip's first frames tensor (crops are in its pixels)."""
-    return next((int(p.shape[-2]), int(p.shape[-1])) for p in clip if p.dim() == 4)
+    """``(H, W)`` of the clip's first frames tensor larger than 1×1 (crops are in its pixels).
+
+    Raises:
+        ValueError: the clip holds no frames ``[T, C, H, W]``.
+    """
+    frames = [(int(p.shape[-2]), int(p.shape[-1])) for p in clip if p.dim() == 4]
+    if not frames:
+        raise ValueError(f"a clip needs frames [T, C, H, W], got tensors of shapes {[tuple(p.shape) for p in clip]}")
+    return next((hw for hw in frames if hw != (1, 1)), frames[0])
+
+
+def _spatial(p: Tensor, size: tuple[int, int]) -> bool:
+    """Whether crops and flips apply to the clip tensor ``p``: frames ``[T, C, H, W]`` larger than 1×1, or a
+    per-frame map ``[T, H, W]`` of the frames' size ``size`` (a mask)."""
+    if p.dim() == 4:
+        return (int(p.shape[-2]), int(p.shape[-1])) != (1, 1)
+    return p.dim() == 3 and (int(p.shape[-2]), int(p.shape[-1])) == size
 
 
 def crop_steps(clip: tuple[Tensor, ...]) -> tuple[int, int]:
     """The grid, in the first frames' pixels, that a crop's corner and size must lie on so that every
     frames input of ``clip`` is cropped to the same region in whole pixels (``(1, 1)`` when they share one
-    size; inputs of 1×1 pixels and inputs that are not frames ``[T, C, H, W]``, per-frame codes, are not
-    cropped and do not count).
+    size; inputs of 1×1 pixels and per-frame inputs other than frames ``[T, C, H, W]`` and masks
+    ``[T, H, W]`` of the frames' size are not cropped and do not count).
 
     An input of another size than the first is cropped at the first input's box scaled by its size
     ratio: for a first input of height ``H`` and another of height ``h``, a corner or size ``y`` must
@@ -143,7 +159,7 @@ def crop_steps(clip: tuple[Tensor, ...]) -> tuple[int, int]:
     sy = sx = 1
     for p in clip:
         h, w = p.shape[-2:]
-        if p.dim() == 4 and (h, w) != (1, 1):
+        if _spatial(p, (h0, w0)):
             sy, sx = math.lcm(sy, h0 // math.gcd(h0, h)), math.lcm(sx, w0 // math.gcd(w0, w))
     return sy, sx
 
@@ -151,7 +167,7 @@ def crop_steps(clip: tuple[Tensor, ...]) -> tuple[int, int]:
 def _cut(p: Tensor, first: tuple[int, int], box: tuple[int, int, int, int]) -> Tensor:
     """``p`` cropped to ``box`` (top, left, height, width in the first input's pixels ``first``), scaled to its size."""
     h, w = p.shape[-2:]
-    if p.dim() != 4 or (h, w) == (1, 1):
+    if not _spatial(p, first):
         return p
     top, left, ch, cw = (box[0] * h) // first[0], (box[1] * w) // first[1], (box[2] * h) // first[0], (box[3] * w) // first[1]
     return p[..., top : top + ch, left : left + cw]
@@ -213,7 +229,7 @@ class Pairs(NamedTuple):
     """One batch of training pairs (what :func:`sample_pairs` draws).
 
     Attributes:
-        reference, current: one ``[n, C, H, W]`` tensor per forward argument.
+        reference, current: one ``[n, ...]`` tensor per forward argument (frames ``[n, C, H, W]``).
         origins: per row, ``(clip index, reference frame, current frame)``.
     """
 
@@ -235,7 +251,7 @@ def sample_pairs(
 
     Returns:
         :class:`Pairs`: the reference and current inputs, each a tuple (one per forward
-        argument) of ``[n, C, H, W]`` tensors, and where each row came from. With
+        argument) of ``[n, ...]`` tensors (frames ``[n, C, H, W]``), and where each row came from. With
         ``crop=(h, w)`` (in the first frames' pixels) both frames of a pair share one random
         crop, and every input is cropped to the same region scaled to its size
         (:func:`crop_steps`); with ``flip`` they share one random horizontal flip.
@@ -265,8 +281,9 @@ def sample_pairs(
             ref = tuple(_cut(p, (h, w), (top, left, ch, cw)) for p in ref)
             cur = tuple(_cut(p, (h, w), (top, left, ch, cw)) for p in cur)
         if flip and bool(torch.rand((), generator=generator) < 0.5):
-            ref = tuple(p.flip(-1) if p.dim() == 4 else p for p in ref)  # (frames only)
-            cur = tuple(p.flip(-1) if p.dim() == 4 else p for p in cur)
+            hw = _frame_size(ref)  # (after the crop)
+            ref = tuple(p.flip(-1) if _spatial(p, hw) else p for p in ref)  # (frames and masks only)
+            cur = tuple(p.flip(-1) if _spatial(p, hw) else p for p in cur)
         ref, cur = tuple(p[0] for p in ref), tuple(p[0] for p in cur)
         refs.append(ref)
         curs.append(cur)
