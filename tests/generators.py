@@ -31,6 +31,16 @@ class TinyUNet(nn.Module):
         return torch.tanh(self.out(F.relu(self.fuse(torch.cat([u, s], dim=1)))))
 
 
+class FourConvs(nn.Module):
+    """Four 3x3 convs ``a`` (3 -> 8), ``b``, ``c`` (8 -> 8), ``d`` (8 -> 3) for tests to wire in their own
+    ``forward`` (taps ``"a"`` -> ``"c"`` skip ``b`` and ``c``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+        self.c, self.d = nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 3, 3, padding=1)
+
+
 class TwoInputGen(nn.Module):
     """vid2vid-like: ``forward(label, prev) -> {"frame": ..., "mask": ...}`` with a side branch."""
 

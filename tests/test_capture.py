@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from generators import random_generators
+from generators import FourConvs, random_generators
 from shortcutify import (
     CaptureMismatchError,
     EmptyCutError,
@@ -384,13 +384,11 @@ def test_a_generator_that_changes_its_buffers_in_forward_is_refused_and_left_as_
     """A running mean or a call counter kept in buffers would be changed by every program and every check:
     no captured program could compute what the model does. Named, and the buffers restored."""
 
-    class Stateful(nn.Module):
+    class Stateful(FourConvs):
         def __init__(self):
             super().__init__()
             self.register_buffer("calls", torch.zeros(()))
             self.register_buffer("running", torch.zeros(1, 3, 1, 1))
-            self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
-            self.c, self.d = nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 3, 3, padding=1)
 
         def forward(self, x):
             self.calls += 1
@@ -408,13 +406,11 @@ def test_a_generator_that_changes_its_buffers_in_forward_is_refused_and_left_as_
 def test_buffers_that_forward_leaves_alone_are_not_taken_for_state():
     """Constant buffers holding NaN (complex too) and lazy modules capture as before."""
 
-    class Constant(nn.Module):
+    class Constant(FourConvs):
         def __init__(self):
             super().__init__()
             self.register_buffer("nan", torch.tensor([float("nan"), 1.0]))
             self.register_buffer("cnan", torch.tensor([complex(float("nan"), 0.0)]))
-            self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
-            self.c, self.d = nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 3, 3, padding=1)
 
         def forward(self, x):
             return self.d(self.c(self.b(self.a(x)))) * self.nan[1]
@@ -427,12 +423,7 @@ def test_buffers_that_forward_leaves_alone_are_not_taken_for_state():
 
 
 def test_an_input_read_only_for_its_shape_is_not_reported_as_unread():
-    class ShapeOnly(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
-            self.c, self.d = nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 3, 3, padding=1)
-
+    class ShapeOnly(FourConvs):
         def forward(self, x, target):
             return self.d(self.c(F.interpolate(self.b(self.a(x)), size=target.shape[-2:])))
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from generators import moving_clips
+from generators import FourConvs, moving_clips
 from shortcutify import (
     AdaptiveKeyframes,
     FixedInterval,
@@ -253,12 +253,7 @@ def test_arguments_of_the_wrong_kind_are_named(tmp_path):
 
 # ------------------------------------------------------------------ what the checks must not refuse (0.21 review)
 def test_channels_last_frames_and_empty_side_inputs_are_not_mistaken_for_frames():
-    class ChannelsLast(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
-            self.c, self.d = nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 3, 3, padding=1)
-
+    class ChannelsLast(FourConvs):
         def forward(self, x, boxes):  # x: [B, H, W, 3]; boxes: [N, 4], possibly none
             return self.d(self.c(self.b(self.a(x.permute(0, 3, 1, 2))))) + boxes.sum()
 
