@@ -24,7 +24,8 @@ from ..errors import IncompatibleCheckpointError, ShortcutifyError, UntraceableM
 from ..version import __version__
 from .blocks import BLOCK_TYPES, make_block, motion_pool_for, motion_prior_name, prior_names
 from .blocks.sizing import AUTO, auto_layout, auto_width, block_macs, check_layout_choice
-from .capture import CaptureKwargs, CaptureOptions, as_tuple, capture, recapture, unwrap
+from .caller import warn_caller
+from .capture import CaptureKwargs, CaptureOptions, as_tuple, capture, recapture, same_value, unwrap
 from .cut import Cut, resolve_cut
 from .module import ShortcutV2V
 from .policy import FixedInterval, KeyframePolicy, as_policy, policy_from_config
@@ -129,11 +130,10 @@ def shortcutify(
     factory = _factory(model, inputs)
     resolution, width, macs = _size_block(cut, factory, resolution, width, motion_prior)
     if cut.ignored_inputs:
-        warnings.warn(
+        warn_caller(
             f"shortcut frames do not read the generator's input(s) {list(cut.ignored_inputs)}: every path from them to "
             f"the output runs between enc_layer {enc_layer!r} and dec_layer {dec_layer!r}, so between keyframes the "
-            "output cannot follow them. Choose an encoder tap that depends on them (list_taps() lists the nodes).",
-            stacklevel=2,
+            "output cannot follow them. Choose an encoder tap that depends on them (list_taps() lists the nodes)."
         )
     if macs >= cut.skipped_macs:
         warnings.warn(
@@ -325,14 +325,14 @@ def _fixed_arguments(manifest: Manifest, capture_options: dict[str, Any], cfg_fi
         return  # (CaptureOptions refuses it, naming the type)
     differ = sorted(
         name for name in set(manifest.fixed_args) | set(given)
-        if name not in manifest.unsaved_args and (name not in given or name not in manifest.fixed_args or given[name] != manifest.fixed_args[name])
+        if name not in manifest.unsaved_args
+        and (name not in given or name not in manifest.fixed_args or not same_value(given[name], manifest.fixed_args[name]))
     )
     if differ:
-        warnings.warn(
+        warn_caller(
             f"load() was given concrete_args {given!r}, but the block was distilled with {dict(manifest.fixed_args)!r} "
             f"(from {cfg_file}); the arguments {differ} differ, so shortcut frames may be poor. Leave concrete_args out "
-            "to use the saved ones.",
-            stacklevel=3,
+            "to use the saved ones."
         )
 
 

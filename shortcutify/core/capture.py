@@ -48,6 +48,7 @@ __all__ = [
     "trace",
     "FixedArgumentError",
     "check_fixed_argument",
+    "same_value",
     "export",
     "annotate",
     "check_against_eager",
@@ -192,7 +193,7 @@ _FX_CHECKS = (operator.eq, torch._assert, _symbolic_trace._assert_is_none)  # wh
 _PHBase = _symbolic_trace.PHBase  # fx's placeholder marker in concrete_args (an input, not a value)
 
 
-def _same_value(value: Any, fixed: Any) -> bool:
+def same_value(value: Any, fixed: Any) -> bool:
     """Whether ``value`` is ``fixed`` (equal leaves in the same structure; a tensor never is)."""
     if value is fixed:
         return True
@@ -219,7 +220,7 @@ def check_fixed_argument(value: Any, fixed: Any, name: str) -> None:
     Called at the start of a program traced with ``name`` fixed to its default, so that a call
     with another value is refused instead of silently running the default's branch.
     """
-    if not _same_value(value, fixed):
+    if not same_value(value, fixed):
         raise FixedArgumentError(
             f"forward()'s argument {name!r} was fixed to {fixed!r} when torch.fx traced the generator (a default "
             f"not given in the example inputs is fixed so, as is a value in concrete_args); the captured programs "

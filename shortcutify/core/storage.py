@@ -138,11 +138,14 @@ _TUPLE, _DICT, _DTYPE = "__tuple__", "__dict__", "__dtype__"  # how these are ma
 
 
 def _encode(value: Any) -> Any:
-    """``value`` as JSON (tuples marked), or raise ``TypeError`` if it is not made of JSON scalars, lists and tuples."""
+    """``value`` as JSON (tuples, dicts and dtypes marked), or raise ``TypeError`` if it is not one
+    :func:`encode_fixed_args` stores."""
     if isinstance(value, enum.Enum):  # (an IntEnum or StrEnum would come back as its value)
         raise TypeError(type(value).__name__)
-    if value is None or isinstance(value, str):
-        return str(value) if value is not None else None
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return str(value)
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     if isinstance(value, numbers.Integral):  # (numpy integers too)

@@ -601,8 +601,10 @@ def _suggest(
         except (TapOrderError, TapShapeError, EmptyCutError):
             continue
         made = suggestion(cut, difficulties, enc, dec)
-        if made is not None:
-            (blind if cut.ignored_inputs else found).append(made)
+        if made is not None and cut.ignored_inputs:
+            blind.append(made)
+        elif made is not None:
+            found.append(made)
             found.sort(key=lambda s: -s.score)
     if not found:
         found = sorted(blind, key=lambda s: -s.score)
