@@ -81,7 +81,9 @@ class InputMismatchError(ShortcutifyError, ValueError):
 
 class InputTypeError(ShortcutifyError, TypeError):
     """An input is not floating point where the example input was (``uint8`` video for a
-    generator of floating inputs): its scaling cannot be guessed."""
+    generator of floating inputs: its scaling cannot be guessed), or is of another floating dtype
+    than the module's weights where the generator cannot take it (``float64`` frames into a
+    ``float32`` module)."""
 
 
 class PolicyError(ShortcutifyError, TypeError):

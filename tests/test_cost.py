@@ -132,17 +132,49 @@ def test_the_fused_attention_paths_count_what_the_unfused_ones_do():
                 layer.norm2.bias, layer.linear1.weight, layer.linear1.bias, layer.linear2.weight, layer.linear2.bias, None,
             )
 
+    class FusedAttention(nn.Module):  # the op nn.MultiheadAttention's fast path calls, called directly
+        def __init__(self):
+            super().__init__()
+            self.a = layer.self_attn
+
+        def forward(self, x):
+            a = self.a
+            return torch._native_multi_head_attention(
+                x, x, x, a.embed_dim, a.num_heads, a.in_proj_weight, a.in_proj_bias, a.out_proj.weight, a.out_proj.bias,
+                need_weights=False,
+            )[0]
+
     x = torch.randn(2, 10, 32)
     with torch.no_grad():
         torch.testing.assert_close(Fused()(x), layer(x))
+        torch.testing.assert_close(FusedAttention()(x), layer.self_attn(x, x, x, need_weights=False)[0])
     fused = count_macs(Fused(), x)
     assert set(fused[1]) == {"_transformer_encoder_layer_fwd"} and not fused[2]
-    mha_eval = count_macs(layer, x)
-    assert "_native_multi_head_attention" in mha_eval[1]
+    fused_attention = count_macs(FusedAttention(), x)
+    assert set(fused_attention[1]) == {"_native_multi_head_attention"} and not fused_attention[2]
+    evaluated = count_macs(layer, x)  # (counted on the unfused path: the fused one's nested tensors have no shape)
     layer.train()
     unfused = count_macs(layer, x)
     assert "_native_multi_head_attention" not in unfused[1] and "_transformer_encoder_layer_fwd" not in unfused[1]
-    assert fused[0] == mha_eval[0] == unfused[0]
+    assert fused[0] == evaluated[0] == unfused[0]
+    attention = count_macs(layer.self_attn, x, x, x, need_weights=False)
+    assert fused_attention[0] == attention[0] > 0
+    assert torch.backends.mha.get_fastpath_enabled()  # (counting turns the fast path off only while it counts)
+
+
+def test_a_transformer_given_a_padding_mask_is_counted():
+    """``nn.TransformerEncoder`` turns a padded batch into nested tensors on its fast path: counted as the
+    unfused path computes it, the whole padded batch (before 0.22 the count failed)."""
+    from torch import nn
+
+    torch.manual_seed(0)
+    encoder = nn.TransformerEncoder(nn.TransformerEncoderLayer(32, 4, 64, batch_first=True), 2).eval()
+    x = torch.randn(2, 10, 32)
+    mask = torch.zeros(2, 10, dtype=torch.bool)
+    mask[1, 6:] = True
+    masked = count_macs(encoder, x, src_key_padding_mask=mask)
+    assert masked[0] == count_macs(encoder, x)[0] > 0
+    assert set(masked[2]) <= ELEMENTWISE_OPS, masked[2]
 
 
 def test_an_op_without_a_mac_rule_is_reported_apart_from_the_element_wise_ones():

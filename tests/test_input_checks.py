@@ -55,6 +55,19 @@ def test_a_frame_is_checked_when_the_inputs_change_not_on_every_call():
         sv(x.to(torch.uint8))
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+def test_a_frame_of_another_floating_dtype_than_the_weights_names_both_fixes(dtype):
+    gen, sv = _sv()
+    x = torch.randn(1, 3, 16, 16)
+    with pytest.raises(InputTypeError, match=rf"input 0 is {dtype}, but the module's weights are torch\.float32.*\.to\(torch\.float32\).*sv\.to\({dtype}\)"):
+        sv(x.to(dtype))
+    assert sv.reference is None
+    with torch.no_grad():
+        torch.testing.assert_close(sv(x), gen(x), rtol=0, atol=0)  # nothing kept from the refused call
+        sv.to(torch.float64)
+        torch.testing.assert_close(sv(x.double()), gen(x.double()), rtol=0, atol=0)  # the module converted: fine
+
+
 def test_example_inputs_without_a_batch_or_with_an_empty_one_say_so():
     gen = ResnetGenerator(ngf=8, n_blocks=2)
     with pytest.raises(TapShapeError, match=r"has shape \(16, 8, 8\).*give example_inputs with their batch dimension"):

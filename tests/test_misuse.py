@@ -179,6 +179,8 @@ def test_a_perceptual_weight_without_its_loss_or_a_loss_that_is_not_one_is_refus
     before = _block_state(sv)
     with pytest.raises(ValueError, match=r"perceptual term 10, but no perceptual= loss"):
         distill(sv, moving_clips(2), steps=1, weights={"feature": 0, "output": 0, "perceptual": 10}, progress=False)
+    with pytest.raises(ValueError, match=r"perceptual term 5, but no perceptual= loss"):
+        distill(sv, moving_clips(2), steps=1, weights=LossWeights(perceptual=5), progress=False)
     with pytest.raises(TypeError, match="perceptual must be a callable"):
         distill(sv, moving_clips(2), steps=1, perceptual=3, progress=False)
     with pytest.raises(ValueError, match=r"must return a scalar tensor.*\.mean\(\)"):
@@ -295,3 +297,42 @@ def test_evaluate_and_calibrate_take_a_compiled_module():
     assert evaluate(compiled, clips).summary()["shortcut_frames"] > 0
     sv.policy = AdaptiveKeyframes()
     assert 0 < calibrate(compiled, clips, keyframe_rate=0.5, apply=False, progress=False).keyframe_rate <= 1
+
+
+# ------------------------------------------------------------------ the outputs' value range
+class _Sigmoid(nn.Module):
+    """Outputs in [0, 1], or in [0, 255] with ``scale=255``."""
+
+    def __init__(self, scale: float = 1.0) -> None:
+        super().__init__()
+        self.inner, self.scale = ResnetGenerator(ngf=8, n_blocks=2), scale
+
+    def forward(self, x):
+        return self.scale * torch.sigmoid(3 * self.inner(x))
+
+
+@pytest.mark.parametrize("scale, message", [(1.0, r"within \[0, 1\].*pass data_range=1\.0"), (255.0, r"wider than .*255 for 8-bit")])
+def test_metrics_over_the_default_range_warn_when_the_outputs_do_not_look_like_it(scale, message):
+    torch.manual_seed(0)
+    gen = _Sigmoid(scale)
+    sv = shortcutify(gen, "inner.model.4", "inner.model.12", torch.randn(1, 3, 16, 16))
+    clips = moving_clips(1, frames=4)
+    with pytest.warns(UserWarning, match=r"evaluate\(\): the teacher's outputs on these clips lie in \[.*" + message) as caught:
+        evaluate(sv, clips)
+    assert caught[0].filename == __file__  # at the caller's line
+    with pytest.warns(UserWarning, match=r"calibrate\(\): the teacher's outputs"):
+        calibrate(sv, clips, min_psnr=-100.0, apply=False, progress=False)
+    with pytest.warns(UserWarning, match=r"evaluate\(\): the teacher's outputs"):
+        distill(sv, moving_clips(2), steps=1, batch_size=2, val_clips=clips, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        evaluate(sv, clips, data_range=scale)  # the range given: no guess
+        calibrate(sv, clips, keyframe_rate=0.5, apply=False, progress=False)  # (no PSNR measured)
+
+
+def test_outputs_spanning_minus_one_to_one_take_the_default_range_silently():
+    _, sv = _sv()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = evaluate(sv, moving_clips(1, frames=4))
+    assert result.shortcut_frames == 2

@@ -245,3 +245,49 @@ def test_a_ranking_by_savings_alone_says_so(monkeypatch):
     with pytest.warns(UserWarning, match="every cut measured the highest difficulty.*MACs they save alone") as caught:
         suggest_taps(_Guided(), (torch.rand(1, 3, 32, 32), torch.rand(1, 1, 16, 16)), top=2)
     assert {w.filename for w in caught if "highest difficulty" in str(w.message)} == {__file__}
+
+
+def test_variants_of_one_cut_are_listed_once_the_best_of_them():
+    """Taps on a conv, its norm and its activation (one value passed on) are variants of one cut: a list of
+    them would crowd out other cuts. The best-scoring variant is listed."""
+    from shortcutify.demo.models import ResnetGenerator
+
+    torch.manual_seed(0)
+    gen, x = ResnetGenerator(ngf=8, n_blocks=4), torch.randn(1, 3, 64, 64)
+    found = suggest_taps(gen, x, top=8)
+    chain = {"model.7": 7, "model.8": 7, "model.9": 7, "model.13": 13, "model.14": 13, "model.15": 15,
+             "model.16": 15, "model.17": 15}  # (conv, norm, relu) of the last downsampling and first upsampling layers
+    cuts = [(chain.get(s.enc_layer, s.enc_layer), chain.get(s.dec_layer, s.dec_layer)) for s in found]
+    assert len(cuts) == len(set(cuts)) == 8, [(s.enc_layer, s.dec_layer) for s in found]
+    assert [s.score for s in found] == sorted((s.score for s in found), reverse=True)
+
+
+class TokensOnTheGrid(nn.Module):
+    """A Swin-like generator: transformer-style layers on [B, H, W, C] tokens between conv stems."""
+
+    def __init__(self, c: int = 32) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, c, 3, stride=2, padding=1)
+        self.norm1, self.mlp1 = nn.LayerNorm(c), nn.Sequential(nn.Linear(c, 2 * c), nn.GELU(), nn.Linear(2 * c, c))
+        self.norm2, self.mlp2 = nn.LayerNorm(c), nn.Sequential(nn.Linear(c, 2 * c), nn.GELU(), nn.Linear(2 * c, c))
+        self.mid = nn.Conv2d(c, c, 3, padding=1)
+        self.up = nn.ConvTranspose2d(c, 3, 2, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.stem(x).permute(0, 2, 3, 1)  # [B, H, W, C]
+        t = t + self.mlp1(self.norm1(t))
+        t = t + self.mlp2(self.norm2(t))
+        h = F.relu(self.mid(t.permute(0, 3, 1, 2)))
+        return self.up(h)
+
+
+@pytest.mark.parametrize("size", [(32, 32), (24, 48)])
+def test_values_laid_out_channels_last_are_not_suggested_where_feature_maps_are(size):
+    torch.manual_seed(0)
+    gen, x = TokensOnTheGrid(), torch.randn(1, 3, *size)
+    found = suggest_taps(gen, x, top=5)
+    h, w = size[0] // 2, size[1] // 2
+    for s in found:
+        for shape in (s.enc.shape, s.dec.shape):
+            assert tuple(shape[1:3]) != (h, w), (s.enc_layer, s.dec_layer, shape)  # not [B, H, W, C]
+    _wraps_and_runs(gen, (x,), found[0])

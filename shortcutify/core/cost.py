@@ -178,11 +178,19 @@ def _fvcore_macs(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[i
         "shortcutify::pointwise_conv_add", _pointwise_macs,
     )
     analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        total = int(analysis.total())
-        by_op = Counter({k: int(v) for k, v in analysis.by_operator().items()})
-        unsupported = Counter(analysis.unsupported_ops())
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    try:
+        # nn.MultiheadAttention / TransformerEncoder(Layer) take their unfused path: fvcore cannot read the
+        # shapes of the nested tensors that the fused one makes of padded batches (a count of the whole
+        # padded batch, as the unfused path computes it; the fused ops are counted alike where a graph calls them)
+        torch.backends.mha.set_fastpath_enabled(False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            total = int(analysis.total())
+            by_op = Counter({k: int(v) for k, v in analysis.by_operator().items()})
+            unsupported = Counter(analysis.unsupported_ops())
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
     return total, by_op, unsupported
 
 

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, fx, nn
 from torch.utils._pytree import keystr, tree_flatten, tree_flatten_with_path, tree_unflatten
 
-from ..errors import NonFiniteKeyframeWarning, PolicyError, ShortcutifyError, StreamSplitError, TapShapeError
+from ..errors import InputTypeError, NonFiniteKeyframeWarning, PolicyError, ShortcutifyError, StreamSplitError, TapShapeError
 from .blocks import KeyframeTaps, Reference, ShortcutBlock
 from .caller import warn_caller
 from .checks import check_like_example, is_count, is_interval
@@ -632,6 +632,11 @@ class ShortcutV2V(nn.Module):
             if state is None or state.signature != sig or (uses_change and state.previous is None):
                 if state is None or state.signature != sig:  # (inputs the module has not met: checked once)
                     self._check_inputs(args, "input")
+                    try:
+                        return self._keyframe_all(args, kwargs, sig, None, uses_change)
+                    except RuntimeError as exc:
+                        self._explain_dtype(args, exc)
+                        raise
                 return self._keyframe_all(args, kwargs, sig, None, uses_change)
             streams = state.since_keyframe.shape[0]
             since = state.since_keyframe + 1
@@ -667,6 +672,19 @@ class ShortcutV2V(nn.Module):
         for j, (x, ex) in enumerate(zip(args, self._example)):
             if isinstance(x, Tensor):
                 check_like_example(x, ex, f"{what} {j}", j)
+
+    def _explain_dtype(self, args: tuple, exc: RuntimeError) -> None:
+        """Raise :class:`InputTypeError` from ``exc`` when a floating input's dtype differs from the module's
+        (``float64`` frames into a ``float32`` module): the generator's own error names neither the input nor
+        the fix. Nothing under autocast, which runs mixed dtypes on purpose."""
+        dtype = next(self.block.parameters()).dtype
+        for j, x in enumerate(args):
+            if isinstance(x, Tensor) and x.is_floating_point() and x.dtype != dtype and not torch.is_autocast_enabled(x.device.type):
+                raise InputTypeError(
+                    f"input {j} is {x.dtype}, but the module's weights are {dtype} (the generator failed: {exc}): convert "
+                    f"the frames with .to({dtype}), or the module with sv.to({x.dtype}); for lower precision run "
+                    "under torch.autocast"
+                ) from exc
 
     def _kept(self, enc: Tensor) -> Tensor:
         """The encoder tap as the state keeps it (a copy where a later in-place op may change it)."""

@@ -179,14 +179,36 @@ def _tap_name(captured: Captured, node: fx.Node, info: TapInfo) -> str:
     return node.name
 
 
+def _frame_aspect(graph: _Graph) -> float | None:
+    """Height / width of the first 4-D input ``[B, C, H, W]`` (or ``[B, H, W, C]`` with ``C <= 4 < H``); None without one."""
+    for n in graph.nodes:
+        shape = n.meta.get("tensor_meta", ((),))[0] if n.op == "placeholder" else ()
+        if len(shape) == 4 and min(shape[1:]) > 0:
+            h, w = (shape[1], shape[2]) if shape[3] <= 4 < shape[1] else (shape[2], shape[3])
+            return h / w
+    return None
+
+
+def _channels_last(shape: tuple[int, ...], aspect: float | None) -> bool:
+    """Whether a 4-D value looks ``[B, H, W, C]``: dimensions 1 and 2 have the frame's aspect, 2 and 3 do not
+    (a transformer's tokens on the frame's grid; the block would take its rows for channels)."""
+    if aspect is None or min(shape[1:]) <= 0:
+        return False
+
+    def near(h: int, w: int) -> bool:
+        return abs(math.log(h / w / aspect)) < math.log(1.25)
+
+    return near(shape[1], shape[2]) and not near(shape[2], shape[3])
+
+
 def _candidates(captured: Captured, graph: _Graph) -> tuple[list[list[fx.Node]], dict[fx.Node, TapInfo]]:
     """The nodes that can be taps, as tiers to try in turn, and their :class:`TapInfo`.
 
     A tap is a computed 4-D floating-point value that the output needs. First tier: module
     outputs (users name taps by module) that are feature maps, with more channels than the
     generator's input and output images (a 3-channel tap is an image: the block, half as
-    wide as the narrower tap, would be a few channels wide); then feature maps; then module
-    outputs; then all of them.
+    wide as the narrower tap, would be a few channels wide) and that do not look channels-last
+    (:func:`_channels_last`); then such feature maps of any node; then module outputs; then all of them.
 
     Raises:
         TapShapeError: the generator computes no such value.
@@ -213,10 +235,37 @@ def _candidates(captured: Captured, graph: _Graph) -> tuple[list[list[fx.Node]],
             "depends on, so it has no candidate taps. A shortcut needs a convolutional generator (image-like features): "
             "check list_taps(model, example_inputs) (column 'shape') and that example_inputs are frames [B, C, H, W]."
         )
-    features = [n for n in nodes if info_of[n].shape[1] > image_channels]
+    aspect = _frame_aspect(graph)
+    features = [n for n in nodes if info_of[n].shape[1] > image_channels and not _channels_last(info_of[n].shape, aspect)]
     modules = [n for n in nodes if info_of[n].modules]
     tiers = [[n for n in features if info_of[n].modules], features, modules, nodes]
     return [t for i, t in enumerate(tiers) if t and t not in tiers[:i]], info_of
+
+
+#: MACs per output element up to which a layer counts as passing its input on (a norm: fvcore counts 5)
+PASS_ON_MACS = 5
+
+
+def _chains(graph: _Graph) -> dict[fx.Node, fx.Node]:
+    """Each node's chain, named by its first node: a node joins its input's chain when it passes that
+    value on, as a norm, an activation or a dropout does after a conv: its one 4-D input, used by it
+    alone, has its shape, and it costs at most :data:`PASS_ON_MACS` per element. Cuts between the same
+    chains are variants of one cut (taps on a conv, its norm or its activation)."""
+    chain: dict[fx.Node, fx.Node] = {}
+    for node in graph.nodes:
+        chain[node] = node
+        meta = node.meta.get("tensor_meta")
+        if meta is None or len(meta[0]) != 4 or node.op not in ("call_module", "call_function", "call_method"):
+            continue
+        data = [a for a in node.all_input_nodes if a.op != "get_attr" and len(a.meta.get("tensor_meta", ((),))[0]) == 4]
+        if len(data) != 1 or len(data[0].users) != 1 or data[0].meta["tensor_meta"][0] != meta[0]:
+            continue
+        elements = 1
+        for d in meta[0]:
+            elements *= d
+        if graph.macs[graph.index[node]] <= PASS_ON_MACS * elements:
+            chain[node] = chain[data[0]]
+    return chain
 
 
 # ----------------------------------------------------------------------------- frames and values
@@ -453,7 +502,8 @@ def suggest_taps(
     Preferred, in this order while some pair qualifies: module outputs (users name taps by
     module) that are feature maps (more channels than the generator's input and output
     images: on a 3-channel tap the auto-sized block is 4 channels wide and predicts an image
-    rather than a feature), feature maps, module outputs, any value. Each pair is scored by
+    rather than a feature) and not laid out channels-last (``[B, H, W, C]`` tokens on the
+    frame's grid, told by their aspect), feature maps, module outputs, any value. Each pair is scored by
 
         ``score = ln(speedup) * (1 - difficulty)``
 
@@ -494,7 +544,9 @@ def suggest_taps(
     and sized as ``shortcutify()`` sizes the block (:func:`~shortcutify.core.blocks.sizing.auto_width`).
     A cut whose shortcut frames would not read one of the inputs the teacher reads (an encoder
     tap on a side branch, so that the skipped part holds every path from the frame to the
-    output: ``Cut.ignored_inputs``) is offered only when no other cut fits.
+    output: ``Cut.ignored_inputs``) is offered only when no other cut fits. Taps on a conv, its
+    norm and its activation (a value passed on unchanged in shape by cheap layers) are variants of one
+    cut: only the best-scoring variant of each is listed.
 
     Args:
         model: the generator (measured in eval mode, as ``shortcutify()`` runs it; its modes are
@@ -593,6 +645,8 @@ def _suggest(
 
     found: list[TapSuggestion] = []
     blind: list[TapSuggestion] = []  # cuts whose shortcut frames would not read some input: offered only if no other fits
+    chain = _chains(graph)
+    best: dict[tuple[fx.Node, fx.Node], TapSuggestion] = {}  # the best variant of each cut between two chains
     for bound, difficulties, _, enc, dec in scored:
         if len(found) >= top and bound <= found[top - 1].score:
             break  # the score is at most the bound: no later pair can enter the top
@@ -601,11 +655,17 @@ def _suggest(
         except (TapOrderError, TapShapeError, EmptyCutError):
             continue
         made = suggestion(cut, difficulties, enc, dec)
-        if made is not None and cut.ignored_inputs:
-            blind.append(made)
-        elif made is not None:
-            found.append(made)
-            found.sort(key=lambda s: -s.score)
+        if made is None:
+            continue
+        kept = blind if cut.ignored_inputs else found
+        variant = best.get((chain[enc], chain[dec]))
+        if variant is not None:
+            if variant.score >= made.score:
+                continue
+            (blind if variant in blind else found).remove(variant)
+        best[chain[enc], chain[dec]] = made
+        kept.append(made)
+        kept.sort(key=lambda s: -s.score)
     if not found:
         found = sorted(blind, key=lambda s: -s.score)
     if not found:

@@ -20,13 +20,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..core.caller import warn_caller
 from ..core.capture import unwrap
 from ..core.checks import is_real
 from ..core.module import ShortcutV2V
 from ..core.policy import AdaptiveKeyframes, change_since_keyframe, tap_l1
 from .clips import as_clip, check_inputs, refuse_single_clip, to_inputs
 from .evaluate import output_image
-from .metrics import psnr
+from .metrics import OutputRange, check_data_range, psnr
 
 __all__ = ["Calibration", "calibrate"]
 
@@ -64,7 +65,9 @@ class _Clip:
     quality: np.ndarray | None  # [T, M]: PSNR of frame t's shortcut from keyframe t - g
 
 
-def _measure(sv: Any, frames: tuple[torch.Tensor, ...], gaps: int, quality: bool, data_range: float, param: torch.Tensor) -> _Clip:
+def _measure(
+    sv: Any, frames: tuple[torch.Tensor, ...], gaps: int, quality: bool, data_range: float, param: torch.Tensor, seen: OutputRange | None
+) -> _Clip:
     t_len = frames[0].shape[0]
     change = np.full((t_len, gaps + 1), np.nan)
     scores = np.full((t_len, gaps + 1), np.nan) if quality else None
@@ -79,6 +82,8 @@ def _measure(sv: Any, frames: tuple[torch.Tensor, ...], gaps: int, quality: bool
                 key = sv.run_keyframe(*inputs)
                 a = key.enc
                 teacher = output_image(key.output)
+                if seen is not None:
+                    seen.add(teacher)
                 for g, ref in enumerate(reversed(refs), start=1):
                     out = output_image(sv.predict(*inputs, reference=ref))
                     scores[t, g] = psnr(out, teacher, data_range).mean().item()  # type: ignore[index]
@@ -135,7 +140,7 @@ def calibrate(
     keyframe_rate: float | None = None,
     min_psnr: float | None = None,
     policy: AdaptiveKeyframes | None = None,
-    data_range: float = 2.0,
+    data_range: float | None = None,
     apply: bool = True,
     progress: bool = True,
 ) -> Calibration:
@@ -161,7 +166,8 @@ def calibrate(
         min_psnr: target lowest shortcut-frame PSNR in dB.
         policy: the policy whose threshold is chosen (its other settings are kept);
             default: ``sv.policy`` if it is an ``AdaptiveKeyframes``, else ``AdaptiveKeyframes()``.
-        data_range: value range of the outputs (2.0 for tanh outputs in [-1, 1]).
+        data_range: width of the outputs' value range for ``min_psnr`` (2.0 for tanh outputs in [-1, 1], 1.0
+            for [0, 1]); None: 2.0, with a warning when the teacher's outputs do not look like [-1, 1].
         apply: set ``sv.policy`` to the calibrated policy.
         progress: show a progress bar over the clips.
 
@@ -173,8 +179,9 @@ def calibrate(
         TypeError: a clip's frames are not floating point (scale ``uint8`` video first).
 
     Warns:
-        UserWarning: the keyframe rate reached is far from ``keyframe_rate`` (clips too short
-            or too few for it); or, with ``apply``, the new policy allows longer gaps than the
+        UserWarning: ``min_psnr`` without ``data_range``, and the teacher's outputs lie within [0, 1] or spread
+            wider than [-1, 1] (:class:`~shortcutify.train.metrics.OutputRange`); the keyframe rate reached is far
+            from ``keyframe_rate`` (clips too short or too few for it); or, with ``apply``, the new policy allows longer gaps than the
             block was distilled for (``sv.distilled_interval``; when that is unknown, than the
             policy it replaces, whose gaps :func:`~shortcutify.distill` trains on).
     """
@@ -187,6 +194,7 @@ def calibrate(
         raise ValueError(f"keyframe_rate must be a number in (0, 1] (keyframes per frame; 1/3 = FixedInterval(3)), got {keyframe_rate!r}")
     if min_psnr is not None and not is_real(min_psnr):
         raise ValueError(f"min_psnr must be a finite number of dB, got {min_psnr!r}")
+    checked_range = check_data_range(data_range)
     keyframe_rate = None if keyframe_rate is None else float(keyframe_rate)
     min_psnr = None if min_psnr is None else float(min_psnr)
     if policy is None:
@@ -205,6 +213,7 @@ def calibrate(
                 "first frame is a keyframe whatever the threshold): give longer clips"
             )
     quality = min_psnr is not None
+    seen = OutputRange() if quality and data_range is None else None
     param = next(sv.block.parameters())  # the inputs' device and dtype
     bar = None
     if progress:
@@ -216,7 +225,7 @@ def calibrate(
     measured = []
     try:
         for frames in clip_list:
-            measured.append(_measure(sv, frames, policy.max_interval - 1, quality, data_range, param))
+            measured.append(_measure(sv, frames, policy.max_interval - 1, quality, checked_range, param, seen))
             if bar is not None:
                 bar.update(1)
     finally:
@@ -224,6 +233,9 @@ def calibrate(
         if bar is not None:
             bar.close()
 
+    hint = None if seen is None else seen.mismatch("calibrate()")
+    if hint is not None:
+        warn_caller(hint)
     finite = [np.isfinite(c.change) for c in measured]
     if not any(f.any() for f in finite):
         raise ValueError(

@@ -38,6 +38,14 @@ from .start import resolve_data_init, start_from_frames
 __all__ = ["distill", "CHECKPOINT_NAME"]
 
 
+def _perceptual_chosen(weights: LossWeights | dict[str, float] | None) -> bool:
+    """Whether the caller chose the perceptual term's weight: named in a dict, or set to other than the
+    default in a :class:`LossWeights` (the default weight applies only when ``perceptual=`` is given)."""
+    if isinstance(weights, dict):
+        return "perceptual" in weights
+    return isinstance(weights, LossWeights) and weights.perceptual != LossWeights.perceptual
+
+
 def _crop(crop: Any) -> tuple[int, int] | None:
     """``crop`` as ``(h, w)`` (``None`` stays ``None``)."""
     if crop is None:
@@ -80,7 +88,7 @@ def distill(
     flip: bool = False,
     val_clips: Iterable[Any] | None = None,
     val_every: int = 500,
-    data_range: float = 2.0,
+    data_range: float | None = None,
     checkpoint_dir: str | os.PathLike[str] | None = None,
     checkpoint_every: int = 500,
     resume: bool = False,
@@ -101,7 +109,9 @@ def distill(
         steps: optimisation steps (total, also when resuming).
         batch_size: pairs per step (per process under torchrun).
         lr, betas: Adam settings; the learning rate decays linearly to 0 at ``steps``.
-        weights: :class:`LossWeights` or a dict of some of its fields.
+        weights: :class:`LossWeights` or a dict of some of its fields. The perceptual term's default
+            weight applies only when ``perceptual`` is given; a perceptual weight chosen without it
+            (named in a dict, or not the default in a ``LossWeights``) is refused (ValueError).
         perceptual: optional ``f(student_image, teacher_image) -> scalar`` (images
             ``[B, C, H, W]`` as :func:`~shortcutify.train.evaluate.output_image` picks them).
         crop: random crop ``h`` or ``(h, w)`` shared by both frames of a pair. Without it
@@ -112,7 +122,8 @@ def distill(
         flip: random horizontal flips shared by both frames of a pair.
         val_clips: held-out clips; PSNR/SSIM of shortcut frames vs the teacher are
             recorded every ``val_every`` steps and at the end.
-        data_range: value range of the outputs for PSNR/SSIM (2.0 for [-1, 1]).
+        data_range: width of the outputs' value range for PSNR/SSIM (2.0 for [-1, 1], 1.0 for [0, 1]); None: 2.0,
+            with a warning (once) when the teacher's outputs on ``val_clips`` do not look like [-1, 1].
         checkpoint_dir: where ``checkpoint.pt`` is written (atomically) every
             ``checkpoint_every`` steps and at the end; created, and checked writable, up front.
         resume: continue from ``checkpoint_dir/checkpoint.pt``; with the same arguments
@@ -164,7 +175,7 @@ def distill(
     w = LossWeights.coerce(weights)
     if perceptual is not None and not callable(perceptual):
         raise TypeError(f"perceptual must be a callable f(student_image, teacher_image) -> scalar loss, got {type(perceptual).__name__}")
-    if perceptual is None and isinstance(weights, dict) and w.perceptual > 0 and "perceptual" in weights:
+    if perceptual is None and w.perceptual > 0 and _perceptual_chosen(weights):
         raise ValueError(
             f"weights give the perceptual term {w.perceptual:g}, but no perceptual= loss was passed: pass "
             "perceptual=f(student_image, teacher_image) -> scalar (e.g. an LPIPS network), or leave the term out"

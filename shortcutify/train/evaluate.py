@@ -12,11 +12,12 @@ import torch
 from torch import Tensor
 from torch.utils._pytree import tree_flatten
 
+from ..core.caller import warn_caller
 from ..core.capture import unwrap
 from ..core.checks import is_count
 from ..core.module import ShortcutV2V
 from .clips import as_clip, check_inputs, refuse_single_clip, to_inputs
-from .metrics import check_data_range, psnr, ssim
+from .metrics import OutputRange, check_data_range, psnr, ssim
 
 __all__ = ["EvalResult", "evaluate", "output_image"]
 
@@ -83,7 +84,7 @@ class EvalResult:
 
 
 @torch.no_grad()
-def evaluate(sv: Any, clips: Iterable[Any], *, data_range: float = 2.0, max_clips: int | None = None) -> EvalResult:
+def evaluate(sv: Any, clips: Iterable[Any], *, data_range: float | None = None, max_clips: int | None = None) -> EvalResult:
     """Run ``sv`` over each clip (a fresh stream per clip) and compare with the teacher.
 
     Args:
@@ -91,7 +92,8 @@ def evaluate(sv: Any, clips: Iterable[Any], *, data_range: float = 2.0, max_clip
         clips: clips ``[T, C, H, W]`` (or tuples of them for multi-input generators; a
             leading batch dimension ``[T, B, C, H, W]`` is not supported — one stream per clip);
             floating frames, moved to the module's device and floating dtype.
-        data_range: value range of the outputs (2.0 for tanh outputs in [-1, 1]).
+        data_range: width of the outputs' value range (2.0 for tanh outputs in [-1, 1], 1.0 for [0, 1]);
+            None: 2.0, with a warning when the teacher's outputs do not look like [-1, 1].
         max_clips: evaluate at most this many clips.
 
     Returns:
@@ -103,11 +105,14 @@ def evaluate(sv: Any, clips: Iterable[Any], *, data_range: float = 2.0, max_clip
 
     Warns:
         RuntimeWarning: no shortcut frame was run (means NaN), or some gave NaN metrics.
+        UserWarning: ``data_range`` not given, and the teacher's outputs lie within [0, 1] or spread
+            wider than [-1, 1] (:class:`~shortcutify.train.metrics.OutputRange`).
     """
     sv = unwrap(sv)  # (a compiled or DistributedDataParallel-wrapped module: the one inside)
     if not isinstance(sv, ShortcutV2V):
         raise TypeError(f"evaluate() takes a ShortcutV2V (from shortcutify() or load()), got {type(sv).__name__}")
-    check_data_range(data_range)
+    seen = OutputRange() if data_range is None else None
+    data_range = check_data_range(data_range)
     if max_clips is not None and not is_count(max_clips):
         raise ValueError(f"max_clips must be a positive integer or None, got {max_clips!r}")
     refuse_single_clip(clips)
@@ -130,6 +135,8 @@ def evaluate(sv: Any, clips: Iterable[Any], *, data_range: float = 2.0, max_clip
                 if sv.last_was_keyframe:
                     key_out = out
                 assert key_out is not None
+                if seen is not None:
+                    seen.add(teacher)
                 res.keyframe.append(sv.last_was_keyframe)
                 res.psnr.append(psnr(out, teacher, data_range).mean().item())
                 res.ssim.append(ssim(out, teacher, data_range).mean().item())
@@ -145,6 +152,9 @@ def evaluate(sv: Any, clips: Iterable[Any], *, data_range: float = 2.0, max_clip
             "evaluate: no shortcut frame was run (every frame a keyframe: clips of one frame, or a keyframe policy "
             "that keyframes them all); the means are NaN", RuntimeWarning, stacklevel=2,
         )
+    hint = None if seen is None else seen.mismatch("evaluate()")
+    if hint is not None:
+        warn_caller(hint)
     if res.nan_frames:
         warnings.warn(
             f"evaluate: {res.nan_frames} shortcut frame(s) gave NaN metrics (non-finite outputs) and are left out of "

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["psnr", "ssim", "temporal_error"]
+__all__ = ["psnr", "ssim", "temporal_error", "DEFAULT_DATA_RANGE", "check_data_range", "OutputRange"]
 
 # Stabilising constants of Wang et al. (2004), relative to the data range.
 _K1 = 0.01
@@ -58,12 +58,52 @@ def _as_batches(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     return x, y
 
 
-def check_data_range(data_range: float) -> float:
-    """``data_range`` as a float, checked: a finite number > 0 (ValueError otherwise)."""
+#: the value range that ``evaluate``, ``distill`` and ``calibrate`` assume when none is given: ``tanh`` outputs in [-1, 1]
+DEFAULT_DATA_RANGE = 2.0
+
+
+def check_data_range(data_range: float | None) -> float:
+    """``data_range`` as a float, checked: a finite number > 0 (ValueError otherwise); None: :data:`DEFAULT_DATA_RANGE`."""
+    if data_range is None:
+        return DEFAULT_DATA_RANGE
     r = float(data_range)
     if not r > 0 or not math.isfinite(r):
         raise ValueError(f"data_range must be a positive finite number, got {data_range!r}")
     return r
+
+
+class OutputRange:
+    """The lowest and highest value of the teacher's outputs seen, to tell when the default
+    :data:`DEFAULT_DATA_RANGE` does not fit them (see :meth:`mismatch`)."""
+
+    def __init__(self) -> None:
+        self.low, self.high = math.inf, -math.inf
+
+    def add(self, image: Tensor) -> None:
+        finite = image[torch.isfinite(image)]
+        if finite.numel():
+            lo, hi = torch.aminmax(finite.detach())
+            self.low, self.high = min(self.low, float(lo)), max(self.high, float(hi))
+
+    def mismatch(self, who: str) -> str | None:
+        """A message for ``who``'s caller when the outputs do not look like [-1, 1] (the default range): all in
+        [0, 1] (PSNR reads 6 dB high), or spread wider than [-1, 1] by a quarter (PSNR reads low); None if they fit."""
+        lo, hi = self.low, self.high
+        if not lo <= hi:
+            return None
+        seen = f"the teacher's outputs on these clips lie in [{lo:.4g}, {hi:.4g}]"
+        if lo >= 0 and hi <= 1:
+            return (
+                f"{who}: {seen}, within [0, 1], but PSNR and SSIM were taken over the default range [-1, 1] "
+                f"(data_range={DEFAULT_DATA_RANGE:g}): if the generator's outputs are in [0, 1], pass data_range=1.0 "
+                "(the PSNR here reads 6.02 dB high); pass data_range=2.0 to keep [-1, 1] without this warning"
+            )
+        if hi - lo > 1.25 * DEFAULT_DATA_RANGE:
+            return (
+                f"{who}: {seen}, wider than the default range [-1, 1] (data_range={DEFAULT_DATA_RANGE:g}) that PSNR and "
+                "SSIM were taken over: pass data_range= the width of the generator's output range (255 for 8-bit values)"
+            )
+        return None
 
 
 def psnr(x: Tensor, y: Tensor, data_range: float = 2.0) -> Tensor:
