@@ -11,7 +11,9 @@ from shortcutify import (
     TapShapeError,
     calibrate,
     distill,
+    evaluate,
     list_taps,
+    load,
     shortcutify,
     suggest_taps,
 )
@@ -120,3 +122,36 @@ def test_costs_of_a_batch_say_they_count_every_stream():
     assert str(one.cost()).startswith("Costs per frame on input 1x3x16x16")
     assert str(four.cost()).startswith("Costs per frame of all 4 streams on input 4x3x16x16")
     assert four.cost().teacher.macs == 4 * one.cost().teacher.macs
+
+
+class _Scaled(torch.nn.Module):
+    """``forward(x, scale)``: a number among the positional arguments."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = ResnetGenerator(ngf=8, n_blocks=2)
+
+    def forward(self, x, scale):
+        return self.inner(x) * scale
+
+
+def test_a_number_among_the_example_inputs_streams_but_training_and_saving_name_concrete_args(tmp_path):
+    torch.manual_seed(0)
+    gen, x = _Scaled(), torch.randn(1, 3, 16, 16)
+    sv = shortcutify(gen, "inner.model.4", "inner.model.12", (x, 2.0))
+    with torch.no_grad():
+        torch.testing.assert_close(sv(x, 2.0), gen(x, 2.0))
+    fix = r"input 1 \('scale'\) was given as float 2\.0.*concrete_args=\{'scale': 2\.0\}"
+    with pytest.raises(InputTypeError, match=r"distill\(\) needs example inputs that are all tensors.*" + fix):
+        distill(sv, moving_clips(2), steps=1, batch_size=2, progress=False)
+    with pytest.raises(InputTypeError, match=r"save\(\) needs .*" + fix):
+        sv.save(tmp_path / "b.pt")
+    with pytest.raises(InputTypeError, match=r"evaluate\(\) needs"):
+        evaluate(sv, moving_clips(1))
+    with pytest.raises(InputTypeError, match=r"calibrate\(\) needs"):
+        calibrate(sv, moving_clips(1), keyframe_rate=0.5, progress=False)
+    fixed = shortcutify(gen, "inner.model.4", "inner.model.12", x, concrete_args={"scale": 2.0})  # the way named
+    distill(fixed, moving_clips(2), steps=1, batch_size=2, progress=False)
+    fixed.save(tmp_path / "b.pt")
+    with torch.no_grad():
+        torch.testing.assert_close(load(gen, tmp_path / "b.pt")(x), gen(x, 2.0))

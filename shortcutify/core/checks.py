@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 from typing import Any
@@ -10,7 +11,7 @@ from torch import Tensor
 
 from ..errors import InputMismatchError, InputTypeError
 
-__all__ = ["is_count", "is_interval", "is_real", "check_like_example", "SCALING_HINT"]
+__all__ = ["is_count", "is_interval", "is_real", "check_like_example", "refuse_untensored", "SCALING_HINT"]
 
 #: how integer video is brought to a generator's floating range (the range cannot be guessed)
 SCALING_HINT = "frames.float() / 127.5 - 1 for [-1, 1], frames.float() / 255 for [0, 1]"
@@ -61,4 +62,27 @@ def check_like_example(x: Tensor, example: Any, what: str, j: int, lead: str = "
         raise InputTypeError(
             f"{what} is {x.dtype}, but the generator's input {j} is floating ({example.dtype}): convert the frames to "
             f"floating point in the value range the generator was trained on (for example {SCALING_HINT})"
+        )
+
+
+def refuse_untensored(example: tuple[Any, ...], model: Any, who: str) -> None:
+    """Refuse, for ``who`` (training, evaluation, saving: what takes clips of tensors or stores the
+    example), example inputs that are not all tensors, naming the way round: ``concrete_args``, which
+    fix such an argument in the captured programs (and are saved with the block).
+
+    Raises:
+        InputTypeError: an example input is not a tensor.
+    """
+    for j, x in enumerate(example):
+        if isinstance(x, Tensor):
+            continue
+        try:
+            names = [p.name for p in inspect.signature(model.forward).parameters.values()]
+        except (TypeError, ValueError, AttributeError):
+            names = []
+        name = names[j] if j < len(names) else f"<argument {j}>"
+        raise InputTypeError(
+            f"{who} needs example inputs that are all tensors, but the generator's input {j} ({name!r}) was given as "
+            f"{type(x).__name__} {x!r:.40}: fix that argument instead, shortcutify(..., concrete_args={{{name!r}: {x!r:.40}}}) "
+            "with the tensors alone in example_inputs (the value is then part of the captured programs and saved with the block)"
         )

@@ -17,10 +17,10 @@ import torch
 from torch import Tensor, fx, nn
 from torch.utils._pytree import keystr, tree_flatten, tree_flatten_with_path, tree_unflatten
 
-from ..errors import InputTypeError, NonFiniteKeyframeWarning, PolicyError, ShortcutifyError, StreamSplitError, TapShapeError
+from ..errors import InputTypeError, NonFiniteKeyframeWarning, PolicyError, StreamSplitError, TapShapeError
 from .blocks import KeyframeTaps, Reference, ShortcutBlock
 from .caller import warn_caller
-from .checks import check_like_example, is_count, is_interval
+from .checks import check_like_example, is_count, is_interval, refuse_untensored
 from .config import ShortcutConfig
 from .cost import CostReport, PathCost, count_macs, param_count
 from .cut import ALIGNED_INPUT, REFERENCE_INPUT, Cut
@@ -868,10 +868,9 @@ class ShortcutV2V(nn.Module):
         """What :meth:`save` writes beside the block's weights.
 
         Raises:
-            ShortcutifyError: an example input is not a tensor (it could not be stored).
+            InputTypeError: an example input is not a tensor (it could not be stored; fix it with ``concrete_args``).
         """
-        if not all(isinstance(x, Tensor) for x in self._example):
-            raise ShortcutifyError("save() needs example inputs that are all tensors (non-tensor arguments cannot be stored)")
+        refuse_untensored(self._example, self.teacher, "save()")
         _, unsaved = encode_fixed_args(self._fixed_args)
         return Manifest(
             config=self.config,

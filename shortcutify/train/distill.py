@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from ..core.blocks import PRIOR_LEFT_OUT_EVERY
-from ..core.checks import is_count
+from ..core.checks import is_count, refuse_untensored
 from ..core.module import ShortcutV2V
 from . import distributed
 from .checkpoint import CHECKPOINT_NAME, TrainingState, prepare_dir, run_record
@@ -60,6 +60,7 @@ def _check_arguments(sv: Any, resume: bool, checkpoint_dir: Any, **counts: Any) 
     """Validate the arguments (``counts``: the ones that must be positive integers); returns the keyframe interval α."""
     if not isinstance(sv, ShortcutV2V):
         raise TypeError(f"distill() trains a ShortcutV2V (from shortcutify()), got {type(sv).__name__}")
+    refuse_untensored(sv.example_inputs, sv.teacher, "distill()")
     for name, value in counts.items():
         if not is_count(value):
             raise ValueError(f"{name} must be a positive integer, got {value!r}")

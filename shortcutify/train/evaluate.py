@@ -14,7 +14,7 @@ from torch.utils._pytree import tree_flatten
 
 from ..core.caller import warn_caller
 from ..core.capture import unwrap
-from ..core.checks import is_count
+from ..core.checks import is_count, refuse_untensored
 from ..core.module import ShortcutV2V
 from .clips import as_clip, check_inputs, refuse_single_clip, to_inputs
 from .metrics import OutputRange, check_data_range, psnr, ssim
@@ -111,6 +111,7 @@ def evaluate(sv: Any, clips: Iterable[Any], *, data_range: float | None = None, 
     sv = unwrap(sv)  # (a compiled or DistributedDataParallel-wrapped module: the one inside)
     if not isinstance(sv, ShortcutV2V):
         raise TypeError(f"evaluate() takes a ShortcutV2V (from shortcutify() or load()), got {type(sv).__name__}")
+    refuse_untensored(sv.example_inputs, sv.teacher, "evaluate()")
     seen = OutputRange() if data_range is None else None
     data_range = check_data_range(data_range)
     if max_clips is not None and not is_count(max_clips):
