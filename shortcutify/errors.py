@@ -83,7 +83,8 @@ class InputTypeError(ShortcutifyError, TypeError):
     """An input is not floating point where the example input was (``uint8`` video for a
     generator of floating inputs: its scaling cannot be guessed), or is of another floating dtype
     than the module's weights where the generator cannot take it (``float64`` frames into a
-    ``float32`` module)."""
+    ``float32`` module); or an example input is not a tensor where clips of tensors are trained on or
+    the example is saved (fix such an argument with ``concrete_args``)."""
 
 
 class PolicyError(ShortcutifyError, TypeError):
