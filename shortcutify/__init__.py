@@ -53,6 +53,7 @@ from .errors import (
     InputMismatchError,
     InputTypeError,
     NonFiniteKeyframeWarning,
+    PlacementError,
     PolicyError,
     ShortcutifyError,
     StreamSplitError,
@@ -114,6 +115,7 @@ __all__ = [
     "InputMismatchError",
     "InputTypeError",
     "PolicyError",
+    "PlacementError",
     "NonFiniteKeyframeWarning",
     "__version__",
 ]

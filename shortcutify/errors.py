@@ -22,6 +22,7 @@ __all__ = [
     "InputMismatchError",
     "InputTypeError",
     "PolicyError",
+    "PlacementError",
     "NonFiniteKeyframeWarning",
 ]
 
@@ -89,6 +90,11 @@ class InputTypeError(ShortcutifyError, TypeError):
 
 class PolicyError(ShortcutifyError, TypeError):
     """A keyframe policy answered something other than one bool per stream."""
+
+
+class PlacementError(ShortcutifyError, RuntimeError):
+    """The generator's weights are on another device or of another dtype than the module's block: the
+    generator was moved or cast outside the module (``generator.to(...)``, or another module sharing it)."""
 
 
 class NonFiniteKeyframeWarning(UserWarning):

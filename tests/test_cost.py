@@ -202,3 +202,47 @@ def test_element_wise_ops_of_other_families_are_not_reported_as_missing():
 
     _, _, uncounted = count_macs(Mixed().eval(), torch.rand(1, 3, 8, 8))
     assert set(uncounted) <= ELEMENTWISE_OPS, set(uncounted) - ELEMENTWISE_OPS
+
+
+_PRODUCTS = {
+    "conv-padding-same": (lambda x, w, v: F.conv2d(x, w, padding="same"), "_convolution_mode"),
+    "conv-padding-valid-dilated": (lambda x, w, v: F.conv2d(x, w, padding="valid", dilation=2), "_convolution_mode"),
+    "matmul-vector": (lambda x, w, v: x.flatten(2).transpose(1, 2) @ v, "matmul"),
+    "matmul-broadcast-left": (lambda x, w, v: w[:, :, 0, 0] @ x.flatten(2), "matmul"),
+    "matmul-broadcast-right": (lambda x, w, v: x.flatten(2).transpose(1, 2) @ w[:, :, 0, 0], "matmul"),
+    "baddbmm": (lambda x, w, v: torch.baddbmm(x.flatten(2), w[:, :, 0, 0].expand(2, 6, 6), x.flatten(2)), "baddbmm"),
+    "baddbmm_": (lambda x, w, v: x.flatten(2).clone().baddbmm_(w[:, :, 0, 0].expand(2, 6, 6), x.flatten(2)), "baddbmm_"),
+    "addbmm": (lambda x, w, v: torch.addbmm(x[0, 0, :4], x.flatten(0, 1)[:, :4, :], x.flatten(0, 1)), "addbmm"),
+    "einsum-ellipsis": (lambda x, w, v: torch.einsum("...chw,dc->...dhw", x, w[:, :, 0, 0]), "einsum"),
+    "einsum-three-operands": (lambda x, w, v: torch.einsum("bchw,dc,ed->behw", x, w[:, :, 0, 0], w[:4, :, 0, 0]), "einsum"),
+    "einsum-implicit-output": (lambda x, w, v: torch.einsum("bchw,dc", x, w[:, :, 0, 0]), "einsum"),
+}
+
+
+@pytest.mark.parametrize("name", list(_PRODUCTS))
+def test_products_of_every_form_are_counted_as_torch_counts_them(name):
+    """``padding="same"`` convs, matrix products with 1-D or broadcast operands, ``baddbmm`` (also in place),
+    ``addbmm`` and einsums with ``...``, three operands or an implicit output: one MAC per multiply-add, as
+    torch's own counter counts them (before 0.22 some counted 0, some failed the count)."""
+    fn, op = _PRODUCTS[name]
+    torch.manual_seed(0)
+    x, w, v = torch.randn(2, 6, 8, 8), torch.randn(6, 6, 3, 3), torch.randn(6)
+    macs, by_op, uncounted = count_macs(fn, x, w, v)
+    reference = {  # (torch's counter skips the in-place form and addbmm: counted on their out-of-place equivalents)
+        "baddbmm_": _PRODUCTS["baddbmm"][0],
+        "addbmm": lambda x, w, v: x[0, 0, :4] + torch.bmm(x.flatten(0, 1)[:, :4, :], x.flatten(0, 1)).sum(0),
+    }.get(name, fn)
+    assert macs == _torch_macs(reference, x, w, v) > 0
+    assert set(by_op) == {op} and not set(uncounted) - ELEMENTWISE_OPS, (by_op, uncounted)
+
+
+def test_an_op_whose_rule_cannot_read_it_is_reported_not_counted_instead_of_failing_the_count(monkeypatch):
+    from shortcutify.core import cost
+
+    def unreadable(inputs, outputs):
+        raise IndexError("list index out of range")
+
+    monkeypatch.setitem(cost.MAC_RULES, "aten::matmul", unreadable)
+    x = torch.randn(2, 6, 8)
+    macs, by_op, uncounted = count_macs(lambda a: torch.relu(a @ a.transpose(1, 2)) @ a, x)
+    assert macs == 0 and uncounted["aten::matmul"] == 2

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from generators import TwoInputGen, moving_clips
@@ -292,6 +293,17 @@ def test_checkpoints_are_written_atomically_and_load_without_running_code(tmp_pa
     assert all(torch.equal(state["block"][k], v) for k, v in sv.block.state_dict().items())
 
 
+def test_two_runs_of_one_seed_give_one_block_gan_terms_included():
+    """The discriminators are initialised from the run's seed, not from the global generator's state."""
+    blocks = []
+    for global_state in (1, 2):
+        _, sv = _sv()
+        torch.manual_seed(global_state)  # whatever the caller's generator did before
+        distill(sv, moving_clips(2), steps=2, batch_size=2, weights={"adversarial": 1.0, "temporal": 1.0}, seed=7, progress=False)
+        blocks.append(sv.block.state_dict())
+    assert all(torch.equal(blocks[0][k], blocks[1][k]) for k in blocks[0])
+
+
 def _run_job(out, steps, *extra, env=None):
     return subprocess.run(
         [sys.executable, str(JOB), str(out), str(steps), *extra],
@@ -354,3 +366,77 @@ def test_distillation_on_real_video_beats_the_untrained_block_and_repeating_the_
     assert after["psnr"] > before["psnr"] + 1.5, (before, after)  # the untrained block
     assert after["psnr"] > after["psnr_repeat"] + 1.5, after  # repeating the keyframe's output
     assert after["ssim"] > after["ssim_repeat"], after
+
+
+def test_clips_come_in_the_containers_users_hold_them_in():
+    """A tensor [N, T, C, H, W] is N clips; an unbatched DataLoader yields clips; frames listed one by one, or a
+    number among a clip's tensors, are refused naming the fix; clips that require grad are read, not written."""
+    from torch.utils.data import DataLoader
+
+    from shortcutify import evaluate
+
+    clips = moving_clips(2)
+    runs = []
+    for given in (clips, torch.stack(clips), DataLoader(clips, batch_size=None)):
+        _, sv = _sv()
+        distill(sv, given, steps=2, batch_size=2, progress=False)
+        runs.append(sv.block.state_dict())
+    assert all(torch.equal(runs[0][k], r[k]) for r in runs[1:] for k in runs[0])  # the same clips, the same run
+    assert evaluate(sv, torch.stack(clips)).psnr == evaluate(sv, clips).psnr
+    with pytest.raises(ValueError, match=r"frames listed one by one\?.*torch\.stack\(frames\)"):
+        distill(sv, [list(clips[0])], steps=1, progress=False)
+    with pytest.raises(ValueError, match=r"got shape \(3, 16, 16\).*torch\.stack\(frames\)"):
+        distill(sv, [clips[0][0]], steps=1, progress=False)
+    with pytest.raises(TypeError, match=r"got tuple holding Tensor, float"):
+        distill(sv, [(clips[0], 2.0)], steps=1, progress=False)
+    watched = clips[0].clone().requires_grad_(True)
+    distill(sv, [watched, clips[1]], steps=1, batch_size=2, progress=False)
+    assert watched.grad is None
+
+
+class _ChannelsLast(nn.Module):
+    """``forward([B, H, W, 3]) -> [B, H, W, 3]``: a channels-first generator inside, between two permutes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = ResnetGenerator(ngf=8, n_blocks=2)
+
+    def forward(self, x):
+        return self.inner(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+
+
+def test_clips_of_channels_last_frames_are_cropped_and_flipped_in_height_and_width():
+    """Frames ``[T, H, W, C]`` for a channels-last generator: crops take their height and width, flips reverse
+    their width (before 0.22 the crop was refused as larger than "48x3" and flips swapped the colour channels)."""
+    from shortcutify.train.clips import ClipSource, sample_pairs
+
+    colours = torch.tensor([-0.5, 0.0, 0.5])
+    ramp = torch.linspace(0, 0.1, 24).view(1, 1, 24, 1)  # rises along the width: a flip reverses it
+    clip = torch.zeros(6, 20, 24, 3) + colours + ramp
+    pairs = sample_pairs(ClipSource([clip]), 16, 2, torch.Generator().manual_seed(0), crop=(12, 16), flip=True, channels_last=(True,))
+    frames = pairs.reference[0]
+    assert frames.shape == (16, 12, 16, 3)
+    torch.testing.assert_close(frames.mean((1, 2)) - frames.mean((1, 2, 3))[:, None], colours.expand(16, 3), atol=0.02, rtol=0)
+    rising = frames[:, 0, -1, 0] > frames[:, 0, 0, 0]
+    assert rising.any() and not rising.all()  # some flipped, some not, along the width
+    torch.manual_seed(0)
+    gen = _ChannelsLast()
+    sv = shortcutify(gen, "inner.model.4", "inner.model.12", torch.zeros(1, 24, 24, 3))
+    distill(sv, [c.permute(0, 2, 3, 1) for c in moving_clips(2, size=24)], steps=2, batch_size=2, crop=16, flip=True, progress=False)
+
+
+def test_metrics_of_channels_last_outputs_are_taken_over_height_and_width():
+    from shortcutify import evaluate
+
+    torch.manual_seed(0)
+    gen = _ChannelsLast()
+    last = shortcutify(gen, "inner.model.4", "inner.model.12", torch.zeros(1, 16, 16, 3))
+    first = shortcutify(gen.inner, "model.4", "model.12", torch.zeros(1, 3, 16, 16))
+    first.block.load_state_dict(last.block.state_dict())
+    with torch.no_grad():
+        for p in first.block.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    last.block.load_state_dict(first.block.state_dict())
+    clips = moving_clips(1, frames=4)
+    a, b = evaluate(first, clips), evaluate(last, [c.permute(0, 2, 3, 1) for c in clips])
+    assert a.psnr == pytest.approx(b.psnr) and a.ssim == pytest.approx(b.ssim)

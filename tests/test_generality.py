@@ -115,6 +115,9 @@ def test_keyword_defaults_that_drive_control_flow_are_fixed_and_checked():
     assert "concrete_args" in str(err.value)
     with pytest.raises(FixedArgumentError, match="layers"):
         sv(x, layers=[0, 4])
+    with pytest.raises(FixedArgumentError, match=r"layers=a tensor of shape \[1, 3, 16, 16\] \(torch\.float32\)\. To") as err:
+        sv(x, layers=x)  # a tensor is named by its shape, not printed
+    assert len(str(err.value)) < 800
     with pytest.raises(FixedArgumentError, match="encode_only"):  # the shortcut programs keep the check too
         sv.predict(x, reference=sv.reference, encode_only=True)
     with pytest.raises(FixedArgumentError, match="encode_only"):

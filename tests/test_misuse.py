@@ -17,6 +17,7 @@ from shortcutify import (
     FixedInterval,
     InputMismatchError,
     LossWeights,
+    TapShapeError,
     calibrate,
     distill,
     evaluate,
@@ -156,6 +157,22 @@ def test_a_failure_after_the_data_dependent_start_leaves_the_block_as_it_was(mon
     with pytest.raises(RuntimeError, match="could not be made"):
         distill(sv, moving_clips(2), steps=2, data_init=True, progress=False)
     assert _unchanged(sv, before)
+
+
+def test_a_block_saved_during_distillation_records_the_interval_it_is_trained_for(tmp_path):
+    """A snapshot from the callback (after a step) knows its trained gaps, as the final block does."""
+    gen, sv = _sv(policy=FixedInterval(3))
+    seen = []
+
+    def snapshot(step, logs):
+        seen.append(sv.distilled_interval)
+        if step == 1:
+            sv.save(tmp_path / "snap")
+
+    distill(sv, moving_clips(2), steps=2, batch_size=2, callback=snapshot, progress=False)
+    assert seen == [3, 3]
+    with pytest.warns(UserWarning, match="distilled with interval 3"):
+        load(gen, tmp_path / "snap", policy=FixedInterval(6))
 
 
 def test_clips_shorter_than_the_interval_warn_and_record_the_gaps_they_trained():
@@ -336,3 +353,39 @@ def test_outputs_spanning_minus_one_to_one_take_the_default_range_silently():
         warnings.simplefilter("error")
         result = evaluate(sv, moving_clips(1, frames=4))
     assert result.shortcut_frames == 2
+
+
+def test_loading_a_distill_checkpoint_names_how_to_save_its_block(tmp_path):
+    gen, sv = _sv()
+    distill(sv, moving_clips(2), steps=1, batch_size=2, checkpoint_dir=tmp_path / "ckpt", progress=False)
+    for given in (tmp_path / "ckpt", tmp_path / "ckpt" / "checkpoint.pt"):
+        with pytest.raises(FileNotFoundError, match=r"holds a distill\(\) checkpoint.*sv\.block\.load_state_dict\(torch\.load\(") as e:
+            load(gen, given)
+    fresh = shortcutify(gen, "model.4", "model.12", torch.randn(1, 3, 16, 16))
+    fresh.block.load_state_dict(torch.load(tmp_path / "ckpt" / "checkpoint.pt", weights_only=True)["block"])  # as the message says
+    assert "sv.save(path)" in str(e.value)
+    assert all(torch.equal(a, b) for a, b in zip(fresh.block.state_dict().values(), sv.block.state_dict().values()))
+
+
+class _Fourier(nn.Module):
+    """A LaMa-style Fourier unit between convs: complex values inside."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.d = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(16, 16, 1), nn.Conv2d(8, 3, 3, padding=1)
+
+    def forward(self, x):
+        h = torch.relu(self.a(x))
+        f = torch.fft.rfft2(h, norm="ortho")
+        g = self.b(torch.cat([f.real, f.imag], 1))
+        y = torch.fft.irfft2(torch.complex(g[:, :8], g[:, 8:]), s=h.shape[-2:], norm="ortho")
+        return self.d(h + y)
+
+
+def test_a_complex_tap_is_refused_naming_why():
+    torch.manual_seed(0)
+    gen, x = _Fourier(), torch.randn(1, 3, 16, 16)
+    complex_nodes = [t.name for t in list_taps(gen, x) if "complex" in t.name]
+    assert complex_nodes
+    with pytest.raises(TapShapeError, match=r"is a torch\.complex64 tensor; a tap must be a real floating-point"):
+        shortcutify(gen, "a", complex_nodes[0], x)

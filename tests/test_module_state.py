@@ -19,6 +19,42 @@ def _sv(seed=0, **kw):
     return gen, shortcutify(gen, "model.4", "model.12", torch.zeros(1, 3, 16, 16), **kw)
 
 
+def test_the_block_cannot_be_replaced_only_given_other_weights():
+    """The programs run the block the module was made with: a new block assigned would be trained and saved
+    by nothing that runs frames (before 0.22 the assignment was taken silently)."""
+    from shortcutify import make_block
+
+    _, sv = _sv()
+    block = sv.block
+    other = make_block(block.resolution, sv.config.enc_shape[0], sv.config.dec_shape[0], width=block.width)
+    with pytest.raises(AttributeError, match=r"sv\.block cannot be replaced.*sv\.block\.load_state_dict\(other\.state_dict\(\)\)"):
+        sv.block = other
+    assert sv.block is block
+    sv.block.load_state_dict(other.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(sv.block.state_dict().values(), other.state_dict().values()))
+
+
+def test_a_block_copied_out_of_the_module_pickles_and_leaves_the_modules_streams_alone():
+    """``copy.deepcopy(sv.block)`` (keeping the best block) and ``torch.save(sv.block)``: the copy carries no
+    tie to the module, so weights loaded into it end no stream of the module."""
+    _, sv = _sv(interval=3)
+    frames = _frames(2)
+    with torch.no_grad():
+        sv(frames[0])
+    best = copy.deepcopy(sv.block)
+    buffer = io.BytesIO()
+    torch.save(sv.block, buffer)
+    buffer.seek(0)
+    restored = torch.load(buffer, weights_only=False)
+    best.load_state_dict(restored.state_dict())
+    assert sv.reference is not None  # the stream goes on
+    with torch.no_grad():
+        sv(frames[1])
+    assert not sv.last_was_keyframe
+    sv.block.load_state_dict(best.state_dict())  # weights loaded into the module's own block end its streams
+    assert sv.reference is None
+
+
 def test_the_state_dict_holds_the_block_alone():
     gen, sv = _sv()
     assert set(sv.state_dict()) == {f"block.{k}" for k in sv.block.state_dict()}
@@ -131,6 +167,24 @@ def test_a_keyframe_with_non_finite_taps_is_not_kept_as_the_reference():
     assert not sv.last_was_keyframe and torch.isfinite(sv(frames[3])).all()  # the schedule goes on from the new keyframe
 
 
+def test_a_non_finite_keyframe_taken_under_inference_mode_is_taken_again_outside_it():
+    """The state made under ``torch.inference_mode()`` holds inference tensors: marking the stream stale
+    must not write into them (before 0.22 every later call outside the mode failed until reset())."""
+    gen, sv = _sv(interval=3)
+    frames = _frames(3)
+    bad = frames[0].clone()
+    bad[..., 3, 5] = float("nan")
+    with torch.inference_mode():
+        sv(bad)
+    with pytest.warns(NonFiniteKeyframeWarning):
+        out = sv(frames[1])
+    assert sv.last_was_keyframe
+    with torch.no_grad():
+        torch.testing.assert_close(out, gen(frames[1]))
+    sv(frames[2])
+    assert not sv.last_was_keyframe
+
+
 def test_finite_keyframes_keep_the_schedule_and_warn_nothing():
     _, sv = _sv(interval=3)
     with warnings.catch_warnings():
@@ -165,3 +219,54 @@ def test_a_non_finite_keyframe_in_a_mixed_batch_is_taken_again_for_that_stream_o
     with pytest.warns(NonFiniteKeyframeWarning, match="stream\\(s\\) \\[1\\]"):
         out = sv(frames[2])
     assert sv.last_keyframes.tolist() == [False, True] and torch.isfinite(out).all()
+
+
+class _Normed(torch.nn.Module):
+    """Convs with a BatchNorm whose running statistics are not the identity."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.bn = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8)
+        self.b, self.c, self.d = (torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.Conv2d(8, 3, 3, padding=1))
+        with torch.no_grad():
+            self.bn.running_mean.normal_()
+            self.bn.running_var.uniform_(0.5, 2.0)
+
+    def forward(self, x):
+        return self.d(torch.relu(self.c(torch.relu(self.b(torch.relu(self.bn(self.a(x))))))))
+
+
+@pytest.mark.parametrize("capture", ["fx", "export"])
+def test_a_generator_put_back_in_training_mode_is_run_frozen_and_told(capture):
+    """``parent.train()`` on a module holding the generator: keyframes would use batch statistics and update the
+    generator's running statistics. The module puts it back in eval mode, with a warning at the caller's line."""
+    torch.manual_seed(0)
+    gen = _Normed()
+    sv = shortcutify(gen, "bn", "c", torch.zeros(1, 3, 16, 16), capture=capture)
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        expected = gen(x)
+    running = gen.bn.running_mean.clone()
+    gen.train()
+    with pytest.warns(UserWarning, match=r"generator \(_Normed\) was in training mode.*put it back in eval mode") as caught:
+        out = sv(x)
+    assert caught[0].filename == __file__
+    assert not gen.training and not gen.bn.training
+    torch.testing.assert_close(out, expected)
+    assert torch.equal(gen.bn.running_mean, running)
+
+
+def test_a_generator_cast_outside_the_module_is_named_with_the_way_back():
+    """Two modules sharing one generator: casting one casts the generator under the other."""
+    from shortcutify import PlacementError
+
+    gen, sv = _sv()
+    other = shortcutify(gen, "model.4", "model.12", torch.zeros(1, 3, 16, 16))
+    x = torch.randn(1, 3, 16, 16)
+    with torch.no_grad():
+        sv(x)
+        other.double()
+        with pytest.raises(PlacementError, match=r"generator's weights are torch\.float64 on cpu, this module's block torch\.float32.*sv\.to\(\.\.\.\)"):
+            sv(x)
+        sv.double()
+        torch.testing.assert_close(sv(x.double()), gen(x.double()))

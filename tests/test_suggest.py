@@ -247,6 +247,29 @@ def test_a_ranking_by_savings_alone_says_so(monkeypatch):
     assert {w.filename for w in caught if "highest difficulty" in str(w.message)} == {__file__}
 
 
+class _Residual(nn.Module):
+    """``out = x + f(x)``: the input's change reaches the output past every cut."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.f = MixedRes()
+
+    def forward(self, x):
+        return x + 0.05 * self.f(x)
+
+
+def test_a_generator_whose_output_follows_its_input_says_the_ranking_is_by_savings():
+    torch.manual_seed(0)
+    with pytest.warns(UserWarning, match=r"every cut measured a difficulty of at most 0\.01.*out = x \+ f\(x\)") as caught:
+        found = suggest_taps(_Residual(), torch.rand(1, 3, 32, 32) * 2 - 1, top=3)
+    assert all(s.difficulty <= 0.01 for s in found)
+    assert {w.filename for w in caught if "at most 0.01" in str(w.message)} == {__file__}
+    teacher, x = _cartoon_tiny()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        suggest_taps(teacher, x, top=3)  # a generator whose cuts the proxy tells apart: no warning
+
+
 def test_variants_of_one_cut_are_listed_once_the_best_of_them():
     """Taps on a conv, its norm and its activation (one value passed on) are variants of one cut: a list of
     them would crowd out other cuts. The best-scoring variant is listed."""

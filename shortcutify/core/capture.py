@@ -221,14 +221,23 @@ def check_fixed_argument(value: Any, fixed: Any, name: str) -> None:
     with another value is refused instead of silently running the default's branch.
     """
     if not same_value(value, fixed):
+        given, was = _short(value), _short(fixed)
         raise FixedArgumentError(
-            f"forward()'s argument {name!r} was fixed to {fixed!r} when torch.fx traced the generator (a default "
+            f"forward()'s argument {name!r} was fixed to {was} when torch.fx traced the generator (a default "
             f"not given in the example inputs is fixed so, as is a value in concrete_args); the captured programs "
-            f"compute {name}={fixed!r} and cannot run with {name}={value!r}. To run with that value, wrap the "
-            f"generator again with concrete_args={{{name!r}: ...}} holding it; to vary it from call to call, give it "
-            "in the example inputs as a positional argument (a keyword-only argument of forward() can only be fixed: "
-            "wrap the generator in a module whose forward() takes it positionally)."
+            f"compute {name}={was} and cannot run with {name}={given}. To run with a fixed value, wrap the "
+            f"generator again with concrete_args={{{name!r}: ...}} holding it; to vary it from call to call (a tensor, "
+            "a per-frame input), give it in the example inputs as a positional argument (a keyword-only argument of "
+            "forward() can only be fixed: wrap the generator in a module whose forward() takes it positionally)."
         )
+
+
+def _short(value: Any) -> str:
+    """``value`` for a message: a tensor by its shape and dtype, anything else by a ``repr`` cut to a line."""
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of shape {list(value.shape)} ({value.dtype})"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _forward_parameters(model: nn.Module) -> tuple[list[str], int, inspect.Signature]:

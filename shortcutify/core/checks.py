@@ -11,7 +11,7 @@ from torch import Tensor
 
 from ..errors import InputMismatchError, InputTypeError
 
-__all__ = ["is_count", "is_interval", "is_real", "check_like_example", "refuse_untensored", "SCALING_HINT"]
+__all__ = ["is_count", "is_interval", "is_real", "check_like_example", "looks_channels_last", "channels_last_inputs", "refuse_untensored", "SCALING_HINT"]
 
 #: how integer video is brought to a generator's floating range (the range cannot be guessed)
 SCALING_HINT = "frames.float() / 127.5 - 1 for [-1, 1], frames.float() / 255 for [0, 1]"
@@ -30,6 +30,18 @@ def is_real(value: Any) -> bool:
 def is_interval(value: Any) -> bool:
     """Whether ``value`` is a real number >= 1 (a mean keyframe interval; not ``bool``)."""
     return not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value) and value >= 1
+
+
+def looks_channels_last(x: Any) -> bool:
+    """Whether a 4-D tensor looks like channels-last images ``[B, H, W, C]``: ``C <= 4 < H`` (RGB, RGBA, grey
+    frames; a channels-first ``[B, C, H, W]`` image has ``W > 4``)."""
+    return isinstance(x, Tensor) and x.dim() == 4 and x.shape[-1] <= 4 < x.shape[1]
+
+
+def channels_last_inputs(example: tuple[Any, ...]) -> tuple[bool, ...]:
+    """Per example input: whether it looks channels-last (:func:`looks_channels_last`): such inputs, and clips
+    ``[T, H, W, C]`` for them, are cropped and flipped in their dimensions 1 and 2."""
+    return tuple(looks_channels_last(x) for x in example)
 
 
 def check_like_example(x: Tensor, example: Any, what: str, j: int, lead: str = "B") -> None:
@@ -52,7 +64,7 @@ def check_like_example(x: Tensor, example: Any, what: str, j: int, lead: str = "
             f"{what} has shape {list(x.shape)}, but the generator's input {j} was {shape} when it was wrapped: "
             f"give {example.dim()}-D tensors{batch}"
         )
-    channels_first = example.dim() == 4 and not (example.shape[-1] <= 4 < example.shape[1])  # ([B, H, W, 3]: channels last)
+    channels_first = example.dim() == 4 and not looks_channels_last(example)
     if channels_first and x.shape[1] != example.shape[1]:
         raise InputMismatchError(
             f"{what} has {x.shape[1]} channels, the generator's input {j} {example.shape[1]} (example {shape}): give "

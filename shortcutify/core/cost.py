@@ -44,7 +44,7 @@ ELEMENTWISE_OPS = frozenset(
         "permute transpose t contiguous select slice index narrow cat stack chunk split split_with_sizes "
         "unsqueeze squeeze repeat size to type_as detach clone copy_ reflection_pad2d replication_pad2d "
         "constant_pad_nd pad pixel_shuffle pixel_unshuffle unbind max_pool2d avg_pool2d dropout "
-        "feature_dropout alpha_dropout arange linspace meshgrid unfold im2col col2im col2im_ baddbmm_ "
+        "feature_dropout alpha_dropout arange linspace meshgrid unfold im2col col2im col2im_ "
         "softmax log_softmax where masked_fill lt gt eq ne ge le Int ScalarImplicit floor_divide "
         "lerp reciprocal repeat_interleave remainder mean sum max min flip upsample_nearest1d upsample_nearest3d _unsafe_view as_strided "
         "new_zeros new_ones new_full new_empty empty empty_like scalar_tensor "
@@ -55,26 +55,91 @@ ELEMENTWISE_OPS = frozenset(
 )
 
 
-def _einsum_macs(inputs: list[Any], outputs: list[Any]) -> int:
-    """Exact MACs of a two-operand einsum: the product of the sizes of all its indices.
+def _einsum_tokens(term: str, shape: list[int], dots: int) -> list[str]:
+    """The indices of one einsum operand, ``...`` expanded into ``dots`` indices named from the right
+    (broadcast dimensions line up from the right across operands)."""
+    if "..." not in term:
+        return list(term)
+    head, tail = term.split("...")
+    extra = len(shape) - len(head) - len(tail)
+    return list(head) + [f"...{dots - extra + i}" for i in range(extra)] + list(tail)
 
-    (fvcore's own handle estimates general equations through numpy's path optimiser,
-    which is off by a few MACs.)
-    """
+
+def einsum_macs(equation: str, shapes: list[list[int]]) -> int:
+    """MACs of ``torch.einsum(equation, *operands)`` with operands of ``shapes``: contracted left to right,
+    as torch does without ``opt_einsum``; each pairwise step costs the product of the sizes of every index
+    of the two operands (exact for two operands). One operand (a permutation, a diagonal, a sum) counts 0,
+    as element-wise work does here."""
+    equation = equation.replace(" ", "")
+    lhs, arrow, rhs = equation.partition("->")
+    terms = lhs.split(",")
+    if len(terms) != len(shapes):
+        raise ValueError(f"einsum {equation!r} names {len(terms)} operands, got {len(shapes)}")
+    dots = max((len(shape) - len(term.replace("...", "")) for term, shape in zip(terms, shapes) if "..." in term), default=0)
+    tokens = [_einsum_tokens(term, shape, dots) for term, shape in zip(terms, shapes)]
+    sizes: dict[str, int] = {}
+    for names, shape in zip(tokens, shapes):
+        for name, size in zip(names, shape):
+            sizes[name] = max(sizes.get(name, 1), size)  # (a broadcast dimension of size 1 takes the other's size)
+    if arrow:
+        out = set(_einsum_tokens(rhs, [0] * (len(rhs.replace("...", "")) + dots), dots))
+    else:
+        counts: dict[str, int] = {}
+        for names in tokens:
+            for name in names:
+                counts[name] = counts.get(name, 0) + 1
+        out = {name for name, n in counts.items() if n == 1 or name.startswith("...")}
+    total = 0
+    current = set(tokens[0])
+    for j in range(1, len(tokens)):
+        both = current | set(tokens[j])
+        step = 1
+        for name in both:
+            step *= sizes[name]
+        total += step
+        later = out.union(*map(set, tokens[j + 1 :]))
+        current = both & later
+    return total
+
+
+def _einsum_macs(inputs: list[Any], outputs: list[Any]) -> int:
+    """``aten::einsum``: :func:`einsum_macs` (fvcore's own handle estimates general equations through
+    numpy's path optimiser, which is off by a few MACs, and fails on ``...``)."""
     from fvcore.nn.jit_handles import get_shape
 
-    equation = inputs[0].toIValue().replace(" ", "")
-    operands = [get_shape(v) for v in inputs[1].node().inputs()]
-    lhs = equation.split("->")[0].split(",")
-    if len(lhs) != 2 or "." in equation:
-        raise NotImplementedError(f"MAC count of einsum {equation!r} (only two-operand equations are counted)")
-    sizes: dict[str, int] = {}
-    for letters, shape in zip(lhs, operands):
-        sizes.update(zip(letters, shape))
+    return einsum_macs(inputs[0].toIValue(), [get_shape(v) for v in inputs[1].node().inputs()])
+
+
+def _numel(shape: list[int]) -> int:
     total = 1
-    for v in sizes.values():
-        total *= v
+    for d in shape:
+        total *= d
     return total
+
+
+def _product_macs(first: int, batched_sum: bool = False) -> Callable[[list[Any], list[Any]], int]:
+    """A matrix product's MACs, one multiply-add per output element and term of its sum: the output's
+    elements times the inner size (the last dimension of input ``first``), for every broadcast, batched
+    or 1-D operand (``matmul``, ``mm``, ``bmm``, ``baddbmm``); ``batched_sum``: the batch is summed
+    into the output as well (``addbmm``)."""
+
+    def handle(inputs: list[Any], outputs: list[Any]) -> int:
+        from fvcore.nn.jit_handles import get_shape
+
+        a = get_shape(inputs[first])
+        macs = _numel(get_shape(outputs[0])) * a[-1]
+        return macs * a[0] if batched_sum else macs
+
+    return handle
+
+
+def _convolution_mode_macs(inputs: list[Any], outputs: list[Any]) -> int:
+    """``aten::_convolution_mode`` (a convolution with ``padding="same"`` or ``"valid"``): as every
+    convolution, each output element costs ``Cin / groups · kernel`` MACs (the weight's size but its
+    first dimension)."""
+    from fvcore.nn.jit_handles import get_shape
+
+    return _numel(get_shape(outputs[0])) * _numel(get_shape(inputs[1])[1:])
 
 
 def _vector_norm_macs(inputs: list[Any], outputs: list[Any]) -> int:
@@ -167,16 +232,55 @@ def _pointwise_macs(inputs: list[Any], outputs: list[Any]) -> int:
     return b * hh * ww * cin * get_shape(inputs[1])[0]
 
 
+#: our MAC rules, by op: where fvcore has none, or one that miscounts or fails
+MAC_RULES: dict[str, Callable[[list[Any], list[Any]], int]] = {
+    "aten::einsum": _einsum_macs,
+    "aten::matmul": _product_macs(0),
+    "aten::mm": _product_macs(0),
+    "aten::bmm": _product_macs(0),
+    "aten::baddbmm": _product_macs(1),
+    "aten::baddbmm_": _product_macs(1),
+    "aten::addbmm": _product_macs(1, batched_sum=True),
+    "aten::addbmm_": _product_macs(1, batched_sum=True),
+    "aten::_convolution_mode": _convolution_mode_macs,
+    "aten::linalg_vector_norm": _vector_norm_macs,
+    "aten::scaled_dot_product_attention": _sdpa_macs,
+    "aten::_native_multi_head_attention": _native_mha_macs,
+    "aten::_transformer_encoder_layer_fwd": _encoder_layer_macs,
+    "shortcutify::adabd_conv": _adabd_macs,
+    "shortcutify::warp": _warp_macs,
+    "shortcutify::pointwise_conv_add": _pointwise_macs,
+}
+
+
+def _fvcore_defaults() -> dict[str, Any]:
+    """fvcore's own rules (``FlopCountAnalysis`` sets them), to be guarded like ours."""
+    import importlib
+
+    return dict(getattr(importlib.import_module("fvcore.nn.flop_count"), "_DEFAULT_SUPPORTED_OPS", {}))
+
+
+def _guarded(op: str, rule: Callable[[list[Any], list[Any]], Any], failed: Counter[str]) -> Callable[[list[Any], list[Any]], Any]:
+    """``rule``, but an op whose shapes it cannot read (a rule written for the common layouts) counts 0 and is
+    reported in ``failed``, so that one odd op leaves its MACs out, said so, instead of failing the count."""
+
+    def handle(inputs: list[Any], outputs: list[Any]) -> Any:
+        try:
+            return rule(inputs, outputs)
+        except Exception:  # noqa: BLE001 (any failure of a rule: the op is reported as not counted)
+            failed[op] += 1
+            return 0
+
+    return handle
+
+
 def _fvcore_macs(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[int, Counter[str], Counter[str]]:
     from fvcore.nn import FlopCountAnalysis
 
     analysis = FlopCountAnalysis(module, inputs)
-    analysis.set_op_handle(
-        "aten::einsum", _einsum_macs, "aten::linalg_vector_norm", _vector_norm_macs, "aten::scaled_dot_product_attention", _sdpa_macs,
-        "aten::_native_multi_head_attention", _native_mha_macs, "aten::_transformer_encoder_layer_fwd", _encoder_layer_macs,
-        "shortcutify::adabd_conv", _adabd_macs, "shortcutify::warp", _warp_macs,
-        "shortcutify::pointwise_conv_add", _pointwise_macs,
-    )
+    failed: Counter[str] = Counter()  # ops whose rule could not read their shapes: reported as not counted
+    handles = {**_fvcore_defaults(), **MAC_RULES}
+    analysis.set_op_handle(**{op: _guarded(op, rule, failed) for op, rule in handles.items()})
     analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
     fastpath = torch.backends.mha.get_fastpath_enabled()
     try:
@@ -188,7 +292,7 @@ def _fvcore_macs(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[i
             warnings.simplefilter("ignore")
             total = int(analysis.total())
             by_op = Counter({k: int(v) for k, v in analysis.by_operator().items()})
-            unsupported = Counter(analysis.unsupported_ops())
+            unsupported = Counter(analysis.unsupported_ops()) + failed
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
     return total, by_op, unsupported

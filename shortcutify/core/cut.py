@@ -85,6 +85,13 @@ def _check_4d(node: fx.Node, role: str, name: str) -> tuple[int, int, int, int]:
             "feature map [B, C, H, W]. Pick another tap from list_taps() (column 'shape')"
             + (", or give example_inputs with their batch dimension (frames [B, C, H, W]: x.unsqueeze(0))." if len(shape) == 3 else ".")
         )
+    dtype = meta[1]
+    if not dtype.is_floating_point:
+        raise TapShapeError(
+            f"{role} {name!r} (node {node.name!r}) is a {dtype} tensor; a tap must be a real floating-point feature map "
+            "(the block's convolutions are real): pick a floating value from list_taps(), such as the conv before "
+            "or after it" + (" (a Fourier unit's complex values: a tap outside the transform)." if dtype.is_complex else ".")
+        )
     return tuple(shape)  # type: ignore[return-value]
 
 

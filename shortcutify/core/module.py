@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-import warnings
 import weakref
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -17,7 +16,7 @@ import torch
 from torch import Tensor, fx, nn
 from torch.utils._pytree import keystr, tree_flatten, tree_flatten_with_path, tree_unflatten
 
-from ..errors import InputTypeError, NonFiniteKeyframeWarning, PolicyError, StreamSplitError, TapShapeError
+from ..errors import InputTypeError, NonFiniteKeyframeWarning, PlacementError, PolicyError, StreamSplitError, TapShapeError
 from .blocks import KeyframeTaps, Reference, ShortcutBlock
 from .caller import warn_caller
 from .checks import check_like_example, is_count, is_interval, refuse_untensored
@@ -190,6 +189,25 @@ def _merge(old: Tensor, index: Tensor, new: Tensor) -> Tensor:
     return old.index_copy(0, index.to(old.device), new.to(old.dtype))
 
 
+class _ResetOnNewWeights:
+    """The block's load-state-dict hook: new weights end the streams of the module the block serves.
+
+    Holds the module weakly; a copy or an unpickled block holds none (inert), so that a block copied out
+    of a module (``copy.deepcopy(sv.block)``, ``torch.save(sv.block)``) neither fails to pickle nor ends the
+    streams of the module it was copied from when weights are loaded into the copy."""
+
+    def __init__(self, module: ShortcutV2V | None) -> None:
+        self._module = None if module is None else weakref.ref(module)
+
+    def __call__(self, _block: nn.Module, _keys: Any) -> None:
+        m = None if self._module is None else self._module()
+        if m is not None and not m._hold_reset:
+            m.reset()
+
+    def __reduce__(self) -> tuple[type, tuple[None]]:
+        return (_ResetOnNewWeights, (None,))
+
+
 class ShortcutV2V(nn.Module):
     """A generator made cheaper per frame by a learned shortcut (Shortcut-V2V).
 
@@ -226,7 +244,8 @@ class ShortcutV2V(nn.Module):
     student's; nothing is patched.
 
     Attributes:
-        block: the :class:`~shortcutify.core.blocks.ShortcutBlock`.
+        block: the :class:`~shortcutify.core.blocks.ShortcutBlock` (cannot be replaced: load other weights
+            into it with ``sv.block.load_state_dict(...)``, which ends the streams).
         policy: the keyframe policy.
         config: the :class:`~shortcutify.core.config.ShortcutConfig` (taps, block).
         enc, dec: :class:`~shortcutify.core.taps.TapInfo` of the taps (shapes on the example input).
@@ -295,15 +314,8 @@ class ShortcutV2V(nn.Module):
         self.train(False)
         # new block weights (sv.load_state_dict or sv.block.load_state_dict) end every stream: a reference
         # prepared by the old weights would otherwise serve the next shortcut frames
-        module = weakref.ref(self)
         self._hold_reset = False
-
-        def new_weights(_block: nn.Module, _keys: Any) -> None:
-            m = module()
-            if m is not None and not m._hold_reset:
-                m.reset()
-
-        self.block.register_load_state_dict_post_hook(new_weights)
+        self.block.register_load_state_dict_post_hook(_ResetOnNewWeights(self))
 
     def _placement(self) -> list[tuple[torch.device, torch.dtype]]:
         """Device and dtype of every tensor the block, the teacher and the programs hold."""
@@ -328,6 +340,16 @@ class ShortcutV2V(nn.Module):
             self._runners.clear()  # compiled for the old device or dtype
             self._state = None
         return out
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "block" and "block" in self._modules:
+            raise AttributeError(
+                "sv.block cannot be replaced: the module's programs are built around the block it was made with (a new "
+                "one would be saved and trained by nothing that runs frames). Put other weights into it with "
+                "sv.block.load_state_dict(other.state_dict()); for another layout or width build a new module, "
+                "shortcutify(generator, ..., resolution=..., width=...)"
+            )
+        super().__setattr__(name, value)
 
     def __reduce_ex__(self, protocol: Any) -> Any:
         raise TypeError(
@@ -427,9 +449,23 @@ class ShortcutV2V(nn.Module):
         """``(*inputs, shortcut_reference=) -> output``: what :meth:`forward` runs on shortcut frames."""
         return self._main.inference
 
+    def _teacher_back_to_eval(self) -> None:
+        """The generator was put in training mode after it was wrapped (``generator.train()``, or a ``.train()`` of a
+        module holding it): its programs would use batch statistics and update its running statistics. Put it back
+        in eval mode, saying so."""
+        self._teacher[0].eval()
+        warn_caller(
+            f"the generator ({type(self._teacher[0]).__name__}) was in training mode, put there after shortcutify() "
+            "(generator.train(), or .train() of a module holding it): the module runs it frozen, in eval mode (running "
+            "statistics, no dropout), and has put it back in eval mode. Call .train() on the ShortcutV2V only (it "
+            "trains the block), or .eval() the generator after training other modules around it"
+        )
+
     def _programs(self, args: tuple, kwargs: dict) -> Programs:
         """The programs for these inputs: the ones built at construction, or (for a
         shape-specific capture and inputs of another signature) ones captured for them."""
+        if self._teacher[0].training:
+            self._teacher_back_to_eval()
         main = self._main
         if self._recapture is None:
             return main
@@ -622,6 +658,29 @@ class ShortcutV2V(nn.Module):
         return self._programs(args, kwargs).inference(*args, **kwargs, **{REFERENCE_INPUT: reference})
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return self._stream(args, kwargs)
+        except RuntimeError as exc:
+            self._explain_placement(exc)
+            raise
+
+    def _explain_placement(self, exc: RuntimeError) -> None:
+        """Raise :class:`PlacementError` from ``exc`` when the generator's weights are no longer where the block's
+        are (moved or cast outside this module: by ``generator.to(...)``, or by another module sharing it)."""
+        def where(tensors: Any) -> set[str]:
+            return {f"{t.dtype} on {t.device}" for t in tensors if t.is_floating_point()}
+
+        block, teacher = where(self.block.parameters()), where(self._teacher[0].parameters())
+        if teacher and not teacher <= block:
+            raise PlacementError(
+                f"the generator's weights are {', '.join(sorted(teacher))}, this module's block {', '.join(sorted(block))}: "
+                "the generator was moved or cast outside this module (generator.to(...), or another ShortcutV2V sharing "
+                f"it) ({exc}). Move this module with sv.to(...) to where the generator is (it moves the block and its "
+                "programs), or give each module its own copy of the generator"
+            ) from exc
+
+    def _stream(self, args: tuple, kwargs: dict) -> Any:
+        """:meth:`forward`: one frame of every stream, keyframe or shortcut as the policy decides."""
         sig = _signature(args, kwargs)
         state = self._state
         policy = self._policy
@@ -791,22 +850,23 @@ class ShortcutV2V(nn.Module):
     def _check_keyframes(self, state: _State) -> None:
         """Mark stale the streams whose last keyframe had non-finite taps (they take a keyframe
         again on this call); warn once per module."""
-        for streams, bad in state.unchecked:
+        unchecked, state.unchecked = state.unchecked, []
+        for streams, bad in unchecked:
             bad = bad.cpu()
             if not bool(bad.any()):
                 continue
-            state.stale[streams[bad]] = True
+            stale = torch.zeros_like(state.stale)
+            stale[streams[bad]] = True
+            state.stale = state.stale | stale  # (not in place: the state may hold inference tensors)
             if not self._warned_non_finite:
                 self._warned_non_finite = True
-                warnings.warn(
+                warn_caller(
                     f"the keyframe of stream(s) {streams[bad].tolist()} had non-finite values (NaN or infinity) in its taps "
                     f"({self.config.enc_layer!r} or {self.config.dec_layer!r}): shortcut frames from it would be NaN, so "
                     "those streams take a keyframe again now. Check the input frames, and the teacher's precision "
                     "(float16 overflows). (Warned once per module.)",
                     NonFiniteKeyframeWarning,
-                    stacklevel=5,  # this, forward, and nn.Module's two call wrappers: the user's call
                 )
-        state.unchecked = []
 
     # ------------------------------------------------------------------ costs
     def _example_on_device(self) -> tuple[Any, ...]:

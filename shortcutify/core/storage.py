@@ -67,6 +67,7 @@ __all__ = [
 
 CONFIG_NAME = "shortcut_config.json"
 WEIGHTS_NAME = "shortcut_block.pt"  # the weights of blocks saved before ``weights_file`` (and its default)
+CHECKPOINT_NAME = "checkpoint.pt"  # what ``distill(checkpoint_dir=...)`` writes (named here so that load() can tell it)
 FORMAT = 2  # 2: the block at half the decoder tap's resolution (format-1 blocks do not fit it)
 _WEIGHTS_FILE = re.compile(r"shortcut_block(\.[0-9a-f]{16})?\.pt")  # the files write_saved writes (and may delete)
 _FIX = "save the block again with sv.save(path), or restore the file"
@@ -430,6 +431,13 @@ def _config_file(path: str | os.PathLike[str]) -> Path:
     src = Path(path)
     cfg_file = src / CONFIG_NAME
     if not cfg_file.is_file():
+        checkpoint = src if src.is_file() and src.name == CHECKPOINT_NAME else src / CHECKPOINT_NAME
+        if checkpoint.is_file():
+            raise FileNotFoundError(
+                f"{src} holds a distill() checkpoint ({checkpoint.name}), not a saved block: build the module as for "
+                f"distill (sv = shortcutify(...)), put the checkpoint's block in it with sv.block.load_state_dict("
+                f"torch.load({str(checkpoint)!r}, weights_only=True)['block']), then save it with sv.save(path)"
+            )
         raise FileNotFoundError(f"no saved shortcut block at {src}: {cfg_file.name} is missing (write one with sv.save(path))")
     return cfg_file
 

@@ -24,7 +24,7 @@ from ..errors import EmptyCutError, TapOrderError, TapShapeError
 from .blocks.sizing import AUTO, auto_layout, auto_width, block_macs, check_layout_choice
 from .capture import CaptureKwargs, CaptureOptions, Captured, as_tuple, capture, unwrap
 from .caller import warn_caller
-from .checks import check_like_example, is_count
+from .checks import check_like_example, is_count, looks_channels_last
 from .cut import resolve_cut
 from .taps import TapInfo, resolve_tap, tap_infos
 
@@ -242,6 +242,9 @@ def _candidates(captured: Captured, graph: _Graph) -> tuple[list[list[fx.Node]],
     return [t for i, t in enumerate(tiers) if t and t not in tiers[:i]], info_of
 
 
+#: a difficulty at or below which every cut measuring it is reported as barely told apart (see suggest_taps' warnings)
+LOW_DIFFICULTY = 0.01
+
 #: MACs per output element up to which a layer counts as passing its input on (a norm: fvcore counts 5)
 PASS_ON_MACS = 5
 
@@ -274,7 +277,10 @@ def _is_frame(x: Any) -> bool:
 
 
 def _translate(x: Tensor, shift: tuple[int, int] = SHIFT) -> Tensor:
-    """``x`` ``[B, C, H, W]`` moved ``shift`` pixels down and right, the border replicated."""
+    """``x`` ``[B, C, H, W]`` moved ``shift`` pixels down and right, the border replicated (a channels-last
+    ``[B, H, W, C]``, :func:`~shortcutify.core.checks.looks_channels_last`, moved in its height and width)."""
+    if looks_channels_last(x):
+        return _translate(x.movedim(-1, 1), shift).movedim(1, -1)
     dy, dx = shift
     h, w = x.shape[-2:]
     return F.pad(x, (dx, 0, dy, 0), mode="replicate")[..., :h, :w]
@@ -678,5 +684,13 @@ def _suggest(
             "suggest_taps(): every cut measured the highest difficulty (1.0: the linearised block does no better than "
             "repeating the keyframe on these frames), so the suggestions are ranked by the MACs they save alone. "
             "Pass frames= with a real clip; a generator that quantises its features (a VQ model) may defeat the proxy."
+        )
+    elif all(s.difficulty <= LOW_DIFFICULTY for s in found):
+        warn_caller(
+            f"suggest_taps(): every cut measured a difficulty of at most {LOW_DIFFICULTY:g}: the output changes between "
+            "the frames mostly through what no cut skips (a skip from the input, out = x + f(x), or from early layers), so "
+            "the proxy tells the "
+            "cuts apart by little and the ranking is close to one by the MACs they save. Pass frames= with a real clip, "
+            "and compare the first suggestions by distilling each briefly (evaluate() after distill())."
         )
     return TapSuggestions(found[:top])

@@ -18,13 +18,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..core.storage import atomic_write, graph_fingerprint, teacher_checksum
+from ..core.storage import CHECKPOINT_NAME, atomic_write, graph_fingerprint, teacher_checksum
 from ..errors import IncompatibleCheckpointError
 from .history import History
 
 __all__ = ["CHECKPOINT_NAME", "TrainingState", "prepare_dir", "run_record"]
-
-CHECKPOINT_NAME = "checkpoint.pt"
 
 
 def prepare_dir(directory: str | os.PathLike[str]) -> Path:

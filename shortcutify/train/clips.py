@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from ..core.checks import check_like_example
+from ..core.checks import channels_last_inputs, check_like_example
 
 __all__ = ["as_clip", "ClipSource", "check_clips", "check_inputs", "to_inputs", "refuse_single_clip", "Pairs", "sample_pairs"]
 
@@ -28,18 +28,24 @@ def as_clip(clip: Any, index: int | None = None) -> tuple[Tensor, ...]:
     where = "" if index is None else f" (clip {index})"
     parts = (clip,) if isinstance(clip, Tensor) else tuple(clip) if isinstance(clip, (tuple, list)) else None
     if not parts or not all(isinstance(p, Tensor) for p in parts):
+        held = f" holding {', '.join(sorted({type(p).__name__ for p in parts}))}" if parts else ""
         raise TypeError(
             f"a clip must be a tensor [T, C, H, W] or a tuple of such tensors (one per forward() argument), "
-            f"got {type(clip).__name__}{where}"
+            f"got {type(clip).__name__}{held}{where}"
         )
+    stack = "; a clip stacks consecutive frames [C, H, W] into one tensor: torch.stack(frames)"
     for p in parts:
         if p.dim() < 1 or (len(parts) == 1 and p.dim() != 4):
             raise ValueError(
                 f"a clip tensor must be frames [T, C, H, W] (or, beside frames, a per-frame input [T, ...]), got shape "
-                f"{tuple(p.shape)}{where}"
+                f"{tuple(p.shape)}{where}" + (stack if p.dim() == 3 else "")
             )
     if not any(p.dim() == 4 for p in parts):
-        raise ValueError(f"a clip needs frames [T, C, H, W], got tensors of shapes {[tuple(p.shape) for p in parts]}{where}")
+        frames = all(p.dim() == 3 for p in parts) and len({p.shape for p in parts}) == 1
+        raise ValueError(
+            f"a clip needs frames [T, C, H, W], got tensors of shapes {[tuple(p.shape) for p in parts]}{where}"
+            + (f" (frames listed one by one?){stack}" if frames else "")
+        )
     lengths = {p.shape[0] for p in parts}
     if len(lengths) != 1:
         raise ValueError(f"the tensors of a multi-input clip must have the same number of frames, got {sorted(lengths)}{where}")
@@ -73,15 +79,19 @@ def check_inputs(clip: tuple[Tensor, ...], example: tuple[object, ...], index: i
 
 def to_inputs(frames: tuple[Tensor, ...], device: torch.device, dtype: torch.dtype, non_blocking: bool = False) -> tuple[Tensor, ...]:
     """Frames as a module's inputs: on ``device``, floating frames in the module's floating ``dtype``
-    (other tensors keep theirs)."""
-    return tuple(f.to(device=device, dtype=dtype if f.is_floating_point() else f.dtype, non_blocking=non_blocking) for f in frames)
+    (other tensors keep theirs), detached (no gradient flows back into the caller's clips)."""
+    return tuple(f.detach().to(device=device, dtype=dtype if f.is_floating_point() else f.dtype, non_blocking=non_blocking) for f in frames)
 
 
 def refuse_single_clip(clips: object, name: str = "clips") -> None:
     """Raise ``TypeError`` for a bare clip tensor, or anything that is not a collection, given where a
     collection of clips is expected (``name``: the argument, for the message)."""
-    if isinstance(clips, Tensor):
-        raise TypeError(f"{name} must be a collection of clips; wrap a single clip [T, C, H, W] in a list: [clip]")
+    if isinstance(clips, Tensor) and clips.dim() != 5:
+        raise TypeError(
+            f"{name} must be a collection of clips (a list of [T, C, H, W] tensors, or one tensor [N, T, C, H, W] of N "
+            f"clips), got a tensor of shape {list(clips.shape)}"
+            + ("; wrap a single clip [T, C, H, W] in a list: [clip]" if clips.dim() == 4 else "")
+        )
     if isinstance(clips, (str, bytes)) or not (isinstance(clips, Iterable) or hasattr(clips, "__getitem__")):
         raise TypeError(
             f"{name} must be a collection of clips [T, C, H, W] (a list, a Dataset, a DataLoader or any iterable), "
@@ -92,21 +102,24 @@ def refuse_single_clip(clips: object, name: str = "clips") -> None:
 class ClipSource:
     """Random access to clips from a list, a ``Dataset``, a ``DataLoader`` or any iterable.
 
-    A ``DataLoader`` (whose batches are ``[N, T, C, H, W]`` or tuples of them) and plain
-    iterables are read once, into memory; pass a ``Dataset`` (``__len__`` and
-    ``__getitem__``) to keep large data on disk.
+    A ``DataLoader`` (whose batches are ``[N, T, C, H, W]`` or tuples of them; with
+    ``batch_size=None``, clips) and plain iterables are read once, into memory; pass a ``Dataset``
+    (``__len__`` and ``__getitem__``) to keep large data on disk. A tensor ``[N, T, C, H, W]`` holds
+    ``N`` clips.
     """
 
     def __init__(self, clips: Iterable[Any] | Sequence[Any]) -> None:
         refuse_single_clip(clips)
-        if isinstance(clips, DataLoader):
+        if isinstance(clips, DataLoader) and clips.batch_size is None:  # (not batched: each item is a clip)
+            self.items: Any = list(clips)
+        elif isinstance(clips, DataLoader):
             items: list[Any] = []
             for batch in clips:
                 parts = (batch,) if isinstance(batch, Tensor) else tuple(batch)
                 if any(p.dim() < 2 for p in parts) or not any(p.dim() == 5 for p in parts):
                     raise ValueError("a DataLoader of clips must yield batches [N, T, C, H, W] (or tuples of them and [N, T, ...])")
                 items += [tuple(p[i] for p in parts) if len(parts) > 1 else parts[0][i] for i in range(parts[0].shape[0])]
-            self.items: Any = items
+            self.items = items
         elif hasattr(clips, "__getitem__") and hasattr(clips, "__len__"):
             self.items = clips
         else:
@@ -119,6 +132,17 @@ class ClipSource:
 
     def __getitem__(self, i: int) -> tuple[Tensor, ...]:
         return as_clip(self.items[i], i)
+
+
+def _channels_first(clip: tuple[Tensor, ...], channels_last: Sequence[bool]) -> tuple[Tensor, ...]:
+    """The clip with its channels-last frames ``[T, H, W, C]`` (``channels_last[j]`` for input ``j``) viewed as
+    ``[T, C, H, W]``, so that crops and flips act on their height and width."""
+    return tuple(p.movedim(-1, -3) if j < len(channels_last) and channels_last[j] and p.dim() == 4 else p for j, p in enumerate(clip))
+
+
+def _channels_back(frames: tuple[Tensor, ...], channels_last: Sequence[bool]) -> tuple[Tensor, ...]:
+    """:func:`_channels_first` undone on the frames ``[C, H, W]`` of one pair."""
+    return tuple(p.movedim(-3, -1) if j < len(channels_last) and channels_last[j] and p.dim() == 3 else p for j, p in enumerate(frames))
 
 
 def _sizes(clip: tuple[Tensor, ...]) -> str:
@@ -179,7 +203,8 @@ def check_clips(source: ClipSource, crop: tuple[int, int] | None, example: tuple
 
     Each clip needs at least 2 frames; without ``crop`` all frames must have one size (pairs
     of several clips share a batch), with ``crop`` every clip must be at least ``crop``; with
-    ``example`` (the generator's example inputs) every clip must fit them (:func:`check_inputs`).
+    ``example`` (the generator's example inputs) every clip must fit them (:func:`check_inputs`), and
+    the clips of inputs that look channels-last there are measured as ``[T, H, W, C]``.
 
     Raises:
         ValueError: naming the first clip that does not fit.
@@ -191,10 +216,12 @@ def check_clips(source: ClipSource, crop: tuple[int, int] | None, example: tuple
     heights: list[int] = []
     widths: list[int] = []
     longest = 0
+    layout = () if example is None else channels_last_inputs(example)
     for i in range(len(source)):
         clip = source[i]
         if example is not None:
             check_inputs(clip, example, i)
+        clip = _channels_first(clip, layout)
         t = clip[0].shape[0]
         if t < 2:
             raise ValueError(f"clip {i} has {t} frame(s); training pairs need clips of at least 2 frames")
@@ -246,6 +273,7 @@ def sample_pairs(
     *,
     crop: tuple[int, int] | None = None,
     flip: bool = False,
+    channels_last: Sequence[bool] = (),
 ) -> Pairs:
     """Draw ``n`` (reference, current) pairs, the current frame 1..``max_gap`` frames later.
 
@@ -254,14 +282,16 @@ def sample_pairs(
         argument) of ``[n, ...]`` tensors (frames ``[n, C, H, W]``), and where each row came from. With
         ``crop=(h, w)`` (in the first frames' pixels) both frames of a pair share one random
         crop, and every input is cropped to the same region scaled to its size
-        (:func:`crop_steps`); with ``flip`` they share one random horizontal flip.
+        (:func:`crop_steps`); with ``flip`` they share one random horizontal flip. Inputs ``j`` with
+        ``channels_last[j]`` (:func:`~shortcutify.core.checks.channels_last_inputs`) hold frames ``[T, H, W, C]``:
+        cropped and flipped in their height and width, returned as ``[n, h, w, C]``.
     """
     refs: list[tuple[Tensor, ...]] = []
     curs: list[tuple[Tensor, ...]] = []
     origins: list[tuple[int, int, int]] = []
     for _ in range(n):
         ci = int(torch.randint(len(source), (1,), generator=generator))
-        clip = source[ci]
+        clip = _channels_first(source[ci], channels_last)
         t = clip[0].shape[0]
         if t < 2:
             raise ValueError(f"clip {ci} has {t} frame(s); training pairs need clips of at least 2 frames")
@@ -284,7 +314,7 @@ def sample_pairs(
             hw = _frame_size(ref)  # (after the crop)
             ref = tuple(p.flip(-1) if _spatial(p, hw) else p for p in ref)  # (frames and masks only)
             cur = tuple(p.flip(-1) if _spatial(p, hw) else p for p in cur)
-        ref, cur = tuple(p[0] for p in ref), tuple(p[0] for p in cur)
+        ref, cur = _channels_back(tuple(p[0] for p in ref), channels_last), _channels_back(tuple(p[0] for p in cur), channels_last)
         refs.append(ref)
         curs.append(cur)
         origins.append((ci, r, r + gap))

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from ..core.blocks import PRIOR_LEFT_OUT_EVERY
-from ..core.checks import is_count, refuse_untensored
+from ..core.checks import channels_last_inputs, is_count, refuse_untensored
 from ..core.module import ShortcutV2V
 from . import distributed
 from .checkpoint import CHECKPOINT_NAME, TrainingState, prepare_dir, run_record
@@ -137,7 +137,7 @@ def distill(
             before runs were recorded is resumed with a warning (only its step, process
             count and block shapes are checked), and its next save records this run.
         callback: called as ``callback(step, logs)`` after every step (rank 0 only).
-        seed: seeds the pair sampling (rank r uses ``seed`` and ``r``).
+        seed: seeds the pair sampling (rank r uses ``seed`` and ``r``) and the discriminators' initial weights.
         progress: show a progress bar with the running losses.
         bf16: run forward passes under bf16 autocast (CUDA only).
         data_init: before the first step (not when resuming), set the block's decoder-tap
@@ -209,6 +209,7 @@ def distill(
 
     source = ClipSource(clips)
     longest = check_clips(source, crop_hw, sv.example_inputs)
+    layout = channels_last_inputs(sv.example_inputs)  # (inputs whose clips are [T, H, W, C]: cropped and flipped so)
     if longest < alpha:
         warnings.warn(
             f"the longest clip has {longest} frames, so training pairs are at most {longest - 1} frames apart, but the "
@@ -246,7 +247,7 @@ def distill(
             opt=opt,
             sched=torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1.0 - s / steps)),
             generator=torch.Generator().manual_seed(seed * 1_000_003 + rank),
-            adversaries=Adversaries(w, device, lr, betas),
+            adversaries=Adversaries(w, device, lr, betas, seed),
             history=History(),
         )
         if ckpt_path is not None:
@@ -292,7 +293,7 @@ def distill(
             bar = tqdm(total=steps, initial=start, desc="distill", unit="step", dynamic_ncols=True)
         running: dict[str, float] = {}
         for step in range(start + 1, steps + 1):
-            pairs = sample_pairs(source, batch_size, alpha - 1, run.generator, crop=crop_hw, flip=flip)
+            pairs = sample_pairs(source, batch_size, alpha - 1, run.generator, crop=crop_hw, flip=flip, channels_last=layout)
             guard.start(step, pairs)  # each check raises FloatingPointError and leaves the block as it was
             ref_in = to_inputs(pairs.reference, device, dtype, non_blocking=True)
             cur_in = to_inputs(pairs.current, device, dtype, non_blocking=True)
@@ -315,6 +316,8 @@ def distill(
             guard.check(logs, total_value)
             opt.step()
             as_given = None  # a step is applied: from now on a failure keeps the last good step's block
+            if not trained:  # (now, so that a block saved from the callback records it too)
+                sv.distilled_interval = min(alpha, longest)
             trained = True
             run.sched.step()
             logs.update({k: float(v) for k, v in run.adversaries.update(image, target_image, previous, autocast).items()})

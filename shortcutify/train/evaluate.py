@@ -14,7 +14,7 @@ from torch.utils._pytree import tree_flatten
 
 from ..core.caller import warn_caller
 from ..core.capture import unwrap
-from ..core.checks import is_count, refuse_untensored
+from ..core.checks import is_count, looks_channels_last, refuse_untensored
 from ..core.module import ShortcutV2V
 from .clips import as_clip, check_inputs, refuse_single_clip, to_inputs
 from .metrics import OutputRange, check_data_range, psnr, ssim
@@ -26,11 +26,13 @@ def output_image(out: Any) -> Tensor:
     """The image a generator's output stands for: the first floating 4-D tensor in it.
 
     ``[B, C, H, W]``; for a dict or tuple output that is the first such leaf (dicts in
-    insertion order), e.g. ``out["frame"]``.
+    insertion order), e.g. ``out["frame"]``. A channels-last image ``[B, H, W, C]``
+    (:func:`~shortcutify.core.checks.looks_channels_last`) is returned as a ``[B, C, H, W]`` view, so that
+    SSIM and a perceptual loss see its height and width.
     """
     for leaf in tree_flatten(out)[0]:
         if isinstance(leaf, Tensor) and leaf.dim() == 4 and leaf.is_floating_point():
-            return leaf
+            return leaf.movedim(-1, 1) if looks_channels_last(leaf) else leaf
     raise ValueError("the generator's output holds no floating 4-D tensor [B, C, H, W] to compare")
 
 

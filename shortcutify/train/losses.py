@@ -116,21 +116,25 @@ class Adversaries:
     """The discriminators of the optional GAN terms, built on first use, with their optimisers.
 
     ``"adversarial"`` scores single output images; ``"temporal"`` scores (previous keyframe
-    output, current output) pairs stacked on channels.
+    output, current output) pairs stacked on channels. Each is initialised from ``seed`` (and its name),
+    so that runs of one seed are the same.
     """
 
     NAMES = ("adversarial", "temporal")
 
-    def __init__(self, w: LossWeights, device: torch.device, lr: float, betas: tuple[float, float]) -> None:
+    def __init__(self, w: LossWeights, device: torch.device, lr: float, betas: tuple[float, float], seed: int = 0) -> None:
         self.weights = {name: getattr(w, name) for name in self.NAMES if getattr(w, name)}
-        self.device, self.lr, self.betas = device, lr, betas
+        self.device, self.lr, self.betas, self.seed = device, lr, betas, seed
         self.nets: dict[str, nn.Module] = {}
         self.opts: dict[str, torch.optim.Optimizer] = {}
         self._pending: dict[str, Any] = {}
 
     def _net(self, name: str, channels: int) -> nn.Module:
         if name not in self.nets:
-            net = wrap(PatchDiscriminator(channels).to(self.device), self.device)
+            with torch.random.fork_rng(devices=[]):  # initialised from the run's seed, the global generator left alone
+                torch.manual_seed(self.seed * len(self.NAMES) + self.NAMES.index(name))
+                made = PatchDiscriminator(channels)
+            net = wrap(made.to(self.device), self.device)
             opt = torch.optim.Adam(net.parameters(), lr=self.lr, betas=self.betas)
             if name in self._pending:
                 net.load_state_dict(self._pending[name]["net"])

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import torch
 
 from ..core.blocks import REDUCTION_SHIFT, START_REDUCTIONS, KeyframeTaps
+from ..core.checks import channels_last_inputs
 from .clips import ClipSource, sample_pairs, to_inputs
 
 __all__ = ["DATA_INIT_FRAMES", "frame_taps", "resolve_data_init", "start_from_frames"]
@@ -47,7 +48,10 @@ def frame_taps(
     """The teacher's taps on ``frames`` training frames: both frames of ``frames // 2`` pairs drawn as
     the steps draw them (``max_gap``, ``crop``), with a generator seeded by ``seed`` alone (the same on
     every process), run ``chunk`` frames per teacher call on ``device``, without autograd."""
-    pairs = sample_pairs(source, max(1, frames // 2), max_gap, torch.Generator().manual_seed(seed * 1_000_003 + 500_009), crop=crop)
+    pairs = sample_pairs(
+        source, max(1, frames // 2), max_gap, torch.Generator().manual_seed(seed * 1_000_003 + 500_009), crop=crop,
+        channels_last=channels_last_inputs(sv.example_inputs),
+    )
     n = pairs.reference[0].shape[0]
     dtype = next(sv.block.parameters()).dtype
     for inputs in (pairs.reference, pairs.current):
