@@ -10,6 +10,7 @@ from shortcutify import (
     FixedArgumentError,
     AmbiguousTapError,
     EmptyCutError,
+    IncompatibleCheckpointError,
     ShortcutifyError,
     TapOrderError,
     TapShapeError,
@@ -188,6 +189,38 @@ def test_leaf_modules_remedy_makes_it_traceable():
     assert torch.equal(sv(x), gen(x))
     sv2 = shortcutify(gen, "gate", "mid", x, leaf_modules=["gate"])
     assert torch.equal(sv2(x), gen(x))
+
+
+@pytest.mark.parametrize("leaves", [[Gate], ["gate"]], ids=["class", "name"])
+def test_a_saved_block_keeps_the_leaf_modules_it_was_captured_with(tmp_path, leaves):
+    """``load()`` without ``leaf_modules`` captures as the block was captured (before 0.22 it failed to trace);
+    classes are found among the generator's own modules, nothing is imported."""
+    import json
+
+    from shortcutify import load
+
+    gen = DataDependent()
+    x = torch.randn(1, 3, 8, 8)
+    sv = shortcutify(gen, "gate", "mid", x, leaf_modules=leaves)
+    sv.save(tmp_path / "b")
+    stored = json.loads((tmp_path / "b" / "shortcut_config.json").read_text())["leaf_modules"]
+    assert stored == (["class:" + Gate.__module__ + ".Gate"] if leaves == [Gate] else ["gate"])
+    loaded = load(gen, tmp_path / "b")
+    with torch.no_grad():
+        assert torch.equal(loaded(x), gen(x))
+
+    class Other(nn.Module):  # the saved class nowhere in the generator: named, and the capture says the rest
+        def __init__(self):
+            super().__init__()
+            self.conv, self.gate, self.mid, self.out = gen.conv, nn.Identity(), gen.mid, gen.out
+
+        def forward(self, x):
+            return self.out(self.mid(self.gate(self.conv(x))))
+
+    if leaves == [Gate]:
+        with pytest.warns(UserWarning, match=r"leaf_modules holding the classes \[.*Gate'\].*no module of this Other"):
+            with pytest.raises(IncompatibleCheckpointError):
+                load(Other(), tmp_path / "b")
 
 
 def test_unet_skip_from_the_encoder_stays_in_the_shortcut_program():

@@ -29,7 +29,16 @@ from .capture import CaptureKwargs, CaptureOptions, as_tuple, capture, recapture
 from .cut import Cut, resolve_cut
 from .module import ShortcutV2V
 from .policy import FixedInterval, KeyframePolicy, as_policy, policy_from_config
-from .storage import CONFIG_NAME, Manifest, graph_fingerprint, read_manifest, read_weights, teacher_checksum, weights_path
+from .storage import (
+    CONFIG_NAME,
+    Manifest,
+    decode_leaf_modules,
+    graph_fingerprint,
+    read_manifest,
+    read_weights,
+    teacher_checksum,
+    weights_path,
+)
 from .suggest import suggest_taps
 
 __all__ = ["shortcutify", "load", "block_macs"]
@@ -198,8 +207,9 @@ def load(
         map_location: where to read the weights to (a device; default: the model's device). The
             block is built on the model's device whatever this is, and the weights are copied
             into it: move the module with ``sv.to(...)``.
-        capture_options: ``capture`` (default: the path that saved the block), ``leaf_modules``,
-            ``tracer_kwargs`` as given to :func:`~shortcutify.shortcutify` originally;
+        capture_options: ``capture`` (default: the path that saved the block), ``tracer_kwargs`` as
+            given to :func:`~shortcutify.shortcutify` originally; ``leaf_modules`` default to the saved
+            ones (names, and classes found among the model's modules by module and qualified name);
             ``concrete_args`` default to the saved ones (a value that JSON cannot hold, such as a
             tensor, is not saved: then pass them; others than the saved ones warn).
 
@@ -252,6 +262,7 @@ def load(
     state = read_weights(path, map_location=map_location or device, manifest=manifest)
     capture_options.setdefault("capture", cfg.capture)  # type: ignore[typeddict-item]  # by the path that saved it
     _fixed_arguments(manifest, capture_options, cfg_file)
+    _leaf_modules(manifest, capture_options, model, cfg_file)
     try:
         sv = shortcutify(
             model, cfg.enc_layer, cfg.dec_layer, example_inputs, policy=policy, width=cfg.width, resolution=cfg.resolution,
@@ -334,6 +345,22 @@ def _fixed_arguments(manifest: Manifest, capture_options: dict[str, Any], cfg_fi
             f"(from {cfg_file}); the arguments {differ} differ, so shortcut frames may be poor. Leave concrete_args out "
             "to use the saved ones."
         )
+
+
+def _leaf_modules(manifest: Manifest, capture_options: dict[str, Any], model: nn.Module, cfg_file: str) -> None:
+    """Give ``load``'s capture the ``leaf_modules`` the block was made with, unless the caller gave some; a saved
+    class that no module of ``model`` has is left out, with a warning (the capture then says what it cannot trace)."""
+    if "leaf_modules" in capture_options or not manifest.leaf_modules:
+        return
+    leaves, missing = decode_leaf_modules(manifest.leaf_modules, model)
+    if missing:
+        warn_caller(
+            f"the block was made with leaf_modules holding the classes {list(missing)} (from {cfg_file}), but no module of "
+            f"this {type(model).__name__} is of them: they are left out; pass leaf_modules=[...] to load() if the "
+            "classes were renamed or moved"
+        )
+    if leaves:
+        capture_options["leaf_modules"] = leaves
 
 
 def _saved_policy(manifest: Manifest, cfg_file: str) -> KeyframePolicy:

@@ -137,6 +137,7 @@ class Captured:
         method: the path that made it, ``"fx"`` or ``"export"``.
         shape_specific: whether the graph holds only for inputs of the example's shapes,
             dtypes and devices (export); other inputs need a new capture.
+        leaf_modules: the ``leaf_modules`` fx kept opaque (``()`` for export).
     """
 
     gm: fx.GraphModule
@@ -145,6 +146,7 @@ class Captured:
     fixed_args: dict[str, Any] = field(default_factory=dict)
     method: str = "fx"
     shape_specific: bool = False
+    leaf_modules: tuple[type | str, ...] = ()
 
     def node(self, name: str) -> fx.Node | None:
         for n in self.gm.graph.nodes:
@@ -392,7 +394,9 @@ def trace(model: nn.Module, options: CaptureOptions = CaptureOptions(), n_positi
             "of forward() probably has no Python literal form. Pass capture='export', or wrap the generator in a "
             "module whose forward() takes tensors alone."
         ) from exc
-    return Captured(gm=gm, module_outputs=tracer.module_outputs, fixed_args=dict(options.concrete_args))
+    return Captured(
+        gm=gm, module_outputs=tracer.module_outputs, fixed_args=dict(options.concrete_args), leaf_modules=tuple(options.leaf_modules)
+    )
 
 
 def as_tuple(example_inputs: Any) -> tuple[Any, ...]:

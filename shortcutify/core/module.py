@@ -26,7 +26,7 @@ from .cut import ALIGNED_INPUT, REFERENCE_INPUT, Cut
 from .policy import FrameSignal, KeyframePolicy, as_policy, change_since_keyframe, policy_to_config, tap_l1
 from .programs import Programs, build_programs
 from .runner import CompileOptions, Runner
-from .storage import ExampleInput, Manifest, encode_fixed_args, teacher_checksum, write_saved
+from .storage import ExampleInput, Manifest, encode_fixed_args, encode_leaf_modules, teacher_checksum, write_saved
 from .taps import TapInfo
 
 __all__ = ["ShortcutV2V", "KeyframeOutput", "ShortcutOutput", "ShortcutStep"]
@@ -305,6 +305,7 @@ class ShortcutV2V(nn.Module):
         self._teacher = [teacher]  # not a submodule: its weights are already in the programs
         self._example = tuple(x.detach().cpu() if isinstance(x, Tensor) else x for x in example_inputs)
         self._fixed_args: dict[str, Any] = dict(cut.captured.fixed_args)
+        self._leaf_modules = tuple(cut.captured.leaf_modules)
         self._state: _State | None = None
         self._compile_options: CompileOptions | None = None
         self._runners: dict[int, tuple[Programs, Runner]] = {}
@@ -943,6 +944,7 @@ class ShortcutV2V(nn.Module):
             fixed_args={k: v for k, v in self._fixed_args.items() if k not in unsaved},
             unsaved_args=unsaved,
             distilled_interval=self.distilled_interval,
+            leaf_modules=encode_leaf_modules(self._leaf_modules),
         )
 
     def save(self, path: str | os.PathLike[str]) -> Path:

@@ -60,6 +60,8 @@ __all__ = [
     "teacher_checksum",
     "encode_fixed_args",
     "decode_fixed_args",
+    "encode_leaf_modules",
+    "decode_leaf_modules",
     "CONFIG_NAME",
     "WEIGHTS_NAME",
     "FORMAT",
@@ -199,6 +201,31 @@ def encode_fixed_args(fixed: dict[str, Any]) -> tuple[dict[str, Any], tuple[str,
     return stored, tuple(unstored)
 
 
+#: how a class among the leaf modules is written in a config (a qualified module name is written as it is)
+CLASS_PREFIX = "class:"
+
+
+def encode_leaf_modules(leaves: tuple[type | str, ...]) -> tuple[str, ...]:
+    """``leaf_modules`` for a config: names as they are, classes as ``"class:module.QualName"``."""
+    return tuple(v if isinstance(v, str) else f"{CLASS_PREFIX}{v.__module__}.{v.__qualname__}" for v in leaves)
+
+
+def decode_leaf_modules(stored: tuple[str, ...], model: nn.Module) -> tuple[tuple[type | str, ...], tuple[str, ...]]:
+    """:func:`encode_leaf_modules` read back against ``model``: the classes are found among its modules' types (no
+    import). Returns ``(leaf_modules, missing)``: ``missing`` names the classes no module of ``model`` has."""
+    types = {f"{type(m).__module__}.{type(m).__qualname__}": type(m) for m in model.modules()}
+    leaves: list[type | str] = []
+    missing: list[str] = []
+    for v in stored:
+        if not v.startswith(CLASS_PREFIX):
+            leaves.append(v)
+        elif v[len(CLASS_PREFIX):] in types:
+            leaves.append(types[v[len(CLASS_PREFIX):]])
+        else:
+            missing.append(v[len(CLASS_PREFIX):])
+    return tuple(leaves), tuple(missing)
+
+
 def decode_fixed_args(stored: dict[str, Any]) -> dict[str, Any]:
     """:func:`encode_fixed_args`' first item, read back.
 
@@ -243,6 +270,8 @@ class Manifest:
         unsaved_args: the names of fixed arguments whose values JSON cannot hold.
         distilled_interval: the keyframe interval the block was last distilled with (``None``:
             unknown, as in configs written before 0.21).
+        leaf_modules: the ``leaf_modules`` the generator was captured with: qualified module names, and
+            classes as ``"class:module.QualName"`` (:func:`encode_leaf_modules`; configs before 0.22: none).
     """
 
     config: ShortcutConfig
@@ -257,6 +286,7 @@ class Manifest:
     fixed_args: dict[str, Any] = dataclasses.field(default_factory=dict)
     unsaved_args: tuple[str, ...] = ()
     distilled_interval: int | None = None
+    leaf_modules: tuple[str, ...] = ()
 
     @property
     def graph_fingerprint(self) -> str:
@@ -279,6 +309,7 @@ class Manifest:
             "fixed_args": encode_fixed_args(self.fixed_args)[0],
             "unsaved_fixed_args": list(self.unsaved_args),
             "distilled_interval": self.distilled_interval,
+            "leaf_modules": list(self.leaf_modules),
         }
 
     @classmethod
@@ -363,6 +394,9 @@ class Manifest:
         distilled = d.get("distilled_interval")
         if distilled is not None and not (_is_int(distilled) and distilled >= 1):
             raise malformed(f"'distilled_interval' must be an integer >= 1 or null, got {json.dumps(distilled)[:80]}")
+        leaves = d.get("leaf_modules", [])
+        if not (isinstance(leaves, list) and all(isinstance(v, str) for v in leaves)):
+            raise malformed(f"'leaf_modules' must be a list of module names and classes, got {json.dumps(leaves)[:80]}")
         return cls(
             config=config,
             interval=interval,
@@ -376,6 +410,7 @@ class Manifest:
             fixed_args=fixed_args,
             unsaved_args=tuple(unsaved),
             distilled_interval=distilled,
+            leaf_modules=tuple(leaves),
         )
 
 
