@@ -196,6 +196,25 @@ def test_other_input_shapes_are_captured_again_once_each_and_run_exactly():
     assert stream((1, 3, 8, 8)) > 0
 
 
+def test_the_programs_of_other_signatures_are_kept_up_to_a_bound_least_recently_used_dropped(monkeypatch):
+    import shortcutify.core.module as module
+
+    monkeypatch.setattr(module, "MAX_RECAPTURED", 2)
+    gen, x = ShapeAsserting().eval(), torch.randn(1, 3, 16, 16)
+    sv = shortcutify(gen, "enc", "dec", x, capture="export")
+    model_runs = []
+    gen.register_forward_pre_hook(lambda m, a: model_runs.append(1))
+
+    def captured(size):
+        before = len(model_runs)
+        sv(torch.randn(1, 3, size, size))
+        return len(model_runs) > before
+
+    assert [captured(s) for s in (8, 12, 8, 20)] == [True, True, False, True]  # 12 is now the least recently used
+    assert [captured(s) for s in (8, 20, 12)] == [False, False, True]  # 12 was dropped: captured again
+    assert len(sv._recaptured) == 2 and len(sv._runners) <= 3
+
+
 def test_costs_at_another_shape_or_dtype_are_counted_on_its_own_capture():
     gen, x = ShapeAsserting().eval(), torch.randn(1, 3, 16, 16)
     sv = shortcutify(gen, "enc", "dec", x, capture="export")

@@ -1,5 +1,7 @@
 """Specification of tap naming, graph splitting and the errors for bad taps or models."""
 
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -538,3 +540,30 @@ def test_a_model_input_is_not_a_tap():
     gen = TwoInputGen()
     with pytest.raises(TapOrderError, match="input of the model"):
         shortcutify(gen, "prev", "up", (torch.randn(1, 4, 8, 8), torch.randn(1, 3, 8, 8)))
+
+
+class ShapeFromInside(nn.Module):
+    """The tail sizes its upsampling by the shape of a layer between the taps."""
+
+    def __init__(self, c: int = 8) -> None:
+        super().__init__()
+        self.down = nn.Conv2d(3, c, 3, 2, 1)
+        self.b1, self.b2, self.b3 = (nn.Conv2d(c, c, 3, padding=1) for _ in range(3))
+        self.out = nn.Conv2d(c, 3, 3, padding=1)
+
+    def forward(self, x):
+        h = F.relu(self.down(x))
+        m = F.relu(self.b1(h))
+        h = F.relu(self.b3(F.relu(self.b2(m))))
+        return self.out(F.interpolate(h, size=(m.shape[2] * 2, m.shape[3] * 2)))
+
+
+def test_layers_kept_only_for_their_shape_are_named_with_the_way_to_skip_them():
+    gen, x = ShapeFromInside(), torch.randn(1, 3, 16, 16)
+    with pytest.warns(UserWarning, match=r"still run \['b1'\] \(36,864 MACs\).*reads their shape.*capture='export'"):
+        fx = shortcutify(gen, "down", "b3", x, capture="fx")  # (b1: 8x8 outputs of 8 channels, 8 * 3 * 3 MACs each)
+    assert "b1" not in fx.skipped_nodes
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        exported = shortcutify(gen, "down", "b3", x, capture="export")
+    assert fx.cost().shortcut.macs - exported.cost().shortcut.macs == 36_864

@@ -389,3 +389,18 @@ def test_a_complex_tap_is_refused_naming_why():
     assert complex_nodes
     with pytest.raises(TapShapeError, match=r"is a torch\.complex64 tensor; a tap must be a real floating-point"):
         shortcutify(gen, "a", complex_nodes[0], x)
+
+
+def test_resuming_where_no_checkpoint_was_written_says_which_block_it_starts_from(tmp_path):
+    _, sv = _sv()
+
+    def interrupt(step, logs):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # stopped after its first step, before any checkpoint
+        distill(sv, moving_clips(2), steps=4, batch_size=2, checkpoint_dir=tmp_path, checkpoint_every=4, callback=interrupt, progress=False)
+    with pytest.warns(UserWarning, match=r"does not exist: starting from step 0, the block's current weights kept"):
+        distill(sv, moving_clips(2), steps=1, batch_size=2, checkpoint_dir=tmp_path, resume=True, progress=False)
+    fresh = shortcutify(ResnetGenerator(ngf=8, n_blocks=2), "model.4", "model.12", torch.randn(1, 3, 16, 16))  # untrained
+    with pytest.warns(UserWarning, match=r"does not exist: starting from step 0, the block started from the data"):
+        distill(fresh, moving_clips(2), steps=1, batch_size=2, checkpoint_dir=tmp_path / "other", resume=True, progress=False)

@@ -144,6 +144,14 @@ def shortcutify(
             f"the output runs between enc_layer {enc_layer!r} and dec_layer {dec_layer!r}, so between keyframes the "
             "output cannot follow them. Choose an encoder tap that depends on them (list_taps() lists the nodes)."
         )
+    if cut.shape_kept:
+        kept = sum(captured.macs.get(name, 0) for name in cut.shape_kept)
+        warn_caller(
+            f"shortcut frames still run {list(cut.shape_kept)[:6]} ({kept:,} MACs) between the taps only because a later "
+            f"layer reads their shape (h.shape / h.size() under capture={captured.method!r}, which keeps shapes "
+            "symbolic); capture='export' fixes shapes and skips them, as does computing that size from an input or "
+            "the decoder tap in the generator"
+        )
     if macs >= cut.skipped_macs:
         warnings.warn(
             f"the shortcut block (width {width}) costs {macs:,} MACs per frame but the part of the model it "

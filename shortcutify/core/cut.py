@@ -52,6 +52,9 @@ class Cut:
         ignored_inputs: the generator's inputs (placeholder names) that the teacher reads but
             shortcut frames do not: every path from them to the output runs through the skipped
             part, so between keyframes the output cannot follow them.
+        shape_kept: node names of the generator that shortcut frames run only because a later layer
+            reads their shape (``h.shape`` in a graph that keeps shapes symbolic: torch.fx); their MACs
+            are paid on shortcut frames although the block predicts past them.
     """
 
     enc_layer: str
@@ -68,6 +71,7 @@ class Cut:
     skipped_macs: int
     signature: tuple[str, ...]
     ignored_inputs: tuple[str, ...] = ()
+    shape_kept: tuple[str, ...] = ()
 
 
 class _BlockSlot(nn.Module):
@@ -217,6 +221,11 @@ def resolve_cut(captured: Captured, enc_layer: str, dec_layer: str) -> Cut:
             "list_taps() shows the MACs up to each node."
         )
     taps = {t.name: t for t in tap_infos(captured)}
+    valued = _value_needed(shortcut.graph)
+    shape_kept = tuple(
+        n.name for n in captured.gm.graph.nodes
+        if n in env and env[n] in alive and env[n] not in valued and captured.macs.get(n.name, 0) > 0
+    )
     ignored = tuple(
         n.name for n in captured.gm.graph.nodes
         if n.op == "placeholder" and _reads_values(n) and n in env and env[n] in alive and not _reads_values(env[n])
@@ -236,4 +245,20 @@ def resolve_cut(captured: Captured, enc_layer: str, dec_layer: str) -> Cut:
         skipped_macs=skipped_macs,
         signature=graph_signature(captured, enc, dec),
         ignored_inputs=ignored,
+        shape_kept=shape_kept,
     )
+
+
+def _value_needed(graph: fx.Graph) -> set[fx.Node]:
+    """The nodes whose values the output needs: reached from the output through every input but those
+    that a node reads only the shape of (:func:`_shape_only`), and through in-place writes kept alive."""
+    needed: set[fx.Node] = set()
+    stack = [n for n in graph.nodes if n.op == "output" or (len(n.users) == 0 and n.op != "placeholder")]
+    while stack:
+        node = stack.pop()
+        if node in needed:
+            continue
+        needed.add(node)
+        if not _shape_only(node):
+            stack.extend(node.all_input_nodes)
+    return needed

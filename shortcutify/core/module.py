@@ -6,7 +6,7 @@ import contextlib
 import itertools
 import os
 import weakref
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,6 +189,10 @@ def _merge(old: Tensor, index: Tensor, new: Tensor) -> Tensor:
     return old.index_copy(0, index.to(old.device), new.to(old.dtype))
 
 
+#: how many programs captured for other input signatures (export) a module keeps, the least recently used dropped first
+MAX_RECAPTURED = 16
+
+
 class _ResetOnNewWeights:
     """The block's load-state-dict hook: new weights end the streams of the module the block serves.
 
@@ -301,7 +305,7 @@ class ShortcutV2V(nn.Module):
         # every other input signature; these programs share the block and are dropped by .to()
         self._recapture = recapture if cut.captured.shape_specific else None
         self._capture_key = _program_key(tuple(example_inputs))
-        self._recaptured: dict[tuple, Programs] = {}
+        self._recaptured: OrderedDict[tuple, Programs] = OrderedDict()  # (least recently used first)
         self._teacher = [teacher]  # not a submodule: its weights are already in the programs
         self._example = tuple(x.detach().cpu() if isinstance(x, Tensor) else x for x in example_inputs)
         self._fixed_args: dict[str, Any] = dict(cut.captured.fixed_args)
@@ -488,6 +492,10 @@ class ShortcutV2V(nn.Module):
                         "Use inputs of the example's layout, or wrap the generator again for these."
                     )
             self._recaptured[key] = build_programs(cut, self.block)
+            while len(self._recaptured) > MAX_RECAPTURED:  # a long stream of ever new sizes keeps a bounded number
+                _, dropped = self._recaptured.popitem(last=False)
+                self._runners.pop(id(dropped), None)
+        self._recaptured.move_to_end(key)
         return self._recaptured[key]
 
     # ------------------------------------------------------------------ state

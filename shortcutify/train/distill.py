@@ -260,7 +260,12 @@ def distill(
         if resuming:
             start = run.restore(ckpt_path, device, rank, world, steps)
         elif resume:
-            warnings.warn(f"resume=True but {ckpt_path} does not exist: starting from step 0", stacklevel=2)
+            held = (
+                "the block started from the data" if as_given is not None else "the block as built" if sv.block.untrained else
+                "the block's current weights kept (it is not untrained, so not started from the data: a run interrupted "
+                "before its first checkpoint leaves its steps in them)"
+            )
+            warnings.warn(f"resume=True but {ckpt_path} does not exist: starting from step 0, {held}", stacklevel=2)
         elif ckpt_path is not None and rank == 0 and ckpt_path.exists():
             warnings.warn(
                 f"{ckpt_path} holds the checkpoint of an earlier run; this one (resume=False) starts from step 0 and "
