@@ -171,11 +171,17 @@ def test_both_paths_give_the_same_keyframes_and_skip_the_same_macs(gen_x, data):
     assert cf.teacher.macs - cf.floor.macs == ce.teacher.macs - ce.floor.macs
 
 
-def test_other_input_shapes_are_captured_again_once_each_and_run_exactly():
+def _exported_counting_model_runs():
+    """An export-captured module of :class:`ShapeAsserting` and a list that grows by one per eager model run."""
     gen, x = ShapeAsserting().eval(), torch.randn(1, 3, 16, 16)
     sv = shortcutify(gen, "enc", "dec", x, capture="export")
     model_runs = []
     gen.register_forward_pre_hook(lambda m, a: model_runs.append(1))
+    return gen, sv, model_runs
+
+
+def test_other_input_shapes_are_captured_again_once_each_and_run_exactly():
+    gen, sv, model_runs = _exported_counting_model_runs()
 
     def stream(shape):
         """A keyframe and a shortcut frame of ``shape``; how often the eager model ran meanwhile."""
@@ -200,10 +206,7 @@ def test_the_programs_of_other_signatures_are_kept_up_to_a_bound_least_recently_
     import shortcutify.core.module as module
 
     monkeypatch.setattr(module, "MAX_RECAPTURED", 2)
-    gen, x = ShapeAsserting().eval(), torch.randn(1, 3, 16, 16)
-    sv = shortcutify(gen, "enc", "dec", x, capture="export")
-    model_runs = []
-    gen.register_forward_pre_hook(lambda m, a: model_runs.append(1))
+    _, sv, model_runs = _exported_counting_model_runs()
 
     def captured(size):
         before = len(model_runs)
