@@ -440,3 +440,34 @@ def test_metrics_of_channels_last_outputs_are_taken_over_height_and_width():
     clips = moving_clips(1, frames=4)
     a, b = evaluate(first, clips), evaluate(last, [c.permute(0, 2, 3, 1) for c in clips])
     assert a.psnr == pytest.approx(b.psnr) and a.ssim == pytest.approx(b.ssim)
+
+
+class _ThreeFrames(nn.Module):
+    """``forward([B, 3, 3, H, W])``: the last three frames through a 3-D convolution, then a 2-D generator."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.temporal = nn.Conv3d(3, 3, (3, 3, 3), padding=(0, 1, 1))
+        self.inner = ResnetGenerator(ngf=8, n_blocks=2)
+
+    def forward(self, x):
+        return self.inner(torch.relu(self.temporal(x)).squeeze(2))
+
+
+def test_a_generator_of_frame_stacks_is_distilled_on_clips_of_stacks():
+    """Clips ``[T, C, D, H, W]`` for inputs ``[B, C, D, H, W]``: cropped and flipped in height and width
+    (before 0.22 refused as not frames [T, C, H, W]); suggest_taps moves such stacks by default."""
+    from shortcutify import evaluate, suggest_taps
+
+    torch.manual_seed(0)
+    gen = _ThreeFrames()
+    stacks = [  # frame t holds frames t-2, t-1, t ([C, D, H, W]; the first two repeat the start)
+        torch.stack([v[max(t - 2, 0) : max(t - 2, 0) + 3].transpose(0, 1) for t in range(v.shape[0])])
+        for v in moving_clips(2, frames=6, size=24)
+    ]
+    assert stacks[0].shape == (6, 3, 3, 24, 24)
+    sv = shortcutify(gen, "inner.model.4", "inner.model.12", stacks[0][:1])
+    distill(sv, stacks, steps=2, batch_size=2, crop=16, flip=True, progress=False)
+    result = evaluate(sv, stacks)
+    assert result.shortcut_frames == 8
+    assert len(suggest_taps(gen, stacks[0][:1], top=2)) >= 1

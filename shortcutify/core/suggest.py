@@ -273,7 +273,8 @@ def _chains(graph: _Graph) -> dict[fx.Node, fx.Node]:
 
 # ----------------------------------------------------------------------------- frames and values
 def _is_frame(x: Any) -> bool:
-    return isinstance(x, Tensor) and x.dim() == 4 and x.is_floating_point()
+    """Frames ``[B, C, H, W]`` (or ``[B, H, W, C]``), or a stack of them ``[B, C, D, H, W]`` (3-D convolutions)."""
+    return isinstance(x, Tensor) and x.dim() in (4, 5) and x.is_floating_point()
 
 
 def _translate(x: Tensor, shift: tuple[int, int] = SHIFT) -> Tensor:
@@ -283,7 +284,8 @@ def _translate(x: Tensor, shift: tuple[int, int] = SHIFT) -> Tensor:
         return _translate(x.movedim(-1, 1), shift).movedim(1, -1)
     dy, dx = shift
     h, w = x.shape[-2:]
-    return F.pad(x, (dx, 0, dy, 0), mode="replicate")[..., :h, :w]
+    pad = (dx, 0, dy, 0) + ((0, 0) if x.dim() == 5 else ())  # (a 5-D stack: its frames' height and width)
+    return F.pad(x, pad, mode="replicate")[..., :h, :w]
 
 
 def _frame_pairs(inputs: tuple[Any, ...], frames: Any) -> list[tuple[tuple[Any, ...], tuple[Any, ...]]]:

@@ -4,7 +4,9 @@ A *clip* is a tensor ``[T, C, H, W]`` of consecutive frames, or, for a generator
 several ``forward`` arguments, a tuple of tensors, one per argument, with the same ``T``:
 frames ``[T, C, H, W]`` (at least one) and any other per-frame input ``[T, ...]``: a map
 ``[T, H, W]`` of the frames' size (a mask) is cropped and flipped with them; the others (a style
-vector ``[T, D]``, a diffusion timestep ``[T]``, 1×1 codes) are left alone.
+vector ``[T, D]``, a diffusion timestep ``[T]``, 1×1 codes) are left alone. For a generator of 5-D
+inputs ``[B, C, D, H, W]`` (``D`` frames through 3-D convolutions) the frames are ``[T, C, D, H, W]``;
+for one of channels-last inputs ``[B, H, W, C]``, ``[T, H, W, C]``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,11 @@ from torch.utils.data import DataLoader
 
 from ..core.checks import channels_last_inputs, check_like_example
 
-__all__ = ["as_clip", "ClipSource", "check_clips", "check_inputs", "to_inputs", "refuse_single_clip", "Pairs", "sample_pairs"]
+#: the ranks of a clip's frames: ``[T, C, H, W]``, or ``[T, C, D, H, W]`` for a generator of 5-D inputs (a stack of
+#: ``D`` frames through 3-D convolutions); crops and flips act on the last two dimensions
+FRAME_DIMS = (4, 5)
+
+__all__ = ["FRAME_DIMS", "as_clip", "ClipSource", "check_clips", "check_inputs", "to_inputs", "refuse_single_clip", "Pairs", "sample_pairs"]
 
 
 def as_clip(clip: Any, index: int | None = None) -> tuple[Tensor, ...]:
@@ -35,12 +41,12 @@ def as_clip(clip: Any, index: int | None = None) -> tuple[Tensor, ...]:
         )
     stack = "; a clip stacks consecutive frames [C, H, W] into one tensor: torch.stack(frames)"
     for p in parts:
-        if p.dim() < 1 or (len(parts) == 1 and p.dim() != 4):
+        if p.dim() < 1 or (len(parts) == 1 and p.dim() not in FRAME_DIMS):
             raise ValueError(
                 f"a clip tensor must be frames [T, C, H, W] (or, beside frames, a per-frame input [T, ...]), got shape "
                 f"{tuple(p.shape)}{where}" + (stack if p.dim() == 3 else "")
             )
-    if not any(p.dim() == 4 for p in parts):
+    if not any(p.dim() in FRAME_DIMS for p in parts):
         frames = all(p.dim() == 3 for p in parts) and len({p.shape for p in parts}) == 1
         raise ValueError(
             f"a clip needs frames [T, C, H, W], got tensors of shapes {[tuple(p.shape) for p in parts]}{where}"
@@ -146,7 +152,7 @@ def _channels_back(frames: tuple[Tensor, ...], channels_last: Sequence[bool]) ->
 
 
 def _sizes(clip: tuple[Tensor, ...]) -> str:
-    return " + ".join(f"{p.shape[-2]}x{p.shape[-1]} ({p.shape[1]} channels)" if p.dim() == 4 else f"{list(p.shape[1:])}" for p in clip)
+    return " + ".join(f"{p.shape[-2]}x{p.shape[-1]} ({p.shape[1]} channels)" if p.dim() in FRAME_DIMS else f"{list(p.shape[1:])}" for p in clip)
 
 
 def _frame_size(clip: tuple[Tensor, ...]) -> tuple[int, int]:
@@ -155,7 +161,7 @@ def _frame_size(clip: tuple[Tensor, ...]) -> tuple[int, int]:
     Raises:
         ValueError: the clip holds no frames ``[T, C, H, W]``.
     """
-    frames = [(int(p.shape[-2]), int(p.shape[-1])) for p in clip if p.dim() == 4]
+    frames = [(int(p.shape[-2]), int(p.shape[-1])) for p in clip if p.dim() in FRAME_DIMS]
     if not frames:
         raise ValueError(f"a clip needs frames [T, C, H, W], got tensors of shapes {[tuple(p.shape) for p in clip]}")
     return next((hw for hw in frames if hw != (1, 1)), frames[0])
@@ -164,7 +170,7 @@ def _frame_size(clip: tuple[Tensor, ...]) -> tuple[int, int]:
 def _spatial(p: Tensor, size: tuple[int, int]) -> bool:
     """Whether crops and flips apply to the clip tensor ``p``: frames ``[T, C, H, W]`` larger than 1×1, or a
     per-frame map ``[T, H, W]`` of the frames' size ``size`` (a mask)."""
-    if p.dim() == 4:
+    if p.dim() in FRAME_DIMS:
         return (int(p.shape[-2]), int(p.shape[-1])) != (1, 1)
     return p.dim() == 3 and (int(p.shape[-2]), int(p.shape[-1])) == size
 
