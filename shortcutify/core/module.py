@@ -189,6 +189,11 @@ def _merge(old: Tensor, index: Tensor, new: Tensor) -> Tensor:
     return old.index_copy(0, index.to(old.device), new.to(old.dtype))
 
 
+def _where(tensors: Any) -> set[str]:
+    """``"<dtype> on <device>"`` of each floating tensor, as a set."""
+    return {f"{t.dtype} on {t.device}" for t in tensors if t.is_floating_point()}
+
+
 #: how many programs captured for other input signatures (export) a module keeps, the least recently used dropped first
 MAX_RECAPTURED = 16
 
@@ -321,6 +326,7 @@ class ShortcutV2V(nn.Module):
         # prepared by the old weights would otherwise serve the next shortcut frames
         self._hold_reset = False
         self.block.register_load_state_dict_post_hook(_ResetOnNewWeights(self))
+        self._teacher_was = self._teacher_where()  # (where the generator was placed: see _explain_placement)
 
     def _placement(self) -> list[tuple[torch.device, torch.dtype]]:
         """Device and dtype of every tensor the block, the teacher and the programs hold."""
@@ -339,6 +345,7 @@ class ShortcutV2V(nn.Module):
         for program in (self._main.keyframe, self._main.shortcut, self._main.inference):
             program._apply(fn, *args, **kwargs)
         out = super()._apply(fn, *args, **kwargs)
+        self._teacher_was = self._teacher_where()
         if self._placement() != before:  # (a .to() to where everything already is keeps streams and compiled code)
             self._main.stages = None  # split again from the moved programs
             self._recaptured.clear()
@@ -673,14 +680,16 @@ class ShortcutV2V(nn.Module):
             self._explain_placement(exc)
             raise
 
+    def _teacher_where(self) -> set[str]:
+        """The dtypes and devices of the generator's floating weights."""
+        return _where(self._teacher[0].parameters())
+
     def _explain_placement(self, exc: RuntimeError) -> None:
         """Raise :class:`PlacementError` from ``exc`` when the generator's weights are no longer where the block's
         are (moved or cast outside this module: by ``generator.to(...)``, or by another module sharing it)."""
-        def where(tensors: Any) -> set[str]:
-            return {f"{t.dtype} on {t.device}" for t in tensors if t.is_floating_point()}
-
-        block, teacher = where(self.block.parameters()), where(self._teacher[0].parameters())
-        if teacher and not teacher <= block:
+        teacher = self._teacher_where()
+        if teacher != self._teacher_was:  # (moved since this module last placed it: not a mixed-precision generator)
+            block = _where(self.block.parameters())
             raise PlacementError(
                 f"the generator's weights are {', '.join(sorted(teacher))}, this module's block {', '.join(sorted(block))}: "
                 "the generator was moved or cast outside this module (generator.to(...), or another ShortcutV2V sharing "
