@@ -293,13 +293,18 @@ def test_checkpoints_are_written_atomically_and_load_without_running_code(tmp_pa
     assert all(torch.equal(state["block"][k], v) for k, v in sv.block.state_dict().items())
 
 
-def test_two_runs_of_one_seed_give_one_block_gan_terms_included():
-    """The discriminators are initialised from the run's seed, not from the global generator's state."""
+def test_two_runs_of_one_seed_give_one_block_gan_terms_included(monkeypatch):
+    """The discriminators are initialised from the run's seed, not from the global generator's state (and
+    without reseeding the CUDA generators)."""
+    reseeded = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: reseeded.append(seed))
     blocks = []
     for global_state in (1, 2):
         _, sv = _sv()
         torch.manual_seed(global_state)  # whatever the caller's generator did before
+        reseeded.clear()
         distill(sv, moving_clips(2), steps=2, batch_size=2, weights={"adversarial": 1.0, "temporal": 1.0}, seed=7, progress=False)
+        assert reseeded == []  # distill seeds no CUDA generator
         blocks.append(sv.block.state_dict())
     assert all(torch.equal(blocks[0][k], blocks[1][k]) for k in blocks[0])
 
@@ -377,7 +382,10 @@ def test_clips_come_in_the_containers_users_hold_them_in():
 
     clips = moving_clips(2)
     runs = []
-    for given in (clips, torch.stack(clips), DataLoader(clips, batch_size=None)):
+    from torch.utils.data import BatchSampler, SequentialSampler
+
+    batches = BatchSampler(SequentialSampler(range(2)), batch_size=2, drop_last=False)
+    for given in (clips, torch.stack(clips), DataLoader(clips, batch_size=None), DataLoader(clips, batch_sampler=batches)):
         _, sv = _sv()
         distill(sv, given, steps=2, batch_size=2, progress=False)
         runs.append(sv.block.state_dict())
@@ -470,4 +478,6 @@ def test_a_generator_of_frame_stacks_is_distilled_on_clips_of_stacks():
     distill(sv, stacks, steps=2, batch_size=2, crop=16, flip=True, progress=False)
     result = evaluate(sv, stacks)
     assert result.shortcut_frames == 8
+    with pytest.raises(ValueError, match=r"a single clip given where a collection of clips is expected\? wrap it in a list: \[clip\]"):
+        distill(sv, stacks[0], steps=1, progress=False)  # (a 5-D tensor is read as clips of 4-D frames)
     assert len(suggest_taps(gen, stacks[0][:1], top=2)) >= 1

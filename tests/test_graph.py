@@ -193,7 +193,24 @@ def test_leaf_modules_remedy_makes_it_traceable():
     assert torch.equal(sv2(x), gen(x))
 
 
-@pytest.mark.parametrize("leaves", [[Gate], ["gate"]], ids=["class", "name"])
+class _GateBase(nn.Module):
+    """A base class of gates: ``leaf_modules=[_GateBase]`` keeps every subclass opaque."""
+
+
+class _SubGate(_GateBase):
+    def forward(self, x):
+        if x.mean() > 0:
+            return x
+        return -x
+
+
+class _SubGated(DataDependent):
+    def __init__(self):
+        super().__init__()
+        self.gate = _SubGate()
+
+
+@pytest.mark.parametrize("leaves", [[Gate], ["gate"], [_GateBase]], ids=["class", "name", "base-class"])
 def test_a_saved_block_keeps_the_leaf_modules_it_was_captured_with(tmp_path, leaves):
     """``load()`` without ``leaf_modules`` captures as the block was captured (before 0.22 it failed to trace);
     classes are found among the generator's own modules, nothing is imported."""
@@ -201,12 +218,12 @@ def test_a_saved_block_keeps_the_leaf_modules_it_was_captured_with(tmp_path, lea
 
     from shortcutify import load
 
-    gen = DataDependent()
+    gen = _SubGated() if leaves == [_GateBase] else DataDependent()
     x = torch.randn(1, 3, 8, 8)
     sv = shortcutify(gen, "gate", "mid", x, leaf_modules=leaves)
     sv.save(tmp_path / "b")
     stored = json.loads((tmp_path / "b" / "shortcut_config.json").read_text())["leaf_modules"]
-    assert stored == (["class:" + Gate.__module__ + ".Gate"] if leaves == [Gate] else ["gate"])
+    assert stored == [v if isinstance(v, str) else f"class:{v.__module__}.{v.__qualname__}" for v in leaves]
     loaded = load(gen, tmp_path / "b")
     with torch.no_grad():
         assert torch.equal(loaded(x), gen(x))

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from generators import moving_clips
+from generators import TinyUNet, moving_clips
 from shortcutify import (
     InputMismatchError,
     InputTypeError,
@@ -155,3 +155,40 @@ def test_a_number_among_the_example_inputs_streams_but_training_and_saving_name_
     fixed.save(tmp_path / "b.pt")
     with torch.no_grad():
         torch.testing.assert_close(load(gen, tmp_path / "b.pt")(x), gen(x, 2.0))
+
+
+@pytest.mark.parametrize(
+    "shape, last",
+    [((1, 40, 48, 3), True), ((2, 24, 32, 1), True), ((1, 3, 40, 48), False), ((1, 8, 1, 1), False),
+     ((1, 64, 4, 4), False), ((1, 6, 3, 4), False), ((1, 3, 3, 3), False)],
+    ids=["rgb", "grey", "channels-first", "code", "latent-4x4", "tiny", "3x3x3"],
+)
+def test_channels_last_is_told_by_few_channels_after_a_frame_of_more_than_four_pixels(shape, last):
+    from shortcutify.core.checks import looks_channels_last
+
+    assert looks_channels_last(torch.zeros(shape)) is last
+
+
+class _Timed(torch.nn.Module):
+    """``forward(x, t)`` with a float64 timestep the generator casts itself, and a skip that needs even sizes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = TinyUNet()
+
+    def forward(self, x, t):
+        return self.inner(x) * t.float().view(-1, 1, 1, 1)
+
+
+def test_an_input_given_in_another_dtype_from_the_start_is_not_blamed_for_other_errors():
+    torch.manual_seed(0)
+    gen = _Timed()
+    t = torch.ones(1, dtype=torch.float64)
+    sv = shortcutify(gen, "inner.down", "inner.mid2", (torch.randn(1, 3, 16, 16), t))
+    with torch.no_grad():
+        sv(torch.randn(1, 3, 16, 16), t)  # the timestep's own dtype: fine
+        with pytest.raises(RuntimeError) as e:
+            sv(torch.randn(1, 3, 15, 15), t)  # the generator's own error (odd size), not the timestep's dtype
+    assert not isinstance(e.value, InputTypeError)
+    with pytest.raises(InputTypeError, match="input 0 is torch.float64"):
+        sv(torch.randn(1, 3, 16, 16, dtype=torch.float64), t)  # the frames' dtype is still named

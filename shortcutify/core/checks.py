@@ -33,9 +33,10 @@ def is_interval(value: Any) -> bool:
 
 
 def looks_channels_last(x: Any) -> bool:
-    """Whether a 4-D tensor looks like channels-last images ``[B, H, W, C]``: ``C <= 4 < H`` (RGB, RGBA, grey
-    frames; a channels-first ``[B, C, H, W]`` image has ``W > 4``)."""
-    return isinstance(x, Tensor) and x.dim() == 4 and x.shape[-1] <= 4 < x.shape[1]
+    """Whether a 4-D tensor looks like channels-last images ``[B, H, W, C]``: ``C <= 4 < H, W`` (RGB, RGBA, grey
+    frames; a channels-first ``[B, C, H, W]`` image has ``W > 4``, and codes ``[B, D, 1, 1]`` or small latent
+    grids ``[B, D, 4, 4]`` have ``H <= 4``)."""
+    return isinstance(x, Tensor) and x.dim() == 4 and x.shape[-1] <= 4 < min(x.shape[1], x.shape[2])
 
 
 def channels_last_inputs(example: tuple[Any, ...]) -> tuple[bool, ...]:
@@ -59,7 +60,10 @@ def check_like_example(x: Tensor, example: Any, what: str, j: int, lead: str = "
         return
     shape = list(example.shape)
     if x.dim() != example.dim():
-        batch = " (one frame without its batch dimension? x.unsqueeze(0) adds it)" if x.dim() == example.dim() - 1 else ""
+        batch = (
+            "" if x.dim() != example.dim() - 1 else " (one frame without its batch dimension? x.unsqueeze(0) adds it)"
+            if lead == "B" else " (a single clip given where a collection of clips is expected? wrap it in a list: [clip])"
+        )
         raise InputMismatchError(
             f"{what} has shape {list(x.shape)}, but the generator's input {j} was {shape} when it was wrapped: "
             f"give {example.dim()}-D tensors{batch}"

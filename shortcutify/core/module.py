@@ -313,6 +313,10 @@ class ShortcutV2V(nn.Module):
         self._recaptured: OrderedDict[tuple, Programs] = OrderedDict()  # (least recently used first)
         self._teacher = [teacher]  # not a submodule: its weights are already in the programs
         self._example = tuple(x.detach().cpu() if isinstance(x, Tensor) else x for x in example_inputs)
+        # the inputs given in the weights' dtype (frames): another dtype there is a mistake _explain_dtype names; a
+        # side input given in another (a float64 timestep the generator casts itself) is the generator's own business
+        weights = next(block.parameters()).dtype
+        self._typed = tuple(isinstance(x, Tensor) and x.is_floating_point() and x.dtype == weights for x in example_inputs)
         self._fixed_args: dict[str, Any] = dict(cut.captured.fixed_args)
         self._leaf_modules = tuple(cut.captured.leaf_modules)
         self._state: _State | None = None
@@ -751,12 +755,13 @@ class ShortcutV2V(nn.Module):
                 check_like_example(x, ex, f"{what} {j}", j)
 
     def _explain_dtype(self, args: tuple, exc: RuntimeError) -> None:
-        """Raise :class:`InputTypeError` from ``exc`` when a floating input's dtype differs from the module's
-        (``float64`` frames into a ``float32`` module): the generator's own error names neither the input nor
-        the fix. Nothing under autocast, which runs mixed dtypes on purpose."""
+        """Raise :class:`InputTypeError` from ``exc`` when a floating input that the example gave in the weights' dtype
+        now differs from the module's (``float64`` frames into a ``float32`` module): the generator's own error names
+        neither the input nor the fix. Nothing under autocast, which runs mixed dtypes on purpose."""
         dtype = next(self.block.parameters()).dtype
         for j, x in enumerate(args):
-            if isinstance(x, Tensor) and x.is_floating_point() and x.dtype != dtype and not torch.is_autocast_enabled(x.device.type):
+            typed = j < len(self._typed) and self._typed[j]
+            if typed and isinstance(x, Tensor) and x.is_floating_point() and x.dtype != dtype and not torch.is_autocast_enabled(x.device.type):
                 raise InputTypeError(
                     f"input {j} is {x.dtype}, but the module's weights are {dtype} (the generator failed: {exc}): convert "
                     f"the frames with .to({dtype}), or the module with sv.to({x.dtype}); for lower precision run "

@@ -211,9 +211,10 @@ def encode_leaf_modules(leaves: tuple[type | str, ...]) -> tuple[str, ...]:
 
 
 def decode_leaf_modules(stored: tuple[str, ...], model: nn.Module) -> tuple[tuple[type | str, ...], tuple[str, ...]]:
-    """:func:`encode_leaf_modules` read back against ``model``: the classes are found among its modules' types (no
-    import). Returns ``(leaf_modules, missing)``: ``missing`` names the classes no module of ``model`` has."""
-    types = {f"{type(m).__module__}.{type(m).__qualname__}": type(m) for m in model.modules()}
+    """:func:`encode_leaf_modules` read back against ``model``: the classes are found among its modules' types and
+    their base classes (no import; the tracer keeps instances of subclasses opaque too). Returns ``(leaf_modules,
+    missing)``: ``missing`` names the classes no module of ``model`` is an instance of."""
+    types = {f"{t.__module__}.{t.__qualname__}": t for m in model.modules() for t in type(m).__mro__}
     leaves: list[type | str] = []
     missing: list[str] = []
     for v in stored:

@@ -116,7 +116,7 @@ class ClipSource:
 
     def __init__(self, clips: Iterable[Any] | Sequence[Any]) -> None:
         refuse_single_clip(clips)
-        if isinstance(clips, DataLoader) and clips.batch_size is None:  # (not batched: each item is a clip)
+        if isinstance(clips, DataLoader) and clips.batch_sampler is None:  # (batch_size=None: each item is a clip)
             self.items: Any = list(clips)
         elif isinstance(clips, DataLoader):
             items: list[Any] = []

@@ -131,8 +131,8 @@ class Adversaries:
 
     def _net(self, name: str, channels: int) -> nn.Module:
         if name not in self.nets:
-            with torch.random.fork_rng(devices=[]):  # initialised from the run's seed, the global generator left alone
-                torch.manual_seed(self.seed * len(self.NAMES) + self.NAMES.index(name))
+            with torch.random.fork_rng(devices=[]):  # initialised from the run's seed (on the CPU), the global generators left alone
+                torch.random.default_generator.manual_seed(self.seed * len(self.NAMES) + self.NAMES.index(name))
                 made = PatchDiscriminator(channels)
             net = wrap(made.to(self.device), self.device)
             opt = torch.optim.Adam(net.parameters(), lr=self.lr, betas=self.betas)
