@@ -11,7 +11,7 @@ from torch import Tensor
 
 from ..errors import InputMismatchError, InputTypeError
 
-__all__ = ["is_count", "is_interval", "is_real", "check_like_example", "looks_channels_last", "channels_last_inputs", "refuse_untensored", "SCALING_HINT"]
+__all__ = ["is_count", "is_interval", "is_real", "check_like_example", "looks_channels_last", "is_channels_last_shape", "channels_last_inputs", "refuse_untensored", "SCALING_HINT"]
 
 #: how integer video is brought to a generator's floating range (the range cannot be guessed)
 SCALING_HINT = "frames.float() / 127.5 - 1 for [-1, 1], frames.float() / 255 for [0, 1]"
@@ -36,7 +36,12 @@ def looks_channels_last(x: Any) -> bool:
     """Whether a 4-D tensor looks like channels-last images ``[B, H, W, C]``: ``C <= 4 < H, W`` (RGB, RGBA, grey
     frames; a channels-first ``[B, C, H, W]`` image has ``W > 4``, and codes ``[B, D, 1, 1]`` or small latent
     grids ``[B, D, 4, 4]`` have ``H <= 4``)."""
-    return isinstance(x, Tensor) and x.dim() == 4 and x.shape[-1] <= 4 < min(x.shape[1], x.shape[2])
+    return isinstance(x, Tensor) and is_channels_last_shape(tuple(x.shape))
+
+
+def is_channels_last_shape(shape: tuple[int, ...]) -> bool:
+    """:func:`looks_channels_last` on a shape."""
+    return len(shape) == 4 and shape[-1] <= 4 < min(shape[1], shape[2])
 
 
 def channels_last_inputs(example: tuple[Any, ...]) -> tuple[bool, ...]:

@@ -24,7 +24,7 @@ from ..errors import EmptyCutError, TapOrderError, TapShapeError
 from .blocks.sizing import AUTO, auto_layout, auto_width, block_macs, check_layout_choice
 from .capture import CaptureKwargs, CaptureOptions, Captured, as_tuple, capture, unwrap
 from .caller import warn_caller
-from .checks import check_like_example, is_count, looks_channels_last
+from .checks import check_like_example, is_channels_last_shape, is_count, looks_channels_last
 from .cut import resolve_cut
 from .taps import TapInfo, resolve_tap, tap_infos
 
@@ -180,11 +180,15 @@ def _tap_name(captured: Captured, node: fx.Node, info: TapInfo) -> str:
 
 
 def _frame_aspect(graph: _Graph) -> float | None:
-    """Height / width of the first 4-D input ``[B, C, H, W]`` (or ``[B, H, W, C]`` with ``C <= 4 < H``); None without one."""
+    """Height / width of the first input that is frames ``[B, C, H, W]`` (or ``[B, H, W, C]``,
+    :func:`~shortcutify.core.checks.is_channels_last_shape`) of more than 4×4 pixels (not a code ``[B, D, 1, 1]``);
+    None without one."""
     for n in graph.nodes:
-        shape = n.meta.get("tensor_meta", ((),))[0] if n.op == "placeholder" else ()
-        if len(shape) == 4 and min(shape[1:]) > 0:
-            h, w = (shape[1], shape[2]) if shape[3] <= 4 < shape[1] else (shape[2], shape[3])
+        shape = tuple(n.meta.get("tensor_meta", ((),))[0]) if n.op == "placeholder" else ()
+        if len(shape) != 4:
+            continue
+        h, w = (shape[1], shape[2]) if is_channels_last_shape(shape) else (shape[2], shape[3])
+        if min(h, w) > 4:
             return h / w
     return None
 
