@@ -1,7 +1,7 @@
 """shortcutify: make a video-to-video generator several times cheaper per frame.
 
-Implements Shortcut-V2V (Chung et al., ICCV 2023) for any ``torch.fx``-traceable
-generator::
+Implements Shortcut-V2V (Chung et al., ICCV 2023) for any generator that ``torch.fx`` or
+``torch.export`` can capture::
 
     sv = shortcutify(generator, enc_layer="model.4", dec_layer="model.16", example_inputs=frame)
     distill(sv, clips)   # learns the small shortcut block; the generator stays frozen

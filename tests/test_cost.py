@@ -246,3 +246,13 @@ def test_an_op_whose_rule_cannot_read_it_is_reported_not_counted_instead_of_fail
     x = torch.randn(2, 6, 8)
     macs, by_op, uncounted = count_macs(lambda a: torch.relu(a @ a.transpose(1, 2)) @ a, x)
     assert macs == 0 and uncounted["aten::matmul"] == 2
+
+
+@pytest.mark.parametrize("prior", [True, "local-reduced", "regional"])
+def test_the_motion_priors_are_counted_in_full(prior):
+    """Every op of the library's own motion priors has a MAC rule or is element-wise (before 0.22 the
+    local priors' ``amax`` was reported as not counted)."""
+    torch.manual_seed(0)
+    sv = shortcutify(ResnetGenerator(ngf=8, n_blocks=2), "model.4", "model.12", torch.zeros(1, 3, 32, 32), motion_prior=prior)
+    report = sv.cost()
+    assert set(report.shortcut.uncounted_ops) <= ELEMENTWISE_OPS and "NOT COUNTED" not in str(report)

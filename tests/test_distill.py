@@ -208,8 +208,9 @@ def test_bad_inputs_are_reported():
         evaluate(sv, moving_clips(1), max_clips=0)
     with pytest.raises(TypeError, match="wrap a single clip"):
         evaluate(sv, moving_clips(1)[0])
-    with pytest.warns(RuntimeWarning, match="no shortcut frame"):
+    with pytest.warns(RuntimeWarning, match="no shortcut frame") as caught:
         evaluate(sv, [torch.randn(1, 3, 16, 16)])
+    assert caught[0].filename == __file__  # at the caller's line (not inside torch's no_grad decorator)
 
 
 def test_clips_must_match_the_example_inputs_in_number_and_kind():

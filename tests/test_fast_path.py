@@ -245,3 +245,24 @@ def test_float32_as_bfloat16_pairs_is_more_accurate_than_tf32_allows():
         assert err * 20 < (lo.double() - want).abs().max()
     with pytest.raises(ValueError, match="fp32_products"):
         kernel()(**t, fp32_products="fp8")
+
+
+def test_the_switch_sets_from_a_call_on_or_within_a_with_block_only():
+    """As ``torch.set_grad_enabled``: a bare call switches from then on (before 0.22 it did nothing), a ``with``
+    block switches within it and gives the setting before back, also on an error."""
+    from shortcutify.ops.fast_path import fast_path_enabled
+
+    assert fast_path_enabled()
+    try:
+        use_fast_path(False)
+        assert not fast_path_enabled()
+        with use_fast_path(True):
+            assert fast_path_enabled()
+        assert not fast_path_enabled()
+    finally:
+        use_fast_path(True)
+    with pytest.raises(KeyError):
+        with use_fast_path(False):
+            assert not fast_path_enabled()
+            raise KeyError
+    assert fast_path_enabled()

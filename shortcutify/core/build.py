@@ -102,6 +102,9 @@ def shortcutify(
     Raises:
         UnknownTapError, AmbiguousTapError, TapOrderError, TapShapeError, EmptyCutError,
         UntraceableModelError: with a message that says what to change.
+        TypeError: ``model`` is not a module, ``example_inputs`` are missing, ``motion_prior`` is not a bool or a name.
+        ValueError: one tap given without the other, an unknown ``resolution`` or ``motion_prior`` name, a bad
+            ``width`` or ``interval``, or an empty example batch.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -223,9 +226,13 @@ def load(
 
     Raises:
         TypeError: ``model`` is not a module or ``path`` not a path (``load(model, path)``: the model first).
-        FileNotFoundError: ``path`` holds no saved block.
+        FileNotFoundError: ``path`` holds no saved block (or a ``distill`` checkpoint: the message says how to
+            save its block).
         IncompatibleCheckpointError: the generator does not match (the message says what
             differs), or a saved file is damaged or malformed (the message names it).
+        UntraceableModelError: the generator cannot be captured (as from :func:`~shortcutify.shortcutify`).
+        TypeError, ValueError: ``map_location`` is not a device, or one that cannot hold the weights (``"meta"``,
+            CUDA where it is not available).
     """
     if not isinstance(model, nn.Module) or not isinstance(path, (str, os.PathLike)):
         raise TypeError(

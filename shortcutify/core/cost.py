@@ -1,13 +1,15 @@
 """Cost accounting with fvcore: multiply-adds (MACs, one multiply-add = one) and parameters.
 
-fvcore counts convolutions, matrix products, norms, bilinear up-sampling and
-``grid_sample`` (4 MACs per output element, the bilinear weights); we add exact handles
-for two-operand ``einsum``, vector norms (one MAC per element), scaled dot-product
+fvcore counts convolutions, norms, bilinear up-sampling and ``grid_sample`` (4 MACs per output
+element, the bilinear weights); we add rules (:data:`MAC_RULES`) for matrix products of every form
+(one multiply-add per output element and term of its sum), ``einsum`` (:func:`einsum_macs`),
+convolutions with string padding, vector norms (one MAC per element), scaled dot-product
 attention, the fused inference paths of ``nn.MultiheadAttention`` and ``nn.TransformerEncoderLayer``,
-and the fused AdaBD and warp ops of the GPU fast path (counted as their references). Like every MAC
+and the fused AdaBD and warp ops of the fast paths (counted as their references). Like every MAC
 counter it leaves out cheap element-wise ops (ReLU, sigmoid, additions). Those are
 listed, per path, in :attr:`PathCost.uncounted_ops` so that nothing is left out silently;
-the printed report names any other uncounted op apart, as missing from the figures.
+the printed report names any other uncounted op apart (an op without a rule, or one whose rule
+could not read its shapes), as missing from the figures.
 """
 
 from __future__ import annotations
@@ -50,7 +52,8 @@ ELEMENTWISE_OPS = frozenset(
         "new_zeros new_ones new_full new_empty empty empty_like scalar_tensor "
         "sin cos tan atan sinh cosh erf erfc sign square hardswish hardswish_ hardsigmoid hardsigmoid_ relu6 mish "
         "prelu softplus softsign logsigmoid gelu_ sigmoid_ exp_ neg_ clamp_max clamp_max_ clamp_min_ fill_ masked_fill_ "
-        "zero_ floor ceil round trunc frac log1p expm1 log2 log10 exp2 minimum maximum logical_not logical_and logical_or"
+        "zero_ floor ceil round trunc frac log1p expm1 log2 log10 exp2 minimum maximum logical_not logical_and logical_or "
+        "amax amin argmax argmin any all"
     ).split()
 )
 

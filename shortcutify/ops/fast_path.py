@@ -15,7 +15,7 @@ import importlib
 import importlib.util
 import os
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import torch
 
@@ -28,22 +28,29 @@ _TRITON: dict[str, Callable | None] = {}
 _AVAILABLE: dict[str, bool] = {}
 
 
-@contextlib.contextmanager
-def scoped_switch(switch: dict[str, bool], enabled: bool) -> Iterator[None]:
-    """Set ``switch["enabled"]`` to ``enabled`` within the ``with`` block, and back afterwards (also on
-    an error): the library's on/off switches (:func:`use_fast_path`,
+class _Switch(contextlib.AbstractContextManager):
+    """Sets ``switch["enabled"]`` when made; as a context manager, gives the value before back on leaving the
+    ``with`` block (also on an error), like ``torch.set_grad_enabled``."""
+
+    def __init__(self, switch: dict[str, bool], enabled: bool) -> None:
+        self._switch, self._before = switch, switch["enabled"]
+        switch["enabled"] = bool(enabled)
+
+    def __exit__(self, *exc: object) -> None:
+        self._switch["enabled"] = self._before
+
+
+def scoped_switch(switch: dict[str, bool], enabled: bool) -> contextlib.AbstractContextManager[None]:
+    """Set ``switch["enabled"]`` to ``enabled``: from now on when called, within the ``with`` block when used as a
+    context manager (back afterwards): the library's on/off switches (:func:`use_fast_path`,
     :func:`~shortcutify.core.blocks.channels_last_inside`)."""
-    before = switch["enabled"]
-    switch["enabled"] = bool(enabled)
-    try:
-        yield
-    finally:
-        switch["enabled"] = before
+    return _Switch(switch, enabled)
 
 
 def use_fast_path(enabled: bool) -> contextlib.AbstractContextManager[None]:
-    """Within the ``with`` block the ops use their Triton fast paths where they apply (``True``,
-    the default outside) or always their plain-PyTorch references (``False``)."""
+    """The ops use their fast paths (Triton kernels, CPU gathers) where they apply (``True``, the default) or
+    always their plain-PyTorch references (``False``): from the call on (``use_fast_path(False)``), or within a
+    ``with use_fast_path(False):`` block only (the setting before comes back after it), as ``torch.set_grad_enabled``."""
     return scoped_switch(_FAST_PATH, enabled)
 
 

@@ -157,7 +157,9 @@ def distill(
             fewer than 2 frames, a crop larger than some clip, another number of tensors per
             clip than example inputs), before the first step.
         TypeError: a clip's frames are not floating point (``uint8`` video: scale it to the
-            generator's value range first), before the first step.
+            generator's value range first), ``clips`` is a single clip tensor or not a collection, a
+            clip is not tensors, an example input is not a tensor (``InputTypeError``: fix it with
+            ``concrete_args``), ``seed`` is not an integer, or ``sv`` is not a module; before the first step.
         OSError: ``checkpoint_dir`` cannot be created or written, before the first step.
         IncompatibleCheckpointError: (a ``ValueError``) ``resume`` found a checkpoint of
             another run (see ``resume``).

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -151,16 +150,16 @@ def evaluate(sv: Any, clips: Iterable[Any], *, data_range: float | None = None, 
     if not res.keyframe:
         raise ValueError("evaluate() got no clips: give at least one clip [T, C, H, W]")
     if not res.shortcut_frames:
-        warnings.warn(
+        warn_caller(
             "evaluate: no shortcut frame was run (every frame a keyframe: clips of one frame, or a keyframe policy "
-            "that keyframes them all); the means are NaN", RuntimeWarning, stacklevel=2,
+            "that keyframes them all); the means are NaN", RuntimeWarning,
         )
     hint = None if seen is None else seen.mismatch("evaluate()")
     if hint is not None:
         warn_caller(hint)
     if res.nan_frames:
-        warnings.warn(
+        warn_caller(
             f"evaluate: {res.nan_frames} shortcut frame(s) gave NaN metrics (non-finite outputs) and are left out of "
-            "the means; check the clips and the block", RuntimeWarning, stacklevel=2,
+            "the means; check the clips and the block", RuntimeWarning,
         )
     return res

@@ -140,9 +140,10 @@ _ROWS_INSIDE = {"enabled": True}
 
 
 def channels_last_inside(enabled: bool) -> contextlib.AbstractContextManager[None]:
-    """Within the ``with`` block, blocks run their inside in channels-last memory where
-    :func:`rows_inside` says it pays (``True``, the default outside) or always in the plain layout
-    (``False``: as before 0.19; for comparisons, e.g. ``benchmarks/speed.py``). Same numbers up to rounding."""
+    """Blocks run their inside in channels-last memory where :func:`rows_inside` says it pays (``True``, the
+    default) or always in the plain layout (``False``: as before 0.19; for comparisons, e.g.
+    ``benchmarks/speed.py``): from the call on, or within a ``with`` block only (as :func:`~shortcutify.ops.use_fast_path`).
+    Same numbers up to rounding."""
     return scoped_switch(_ROWS_INSIDE, enabled)
 
 
