@@ -477,6 +477,7 @@ def test_a_generator_of_frame_stacks_is_distilled_on_clips_of_stacks():
     assert stacks[0].shape == (6, 3, 3, 24, 24)
     sv = shortcutify(gen, "inner.model.4", "inner.model.12", stacks[0][:1])
     distill(sv, stacks, steps=2, batch_size=2, crop=16, flip=True, progress=False)
+    distill(sv, DataLoader(stacks, batch_size=2), steps=1, batch_size=2, progress=False)  # batches [N, T, C, D, H, W]
     result = evaluate(sv, stacks)
     assert result.shortcut_frames == 8
     with pytest.raises(ValueError, match=r"a single clip given where a collection of clips is expected\? wrap it in a list: \[clip\]"):

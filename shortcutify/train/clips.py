@@ -122,8 +122,11 @@ class ClipSource:
             items: list[Any] = []
             for batch in clips:
                 parts = (batch,) if isinstance(batch, Tensor) else tuple(batch)
-                if any(p.dim() < 2 for p in parts) or not any(p.dim() == 5 for p in parts):
-                    raise ValueError("a DataLoader of clips must yield batches [N, T, C, H, W] (or tuples of them and [N, T, ...])")
+                if any(p.dim() < 2 for p in parts) or not any(p.dim() - 1 in FRAME_DIMS for p in parts):
+                    raise ValueError(
+                        "a DataLoader of clips must yield batches [N, T, C, H, W] (or [N, T, C, D, H, W] of frame stacks, or "
+                        "tuples of them and [N, T, ...]); a loader of unbatched clips: DataLoader(..., batch_size=None)"
+                    )
                 items += [tuple(p[i] for p in parts) if len(parts) > 1 else parts[0][i] for i in range(parts[0].shape[0])]
             self.items = items
         elif hasattr(clips, "__getitem__") and hasattr(clips, "__len__"):
