@@ -194,8 +194,10 @@ def _where(tensors: Any) -> set[str]:
     return {f"{t.dtype} on {t.device}" for t in tensors if t.is_floating_point()}
 
 
-#: how many programs captured for other input signatures (export) a module keeps, the least recently used dropped first
-MAX_RECAPTURED = 16
+#: how many programs captured for other input signatures (export) a module keeps, the least recently used dropped first;
+#: above the sub-batch sizes of mixed batches of many streams (each size is a signature), which would else be
+#: captured again and again in turn
+MAX_RECAPTURED = 64
 
 
 class _ResetOnNewWeights:
