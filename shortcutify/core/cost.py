@@ -14,6 +14,7 @@ could not read its shapes), as missing from the figures.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections import Counter
 from collections.abc import Callable
@@ -113,11 +114,6 @@ def _einsum_macs(inputs: list[Any], outputs: list[Any]) -> int:
     return einsum_macs(inputs[0].toIValue(), [get_shape(v) for v in inputs[1].node().inputs()])
 
 
-def _numel(shape: list[int]) -> int:
-    total = 1
-    for d in shape:
-        total *= d
-    return total
 
 
 def _product_macs(first: int, batched_sum: bool = False) -> Callable[[list[Any], list[Any]], int]:
@@ -130,7 +126,7 @@ def _product_macs(first: int, batched_sum: bool = False) -> Callable[[list[Any],
         from fvcore.nn.jit_handles import get_shape
 
         a = get_shape(inputs[first])
-        macs = _numel(get_shape(outputs[0])) * a[-1]
+        macs = math.prod(get_shape(outputs[0])) * a[-1]
         return macs * a[0] if batched_sum else macs
 
     return handle
@@ -142,7 +138,7 @@ def _convolution_mode_macs(inputs: list[Any], outputs: list[Any]) -> int:
     first dimension)."""
     from fvcore.nn.jit_handles import get_shape
 
-    return _numel(get_shape(outputs[0])) * _numel(get_shape(inputs[1])[1:])
+    return math.prod(get_shape(outputs[0])) * math.prod(get_shape(inputs[1])[1:])
 
 
 def _vector_norm_macs(inputs: list[Any], outputs: list[Any]) -> int:

@@ -267,10 +267,7 @@ def _chains(graph: _Graph) -> dict[fx.Node, fx.Node]:
         data = [a for a in node.all_input_nodes if a.op != "get_attr" and len(a.meta.get("tensor_meta", ((),))[0]) == 4]
         if len(data) != 1 or len(data[0].users) != 1 or data[0].meta["tensor_meta"][0] != meta[0]:
             continue
-        elements = 1
-        for d in meta[0]:
-            elements *= d
-        if graph.macs[graph.index[node]] <= PASS_ON_MACS * elements:
+        if graph.macs[graph.index[node]] <= PASS_ON_MACS * math.prod(meta[0]):
             chain[node] = chain[data[0]]
     return chain
 
@@ -695,8 +692,8 @@ def _suggest(
         warn_caller(
             f"suggest_taps(): every cut measured a difficulty of at most {LOW_DIFFICULTY:g}: the output changes between "
             "the frames mostly through what no cut skips (a skip from the input, out = x + f(x), or from early layers), so "
-            "the proxy tells the "
-            "cuts apart by little and the ranking is close to one by the MACs they save. Pass frames= with a real clip, "
+            "the proxy tells the cuts apart by little and the ranking is close to one by the MACs they save. Pass frames= "
+            "with a real clip, "
             "and compare the first suggestions by distilling each briefly (evaluate() after distill())."
         )
     return TapSuggestions(found[:top])
