@@ -218,6 +218,86 @@ def test_the_programs_of_other_signatures_are_kept_up_to_a_bound_least_recently_
     assert len(sv._recaptured) == 2 and len(sv._runners) <= 3
 
 
+class BatchBranching(ShapeAsserting):
+    """Takes branches on its batch size: export's graph for one batch size must not serve the others."""
+
+    def forward(self, x):
+        if x.shape[0] % 2 == 0:
+            x = x * 2
+        if x.shape[0] >= 5:
+            x = x + 1
+        return super().forward(x)
+
+
+class BatchFixing(ShapeAsserting):
+    """Code for one batch size only: export specialises its graph on it."""
+
+    def forward(self, x):
+        if x.shape[0] == 2:
+            x = x.flip(0)
+        return super().forward(x)
+
+
+@pytest.mark.parametrize("model", [ShapeAsserting, BatchBranching, BatchFixing])
+def test_one_capture_serves_the_batch_sizes_its_graph_holds_for_and_each_runs_exactly(model):
+    gen, x = model().eval(), torch.randn(1, 3, 16, 16)
+    sv = shortcutify(gen, "enc", "dec", x, capture="export")
+    model_runs = []
+    gen.register_forward_pre_hook(lambda m, a: model_runs.append(1))
+    captured = []
+    for b in (2, 3, 4, 3, 6, 5, 2, 7):
+        before, f = len(model_runs), torch.randn(b, 3, 16, 16)
+        sv.reset()
+        key, short = sv(f), sv(f + 0.1)
+        captured.append(len(model_runs) > before)
+        with torch.no_grad():
+            assert torch.equal(key, gen(f)) and short.shape == f.shape and torch.isfinite(short).all()
+    # the batch sizes a graph holds for share it (export's guards: parity and >= 5 for BatchBranching;
+    # BatchFixing's graph for 2 holds for 2 alone, the one captured at 3 for every size but 2)
+    expected = {
+        ShapeAsserting: [True, False, False, False, False, False, False, False],
+        BatchBranching: [True, True, False, False, True, True, False, False],
+        BatchFixing: [True, True, False, False, False, False, False, False],
+    }[model]
+    assert captured == expected
+
+
+class BatchLooping(ShapeAsserting):
+    """Loops over its batch: every graph export makes holds for one batch size."""
+
+    def forward(self, x):
+        return super().forward(torch.cat([x[i : i + 1] / (i + 1) for i in range(x.shape[0])]))
+
+
+def test_a_model_that_fixes_every_batch_size_is_not_asked_for_a_symbolic_one_again_and_again(monkeypatch):
+    import shortcutify.core.module as module
+
+    gen, x = BatchLooping().eval(), torch.randn(1, 3, 16, 16)
+    sv = shortcutify(gen, "enc", "dec", x, capture="export")
+    asked = []
+    export = torch.export.export
+
+    def recording(*args, **kwargs):
+        asked.append(kwargs.get("dynamic_shapes") is not None)
+        return export(*args, **kwargs)
+
+    monkeypatch.setattr(torch.export, "export", recording)
+    for b in (2, 3, 4, 5):
+        f = torch.randn(b, 3, 16, 16)
+        assert torch.equal(sv(f), gen(f))
+    assert asked == [True] * module.MAX_BATCH_FIXED + [False] * (4 - module.MAX_BATCH_FIXED)
+
+
+def test_a_program_for_many_batch_sizes_counts_the_costs_of_each():
+    gen, x = ShapeAsserting().eval(), torch.randn(1, 3, 16, 16)
+    sv = shortcutify(gen, "enc", "dec", x, capture="export")
+    one = sv.cost()
+    sv(torch.randn(2, 3, 16, 16))  # captured with a symbolic batch size, kept for 3
+    three = sv.cost(torch.randn(3, 3, 16, 16))
+    for path in ("teacher", "keyframe", "shortcut", "block", "floor"):
+        assert getattr(three, path).macs == 3 * getattr(one, path).macs, path  # nothing skipped is kept alive
+
+
 def test_costs_at_another_shape_or_dtype_are_counted_on_its_own_capture():
     gen, x = ShapeAsserting().eval(), torch.randn(1, 3, 16, 16)
     sv = shortcutify(gen, "enc", "dec", x, capture="export")

@@ -101,6 +101,20 @@ def test_cuda_graphs_take_no_other_mode_and_need_a_cuda_module():
     assert sv(x).shape == x.shape
 
 
+@pytest.mark.parametrize(
+    "options, named",
+    [(dict(mode="fastest"), "Unrecognized mode"), (dict(options={"no_such_option": 1}), "no_such_option"),
+     (dict(mode="max-autotune", options={"max_autotune": True}), "Either mode or options")],
+)
+def test_a_mode_or_options_torch_compile_refuses_are_refused_by_compile_and_the_module_stays_as_it_was(options, named):
+    gen, x = ResnetGenerator(ngf=8, n_blocks=1).eval(), torch.randn(1, 3, 16, 16)
+    sv = shortcutify(gen, "model.4", "model.11", x).compile(backend="aot_eager")
+    with pytest.raises(ValueError, match=named):
+        sv.compile(**options)
+    assert sv.compile_options == CompileOptions(backend="aot_eager")
+    assert sv(x).shape == x.shape
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device (benchmarks/gpu.py runs them)")
 def test_cuda_graph_outputs_survive_the_next_replay():
     torch.manual_seed(0)
@@ -158,3 +172,29 @@ def test_a_dynamic_batch_compiles_each_program_once_for_every_sub_batch_size(dyn
         assert symbolic and len(compiled_batches) <= 9
     else:  # one version per size and program
         assert not symbolic and len(set(compiled_batches)) >= 4 and len(compiled_batches) > 6
+
+
+def test_an_export_capture_compiles_one_symbolic_program_for_the_sub_batches_of_many_sizes():
+    compiled_batches = []
+
+    def counting(gm, example_inputs):
+        symbolic = any(not isinstance(t, torch.Tensor) for t in example_inputs)
+        compiled_batches.append("symbolic" if symbolic else next(t for t in example_inputs).shape[0])
+        return gm.forward
+
+    torch.manual_seed(0)
+    gen = ResnetGenerator(ngf=8, n_blocks=1).eval()
+    x = torch.randn(5, 3, 16, 16)
+    sv = _live(shortcutify(gen, "model.4", "model.11", x, interval=3, capture="export"))
+    sv.policy = _RandomSplits()
+    frames = [x + 0.01 * i for i in range(10)]
+    want, want_keys = _run(sv, frames)
+    sv.policy = _RandomSplits()
+    sv.compile(backend=counting, dynamic_batch=True)
+    got, keys = _run(sv, frames)
+    for w, g, k, kk in zip(want, got, want_keys, keys):
+        assert torch.equal(k, kk)
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
+    # the example's capture and one with a symbolic batch for the sub-batches of 2 to 4 streams (a
+    # capture per size would compile each of its three programs once per size)
+    assert compiled_batches.count("symbolic") == 6

@@ -256,3 +256,30 @@ def test_the_motion_priors_are_counted_in_full(prior):
     sv = shortcutify(ResnetGenerator(ngf=8, n_blocks=2), "model.4", "model.12", torch.zeros(1, 3, 32, 32), motion_prior=prior)
     report = sv.cost()
     assert set(report.shortcut.uncounted_ops) <= ELEMENTWISE_OPS and "NOT COUNTED" not in str(report)
+
+
+class Unpooling(torch.nn.Module):
+    """Unpools to a given size, as SegNet-like generators (MONAI's Quicknat) do: eager PyTorch checks
+    the size with ``torch._check_value``, which fvcore's jit tracer cannot follow."""
+
+    def __init__(self):
+        super().__init__()
+        conv = torch.nn.Conv2d
+        self.enc, self.dec, self.out = conv(3, 8, 3, padding=1), conv(8, 8, 3, padding=1), conv(8, 3, 1)
+        self.mid = torch.nn.Sequential(conv(8, 8, 3, padding=1), torch.nn.ReLU(), conv(8, 8, 3, padding=1))
+
+    def forward(self, x):
+        h = self.enc(x)
+        pooled, where = F.max_pool2d(h, 2, return_indices=True)
+        return self.out(self.dec(F.max_unpool2d(self.mid(pooled), where, 2, output_size=h.size())))
+
+
+def test_a_teacher_the_jit_tracer_cannot_follow_is_counted_on_its_exported_graph_and_fx_says_what_to_do():
+    from shortcutify import UntraceableModelError
+
+    gen, x = Unpooling().eval(), torch.randn(1, 3, 16, 16)
+    report = shortcutify(gen, "enc", "dec", x, capture="export").cost()
+    convs = 16 * 16 * 8 * 27 + 2 * 8 * 8 * 8 * 72 + 16 * 16 * 8 * 72 + 16 * 16 * 3 * 8  # enc, mid, dec, out
+    assert report.teacher.macs == convs and "NOT COUNTED" not in str(report)  # (pooling, unpooling: element-wise)
+    with pytest.raises(UntraceableModelError, match="capture='export'"):
+        shortcutify(gen, "enc", "dec", x, capture="fx").cost()

@@ -165,8 +165,8 @@ def shortcutify(
     pool = motion_pool_for((cut.dec.shape[-2], cut.dec.shape[-1])) if motion_prior else None  # (the example's frame size)
     block = make_block(resolution, cut.enc.shape[1], cut.dec.shape[1], width=width, motion_prior=motion_prior, motion_pool=pool).to(**factory)
 
-    def capture_again(args: tuple[Any, ...]) -> Cut:
-        return resolve_cut(recapture(captured, model, args, options), enc_layer, dec_layer)
+    def capture_again(args: tuple[Any, ...], any_batch: bool) -> Cut:
+        return resolve_cut(recapture(captured, model, args, options, any_batch=any_batch), enc_layer, dec_layer)
 
     return ShortcutV2V(model, cut, block, policy, inputs, recapture=capture_again)
 

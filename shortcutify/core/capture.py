@@ -44,6 +44,7 @@ __all__ = [
     "CaptureOptions",
     "CaptureKwargs",
     "Captured",
+    "BatchGuard",
     "capture",
     "trace",
     "FixedArgumentError",
@@ -138,6 +139,10 @@ class Captured:
         shape_specific: whether the graph holds only for inputs of the example's shapes,
             dtypes and devices (export); other inputs need a new capture.
         leaf_modules: the ``leaf_modules`` fx kept opaque (``()`` for export).
+        batch_guard: for a shape-specific graph captured with a symbolic batch size, what
+            tells whether it also holds for other positional inputs that differ from the
+            example only in their (common) batch size (export's own guards); ``None`` when
+            the graph holds for the example's batch size alone.
     """
 
     gm: fx.GraphModule
@@ -147,6 +152,7 @@ class Captured:
     method: str = "fx"
     shape_specific: bool = False
     leaf_modules: tuple[type | str, ...] = ()
+    batch_guard: BatchGuard | None = None
 
     def node(self, name: str) -> fx.Node | None:
         for n in self.gm.graph.nodes:
@@ -469,12 +475,61 @@ def _module_outputs_from_stack(graph: fx.Graph) -> dict[str, list[fx.Node | None
     return outputs
 
 
-def export(model: nn.Module, example_inputs: Any, options: CaptureOptions = CaptureOptions()) -> Captured:
+class BatchGuard:
+    """Whether an export graph captured with a symbolic batch size holds for given inputs.
+
+    Export records, beside the graph, the conditions its program assumed of the inputs'
+    sizes (``x.size()[0] % 2 == 0``, ``x.size()[0] < 64``, ...): branches the model took on
+    the batch size. The graph holds for inputs that differ from the example only in their
+    batch size where those conditions hold.
+    """
+
+    def __init__(self, guards: Callable[..., Any], leaves: tuple[int, ...], fixed: dict[str, Any]) -> None:
+        self._guards, self._leaves, self._fixed = guards, leaves, fixed
+
+    def __call__(self, inputs: tuple[Any, ...]) -> bool:
+        """Whether the graph holds for positional ``inputs`` (of the example's layout but for the batch size)."""
+        leaves = tree_flatten((tuple(inputs), self._fixed))[0]
+        try:
+            self._guards(*(leaves[i] for i in self._leaves))
+        except AssertionError:  # (how export's guard function says that a condition fails)
+            return False
+        return True
+
+
+def _batch_dims(inputs: tuple[Any, ...], fixed: dict[str, Any]) -> tuple[Any, ...]:
+    """``dynamic_shapes`` for export: dim 0 of every positional tensor left to export to decide."""
+    auto = torch.export.Dim.AUTO
+    return tuple({0: auto} if isinstance(x, torch.Tensor) and x.dim() >= 1 else None for x in inputs) + (None,) * len(fixed)
+
+
+def _symbolic_batch(placeholders: list[fx.Node]) -> bool:
+    """Whether export kept the batch size symbolic: dim 0 of every positional input one free symbol, no other dim."""
+    sizes = []
+    for n in placeholders:
+        val = n.meta.get("val")
+        if not isinstance(val, torch.Tensor) or val.dim() == 0 or not all(isinstance(d, int) for d in val.shape[1:]):
+            return False
+        sizes.append(val.shape[0])
+    first = sizes[0] if sizes else None
+    return isinstance(first, torch.SymInt) and bool(first.node.expr.is_Symbol) and all(
+        isinstance(d, torch.SymInt) and d.node.expr == first.node.expr for d in sizes
+    )
+
+
+def export(
+    model: nn.Module, example_inputs: Any, options: CaptureOptions = CaptureOptions(), *, any_batch: bool = False
+) -> Captured:
     """Capture ``model`` with ``torch.export.export(strict=False)`` on ``example_inputs``.
 
     The graph is specialised on the example inputs' shapes. Its placeholders are
     ``forward``'s tensor arguments, in order; its output has the model's structure (tensors
     in tuples, lists and dicts).
+
+    With ``any_batch``, export is asked to keep the batch size (dim 0 of every positional
+    tensor) symbolic: where the model allows it, the graph holds for other batch sizes too,
+    under conditions that :attr:`Captured.batch_guard` checks (export itself specialises a
+    batch of 1, and a model whose code fixes its batch size gets a graph for that size alone).
 
     Raises:
         UntraceableModelError: export failed (naming the failing line), or ``forward``'s
@@ -483,7 +538,8 @@ def export(model: nn.Module, example_inputs: Any, options: CaptureOptions = Capt
     inputs = as_tuple(example_inputs)
     fixed = dict(options.concrete_args)
     try:
-        exported = torch.export.export(model, inputs, kwargs=fixed or None, strict=False)
+        dynamic = _batch_dims(inputs, fixed) if any_batch else None
+        exported = torch.export.export(model, inputs, kwargs=fixed or None, strict=False, dynamic_shapes=dynamic)
         gm = exported.module()
     except Exception as exc:  # export raises UserError, GuardOnDataDependentSymNode, RuntimeError, ...
         raise UntraceableModelError(
@@ -496,6 +552,7 @@ def export(model: nn.Module, example_inputs: Any, options: CaptureOptions = Capt
     leaves, in_spec = tree_flatten((inputs, fixed))
     graph = fx.Graph()
     out = graph.graph_copy(gm.graph, {})
+    batch_guard = _batch_guard(graph, gm, len(inputs), fixed) if any_batch else None
     for n in list(graph.nodes):
         # export's own guards on the example's shapes and dtypes: we capture again for other
         # signatures instead, and the assertions would keep dead code alive
@@ -532,7 +589,24 @@ def export(model: nn.Module, example_inputs: Any, options: CaptureOptions = Capt
         fixed_args=fixed,
         method="export",
         shape_specific=True,
+        batch_guard=batch_guard,
     )
+
+
+def _batch_guard(graph: fx.Graph, gm: nn.Module, positional: int, fixed: dict[str, Any]) -> BatchGuard | None:
+    """The guard of an export graph whose batch size stayed symbolic (``None`` if it did not).
+
+    Needs export's guard function (the call of ``_guards_fn`` on the inputs): without it the
+    conditions the graph holds under are unknown, and it is kept for the example's batch size alone.
+    """
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+    if not _symbolic_batch(placeholders[:positional]):
+        return None
+    calls = [n for n in graph.nodes if n.op == "call_module" and n.target == "_guards_fn"]
+    guards = getattr(gm, "_guards_fn", None)
+    if len(calls) != 1 or guards is None or calls[0].kwargs or any(a not in placeholders for a in calls[0].args):
+        return None
+    return BatchGuard(guards, tuple(placeholders.index(a) for a in calls[0].args), fixed)
 
 
 _OUTPUT_CONTAINERS = (tuple, list, dict, type(None))
@@ -648,8 +722,10 @@ def add_module_aliases(captured: Captured, model: nn.Module) -> None:
             captured.module_outputs.setdefault(alias, captured.module_outputs[qualname])
 
 
-def _capture_one(method: str, model: nn.Module, inputs: tuple[Any, ...], options: CaptureOptions) -> Captured:
-    captured = trace(model, options, len(inputs)) if method == "fx" else export(model, inputs, options)
+def _capture_one(
+    method: str, model: nn.Module, inputs: tuple[Any, ...], options: CaptureOptions, any_batch: bool = False
+) -> Captured:
+    captured = trace(model, options, len(inputs)) if method == "fx" else export(model, inputs, options, any_batch=any_batch)
     add_module_aliases(captured, model)
     check_against_eager(captured, model, inputs)
     annotate(captured, inputs)
@@ -753,6 +829,11 @@ def _refuse_changed_buffers(model: nn.Module, before: dict[str, torch.Tensor], c
         ) from cause
 
 
-def recapture(captured: Captured, model: nn.Module, example_inputs: Any, options: CaptureOptions) -> Captured:
-    """Capture ``model`` again, by the path that made ``captured``, for other example inputs."""
-    return _capture_one(captured.method, model, as_tuple(example_inputs), replace(options, method=captured.method))
+def recapture(
+    captured: Captured, model: nn.Module, example_inputs: Any, options: CaptureOptions, *, any_batch: bool = False
+) -> Captured:
+    """Capture ``model`` again, by the path that made ``captured``, for other example inputs
+    (export: with a symbolic batch size where ``any_batch`` and the model allow it, see :func:`export`)."""
+    return _capture_one(
+        captured.method, model, as_tuple(example_inputs), replace(options, method=captured.method), any_batch=any_batch
+    )

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
+from ..errors import UntraceableModelError
 from .checks import is_interval
 
 __all__ = ["PathCost", "CostReport", "count_macs", "call_macs", "amortised", "ELEMENTWISE_OPS"]
@@ -54,7 +55,8 @@ ELEMENTWISE_OPS = frozenset(
         "sin cos tan atan sinh cosh erf erfc sign square hardswish hardswish_ hardsigmoid hardsigmoid_ relu6 mish "
         "prelu softplus softsign logsigmoid gelu_ sigmoid_ exp_ neg_ clamp_max clamp_max_ clamp_min_ fill_ masked_fill_ "
         "zero_ floor ceil round trunc frac log1p expm1 log2 log10 exp2 minimum maximum logical_not logical_and logical_or "
-        "amax amin argmax argmin any all"
+        "amax amin argmax argmin any all max_pool2d_with_indices max_pool3d_with_indices max_unpool2d max_unpool3d "
+        "max_pool1d max_pool3d avg_pool1d avg_pool3d"
     ).split()
 )
 
@@ -336,10 +338,23 @@ def count_macs(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[int, 
     Returns:
         ``(total, by_operator, uncounted_ops)``; ``uncounted_ops`` maps each aten op that
         fvcore has no handle for to its number of calls.
+
+    Raises:
+        UntraceableModelError: fvcore's jit trace of the call failed (naming what it tripped on).
     """
     call = _FlatCall(fn, args, kwargs)
-    with torch.no_grad():
-        return _fvcore_macs(call, call.inputs())
+    try:
+        with torch.no_grad():
+            return _fvcore_macs(call, call.inputs())
+    except Exception as exc:  # noqa: BLE001 (whatever the jit tracer trips on: said, with the way round it)
+        name = getattr(fn, "__qualname__", type(fn).__name__)
+        raise UntraceableModelError(
+            f"fvcore's jit trace, which counts the MACs, cannot follow {name}: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}\n"
+            "Some code runs in eager PyTorch but not under the jit tracer (e.g. max_unpool2d's output_size "
+            "checks); a graph captured by torch.export calls ATen ops the tracer follows: wrap the generator "
+            "with capture='export'."
+        ) from exc
 
 
 def call_macs(fn: Callable[..., Any], args: tuple, kwargs: dict) -> int:

@@ -16,9 +16,19 @@ import torch
 from torch import Tensor, fx, nn
 from torch.utils._pytree import keystr, tree_flatten, tree_flatten_with_path, tree_unflatten
 
-from ..errors import InputTypeError, NonFiniteKeyframeWarning, PlacementError, PolicyError, StreamSplitError, TapShapeError
+from ..errors import (
+    CaptureMismatchError,
+    InputTypeError,
+    NonFiniteKeyframeWarning,
+    PlacementError,
+    PolicyError,
+    StreamSplitError,
+    TapShapeError,
+    UntraceableModelError,
+)
 from .blocks import KeyframeTaps, Reference, ShortcutBlock
 from .caller import warn_caller
+from .capture import BatchGuard
 from .checks import check_like_example, is_count, is_interval, refuse_untensored
 from .config import ShortcutConfig
 from .cost import CostReport, PathCost, count_macs, param_count
@@ -42,6 +52,19 @@ def _program_key(args: tuple) -> tuple:
     """What a shape-specific program holds for: the positional inputs' signature and memory layout."""
     strides = tuple(tuple(int(n) for n in v.stride()) for v in tree_flatten(args)[0] if isinstance(v, Tensor))
     return _signature(args, {}), strides
+
+
+def _batch_and_layout(args: tuple) -> tuple[int, tuple] | None:
+    """The positional inputs' common batch size and their key without it (what a program
+    captured with a symbolic batch size holds for, besides its guard); ``None`` when the
+    inputs are not all tensors with one common batch size."""
+    if not args or not all(isinstance(v, Tensor) and v.dim() >= 1 for v in args):
+        return None
+    sizes = {int(v.shape[0]) for v in args}
+    if len(sizes) != 1:
+        return None
+    rest = tuple((tuple(int(n) for n in v.shape[1:]), tuple(int(n) for n in v.stride()[1:]), v.dtype, v.device) for v in args)
+    return sizes.pop(), rest
 
 
 class KeyframeOutput(NamedTuple):
@@ -197,7 +220,12 @@ def _where(tensors: Any) -> set[str]:
 #: how many programs captured for other input signatures (export) a module keeps, the least recently used dropped first;
 #: above the sub-batch sizes of mixed batches of many streams (each size is a signature), which would else be
 #: captured again and again in turn
+def _nothing() -> None:
+    """What :meth:`ShortcutV2V.compile` wraps to have ``torch.compile`` check its options."""
+
+
 MAX_RECAPTURED = 64
+MAX_BATCH_FIXED = 2  # captures with a symbolic batch size that export specialised, per layout, before trying no more
 
 
 class _ResetOnNewWeights:
@@ -281,7 +309,7 @@ class ShortcutV2V(nn.Module):
         block: ShortcutBlock,
         policy: KeyframePolicy,
         example_inputs: tuple[Any, ...],
-        recapture: Callable[[tuple[Any, ...]], Cut] | None = None,
+        recapture: Callable[[tuple[Any, ...], bool], Cut] | None = None,
     ) -> None:
         super().__init__()
         programs = build_programs(cut, block)
@@ -309,10 +337,13 @@ class ShortcutV2V(nn.Module):
             motion_prior=block.motion_prior,
         )
         # a graph specialised on the example's shapes (export) is captured again, once, for
-        # every other input signature; these programs share the block and are dropped by .to()
+        # every other input signature (once for the batch sizes >= 2 of a layout, where the model
+        # lets export keep the batch symbolic); these share the block and are dropped by .to()
         self._recapture = recapture if cut.captured.shape_specific else None
         self._capture_key = _program_key(tuple(example_inputs))
-        self._recaptured: OrderedDict[tuple, Programs] = OrderedDict()  # (least recently used first)
+        # key -> (programs, the batch guard of a program for many batch sizes); least recently used first
+        self._recaptured: OrderedDict[tuple, tuple[Programs, BatchGuard | None]] = OrderedDict()
+        self._batch_fixed: Counter[tuple] = Counter()  # per layout, the captures where export fixed the batch size
         self._teacher = [teacher]  # not a submodule: its weights are already in the programs
         self._example = tuple(x.detach().cpu() if isinstance(x, Tensor) else x for x in example_inputs)
         # the inputs given in the weights' dtype (frames): another dtype there is a mistake _explain_dtype names; a
@@ -355,6 +386,7 @@ class ShortcutV2V(nn.Module):
         if self._placement() != before:  # (a .to() to where everything already is keeps streams and compiled code)
             self._main.stages = None  # split again from the moved programs
             self._recaptured.clear()
+            self._batch_fixed.clear()
             self._runners.clear()  # compiled for the old device or dtype
             self._state = None
         return out
@@ -421,7 +453,8 @@ class ShortcutV2V(nn.Module):
 
         Raises:
             ValueError: ``cuda_graphs`` with a ``mode`` other than ``None`` or ``"reduce-overhead"``,
-                or a backend name ``torch.compile`` does not know.
+                a backend name ``torch.compile`` does not know, or a ``mode`` or ``options``
+                it refuses (inductor's: an unknown mode or option, or both given).
         """
         if cuda_graphs and mode not in (None, "reduce-overhead"):
             raise ValueError(f"cuda_graphs=True replays the programs with mode='reduce-overhead'; it cannot be combined with mode={mode!r}")
@@ -433,10 +466,15 @@ class ShortcutV2V(nn.Module):
                 raise ValueError(f"unknown torch.compile backend {backend!r}; registered: {known}")
         elif not callable(backend):
             raise TypeError(f"backend must be a backend's name or a callable backend, got {type(backend).__name__}")
-        self._compile_options = CompileOptions(
+        chosen = CompileOptions(
             backend=backend, mode=mode, fullgraph=fullgraph, cuda_graphs=cuda_graphs, dynamic_batch=dynamic_batch,
             options=dict(options or {}),
         )
+        try:  # (torch.compile checks inductor's mode and options when it wraps a function, before compiling anything)
+            chosen.compile(_nothing)
+        except RuntimeError as exc:
+            raise ValueError(f"torch.compile refuses mode={mode!r}, options={options!r}: {exc}") from exc
+        self._compile_options = chosen
         self._runners.clear()
         return self
 
@@ -491,25 +529,56 @@ class ShortcutV2V(nn.Module):
         if key == self._capture_key:
             return main
         if key not in self._recaptured:
-            with contextlib.ExitStack() as stack:  # captured as the model is, not as the caller's autocast would run it
-                for device_type in {v.device.type for v in tree_flatten(args)[0] if isinstance(v, Tensor)}:
-                    stack.enter_context(torch.autocast(device_type, enabled=False))
-                cut = self._recapture(args)
-            for role, tap in (("enc_layer", cut.enc), ("dec_layer", cut.dec)):
-                built = self.enc if role == "enc_layer" else self.dec
-                if tap.shape[1] != built.shape[1]:
-                    raise TapShapeError(
-                        f"for inputs {[tuple(v.shape) for v in args if isinstance(v, Tensor)]} the {role} "
-                        f"{getattr(self.config, role)!r} has {tap.shape[1]} channels; the block was built for "
-                        f"{built.shape[1]} (inputs {[list(v.shape) for v in self._example if isinstance(v, Tensor)]}). "
-                        "Use inputs of the example's layout, or wrap the generator again for these."
-                    )
-            self._recaptured[key] = build_programs(cut, self.block)
-            while len(self._recaptured) > MAX_RECAPTURED:  # a long stream of ever new sizes keeps a bounded number
-                _, dropped = self._recaptured.popitem(last=False)
-                self._runners.pop(id(dropped), None)
+            key = self._any_batch_key(args) or self._capture_for(args, key)
         self._recaptured.move_to_end(key)
-        return self._recaptured[key]
+        return self._recaptured[key][0]
+
+    def _any_batch_key(self, args: tuple) -> tuple | None:
+        """The key of a kept program captured with a symbolic batch size that holds for ``args``."""
+        split = _batch_and_layout(args)
+        if split is None:
+            return None
+        layout = split[1]
+        for key, (_, guard) in self._recaptured.items():
+            if guard is not None and key[1] == layout and guard(args):
+                return key
+        return None
+
+    def _capture_for(self, args: tuple, key: tuple) -> tuple:
+        """Capture the generator for ``args`` (with a symbolic batch size where it can be); the key kept under."""
+        split = _batch_and_layout(args)
+        # (a model whose code fixes every batch size, e.g. a loop over it, is not asked again and again)
+        any_batch = split is not None and split[0] >= 2 and self._batch_fixed[split[1]] < MAX_BATCH_FIXED
+        assert self._recapture is not None
+        with contextlib.ExitStack() as stack:  # captured as the model is, not as the caller's autocast would run it
+            for device_type in {v.device.type for v in tree_flatten(args)[0] if isinstance(v, Tensor)}:
+                stack.enter_context(torch.autocast(device_type, enabled=False))
+            try:
+                cut = self._recapture(args, any_batch)
+            except (UntraceableModelError, CaptureMismatchError):
+                if not any_batch:
+                    raise
+                any_batch = False  # (a model export cannot follow with a symbolic batch: this size alone)
+                cut = self._recapture(args, False)
+        for role, tap in (("enc_layer", cut.enc), ("dec_layer", cut.dec)):
+            built = self.enc if role == "enc_layer" else self.dec
+            if tap.shape[1] != built.shape[1]:
+                raise TapShapeError(
+                    f"for inputs {[tuple(v.shape) for v in args if isinstance(v, Tensor)]} the {role} "
+                    f"{getattr(self.config, role)!r} has {tap.shape[1]} channels; the block was built for "
+                    f"{built.shape[1]} (inputs {[list(v.shape) for v in self._example if isinstance(v, Tensor)]}). "
+                    "Use inputs of the example's layout, or wrap the generator again for these."
+                )
+        guard = cut.captured.batch_guard
+        if any_batch and guard is None:
+            self._batch_fixed[split[1]] += 1  # type: ignore[index]
+        if guard is not None:
+            key = ("any batch", split[1], key)  # type: ignore[index]
+        self._recaptured[key] = (build_programs(cut, self.block), guard)
+        while len(self._recaptured) > MAX_RECAPTURED:  # a long stream of ever new sizes keeps a bounded number
+            _, (dropped, _) = self._recaptured.popitem(last=False)
+            self._runners.pop(id(dropped), None)
+        return key
 
     # ------------------------------------------------------------------ state
     @property
@@ -920,8 +989,12 @@ class ShortcutV2V(nn.Module):
         with torch.no_grad():
             _, a, f = self.run_keyframe(*ex)
             ref = block.prepare_reference(a, f)
-        t_macs, t_ops, t_unc = count_macs(self.teacher, *ex, **self._fixed_args)
         k_macs, k_ops, k_unc = count_macs(self.run_keyframe, *ex)
+        try:
+            t_macs, t_ops, t_unc = count_macs(self.teacher, *ex, **self._fixed_args)
+        except UntraceableModelError:  # code that only eager PyTorch runs (MONAI's Quicknat: max_unpool2d's checks):
+            # the keyframe program is the generator's captured graph (checked equal to it at capture), the same ops
+            t_macs, t_ops, t_unc = k_macs, k_ops, k_unc
         r_macs, r_ops, r_unc = count_macs(block.prepare_reference, a, f)
         s_macs, s_ops, s_unc = count_macs(self.predict, *ex, reference=ref)
         b_macs, b_ops, b_unc = count_macs(block, a, ref)
