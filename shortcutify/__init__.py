@@ -49,6 +49,7 @@ from .errors import (
     CaptureMismatchError,
     EmptyCutError,
     FixedArgumentError,
+    GradientError,
     IncompatibleCheckpointError,
     InputMismatchError,
     InputTypeError,
@@ -116,6 +117,7 @@ __all__ = [
     "InputTypeError",
     "PolicyError",
     "PlacementError",
+    "GradientError",
     "NonFiniteKeyframeWarning",
     "__version__",
 ]

@@ -23,6 +23,7 @@ __all__ = [
     "InputTypeError",
     "PolicyError",
     "PlacementError",
+    "GradientError",
     "NonFiniteKeyframeWarning",
 ]
 
@@ -95,6 +96,11 @@ class PolicyError(ShortcutifyError, TypeError):
 class PlacementError(ShortcutifyError, RuntimeError):
     """The generator's weights are on another device or of another dtype than the module's block: the
     generator was moved or cast outside the module (``generator.to(...)``, or another module sharing it)."""
+
+
+class GradientError(ShortcutifyError, RuntimeError):
+    """Training cannot backpropagate through the generator's layers that a shortcut frame runs after
+    the decoder tap (an in-place op there overwrote a tensor autograd needs)."""
 
 
 class NonFiniteKeyframeWarning(UserWarning):

@@ -18,6 +18,7 @@ from generators import FourConvs, random_generators
 from shortcutify import (
     CaptureMismatchError,
     EmptyCutError,
+    InputMismatchError,
     TapOrderError,
     UnknownTapError,
     UntraceableModelError,
@@ -534,3 +535,26 @@ def test_an_input_read_only_for_its_shape_is_not_reported_as_unread():
             warnings.simplefilter("error")
             sv = shortcutify(ShapeOnly(), "a", "c", (torch.rand(1, 3, 16, 16), torch.rand(1, 1, 16, 16)), capture=capture)
         assert sv.skipped_nodes
+
+
+class FixedFrameSize(nn.Module):
+    """Adds a position embedding built for 16x16 frames, as a ViT does: runs on that size only."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc, self.mid = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+        self.dec, self.out = nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 3, 1)
+        self.pos = nn.Parameter(torch.randn(1, 8, 16, 16))
+
+    def forward(self, x):
+        assert x.shape[1] == 3
+        return self.out(self.dec(self.mid(self.enc(x) + self.pos)))
+
+
+def test_a_frame_size_the_generator_cannot_run_is_named_as_such_not_as_a_capture_failure(capfd):
+    sv = shortcutify(FixedFrameSize().eval(), "enc", "dec", torch.randn(1, 3, 16, 16), capture="export")
+    capfd.readouterr()
+    with pytest.raises(InputMismatchError, match=r"the generator itself fails on inputs of shape \[\(1, 3, 32, 32\)\]"):
+        sv(torch.randn(1, 3, 32, 32))
+    assert "fake_tensor" not in capfd.readouterr().err  # (torch's own long log of the failure is not printed)
+    assert sv(torch.randn(1, 3, 16, 16)).shape == (1, 3, 16, 16)

@@ -463,6 +463,47 @@ class _ThreeFrames(nn.Module):
         return self.inner(torch.relu(self.temporal(x)).squeeze(2))
 
 
+class _StackToStack(nn.Module):
+    """``forward([B, C, D, H, W]) -> [B, C, D, H, W]``: every frame of a stack through a 2-D generator, folded
+    into its batch as video U-Nets (diffusers' UNet3DConditionModel) do: taps of ``B·D`` rows for B streams."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = ResnetGenerator(ngf=8, n_blocks=2)
+
+    def forward(self, x):
+        b, c, d, h, w = x.shape
+        return self.inner(x.transpose(1, 2).reshape(b * d, c, h, w)).reshape(b, d, c, h, w).transpose(1, 2)
+
+
+def test_a_generator_that_folds_stacks_into_its_batch_keeps_one_stream_per_stack_and_is_distilled_on_its_stacks():
+    from shortcutify import AdaptiveKeyframes, evaluate
+
+    torch.manual_seed(0)
+    gen = _StackToStack().eval()
+    stacks = [torch.stack([v[t : t + 2].transpose(0, 1) for t in range(5)]) for v in moving_clips(2, frames=6, size=16)]
+    x = torch.stack([stacks[0][0], stacks[1][0]])  # two streams [2, C, D, H, W]
+    sv = shortcutify(gen, "inner.model.4", "inner.model.12", x)
+    distill(sv, stacks, steps=2, batch_size=2, progress=False)  # outputs [B, C, D, H, W] compared as images
+    assert evaluate(sv, stacks).shortcut_frames > 0
+    sv.reset()
+    sv(x)
+    assert sv.last_keyframes.tolist() == [True, True]  # one entry per stream, not per tap row
+    sv(x + 0.01)
+    assert sv.last_keyframes.tolist() == [False, False]
+    sv.reset(streams=[1])  # a keyframe for one stream: its tap rows cannot run apart, so both streams take one
+    with torch.no_grad():
+        assert torch.equal(sv(x + 0.02), gen(x + 0.02)) and sv.last_keyframes.tolist() == [True, True]
+    adaptive = shortcutify(gen, "inner.model.4", "inner.model.12", x[:1], policy=AdaptiveKeyframes(0.3))
+    cut = x[:1].clone()
+    cut[:, :, 1] = torch.randn(3, 16, 16)  # a scene cut in the stack's second frame
+    decided = []
+    for frame in (x[:1], x[:1] + 0.001, cut):
+        adaptive(frame)
+        decided += adaptive.last_keyframes.tolist()
+    assert decided == [True, False, True]
+
+
 def test_a_generator_of_frame_stacks_is_distilled_on_clips_of_stacks():
     """Clips ``[T, C, D, H, W]`` for inputs ``[B, C, D, H, W]``: cropped and flipped in height and width
     (before 0.22 refused as not frames [T, C, H, W]); suggest_taps moves such stacks by default."""

@@ -233,3 +233,28 @@ def test_weights_that_turn_every_loss_term_off_are_refused():
     sv = shortcutify(gen, "model.4", "model.12", torch.zeros(1, 3, 16, 16), interval=3)
     with pytest.raises(ValueError, match="weights"):
         distill(sv, moving_clips(n=2, frames=4, size=16), steps=1, progress=False, weights={"feature": 0, "alignment": 0, "output": 0})
+
+
+class _InPlaceTail(torch.nn.Module):
+    """A VAE-like tail: ``exp(h).add_(h)`` overwrites exp's output, which autograd needs (MONAI's
+    VarAutoEncoder samples so)."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = ResnetGenerator(ngf=8, n_blocks=2)
+
+    def forward(self, x):
+        h = self.inner.model[:13](x)
+        return self.inner.model[13:](torch.exp(h * 0.1).add_(h))
+
+
+def test_an_in_place_op_after_the_decoder_tap_is_named_with_the_fix_and_leaves_the_block_as_it_was():
+    from shortcutify import GradientError
+
+    torch.manual_seed(0)
+    gen = _InPlaceTail()
+    sv = shortcutify(gen, "inner.model.4", "inner.model.12", torch.zeros(1, 3, 16, 16))
+    before = _state(sv)
+    with pytest.raises(GradientError, match=r"(?s)dec_layer 'inner.model.12'.*in place.*Pick a dec_layer after that op"):
+        distill(sv, moving_clips(1, frames=4), steps=2, batch_size=2, progress=False)
+    assert _same(_state(sv), before)

@@ -314,3 +314,56 @@ def test_values_laid_out_channels_last_are_not_suggested_where_feature_maps_are(
         for shape in (s.enc.shape, s.dec.shape):
             assert tuple(shape[1:3]) != (h, w), (s.enc_layer, s.dec_layer, shape)  # not [B, H, W, C]
     _wraps_and_runs(gen, (x,), found[0])
+
+
+def test_an_output_that_ignores_the_frames_is_told_apart_from_frames_that_do_not_differ():
+    torch.manual_seed(0)
+    gen = MixedRes().eval()
+    x = torch.randn(1, 3, 16, 16)
+    with pytest.raises(ValueError, match="pass frames= with frames that differ"):
+        suggest_taps(gen, x, frames=x.expand(4, -1, -1, -1).clone())
+    last = [m for m in gen.modules() if isinstance(m, nn.Conv2d)][-1]
+    with torch.no_grad():  # a last layer initialised to zero, as diffusion U-Nets are before training
+        last.weight.zero_()
+        last.bias.zero_()
+    with pytest.raises(ValueError, match="does not change when its input frames do.*initialised to zero"):
+        suggest_taps(gen, x)
+
+
+class Conditioned(nn.Module):
+    """A conditioning input that joins after the encoder: the cut from the encoder skips its only path."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc = nn.Sequential(nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.ReLU())
+        self.cond = nn.Linear(4, 16)
+        self.mid = nn.Sequential(*[nn.Conv2d(16, 16, 3, padding=1) for _ in range(4)])
+        self.dec = nn.Sequential(nn.ConvTranspose2d(16, 8, 2, stride=2), nn.ReLU())
+        self.out = nn.Conv2d(8, 3, 3, padding=1)
+
+    def forward(self, x, c):
+        return self.out(self.dec(self.mid(self.enc(x) + 0.1 * self.cond(c)[:, :, None, None])))
+
+
+class HeldConditioning(nn.Module):
+    def __init__(self, gen: nn.Module, c: torch.Tensor) -> None:
+        super().__init__()
+        self.gen = gen
+        self.register_buffer("c", c)
+
+    def forward(self, x):
+        return self.gen(x, self.c)
+
+
+def test_a_better_cut_left_out_because_it_would_not_follow_an_input_is_named():
+    torch.manual_seed(0)
+    gen = Conditioned().eval()
+    x, c = torch.randn(1, 3, 32, 32), torch.randn(1, 4)
+    with pytest.warns(UserWarning, match=r"'enc.1' -> 'dec.0' .* is left out: its shortcut frames would not read input\(s\) \['c'\]"):
+        found = suggest_taps(gen, (x, c), top=3)
+    assert all(s.enc_layer != "enc.1" for s in found)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # held in the generator: offered, without a word
+        held = suggest_taps(HeldConditioning(gen, c), x, top=3)
+    assert (held[0].enc_layer, held[0].dec_layer) == ("gen.enc.1", "gen.dec.0")
+

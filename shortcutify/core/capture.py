@@ -21,13 +21,15 @@ never a silently different program.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import linecache
+import logging
 import operator
 import sys
 import traceback
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -475,6 +477,24 @@ def _module_outputs_from_stack(graph: fx.Graph) -> dict[str, list[fx.Node | None
     return outputs
 
 
+#: the loggers through which torch.export reports, at length, the failure that :func:`export` raises named
+_EXPORT_LOGGERS = ("torch._subclasses.fake_tensor", "torch.fx.experimental.symbolic_shapes", "torch._dynamo", "torch.export")
+
+
+@contextlib.contextmanager
+def _quiet(names: Sequence[str]) -> Iterator[None]:
+    """Silence the loggers ``names`` (below CRITICAL) for the duration."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
 class BatchGuard:
     """Whether an export graph captured with a symbolic batch size holds for given inputs.
 
@@ -539,7 +559,8 @@ def export(
     fixed = dict(options.concrete_args)
     try:
         dynamic = _batch_dims(inputs, fixed) if any_batch else None
-        exported = torch.export.export(model, inputs, kwargs=fixed or None, strict=False, dynamic_shapes=dynamic)
+        with _quiet(_EXPORT_LOGGERS):  # (a failure is raised below, named; torch would also log it at length)
+            exported = torch.export.export(model, inputs, kwargs=fixed or None, strict=False, dynamic_shapes=dynamic)
         gm = exported.module()
     except Exception as exc:  # export raises UserError, GuardOnDataDependentSymNode, RuntimeError, ...
         raise UntraceableModelError(

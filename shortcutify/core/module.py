@@ -18,6 +18,7 @@ from torch.utils._pytree import keystr, tree_flatten, tree_flatten_with_path, tr
 
 from ..errors import (
     CaptureMismatchError,
+    InputMismatchError,
     InputTypeError,
     NonFiniteKeyframeWarning,
     PlacementError,
@@ -139,6 +140,27 @@ class _State:
     # keyframes whose taps are not yet checked for non-finite values: (stream indices [K] (CPU),
     # [K] bool on the taps' device); read on the next call, so that a keyframe does not wait for the device
     unchecked: list[tuple[Tensor, Tensor]]
+    # the generator folds each stream's frames into the batch of its taps (a video U-Net's [B·D, C, H, W]):
+    # previous, travelled and keyframe_norm are then per tap row, and the streams take keyframes together
+    folded: bool = False
+
+
+def _streams_of(args: tuple, rows: int) -> int:
+    """How many streams a call holds: the taps' batch size, or the inputs' (the largest, beside a shared
+    input of batch 1) where the taps hold several rows per stream (a generator of frame stacks that folds
+    the frames into its batch)."""
+    batch = max((int(v.shape[0]) for v in tree_flatten(args)[0] if isinstance(v, Tensor) and v.dim() >= 1), default=0)
+    if 0 < batch < rows and rows % batch == 0:
+        return batch
+    return rows
+
+
+def _per_stream(values: Tensor, streams: int, reduce: Callable[[Tensor], Tensor]) -> Tensor:
+    """Per-tap-row ``values [R]`` as ``[streams]``: as they are where ``R == streams``; else ``reduce``
+    over all rows, for every stream (the streams of folded taps take keyframes together)."""
+    if values.shape[0] == streams:
+        return values
+    return reduce(values).reshape(1).expand(streams).clone()
 
 
 def _take(tree: Any, index: Tensor, streams: int) -> Any:
@@ -270,7 +292,10 @@ class ShortcutV2V(nn.Module):
     only, those run the teacher and the others the shortcut, in the same call (two
     sub-batches, merged back in order), and a stream's outputs never depend on the other
     streams. This needs every tensor input and output batched as ``[B, ...]``
-    (:class:`~shortcutify.StreamSplitError` otherwise). A policy that ``uses_change``
+    (:class:`~shortcutify.StreamSplitError` otherwise). A generator of frame stacks that folds
+    each stream's frames into the batch of its taps (``[B·D, C, H, W]`` taps for inputs ``[B, C, D, H, W]``,
+    as video U-Nets do) has its B streams take keyframes together (when the policy picks any), and
+    a policy that uses the change sees the largest change of any tap row. A policy that ``uses_change``
     (:class:`~shortcutify.AdaptiveKeyframes`) sees the encoder tap's change: the layers up to
     the encoder tap run first, then the policy decides, then the rest of the chosen path.
 
@@ -533,6 +558,22 @@ class ShortcutV2V(nn.Module):
         self._recaptured.move_to_end(key)
         return self._recaptured[key][0]
 
+    def _refuse_unrunnable(self, args: tuple, exc: Exception) -> None:
+        """Raise :class:`InputMismatchError` from ``exc`` when the generator itself fails on ``args`` (a
+        capture for them failed because the model cannot run them, e.g. a ViT built for one frame size)."""
+        try:
+            with torch.no_grad():
+                self.teacher(*args, **self._fixed_args)
+        except Exception as own:  # noqa: BLE001 (whatever the generator raises on these inputs)
+            shapes = [tuple(v.shape) for v in tree_flatten(args)[0] if isinstance(v, Tensor)]
+            example = [tuple(v.shape) for v in tree_flatten(self._example)[0] if isinstance(v, Tensor)]
+            raise InputMismatchError(
+                f"the generator itself fails on inputs of shape {shapes} ({type(own).__name__}: "
+                f"{str(own).splitlines()[0] if str(own) else ''}); it was wrapped on {example}. Give frames of a "
+                "size the generator runs on (a model built for one frame size, e.g. a ViT's position embeddings, "
+                "takes that size only)."
+            ) from exc
+
     def _any_batch_key(self, args: tuple) -> tuple | None:
         """The key of a kept program captured with a symbolic batch size that holds for ``args``."""
         split = _batch_and_layout(args)
@@ -554,12 +595,16 @@ class ShortcutV2V(nn.Module):
             for device_type in {v.device.type for v in tree_flatten(args)[0] if isinstance(v, Tensor)}:
                 stack.enter_context(torch.autocast(device_type, enabled=False))
             try:
-                cut = self._recapture(args, any_batch)
-            except (UntraceableModelError, CaptureMismatchError):
-                if not any_batch:
-                    raise
-                any_batch = False  # (a model export cannot follow with a symbolic batch: this size alone)
-                cut = self._recapture(args, False)
+                try:
+                    cut = self._recapture(args, any_batch)
+                except (UntraceableModelError, CaptureMismatchError):
+                    if not any_batch:
+                        raise
+                    any_batch = False  # (a model export cannot follow with a symbolic batch: this size alone)
+                    cut = self._recapture(args, False)
+            except UntraceableModelError as exc:
+                self._refuse_unrunnable(args, exc)
+                raise
         for role, tap in (("enc_layer", cut.enc), ("dec_layer", cut.dec)):
             built = self.enc if role == "enc_layer" else self.dec
             if tap.shape[1] != built.shape[1]:
@@ -803,12 +848,14 @@ class ShortcutV2V(nn.Module):
                 change = change_since_keyframe(travelled, state.keyframe_norm)
             # a non-finite tap since the keyframe: no policy could tell a cut from it (queued before the policy's
             # decision is read back, so that reading this adds no wait of its own)
-            blind = None if change is None else ~torch.isfinite(change)
+            blind = None if change is None else _per_stream(~torch.isfinite(change), streams, torch.any)
+            if change is not None:
+                change = _per_stream(change, streams, torch.max)  # (the largest change of any row: a NaN stays NaN)
             key = self._decide(FrameSignal(since, change), streams) | state.stale
             if blind is not None:
                 key = key | blind.cpu()
             n_key = int(key.sum())
-            if n_key == streams:
+            if n_key == streams or (n_key and state.folded):  # (folded taps: no stream can run apart from the others)
                 return self._keyframe_all(args, kwargs, sig, head, uses_change)
             if n_key == 0:
                 out = self._shortcut(runner, args, kwargs, state.reference, head)
@@ -888,16 +935,18 @@ class ShortcutV2V(nn.Module):
     def _keyframe_all(self, args: tuple, kwargs: dict, sig: tuple, head: Any, uses_change: bool) -> Any:
         runner = self._runner(args, kwargs)
         key = self._keyframe_from(runner, args, kwargs, head)
-        streams = key.enc.shape[0]
+        rows = key.enc.shape[0]
+        streams = _streams_of(args, rows)
         self._state = _State(
             reference=runner.reference(key.enc, key.dec),
             signature=sig,
             since_keyframe=torch.zeros(streams, dtype=torch.long),
             stale=torch.zeros(streams, dtype=torch.bool),
             previous=key.enc if uses_change else None,  # the programs return a copy where needed
-            travelled=torch.zeros(streams) if uses_change else None,
+            travelled=torch.zeros(rows) if uses_change else None,
             keyframe_norm=tap_l1(key.enc) if uses_change else None,
-            unchecked=[(torch.arange(streams), _not_finite(key))],
+            unchecked=[(torch.arange(streams), _per_stream(_not_finite(key), streams, torch.any))],
+            folded=rows != streams,
         )
         self.last_keyframes = torch.ones(streams, dtype=torch.bool)
         return key.output

@@ -205,14 +205,24 @@ def _channels_last(shape: tuple[int, ...], aspect: float | None) -> bool:
     return near(shape[1], shape[2]) and not near(shape[2], shape[3])
 
 
+def _frame_shaped(shape: tuple[int, ...], aspect: float | None) -> bool:
+    """Whether a 4-D value ``[B, C, H, W]`` has the frame's aspect, as the feature maps of a convolutional
+    generator have (to a pixel of rounding); a transformer's heads ``[B, tokens, heads, dim]`` have not."""
+    if aspect is None:
+        return True
+    h, w = shape[2], shape[3]
+    return abs(h - aspect * w) <= max(1.0, 0.2 * max(h, aspect * w))
+
+
 def _candidates(captured: Captured, graph: _Graph) -> tuple[list[list[fx.Node]], dict[fx.Node, TapInfo]]:
     """The nodes that can be taps, as tiers to try in turn, and their :class:`TapInfo`.
 
     A tap is a computed 4-D floating-point value that the output needs. First tier: module
     outputs (users name taps by module) that are feature maps, with more channels than the
     generator's input and output images (a 3-channel tap is an image: the block, half as
-    wide as the narrower tap, would be a few channels wide) and that do not look channels-last
-    (:func:`_channels_last`); then such feature maps of any node; then module outputs; then all of them.
+    wide as the narrower tap, would be a few channels wide), that do not look channels-last
+    (:func:`_channels_last`) and that have the frame's aspect (:func:`_frame_shaped`: not a
+    transformer's heads); then such feature maps of any node; then module outputs; then all of them.
 
     Raises:
         TapShapeError: the generator computes no such value.
@@ -240,7 +250,10 @@ def _candidates(captured: Captured, graph: _Graph) -> tuple[list[list[fx.Node]],
             "check list_taps(model, example_inputs) (column 'shape') and that example_inputs are frames [B, C, H, W]."
         )
     aspect = _frame_aspect(graph)
-    features = [n for n in nodes if info_of[n].shape[1] > image_channels and not _channels_last(info_of[n].shape, aspect)]
+    features = [
+        n for n in nodes
+        if info_of[n].shape[1] > image_channels and not _channels_last(info_of[n].shape, aspect) and _frame_shaped(info_of[n].shape, aspect)
+    ]
     modules = [n for n in nodes if info_of[n].modules]
     tiers = [[n for n in features if info_of[n].modules], features, modules, nodes]
     return [t for i, t in enumerate(tiers) if t and t not in tiers[:i]], info_of
@@ -393,6 +406,19 @@ class _Proxy:
                 "check that example_inputs (and frames=) are finite and in the generator's value range"
             )
         if change == 0.0:
+            inputs_differ = any(
+                not torch.equal(a, b)
+                for ref_inputs, cur_inputs in frame_pairs
+                for a, b in zip(tree_flatten(ref_inputs)[0], tree_flatten(cur_inputs)[0])
+                if isinstance(a, Tensor) and isinstance(b, Tensor) and a.shape == b.shape
+            )
+            if inputs_differ:
+                raise ValueError(
+                    "the generator's output does not change when its input frames do (the same output on both "
+                    "frames of every pair, which differ), so no tap can be judged on them: is its last layer "
+                    "initialised to zero (as some diffusion and registration models are before training)? "
+                    "Suggest taps on the trained generator."
+                )
             raise ValueError(
                 "the generator's output is the same on both frames of every pair, so no tap can be judged on them: "
                 "pass frames= with frames that differ (a real clip [T, C, H, W])"
@@ -654,6 +680,7 @@ def _suggest(
 
     found: list[TapSuggestion] = []
     blind: list[TapSuggestion] = []  # cuts whose shortcut frames would not read some input: offered only if no other fits
+    ignores: dict[int, tuple[str, ...]] = {}  # per suggestion (id), the inputs its shortcut frames would not read
     chain = _chains(graph)
     best: dict[tuple[fx.Node, fx.Node], TapSuggestion] = {}  # the best variant of each cut between two chains
     for bound, difficulties, _, enc, dec in scored:
@@ -667,6 +694,7 @@ def _suggest(
         if made is None:
             continue
         kept = blind if cut.ignored_inputs else found
+        ignores[id(made)] = cut.ignored_inputs
         variant = best.get((chain[enc], chain[dec]))
         if variant is not None:
             if variant.score >= made.score:
@@ -675,6 +703,15 @@ def _suggest(
         best[chain[enc], chain[dec]] = made
         kept.append(made)
         kept.sort(key=lambda s: -s.score)
+    if found and blind and blind[0].score > found[0].score:
+        left = blind[0]
+        warn_caller(
+            f"suggest_taps(): a better-scoring cut, {left.enc_layer!r} -> {left.dec_layer!r} ({left.saved_fraction:.0%} of "
+            f"the MACs saved, against {found[0].saved_fraction:.0%} for the first suggestion), is left out: its shortcut "
+            f"frames would not read input(s) {list(ignores[id(left)])} (every path from them to the output runs through "
+            "the part it skips), so between keyframes the output could not follow them. If they are constant for a "
+            "stream (a conditioning), fix them with concrete_args= or hold them in the generator (a buffer), and ask again."
+        )
     if not found:
         found = sorted(blind, key=lambda s: -s.score)
     if not found:

@@ -25,6 +25,7 @@ from torch import Tensor
 from ..core.blocks import PRIOR_LEFT_OUT_EVERY
 from ..core.checks import channels_last_inputs, is_count, refuse_untensored
 from ..core.module import ShortcutV2V
+from ..errors import GradientError
 from . import distributed
 from .checkpoint import CHECKPOINT_NAME, TrainingState, prepare_dir, run_record
 from .clips import ClipSource, as_clip, check_clips, check_inputs, refuse_single_clip, sample_pairs, to_inputs
@@ -36,6 +37,21 @@ from .metrics import check_data_range
 from .start import resolve_data_init, start_from_frames
 
 __all__ = ["distill", "CHECKPOINT_NAME"]
+
+
+def _backward(total: Tensor, sv: ShortcutV2V) -> None:
+    """``total.backward()``; an in-place op in the generator's layers after the decoder tap is named, with the fix."""
+    try:
+        total.backward()
+    except RuntimeError as exc:
+        if "modified by an inplace operation" not in str(exc):
+            raise
+        raise GradientError(
+            f"distill backpropagates through the generator's layers after dec_layer {sv.config.dec_layer!r} (what a "
+            "shortcut frame runs), and one of them overwrites in place a tensor that autograd needs (e.g. "
+            "exp(logvar).add_(mu) in a VAE's sampling; the generator itself cannot backpropagate there either): "
+            f"{str(exc).splitlines()[0]}\nPick a dec_layer after that op, or make it out of place (x = x + y)."
+        ) from exc
 
 
 def _perceptual_chosen(weights: LossWeights | dict[str, float] | None) -> bool:
@@ -167,6 +183,8 @@ def distill(
             gradients are not finite; checked before the optimiser applies the step, so
             the block is left exactly as after the last good step (checkpoints or not), or
             as it was given when no step was applied (the data-dependent start undone).
+        GradientError: (a ``RuntimeError``) an in-place op in the layers after the decoder tap
+            keeps autograd from reaching the block; the block is left as above.
     """
     alpha = _check_arguments(
         sv, resume, checkpoint_dir, steps=steps, batch_size=batch_size, val_every=val_every, checkpoint_every=checkpoint_every
@@ -318,7 +336,7 @@ def distill(
                 terms.update(run.adversaries.student_terms(image, previous))
                 total = sum(terms.values())
             opt.zero_grad(set_to_none=True)
-            total.backward()  # type: ignore[union-attr]
+            _backward(total, sv)
             logs, total_value = {k: float(v.detach()) for k, v in terms.items()}, float(total.detach())  # type: ignore[union-attr]
             guard.check(logs, total_value)
             opt.step()
