@@ -49,6 +49,7 @@ from .errors import (
     CaptureMismatchError,
     EmptyCutError,
     FixedArgumentError,
+    GeneratorStateError,
     GradientError,
     IncompatibleCheckpointError,
     InputMismatchError,
@@ -118,6 +119,7 @@ __all__ = [
     "PolicyError",
     "PlacementError",
     "GradientError",
+    "GeneratorStateError",
     "NonFiniteKeyframeWarning",
     "__version__",
 ]

@@ -24,6 +24,7 @@ __all__ = [
     "PolicyError",
     "PlacementError",
     "GradientError",
+    "GeneratorStateError",
     "NonFiniteKeyframeWarning",
 ]
 
@@ -96,6 +97,11 @@ class PolicyError(ShortcutifyError, TypeError):
 class PlacementError(ShortcutifyError, RuntimeError):
     """The generator's weights are on another device or of another dtype than the module's block: the
     generator was moved or cast outside the module (``generator.to(...)``, or another module sharing it)."""
+
+
+class GeneratorStateError(ShortcutifyError, ValueError):
+    """The generator cannot be wrapped as it is: a TorchScript module, weights on the ``meta`` device
+    (no values), or lazy modules not yet initialised."""
 
 
 class GradientError(ShortcutifyError, RuntimeError):

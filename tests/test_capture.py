@@ -289,6 +289,46 @@ def test_a_model_that_fixes_every_batch_size_is_not_asked_for_a_symbolic_one_aga
     assert asked == [True] * module.MAX_BATCH_FIXED + [False] * (4 - module.MAX_BATCH_FIXED)
 
 
+class BatchOfOne(ShapeAsserting):
+    """Takes a branch for a batch of 1, which export settles apart from its symbolic batch sizes."""
+
+    def forward(self, x):
+        if x.shape[0] == 1:
+            x = x * 3
+        return super().forward(x)
+
+
+def test_a_batch_of_one_never_runs_a_program_captured_for_many_batch_sizes():
+    gen = BatchOfOne().eval()
+    sv = shortcutify(gen, "enc", "dec", torch.randn(2, 3, 16, 16), capture="export")
+    for b in (3, 1, 4):  # a symbolic capture at 3, then a batch of 1, which it must not serve
+        f = torch.randn(b, 3, 16, 16)
+        sv.reset()
+        with torch.no_grad():
+            assert torch.equal(sv(f), gen(f))
+
+
+def test_a_symbolic_capture_that_fails_counts_towards_the_bound(monkeypatch):
+    import shortcutify.core.capture as capture_module
+    import shortcutify.core.module as module
+
+    gen = ShapeAsserting().eval()
+    sv = shortcutify(gen, "enc", "dec", torch.randn(1, 3, 16, 16), capture="export")
+    export, asked = capture_module.export, []
+
+    def failing_when_symbolic(*args, any_batch=False, **kwargs):
+        asked.append(any_batch)
+        if any_batch:
+            raise UntraceableModelError("no symbolic batch here")
+        return export(*args, **kwargs)
+
+    monkeypatch.setattr(capture_module, "export", failing_when_symbolic)
+    for b in (2, 3, 4, 5):
+        f = torch.randn(b, 3, 16, 16)
+        assert torch.equal(sv(f), gen(f))
+    assert asked.count(True) == module.MAX_BATCH_FIXED and asked.count(False) == 4
+
+
 def test_a_program_for_many_batch_sizes_counts_the_costs_of_each():
     gen, x = ShapeAsserting().eval(), torch.randn(1, 3, 16, 16)
     sv = shortcutify(gen, "enc", "dec", x, capture="export")
@@ -558,3 +598,81 @@ def test_a_frame_size_the_generator_cannot_run_is_named_as_such_not_as_a_capture
         sv(torch.randn(1, 3, 32, 32))
     assert "fake_tensor" not in capfd.readouterr().err  # (torch's own long log of the failure is not printed)
     assert sv(torch.randn(1, 3, 16, 16)).shape == (1, 3, 16, 16)
+
+
+class Modulated(nn.Module):
+    """StyleGAN2's modulated conv: per-sample weights, the batch folded into the channels of a grouped conv
+    (sizes such as ``b * c`` that export computes once and shares with the next module's)."""
+
+    def __init__(self, cin, cout, styles=8):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(cout, cin, 3, 3) / (cin * 9) ** 0.5)
+        self.affine = nn.Linear(styles, cin)
+
+    def forward(self, x, style):
+        b, c, h, w = x.shape
+        weight = self.weight[None] * (self.affine(style) + 1)[:, None, :, None, None]
+        weight = weight * torch.rsqrt(weight.pow(2).sum([2, 3, 4], keepdim=True) + 1e-8)
+        cout = self.weight.shape[0]
+        y = F.conv2d(x.reshape(1, b * c, h, w), weight.reshape(b * cout, c, 3, 3), padding=1, groups=b)
+        return y.reshape(b, cout, h, w)
+
+
+class Styled(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.Conv2d(3, 16, 3, stride=2, padding=1)
+        self.m1, self.m2, self.m3 = Modulated(16, 16), Modulated(16, 16), Modulated(16, 16)
+        self.up = nn.ConvTranspose2d(16, 8, 2, stride=2)
+        self.out = nn.Conv2d(8, 3, 1)
+
+    def forward(self, x, style):
+        h = F.leaky_relu(self.m1(F.leaky_relu(self.enc(x)), style))
+        h = F.leaky_relu(self.m3(F.leaky_relu(self.m2(h, style)), style))
+        return self.out(F.leaky_relu(self.up(h)))
+
+
+def test_modules_that_read_the_batch_size_stay_taps_in_a_capture_with_a_symbolic_batch():
+    torch.manual_seed(0)
+    gen, styles = Styled().eval(), torch.randn(4, 8)
+    x = torch.randn(4, 3, 16, 16)
+    sv = shortcutify(gen, "m1", "up", (x, styles), capture="export")
+    sv(x, styles)
+    sv(x + 0.1, styles)
+    sv.reset(streams=[1])  # sub-batches of 1 and 3: captured again, the 3 with a symbolic batch
+    out = sv(x + 0.2, styles)
+    with torch.no_grad():
+        torch.testing.assert_close(out[1:2], gen(x[1:2] + 0.2, styles[1:2]), rtol=1e-5, atol=1e-5)
+    one, three = sv.cost((x[:1], styles[:1])), sv.cost((x[:3], styles[:3]))
+    assert three.shortcut.macs == 3 * one.shortcut.macs  # (the sizes the modules read keep nothing skipped alive)
+    model_runs = []
+    gen.register_forward_pre_hook(lambda m, a: model_runs.append(1))
+    sv.reset()
+    sv(x[:2], styles[:2])
+    assert not model_runs  # a batch of 2 runs the program captured for 3
+
+
+def test_an_output_class_the_pytree_utilities_cannot_open_is_named_with_the_fix():
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Frames:
+        image: torch.Tensor
+        feature: torch.Tensor
+
+    class Returning(ShapeAsserting):
+        def forward(self, x):
+            h = self.mid(self.enc(x))
+            return Frames(torch.tanh(self.out(F.relu(self.dec(h)))), h)
+
+    with pytest.raises(UntraceableModelError, match=r"returns a Frames .*register_dataclass\(Frames\)"):
+        shortcutify(Returning().eval(), "enc", "dec", torch.randn(1, 3, 16, 16), capture="fx")
+
+
+def test_a_submodule_the_mac_counter_cannot_trace_is_named():
+    gen = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), torch.jit.script(nn.Conv2d(8, 8, 3, padding=1)), nn.Conv2d(8, 8, 3, padding=1),
+        nn.Conv2d(8, 3, 1),
+    )
+    with pytest.raises(UntraceableModelError, match=r"(?s)\[fx\] fvcore.s jit trace.*TorchScript or quantized ones"):
+        shortcutify(gen.eval(), "0", "2", torch.randn(1, 3, 16, 16))

@@ -477,7 +477,7 @@ class _StackToStack(nn.Module):
 
 
 def test_a_generator_that_folds_stacks_into_its_batch_keeps_one_stream_per_stack_and_is_distilled_on_its_stacks():
-    from shortcutify import AdaptiveKeyframes, evaluate
+    from shortcutify import AdaptiveKeyframes, calibrate, evaluate
 
     torch.manual_seed(0)
     gen = _StackToStack().eval()
@@ -502,6 +502,11 @@ def test_a_generator_that_folds_stacks_into_its_batch_keeps_one_stream_per_stack
         adaptive(frame)
         decided += adaptive.last_keyframes.tolist()
     assert decided == [True, False, True]
+    adaptive.block.load_state_dict(sv.block.state_dict())
+    still_first = [torch.stack([torch.stack([v[0], v[t]], 1) for t in range(6)]) for v in moving_clips(2, frames=6, size=16)]
+    calibration = calibrate(adaptive, still_first, keyframe_rate=0.5, progress=False)  # replays the module's decisions
+    result = evaluate(adaptive, still_first)  # (only the second frame of each stack moves: its change decides)
+    assert sum(result.keyframe) / len(result.keyframe) == pytest.approx(calibration.keyframe_rate)
 
 
 def test_a_generator_of_frame_stacks_is_distilled_on_clips_of_stacks():

@@ -250,3 +250,14 @@ def test_ssim_equals_depthwise_conv2d_formulation(hw):
     c1, c2 = 0.02**2, 0.06**2
     smap = (2 * mx * my + c1) * (2 * cxy + c2) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
     torch.testing.assert_close(ssim(x, y), smap.mean(dim=(1, 2, 3)), atol=1e-12, rtol=0)
+
+
+def test_the_output_image_is_a_frame_before_a_stack_and_a_stack_with_its_channels_first():
+    from shortcutify.train import output_image
+
+    aux, image = torch.randn(1, 2, 3, 4, 5), torch.randn(1, 3, 8, 8)
+    assert output_image((aux, image)) is image  # a 4-D image wins over an earlier 5-D leaf
+    stack = torch.randn(2, 3, 4, 8, 8)  # [B, C, D, H, W]
+    assert torch.equal(output_image({"video": stack}), stack.flatten(1, 2))
+    last = stack.permute(0, 2, 3, 4, 1)  # [B, D, H, W, C]
+    assert torch.equal(output_image(last), last.movedim(-1, 1).flatten(1, 2))

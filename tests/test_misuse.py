@@ -404,3 +404,107 @@ def test_resuming_where_no_checkpoint_was_written_says_which_block_it_starts_fro
     fresh = shortcutify(ResnetGenerator(ngf=8, n_blocks=2), "model.4", "model.12", torch.randn(1, 3, 16, 16))  # untrained
     with pytest.warns(UserWarning, match=r"does not exist: starting from step 0, the block started from the data"):
         distill(fresh, moving_clips(2), steps=1, batch_size=2, checkpoint_dir=tmp_path / "other", resume=True, progress=False)
+
+
+def _convs():
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 3, 3, padding=1)
+    )
+
+
+def test_a_refused_generator_keeps_its_train_modes_and_gradients():
+    from shortcutify import UnknownTapError
+
+    gen = _convs().train()
+    with pytest.raises(UnknownTapError):
+        shortcutify(gen, "no_such_layer", "2", torch.randn(1, 3, 16, 16))
+    assert all(m.training for m in gen.modules()) and all(p.requires_grad for p in gen.parameters())
+    sv = shortcutify(gen, "0", "2", torch.randn(1, 3, 16, 16))  # accepted: the teacher is frozen, in eval mode
+    assert not any(m.training for m in gen.modules()) and not any(p.requires_grad for p in gen.parameters())
+    assert sv.teacher is gen
+
+
+@pytest.mark.parametrize(
+    "make, named",
+    [
+        (lambda: torch.jit.script(_convs()), "TorchScript module"),
+        (lambda: nn.Sequential(nn.LazyConv2d(8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 3, 3, padding=1)), "run it once"),
+        (lambda: _convs().to("meta"), "meta device"),
+    ],
+)
+def test_a_generator_no_capture_can_work_on_is_refused_naming_the_fix(make, named):
+    from shortcutify import GeneratorStateError, suggest_taps
+
+    gen, x = make(), torch.randn(1, 3, 16, 16)
+    for wrap in (lambda: shortcutify(gen, "0", "2", x), lambda: list_taps(gen, x), lambda: suggest_taps(gen, x)):
+        with pytest.raises(GeneratorStateError, match=named):
+            wrap()
+
+
+class _FoldsBatchIntoChannels(nn.Module):
+    """A modulated conv whose folded value ``[1, B·C, H, W]`` is what modules return (candidate taps)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp, self.affine = nn.Conv2d(3, 16, 3, 2, 1), nn.Linear(8, 16)
+        self.weight = nn.Parameter(torch.randn(16, 16, 3, 3) / 12)
+        self.fold, self.body = nn.Identity(), nn.Identity()
+        self.out = nn.ConvTranspose2d(16, 3, 4, 2, 1)
+
+    def forward(self, x, style):
+        h = F.relu(self.inp(x))
+        b, c, hh, ww = h.shape
+        weight = (self.weight[None] * (self.affine(style) + 1)[:, None, :, None, None]).reshape(b * 16, c, 3, 3)
+        y = self.body(F.relu(F.conv2d(self.fold(h.reshape(1, b * c, hh, ww)), weight, padding=1, groups=b)))
+        return torch.tanh(self.out(y.reshape(b, 16, hh, ww)))
+
+
+def test_taps_that_fold_the_batch_into_channels_are_refused_and_not_suggested():
+    from shortcutify import suggest_taps
+
+    torch.manual_seed(0)
+    gen, x, style = _FoldsBatchIntoChannels().eval(), torch.randn(4, 3, 32, 32), torch.randn(4, 8)
+    with pytest.raises(TapShapeError, match=r"'fold' \(1 rows\).*batch of 4.*would mix the streams"):
+        shortcutify(gen, "fold", "body", (x, style))
+    sv = shortcutify(gen, "fold", "body", (x[:1], style[:1]))  # a batch of 1 cannot tell
+    with pytest.raises(TapShapeError, match="would mix the streams"):
+        sv(x, style)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        found = suggest_taps(gen, (x, style), top=5)
+    assert found and all(s.enc.shape[0] == s.dec.shape[0] == 4 for s in found)
+
+
+def test_an_output_not_batched_by_stream_is_refused_when_streams_split_even_one_and_one():
+    from shortcutify import StreamSplitError
+
+    class Summarised(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = _convs()
+
+        def forward(self, x):
+            y = self.net(x)
+            return y, y.abs().mean().reshape(1)  # one summary of the whole batch
+
+    gen, x = Summarised().eval(), torch.randn(2, 3, 16, 16)
+    sv = shortcutify(gen, "net.0", "net.2", x)
+    sv(x)
+    sv(x + 0.1)
+    sv.reset(streams=[1])  # sub-batches of one stream each: the summary's [1] looks batched in each
+    with pytest.raises(StreamSplitError, match=r"output at \[1\]"):
+        sv(x + 0.2)
+
+
+def test_a_shared_input_with_a_first_dimension_of_its_own_is_not_taken_for_a_batch():
+    class Palette(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = _convs()
+
+        def forward(self, x, palette):
+            return self.net(x) + palette.mean(0)[None, :, None, None]
+
+    gen, x, palette = Palette().eval(), torch.randn(1, 3, 16, 16), torch.randn(16, 3)
+    sv = shortcutify(gen, "net.0", "net.2", (x, palette))  # (a [16, 3] palette is no batch of 16 frames)
+    assert sv(x, palette).shape == x.shape and sv.last_keyframes.tolist() == [True]

@@ -7,12 +7,13 @@ resolve the cut (:mod:`~shortcutify.core.cut`), size and make the block
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import logging
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -25,7 +26,8 @@ from ..version import __version__
 from .blocks import BLOCK_TYPES, make_block, motion_pool_for, motion_prior_name, prior_names
 from .blocks.sizing import AUTO, auto_layout, auto_width, block_macs, check_layout_choice
 from .caller import warn_caller
-from .capture import CaptureKwargs, CaptureOptions, as_tuple, capture, recapture, same_value, unwrap
+from .capture import CaptureKwargs, CaptureOptions, as_tuple, capture, recapture, refuse_unusable, same_value, unwrap
+from .checks import check_tap_rows
 from .cut import Cut, resolve_cut
 from .module import ShortcutV2V
 from .policy import FixedInterval, KeyframePolicy, as_policy, policy_from_config
@@ -101,7 +103,10 @@ def shortcutify(
 
     Raises:
         UnknownTapError, AmbiguousTapError, TapOrderError, TapShapeError, EmptyCutError,
-        UntraceableModelError: with a message that says what to change.
+        UntraceableModelError: with a message that says what to change; the generator is left
+            as it was (train modes and ``requires_grad``).
+        GeneratorStateError: a TorchScript generator, weights on the meta device or lazy modules
+            not yet initialised.
         TypeError: ``model`` is not a module, ``example_inputs`` are missing, ``motion_prior`` is not a bool or a name.
         ValueError: one tap given without the other, an unknown ``resolution`` or ``motion_prior`` name, a bad
             ``width`` or ``interval``, or an empty example batch.
@@ -109,6 +114,7 @@ def shortcutify(
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     model = unwrap(model)
+    refuse_unusable(model)
     if example_inputs is None:
         raise TypeError("shortcutify() needs example_inputs: one frame [B, C, H, W] or a tuple of forward()'s arguments")
     if (enc_layer is None) != (dec_layer is None):
@@ -135,40 +141,57 @@ def shortcutify(
         raise TypeError(f"motion_prior must be True, False or an estimator's name {prior_names()}, got {motion_prior!r}")
     motion_prior = motion_prior_name(motion_prior)
     options = CaptureOptions.from_kwargs(**capture_options)
+    with _frozen_unless_failing(model):  # (a refused generator keeps its train modes and requires_grad)
+        captured = capture(model, inputs, options)
+        cut = resolve_cut(captured, enc_layer, dec_layer)
+        check_tap_rows(cut.enc.shape, cut.dec.shape, inputs, (enc_layer, dec_layer))
+        factory = _factory(model, inputs)
+        resolution, width, macs = _size_block(cut, factory, resolution, width, motion_prior)
+        if cut.ignored_inputs:
+            warn_caller(
+                f"shortcut frames do not read the generator's input(s) {list(cut.ignored_inputs)}: every path from them to "
+                f"the output runs between enc_layer {enc_layer!r} and dec_layer {dec_layer!r}, so between keyframes the "
+                "output cannot follow them. Choose an encoder tap that depends on them (list_taps() lists the nodes)."
+            )
+        if cut.shape_kept:
+            kept = sum(captured.macs.get(name, 0) for name in cut.shape_kept)
+            warn_caller(
+                f"shortcut frames still run {list(cut.shape_kept)[:6]} ({kept:,} MACs) between the taps only because a later "
+                f"layer reads their shape (h.shape / h.size() under capture={captured.method!r}, which keeps shapes "
+                "symbolic); capture='export' fixes shapes and skips them, as does computing that size from an input or "
+                "the decoder tap in the generator"
+            )
+        if macs >= cut.skipped_macs:
+            warnings.warn(
+                f"the shortcut block (width {width}) costs {macs:,} MACs per frame but the part of the model it "
+                f"skips costs only {cut.skipped_macs:,}: shortcut frames will cost more than the teacher. "
+                "Choose taps further apart (list_taps() shows the MACs up to each node).",
+                stacklevel=2,
+            )
+        pool = motion_pool_for((cut.dec.shape[-2], cut.dec.shape[-1])) if motion_prior else None  # (the example's frame size)
+        block = make_block(resolution, cut.enc.shape[1], cut.dec.shape[1], width=width, motion_prior=motion_prior, motion_pool=pool).to(**factory)
+
+        def capture_again(args: tuple[Any, ...], any_batch: bool) -> Cut:
+            return resolve_cut(recapture(captured, model, args, options, any_batch=any_batch), enc_layer, dec_layer)
+
+        return ShortcutV2V(model, cut, block, policy, inputs, recapture=capture_again)
+
+
+@contextlib.contextmanager
+def _frozen_unless_failing(model: nn.Module) -> Iterator[None]:
+    """The generator in eval mode without gradients (the teacher); as it was again if wrapping it fails."""
+    modes = [(m, m.training) for m in model.modules()]
+    grads = [(p, p.requires_grad) for p in model.parameters()]
     model.eval()
     model.requires_grad_(False)
-    captured = capture(model, inputs, options)
-    cut = resolve_cut(captured, enc_layer, dec_layer)
-    factory = _factory(model, inputs)
-    resolution, width, macs = _size_block(cut, factory, resolution, width, motion_prior)
-    if cut.ignored_inputs:
-        warn_caller(
-            f"shortcut frames do not read the generator's input(s) {list(cut.ignored_inputs)}: every path from them to "
-            f"the output runs between enc_layer {enc_layer!r} and dec_layer {dec_layer!r}, so between keyframes the "
-            "output cannot follow them. Choose an encoder tap that depends on them (list_taps() lists the nodes)."
-        )
-    if cut.shape_kept:
-        kept = sum(captured.macs.get(name, 0) for name in cut.shape_kept)
-        warn_caller(
-            f"shortcut frames still run {list(cut.shape_kept)[:6]} ({kept:,} MACs) between the taps only because a later "
-            f"layer reads their shape (h.shape / h.size() under capture={captured.method!r}, which keeps shapes "
-            "symbolic); capture='export' fixes shapes and skips them, as does computing that size from an input or "
-            "the decoder tap in the generator"
-        )
-    if macs >= cut.skipped_macs:
-        warnings.warn(
-            f"the shortcut block (width {width}) costs {macs:,} MACs per frame but the part of the model it "
-            f"skips costs only {cut.skipped_macs:,}: shortcut frames will cost more than the teacher. "
-            "Choose taps further apart (list_taps() shows the MACs up to each node).",
-            stacklevel=2,
-        )
-    pool = motion_pool_for((cut.dec.shape[-2], cut.dec.shape[-1])) if motion_prior else None  # (the example's frame size)
-    block = make_block(resolution, cut.enc.shape[1], cut.dec.shape[1], width=width, motion_prior=motion_prior, motion_pool=pool).to(**factory)
-
-    def capture_again(args: tuple[Any, ...], any_batch: bool) -> Cut:
-        return resolve_cut(recapture(captured, model, args, options, any_batch=any_batch), enc_layer, dec_layer)
-
-    return ShortcutV2V(model, cut, block, policy, inputs, recapture=capture_again)
+    try:
+        yield
+    except BaseException:
+        for m, mode in modes:
+            m.training = mode
+        for p, grad in grads:
+            p.requires_grad_(grad)
+        raise
 
 
 def _factory(model: nn.Module, inputs: tuple[Any, ...]) -> dict[str, Any]:

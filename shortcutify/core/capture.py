@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import itertools
 import linecache
 import logging
 import operator
@@ -39,7 +40,7 @@ from torch.fx import _symbolic_trace
 from torch.utils._pytree import tree_flatten, tree_unflatten
 from typing_extensions import TypedDict
 
-from ..errors import CaptureMismatchError, FixedArgumentError, UntraceableModelError
+from ..errors import CaptureMismatchError, FixedArgumentError, GeneratorStateError, UntraceableModelError
 from .cost import call_macs
 
 __all__ = [
@@ -58,6 +59,7 @@ __all__ = [
     "recapture",
     "as_tuple",
     "unwrap",
+    "refuse_unusable",
     "METHODS",
     "EXPORT_TOLERANCE",
 ]
@@ -445,12 +447,28 @@ def annotate(captured: Captured, example_inputs: Any) -> None:
                     fn = _MethodCall(n.target)
                 else:
                     fn = n.target
-                macs[n.name] = call_macs(fn, args, kwargs)
+                try:
+                    macs[n.name] = call_macs(fn, args, kwargs)
+                except Exception as exc:  # noqa: BLE001 (whatever fvcore's jit trace trips on: named below)
+                    uncountable.append((n, exc))
             return result
 
+    uncountable: list[tuple[fx.Node, Exception]] = []
     with torch.no_grad():
         _Annotator(captured.gm).run(*inputs)
+    if uncountable:  # (raised here, not inside the interpreter, which would append the graph to the message)
+        n, exc = uncountable[0]
+        raise UntraceableModelError(
+            f"fvcore's jit trace, which counts the MACs, cannot follow node {n.name!r} ({n.op} {n.target!r}): "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}\nSome submodules cannot be "
+            "counted (e.g. TorchScript or quantized ones): wrap the generator built from plain modules."
+        ) from exc
     captured.macs = macs
+
+
+def _is_size(n: fx.Node) -> bool:
+    """Whether export's node computes a (symbolic) size or scalar, not a tensor."""
+    return isinstance(n.meta.get("val"), (int, float, bool, torch.SymInt, torch.SymFloat, torch.SymBool))
 
 
 def _module_outputs_from_stack(graph: fx.Graph) -> dict[str, list[fx.Node | None]]:
@@ -472,7 +490,8 @@ def _module_outputs_from_stack(graph: fx.Graph) -> dict[str, list[fx.Node | None
         if not path:
             continue
         inside = set(nodes)
-        leaving = [n for n in nodes if any(u not in inside for u in n.users)]
+        # (a size a module read, which a graph with a symbolic batch shares with later code, is not what it returned)
+        leaving = [n for n in nodes if any(u not in inside for u in n.users) and not _is_size(n)]
         outputs.setdefault(path, []).append(leaving[0] if len(leaving) == 1 else None)
     return outputs
 
@@ -675,6 +694,20 @@ def _differs(e: torch.Tensor, g: torch.Tensor, exact: bool) -> str | None:
     return f"differs {'' if exact else f'beyond {_tolerance(e.dtype)} '}(max |difference| {worst:.3g})"
 
 
+def _same_leaf(e: Any, g: Any) -> bool:
+    """Whether two non-tensor output leaves are equal; an object holding tensors that the pytree utilities do not
+    open (an unregistered dataclass) is refused, naming the fix."""
+    try:
+        return bool(e == g)
+    except (RuntimeError, TypeError, ValueError) as exc:  # (comparing objects that hold tensors)
+        raise UntraceableModelError(
+            f"the model returns a {type(e).__name__} that the capture check cannot compare ({type(exc).__name__}: "
+            f"{exc}), e.g. an object holding tensors that torch's pytree utilities do not open: return a tuple or a "
+            f"dict instead, or register the class (torch.export.register_dataclass({type(e).__name__}) for a "
+            "dataclass) before wrapping the generator"
+        ) from exc
+
+
 def check_against_eager(captured: Captured, model: nn.Module, example_inputs: Any) -> None:
     """Run the captured graph and the eager model on ``example_inputs`` under one random seed; compare.
 
@@ -720,7 +753,7 @@ def check_against_eager(captured: Captured, model: nn.Module, example_inputs: An
         elif isinstance(e, torch.Tensor):
             why = _differs(e, g, exact)
             problem = f"output {i}: {why}" if why else None
-        elif e is not g and e != g:
+        elif e is not g and not _same_leaf(e, g):
             problem = f"output {i}: {e!r} from the model, {g!r} from the graph"
     if problem:
         raise CaptureMismatchError(
@@ -774,6 +807,31 @@ def unwrap(model: nn.Module) -> nn.Module:
             return model
 
 
+def refuse_unusable(model: nn.Module) -> None:
+    """Refuse, naming the fix, a generator no capture can work on (each would fail later with torch's own error).
+
+    Raises:
+        GeneratorStateError: a TorchScript module, weights on the meta device, uninitialised lazy modules.
+    """
+    if isinstance(model, torch.jit.ScriptModule):
+        raise GeneratorStateError(
+            f"{type(model).__name__} is a TorchScript module, which neither torch.fx nor torch.export can capture: "
+            "wrap the nn.Module it was scripted from (torch.jit.script's input)"
+        )
+    lazy = [name for name, p in itertools.chain(model.named_parameters(), model.named_buffers()) if nn.parameter.is_lazy(p)]
+    if lazy:
+        raise GeneratorStateError(
+            f"the generator's lazy modules are not initialised ({lazy[:3]} have no shape yet): run it once on a frame "
+            "(generator(frame)) before wrapping it"
+        )
+    meta = [name for name, p in itertools.chain(model.named_parameters(), model.named_buffers()) if p.is_meta]
+    if meta:
+        raise GeneratorStateError(
+            f"the generator's weights are on the meta device, without values ({meta[:3]}): load them first "
+            "(generator.to_empty(device=...) then load_state_dict(...), or load_state_dict(..., assign=True))"
+        )
+
+
 def capture(model: nn.Module, example_inputs: Any, options: CaptureOptions = CaptureOptions()) -> Captured:
     """Capture ``model``'s graph, check it against the eager model, annotate it with shapes and MACs.
 
@@ -784,7 +842,9 @@ def capture(model: nn.Module, example_inputs: Any, options: CaptureOptions = Cap
         UntraceableModelError: the graph could not be captured; the message names the path,
             the failing line of the model and the remedies.
         CaptureMismatchError: the captured graph computes something other than the model.
+        GeneratorStateError: see :func:`refuse_unusable`.
     """
+    refuse_unusable(model)
     inputs = as_tuple(example_inputs)
     empty = [list(x.shape) for x in tree_flatten(list(inputs))[0] if isinstance(x, torch.Tensor) and x.dim() == 4 and x.shape[0] == 0]
     if empty:

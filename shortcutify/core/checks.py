@@ -8,10 +8,11 @@ import numbers
 from typing import Any
 
 from torch import Tensor
+from torch.utils._pytree import tree_flatten
 
-from ..errors import InputMismatchError, InputTypeError
+from ..errors import InputMismatchError, InputTypeError, TapShapeError
 
-__all__ = ["is_count", "is_interval", "is_real", "check_like_example", "looks_channels_last", "is_channels_last_shape", "channels_last_inputs", "refuse_untensored", "SCALING_HINT"]
+__all__ = ["is_count", "is_interval", "is_real", "check_like_example", "looks_channels_last", "is_channels_last_shape", "channels_last_inputs", "refuse_untensored", "check_tap_rows", "frames_batch", "SCALING_HINT"]
 
 #: how integer video is brought to a generator's floating range (the range cannot be guessed)
 SCALING_HINT = "frames.float() / 127.5 - 1 for [-1, 1], frames.float() / 255 for [0, 1]"
@@ -106,4 +107,30 @@ def refuse_untensored(example: tuple[Any, ...], model: Any, who: str) -> None:
             f"{who} needs example inputs that are all tensors, but the generator's input {j} ({name!r}) was given as "
             f"{type(x).__name__} {x!r:.40}: fix that argument instead, shortcutify(..., concrete_args={{{name!r}: {x!r:.40}}}) "
             "with the tensors alone in example_inputs (the value is then part of the captured programs and saved with the block)"
+        )
+
+
+def frames_batch(inputs: Any) -> int:
+    """The batch size of the frames among ``inputs`` (any structure): the largest first dimension of
+    their 4-D and 5-D tensors (frames ``[B, C, H, W]``, stacks ``[B, C, D, H, W]``); 0 without one.
+    Other tensors (a shared palette ``[K, 3]``, a per-frame vector) do not count."""
+    return max((int(v.shape[0]) for v in tree_flatten(inputs)[0] if isinstance(v, Tensor) and v.dim() in (4, 5)), default=0)
+
+
+def check_tap_rows(enc_shape: tuple[int, ...], dec_shape: tuple[int, ...], inputs: Any, taps: tuple[str, str]) -> None:
+    """Refuse taps with fewer rows than the frames' batch (:func:`frames_batch`), or a decoder tap with other
+    rows than the encoder tap: a generator that folds the batch into channels there (``[1, B·C, H, W]``, as a
+    grouped conv over a batch does) would have the block mix the streams, and be built for the example's
+    batch size alone.
+
+    Raises:
+        TapShapeError: naming the taps ``(enc_layer, dec_layer)`` and the rows.
+    """
+    batch = frames_batch(inputs)
+    if enc_shape[0] < batch or dec_shape[0] != enc_shape[0]:
+        raise TapShapeError(
+            f"the taps {taps[0]!r} ({enc_shape[0]} rows) and {taps[1]!r} ({dec_shape[0]} rows) do not hold each input "
+            f"frame of the batch of {batch} in rows of their own: the generator folds the batch into their channels "
+            "there (a grouped convolution over [1, B·C, H, W], as StyleGAN's modulated convs do), so a block on them "
+            "would mix the streams. Tap layers whose values are [B, C, H, W] (the modules around such a conv)."
         )

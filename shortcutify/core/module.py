@@ -17,12 +17,12 @@ from torch import Tensor, fx, nn
 from torch.utils._pytree import keystr, tree_flatten, tree_flatten_with_path, tree_unflatten
 
 from ..errors import (
-    CaptureMismatchError,
     InputMismatchError,
     InputTypeError,
     NonFiniteKeyframeWarning,
     PlacementError,
     PolicyError,
+    ShortcutifyError,
     StreamSplitError,
     TapShapeError,
     UntraceableModelError,
@@ -30,7 +30,7 @@ from ..errors import (
 from .blocks import KeyframeTaps, Reference, ShortcutBlock
 from .caller import warn_caller
 from .capture import BatchGuard
-from .checks import check_like_example, is_count, is_interval, refuse_untensored
+from .checks import check_like_example, check_tap_rows, frames_batch, is_count, is_interval, refuse_untensored
 from .config import ShortcutConfig
 from .cost import CostReport, PathCost, count_macs, param_count
 from .cut import ALIGNED_INPUT, REFERENCE_INPUT, Cut
@@ -143,13 +143,13 @@ class _State:
     # the generator folds each stream's frames into the batch of its taps (a video U-Net's [B·D, C, H, W]):
     # previous, travelled and keyframe_norm are then per tap row, and the streams take keyframes together
     folded: bool = False
+    batched_outputs: tuple[bool, ...] | None = None  # per output leaf of the last whole batch: batched by stream
 
 
 def _streams_of(args: tuple, rows: int) -> int:
-    """How many streams a call holds: the taps' batch size, or the inputs' (the largest, beside a shared
-    input of batch 1) where the taps hold several rows per stream (a generator of frame stacks that folds
-    the frames into its batch)."""
-    batch = max((int(v.shape[0]) for v in tree_flatten(args)[0] if isinstance(v, Tensor) and v.dim() >= 1), default=0)
+    """How many streams a call holds: the taps' batch size, or the frames' (:func:`~shortcutify.core.checks.frames_batch`)
+    where the taps hold several rows per stream (a generator of frame stacks that folds the frames into its batch)."""
+    batch = frames_batch(args)
     if 0 < batch < rows and rows % batch == 0:
         return batch
     return rows
@@ -185,8 +185,17 @@ def _check_streams(args: tuple, kwargs: dict, streams: int) -> None:
             )
 
 
-def _scatter(parts: list[tuple[Tensor, Any]], streams: int) -> Any:
-    """One output for all streams from per-sub-batch outputs ``(stream indices, output)``."""
+def _batched_leaves(out: Any, streams: int) -> tuple[bool, ...] | None:
+    """Per leaf of a whole batch's output, whether it is batched by stream (``None`` for one stream: unknown)."""
+    if streams < 2:
+        return None
+    return tuple(isinstance(v, Tensor) and v.dim() > 0 and v.shape[0] == streams for v in tree_flatten(out)[0])
+
+
+def _scatter(parts: list[tuple[Tensor, Any]], streams: int, batched: tuple[bool, ...] | None = None) -> Any:
+    """One output for all streams from per-sub-batch outputs ``(stream indices, output)``; ``batched``: which
+    leaves a whole batch's output had batched by stream (a leaf of one entry per sub-batch of one stream is not
+    told apart from a batched one otherwise)."""
     flat = [tree_flatten(out) for _, out in parts]
     spec = flat[0][1]
     if any(f[1] != spec for f in flat[1:]):
@@ -202,7 +211,11 @@ def _scatter(parts: list[tuple[Tensor, Any]], streams: int) -> Any:
                 raise StreamSplitError(f"a non-tensor output differs between sub-batches ({values!r}); it cannot be merged per stream")
             merged.append(leaf)
             continue
-        if any(v.dim() == 0 or v.shape[0] != len(idx) or v.shape[1:] != leaf.shape[1:] or v.dtype != leaf.dtype for v, (idx, _) in zip(values, parts)):
+        unbatched = batched is not None and i < len(batched) and not batched[i]
+        if unbatched or any(
+            v.dim() == 0 or v.shape[0] != len(idx) or v.shape[1:] != leaf.shape[1:] or v.dtype != leaf.dtype
+            for v, (idx, _) in zip(values, parts)
+        ):
             where = keystr(tree_flatten_with_path(parts[0][1])[0][i][0]) or "(the whole output)"
             raise StreamSplitError(
                 f"the keyframe policy chose a keyframe for some of the {streams} streams only, so the teacher and the "
@@ -239,15 +252,19 @@ def _where(tensors: Any) -> set[str]:
     return {f"{t.dtype} on {t.device}" for t in tensors if t.is_floating_point()}
 
 
-#: how many programs captured for other input signatures (export) a module keeps, the least recently used dropped first;
-#: above the sub-batch sizes of mixed batches of many streams (each size is a signature), which would else be
-#: captured again and again in turn
 def _nothing() -> None:
     """What :meth:`ShortcutV2V.compile` wraps to have ``torch.compile`` check its options."""
 
 
+#: how many programs captured for other input signatures (export) a module keeps, the least recently used dropped first;
+#: above the sub-batch sizes of mixed batches of many streams (each size is a signature), which would else be
+#: captured again and again in turn
 MAX_RECAPTURED = 64
-MAX_BATCH_FIXED = 2  # captures with a symbolic batch size that export specialised, per layout, before trying no more
+
+#: per input layout, how many captures asked for a symbolic batch size may come back without one (export fixed the
+#: size, or failed with it) before the module asks no more (a model whose code fixes every batch size would else
+#: pay two captures for each)
+MAX_BATCH_FIXED = 2
 
 
 class _ResetOnNewWeights:
@@ -554,9 +571,22 @@ class ShortcutV2V(nn.Module):
         if key == self._capture_key:
             return main
         if key not in self._recaptured:
-            key = self._any_batch_key(args) or self._capture_for(args, key)
+            shared = self._any_batch_key(args)
+            if shared is None:
+                key = self._capture_for(args, key)
+            else:  # kept under this signature too (no guard to run on its next calls), until dropped
+                self._recaptured.move_to_end(shared)
+                self._keep(key, (self._recaptured[shared][0], None))
         self._recaptured.move_to_end(key)
         return self._recaptured[key][0]
+
+    def _keep(self, key: tuple, entry: tuple[Programs, BatchGuard | None]) -> None:
+        """Keep programs under ``key``, dropping the least recently used beyond :data:`MAX_RECAPTURED`."""
+        self._recaptured[key] = entry
+        while len(self._recaptured) > MAX_RECAPTURED:  # a long stream of ever new sizes keeps a bounded number
+            _, (dropped, _) = self._recaptured.popitem(last=False)
+            if not any(programs is dropped for programs, _ in self._recaptured.values()):
+                self._runners.pop(id(dropped), None)
 
     def _refuse_unrunnable(self, args: tuple, exc: Exception) -> None:
         """Raise :class:`InputMismatchError` from ``exc`` when the generator itself fails on ``args`` (a
@@ -577,7 +607,7 @@ class ShortcutV2V(nn.Module):
     def _any_batch_key(self, args: tuple) -> tuple | None:
         """The key of a kept program captured with a symbolic batch size that holds for ``args``."""
         split = _batch_and_layout(args)
-        if split is None:
+        if split is None or split[0] < 2:  # (export settles a batch of 1 apart: no symbolic program holds for it)
             return None
         layout = split[1]
         for key, (_, guard) in self._recaptured.items():
@@ -597,10 +627,11 @@ class ShortcutV2V(nn.Module):
             try:
                 try:
                     cut = self._recapture(args, any_batch)
-                except (UntraceableModelError, CaptureMismatchError):
+                except ShortcutifyError:  # (export failed, or its graph does not split so, with a symbolic batch)
                     if not any_batch:
                         raise
-                    any_batch = False  # (a model export cannot follow with a symbolic batch: this size alone)
+                    self._batch_fixed[split[1]] += 1  # type: ignore[index]
+                    any_batch = False  # (this size alone, as without a symbolic batch)
                     cut = self._recapture(args, False)
             except UntraceableModelError as exc:
                 self._refuse_unrunnable(args, exc)
@@ -619,10 +650,7 @@ class ShortcutV2V(nn.Module):
             self._batch_fixed[split[1]] += 1  # type: ignore[index]
         if guard is not None:
             key = ("any batch", split[1], key)  # type: ignore[index]
-        self._recaptured[key] = (build_programs(cut, self.block), guard)
-        while len(self._recaptured) > MAX_RECAPTURED:  # a long stream of ever new sizes keeps a bounded number
-            _, (dropped, _) = self._recaptured.popitem(last=False)
-            self._runners.pop(id(dropped), None)
+        self._keep(key, (build_programs(cut, self.block), guard))
         return key
 
     # ------------------------------------------------------------------ state
@@ -935,6 +963,7 @@ class ShortcutV2V(nn.Module):
     def _keyframe_all(self, args: tuple, kwargs: dict, sig: tuple, head: Any, uses_change: bool) -> Any:
         runner = self._runner(args, kwargs)
         key = self._keyframe_from(runner, args, kwargs, head)
+        check_tap_rows(tuple(key.enc.shape), tuple(key.dec.shape), args, (self.config.enc_layer, self.config.dec_layer))
         rows = key.enc.shape[0]
         streams = _streams_of(args, rows)
         self._state = _State(
@@ -947,6 +976,7 @@ class ShortcutV2V(nn.Module):
             keyframe_norm=tap_l1(key.enc) if uses_change else None,
             unchecked=[(torch.arange(streams), _per_stream(_not_finite(key), streams, torch.any))],
             folded=rows != streams,
+            batched_outputs=_batched_leaves(key.output, streams),
         )
         self.last_keyframes = torch.ones(streams, dtype=torch.bool)
         return key.output
@@ -977,7 +1007,7 @@ class ShortcutV2V(nn.Module):
             else:
                 reference = type(state.reference)(*_take(tuple(state.reference), idx, streams))
                 parts.append((idx, self._shortcut(sub_runner, sub_args, sub_kwargs, reference, sub_head)))
-        out = _scatter(parts, streams)
+        out = _scatter(parts, streams, state.batched_outputs)
         state.reference = type(state.reference)(*(_merge(o, idx_k, n) for o, n in zip(state.reference, new_ref)))
         if change_state is not None:
             assert state.keyframe_norm is not None

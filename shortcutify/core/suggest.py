@@ -207,7 +207,8 @@ def _channels_last(shape: tuple[int, ...], aspect: float | None) -> bool:
 
 def _frame_shaped(shape: tuple[int, ...], aspect: float | None) -> bool:
     """Whether a 4-D value ``[B, C, H, W]`` has the frame's aspect, as the feature maps of a convolutional
-    generator have (to a pixel of rounding); a transformer's heads ``[B, tokens, heads, dim]`` have not."""
+    generator have (within a pixel, or a fifth of the size, of rounding); a transformer's heads
+    ``[B, tokens, heads, dim]`` have not."""
     if aspect is None:
         return True
     h, w = shape[2], shape[3]
@@ -234,13 +235,17 @@ def _candidates(captured: Captured, graph: _Graph) -> tuple[list[list[fx.Node]],
         if (n.op == "placeholder" or n in graph.output.all_input_nodes) and len(n.meta.get("tensor_meta", ((),))[0]) == 4
     ]
     image_channels = max(images, default=0)
+    batch = max(  # the frames' (a value with fewer rows folds the batch into its channels: no tap, check_tap_rows)
+        (n.meta["tensor_meta"][0][0] for n in graph.nodes if n.op == "placeholder" and len(n.meta.get("tensor_meta", ((),))[0]) in (4, 5)),
+        default=0,
+    )
     nodes, info_of = [], {}
     for node in graph.nodes:
         info = infos.get(node.name)
         meta = node.meta.get("tensor_meta")
         if info is None or not info.is_4d or meta is None or not meta[1].is_floating_point:
             continue
-        if needed[graph.index[node]] and min(info.shape) >= 1:
+        if needed[graph.index[node]] and min(info.shape) >= 1 and info.shape[0] >= batch:
             nodes.append(node)
             info_of[node] = info
     if not nodes:
@@ -680,7 +685,7 @@ def _suggest(
 
     found: list[TapSuggestion] = []
     blind: list[TapSuggestion] = []  # cuts whose shortcut frames would not read some input: offered only if no other fits
-    ignores: dict[int, tuple[str, ...]] = {}  # per suggestion (id), the inputs its shortcut frames would not read
+    ignores: dict[tuple[str, str], tuple[str, ...]] = {}  # per suggestion's taps, the inputs its shortcut frames would not read
     chain = _chains(graph)
     best: dict[tuple[fx.Node, fx.Node], TapSuggestion] = {}  # the best variant of each cut between two chains
     for bound, difficulties, _, enc, dec in scored:
@@ -694,7 +699,7 @@ def _suggest(
         if made is None:
             continue
         kept = blind if cut.ignored_inputs else found
-        ignores[id(made)] = cut.ignored_inputs
+        ignores[made.enc_layer, made.dec_layer] = cut.ignored_inputs
         variant = best.get((chain[enc], chain[dec]))
         if variant is not None:
             if variant.score >= made.score:
@@ -708,7 +713,7 @@ def _suggest(
         warn_caller(
             f"suggest_taps(): a better-scoring cut, {left.enc_layer!r} -> {left.dec_layer!r} ({left.saved_fraction:.0%} of "
             f"the MACs saved, against {found[0].saved_fraction:.0%} for the first suggestion), is left out: its shortcut "
-            f"frames would not read input(s) {list(ignores[id(left)])} (every path from them to the output runs through "
+            f"frames would not read input(s) {list(ignores[left.enc_layer, left.dec_layer])} (every path from them to the output runs through "
             "the part it skips), so between keyframes the output could not follow them. If they are constant for a "
             "stream (a conditioning), fix them with concrete_args= or hold them in the generator (a buffer), and ask again."
         )

@@ -95,7 +95,9 @@ def _measure(
                 travelled = torch.zeros(1)
                 for step in list(steps)[-g:]:  # summed from the keyframe on, as the module does
                     travelled = travelled + step
-                change[t, g] = float(change_since_keyframe(travelled, norm)[0])
+                # (one row per clip, or several where the generator folds a stack's frames into its batch: the
+                # module's policy then sees the largest change of any row)
+                change[t, g] = float(change_since_keyframe(travelled, norm).max())
             norms.append(tap_l1(a))
             previous = a
             if quality:

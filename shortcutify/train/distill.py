@@ -40,17 +40,19 @@ __all__ = ["distill", "CHECKPOINT_NAME"]
 
 
 def _backward(total: Tensor, sv: ShortcutV2V) -> None:
-    """``total.backward()``; an in-place op in the generator's layers after the decoder tap is named, with the fix."""
+    """``total.backward()``; an in-place op that keeps autograd from the block (usually in the generator's layers
+    after the decoder tap) is named, with the fix."""
     try:
         total.backward()
     except RuntimeError as exc:
         if "modified by an inplace operation" not in str(exc):
             raise
         raise GradientError(
-            f"distill backpropagates through the generator's layers after dec_layer {sv.config.dec_layer!r} (what a "
-            "shortcut frame runs), and one of them overwrites in place a tensor that autograd needs (e.g. "
-            "exp(logvar).add_(mu) in a VAE's sampling; the generator itself cannot backpropagate there either): "
-            f"{str(exc).splitlines()[0]}\nPick a dec_layer after that op, or make it out of place (x = x + y)."
+            "an op overwrote in place a tensor that autograd needs, so the loss cannot reach the block: "
+            f"{str(exc).splitlines()[0]}\nThe usual place is the generator's layers after dec_layer "
+            f"{sv.config.dec_layer!r}, which distill backpropagates through (a VAE's exp(logvar).add_(mu); the "
+            "generator itself cannot backpropagate there either): pick a dec_layer after that op, or make it out of "
+            "place (x = x + y); else a perceptual loss you passed."
         ) from exc
 
 

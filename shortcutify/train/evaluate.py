@@ -22,21 +22,24 @@ __all__ = ["EvalResult", "evaluate", "output_image"]
 
 
 def output_image(out: Any) -> Tensor:
-    """The image a generator's output stands for: the first floating 4-D or 5-D tensor in it.
+    """The image a generator's output stands for: the first floating 4-D tensor in it, else the first 5-D one.
 
     ``[B, C, H, W]``; for a dict or tuple output that is the first such leaf (dicts in
     insertion order), e.g. ``out["frame"]``. A channels-last image ``[B, H, W, C]``
     (:func:`~shortcutify.core.checks.looks_channels_last`) is returned as a ``[B, C, H, W]`` view, so that
-    SSIM and a perceptual loss see its height and width. A stack of frames ``[B, C, D, H, W]`` (or
-    ``[B, D, C, H, W]``: the two read alike) is returned as one image per stack, ``[B, C·D, H, W]``: PSNR,
-    SSIM (per plane, then averaged) and the pixel losses see every frame of it, whichever the order (a
-    perceptual loss for 3-channel images does not take it).
+    SSIM and a perceptual loss see its height and width. An output without one but with a stack of frames
+    ``[B, C, D, H, W]`` (or ``[B, D, C, H, W]``: the two read alike; ``[B, D, H, W, C]`` moved first) is
+    returned as one image per stack, ``[B, C·D, H, W]``: PSNR, SSIM (per plane, then averaged) and the
+    pixel losses see every frame of it, whichever the order (a perceptual loss for 3-channel images does
+    not take it).
     """
-    for leaf in tree_flatten(out)[0]:
-        if isinstance(leaf, Tensor) and leaf.dim() in (4, 5) and leaf.is_floating_point():
-            if leaf.dim() == 5:
-                return leaf.flatten(1, 2)
+    leaves = [v for v in tree_flatten(out)[0] if isinstance(v, Tensor) and v.is_floating_point()]
+    for leaf in leaves:
+        if leaf.dim() == 4:
             return leaf.movedim(-1, 1) if looks_channels_last(leaf) else leaf
+    for leaf in leaves:
+        if leaf.dim() == 5:
+            return (leaf.movedim(-1, 1) if looks_channels_last(leaf.flatten(0, 1)) else leaf).flatten(1, 2)
     raise ValueError(
         "the generator's output holds no floating tensor [B, C, H, W] (or a stack [B, C, D, H, W]) to compare: "
         "distill, evaluate and calibrate measure image outputs; return the image (in a tuple or dict if need be)"
