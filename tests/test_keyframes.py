@@ -4,6 +4,7 @@ import warnings
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch.utils._pytree import tree_flatten
@@ -500,3 +501,35 @@ def test_a_policy_class_instead_of_an_instance_is_refused_with_what_to_do():
     gen = ResnetGenerator(ngf=8, n_blocks=2)
     with pytest.raises(TypeError, match=r"the class AdaptiveKeyframes: create one, e\.g\. AdaptiveKeyframes\(\.\.\.\)"):
         shortcutify(gen, "model.4", "model.12", torch.zeros(1, 3, 16, 16), policy=AdaptiveKeyframes)
+
+
+class _ReadsItsBatchSize(torch.nn.Module):
+    """Reads the batch size of a late feature map (a flatten per sample, as attention does); export computes
+    that size once, early, and the staged programs pass it from the head to the rests."""
+
+    def __init__(self):
+        super().__init__()
+        nn = torch.nn
+        self.conv_in, self.enc = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 16, 3, stride=2, padding=1)
+        self.mid, self.dec = nn.Conv2d(16, 16, 3, padding=1), nn.Conv2d(16, 16, 3, padding=1)
+        self.up, self.out = nn.ConvTranspose2d(16, 8, 4, stride=2, padding=1), nn.Conv2d(8, 3, 3, padding=1)
+
+    def forward(self, x):
+        e = F.relu(self.enc(F.relu(self.conv_in(x))))
+        z = F.relu(self.up(F.relu(self.dec(F.relu(self.mid(e))))))
+        flat = z.reshape(z.shape[0], -1)
+        return self.out((flat - flat.mean(1, keepdim=True)).reshape(z.shape))
+
+
+@pytest.mark.parametrize("capture", ["fx", "export"])
+def test_sub_batches_of_an_adaptive_policy_do_not_take_sizes_from_the_whole_batch(capture):
+    torch.manual_seed(0)
+    gen = _ReadsItsBatchSize().eval()
+    sv = shortcutify(gen, "enc", "dec", torch.randn(1, 3, 16, 16), capture=capture, policy=AdaptiveKeyframes(1e9, max_interval=6))
+    x = torch.randn(4, 3, 16, 16)
+    sv(x)
+    sv.reset(streams=[0, 1, 2])  # a sub-batch of 3 keyframes, one of 1 takes the shortcut
+    out = sv(x)
+    assert sv.last_keyframes.tolist() == [True, True, True, False]
+    with torch.no_grad():
+        torch.testing.assert_close(out[:3], gen(x[:3]), rtol=1e-5, atol=1e-5)

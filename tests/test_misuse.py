@@ -508,3 +508,22 @@ def test_a_shared_input_with_a_first_dimension_of_its_own_is_not_taken_for_a_bat
     gen, x, palette = Palette().eval(), torch.randn(1, 3, 16, 16), torch.randn(16, 3)
     sv = shortcutify(gen, "net.0", "net.2", (x, palette))  # (a [16, 3] palette is no batch of 16 frames)
     assert sv(x, palette).shape == x.shape and sv.last_keyframes.tolist() == [True]
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_a_generator_that_couples_its_batch_entries_is_named_at_wrap_time(batch):
+    class Centred(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = _convs()
+
+        def forward(self, x):
+            h = self.net[0](x)
+            return self.net[2:](self.net[1](h - h.mean(0, keepdim=True)))  # batch statistics
+
+    x = torch.randn(batch, 3, 16, 16)
+    with pytest.warns(UserWarning, match="couples its batch entries"):
+        shortcutify(Centred().eval(), "net.0", "net.2", x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        shortcutify(_convs().eval(), "0", "2", x)  # independent entries: nothing to say

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils._pytree import tree_flatten
+from torch.utils._pytree import tree_flatten, tree_unflatten
 from typing_extensions import Unpack
 
 from ..errors import IncompatibleCheckpointError, ShortcutifyError, UntraceableModelError
@@ -27,7 +27,7 @@ from .blocks import BLOCK_TYPES, make_block, motion_pool_for, motion_prior_name,
 from .blocks.sizing import AUTO, auto_layout, auto_width, block_macs, check_layout_choice
 from .caller import warn_caller
 from .capture import CaptureKwargs, CaptureOptions, as_tuple, capture, recapture, refuse_unusable, same_value, unwrap
-from .checks import check_tap_rows
+from .checks import check_tap_rows, frames_batch
 from .cut import Cut, resolve_cut
 from .module import ShortcutV2V
 from .policy import FixedInterval, KeyframePolicy, as_policy, policy_from_config
@@ -145,6 +145,7 @@ def shortcutify(
         captured = capture(model, inputs, options)
         cut = resolve_cut(captured, enc_layer, dec_layer)
         check_tap_rows(cut.enc.shape, cut.dec.shape, inputs, (enc_layer, dec_layer))
+        _warn_if_streams_coupled(model, inputs, captured.fixed_args)
         factory = _factory(model, inputs)
         resolution, width, macs = _size_block(cut, factory, resolution, width, motion_prior)
         if cut.ignored_inputs:
@@ -175,6 +176,55 @@ def shortcutify(
             return resolve_cut(recapture(captured, model, args, options, any_batch=any_batch), enc_layer, dec_layer)
 
         return ShortcutV2V(model, cut, block, policy, inputs, recapture=capture_again)
+
+
+#: relative change (largest absolute difference over the largest output magnitude) of one frame's output, batched
+#: with another frame against alone, above which the generator is said to couple its batch entries (float noise
+#: between batch sizes stays orders of magnitude below)
+COUPLING_TOLERANCE = 1e-3
+
+
+def _warn_if_streams_coupled(model: nn.Module, inputs: tuple[Any, ...], fixed: dict[str, Any]) -> None:
+    """Warn when the generator's output for one frame depends on the other frames of its batch (batch
+    statistics, a BatchNorm without running statistics): per-stream keyframes cannot keep such streams apart.
+
+    One more run of the generator: the frames' first entry batched with a second (the example's own, or
+    the first shifted), under one random seed, against that entry alone. A generator that fails on
+    either is left to the calls that need it.
+    """
+    batch = frames_batch(inputs)
+    if batch == 0:
+        return
+    leaves, spec = tree_flatten(list(inputs))
+
+    def rows(take: Any) -> tuple[Any, ...]:
+        return tuple(tree_unflatten([take(v) if isinstance(v, Tensor) and v.dim() >= 1 and v.shape[0] == batch else v for v in leaves], spec))
+
+    alone = rows(lambda v: v[:1])
+    together = rows(lambda v: v[:2]) if batch >= 2 else rows(lambda v: torch.cat([v, v.roll(1, -1) if v.is_floating_point() else v]))
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    outs = []
+    try:
+        for args in (alone, together):
+            with torch.random.fork_rng(devices=devices), torch.no_grad():
+                torch.manual_seed(0)
+                outs.append([v for v in tree_flatten(model(*args, **fixed))[0] if isinstance(v, Tensor) and v.is_floating_point()])
+    except Exception:  # noqa: BLE001 (a generator that cannot run these is not judged here)
+        return
+    for a, b in zip(*outs):
+        if a.dim() == 0 or b.dim() == 0 or a.shape[1:] != b.shape[1:] or a.shape[0] != 1 or b.shape[0] != 2:
+            continue
+        scale = float(a.abs().max()) if a.numel() else 0.0
+        change = float((a[0] - b[0]).abs().max()) if a.numel() else 0.0
+        if scale > 0 and change > COUPLING_TOLERANCE * scale:
+            warn_caller(
+                f"the generator's output for a frame changes by {change:.3g} (of {scale:.3g}) when another frame is "
+                "batched with it: it couples its batch entries (batch statistics such as x - x.mean(0), a BatchNorm "
+                "without running statistics, or random sampling), so per-stream keyframes cannot keep streams apart "
+                "(a stream's outputs depend on the others in the teacher already). Run streams in separate calls, or "
+                "keyframe them together."
+            )
+            return
 
 
 @contextlib.contextmanager

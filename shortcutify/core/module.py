@@ -993,12 +993,18 @@ class ShortcutV2V(nn.Module):
         streams = key.shape[0]
         _check_streams(args, kwargs, streams)
         idx_k, idx_s = key.nonzero().flatten(), (~key).nonzero().flatten()
+        # the head's values are taken per sub-batch only where each is a feature batched by stream: a size, an
+        # index or a count computed from the whole batch (a view(B, ...) after the encoder tap) would be wrong
+        # for a sub-batch, so the sub-batches run their heads again then
+        per_stream = head is not None and all(
+            isinstance(v, Tensor) and v.is_floating_point() and v.dim() >= 1 and v.shape[0] == streams for v in head
+        )
         parts = []
         for idx in (idx_k, idx_s):
             sub_args, sub_kwargs = _take((args, kwargs), idx, streams)
             sub_runner = self._runner(sub_args, sub_kwargs)
             sub_head = None
-            if head is not None and sub_runner.boundary == runner.boundary:
+            if per_stream and sub_runner.boundary == runner.boundary:
                 sub_head = _take(tuple(head), idx, streams)  # continue from the head's values: the programs split alike
             if idx is idx_k:
                 keyframe = self._keyframe_from(sub_runner, sub_args, sub_kwargs, sub_head)
