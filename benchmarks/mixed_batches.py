@@ -14,8 +14,9 @@ the number of compilations, the time spent compiling, and the steady-state time 
 * ``pad to B``: every sub-batch padded with zeros to B (one static graph; wasted rows);
 * ``eager``: no compile (the reference).
 
-It also times the export path's re-capture for a new batch size (captured once per size,
-then cached). Writes results/mixed_batches*.json.
+It also times the export path's re-capture for a batch of 1 (export settles a batch of 1 apart: captured
+once, then cached; since 0.23 the sizes from 2 up share one program with a symbolic batch where the
+model allows, see benchmarks/capture.py). Writes results/mixed_batches*.json.
 """
 
 from __future__ import annotations

@@ -691,8 +691,9 @@ def mixed_batches_section() -> list[str]:
             f"steady state {dyn['steady_median_s'] * 1e3:.2f} vs {pad['steady_median_s'] * 1e3:.2f} ms per call "
             f"({faster} faster here; one run, one order of modes, so not a precise ratio). Padding to B computes B rows on every call: "
             "its cost grows with the keyframe share of a batch, the dynamic graph's with the number of distinct sizes it meets.",
-            f"- The export capture path re-captures once per new batch size: {r['export_recapture_s']:.2f} s the first time, "
-            f"{r['export_cached_s'] * 1e3:.1f} ms afterwards (cached).",
+            f"- The export capture path re-captures for a sub-batch of 1: {r['export_recapture_s']:.2f} s the first time, "
+            f"{r['export_cached_s'] * 1e3:.1f} ms afterwards (cached; sizes from 2 up share one symbolic-batch program since 0.23, "
+            "`benchmarks/capture.py`).",
             "",
         ]
     return out
