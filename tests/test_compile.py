@@ -141,30 +141,43 @@ class _RandomSplits:
         return torch.rand(signal.since_keyframe.shape[0], generator=self.gen) < 0.4
 
 
-@pytest.mark.parametrize("dynamic_batch", [False, True, None])
-def test_a_dynamic_batch_compiles_each_program_once_for_every_sub_batch_size(dynamic_batch):
+def _counting_backend():
+    """A backend that records the batch size of each program it is asked to compile ("symbolic": a size
+    passed as a symbol), and the list it records into."""
     compiled_batches = []
 
-    def counting(gm, example_inputs):  # a backend that records what it was asked to compile
-        symbolic = any(not isinstance(t, torch.Tensor) for t in example_inputs)  # a size passed as a symbol
+    def counting(gm, example_inputs):
+        symbolic = any(not isinstance(t, torch.Tensor) for t in example_inputs)
         compiled_batches.append("symbolic" if symbolic else next(t for t in example_inputs).shape[0])
         return gm.forward
 
-    torch.manual_seed(0)
-    gen = ResnetGenerator(ngf=8, n_blocks=1).eval()
-    x = torch.randn(5, 3, 16, 16)
-    sv = _live(shortcutify(gen, "model.4", "model.11", x, interval=3))
+    return counting, compiled_batches
+
+
+def _compiled_runs_as_eager(sv, frames, **compile_options):
+    """Run ``frames`` eager, then compiled with ``compile_options``, under the same random splits: the same
+    keyframes and outputs. Returns the keyframes of each call."""
     sv.policy = _RandomSplits()
-    frames = [x + 0.01 * i for i in range(10)]
     want, want_keys = _run(sv, frames)
-    sizes = {int(k.sum()) for k in want_keys} | {5 - int(k.sum()) for k in want_keys}
-    assert len(sizes - {0, 5}) >= 3  # the stream splits into sub-batches of many sizes
     sv.policy = _RandomSplits()
-    sv.compile(backend=counting, dynamic_batch=dynamic_batch)
+    sv.compile(**compile_options)
     got, keys = _run(sv, frames)
     for w, g, k, kk in zip(want, got, want_keys, keys):
         assert torch.equal(k, kk)
         torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
+    return want_keys
+
+
+@pytest.mark.parametrize("dynamic_batch", [False, True, None])
+def test_a_dynamic_batch_compiles_each_program_once_for_every_sub_batch_size(dynamic_batch):
+    counting, compiled_batches = _counting_backend()
+    torch.manual_seed(0)
+    gen = ResnetGenerator(ngf=8, n_blocks=1).eval()
+    x = torch.randn(5, 3, 16, 16)
+    sv = _live(shortcutify(gen, "model.4", "model.11", x, interval=3))
+    keys = _compiled_runs_as_eager(sv, [x + 0.01 * i for i in range(10)], backend=counting, dynamic_batch=dynamic_batch)
+    sizes = {int(k.sum()) for k in keys} | {5 - int(k.sum()) for k in keys}
+    assert len(sizes - {0, 5}) >= 3  # the stream splits into sub-batches of many sizes
     symbolic = [b for b in compiled_batches if b == "symbolic"]
     if dynamic_batch:  # three programs (keyframe, reference, shortcut): a batch of 1 and a symbolic batch each
         assert len(compiled_batches) <= 6 and len(symbolic) == 3
@@ -175,26 +188,12 @@ def test_a_dynamic_batch_compiles_each_program_once_for_every_sub_batch_size(dyn
 
 
 def test_an_export_capture_compiles_one_symbolic_program_for_the_sub_batches_of_many_sizes():
-    compiled_batches = []
-
-    def counting(gm, example_inputs):
-        symbolic = any(not isinstance(t, torch.Tensor) for t in example_inputs)
-        compiled_batches.append("symbolic" if symbolic else next(t for t in example_inputs).shape[0])
-        return gm.forward
-
+    counting, compiled_batches = _counting_backend()
     torch.manual_seed(0)
     gen = ResnetGenerator(ngf=8, n_blocks=1).eval()
     x = torch.randn(5, 3, 16, 16)
     sv = _live(shortcutify(gen, "model.4", "model.11", x, interval=3, capture="export"))
-    sv.policy = _RandomSplits()
-    frames = [x + 0.01 * i for i in range(10)]
-    want, want_keys = _run(sv, frames)
-    sv.policy = _RandomSplits()
-    sv.compile(backend=counting, dynamic_batch=True)
-    got, keys = _run(sv, frames)
-    for w, g, k, kk in zip(want, got, want_keys, keys):
-        assert torch.equal(k, kk)
-        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
+    _compiled_runs_as_eager(sv, [x + 0.01 * i for i in range(10)], backend=counting, dynamic_batch=True)
     # the example's capture and one with a symbolic batch for the sub-batches of 2 to 4 streams (a
     # capture per size would compile each of its three programs once per size)
     assert compiled_batches.count("symbolic") == 6
