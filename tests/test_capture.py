@@ -676,3 +676,29 @@ def test_a_submodule_the_mac_counter_cannot_trace_is_named():
     )
     with pytest.raises(UntraceableModelError, match=r"(?s)\[fx\] fvcore.s jit trace.*TorchScript or quantized ones"):
         shortcutify(gen.eval(), "0", "2", torch.randn(1, 3, 16, 16))
+
+
+class StoresOnItself(nn.Module):
+    """Stores on its module in forward, as SwinIR does (``self.mean = self.mean.type_as(x)``)."""
+
+    def __init__(self, check_shape: bool):
+        super().__init__()
+        self.check_shape = check_shape
+        self.mean = torch.full((1, 3, 1, 1), 0.5)  # a plain tensor attribute, not a buffer
+        self.enc, self.mid = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+        self.dec, self.out = nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 3, 1)
+
+    def forward(self, x):
+        if self.check_shape:
+            assert x.shape[1] == 3  # (fx cannot trace this: auto goes on to export)
+        self.mean = self.mean.type_as(x)
+        return self.out(self.dec(self.mid(self.enc(x - self.mean)))) + self.mean
+
+
+@pytest.mark.parametrize("check_shape, path", [(False, "fx"), (True, "export")])
+def test_a_generator_that_stores_on_itself_in_forward_is_captured_and_left_as_it_was(check_shape, path):
+    gen, x = StoresOnItself(check_shape).eval(), torch.randn(1, 3, 16, 16)
+    sv = shortcutify(gen, "enc", "dec", x)
+    assert sv.config.capture == path and type(gen.mean) is torch.Tensor  # (not a proxy or a fake tensor left there)
+    with torch.no_grad():
+        assert torch.equal(sv(x), gen(x))

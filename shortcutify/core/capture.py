@@ -375,8 +375,8 @@ def trace(model: nn.Module, options: CaptureOptions = CaptureOptions(), n_positi
     defaults = _defaults_to_fix(model, options, n_positional)
     concrete = {**options.concrete_args, **defaults}
     try:
-        with warnings.catch_warnings():  # fx warns that it cannot assert such values: check_fixed_argument does
-            if concrete:
+        with warnings.catch_warnings(), _attributes_kept(model):  # (the graph reads attributes as they were)
+            if concrete:  # fx warns that it cannot assert such values: check_fixed_argument does
                 warnings.filterwarnings("ignore", message="Was not able to add assertion to guarantee correct input")
             graph = tracer.trace(model, concrete_args=concrete or None)
     except Exception as exc:  # fx raises TraceError, TypeError, RuntimeError, ...
@@ -779,11 +779,36 @@ def add_module_aliases(captured: Captured, model: nn.Module) -> None:
 def _capture_one(
     method: str, model: nn.Module, inputs: tuple[Any, ...], options: CaptureOptions, any_batch: bool = False
 ) -> Captured:
-    captured = trace(model, options, len(inputs)) if method == "fx" else export(model, inputs, options, any_batch=any_batch)
+    with _attributes_kept(model):  # (trace keeps them itself, before it builds the graph module)
+        captured = trace(model, options, len(inputs)) if method == "fx" else export(model, inputs, options, any_batch=any_batch)
     add_module_aliases(captured, model)
     check_against_eager(captured, model, inputs)
     annotate(captured, inputs)
     return captured
+
+
+_ABSENT = object()
+
+
+@contextlib.contextmanager
+def _attributes_kept(model: nn.Module) -> Iterator[None]:
+    """The plain attributes of ``model``'s modules as they were before, whatever happens inside.
+
+    Capturing runs ``forward`` on proxies (fx) or fake tensors (export): code that stores on its module
+    (SwinIR's ``self.mean = self.mean.type_as(x)``) would leave one there, and the model would fail
+    on its next call (the next capture path included).
+    """
+    saved = [(m, dict(vars(m))) for m in model.modules()]
+    try:
+        yield
+    finally:
+        for m, before in saved:
+            now = vars(m)
+            for name in [name for name in now if name not in before]:
+                del now[name]
+            for name, value in before.items():
+                if now.get(name, _ABSENT) is not value:
+                    now[name] = value
 
 
 def unwrap(model: nn.Module) -> nn.Module:
