@@ -527,3 +527,39 @@ def test_a_generator_that_couples_its_batch_entries_is_named_at_wrap_time(batch)
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         shortcutify(_convs().eval(), "0", "2", x)  # independent entries: nothing to say
+
+
+def test_a_channels_last_tap_is_refused_naming_the_layers_to_tap_instead():
+    class ConvNeXtLike(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem, self.norm = nn.Conv2d(3, 16, 3, padding=1), nn.LayerNorm(16)
+            self.body, self.out = nn.Conv2d(16, 16, 3, padding=1), nn.Conv2d(16, 3, 1)
+
+        def forward(self, x):
+            h = self.norm(self.stem(x).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # [B, H, W, C] inside
+            return self.out(self.body(h))
+
+    gen, x = ConvNeXtLike().eval(), torch.randn(1, 3, 32, 48)
+    with pytest.raises(TapShapeError, match=r"'norm' has shape \(1, 32, 48, 16\), which looks channels-last"):
+        shortcutify(gen, "norm", "body", x)
+    assert shortcutify(gen, "stem", "body", x).enc.shape == (1, 16, 32, 48)
+
+
+def test_evaluate_says_when_the_compared_image_is_one_the_shortcut_computes_exactly():
+    class TwoStages(nn.Module):  # as HINet / MPRNet: an early stage's image, then the final one
+        def __init__(self) -> None:
+            super().__init__()
+            self.first, self.second = _convs(), _convs()
+
+        def forward(self, x):
+            early = self.first(x)
+            return [early, self.second(early)]
+
+    torch.manual_seed(0)
+    gen = TwoStages().eval()
+    sv = shortcutify(gen, "second.0", "second.2", torch.randn(1, 3, 16, 16))
+    for p in sv.block.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    with pytest.warns(UserWarning, match="equals the teacher's exactly on every shortcut frame"):
+        evaluate(sv, moving_clips(1, frames=4), data_range=2.0)

@@ -21,13 +21,13 @@ from torch import Tensor, nn
 from torch.utils._pytree import tree_flatten, tree_unflatten
 from typing_extensions import Unpack
 
-from ..errors import IncompatibleCheckpointError, ShortcutifyError, UntraceableModelError
+from ..errors import IncompatibleCheckpointError, ShortcutifyError, TapShapeError, UntraceableModelError
 from ..version import __version__
 from .blocks import BLOCK_TYPES, make_block, motion_pool_for, motion_prior_name, prior_names
 from .blocks.sizing import AUTO, auto_layout, auto_width, block_macs, check_layout_choice
 from .caller import warn_caller
 from .capture import CaptureKwargs, CaptureOptions, as_tuple, capture, recapture, refuse_unusable, same_value, unwrap
-from .checks import check_tap_rows, frames_batch
+from .checks import check_tap_rows, frame_aspect, frames_batch, tap_looks_channels_last
 from .cut import Cut, resolve_cut
 from .module import ShortcutV2V
 from .policy import FixedInterval, KeyframePolicy, as_policy, policy_from_config
@@ -145,6 +145,7 @@ def shortcutify(
         captured = capture(model, inputs, options)
         cut = resolve_cut(captured, enc_layer, dec_layer)
         check_tap_rows(cut.enc.shape, cut.dec.shape, inputs, (enc_layer, dec_layer))
+        _refuse_channels_last_taps(cut, inputs, (enc_layer, dec_layer))
         _warn_if_streams_coupled(model, inputs, captured.fixed_args)
         factory = _factory(model, inputs)
         resolution, width, macs = _size_block(cut, factory, resolution, width, motion_prior)
@@ -225,6 +226,20 @@ def _warn_if_streams_coupled(model: nn.Module, inputs: tuple[Any, ...], fixed: d
                 "keyframe them together."
             )
             return
+
+
+def _refuse_channels_last_taps(cut: Cut, inputs: tuple[Any, ...], taps: tuple[str, str]) -> None:
+    """Refuse a tap that looks channels-last ``[B, H, W, C]`` (a LayerNorm between permutes, as in ConvNeXt):
+    the block would take its rows for channels and fail on frames of another height."""
+    aspect = frame_aspect(inputs)
+    for name, tap in zip(taps, (cut.enc, cut.dec)):
+        if tap_looks_channels_last(tuple(tap.shape), aspect):
+            raise TapShapeError(
+                f"the tap {name!r} has shape {tuple(tap.shape)}, which looks channels-last [B, H, W, C] (its dimensions 1 "
+                "and 2 have the frame's aspect, 2 and 3 do not): the block would take its rows for channels. Tap the "
+                "layer before the permute to channels-last, or after the one back (suggest_taps() lists feature maps "
+                "[B, C, H, W] only)."
+            )
 
 
 @contextlib.contextmanager

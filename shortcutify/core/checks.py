@@ -12,7 +12,7 @@ from torch.utils._pytree import tree_flatten
 
 from ..errors import InputMismatchError, InputTypeError, TapShapeError
 
-__all__ = ["is_count", "is_interval", "is_real", "check_like_example", "looks_channels_last", "is_channels_last_shape", "channels_last_inputs", "refuse_untensored", "check_tap_rows", "frames_batch", "SCALING_HINT"]
+__all__ = ["is_count", "is_interval", "is_real", "check_like_example", "looks_channels_last", "is_channels_last_shape", "channels_last_inputs", "refuse_untensored", "check_tap_rows", "frames_batch", "frame_aspect", "tap_looks_channels_last", "SCALING_HINT"]
 
 #: how integer video is brought to a generator's floating range (the range cannot be guessed)
 SCALING_HINT = "frames.float() / 127.5 - 1 for [-1, 1], frames.float() / 255 for [0, 1]"
@@ -134,3 +134,26 @@ def check_tap_rows(enc_shape: tuple[int, ...], dec_shape: tuple[int, ...], input
             "there (a grouped convolution over [1, B·C, H, W], as StyleGAN's modulated convs do), so a block on them "
             "would mix the streams. Tap layers whose values are [B, C, H, W] (the modules around such a conv)."
         )
+
+
+def frame_aspect(inputs: Any) -> float | None:
+    """Height / width of the first frame among ``inputs``: a 4-D tensor ``[B, C, H, W]`` (or ``[B, H, W, C]``,
+    :func:`is_channels_last_shape`) of more than 4×4 pixels; ``None`` without one."""
+    for v in tree_flatten(inputs)[0]:
+        if isinstance(v, Tensor) and v.dim() == 4:
+            h, w = (v.shape[1], v.shape[2]) if is_channels_last_shape(tuple(v.shape)) else (v.shape[2], v.shape[3])
+            if min(h, w) > 4:
+                return h / w
+    return None
+
+
+def tap_looks_channels_last(shape: tuple[int, ...], aspect: float | None) -> bool:
+    """Whether a 4-D value looks ``[B, H, W, C]``: dimensions 1 and 2 have the frame's aspect, 2 and 3 do not
+    (a transformer's tokens on the frame's grid; the block would take its rows for channels)."""
+    if aspect is None or min(shape[1:]) <= 0:
+        return False
+
+    def near(h: int, w: int) -> bool:
+        return abs(math.log(h / w / aspect)) < math.log(1.25)
+
+    return near(shape[1], shape[2]) and not near(shape[2], shape[3])

@@ -24,7 +24,7 @@ from ..errors import EmptyCutError, TapOrderError, TapShapeError
 from .blocks.sizing import AUTO, auto_layout, auto_width, block_macs, check_layout_choice
 from .capture import CaptureKwargs, CaptureOptions, Captured, as_tuple, capture, unwrap
 from .caller import warn_caller
-from .checks import check_like_example, is_channels_last_shape, is_count, looks_channels_last
+from .checks import check_like_example, is_channels_last_shape, is_count, looks_channels_last, tap_looks_channels_last
 from .cut import resolve_cut
 from .taps import TapInfo, resolve_tap, tap_infos
 
@@ -193,18 +193,6 @@ def _frame_aspect(graph: _Graph) -> float | None:
     return None
 
 
-def _channels_last(shape: tuple[int, ...], aspect: float | None) -> bool:
-    """Whether a 4-D value looks ``[B, H, W, C]``: dimensions 1 and 2 have the frame's aspect, 2 and 3 do not
-    (a transformer's tokens on the frame's grid; the block would take its rows for channels)."""
-    if aspect is None or min(shape[1:]) <= 0:
-        return False
-
-    def near(h: int, w: int) -> bool:
-        return abs(math.log(h / w / aspect)) < math.log(1.25)
-
-    return near(shape[1], shape[2]) and not near(shape[2], shape[3])
-
-
 def _frame_shaped(shape: tuple[int, ...], aspect: float | None) -> bool:
     """Whether a 4-D value ``[B, C, H, W]`` has the frame's aspect, as the feature maps of a convolutional
     generator have (within a pixel, or a fifth of the size, of rounding); a transformer's heads
@@ -222,7 +210,7 @@ def _candidates(captured: Captured, graph: _Graph) -> tuple[list[list[fx.Node]],
     outputs (users name taps by module) that are feature maps, with more channels than the
     generator's input and output images (a 3-channel tap is an image: the block, half as
     wide as the narrower tap, would be a few channels wide), that do not look channels-last
-    (:func:`_channels_last`) and that have the frame's aspect (:func:`_frame_shaped`: not a
+    (:func:`~shortcutify.core.checks.tap_looks_channels_last`) and that have the frame's aspect (:func:`_frame_shaped`: not a
     transformer's heads); then such feature maps of any node; then module outputs; then all of them.
 
     Raises:
@@ -257,7 +245,7 @@ def _candidates(captured: Captured, graph: _Graph) -> tuple[list[list[fx.Node]],
     aspect = _frame_aspect(graph)
     features = [
         n for n in nodes
-        if info_of[n].shape[1] > image_channels and not _channels_last(info_of[n].shape, aspect) and _frame_shaped(info_of[n].shape, aspect)
+        if info_of[n].shape[1] > image_channels and not tap_looks_channels_last(info_of[n].shape, aspect) and _frame_shaped(info_of[n].shape, aspect)
     ]
     modules = [n for n in nodes if info_of[n].modules]
     tiers = [[n for n in features if info_of[n].modules], features, modules, nodes]

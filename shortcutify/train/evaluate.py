@@ -21,6 +21,11 @@ from .metrics import OutputRange, check_data_range, psnr, ssim
 __all__ = ["EvalResult", "evaluate", "output_image"]
 
 
+def _images(out: Any) -> int:
+    """How many floating 4-D or 5-D tensors (images, stacks) an output holds."""
+    return sum(isinstance(v, Tensor) and v.is_floating_point() and v.dim() in (4, 5) for v in tree_flatten(out)[0])
+
+
 def output_image(out: Any) -> Tensor:
     """The image a generator's output stands for: the first floating 4-D tensor in it, else the first 5-D one.
 
@@ -130,6 +135,7 @@ def evaluate(sv: Any, clips: Iterable[Any], *, data_range: float | None = None, 
         raise ValueError(f"max_clips must be a positive integer or None, got {max_clips!r}")
     refuse_single_clip(clips)
     res = EvalResult()
+    images = 0  # floating image leaves in the output
     param = next(sv.block.parameters())
     was_training = sv.training
     sv.eval()
@@ -143,7 +149,9 @@ def evaluate(sv: Any, clips: Iterable[Any], *, data_range: float | None = None, 
             key_out: Tensor | None = None
             for t in range(frames[0].shape[0]):
                 inputs = to_inputs(tuple(f[t : t + 1] for f in frames), param.device, param.dtype)
-                out = output_image(sv(*inputs))
+                raw = sv(*inputs)
+                images = max(images, _images(raw))
+                out = output_image(raw)
                 teacher = out if sv.last_was_keyframe else output_image(sv.run_keyframe(*inputs)[0])
                 if sv.last_was_keyframe:
                     key_out = out
@@ -164,6 +172,15 @@ def evaluate(sv: Any, clips: Iterable[Any], *, data_range: float | None = None, 
         warn_caller(
             "evaluate: no shortcut frame was run (every frame a keyframe: clips of one frame, or a keyframe policy "
             "that keyframes them all); the means are NaN", RuntimeWarning,
+        )
+    if images > 1 and res.shortcut_frames and all(math.isinf(p) for p, k in zip(res.psnr, res.keyframe) if not k) and not all(
+        math.isinf(p) for p, k in zip(res.psnr_repeat, res.keyframe) if not k
+    ):
+        warn_caller(
+            f"evaluate: the compared image (the first [B, C, H, W] leaf of an output of {images} images, output_image) "
+            "equals the teacher's exactly on every shortcut frame, while repeating the keyframe does not: the shortcut "
+            "computes it outside the layers it skips. If another output is the image to judge (a multi-stage model's "
+            "last stage), wrap the generator to return that one first; distill's output loss compares the same image."
         )
     hint = None if seen is None else seen.mismatch("evaluate()")
     if hint is not None:
