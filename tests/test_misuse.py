@@ -563,3 +563,23 @@ def test_evaluate_says_when_the_compared_image_is_one_the_shortcut_computes_exac
         torch.nn.init.normal_(p, std=0.1)
     with pytest.warns(UserWarning, match="equals the teacher's exactly on every shortcut frame"):
         evaluate(sv, moving_clips(1, frames=4), data_range=2.0)
+
+
+def test_a_3d_tap_is_blamed_on_a_missing_batch_dimension_only_when_the_example_lacks_one():
+    class Tokens(nn.Module):  # tokens [B, L, C] between two convs, as a window-attention block holds them
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = _convs()
+            self.mix = nn.Linear(8, 8)
+
+        def forward(self, x):
+            h = self.net[1](self.net[0](x))
+            t = self.mix(h.flatten(-2).transpose(-1, -2))
+            return self.net[4](self.net[3](self.net[2](t.transpose(-1, -2).reshape(h.shape))))
+
+    gen = Tokens().eval()
+    with pytest.raises(TapShapeError) as batched:
+        shortcutify(gen, "net.0", "mix", torch.randn(1, 3, 16, 16))
+    assert "has shape (1, 256, 8)" in str(batched.value) and "unsqueeze" not in str(batched.value)
+    with pytest.raises(TapShapeError, match=r"x\.unsqueeze\(0\)"):
+        shortcutify(gen, "net.0", "net.2", torch.randn(3, 16, 16))  # one frame without its batch dimension

@@ -78,7 +78,8 @@ class _BlockSlot(nn.Module):
     """Where the shortcut block goes (opaque to the effect analysis, as the real block is)."""
 
 
-def _check_4d(node: fx.Node, role: str, name: str) -> tuple[int, int, int, int]:
+def _check_4d(node: fx.Node, role: str, name: str, unbatched: bool = False) -> tuple[int, int, int, int]:
+    """The tap's shape ``[B, C, H, W]``; ``unbatched``: the example gave frames without their batch dimension."""
     meta = node.meta.get("tensor_meta")
     if meta is None:
         raise TapShapeError(f"{role} {name!r} (node {node.name!r}) is not a tensor on the example input")
@@ -87,7 +88,7 @@ def _check_4d(node: fx.Node, role: str, name: str) -> tuple[int, int, int, int]:
         raise TapShapeError(
             f"{role} {name!r} (node {node.name!r}) has shape {tuple(shape)}; a tap must be a 4-D "
             "feature map [B, C, H, W]. Pick another tap from list_taps() (column 'shape')"
-            + (", or give example_inputs with their batch dimension (frames [B, C, H, W]: x.unsqueeze(0))." if len(shape) == 3 else ".")
+            + (", or give example_inputs with their batch dimension (frames [B, C, H, W]: x.unsqueeze(0))." if unbatched else ".")
         )
     dtype = meta[1]
     if not dtype.is_floating_point:
@@ -151,8 +152,9 @@ def _check_order(captured: Captured, enc: fx.Node, dec: fx.Node, enc_layer: str,
             )
     if enc is dec:
         raise TapOrderError(f"enc_layer {enc_layer!r} and dec_layer {dec_layer!r} are the same value ({enc.name!r})")
-    _check_4d(enc, "enc_layer", enc_layer)
-    _check_4d(dec, "dec_layer", dec_layer)
+    unbatched = any(len(n.meta.get("tensor_meta", ((0, 0, 0, 0),))[0]) == 3 for n in captured.gm.graph.nodes if n.op == "placeholder")
+    _check_4d(enc, "enc_layer", enc_layer, unbatched)
+    _check_4d(dec, "dec_layer", dec_layer, unbatched)
     order = {n: i for i, n in enumerate(captured.gm.graph.nodes)}
     if order[enc] > order[dec]:
         raise TapOrderError(
