@@ -27,7 +27,7 @@ from .blocks import BLOCK_TYPES, make_block, motion_pool_for, motion_prior_name,
 from .blocks.sizing import AUTO, auto_layout, auto_width, block_macs, check_layout_choice
 from .caller import warn_caller
 from .capture import CaptureKwargs, CaptureOptions, as_tuple, capture, recapture, refuse_unusable, same_value, unwrap
-from .checks import check_tap_rows, frame_aspect, frames_batch, tap_looks_channels_last
+from .checks import check_tap_rows, frame_aspect, frames_batch, shapes_of, tap_looks_channels_last
 from .cut import Cut, resolve_cut
 from .module import ShortcutV2V
 from .policy import FixedInterval, KeyframePolicy, as_policy, policy_from_config
@@ -193,7 +193,7 @@ def _warn_if_streams_coupled(model: nn.Module, inputs: tuple[Any, ...], fixed: d
     the first shifted), under one random seed, against that entry alone. A generator that fails on
     either is left to the calls that need it.
     """
-    batch = frames_batch(inputs)
+    batch = frames_batch(shapes_of(inputs))
     if batch == 0:
         return
     leaves, spec = tree_flatten(list(inputs))
@@ -231,7 +231,7 @@ def _warn_if_streams_coupled(model: nn.Module, inputs: tuple[Any, ...], fixed: d
 def _refuse_channels_last_taps(cut: Cut, inputs: tuple[Any, ...], taps: tuple[str, str]) -> None:
     """Refuse a tap that looks channels-last ``[B, H, W, C]`` (a LayerNorm between permutes, as in ConvNeXt):
     the block would take its rows for channels and fail on frames of another height."""
-    aspect = frame_aspect(inputs)
+    aspect = frame_aspect(shapes_of(inputs))
     for name, tap in zip(taps, (cut.enc, cut.dec)):
         if tap_looks_channels_last(tuple(tap.shape), aspect):
             raise TapShapeError(

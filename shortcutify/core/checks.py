@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from torch import Tensor
@@ -12,7 +13,7 @@ from torch.utils._pytree import tree_flatten
 
 from ..errors import InputMismatchError, InputTypeError, TapShapeError
 
-__all__ = ["is_count", "is_interval", "is_real", "check_like_example", "looks_channels_last", "is_channels_last_shape", "channels_last_inputs", "refuse_untensored", "check_tap_rows", "frames_batch", "frame_aspect", "tap_looks_channels_last", "SCALING_HINT"]
+__all__ = ["is_count", "is_interval", "is_real", "check_like_example", "looks_channels_last", "is_channels_last_shape", "channels_last_inputs", "refuse_untensored", "check_tap_rows", "frames_batch", "frame_aspect", "shapes_of", "tap_looks_channels_last", "SCALING_HINT"]
 
 #: how integer video is brought to a generator's floating range (the range cannot be guessed)
 SCALING_HINT = "frames.float() / 127.5 - 1 for [-1, 1], frames.float() / 255 for [0, 1]"
@@ -110,11 +111,16 @@ def refuse_untensored(example: tuple[Any, ...], model: Any, who: str) -> None:
         )
 
 
-def frames_batch(inputs: Any) -> int:
-    """The batch size of the frames among ``inputs`` (any structure): the largest first dimension of
-    their 4-D and 5-D tensors (frames ``[B, C, H, W]``, stacks ``[B, C, D, H, W]``); 0 without one.
-    Other tensors (a shared palette ``[K, 3]``, a per-frame vector) do not count."""
-    return max((int(v.shape[0]) for v in tree_flatten(inputs)[0] if isinstance(v, Tensor) and v.dim() in (4, 5)), default=0)
+def shapes_of(inputs: Any) -> list[tuple[int, ...]]:
+    """The shapes of the tensors among ``inputs`` (any structure), in order."""
+    return [tuple(int(n) for n in v.shape) for v in tree_flatten(inputs)[0] if isinstance(v, Tensor)]
+
+
+def frames_batch(shapes: Iterable[Sequence[int]]) -> int:
+    """The batch size of the frames among input ``shapes`` (:func:`shapes_of`): the largest first dimension
+    of the 4-D and 5-D ones (frames ``[B, C, H, W]``, stacks ``[B, C, D, H, W]``); 0 without one. Other
+    inputs (a shared palette ``[K, 3]``, a per-frame vector) do not count."""
+    return max((int(s[0]) for s in shapes if len(s) in (4, 5)), default=0)
 
 
 def check_tap_rows(enc_shape: tuple[int, ...], dec_shape: tuple[int, ...], inputs: Any, taps: tuple[str, str]) -> None:
@@ -126,7 +132,7 @@ def check_tap_rows(enc_shape: tuple[int, ...], dec_shape: tuple[int, ...], input
     Raises:
         TapShapeError: naming the taps ``(enc_layer, dec_layer)`` and the rows.
     """
-    batch = frames_batch(inputs)
+    batch = frames_batch(shapes_of(inputs))
     if enc_shape[0] < batch or dec_shape[0] != enc_shape[0]:
         raise TapShapeError(
             f"the taps {taps[0]!r} ({enc_shape[0]} rows) and {taps[1]!r} ({dec_shape[0]} rows) do not hold each input "
@@ -136,12 +142,13 @@ def check_tap_rows(enc_shape: tuple[int, ...], dec_shape: tuple[int, ...], input
         )
 
 
-def frame_aspect(inputs: Any) -> float | None:
-    """Height / width of the first frame among ``inputs``: a 4-D tensor ``[B, C, H, W]`` (or ``[B, H, W, C]``,
-    :func:`is_channels_last_shape`) of more than 4×4 pixels; ``None`` without one."""
-    for v in tree_flatten(inputs)[0]:
-        if isinstance(v, Tensor) and v.dim() == 4:
-            h, w = (v.shape[1], v.shape[2]) if is_channels_last_shape(tuple(v.shape)) else (v.shape[2], v.shape[3])
+def frame_aspect(shapes: Iterable[Sequence[int]]) -> float | None:
+    """Height / width of the first frame among input ``shapes`` (:func:`shapes_of`): 4-D, ``[B, C, H, W]``
+    (or ``[B, H, W, C]``, :func:`is_channels_last_shape`), of more than 4×4 pixels (not a code
+    ``[B, D, 1, 1]``); ``None`` without one."""
+    for s in shapes:
+        if len(s) == 4:
+            h, w = (s[1], s[2]) if is_channels_last_shape(tuple(s)) else (s[2], s[3])
             if min(h, w) > 4:
                 return h / w
     return None

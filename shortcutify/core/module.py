@@ -30,7 +30,7 @@ from ..errors import (
 from .blocks import KeyframeTaps, Reference, ShortcutBlock
 from .caller import warn_caller
 from .capture import BatchGuard
-from .checks import check_like_example, check_tap_rows, frames_batch, is_count, is_interval, refuse_untensored
+from .checks import check_like_example, check_tap_rows, frames_batch, is_count, is_interval, refuse_untensored, shapes_of
 from .config import ShortcutConfig
 from .cost import CostReport, PathCost, count_macs, param_count
 from .cut import ALIGNED_INPUT, REFERENCE_INPUT, Cut
@@ -149,7 +149,7 @@ class _State:
 def _streams_of(args: tuple, rows: int) -> int:
     """How many streams a call holds: the taps' batch size, or the frames' (:func:`~shortcutify.core.checks.frames_batch`)
     where the taps hold several rows per stream (a generator of frame stacks that folds the frames into its batch)."""
-    batch = frames_batch(args)
+    batch = frames_batch(shapes_of(args))
     if 0 < batch < rows and rows % batch == 0:
         return batch
     return rows

@@ -24,7 +24,7 @@ from ..errors import EmptyCutError, TapOrderError, TapShapeError
 from .blocks.sizing import AUTO, auto_layout, auto_width, block_macs, check_layout_choice
 from .capture import CaptureKwargs, CaptureOptions, Captured, as_tuple, capture, unwrap
 from .caller import warn_caller
-from .checks import check_like_example, is_channels_last_shape, is_count, looks_channels_last, tap_looks_channels_last
+from .checks import check_like_example, frame_aspect, frames_batch, is_count, looks_channels_last, tap_looks_channels_last
 from .cut import resolve_cut
 from .taps import TapInfo, resolve_tap, tap_infos
 
@@ -179,18 +179,9 @@ def _tap_name(captured: Captured, node: fx.Node, info: TapInfo) -> str:
     return node.name
 
 
-def _frame_aspect(graph: _Graph) -> float | None:
-    """Height / width of the first input that is frames ``[B, C, H, W]`` (or ``[B, H, W, C]``,
-    :func:`~shortcutify.core.checks.is_channels_last_shape`) of more than 4×4 pixels (not a code ``[B, D, 1, 1]``);
-    None without one."""
-    for n in graph.nodes:
-        shape = tuple(n.meta.get("tensor_meta", ((),))[0]) if n.op == "placeholder" else ()
-        if len(shape) != 4:
-            continue
-        h, w = (shape[1], shape[2]) if is_channels_last_shape(shape) else (shape[2], shape[3])
-        if min(h, w) > 4:
-            return h / w
-    return None
+def _input_shapes(graph: _Graph) -> list[tuple[int, ...]]:
+    """The shapes of the graph's tensor inputs on the example (as :func:`~shortcutify.core.checks.shapes_of` reads them)."""
+    return [tuple(n.meta["tensor_meta"][0]) for n in graph.nodes if n.op == "placeholder" and "tensor_meta" in n.meta]
 
 
 def _frame_shaped(shape: tuple[int, ...], aspect: float | None) -> bool:
@@ -223,10 +214,7 @@ def _candidates(captured: Captured, graph: _Graph) -> tuple[list[list[fx.Node]],
         if (n.op == "placeholder" or n in graph.output.all_input_nodes) and len(n.meta.get("tensor_meta", ((),))[0]) == 4
     ]
     image_channels = max(images, default=0)
-    batch = max(  # the frames' (a value with fewer rows folds the batch into its channels: no tap, check_tap_rows)
-        (n.meta["tensor_meta"][0][0] for n in graph.nodes if n.op == "placeholder" and len(n.meta.get("tensor_meta", ((),))[0]) in (4, 5)),
-        default=0,
-    )
+    batch = frames_batch(_input_shapes(graph))  # (a value with fewer rows folds the batch into its channels: check_tap_rows)
     nodes, info_of = [], {}
     for node in graph.nodes:
         info = infos.get(node.name)
@@ -242,7 +230,7 @@ def _candidates(captured: Captured, graph: _Graph) -> tuple[list[list[fx.Node]],
             "depends on, so it has no candidate taps. A shortcut needs a convolutional generator (image-like features): "
             "check list_taps(model, example_inputs) (column 'shape') and that example_inputs are frames [B, C, H, W]."
         )
-    aspect = _frame_aspect(graph)
+    aspect = frame_aspect(_input_shapes(graph))
     features = [
         n for n in nodes
         if info_of[n].shape[1] > image_channels and not tap_looks_channels_last(info_of[n].shape, aspect) and _frame_shaped(info_of[n].shape, aspect)
