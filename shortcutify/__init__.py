@@ -55,6 +55,7 @@ from .errors import (
     InputMismatchError,
     InputTypeError,
     NonFiniteKeyframeWarning,
+    OutputSelectionError,
     PlacementError,
     PolicyError,
     ShortcutifyError,
@@ -120,6 +121,7 @@ __all__ = [
     "PlacementError",
     "GradientError",
     "GeneratorStateError",
+    "OutputSelectionError",
     "NonFiniteKeyframeWarning",
     "__version__",
 ]

@@ -25,6 +25,7 @@ __all__ = [
     "PlacementError",
     "GradientError",
     "GeneratorStateError",
+    "OutputSelectionError",
     "NonFiniteKeyframeWarning",
 ]
 
@@ -107,6 +108,12 @@ class GeneratorStateError(ShortcutifyError, ValueError):
 class GradientError(ShortcutifyError, RuntimeError):
     """Training cannot backpropagate through the generator's layers that a shortcut frame runs after
     the decoder tap (an in-place op there overwrote a tensor autograd needs)."""
+
+
+class OutputSelectionError(ShortcutifyError, ValueError):
+    """The image to compare cannot be taken from the generator's output: it holds no floating
+    ``[B, C, H, W]`` tensor, or ``output=`` names a key or index it lacks, or a function that returns
+    something other than an image."""
 
 
 class NonFiniteKeyframeWarning(UserWarning):

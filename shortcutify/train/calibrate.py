@@ -26,8 +26,8 @@ from ..core.checks import is_real, refuse_untensored
 from ..core.module import ShortcutV2V
 from ..core.policy import AdaptiveKeyframes, change_since_keyframe, tap_l1
 from .clips import as_clip, check_inputs, refuse_single_clip, to_inputs
-from .evaluate import output_image
 from .metrics import OutputRange, check_data_range, psnr
+from .outputs import OutputSelector, check_selector, output_image
 
 __all__ = ["Calibration", "calibrate"]
 
@@ -66,7 +66,8 @@ class _Clip:
 
 
 def _measure(
-    sv: Any, frames: tuple[torch.Tensor, ...], gaps: int, quality: bool, data_range: float, param: torch.Tensor, seen: OutputRange | None
+    sv: Any, frames: tuple[torch.Tensor, ...], gaps: int, quality: bool, data_range: float, param: torch.Tensor, seen: OutputRange | None,
+    output: OutputSelector = None,
 ) -> _Clip:
     t_len = frames[0].shape[0]
     change = np.full((t_len, gaps + 1), np.nan)
@@ -81,11 +82,11 @@ def _measure(
             if quality:
                 key = sv.run_keyframe(*inputs)
                 a = key.enc
-                teacher = output_image(key.output)
+                teacher = output_image(key.output, output)
                 if seen is not None:
                     seen.add(teacher)
                 for g, ref in enumerate(reversed(refs), start=1):
-                    out = output_image(sv.predict(*inputs, reference=ref))
+                    out = output_image(sv.predict(*inputs, reference=ref), output)
                     scores[t, g] = psnr(out, teacher, data_range).mean().item()  # type: ignore[index]
             else:
                 a = sv.encode(*inputs)
@@ -145,6 +146,7 @@ def calibrate(
     data_range: float | None = None,
     apply: bool = True,
     progress: bool = True,
+    output: OutputSelector = None,
 ) -> Calibration:
     """Pick the :class:`~shortcutify.AdaptiveKeyframes` threshold for these clips.
 
@@ -172,13 +174,18 @@ def calibrate(
             for [0, 1]); None: 2.0, with a warning when the teacher's outputs do not look like [-1, 1].
         apply: set ``sv.policy`` to the calibrated policy.
         progress: show a progress bar over the clips.
+        output: for ``min_psnr``, which part of the generator's output is the image compared (as in
+            :func:`~shortcutify.evaluate`); None: the first floating ``[B, C, H, W]`` leaf.
 
     Raises:
         ValueError: no target or both, a target out of range, no clips, a clip of fewer than
             2 frames, or a quality target that no threshold reaches with shortcut frames left
             (the message gives the best one), a clip with another number of tensors than
             the example inputs, or clips on which no change is finite.
-        TypeError: a clip's frames are not floating point (scale ``uint8`` video first).
+        TypeError: a clip's frames are not floating point (scale ``uint8`` video first), or ``output`` is not
+            a selector.
+        OutputSelectionError: (a ``ValueError``) for ``min_psnr``, ``output`` names no image of the generator's
+            output, or it holds none.
 
     Warns:
         UserWarning: ``min_psnr`` without ``data_range``, and the teacher's outputs lie within [0, 1] or spread
@@ -198,6 +205,7 @@ def calibrate(
     if min_psnr is not None and not is_real(min_psnr):
         raise ValueError(f"min_psnr must be a finite number of dB, got {min_psnr!r}")
     checked_range = check_data_range(data_range)
+    output = check_selector(output, "calibrate()")
     keyframe_rate = None if keyframe_rate is None else float(keyframe_rate)
     min_psnr = None if min_psnr is None else float(min_psnr)
     if policy is None:
@@ -228,7 +236,7 @@ def calibrate(
     measured = []
     try:
         for frames in clip_list:
-            measured.append(_measure(sv, frames, policy.max_interval - 1, quality, checked_range, param, seen))
+            measured.append(_measure(sv, frames, policy.max_interval - 1, quality, checked_range, param, seen, output))
             if bar is not None:
                 bar.update(1)
     finally:

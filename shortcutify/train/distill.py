@@ -25,15 +25,16 @@ from torch import Tensor
 from ..core.blocks import PRIOR_LEFT_OUT_EVERY
 from ..core.checks import channels_last_inputs, is_count, refuse_untensored
 from ..core.module import ShortcutV2V
-from ..errors import GradientError
+from ..errors import GradientError, OutputSelectionError
 from . import distributed
 from .checkpoint import CHECKPOINT_NAME, TrainingState, prepare_dir, run_record
 from .clips import ClipSource, as_clip, check_clips, check_inputs, refuse_single_clip, sample_pairs, to_inputs
-from .evaluate import evaluate, output_image
+from .evaluate import evaluate
 from .guard import StepGuard
 from .history import History
 from .losses import Adversaries, LossWeights, student_terms
 from .metrics import check_data_range
+from .outputs import OutputSelector, check_selector, output_image
 from .start import resolve_data_init, start_from_frames
 
 __all__ = ["distill", "CHECKPOINT_NAME"]
@@ -54,6 +55,22 @@ def _backward(total: Tensor, sv: ShortcutV2V) -> None:
             "generator itself cannot backpropagate there either): pick a dec_layer after that op, or make it out of "
             "place (x = x + y); else a perceptual loss you passed."
         ) from exc
+
+
+def _refuse_unreached(terms: dict[str, Tensor], image: Tensor, output: Any) -> None:
+    """Refuse loss terms that do not depend on the block: they compare an image the shortcut frame computes
+    outside the layers it skips (an early stage's image of a multi-stage generator), so they train nothing.
+    (A term on ``image`` is judged by the image: a perceptual network or a discriminator has weights of its own.)"""
+    on_image = {"perceptual", "adversarial", "temporal", *(("output",) if output is not None else ())}
+    unreached = [name for name, value in terms.items() if not value.requires_grad or (name in on_image and not image.requires_grad)]
+    if unreached:
+        which = "the generator's output (no output= given)" if output is None else f"the image output={output!r} names"
+        raise OutputSelectionError(
+            f"the loss term(s) {unreached} do not depend on the shortcut block: they compare {which}, which a shortcut "
+            "frame computes outside the layers it replaces (an early stage's image, a pass-through input), so they "
+            "cannot train it. Name the generator's final image with output= (a key, an index or a function), or "
+            "give those terms weight 0."
+        )
 
 
 def _perceptual_chosen(weights: LossWeights | dict[str, float] | None) -> bool:
@@ -116,6 +133,7 @@ def distill(
     progress: bool = True,
     bf16: bool = False,
     data_init: bool | Literal["auto"] = "auto",
+    output: OutputSelector = None,
 ) -> History:
     """Train ``sv.block`` so that shortcut frames reproduce the teacher's.
 
@@ -132,7 +150,7 @@ def distill(
             weight applies only when ``perceptual`` is given; a perceptual weight chosen without it
             (named in a dict, or not the default in a ``LossWeights``) is refused (ValueError).
         perceptual: optional ``f(student_image, teacher_image) -> scalar`` (images
-            ``[B, C, H, W]`` as :func:`~shortcutify.train.evaluate.output_image` picks them).
+            ``[B, C, H, W]`` as ``output`` picks them).
         crop: random crop ``h`` or ``(h, w)`` shared by both frames of a pair. Without it
             all clips must have one frame size (every clip is indexed once, up front, to check).
             In the first frames' pixels: the frames inputs of a multi-input generator are cropped to the
@@ -163,6 +181,13 @@ def distill(
             training frames (:meth:`~shortcutify.core.blocks.ShortcutBlock.init_reductions`:
             their principal components, raised so that ReLU passes them); ``"auto"`` (default) does
             so for an untrained block and keeps a trained block's reductions (fine-tuning).
+        output: which part of the generator's output is the image
+            (:data:`~shortcutify.train.outputs.OutputSelector`: a key of a dict output, an index into a tuple, or
+            a function ``f(output) -> [B, C, H, W]``): the output loss, the perceptual and GAN terms and the
+            validations compare that image only. None (default): the output loss compares every floating tensor
+            of the output, the other terms and the validations the first floating ``[B, C, H, W]`` leaf
+            (:func:`~shortcutify.train.outputs.output_image`). A function cannot be recorded in checkpoints: keep
+            it the same when resuming.
 
     Returns:
         :class:`History` (per-step losses and validations). On return, also after an
@@ -177,7 +202,10 @@ def distill(
         TypeError: a clip's frames are not floating point (``uint8`` video: scale it to the
             generator's value range first), ``clips`` is a single clip tensor or not a collection, a
             clip is not tensors, an example input is not a tensor (``InputTypeError``: fix it with
-            ``concrete_args``), ``seed`` is not an integer, or ``sv`` is not a module; before the first step.
+            ``concrete_args``), ``seed`` is not an integer, ``output`` is not a selector, or ``sv`` is not a module;
+            before the first step.
+        OutputSelectionError: (a ``ValueError``) ``output`` names no image of the generator's output, or it holds
+            none; raised in the first step, before it is applied (the block is left as it was given).
         OSError: ``checkpoint_dir`` cannot be created or written, before the first step.
         IncompatibleCheckpointError: (a ``ValueError``) ``resume`` found a checkpoint of
             another run (see ``resume``).
@@ -212,6 +240,7 @@ def distill(
         )
     crop_hw = _crop(crop)
     check_data_range(data_range)  # now, not at the first validation
+    output = check_selector(output, "distill()")
     if getattr(sv.block, "motion_prior", None) and batch_size < PRIOR_LEFT_OUT_EVERY:
         warnings.warn(
             f"batch_size={batch_size}: a block with the motion prior trains every {PRIOR_LEFT_OUT_EVERY}nd pair of a batch "
@@ -277,7 +306,9 @@ def distill(
             # absent for False, as in the records of 0.13 and earlier, whose runs had no start
             run.record = run_record(sv, world=world, lr=float(lr), betas=tuple(map(float, betas)), batch_size=batch_size,
                                     steps=steps, weights=w, crop=crop_hw, flip=bool(flip), seed=seed, bf16=bool(bf16),
-                                    **({} if data_init is False else {"data_init": data_init}))
+                                    **({} if data_init is False else {"data_init": data_init}),
+                                    # (a key or an index; absent for None, as in earlier records; a function is not recorded)
+                                    **({"output": output} if isinstance(output, (str, int)) else {}))
         start = 0
         if resuming:
             start = run.restore(ckpt_path, device, rank, world, steps)
@@ -305,7 +336,7 @@ def distill(
     def validate(step: int) -> None:
         if val_list is None or rank != 0:
             return
-        summary = evaluate(sv, val_list, data_range=data_range).summary()  # restores the training mode
+        summary = evaluate(sv, val_list, data_range=data_range, output=output).summary()  # restores the training mode
         run.history.val.append({"step": float(step), **{k: summary[k] for k in ("psnr", "ssim", "psnr_repeat", "ssim_repeat")}})
 
     bar = None
@@ -329,13 +360,16 @@ def distill(
                     key = sv.run_keyframe(*ref_in)
                     target = sv.run_keyframe(*cur_in)
                 student = step_fn(*cur_in, reference=key.taps, return_aligned=w.alignment > 0)
-                image, target_image, previous = output_image(student.output), output_image(target.output), output_image(key.output)
+                image, target_image = output_image(student.output, output), output_image(target.output, output)
+                previous = output_image(key.output, output)
                 terms = student_terms(
                     w, feature=student.feature, aligned=student.aligned, target_feature=target.dec,
-                    output=student.output, target_output=target.output, image=image, target_image=target_image,
+                    output=student.output if output is None else image,
+                    target_output=target.output if output is None else target_image, image=image, target_image=target_image,
                     perceptual=perceptual,
                 )
                 terms.update(run.adversaries.student_terms(image, previous))
+                _refuse_unreached(terms, image, output)
                 total = sum(terms.values())
             opt.zero_grad(set_to_none=True)
             _backward(total, sv)

@@ -9,46 +9,16 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils._pytree import tree_flatten
 
 from ..core.caller import warn_caller
 from ..core.capture import unwrap
-from ..core.checks import is_count, looks_channels_last, refuse_untensored
+from ..core.checks import is_count, refuse_untensored
 from ..core.module import ShortcutV2V
 from .clips import as_clip, check_inputs, refuse_single_clip, to_inputs
 from .metrics import OutputRange, check_data_range, psnr, ssim
+from .outputs import OutputSelector, check_selector, image_count, output_image
 
 __all__ = ["EvalResult", "evaluate", "output_image"]
-
-
-def _images(out: Any) -> int:
-    """How many floating 4-D or 5-D tensors (images, stacks) an output holds."""
-    return sum(isinstance(v, Tensor) and v.is_floating_point() and v.dim() in (4, 5) for v in tree_flatten(out)[0])
-
-
-def output_image(out: Any) -> Tensor:
-    """The image a generator's output stands for: the first floating 4-D tensor in it, else the first 5-D one.
-
-    ``[B, C, H, W]``; for a dict or tuple output that is the first such leaf (dicts in
-    insertion order), e.g. ``out["frame"]``. A channels-last image ``[B, H, W, C]``
-    (:func:`~shortcutify.core.checks.looks_channels_last`) is returned as a ``[B, C, H, W]`` view, so that
-    SSIM and a perceptual loss see its height and width. An output without one but with a stack of frames
-    ``[B, C, D, H, W]`` (or ``[B, D, C, H, W]``: the two read alike; ``[B, D, H, W, C]`` moved first) is
-    returned as one image per stack, ``[B, C·D, H, W]``: PSNR, SSIM (per plane, then averaged) and the
-    pixel losses see every frame of it, whichever the order (a perceptual loss for 3-channel images does
-    not take it).
-    """
-    leaves = [v for v in tree_flatten(out)[0] if isinstance(v, Tensor) and v.is_floating_point()]
-    for leaf in leaves:
-        if leaf.dim() == 4:
-            return leaf.movedim(-1, 1) if looks_channels_last(leaf) else leaf
-    for leaf in leaves:
-        if leaf.dim() == 5:
-            return (leaf.movedim(-1, 1) if looks_channels_last(leaf.flatten(0, 1)) else leaf).flatten(1, 2)
-    raise ValueError(
-        "the generator's output holds no floating tensor [B, C, H, W] (or a stack [B, C, D, H, W]) to compare: "
-        "distill, evaluate and calibrate measure image outputs; return the image (in a tuple or dict if need be)"
-    )
 
 
 #: dB: what an exact match (infinite PSNR) counts as in a mean (:class:`EvalResult`).
@@ -101,7 +71,9 @@ class EvalResult:
 
 
 @torch.no_grad()
-def evaluate(sv: Any, clips: Iterable[Any], *, data_range: float | None = None, max_clips: int | None = None) -> EvalResult:
+def evaluate(
+    sv: Any, clips: Iterable[Any], *, data_range: float | None = None, max_clips: int | None = None, output: OutputSelector = None
+) -> EvalResult:
     """Run ``sv`` over each clip (a fresh stream per clip) and compare with the teacher.
 
     Args:
@@ -112,13 +84,18 @@ def evaluate(sv: Any, clips: Iterable[Any], *, data_range: float | None = None, 
         data_range: width of the outputs' value range (2.0 for tanh outputs in [-1, 1], 1.0 for [0, 1]);
             None: 2.0, with a warning when the teacher's outputs do not look like [-1, 1].
         max_clips: evaluate at most this many clips.
+        output: which part of the generator's output is the image compared
+            (:data:`~shortcutify.train.outputs.OutputSelector`: a key, an index or a function); None: the first
+            floating ``[B, C, H, W]`` leaf (:func:`~shortcutify.train.outputs.output_image`).
 
     Returns:
         :class:`EvalResult`; the state of ``sv`` is reset before and after.
 
     Raises:
         TypeError, ValueError: a clip does not fit the example inputs (:func:`~shortcutify.train.clips.check_inputs`),
-            no clips, a single tensor instead of a collection, ``data_range`` or ``max_clips`` out of range.
+            no clips, a single tensor instead of a collection, ``data_range`` or ``max_clips`` out of range,
+            ``output`` not a selector.
+        OutputSelectionError: (a ``ValueError``) ``output`` names no image of the generator's output, or it holds none.
 
     Warns:
         RuntimeWarning: no shortcut frame was run (means NaN), or some gave NaN metrics.
@@ -134,6 +111,7 @@ def evaluate(sv: Any, clips: Iterable[Any], *, data_range: float | None = None, 
     if max_clips is not None and not is_count(max_clips):
         raise ValueError(f"max_clips must be a positive integer or None, got {max_clips!r}")
     refuse_single_clip(clips)
+    output = check_selector(output, "evaluate()")
     res = EvalResult()
     images = 0  # floating image leaves in the output
     param = next(sv.block.parameters())
@@ -150,9 +128,9 @@ def evaluate(sv: Any, clips: Iterable[Any], *, data_range: float | None = None, 
             for t in range(frames[0].shape[0]):
                 inputs = to_inputs(tuple(f[t : t + 1] for f in frames), param.device, param.dtype)
                 raw = sv(*inputs)
-                images = max(images, _images(raw))
-                out = output_image(raw)
-                teacher = out if sv.last_was_keyframe else output_image(sv.run_keyframe(*inputs)[0])
+                images = max(images, image_count(raw))
+                out = output_image(raw, output)
+                teacher = out if sv.last_was_keyframe else output_image(sv.run_keyframe(*inputs)[0], output)
                 if sv.last_was_keyframe:
                     key_out = out
                 assert key_out is not None
@@ -173,14 +151,14 @@ def evaluate(sv: Any, clips: Iterable[Any], *, data_range: float | None = None, 
             "evaluate: no shortcut frame was run (every frame a keyframe: clips of one frame, or a keyframe policy "
             "that keyframes them all); the means are NaN", RuntimeWarning,
         )
-    if images > 1 and res.shortcut_frames and all(math.isinf(p) for p, k in zip(res.psnr, res.keyframe) if not k) and not all(
+    if output is None and images > 1 and res.shortcut_frames and all(math.isinf(p) for p, k in zip(res.psnr, res.keyframe) if not k) and not all(
         math.isinf(p) for p, k in zip(res.psnr_repeat, res.keyframe) if not k
     ):
         warn_caller(
             f"evaluate: the compared image (the first [B, C, H, W] leaf of an output of {images} images, output_image) "
             "equals the teacher's exactly on every shortcut frame, while repeating the keyframe does not: the shortcut "
             "computes it outside the layers it skips. If another output is the image to judge (a multi-stage model's "
-            "last stage), wrap the generator to return that one first; distill's output loss compares the same image."
+            "last stage), name it with output= (a key, an index or a function) here and in distill()."
         )
     hint = None if seen is None else seen.mismatch("evaluate()")
     if hint is not None:

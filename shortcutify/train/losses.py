@@ -25,11 +25,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils._pytree import tree_flatten
 
 from ..core.checks import is_real
 from .discriminators import PatchDiscriminator, lsgan_loss
 from .distributed import wrap
+from .outputs import floating_leaves
 
 __all__ = ["LossWeights", "student_terms", "Adversaries"]
 
@@ -74,8 +74,7 @@ class LossWeights:
 
 def l1_outputs(student: Any, teacher: Any) -> Tensor:
     """Mean L1 over the floating tensors of two outputs of the same structure."""
-    s = [t for t in tree_flatten(student)[0] if isinstance(t, Tensor) and t.is_floating_point()]
-    t = [t for t in tree_flatten(teacher)[0] if isinstance(t, Tensor) and t.is_floating_point()]
+    s, t = floating_leaves(student), floating_leaves(teacher)
     return sum(F.l1_loss(a, b) for a, b in zip(s, t)) / max(len(s), 1)  # type: ignore[return-value]
 
 
