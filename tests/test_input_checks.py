@@ -192,3 +192,12 @@ def test_an_input_given_in_another_dtype_from_the_start_is_not_blamed_for_other_
     assert not isinstance(e.value, InputTypeError)
     with pytest.raises(InputTypeError, match="input 0 is torch.float64"):
         sv(torch.randn(1, 3, 16, 16, dtype=torch.float64), t)  # the frames' dtype is still named
+
+
+@pytest.mark.parametrize("train", [True, False], ids=["distill", "evaluate"])
+def test_a_clip_tensor_of_several_streams_is_refused_saying_each_clip_is_one_stream(train):
+    _, sv = _sv()
+    streams = torch.randn(6, 2, 3, 16, 16)  # [T, B, C, H, W]
+    with pytest.raises(InputMismatchError, match=r"each clip is one stream, \[T, 3, 16, 16\]: give a list of them, list\(x\.unbind\(1\)\)"):
+        distill(sv, [streams], steps=1, progress=False) if train else evaluate(sv, [streams])
+    assert evaluate(sv, list(streams.unbind(1)), data_range=2.0).shortcut_frames == 8  # the fix named

@@ -67,10 +67,14 @@ def check_like_example(x: Tensor, example: Any, what: str, j: int, lead: str = "
         return
     shape = list(example.shape)
     if x.dim() != example.dim():
-        batch = (
-            "" if x.dim() != example.dim() - 1 else " (one frame without its batch dimension? x.unsqueeze(0) adds it)"
-            if lead == "B" else " (a single clip given where a collection of clips is expected? wrap it in a list: [clip])"
-        )
+        if x.dim() == example.dim() - 1:
+            batch = (" (one frame without its batch dimension? x.unsqueeze(0) adds it)" if lead == "B" else
+                     " (a single clip given where a collection of clips is expected? wrap it in a list: [clip])")
+        elif x.dim() == example.dim() + 1 and lead == "T":
+            batch = (f" (several clips in one tensor, [T, B, ...] or [N, T, ...]? each clip is one stream, "
+                     f"[T, {', '.join(map(str, shape[1:]))}]: give a list of them, list(x.unbind(1)) or list(x))")
+        else:
+            batch = ""
         raise InputMismatchError(
             f"{what} has shape {list(x.shape)}, but the generator's input {j} was {shape} when it was wrapped: "
             f"give {example.dim()}-D tensors{batch}"
