@@ -702,3 +702,46 @@ def test_a_generator_that_stores_on_itself_in_forward_is_captured_and_left_as_it
     assert sv.config.capture == path and type(gen.mean) is torch.Tensor  # (not a proxy or a fake tensor left there)
     with torch.no_grad():
         assert torch.equal(sv(x), gen(x))
+
+
+class _InPlace(FourConvs):
+    """In-place ops as first-order-motion code has them: a view changed in place (``unsqueeze_``) and an
+    in-place activation whose second application would change its values."""
+
+    def forward(self, x):
+        act = F.leaky_relu_
+        h = act(self.c(act(self.b(act(self.a(x), 0.1)), 0.1)), 0.1)
+        m = x.mean(1)
+        m.unsqueeze_(1)  # [B, H, W] -> [B, 1, H, W]
+        return torch.cat([self.d(h), m], 1)
+
+
+@pytest.mark.parametrize("capture", ["fx", "export"])
+def test_in_place_ops_are_captured_and_counted_once(capture):
+    torch.manual_seed(0)
+    gen, x = _InPlace().eval(), torch.randn(1, 3, 16, 16)
+    sv = shortcutify(gen, "a", "c", x, capture=capture)
+    frame = torch.randn(1, 3, 16, 16)
+    assert torch.equal(sv(frame), gen(frame))
+    assert sv(frame).shape == (1, 4, 16, 16)  # a shortcut frame
+    assert sv.cost().teacher.macs > 0
+
+
+class _WritesIntoItsInput(FourConvs):
+    def forward(self, x):
+        x.mul_(2).sub_(1)  # rescales its input in place, as some preprocessing does
+        return self.d(self.c(self.b(self.a(x))))
+
+
+def test_a_generator_that_writes_into_its_input_leaves_the_example_and_the_kept_copy_as_given():
+    from shortcutify import list_taps, suggest_taps
+
+    torch.manual_seed(0)
+    gen, x = _WritesIntoItsInput().eval(), torch.rand(1, 3, 16, 16)
+    given = x.clone()
+    sv = shortcutify(gen, "a", "c", x)
+    first = sv.cost().teacher.macs
+    assert sv.cost().teacher.macs == first
+    list_taps(gen, x)
+    suggest_taps(gen, x, top=1, progress=False)
+    assert torch.equal(x, given) and torch.equal(sv.example_inputs[0], given)

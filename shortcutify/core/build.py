@@ -26,7 +26,7 @@ from ..version import __version__
 from .blocks import BLOCK_TYPES, make_block, motion_pool_for, motion_prior_name, prior_names
 from .blocks.sizing import AUTO, auto_layout, auto_width, block_macs, check_layout_choice
 from .caller import warn_caller
-from .capture import CaptureKwargs, CaptureOptions, as_tuple, capture, recapture, refuse_unusable, same_value, unwrap
+from .capture import CaptureKwargs, CaptureOptions, as_tuple, capture, fresh, recapture, refuse_unusable, same_value, unwrap
 from .checks import check_tap_rows, frame_aspect, frames_batch, shapes_of, tap_looks_channels_last
 from .cut import Cut, resolve_cut
 from .module import ShortcutV2V
@@ -209,7 +209,7 @@ def _warn_if_streams_coupled(model: nn.Module, inputs: tuple[Any, ...], fixed: d
         for args in (alone, together):
             with torch.random.fork_rng(devices=devices), torch.no_grad():
                 torch.manual_seed(0)
-                outs.append([v for v in tree_flatten(model(*args, **fixed))[0] if isinstance(v, Tensor) and v.is_floating_point()])
+                outs.append([v for v in tree_flatten(model(*fresh(args), **fixed))[0] if isinstance(v, Tensor) and v.is_floating_point()])
     except Exception:  # noqa: BLE001 (a generator that cannot run these is not judged here)
         return
     for a, b in zip(*outs):

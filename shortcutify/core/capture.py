@@ -37,7 +37,7 @@ from typing import Any, Literal
 import torch
 from torch import fx, nn
 from torch.fx import _symbolic_trace
-from torch.utils._pytree import tree_flatten, tree_unflatten
+from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 from typing_extensions import TypedDict
 
 from ..errors import CaptureMismatchError, FixedArgumentError, GeneratorStateError, UntraceableModelError
@@ -244,6 +244,12 @@ def check_fixed_argument(value: Any, fixed: Any, name: str) -> None:
         )
 
 
+def fresh(values: Any) -> Any:
+    """``values`` with every tensor copied (same structure): a model that writes into its inputs
+    (``x.mul_(2)``) then changes neither the caller's tensors nor the next run's."""
+    return tree_map(lambda v: v.clone() if isinstance(v, torch.Tensor) else v, values)
+
+
 def _short(value: Any) -> str:
     """``value`` for a message: a tensor by its shape and dtype, anything else by a ``repr`` cut to a line."""
     if isinstance(value, torch.Tensor):
@@ -447,6 +453,9 @@ def annotate(captured: Captured, example_inputs: Any) -> None:
                     fn = _MethodCall(n.target)
                 else:
                     fn = n.target
+                # (counted on copies: fvcore's trace runs the op again, and an in-place op, x.unsqueeze_(1) or a
+                # LeakyReLU(inplace=True), would be applied to the run's own values twice)
+                args, kwargs = fresh((args, kwargs))
                 try:
                     macs[n.name] = call_macs(fn, args, kwargs)
                 except Exception as exc:  # noqa: BLE001 (whatever fvcore's jit trace trips on: named below)
@@ -455,7 +464,7 @@ def annotate(captured: Captured, example_inputs: Any) -> None:
 
     uncountable: list[tuple[fx.Node, Exception]] = []
     with torch.no_grad():
-        _Annotator(captured.gm).run(*inputs)
+        _Annotator(captured.gm).run(*fresh(inputs))
     if uncountable:  # (raised here, not inside the interpreter, which would append the graph to the message)
         n, exc = uncountable[0]
         raise UntraceableModelError(
@@ -723,8 +732,7 @@ def check_against_eager(captured: Captured, model: nn.Module, example_inputs: An
     other = "export" if captured.method == "fx" else "fx"
 
     def run(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        # fresh copies: a model that writes into its inputs must not see (nor leave) other values
-        args = tuple(a.clone() if isinstance(a, torch.Tensor) else a for a in args)
+        args = fresh(args)  # a model that writes into its inputs must not see (nor leave) other values
         with torch.random.fork_rng(devices=devices), torch.no_grad():
             torch.manual_seed(0)
             return fn(*args, **kwargs)

@@ -387,7 +387,7 @@ class ShortcutV2V(nn.Module):
         self._recaptured: OrderedDict[tuple, tuple[Programs, BatchGuard | None]] = OrderedDict()
         self._batch_fixed: Counter[tuple] = Counter()  # per layout, the captures where export fixed the batch size
         self._teacher = [teacher]  # not a submodule: its weights are already in the programs
-        self._example = tuple(x.detach().cpu() if isinstance(x, Tensor) else x for x in example_inputs)
+        self._example = tuple(x.detach().to("cpu", copy=True) if isinstance(x, Tensor) else x for x in example_inputs)
         # the inputs given in the weights' dtype (frames): another dtype there is a mistake _explain_dtype names; a
         # side input given in another (a float64 timestep the generator casts itself) is the generator's own business
         weights = next(block.parameters()).dtype
@@ -1056,7 +1056,8 @@ class ShortcutV2V(nn.Module):
     def _example_on_device(self) -> tuple[Any, ...]:
         p = next(self.block.parameters())
         return tuple(
-            x.to(device=p.device, dtype=p.dtype if x.is_floating_point() else x.dtype) if isinstance(x, Tensor) else x
+            # (copies: the teacher runs on them, and a generator may write into its inputs)
+            x.to(device=p.device, dtype=p.dtype if x.is_floating_point() else x.dtype, copy=True) if isinstance(x, Tensor) else x
             for x in self._example
         )
 

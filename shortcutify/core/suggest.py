@@ -22,7 +22,7 @@ from typing_extensions import Unpack
 
 from ..errors import EmptyCutError, TapOrderError, TapShapeError
 from .blocks.sizing import AUTO, auto_layout, auto_width, block_macs, check_layout_choice
-from .capture import CaptureKwargs, CaptureOptions, Captured, as_tuple, capture, unwrap
+from .capture import CaptureKwargs, CaptureOptions, Captured, as_tuple, capture, fresh, unwrap
 from .caller import warn_caller
 from .checks import check_like_example, frame_aspect, frames_batch, is_count, looks_channels_last, tap_looks_channels_last
 from .cut import resolve_cut
@@ -347,7 +347,7 @@ def _run(gm: fx.GraphModule, inputs: tuple[Any, ...], initial_env: dict[fx.Node,
     try:
         torch.default_generator.manual_seed(0)  # random ops draw the same on every run (CPU generator)
         with torch.no_grad():
-            out = _Recorder(gm).run(*inputs, initial_env=initial_env)
+            out = _Recorder(gm).run(*fresh(inputs), initial_env=initial_env)
     finally:
         torch.set_rng_state(state)
     return [t for t in tree_flatten(out)[0] if isinstance(t, Tensor) and t.is_floating_point()]
