@@ -1,5 +1,8 @@
 """Specification of cost accounting (fvcore MACs, one multiply-add = one)."""
 
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -283,3 +286,18 @@ def test_a_teacher_the_jit_tracer_cannot_follow_is_counted_on_its_exported_graph
     assert report.teacher.macs == convs and "NOT COUNTED" not in str(report)  # (pooling, unpooling: element-wise)
     with pytest.raises(UntraceableModelError, match="capture='export'"):
         shortcutify(gen, "enc", "dec", x, capture="fx").cost()
+
+
+def test_costs_are_counted_in_a_fresh_process_where_warnings_are_errors():
+    # (fvcore's import scripts functions, which torch deprecates: under pytest's filterwarnings=error or -W error a
+    # first count failed, blamed on an uncountable submodule)
+    code = (
+        "import torch, torch.nn as nn, shortcutify as S\n"
+        "g = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 3, 3, padding=1)).eval()\n"
+        "x = torch.rand(1, 3, 16, 16)\n"
+        "S.list_taps(g, x)\n"
+        "print(S.shortcutify(g, '0', '1', x).cost().teacher.macs)\n"
+    )
+    done = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout.split()[-1]) == 16 * 16 * 9 * (3 * 8 + 8 * 8 + 8 * 3)

@@ -276,7 +276,9 @@ def _guarded(op: str, rule: Callable[[list[Any], list[Any]], Any], failed: Count
 
 
 def _fvcore_macs(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[int, Counter[str], Counter[str]]:
-    from fvcore.nn import FlopCountAnalysis
+    with warnings.catch_warnings():  # (importing fvcore scripts functions: torch deprecates torch.jit.script)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from fvcore.nn import FlopCountAnalysis
 
     analysis = FlopCountAnalysis(module, inputs)
     failed: Counter[str] = Counter()  # ops whose rule could not read their shapes: reported as not counted
