@@ -46,7 +46,8 @@ class AmbiguousTapError(ShortcutifyError, ValueError):
 
 
 class TapOrderError(ShortcutifyError, ValueError):
-    """The taps are in the wrong order, or the decoder tap does not depend on the encoder tap."""
+    """The taps are in the wrong order, the decoder tap does not depend on the encoder tap, or the
+    encoder tap does not depend on the frames (its value stays the same when they change)."""
 
 
 class TapShapeError(ShortcutifyError, ValueError):

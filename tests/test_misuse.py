@@ -583,3 +583,32 @@ def test_a_3d_tap_is_blamed_on_a_missing_batch_dimension_only_when_the_example_l
     assert "has shape (1, 256, 8)" in str(batched.value) and "unsqueeze" not in str(batched.value)
     with pytest.raises(TapShapeError, match=r"x\.unsqueeze\(0\)"):
         shortcutify(gen, "net.0", "net.2", torch.randn(3, 16, 16))  # one frame without its batch dimension
+
+
+class _ZeroState(nn.Module):
+    """A recurrent generator's first step: its state starts as zeros shaped like the frame (``x.new_zeros``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.s = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+        self.b = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU())
+        self.c = nn.Conv2d(16, 3, 3, padding=1)
+
+    def forward(self, x):
+        state = torch.relu(self.s(x.new_zeros(x.shape[0], 8, x.shape[2], x.shape[3])))
+        return self.c(self.b(torch.cat([torch.relu(self.a(x)), state], 1)))
+
+
+@pytest.mark.parametrize("capture", ["fx", "export"])
+def test_an_encoder_tap_that_does_not_depend_on_the_frames_is_refused(capture):
+    from shortcutify import TapOrderError
+
+    gen, x = _ZeroState().eval(), torch.rand(1, 3, 16, 16)
+    with pytest.raises(TapOrderError, match="enc_layer 's' does not depend on the frames"):
+        shortcutify(gen, "s", "b", x, capture=capture)
+    sv = shortcutify(gen, "a", "b", x, capture=capture)  # the frame's own branch: fine
+    for p in sv.block.parameters():  # (a block that changes the frame: the untrained one repeats the keyframe's)
+        torch.nn.init.normal_(p, std=0.1)
+    with torch.no_grad():
+        sv(x)
+        assert not torch.equal(sv(torch.rand(1, 3, 16, 16)), sv(-torch.rand(1, 3, 16, 16)))

@@ -367,3 +367,11 @@ def test_a_better_cut_left_out_because_it_would_not_follow_an_input_is_named():
         held = suggest_taps(HeldConditioning(gen, c), x, top=3)
     assert (held[0].enc_layer, held[0].dec_layer) == ("gen.enc.1", "gen.dec.0")
 
+
+
+def test_encoder_taps_that_do_not_change_with_the_frames_are_not_suggested():
+    from test_misuse import _ZeroState
+
+    torch.manual_seed(0)
+    found = suggest_taps(_ZeroState().eval(), torch.rand(1, 3, 16, 16), top=20, progress=False)
+    assert found and all(not s.enc_layer.startswith(("s", "new_zeros", "relu_1")) for s in found), [s.enc_layer for s in found]

@@ -11,17 +11,18 @@ import contextlib
 import difflib
 import functools
 import logging
+import math
 import os
 import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor, fx, nn
 from torch.utils._pytree import tree_flatten, tree_unflatten
 from typing_extensions import Unpack
 
-from ..errors import IncompatibleCheckpointError, ShortcutifyError, TapShapeError, UntraceableModelError
+from ..errors import IncompatibleCheckpointError, ShortcutifyError, TapOrderError, TapShapeError, UntraceableModelError
 from ..version import __version__
 from .blocks import BLOCK_TYPES, make_block, motion_pool_for, motion_prior_name, prior_names
 from .blocks.sizing import AUTO, auto_layout, auto_width, block_macs, check_layout_choice
@@ -146,6 +147,7 @@ def shortcutify(
         cut = resolve_cut(captured, enc_layer, dec_layer)
         check_tap_rows(cut.enc.shape, cut.dec.shape, inputs, (enc_layer, dec_layer))
         _refuse_channels_last_taps(cut, inputs, (enc_layer, dec_layer))
+        _refuse_frame_free_encoder_tap(cut, inputs)
         _warn_if_streams_coupled(model, inputs, captured.fixed_args)
         factory = _factory(model, inputs)
         resolution, width, macs = _size_block(cut, factory, resolution, width, motion_prior)
@@ -226,6 +228,68 @@ def _warn_if_streams_coupled(model: nn.Module, inputs: tuple[Any, ...], fixed: d
                 "keyframe them together."
             )
             return
+
+
+class _Reached(Exception):
+    def __init__(self, value: Any) -> None:
+        super().__init__("the tap is reached")
+        self.value = value
+
+
+def _tap_value(cut: Cut, inputs: tuple[Any, ...]) -> Tensor:
+    """The encoder tap's value on ``inputs`` (the captured graph run up to it, under one random seed)."""
+    tap = cut.enc_node
+
+    class _UpToTap(fx.Interpreter):
+        def run_node(self, n: fx.Node) -> Any:
+            value = super().run_node(n)
+            if n is tap:
+                raise _Reached(value)
+            return value
+
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices), torch.no_grad():
+        torch.manual_seed(0)
+        try:
+            _UpToTap(cut.captured.gm).run(*fresh(inputs))
+        except _Reached as reached:
+            return reached.value
+    raise AssertionError("the graph returned before the encoder tap")  # (a tap is a node of the graph it runs)
+
+
+def _refuse_frame_free_encoder_tap(cut: Cut, inputs: tuple[Any, ...]) -> None:
+    """Refuse an encoder tap whose value does not change when every input does: a shortcut frame's block, which
+    sees the current frame only through it, would repeat one output (a recurrent generator's zero initial state,
+    ``x.new_zeros(...)``, reads the frame's shape only).
+
+    One more run of the layers up to the tap, on the inputs with seeded noise added (at each input's spread).
+    Not judged where an input is not floating (labels, indices: not perturbed) or the perturbed run fails.
+    """
+    leaves, spec = tree_flatten(list(inputs))
+    tensors = [v for v in leaves if isinstance(v, Tensor)]
+    if not tensors or not all(v.is_floating_point() for v in tensors):
+        return
+    noise = torch.Generator().manual_seed(0)
+
+    def moved(v: Any) -> Any:
+        if not isinstance(v, Tensor) or v.numel() == 0:
+            return v
+        spread = float(v.float().std()) if v.numel() > 1 else 0.0
+        step = torch.randn(v.shape, generator=noise).to(v.device, v.dtype)
+        return v + step * (spread if spread > 0 and math.isfinite(spread) else 1.0)
+
+    try:
+        before = _tap_value(cut, inputs)
+        after = _tap_value(cut, tuple(tree_unflatten([moved(v) for v in leaves], spec)))
+    except Exception:  # noqa: BLE001 (a generator that cannot run the moved inputs is not judged here)
+        return
+    if isinstance(before, Tensor) and isinstance(after, Tensor) and torch.equal(before, after):
+        raise TapOrderError(
+            f"enc_layer {cut.enc_layer!r} does not depend on the frames: its value stays the same when every input "
+            "changes (a constant, a learned start, a zero initial state made with x.new_zeros(...), which reads only "
+            "the frame's shape), so the block, which sees a shortcut frame only through that tap, would repeat one "
+            "output. Choose an encoder tap computed from the input frames (list_taps() lists the nodes)."
+        )
 
 
 def _refuse_channels_last_taps(cut: Cut, inputs: tuple[Any, ...], taps: tuple[str, str]) -> None:

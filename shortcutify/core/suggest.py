@@ -408,6 +408,11 @@ class _Proxy:
         self._descendants: dict[fx.Node, set[fx.Node]] = {}
         self._designs: dict[tuple[fx.Node, tuple[int, int]], tuple[list[Tensor], list[Tensor], Tensor]] = {}
 
+    def reads_frames(self, enc: fx.Node) -> bool:
+        """Whether ``enc``'s value changes between the frames of some pair (a zero initial state made with
+        ``x.new_zeros(...)`` does not: a block reading it would see nothing of the current frame)."""
+        return any(not torch.equal(ref[enc], cur[enc]) for ref, cur, _, _ in self.pairs)
+
     def descendants(self, node: fx.Node) -> set[fx.Node]:
         if node not in self._descendants:
             seen, stack = set(), [node]
@@ -632,6 +637,14 @@ def _suggest(
         )
     pairs.sort(key=lambda p: (-p[0], graph.index[p[2]], graph.index[p[1]]))
     proxy = _Proxy(captured.gm, _frame_pairs(inputs, frames))
+    frame_free = {e for _, e, _ in pairs if not proxy.reads_frames(e)}
+    if frame_free and len(frame_free) == len({e for _, e, _ in pairs}):
+        raise EmptyCutError(
+            f"no encoder tap of {type(model).__name__} among the candidates changes with the frames "
+            f"({[infos[n].name for n in frame_free][:8]}): a block would see nothing of a shortcut frame. Check "
+            "list_taps(model, example_inputs) and pass frames= with frames that differ."
+        )
+    pairs = [p for p in pairs if p[1] not in frame_free]  # (their shortcut frames would repeat one output)
     total = graph.total
     layouts = ("half", "full") if resolution == AUTO else (resolution,)
     # each pair's bound: its score with a free block and the lowest difficulty of the layouts it may get
