@@ -201,3 +201,16 @@ def test_a_clip_tensor_of_several_streams_is_refused_saying_each_clip_is_one_str
     with pytest.raises(InputMismatchError, match=r"each clip is one stream, \[T, 3, 16, 16\]: give a list of them, list\(x\.unbind\(1\)\)"):
         distill(sv, [streams], steps=1, progress=False) if train else evaluate(sv, [streams])
     assert evaluate(sv, list(streams.unbind(1)), data_range=2.0).shortcut_frames == 8  # the fix named
+
+
+@pytest.mark.parametrize("capture", ["fx", "export"])
+def test_example_inputs_the_generator_cannot_run_are_named_at_wrap_time(capture):
+    gen = ResnetGenerator(ngf=8, n_blocks=2).eval()
+    uint8 = torch.zeros(1, 3, 16, 16, dtype=torch.uint8)
+    for call in (lambda x: shortcutify(gen, "model.4", "model.12", x, capture=capture), lambda x: list_taps(gen, x, capture=capture)):
+        with pytest.raises(InputTypeError, match=r"itself fails on the example inputs \['\[1, 3, 16, 16\] uint8'\].*frames\.float\(\) / 127\.5 - 1"):
+            call(uint8)
+        with pytest.raises(InputMismatchError, match=r"itself fails on the example inputs \['\[1, 1, 16, 16\] float32'\].*channels its first layer takes"):
+            call(torch.rand(1, 1, 16, 16))
+    with pytest.raises(InputTypeError, match="are integer tensors"):
+        suggest_taps(gen, uint8, progress=False, capture=capture)

@@ -278,3 +278,23 @@ class _Mode(__import__("enum").IntEnum):
 def test_fixed_arguments_json_cannot_hold_are_named_not_stored(value):
     stored, unstored = storage.encode_fixed_args({"keep": (1, "a"), "bad": value})
     assert unstored == ("bad",) and stored == {"keep": {"__tuple__": [1, "a"]}}
+
+
+@pytest.mark.parametrize(
+    "other, cause",
+    [
+        (lambda: __import__("shortcutify.demo.models", fromlist=["Vid2VidGenerator"]).Vid2VidGenerator(), "missing 1 required positional argument"),
+        (lambda: ResnetGenerator(in_ch=1, ngf=8, n_blocks=2), "to have 1 channels"),
+    ],
+    ids=["other-arguments", "other-channels"],
+)
+def test_load_onto_a_generator_that_cannot_run_the_saved_inputs_names_them(tmp_path, other, cause):
+    _sv(0)[1].save(tmp_path)
+    with pytest.raises(IncompatibleCheckpointError, match=rf"saved for a ResnetGenerator taking 1 input\(s\) of shapes \[\[1, 3, 16, 16\]\].*{cause}"):
+        load(other(), tmp_path)
+
+
+def test_load_given_a_file_of_the_saved_block_names_its_directory(tmp_path):
+    _sv(0)[1].save(tmp_path)
+    with pytest.raises(FileNotFoundError, match=rf"is a file of a saved block: give its directory, load\(model, '{tmp_path}'\)"):
+        load(ResnetGenerator(ngf=8, n_blocks=2), tmp_path / CONFIG_NAME)

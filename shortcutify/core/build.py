@@ -22,7 +22,15 @@ from torch import Tensor, fx, nn
 from torch.utils._pytree import tree_flatten, tree_unflatten
 from typing_extensions import Unpack
 
-from ..errors import IncompatibleCheckpointError, ShortcutifyError, TapOrderError, TapShapeError, UntraceableModelError
+from ..errors import (
+    IncompatibleCheckpointError,
+    InputMismatchError,
+    InputTypeError,
+    ShortcutifyError,
+    TapOrderError,
+    TapShapeError,
+    UntraceableModelError,
+)
 from ..version import __version__
 from .blocks import BLOCK_TYPES, make_block, motion_pool_for, motion_prior_name, prior_names
 from .blocks.sizing import AUTO, auto_layout, auto_width, block_macs, check_layout_choice
@@ -401,6 +409,7 @@ def load(
         policy = _saved_policy(manifest, cfg_file)
     p = next(iter(model.parameters()), None)
     device = p.device if p is not None else torch.device("cpu")
+    defaulted = example_inputs is None
     if example_inputs is None:  # on the model's device, floating ones in its dtype (a block saved in float32 loads onto .double())
         example_inputs = tuple(e.zeros(device) for e in manifest.example_inputs)
         if p is not None and p.is_floating_point():
@@ -437,6 +446,17 @@ def load(
         )
     except (IncompatibleCheckpointError, UntraceableModelError):
         raise
+    except (InputMismatchError, InputTypeError) as exc:
+        if not defaulted:
+            raise
+        shapes = [list(e.shape) for e in manifest.example_inputs]
+        cause = exc.__cause__ if exc.__cause__ is not None else exc
+        raise IncompatibleCheckpointError(
+            f"the block in {path} was saved for a {manifest.teacher} taking {len(shapes)} input(s) of shapes {shapes}; "
+            f"this {type(model).__name__} cannot run them ({type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}). "
+            "Load it onto the generator it was trained for (or, for one of the same graph taking other inputs, pass "
+            "example_inputs=)."
+        ) from exc
     except ShortcutifyError as exc:
         raise IncompatibleCheckpointError(
             f"the saved block's taps ({cfg.enc_layer!r} -> {cfg.dec_layer!r}) do not fit this "

@@ -40,7 +40,8 @@ from torch.fx import _symbolic_trace
 from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 from typing_extensions import TypedDict
 
-from ..errors import CaptureMismatchError, FixedArgumentError, GeneratorStateError, UntraceableModelError
+from ..errors import CaptureMismatchError, FixedArgumentError, GeneratorStateError, InputMismatchError, InputTypeError, UntraceableModelError
+from .checks import SCALING_HINT
 from .cost import call_macs
 
 __all__ = [
@@ -591,6 +592,7 @@ def export(
             exported = torch.export.export(model, inputs, kwargs=fixed or None, strict=False, dynamic_shapes=dynamic)
         gm = exported.module()
     except Exception as exc:  # export raises UserError, GuardOnDataDependentSymNode, RuntimeError, ...
+        _refuse_if_eager_fails(model, inputs, fixed)
         raise UntraceableModelError(
             f"torch.export could not capture {type(model).__name__}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}\n"
             f"  failing line: {_user_frame(exc)}\n"
@@ -737,7 +739,10 @@ def check_against_eager(captured: Captured, model: nn.Module, example_inputs: An
             torch.manual_seed(0)
             return fn(*args, **kwargs)
 
-    expected = run(model, *inputs, **captured.fixed_args)
+    try:
+        expected = run(model, *inputs, **captured.fixed_args)
+    except Exception as exc:  # the generator itself: not a capture matter
+        raise example_refused(model, inputs, exc) from exc
     try:
         got = run(captured.gm, *inputs)
     except Exception as exc:
@@ -768,6 +773,33 @@ def check_against_eager(captured: Captured, model: nn.Module, example_inputs: An
             f"the graph that {captured.method} captured from {type(model).__name__} computes something other than the "
             f"model on the example inputs: {problem}. Try capture={other!r}."
         )
+
+
+def _refuse_if_eager_fails(model: nn.Module, inputs: tuple[Any, ...], fixed: dict[str, Any]) -> None:
+    """After a failed capture: raise :func:`example_refused`'s error if the generator itself fails on the inputs."""
+    try:
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            model(*fresh(inputs), **fixed)
+    except Exception as exc:  # noqa: BLE001 (whatever the generator raises: named in the message)
+        raise example_refused(model, inputs, exc) from exc
+
+
+def example_refused(model: nn.Module, inputs: tuple[Any, ...], exc: Exception) -> Exception:
+    """The error for a generator that fails on its own example inputs (``exc``): :class:`InputTypeError`
+    where some are integer tensors (``uint8`` video not yet scaled), else :class:`InputMismatchError`."""
+    shapes = [f"{list(v.shape)} {str(v.dtype).replace('torch.', '')}" if isinstance(v, torch.Tensor) else type(v).__name__ for v in inputs]
+    failed = f"{type(model).__name__} itself fails on the example inputs {shapes} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+    integer = [j for j, v in enumerate(inputs) if isinstance(v, torch.Tensor) and not v.is_floating_point() and not v.is_complex() and v.dtype != torch.bool]
+    if integer:
+        return InputTypeError(
+            f"{failed}: input(s) {integer} are integer tensors; frames must be floating point in the value range the "
+            f"generator was trained on ({SCALING_HINT}). Labels or indices the generator embeds itself are fine: then "
+            "check the other inputs."
+        )
+    return InputMismatchError(
+        f"{failed}. Give example_inputs it runs on: one frame [B, C, H, W] with the channels its first layer takes, "
+        "or a tuple of forward()'s positional arguments, in order."
+    )
 
 
 def add_module_aliases(captured: Captured, model: nn.Module) -> None:

@@ -633,7 +633,7 @@ class ShortcutV2V(nn.Module):
                     self._batch_fixed[split[1]] += 1  # type: ignore[index]
                     any_batch = False  # (this size alone, as without a symbolic batch)
                     cut = self._recapture(args, False)
-            except UntraceableModelError as exc:
+            except (UntraceableModelError, InputMismatchError, InputTypeError) as exc:  # (the last two: the generator fails)
                 self._refuse_unrunnable(args, exc)
                 raise
         for role, tap in (("enc_layer", cut.enc), ("dec_layer", cut.dec)):

@@ -474,6 +474,11 @@ def _config_file(path: str | os.PathLike[str]) -> Path:
                 f"distill (sv = shortcutify(...)), put the checkpoint's block in it with sv.block.load_state_dict("
                 f"torch.load({str(checkpoint)!r}, weights_only=True)['block']), then save it with sv.save(path)"
             )
+        if src.is_file() and (src.parent / CONFIG_NAME).is_file():
+            raise FileNotFoundError(
+                f"{src} is a file of a saved block: give its directory, load(model, {str(src.parent)!r}) (the folder "
+                "sv.save() wrote)"
+            )
         raise FileNotFoundError(f"no saved shortcut block at {src}: {cfg_file.name} is missing (write one with sv.save(path))")
     return cfg_file
 
