@@ -7,6 +7,8 @@ the kernel tests are skipped with that reason; the op's registration is tested r
 
 import importlib.util
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -266,3 +268,12 @@ def test_the_switch_sets_from_a_call_on_or_within_a_with_block_only():
             assert not fast_path_enabled()
             raise KeyError
     assert fast_path_enabled()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="asks about a machine without CUDA")
+def test_no_fast_path_is_said_to_apply_for_cuda_where_torch_has_no_cuda_device():
+    code = "from shortcutify.ops import fast_path_available; print(fast_path_available('cuda'), fast_path_available('cpu'))"
+    env = {**os.environ, "TRITON_INTERPRET": "0"}  # (the tests run Triton's interpreter: a user's process does not)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["False", "False"]

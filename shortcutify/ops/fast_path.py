@@ -84,8 +84,12 @@ def _kernel_for(device_type: str) -> bool:
 def fast_path_available(device: torch.device | str = "cuda") -> bool:
     """Whether the ops have their Triton fast paths for tensors on ``device``: CUDA with
     ``triton`` importable (or any device under Triton's interpreter, ``TRITON_INTERPRET=1``,
-    as read on the first call), and no kernel has failed there."""
-    return _kernel_for(torch.device(device).type)
+    as read on the first call), and no kernel has failed there. ``False`` for CUDA where this torch
+    has no usable CUDA device (``torch.cuda.is_available()``), whatever triton says."""
+    kind = torch.device(device).type
+    if kind == "cuda" and not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") != "1":
+        return False
+    return _kernel_for(kind)
 
 
 def kernel_failed(device: torch.device, name: str, err: Exception) -> None:
