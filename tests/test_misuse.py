@@ -529,6 +529,29 @@ def test_a_generator_that_couples_its_batch_entries_is_named_at_wrap_time(batch)
         shortcutify(_convs().eval(), "0", "2", x)  # independent entries: nothing to say
 
 
+@pytest.mark.parametrize("batch", [1, 2])
+def test_a_generator_that_samples_at_random_is_named_at_wrap_time(batch):
+    class Noisy(nn.Module):  # SPADE-like: noise drawn in forward when none is given
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = _convs()
+
+        def forward(self, x, z=None):
+            z = torch.randn(x.shape[0], 3, 1, 1) if z is None else z
+            return self.net(x + z)
+
+    x = torch.randn(batch, 3, 16, 16)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        shortcutify(Noisy().eval(), "net.0", "net.2", x)
+    said = [str(w.message) for w in seen if issubclass(w.category, UserWarning)]
+    assert any("between two runs on the same inputs: it samples at random in forward()" in m for m in said), said
+    assert not any("couples its batch entries" in m for m in said)  # (one cause named, not a second)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        shortcutify(Noisy().eval(), "net.0", "net.2", (x, torch.zeros(batch, 3, 1, 1)))  # the noise given: nothing to say
+
+
 def test_a_channels_last_tap_is_refused_naming_the_layers_to_tap_instead():
     class ConvNeXtLike(nn.Module):
         def __init__(self) -> None:

@@ -156,7 +156,7 @@ def shortcutify(
         check_tap_rows(cut.enc.shape, cut.dec.shape, inputs, (enc_layer, dec_layer))
         _refuse_channels_last_taps(cut, inputs, (enc_layer, dec_layer))
         _refuse_frame_free_encoder_tap(cut, inputs)
-        _warn_if_streams_coupled(model, inputs, captured.fixed_args)
+        _warn_if_random_or_coupled(model, inputs, captured.fixed_args)
         factory = _factory(model, inputs)
         resolution, width, macs = _size_block(cut, factory, resolution, width, motion_prior)
         if cut.ignored_inputs:
@@ -190,18 +190,32 @@ def shortcutify(
 
 
 #: relative change (largest absolute difference over the largest output magnitude) of one frame's output, batched
-#: with another frame against alone, above which the generator is said to couple its batch entries (float noise
-#: between batch sizes stays orders of magnitude below)
+#: with another frame against alone (or under another random seed), above which the generator is said to couple its
+#: batch entries (or to sample at random); float noise between batch sizes stays orders of magnitude below
 COUPLING_TOLERANCE = 1e-3
 
 
-def _warn_if_streams_coupled(model: nn.Module, inputs: tuple[Any, ...], fixed: dict[str, Any]) -> None:
-    """Warn when the generator's output for one frame depends on the other frames of its batch (batch
-    statistics, a BatchNorm without running statistics): per-stream keyframes cannot keep such streams apart.
+def _largest_change(first: list[Tensor], second: list[Tensor]) -> tuple[float, float] | None:
+    """``(largest absolute difference, largest magnitude)`` of two runs' floating outputs where the difference
+    passes :data:`COUPLING_TOLERANCE` of the magnitude; ``None`` where they agree (or differ in shape)."""
+    for a, b in zip(first, second):
+        if a.shape != b.shape or not a.numel():
+            continue
+        scale, change = float(a.abs().max()), float((a - b).abs().max())
+        if scale > 0 and change > COUPLING_TOLERANCE * scale:
+            return change, scale
+    return None
 
-    One more run of the generator: the frames' first entry batched with a second (the example's own, or
-    the first shifted), under one random seed, against that entry alone. A generator that fails on
-    either is left to the calls that need it.
+
+def _warn_if_random_or_coupled(model: nn.Module, inputs: tuple[Any, ...], fixed: dict[str, Any]) -> None:
+    """Warn when the generator's output for one frame is not a function of that frame: it samples at random
+    (``torch.randn`` in ``forward``: keyframes cannot equal a later call, and training targets are random), or
+    it depends on the other frames of its batch (batch statistics, a BatchNorm without running statistics:
+    per-stream keyframes cannot keep such streams apart).
+
+    Three more runs of the generator: the frames' first entry alone under two random seeds, and batched with a
+    second (the example's own, or the first shifted) under the first seed. A generator that fails on these is
+    left to the calls that need it.
     """
     batch = frames_batch(shapes_of(inputs))
     if batch == 0:
@@ -216,26 +230,32 @@ def _warn_if_streams_coupled(model: nn.Module, inputs: tuple[Any, ...], fixed: d
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
     outs = []
     try:
-        for args in (alone, together):
+        for args, seed in ((alone, 0), (together, 0), (alone, 1)):
             with torch.random.fork_rng(devices=devices), torch.no_grad():
-                torch.manual_seed(0)
+                torch.manual_seed(seed)
                 outs.append([v for v in tree_flatten(model(*fresh(args), **fixed))[0] if isinstance(v, Tensor) and v.is_floating_point()])
     except Exception:  # noqa: BLE001 (a generator that cannot run these is not judged here)
         return
-    for a, b in zip(*outs):
-        if a.dim() == 0 or b.dim() == 0 or a.shape[1:] != b.shape[1:] or a.shape[0] != 1 or b.shape[0] != 2:
-            continue
-        scale = float(a.abs().max()) if a.numel() else 0.0
-        change = float((a[0] - b[0]).abs().max()) if a.numel() else 0.0
-        if scale > 0 and change > COUPLING_TOLERANCE * scale:
-            warn_caller(
-                f"the generator's output for a frame changes by {change:.3g} (of {scale:.3g}) when another frame is "
-                "batched with it: it couples its batch entries (batch statistics such as x - x.mean(0), a BatchNorm "
-                "without running statistics, or random sampling), so per-stream keyframes cannot keep streams apart "
-                "(a stream's outputs depend on the others in the teacher already). Run streams in separate calls, or "
-                "keyframe them together."
-            )
-            return
+    drawn = _largest_change(outs[0], outs[2])
+    if drawn is not None:
+        change, scale = drawn
+        warn_caller(
+            f"the generator's output changes by {change:.3g} (of {scale:.3g}) between two runs on the same inputs: it "
+            "samples at random in forward() (torch.randn for a noise input left out, dropout called with "
+            "training=True, ...), so keyframes differ from a later call of the generator, distill() trains the block "
+            "towards random targets and evaluate() compares against them. Give the noise as an input (per frame, or "
+            "fixed with concrete_args=), or draw it from a seeded torch.Generator inside the generator."
+        )
+        return
+    fits = [(a, b[:1]) for a, b in zip(outs[0], outs[1]) if a.dim() and b.dim() and a.shape[1:] == b.shape[1:] and (a.shape[0], b.shape[0]) == (1, 2)]
+    coupled = _largest_change([a for a, _ in fits], [b for _, b in fits])
+    if coupled is not None:
+        warn_caller(
+            f"the generator's output for a frame changes by {coupled[0]:.3g} (of {coupled[1]:.3g}) when another frame is "
+            "batched with it: it couples its batch entries (batch statistics such as x - x.mean(0), a BatchNorm "
+            "without running statistics), so per-stream keyframes cannot keep streams apart (a stream's outputs depend "
+            "on the others in the teacher already). Run streams in separate calls, or keyframe them together."
+        )
 
 
 class _Reached(Exception):
