@@ -375,3 +375,27 @@ def test_encoder_taps_that_do_not_change_with_the_frames_are_not_suggested():
     torch.manual_seed(0)
     found = suggest_taps(_ZeroState().eval(), torch.rand(1, 3, 16, 16), top=20, progress=False)
     assert found and all(not s.enc_layer.startswith(("s", "new_zeros", "relu_1")) for s in found), [s.enc_layer for s in found]
+
+
+def test_output_names_the_image_the_difficulty_judges():
+    class WithFlow(nn.Module):  # (image, flow): the flow comes from the frame alone, larger than the image
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = nn.Sequential(
+                nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
+                nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 3, 3, padding=1),
+            )
+
+        def forward(self, x):
+            return self.net(x), 50 * x[:, :2]
+
+    torch.manual_seed(0)
+    gen, x = WithFlow().eval(), torch.randn(1, 3, 16, 16)
+    every = {(s.enc_layer, s.dec_layer): s.difficulty for s in suggest_taps(gen, x, top=10, progress=False)}
+    image = {(s.enc_layer, s.dec_layer): s.difficulty for s in suggest_taps(gen, x, top=10, progress=False, output=0)}
+    same = every.keys() & image.keys()
+    assert same
+    # the flow, which no cut skips, dilutes every cut's difficulty; the image alone shows it
+    assert all(image[k] > 10 * every[k] for k in same), (every, image)
+    with pytest.raises(TypeError, match="output must name the image"):
+        suggest_taps(gen, x, output=1.5, progress=False)

@@ -3,7 +3,7 @@
 ``capture`` (a graph enters) -> ``taps`` / ``cut`` (validated taps, what is skipped) ->
 ``blocks`` (the learned part) -> ``programs`` (keyframe, shortcut, inference) ->
 ``module`` (the stateful :class:`ShortcutV2V`) <- ``build`` (:func:`shortcutify`, :func:`load`);
-``cost``, ``policy``, ``config`` and ``storage`` serve them. Imports go one way: nothing here
+``cost``, ``policy``, ``config``, ``outputs`` (the image in an output) and ``storage`` serve them. Imports go one way: nothing here
 imports :mod:`shortcutify.train` or :mod:`shortcutify.demo`.
 """
 

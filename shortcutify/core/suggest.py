@@ -26,6 +26,7 @@ from .capture import CaptureKwargs, CaptureOptions, Captured, as_tuple, capture,
 from .caller import warn_caller
 from .checks import check_like_example, frame_aspect, frames_batch, is_count, looks_channels_last, tap_looks_channels_last
 from .cut import resolve_cut
+from .outputs import OutputSelector, check_selector, output_image
 from .taps import TapInfo, resolve_tap, tap_infos
 
 __all__ = ["TapSuggestion", "TapSuggestions", "suggest_taps"]
@@ -329,8 +330,9 @@ def _frame_pairs(inputs: tuple[Any, ...], frames: Any) -> list[tuple[tuple[Any, 
 
 
 def _run(gm: fx.GraphModule, inputs: tuple[Any, ...], initial_env: dict[fx.Node, Any] | None = None,
-         record: dict[fx.Node, Any] | None = None) -> list[Tensor]:
-    """Run the captured graph (the CPU generator seeded); return its floating-point output tensors.
+         record: dict[fx.Node, Any] | None = None, output: OutputSelector = None) -> list[Tensor]:
+    """Run the captured graph (the CPU generator seeded); return its floating-point output tensors (with
+    ``output``, the one image it names: :func:`~shortcutify.core.outputs.output_image`).
 
     ``record``: filled with a copy of every node's value. ``initial_env``: values taken
     as given (nodes in it are not run).
@@ -350,6 +352,8 @@ def _run(gm: fx.GraphModule, inputs: tuple[Any, ...], initial_env: dict[fx.Node,
             out = _Recorder(gm).run(*fresh(inputs), initial_env=initial_env)
     finally:
         torch.set_rng_state(state)
+    if output is not None:
+        return [output_image(out, output)]
     return [t for t in tree_flatten(out)[0] if isinstance(t, Tensor) and t.is_floating_point()]
 
 
@@ -370,15 +374,15 @@ def _squared_error(xs: list[Tensor], ys: list[Tensor]) -> float:
 class _Proxy:
     """The difficulty of each cut, measured on pairs of frames (see :func:`suggest_taps`)."""
 
-    def __init__(self, gm: fx.GraphModule, frame_pairs: list[tuple[tuple[Any, ...], tuple[Any, ...]]]) -> None:
-        self.gm = gm
+    def __init__(self, gm: fx.GraphModule, frame_pairs: list[tuple[tuple[Any, ...], tuple[Any, ...]]], output: OutputSelector = None) -> None:
+        self.gm, self.output = gm, output
         self.pairs = []
         change = 0.0
         for ref_inputs, cur_inputs in frame_pairs:
             ref: dict[fx.Node, Any] = {}
             cur: dict[fx.Node, Any] = {}
-            y_ref = _run(gm, ref_inputs, record=ref)
-            y_cur = _run(gm, cur_inputs, record=cur)
+            y_ref = _run(gm, ref_inputs, record=ref, output=output)
+            y_cur = _run(gm, cur_inputs, record=cur, output=output)
             change += _squared_error(y_ref, y_cur)
             self.pairs.append((ref, cur, cur_inputs, y_cur))
         if not math.isfinite(change):
@@ -435,7 +439,7 @@ class _Proxy:
                 v = v.clone()  # the tail may write into its inputs
             env[n] = v
         env[dec] = f
-        return _run(self.gm, inputs, initial_env=env)
+        return _run(self.gm, inputs, initial_env=env, output=self.output)
 
     def _design(self, enc: fx.Node, size: tuple[int, int]) -> tuple[list[Tensor], list[Tensor], Tensor]:
         """The encoder tap at ``size``: per frame pair the reference's rows with a constant column
@@ -513,6 +517,7 @@ def suggest_taps(
     resolution: str = AUTO,
     top: int = 5,
     progress: bool = True,
+    output: OutputSelector = None,
     **capture_options: Unpack[CaptureKwargs],
 ) -> TapSuggestions:
     """Rank pairs of taps ``(enc_layer, dec_layer)`` for :func:`~shortcutify.shortcutify`.
@@ -585,6 +590,10 @@ def suggest_taps(
         progress: show a progress bar of the proxy's measurements (on stderr) once they have
             taken :data:`PROGRESS_DELAY_S` seconds (large frames on a CPU: the proxy runs the
             generator's tail once per measured pair and frame pair).
+        output: which part of the generator's output the difficulty judges (as for
+            :func:`~shortcutify.distill`: a key, an index or a function; :data:`~shortcutify.core.outputs.OutputSelector`);
+            None: every floating tensor of it, summed (a large auxiliary output, such as a flow that no cut
+            skips, then weighs in: name the image).
         capture_options: ``capture`` (``"auto"``, ``"fx"``, ``"export"``), ``leaf_modules``,
             ``tracer_kwargs``, ``concrete_args``, as for ``shortcutify()``.
 
@@ -598,6 +607,7 @@ def suggest_taps(
         EmptyCutError: no pair of taps makes a shortcut frame cheaper than the teacher.
         UntraceableModelError, CaptureMismatchError: as for ``shortcutify()``.
         ValueError: ``top < 1``, an unknown ``resolution``, or ``frames`` that do not fit.
+        TypeError: ``output`` is not a selector. OutputSelectionError: it names no image of the output.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -608,18 +618,20 @@ def suggest_taps(
     inputs = as_tuple(example_inputs)
     if not any(isinstance(x, Tensor) for x in tree_flatten(list(inputs))[0]):
         raise TypeError("example_inputs must be a tensor [B, C, H, W] or a tuple of forward()'s arguments holding tensors")
+    output = check_selector(output, "suggest_taps()")
     options = CaptureOptions.from_kwargs(**capture_options)
     modes = [(m, m.training) for m in model.modules()]
     model.eval()  # measured as shortcutify() runs it; the caller's modes are given back
     try:
-        return _suggest(model, inputs, options, frames, resolution, top, progress)
+        return _suggest(model, inputs, options, frames, resolution, top, progress, output)
     finally:
         for m, mode in modes:
             m.training = mode
 
 
 def _suggest(
-    model: nn.Module, inputs: tuple[Any, ...], options: CaptureOptions, frames: Any, resolution: str, top: int, progress: bool
+    model: nn.Module, inputs: tuple[Any, ...], options: CaptureOptions, frames: Any, resolution: str, top: int, progress: bool,
+    output: OutputSelector = None,
 ) -> TapSuggestions:
     """:func:`suggest_taps` on checked arguments, ``model`` in eval mode."""
     captured = capture(model, inputs, options)
@@ -636,7 +648,7 @@ def _suggest(
             "cheap to compute. Check list_taps(model, example_inputs): a shortcut needs costly layers between two feature maps."
         )
     pairs.sort(key=lambda p: (-p[0], graph.index[p[2]], graph.index[p[1]]))
-    proxy = _Proxy(captured.gm, _frame_pairs(inputs, frames))
+    proxy = _Proxy(captured.gm, _frame_pairs(inputs, frames), output)
     frame_free = {e for _, e, _ in pairs if not proxy.reads_frames(e)}
     if frame_free and len(frame_free) == len({e for _, e, _ in pairs}):
         raise EmptyCutError(
@@ -723,7 +735,8 @@ def _suggest(
         warn_caller(
             f"suggest_taps(): every cut measured a difficulty of at most {LOW_DIFFICULTY:g}: the output changes between "
             "the frames mostly through what no cut skips (a skip from the input, out = x + f(x), or from early layers), so "
-            "the proxy tells the cuts apart by little and the ranking is close to one by the MACs they save. Pass frames= "
+            "the proxy tells the cuts apart by little and the ranking is close to one by the MACs they save (or, for a "
+            "generator of several outputs, through outputs no cut skips: name the image with output=). Pass frames= "
             "with a real clip, "
             "and compare the first suggestions by distilling each briefly (evaluate() after distill())."
         )

@@ -24,10 +24,10 @@ from ..core.caller import warn_caller
 from ..core.capture import unwrap
 from ..core.checks import is_real, refuse_untensored
 from ..core.module import ShortcutV2V
+from ..core.outputs import OutputSelector, check_selector, output_image
 from ..core.policy import AdaptiveKeyframes, change_since_keyframe, tap_l1
 from .clips import as_clip, check_inputs, refuse_single_clip, to_inputs
 from .metrics import OutputRange, check_data_range, psnr
-from .outputs import OutputSelector, check_selector, output_image
 
 __all__ = ["Calibration", "calibrate"]
 

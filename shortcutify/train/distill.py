@@ -25,6 +25,7 @@ from torch import Tensor
 from ..core.blocks import PRIOR_LEFT_OUT_EVERY
 from ..core.checks import channels_last_inputs, is_count, refuse_untensored
 from ..core.module import ShortcutV2V
+from ..core.outputs import OutputSelector, check_selector, output_image
 from ..errors import GradientError, OutputSelectionError
 from . import distributed
 from .checkpoint import CHECKPOINT_NAME, TrainingState, prepare_dir, run_record
@@ -34,7 +35,6 @@ from .guard import StepGuard
 from .history import History
 from .losses import Adversaries, LossWeights, student_terms
 from .metrics import check_data_range
-from .outputs import OutputSelector, check_selector, output_image
 from .start import resolve_data_init, start_from_frames
 
 __all__ = ["distill", "CHECKPOINT_NAME"]
@@ -182,11 +182,11 @@ def distill(
             their principal components, raised so that ReLU passes them); ``"auto"`` (default) does
             so for an untrained block and keeps a trained block's reductions (fine-tuning).
         output: which part of the generator's output is the image
-            (:data:`~shortcutify.train.outputs.OutputSelector`: a key of a dict output, an index into a tuple, or
+            (:data:`~shortcutify.core.outputs.OutputSelector`: a key of a dict output, an index into a tuple, or
             a function ``f(output) -> [B, C, H, W]``): the output loss, the perceptual and GAN terms and the
             validations compare that image only. None (default): the output loss compares every floating tensor
             of the output, the other terms and the validations the first floating ``[B, C, H, W]`` leaf
-            (:func:`~shortcutify.train.outputs.output_image`). A function cannot be recorded in checkpoints: keep
+            (:func:`~shortcutify.core.outputs.output_image`). A function cannot be recorded in checkpoints: keep
             it the same when resuming.
 
     Returns:

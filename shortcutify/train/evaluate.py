@@ -14,9 +14,9 @@ from ..core.caller import warn_caller
 from ..core.capture import unwrap
 from ..core.checks import is_count, refuse_untensored
 from ..core.module import ShortcutV2V
+from ..core.outputs import OutputSelector, check_selector, image_count, output_image
 from .clips import as_clip, check_inputs, refuse_single_clip, to_inputs
 from .metrics import OutputRange, check_data_range, psnr, ssim
-from .outputs import OutputSelector, check_selector, image_count, output_image
 
 __all__ = ["EvalResult", "evaluate", "output_image"]
 
@@ -85,8 +85,8 @@ def evaluate(
             None: 2.0, with a warning when the teacher's outputs do not look like [-1, 1].
         max_clips: evaluate at most this many clips.
         output: which part of the generator's output is the image compared
-            (:data:`~shortcutify.train.outputs.OutputSelector`: a key, an index or a function); None: the first
-            floating ``[B, C, H, W]`` leaf (:func:`~shortcutify.train.outputs.output_image`).
+            (:data:`~shortcutify.core.outputs.OutputSelector`: a key, an index or a function); None: the first
+            floating ``[B, C, H, W]`` leaf (:func:`~shortcutify.core.outputs.output_image`).
 
     Returns:
         :class:`EvalResult`; the state of ``sv`` is reset before and after.

@@ -27,9 +27,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..core.checks import is_real
+from ..core.outputs import floating_leaves
 from .discriminators import PatchDiscriminator, lsgan_loss
 from .distributed import wrap
-from .outputs import floating_leaves
 
 __all__ = ["LossWeights", "student_terms", "Adversaries"]
 

@@ -17,7 +17,7 @@ from typing import Any, Union
 from torch import Tensor
 from torch.utils._pytree import tree_flatten
 
-from ..core.checks import looks_channels_last
+from .checks import looks_channels_last
 from ..errors import OutputSelectionError
 
 __all__ = ["OutputSelector", "check_selector", "floating_leaves", "image_count", "output_image"]
