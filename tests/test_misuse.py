@@ -635,3 +635,13 @@ def test_an_encoder_tap_that_does_not_depend_on_the_frames_is_refused(capture):
     with torch.no_grad():
         sv(x)
         assert not torch.equal(sv(torch.rand(1, 3, 16, 16)), sv(-torch.rand(1, 3, 16, 16)))
+
+
+def test_an_encoder_tap_on_what_the_generator_returns_is_named_as_such_not_as_swapped_taps():
+    from shortcutify import TapOrderError
+    from shortcutify.demo.models import ResnetGenerator
+
+    gen = ResnetGenerator(ngf=8, n_blocks=2).eval()
+    with pytest.raises(TapOrderError, match="enc_layer 'model' .* is what the generator returns") as e:
+        shortcutify(gen, "model", "model.12", torch.rand(1, 3, 16, 16))  # the Sequential that runs it all
+    assert "swap" not in str(e.value)

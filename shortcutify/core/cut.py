@@ -156,6 +156,13 @@ def _check_order(captured: Captured, enc: fx.Node, dec: fx.Node, enc_layer: str,
     _check_4d(enc, "enc_layer", enc_layer, unbatched)
     _check_4d(dec, "dec_layer", dec_layer, unbatched)
     order = {n: i for i, n in enumerate(captured.gm.graph.nodes)}
+    output_node = next(n for n in captured.gm.graph.nodes if n.op == "output")
+    if all(u is output_node for u in enc.users):  # (the generator's output, e.g. the module that runs it all)
+        raise TapOrderError(
+            f"enc_layer {enc_layer!r} (node {enc.name!r}) is what the generator returns: no layer runs after it, so "
+            "there is nothing for a decoder tap to follow. Taps are values inside the generator: pick them from "
+            "list_taps(), e.g. the output of an encoder layer and of a later decoder layer."
+        )
     if order[enc] > order[dec]:
         raise TapOrderError(
             f"enc_layer {enc_layer!r} (node {enc.name!r}) runs after dec_layer {dec_layer!r} (node {dec.name!r}); "
@@ -166,7 +173,6 @@ def _check_order(captured: Captured, enc: fx.Node, dec: fx.Node, enc_layer: str,
             f"dec_layer {dec_layer!r} (node {dec.name!r}) does not depend on enc_layer {enc_layer!r} "
             f"(node {enc.name!r}): they lie on parallel branches. Choose a decoder tap downstream of the encoder tap."
         )
-    output_node = next(n for n in captured.gm.graph.nodes if n.op == "output")
     if dec not in ancestors(output_node):
         raise TapOrderError(f"dec_layer {dec_layer!r} (node {dec.name!r}) does not reach the model's output")
 
