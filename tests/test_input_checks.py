@@ -214,3 +214,10 @@ def test_example_inputs_the_generator_cannot_run_are_named_at_wrap_time(capture)
             call(torch.rand(1, 1, 16, 16))
     with pytest.raises(InputTypeError, match="are integer tensors"):
         suggest_taps(gen, uint8, progress=False, capture=capture)
+
+
+def test_list_taps_of_a_frame_without_its_batch_dimension_says_why_no_value_is_a_tap():
+    gen = ResnetGenerator(ngf=8, n_blocks=2).eval()
+    with pytest.warns(UserWarning, match=r"no value of the generator is 4-D.*\[\[3, 16, 16\]\].*frame\.unsqueeze\(0\)"):
+        taps = list_taps(gen, torch.rand(3, 16, 16))
+    assert not any(t.is_4d for t in taps)

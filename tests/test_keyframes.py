@@ -414,8 +414,11 @@ def test_calibration_refuses_clips_it_cannot_calibrate_on_and_warns_of_an_unreac
     clips = _clips(n=2, t=6)
     with pytest.raises(ValueError, match="clip 1 has 1 frame"):
         calibrate(sv, [clips[0], clips[1][:1]], keyframe_rate=1 / 3, progress=False)
-    with pytest.raises(ValueError, match="no threshold keeps every shortcut frame at or above 500"):
+    with pytest.raises(ValueError, match=r"no threshold keeps every shortcut frame at or above 500.*distill the block") as e:
         calibrate(sv, clips, min_psnr=500.0, progress=False)  # not by taking every frame as a keyframe
+    assert "or min_interval" not in str(e.value)  # (min_interval=1 already: no advice to lower it)
+    with pytest.raises(ValueError, match="Lower min_psnr or min_interval"):
+        calibrate(sv, clips, min_psnr=500.0, policy=AdaptiveKeyframes(0.3, min_interval=2, max_interval=4), progress=False)
     with pytest.warns(UserWarning, match="closest to 0.1 that these clips allow is 0.5"):
         cal = calibrate(sv, [c[:2] for c in clips], keyframe_rate=0.1, progress=False)  # two frames: one is a keyframe
     assert cal.keyframe_rate == 0.5

@@ -11,11 +11,12 @@ import difflib
 from dataclasses import dataclass
 from typing import Any
 
-from torch import fx, nn
+from torch import Tensor, fx, nn
 from typing_extensions import Unpack
 
 from ..errors import AmbiguousTapError, TapShapeError, UnknownTapError
-from .capture import CaptureKwargs, CaptureOptions, Captured, capture, unwrap
+from .caller import warn_caller
+from .capture import CaptureKwargs, CaptureOptions, Captured, as_tuple, capture, unwrap
 
 __all__ = ["TapInfo", "TapList", "list_taps", "tap_infos", "resolve_tap", "ancestors", "describe"]
 
@@ -120,10 +121,17 @@ def list_taps(model: nn.Module, example_inputs: Any, **options: Unpack[CaptureKw
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
-        return tap_infos(capture(unwrap(model), example_inputs, CaptureOptions.from_kwargs(**options)))
+        taps = tap_infos(capture(unwrap(model), example_inputs, CaptureOptions.from_kwargs(**options)))
     finally:
         for m, mode in modes:
             m.training = mode
+    unbatched = [list(v.shape) for v in as_tuple(example_inputs) if isinstance(v, Tensor) and v.dim() == 3]
+    if unbatched and not any(t.is_4d for t in taps):
+        warn_caller(
+            f"list_taps(): no value of the generator is 4-D, so none can be a tap, and example input(s) {unbatched} "
+            "look like frames without their batch dimension: give frame.unsqueeze(0), [1, C, H, W]"
+        )
+    return taps
 
 
 #: where wrappers keep the user's generator: ``torch.compile``'s ``OptimizedModule`` (``_orig_mod``),

@@ -270,10 +270,14 @@ def calibrate(
             if some.size == 0:
                 raise ValueError("no threshold leaves a shortcut frame on these clips: give longer clips")
             i = int(some[np.argmax(worst[some])])
+            fix = (
+                "Lower min_psnr or min_interval." if policy.min_interval > 1 else
+                "Lower min_psnr, or distill the block (further) so that its shortcut frames come closer to the teacher "
+                "(min_interval=1 already lets every frame be a keyframe)."
+            )
             raise ValueError(
                 f"no threshold keeps every shortcut frame at or above {min_psnr} dB on these clips with "
-                f"min_interval={policy.min_interval}; the best reaches {worst[i]:.2f} dB (threshold {candidates[i]:.4g}). "
-                "Lower min_psnr or min_interval."
+                f"min_interval={policy.min_interval}; the best reaches {worst[i]:.2f} dB (threshold {candidates[i]:.4g}). {fix}"
             )
         best = int(ok[np.lexsort((-candidates[ok], rates[ok]))[0]])  # fewest keyframes, then the highest threshold
     rate = float(rates[best])
