@@ -17,7 +17,7 @@ from shortcutify.demo.models import resnet_taps
 from shortcutify.demo.teachers import load_teacher, read_split, split_range
 
 parser = argparse.ArgumentParser()
-parser.add_argument("--steps", type=int, default=900)
+parser.add_argument("--steps", type=int, default=900, help="distillation steps (default: %(default)s)")
 args = parser.parse_args()
 torch.set_num_threads(2)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -204,6 +205,7 @@ def run_demo(
     log("[5/5] timing teacher, keyframe and shortcut frames side by side")
     sv.policy = FixedInterval(3)  # timings of the paths themselves, amortised at α = 3
     threads = torch.get_num_threads()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None  # (other processes competing for the cores)
     timing = time_paths(sv, first(val[0]), repeats=5 if quick else 10)
     report = {
         "preset": "quick" if quick else "full",
@@ -227,6 +229,8 @@ def run_demo(
         "adaptive_calibration_rate": cal.keyframe_rate,
         "timing_seconds": timing,
         "timing_threads": threads,
+        "timing_load_average": load,
+        "cpu_count": os.cpu_count(),
         "torch": torch.__version__,
         "wall_seconds": time.time() - t_start,
     }
@@ -293,6 +297,13 @@ def _report_md(r: dict[str, Any], cost: Any) -> str:
     ]
     for k in ("teacher", "keyframe", "shortcut", "amortised"):
         lines.append(f"| {k} | {t[k] * 1e3:.1f} | {t['teacher'] / t[k]:.2f}x |")
+    load, cores = r.get("timing_load_average"), r.get("cpu_count")
+    if load is not None and cores and load > cores + 0.5:
+        lines += [
+            "",
+            f"**Timings unreliable:** the machine's 1-minute load average was {load:.1f} on {cores} cores when the "
+            "timing began: other processes competed for the CPU. Rerun on an idle machine for these ratios.",
+        ]
     lines += ["", f"torch {r['torch']}; whole demo took {r['wall_seconds']:.0f} s."]
     return "\n".join(lines) + "\n"
 
