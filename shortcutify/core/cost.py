@@ -380,7 +380,15 @@ def param_count(params: Any) -> int:
 
 @dataclass(frozen=True)
 class PathCost:
-    """MACs (per frame, for the whole batch of the example input) and parameters of one path."""
+    """MACs (per frame, for the whole batch of the example input) and parameters of one path.
+
+    Attributes:
+        macs: multiply-adds (fvcore, one multiply-add = one MAC).
+        params: parameters the path uses.
+        by_operator: ``macs`` split by operator (fvcore's names: ``"conv"``, ``"matmul"``, ...).
+        uncounted_ops: operators no MAC rule covers, with how often they ran (counted as 0; reported as
+            ``NOT COUNTED`` when the report is printed).
+    """
 
     macs: int
     params: int
@@ -428,6 +436,8 @@ class CostReport:
         return self.teacher.macs / max(self.shortcut.macs, 1)
 
     def as_dict(self) -> dict[str, Any]:
+        """The report as plain values (JSON-ready): per path ``{"macs", "params"}``, ``interval``,
+        ``amortised_macs``, ``input_shapes`` and the shortcut path's ``uncounted_ops``."""
         rows = {k: getattr(self, k) for k in ("teacher", "keyframe", "shortcut", "block", "floor", "decision")}
         d: dict[str, Any] = {k: {"macs": v.macs, "params": v.params} for k, v in rows.items()}
         d["interval"] = self.interval

@@ -706,6 +706,8 @@ class ShortcutV2V(nn.Module):
 
     @property
     def last_was_keyframe(self) -> bool:
+        """Whether the last call ran the full generator on every stream (``last_keyframes`` says per stream;
+        ``False`` before the first call)."""
         return self.last_keyframes is not None and bool(self.last_keyframes.all())
 
     def reset(self, streams: Any = None) -> None:

@@ -115,9 +115,11 @@ class FixedInterval:
 
     @property
     def interval(self) -> int:
+        """The largest gap between keyframes it produces: ``n``."""
         return self.n
 
     def select(self, signal: FrameSignal) -> Tensor:
+        """``[B]`` bool: the streams whose last keyframe is ``n`` or more frames back."""
         return signal.since_keyframe >= self.n
 
     def is_keyframe(self, frames_since_keyframe: int) -> bool:
@@ -199,9 +201,12 @@ class AdaptiveKeyframes:
 
     @property
     def interval(self) -> int:
+        """The largest gap between keyframes it produces: ``max_interval``."""
         return self.max_interval
 
     def select(self, signal: FrameSignal) -> Tensor:
+        """``[B]`` bool: streams at ``max_interval`` frames from their keyframe, or at least ``min_interval`` with a
+        change above ``threshold``."""
         since = signal.since_keyframe
         if signal.change is None:
             raise ValueError("AdaptiveKeyframes needs FrameSignal.change (the module computes it when uses_change is True)")

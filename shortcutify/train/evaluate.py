@@ -57,6 +57,7 @@ class EvalResult:
 
     @property
     def shortcut_frames(self) -> int:
+        """Frames that took the shortcut (the means are over these, less :attr:`nan_frames`)."""
         return sum(not k for k in self.keyframe)
 
     def summary(self) -> dict[str, float]:

@@ -24,6 +24,7 @@ class History:
 
     @property
     def steps(self) -> int:
+        """Steps recorded (resumed runs included)."""
         return len(self.losses.get("total", []))
 
     def record(self, logs: dict[str, float]) -> None:
@@ -32,13 +33,16 @@ class History:
             self.losses.setdefault(k, []).append(v)
 
     def to_dict(self) -> dict[str, Any]:
+        """``{"losses": ..., "val": ...}`` as plain lists and dicts (what checkpoints hold; :meth:`from_dict` reads it)."""
         return {"losses": self.losses, "val": self.val}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> History:
+        """The history :meth:`to_dict` wrote."""
         return cls(losses={k: list(v) for k, v in d["losses"].items()}, val=list(d["val"]))
 
     def summary(self) -> str:
+        """A few lines: the mean loss of the first and last tenth of the steps, and each validation."""
         total = self.losses.get("total", [])
         lines = []
         if total:

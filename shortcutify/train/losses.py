@@ -36,7 +36,17 @@ __all__ = ["LossWeights", "student_terms", "Adversaries"]
 
 @dataclass
 class LossWeights:
-    """Weights of the distillation losses (0 turns a term off); :meth:`paper` gives the paper's."""
+    """Weights of the distillation losses (0 turns a term off); :meth:`paper` gives the paper's.
+
+    Attributes:
+        feature: L1 between the block's prediction of the decoder tap and the teacher's tap on the current frame.
+        alignment: L1 between the block's aligned reference (before its correction) and that same tap.
+        output: L1 between the shortcut frame's output and the teacher's (every floating tensor of the
+            output, or the image ``distill(output=)`` names).
+        perceptual: the ``perceptual=`` callable on the two images (needs ``perceptual``).
+        adversarial: LSGAN term of a PatchGAN discriminator on single output images.
+        temporal: LSGAN term of a discriminator on (keyframe output, current output) pairs.
+    """
 
     feature: float = 1.0
     alignment: float = 0.0

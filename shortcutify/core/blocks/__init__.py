@@ -34,6 +34,7 @@ __all__ = [
     "START_REDUCTIONS",
 ]
 
+#: what :meth:`ShortcutBlock.prepare_reference` returns for a keyframe: the layout's own reference type
 Reference = Union[HalfReference, FullReference]
 
 #: block layouts by the name ``shortcutify(..., resolution=...)`` takes
@@ -58,6 +59,15 @@ def make_block(
     motion_prior: bool | str | None = False, motion_pool: int | None = None,
 ) -> ShortcutBlock:
     """The block of layout ``resolution`` (a key of :data:`BLOCK_TYPES`), sized from the taps.
+
+    Args:
+        resolution: the layout, ``"half"`` or ``"full"`` (or one registered in :data:`BLOCK_TYPES`).
+        enc_channels: channels ``Ca`` of the encoder tap ``[B, Ca, h, w]``.
+        dec_channels: channels ``Cf`` of the decoder tap ``[B, Cf, H, W]`` (what the block predicts).
+        width: the block's inner width ``h`` (None: the layout's automatic width).
+        kernel_size: AdaBD's kernel size (3: the only one built).
+        motion_prior: a parameter-free motion estimate as the flow's start (see :func:`~shortcutify.shortcutify`).
+        motion_pool: the prior's pooling factor (None: unpooled; see :func:`motion_pool_for`).
 
     Raises:
         ValueError: ``resolution`` names no layout, ``motion_prior`` no estimator, or
