@@ -301,3 +301,13 @@ def test_costs_are_counted_in_a_fresh_process_where_warnings_are_errors():
     done = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert int(done.stdout.split()[-1]) == 16 * 16 * 9 * (3 * 8 + 8 * 8 + 8 * 3)
+
+
+def test_matrix_vector_products_and_dot_products_are_counted():
+    a, v, w = torch.randn(5, 7), torch.randn(7), torch.randn(5)
+    assert count_macs(torch.mv, a, v)[0] == count_macs(torch.addmv, w, a, v)[0] == 5 * 7
+    assert count_macs(torch.dot, v, v)[0] == count_macs(torch.vdot, v, v)[0] == 7
+    conv = torch.nn.utils.parametrizations.spectral_norm(torch.nn.Conv2d(3, 8, 3)).eval()  # (SPADE's discriminator-style
+    macs, _, uncounted = count_macs(conv, torch.randn(1, 3, 8, 8))                       # weights: mv and vdot per call)
+    assert macs == 6 * 6 * 8 * 27 + 8 * 27 + 8
+    assert not set(uncounted) - ELEMENTWISE_OPS, uncounted

@@ -2,7 +2,7 @@
 
 fvcore counts convolutions, norms, bilinear up-sampling and ``grid_sample`` (4 MACs per output
 element, the bilinear weights); we add rules (:data:`MAC_RULES`) for matrix products of every form
-(one multiply-add per output element and term of its sum), ``einsum`` (:func:`einsum_macs`),
+(one multiply-add per output element and term of its sum: matmul, mm, bmm, mv, dot and their add- forms), ``einsum`` (:func:`einsum_macs`),
 convolutions with string padding, vector norms (one MAC per element), scaled dot-product
 attention, the fused inference paths of ``nn.MultiheadAttention`` and ``nn.TransformerEncoderLayer``,
 and the fused AdaBD and warp ops of the fast paths (counted as their references). Like every MAC
@@ -243,6 +243,11 @@ MAC_RULES: dict[str, Callable[[list[Any], list[Any]], int]] = {
     "aten::baddbmm_": _product_macs(1),
     "aten::addbmm": _product_macs(1, batched_sum=True),
     "aten::addbmm_": _product_macs(1, batched_sum=True),
+    "aten::mv": _product_macs(0),  # (spectral normalisation's power iteration: mv and dot)
+    "aten::addmv": _product_macs(1),
+    "aten::addmv_": _product_macs(1),
+    "aten::dot": _product_macs(0),
+    "aten::vdot": _product_macs(0),
     "aten::_convolution_mode": _convolution_mode_macs,
     "aten::linalg_vector_norm": _vector_norm_macs,
     "aten::scaled_dot_product_attention": _sdpa_macs,
