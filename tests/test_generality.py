@@ -133,3 +133,32 @@ def test_concrete_args_still_fix_a_chosen_value():
         sv(x, layers=[2])
     with pytest.raises(FixedArgumentError, match="encode_only"):
         sv(x, encode_only=True)
+
+
+class _KeywordOnly(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 3, 3, padding=1))
+
+    def forward(self, x, *, gain=1.0):
+        return self.net(x) * gain
+
+
+class _AnyKeywords(_KeywordOnly):
+    def forward(self, x, **options):
+        return self.net(x) * options.get("gain", 1.0)
+
+
+@pytest.mark.parametrize("gen, capture", [(_KeywordOnly(), "export"), (_AnyKeywords(), "auto"), (_AnyKeywords(), "export")])
+def test_a_keyword_the_programs_do_not_take_is_refused_naming_how_to_vary_or_fix_it(gen, capture):
+    x = torch.randn(1, 3, 16, 16)
+    sv = shortcutify(gen.eval(), "net.0", "net.2", x, capture=capture)
+    assert sv.config.capture == "export"  # (fx cannot run a graph of **options node by node: auto falls back)
+    assert torch.equal(sv(x), gen(x))
+    with pytest.raises(FixedArgumentError, match=r"keyword argument\(s\) \['gain'\] that the captured programs do not take.*positionally"):
+        sv(x, gain=2.0)  # (before: torch's TypeError from the program)
+
+
+def test_example_inputs_given_as_a_dict_are_refused_naming_the_tuple():
+    with pytest.raises(TypeError, match=r"example_inputs is a dict \(keys \['x'\]\): give forward\(\)'s positional arguments as a tuple"):
+        shortcutify(_KeywordOnly().eval(), "net.0", "net.2", {"x": torch.randn(1, 3, 16, 16)})

@@ -30,7 +30,7 @@ import operator
 import sys
 import traceback
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -40,7 +40,15 @@ from torch.fx import _symbolic_trace
 from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 from typing_extensions import TypedDict
 
-from ..errors import CaptureMismatchError, FixedArgumentError, GeneratorStateError, InputMismatchError, InputTypeError, UntraceableModelError
+from ..errors import (
+    CaptureMismatchError,
+    FixedArgumentError,
+    GeneratorStateError,
+    InputMismatchError,
+    InputTypeError,
+    ShortcutifyError,
+    UntraceableModelError,
+)
 from .checks import SCALING_HINT
 from .cost import call_macs
 
@@ -417,7 +425,17 @@ def trace(model: nn.Module, options: CaptureOptions = CaptureOptions(), n_positi
 
 
 def as_tuple(example_inputs: Any) -> tuple[Any, ...]:
-    """One frame's inputs as a tuple of ``forward``'s positional arguments."""
+    """One frame's inputs as a tuple of ``forward``'s positional arguments.
+
+    Raises:
+        TypeError: a dict (keyword arguments), which example inputs cannot be.
+    """
+    if isinstance(example_inputs, Mapping):
+        raise TypeError(
+            f"example_inputs is a {type(example_inputs).__name__} (keys {list(example_inputs)[:6]}): give forward()'s "
+            "positional arguments as a tuple, in order; a keyword argument with a fixed value goes in "
+            "concrete_args={'name': value}"
+        )
     return tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
 
 
@@ -823,7 +841,16 @@ def _capture_one(
         captured = trace(model, options, len(inputs)) if method == "fx" else export(model, inputs, options, any_batch=any_batch)
     add_module_aliases(captured, model)
     check_against_eager(captured, model, inputs)
-    annotate(captured, inputs)
+    try:
+        annotate(captured, inputs)
+    except ShortcutifyError:
+        raise
+    except Exception as exc:  # (fx's interpreter and a graph it cannot run node by node: forward(x, **kwargs))
+        other = "export" if method == "fx" else "fx"
+        raise UntraceableModelError(
+            f"the graph that {method} captured from {type(model).__name__} cannot be run node by node to read its shapes "
+            f"and MACs ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). Try capture={other!r}."
+        ) from exc
     return captured
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import itertools
 import os
 import weakref
@@ -17,6 +18,7 @@ from torch import Tensor, fx, nn
 from torch.utils._pytree import keystr, tree_flatten, tree_flatten_with_path, tree_unflatten
 
 from ..errors import (
+    FixedArgumentError,
     InputMismatchError,
     InputTypeError,
     NonFiniteKeyframeWarning,
@@ -358,6 +360,9 @@ class ShortcutV2V(nn.Module):
         # the programs share the teacher's modules: held outside the module tree, so that
         # state_dict(), parameters() and load_state_dict() see only what this module owns
         self._main = programs
+        # forward()'s keyword arguments the programs take (fixed ones, whose values they check; none under export)
+        positional = len(example_inputs)
+        self._keywords = frozenset(list(inspect.signature(programs.keyframe.forward).parameters)[positional:])
         self.block = block
         self._policy = as_policy(policy)
         self.enc: TapInfo = cut.enc
@@ -564,6 +569,8 @@ class ShortcutV2V(nn.Module):
         shape-specific capture and inputs of another signature) ones captured for them."""
         if self._teacher[0].training:
             self._teacher_back_to_eval()
+        if kwargs and not self._keywords.issuperset(kwargs):
+            self._refuse_keywords(kwargs)
         main = self._main
         if self._recapture is None:
             return main
@@ -579,6 +586,18 @@ class ShortcutV2V(nn.Module):
                 self._keep(key, (self._recaptured[shared][0], None))
         self._recaptured.move_to_end(key)
         return self._recaptured[key][0]
+
+    def _refuse_keywords(self, kwargs: dict) -> None:
+        unknown = [k for k in kwargs if k not in self._keywords]
+        fixed = sorted(self._keywords)
+        raise FixedArgumentError(
+            f"forward() got keyword argument(s) {unknown} that the captured programs do not take: only the example "
+            "inputs' positional arguments vary from call to call; forward()'s other arguments were fixed when the "
+            f"generator was wrapped (to their defaults, or to concrete_args; the programs check {fixed or 'none'}). "
+            "To vary one from call to call, give it positionally in example_inputs (a keyword-only argument: wrap the "
+            "generator in a module whose forward() takes it positionally); to fix another value, wrap the generator "
+            "again with concrete_args={'name': value}."
+        )
 
     def _keep(self, key: tuple, entry: tuple[Programs, BatchGuard | None]) -> None:
         """Keep programs under ``key``, dropping the least recently used beyond :data:`MAX_RECAPTURED`."""
