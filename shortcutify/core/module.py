@@ -360,9 +360,9 @@ class ShortcutV2V(nn.Module):
         # the programs share the teacher's modules: held outside the module tree, so that
         # state_dict(), parameters() and load_state_dict() see only what this module owns
         self._main = programs
-        # forward()'s keyword arguments the programs take (fixed ones, whose values they check; none under export)
-        positional = len(example_inputs)
-        self._keywords = frozenset(list(inspect.signature(programs.keyframe.forward).parameters)[positional:])
+        # the arguments the programs take by keyword: the inputs, and fixed ones whose values they check (none under export)
+        taken = list(inspect.signature(programs.keyframe.forward).parameters)
+        self._keywords, self._fixed_keywords = frozenset(taken), tuple(taken[len(example_inputs):])
         self.block = block
         self._policy = as_policy(policy)
         self.enc: TapInfo = cut.enc
@@ -589,7 +589,7 @@ class ShortcutV2V(nn.Module):
 
     def _refuse_keywords(self, kwargs: dict) -> None:
         unknown = [k for k in kwargs if k not in self._keywords]
-        fixed = sorted(self._keywords)
+        fixed = list(self._fixed_keywords)
         raise FixedArgumentError(
             f"forward() got keyword argument(s) {unknown} that the captured programs do not take: only the example "
             "inputs' positional arguments vary from call to call; forward()'s other arguments were fixed when the "
