@@ -392,6 +392,14 @@ def test_clips_come_in_the_containers_users_hold_them_in():
         runs.append(sv.block.state_dict())
     assert all(torch.equal(runs[0][k], r[k]) for r in runs[1:] for k in runs[0])  # the same clips, the same run
     assert evaluate(sv, torch.stack(clips)).psnr == evaluate(sv, clips).psnr
+    loader = DataLoader(clips, batch_size=2)  # batches [N, T, C, H, W]: evaluate and calibrate split them as distill does
+    assert evaluate(sv, loader).psnr == evaluate(sv, clips).psnr
+    distill(sv, clips, steps=1, val_clips=loader, val_every=1, progress=False)
+    from shortcutify import AdaptiveKeyframes, calibrate
+
+    sv.policy = AdaptiveKeyframes()
+    split, listed = (calibrate(sv, c, keyframe_rate=0.5, apply=False, progress=False) for c in (loader, clips))
+    assert (split.threshold, split.keyframe_rate, split.frames) == (listed.threshold, listed.keyframe_rate, listed.frames)
     with pytest.raises(ValueError, match=r"frames listed one by one\?.*torch\.stack\(frames\)"):
         distill(sv, [list(clips[0])], steps=1, progress=False)
     with pytest.raises(ValueError, match=r"got shape \(3, 16, 16\).*torch\.stack\(frames\)"):

@@ -221,3 +221,14 @@ def test_list_taps_of_a_frame_without_its_batch_dimension_says_why_no_value_is_a
     with pytest.warns(UserWarning, match=r"no value of the generator is 4-D.*\[\[3, 16, 16\]\].*frame\.unsqueeze\(0\)"):
         taps = list_taps(gen, torch.rand(3, 16, 16))
     assert not any(t.is_4d for t in taps)
+
+
+def test_numpy_frames_and_clips_are_refused_naming_the_conversion():
+    import numpy as np
+
+    _, sv = _sv()
+    with pytest.raises(InputTypeError, match=r"input 0 is a ndarray.*torch\.from_numpy\(a\).*permute\(2, 0, 1\)"):
+        sv(np.zeros((1, 3, 16, 16), np.float32))
+    for call in (lambda c: evaluate(sv, c), lambda c: distill(sv, c, steps=1, progress=False)):
+        with pytest.raises(TypeError, match=r"got ndarray \(clip 0\) \(a numpy array: torch\.from_numpy\(clip\)"):
+            call([np.zeros((4, 3, 16, 16), np.float32)])

@@ -536,3 +536,13 @@ def test_sub_batches_of_an_adaptive_policy_do_not_take_sizes_from_the_whole_batc
     assert sv.last_keyframes.tolist() == [True, True, True, False]
     with torch.no_grad():
         torch.testing.assert_close(out[:3], gen(x[:3]), rtol=1e-5, atol=1e-5)
+
+
+def test_calibration_on_footage_where_nothing_moves_is_refused():
+    _, sv = _resnet_sv(batch=1, policy=AdaptiveKeyframes(0.3, max_interval=4))
+    still = _clips(n=1, t=6)[0][:1].repeat(6, 1, 1, 1)
+    before = sv.policy
+    for target in ({"keyframe_rate": 0.5}, {"min_psnr": 30.0}):
+        with pytest.raises(ValueError, match="nothing moves in these clips"):
+            calibrate(sv, [still], progress=False, **target)
+    assert sv.policy is before  # (before: a threshold of 1e-6 was applied, which keyframes every frame of real video)

@@ -32,7 +32,7 @@ from ..errors import (
 from .blocks import KeyframeTaps, Reference, ShortcutBlock
 from .caller import warn_caller
 from .capture import BatchGuard
-from .checks import check_like_example, check_tap_rows, frames_batch, is_count, is_interval, refuse_untensored, shapes_of
+from .checks import SCALING_HINT, check_like_example, check_tap_rows, frames_batch, is_count, is_interval, refuse_untensored, shapes_of
 from .config import ShortcutConfig
 from .cost import CostReport, PathCost, count_macs, param_count
 from .cut import ALIGNED_INPUT, REFERENCE_INPUT, Cut
@@ -920,6 +920,12 @@ class ShortcutV2V(nn.Module):
         for j, (x, ex) in enumerate(zip(args, self._example)):
             if isinstance(x, Tensor):
                 check_like_example(x, ex, f"{what} {j}", j)
+            elif isinstance(ex, Tensor):
+                raise InputTypeError(
+                    f"{what} {j} is a {type(x).__name__}, where the generator was wrapped with a tensor {list(ex.shape)}: "
+                    f"give a tensor (torch.from_numpy(a) for a numpy array; frames [H, W, C] from a video reader: "
+                    f".permute(2, 0, 1)[None], floating and scaled to the generator's range, e.g. {SCALING_HINT})"
+                )
 
     def _explain_dtype(self, args: tuple, exc: RuntimeError) -> None:
         """Raise :class:`InputTypeError` from ``exc`` when a floating input that the example gave in the weights' dtype

@@ -26,7 +26,7 @@ from ..core.checks import is_real, refuse_untensored
 from ..core.module import ShortcutV2V
 from ..core.outputs import OutputSelector, check_selector, output_image
 from ..core.policy import AdaptiveKeyframes, change_since_keyframe, tap_l1
-from .clips import as_clip, check_inputs, refuse_single_clip, to_inputs
+from .clips import as_clip, check_inputs, each_clip, refuse_single_clip, to_inputs
 from .metrics import OutputRange, check_data_range, psnr
 
 __all__ = ["Calibration", "calibrate"]
@@ -213,7 +213,7 @@ def calibrate(
     if not isinstance(policy, AdaptiveKeyframes):
         raise TypeError(f"calibrate() chooses the threshold of an AdaptiveKeyframes policy, got {type(policy).__name__}")
     refuse_single_clip(clips)
-    clip_list = [as_clip(c, i) for i, c in enumerate(clips)]
+    clip_list = [as_clip(c, i) for i, c in enumerate(each_clip(clips))]
     if not clip_list:
         raise ValueError("calibrate() needs at least one clip")
     for i, clip in enumerate(clip_list):
@@ -254,6 +254,12 @@ def calibrate(
             "encoder features on them, are not finite), so no threshold can be chosen: check the clips"
         )
     values = np.unique(np.concatenate([c.change[f] for c, f in zip(measured, finite)] + [np.zeros(1)]))
+    if values[-1] <= 0:
+        raise ValueError(
+            "calibrate(): nothing moves in these clips (every frame's encoder features equal its keyframe's: still or "
+            "blank footage), so every threshold gives the same keyframes here and none can be chosen for real video: "
+            "calibrate on clips of the footage the module will run on, with motion"
+        )
     # a decision flips only where the threshold crosses a measured change: one candidate
     # per gap between neighbours (their midpoint), and one above them all
     candidates = np.concatenate([(values[:-1] + values[1:]) / 2, [values[-1] * 1.5 + 1e-6]])

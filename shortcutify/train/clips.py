@@ -12,7 +12,7 @@ for one of channels-last inputs ``[B, H, W, C]``, ``[T, H, W, C]``.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -25,7 +25,7 @@ from ..core.checks import channels_last_inputs, check_like_example
 #: ``D`` frames through 3-D convolutions); crops and flips act on the last two dimensions
 FRAME_DIMS = (4, 5)
 
-__all__ = ["FRAME_DIMS", "as_clip", "ClipSource", "check_clips", "check_inputs", "to_inputs", "refuse_single_clip", "Pairs", "sample_pairs"]
+__all__ = ["FRAME_DIMS", "as_clip", "each_clip", "ClipSource", "check_clips", "check_inputs", "to_inputs", "refuse_single_clip", "Pairs", "sample_pairs"]
 
 
 def as_clip(clip: Any, index: int | None = None) -> tuple[Tensor, ...]:
@@ -35,9 +35,12 @@ def as_clip(clip: Any, index: int | None = None) -> tuple[Tensor, ...]:
     parts = (clip,) if isinstance(clip, Tensor) else tuple(clip) if isinstance(clip, (tuple, list)) else None
     if not parts or not all(isinstance(p, Tensor) for p in parts):
         held = f" holding {', '.join(sorted({type(p).__name__ for p in parts}))}" if parts else ""
+        numpy = " (a numpy array: torch.from_numpy(clip), frames [T, H, W, C] moved with .permute(0, 3, 1, 2))" if (
+            type(clip).__module__ == "numpy" or (parts and any(type(p).__module__ == "numpy" for p in parts))
+        ) else ""
         raise TypeError(
             f"a clip must be a tensor [T, C, H, W] or a tuple of such tensors (one per forward() argument), "
-            f"got {type(clip).__name__}{held}{where}"
+            f"got {type(clip).__name__}{held}{where}{numpy}"
         )
     stack = "; a clip stacks consecutive frames [C, H, W] into one tensor: torch.stack(frames)"
     for p in parts:
@@ -105,6 +108,27 @@ def refuse_single_clip(clips: object, name: str = "clips") -> None:
         )
 
 
+def each_clip(clips: Iterable[Any]) -> Iterator[Any]:
+    """The clips of ``clips`` one at a time, as read: a ``DataLoader``'s batches ``[N, T, C, H, W]`` (or tuples of
+    them) split into their ``N`` clips; any other iterable as it is.
+
+    Raises:
+        ValueError: a batch of a ``DataLoader`` is not a batch of clips.
+    """
+    if not isinstance(clips, DataLoader) or clips.batch_sampler is None:  # (batch_size=None: each item is a clip)
+        yield from clips
+        return
+    for batch in clips:
+        parts = (batch,) if isinstance(batch, Tensor) else tuple(batch)
+        if any(not isinstance(p, Tensor) or p.dim() < 2 for p in parts) or not any(p.dim() - 1 in FRAME_DIMS for p in parts):
+            raise ValueError(
+                "a DataLoader of clips must yield batches [N, T, C, H, W] (or [N, T, C, D, H, W] of frame stacks, or "
+                "tuples of them and [N, T, ...]); a loader of unbatched clips: DataLoader(..., batch_size=None)"
+            )
+        for i in range(parts[0].shape[0]):
+            yield tuple(p[i] for p in parts) if len(parts) > 1 else parts[0][i]
+
+
 class ClipSource:
     """Random access to clips from a list, a ``Dataset``, a ``DataLoader`` or any iterable.
 
@@ -119,16 +143,7 @@ class ClipSource:
         if isinstance(clips, DataLoader) and clips.batch_sampler is None:  # (batch_size=None: each item is a clip)
             self.items: Any = list(clips)
         elif isinstance(clips, DataLoader):
-            items: list[Any] = []
-            for batch in clips:
-                parts = (batch,) if isinstance(batch, Tensor) else tuple(batch)
-                if any(p.dim() < 2 for p in parts) or not any(p.dim() - 1 in FRAME_DIMS for p in parts):
-                    raise ValueError(
-                        "a DataLoader of clips must yield batches [N, T, C, H, W] (or [N, T, C, D, H, W] of frame stacks, or "
-                        "tuples of them and [N, T, ...]); a loader of unbatched clips: DataLoader(..., batch_size=None)"
-                    )
-                items += [tuple(p[i] for p in parts) if len(parts) > 1 else parts[0][i] for i in range(parts[0].shape[0])]
-            self.items = items
+            self.items = list(each_clip(clips))
         elif hasattr(clips, "__getitem__") and hasattr(clips, "__len__"):
             self.items = clips
         else:

@@ -29,7 +29,7 @@ from ..core.outputs import OutputSelector, check_selector, output_image
 from ..errors import GradientError, OutputSelectionError
 from . import distributed
 from .checkpoint import CHECKPOINT_NAME, TrainingState, prepare_dir, run_record
-from .clips import ClipSource, as_clip, check_clips, check_inputs, refuse_single_clip, sample_pairs, to_inputs
+from .clips import ClipSource, as_clip, check_clips, check_inputs, each_clip, refuse_single_clip, sample_pairs, to_inputs
 from .evaluate import evaluate
 from .guard import StepGuard
 from .history import History
@@ -273,7 +273,7 @@ def distill(
         ckpt_path = prepare_dir(checkpoint_dir) if rank == 0 else Path(checkpoint_dir) / CHECKPOINT_NAME
     if val_clips is not None:
         refuse_single_clip(val_clips, "val_clips")
-    val_list = list(val_clips) if val_clips is not None else None
+    val_list = list(each_clip(val_clips)) if val_clips is not None else None
     if val_list is not None and not val_list:
         raise ValueError("val_clips is empty: give at least one held-out clip, or None for no validation")
     for i, clip in enumerate(val_list or ()):  # checked now, not at the first validation

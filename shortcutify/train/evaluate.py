@@ -15,7 +15,7 @@ from ..core.capture import unwrap
 from ..core.checks import is_count, refuse_untensored
 from ..core.module import ShortcutV2V
 from ..core.outputs import OutputSelector, check_selector, image_count, output_image
-from .clips import as_clip, check_inputs, refuse_single_clip, to_inputs
+from .clips import as_clip, check_inputs, each_clip, refuse_single_clip, to_inputs
 from .metrics import OutputRange, check_data_range, psnr, ssim
 
 __all__ = ["EvalResult", "evaluate", "output_image"]
@@ -80,7 +80,8 @@ def evaluate(
     Args:
         sv: a :class:`~shortcutify.ShortcutV2V`.
         clips: clips ``[T, C, H, W]`` (or tuples of them for multi-input generators; a
-            leading batch dimension ``[T, B, C, H, W]`` is not supported — one stream per clip);
+            leading batch dimension ``[T, B, C, H, W]`` is not supported — one stream per clip), in any
+            collection :func:`~shortcutify.distill` takes (a ``DataLoader``'s batches ``[N, T, C, H, W]`` are split);
             floating frames, moved to the module's device and floating dtype.
         data_range: width of the outputs' value range (2.0 for tanh outputs in [-1, 1], 1.0 for [0, 1]);
             None: 2.0, with a warning when the teacher's outputs do not look like [-1, 1].
@@ -119,7 +120,7 @@ def evaluate(
     was_training = sv.training
     sv.eval()
     try:
-        for n, clip in enumerate(clips):
+        for n, clip in enumerate(each_clip(clips)):
             if max_clips is not None and n >= max_clips:
                 break
             frames = as_clip(clip, n)
