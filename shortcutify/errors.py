@@ -114,7 +114,8 @@ class GradientError(ShortcutifyError, RuntimeError):
 class OutputSelectionError(ShortcutifyError, ValueError):
     """The image to compare cannot be taken from the generator's output: it holds no floating
     ``[B, C, H, W]`` tensor, or ``output=`` names a key or index it lacks, or a function that returns
-    something other than an image."""
+    something other than an image; or, in ``distill``, a loss term compares an image that the shortcut
+    frame does not change (computed outside the layers it replaces)."""
 
 
 class NonFiniteKeyframeWarning(UserWarning):

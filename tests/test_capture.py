@@ -724,7 +724,7 @@ def test_in_place_ops_are_captured_and_counted_once(capture):
     frame = torch.randn(1, 3, 16, 16)
     assert torch.equal(sv(frame), gen(frame))
     assert sv(frame).shape == (1, 4, 16, 16)  # a shortcut frame
-    assert sv.cost().teacher.macs > 0
+    assert sv.cost().teacher.macs == 16 * 16 * 9 * (3 * 8 + 8 * 8 + 8 * 8 + 8 * 3)  # the four convs, once each
 
 
 class _WritesIntoItsInput(FourConvs):
@@ -740,8 +740,7 @@ def test_a_generator_that_writes_into_its_input_leaves_the_example_and_the_kept_
     gen, x = _WritesIntoItsInput().eval(), torch.rand(1, 3, 16, 16)
     given = x.clone()
     sv = shortcutify(gen, "a", "c", x)
-    first = sv.cost().teacher.macs
-    assert sv.cost().teacher.macs == first
+    sv.cost()  # (runs the teacher on the kept copy)
     list_taps(gen, x)
     suggest_taps(gen, x, top=1, progress=False)
     assert torch.equal(x, given) and torch.equal(sv.example_inputs[0], given)

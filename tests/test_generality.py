@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from shortcutify import ShortcutifyError, list_taps, shortcutify
+from shortcutify import InputMismatchError, ShortcutifyError, list_taps, shortcutify
 from shortcutify.core.capture import EXPORT_TOLERANCE, FixedArgumentError
 
 
@@ -159,6 +159,24 @@ def test_a_keyword_the_programs_do_not_take_is_refused_naming_how_to_vary_or_fix
         sv(x, gain=2.0)  # (before: torch's TypeError from the program)
 
 
-def test_example_inputs_given_as_a_dict_are_refused_naming_the_tuple():
-    with pytest.raises(TypeError, match=r"example_inputs is a dict \(keys \['x'\]\): give forward\(\)'s positional arguments as a tuple"):
+def test_example_inputs_given_as_a_dict_are_one_argument_and_named_so_when_the_generator_fails():
+    with pytest.raises(InputMismatchError, match=r"a dict is read as forward\(\)'s first argument; for keyword arguments give a tuple"):
         shortcutify(_KeywordOnly().eval(), "net.0", "net.2", {"x": torch.randn(1, 3, 16, 16)})
+
+    class ReadsADict(_KeywordOnly):  # a generator whose one argument is a dict
+        def forward(self, data):
+            return self.net(data["frame"])
+
+    frame = torch.randn(1, 3, 16, 16)
+    sv = shortcutify(ReadsADict().eval(), "net.0", "net.2", {"frame": frame})
+    assert torch.equal(sv({"frame": frame}), ReadsADict.forward(sv.teacher, {"frame": frame}))
+
+
+def test_export_takes_keyword_arguments_at_their_defaults_and_inputs_only_positionally():
+    x = torch.randn(1, 3, 16, 16)
+    gen = _KeywordOnly().eval()
+    sv = shortcutify(gen, "net.0", "net.2", x, capture="export")
+    assert torch.equal(sv(x, gain=1.0), gen(x))  # the default: computed by the programs already
+    assert sv(x + 0.1, gain=1.0).shape == x.shape and not sv.last_was_keyframe
+    with pytest.raises(FixedArgumentError, match=r"inputs \['x'\] were given by keyword.*positionally"):
+        sv(x=x)

@@ -645,3 +645,21 @@ def test_an_encoder_tap_on_what_the_generator_returns_is_named_as_such_not_as_sw
     with pytest.raises(TapOrderError, match="enc_layer 'model' .* is what the generator returns") as e:
         shortcutify(gen, "model", "model.12", torch.rand(1, 3, 16, 16))  # the Sequential that runs it all
     assert "swap" not in str(e.value)
+
+
+def test_an_unused_in_place_activation_as_encoder_tap_is_not_called_the_generators_output():
+    from shortcutify import TapOrderError
+
+    class Unused(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net, self.act = _convs(), nn.ReLU(inplace=True)
+
+        def forward(self, x):
+            h = self.net[0](x)
+            self.act(h)  # in place; its result unused
+            return self.net[4](self.net[3](self.net[2](h)))
+
+    with pytest.raises(TapOrderError) as e:
+        shortcutify(Unused().eval(), "act", "net.2", torch.randn(1, 3, 16, 16), capture="fx")
+    assert "is what the generator returns" not in str(e.value)

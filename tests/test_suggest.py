@@ -368,7 +368,6 @@ def test_a_better_cut_left_out_because_it_would_not_follow_an_input_is_named():
     assert (held[0].enc_layer, held[0].dec_layer) == ("gen.enc.1", "gen.dec.0")
 
 
-
 def test_encoder_taps_that_do_not_change_with_the_frames_are_not_suggested():
     from test_misuse import _ZeroState
 
@@ -399,3 +398,23 @@ def test_output_names_the_image_the_difficulty_judges():
     assert all(image[k] > 10 * every[k] for k in same), (every, image)
     with pytest.raises(TypeError, match="output must name the image"):
         suggest_taps(gen, x, output=1.5, progress=False)
+
+
+def test_taps_computed_from_an_integer_label_map_are_still_suggested():
+    class Labels(nn.Module):  # pix2pixHD-style: an integer label map embedded, beside a floating previous frame
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Embedding(5, 8)
+            self.l1, self.l2, self.l3 = (nn.Conv2d(8, 8, 3, padding=1) for _ in range(3))
+            self.prev, self.out = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(16, 3, 3, padding=1)
+
+        def forward(self, labels, prev):
+            h = self.embed(labels[:, 0]).permute(0, 3, 1, 2)
+            h = self.l3(torch.relu(self.l2(torch.relu(self.l1(h)))))
+            return self.out(torch.cat([h, self.prev(prev)], 1))
+
+    torch.manual_seed(0)
+    gen = Labels().eval()
+    labels, prev = torch.randint(0, 5, (1, 1, 16, 16)), torch.randn(1, 3, 16, 16)
+    found = suggest_taps(gen, (labels, prev), top=5, progress=False)  # (the default pairs move only the frame)
+    assert any(s.enc_layer.startswith(("l1", "permute")) for s in found), [(s.enc_layer, s.dec_layer) for s in found]

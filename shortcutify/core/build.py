@@ -244,7 +244,7 @@ def _warn_if_random_or_coupled(model: nn.Module, inputs: tuple[Any, ...], fixed:
             "samples at random in forward() (torch.randn for a noise input left out, dropout called with "
             "training=True, ...), so keyframes differ from a later call of the generator, distill() trains the block "
             "towards random targets and evaluate() compares against them. Give the noise as an input (per frame, or "
-            "fixed with concrete_args=), or draw it from a seeded torch.Generator inside the generator."
+            "fixed with concrete_args=), or draw it from a torch.Generator seeded anew on each call."
         )
         return
     fits = [(a, b[:1]) for a, b in zip(outs[0], outs[1]) if a.dim() and b.dim() and a.shape[1:] == b.shape[1:] and (a.shape[0], b.shape[0]) == (1, 2)]
@@ -290,12 +290,13 @@ def _refuse_frame_free_encoder_tap(cut: Cut, inputs: tuple[Any, ...]) -> None:
     sees the current frame only through it, would repeat one output (a recurrent generator's zero initial state,
     ``x.new_zeros(...)``, reads the frame's shape only).
 
-    One more run of the layers up to the tap, on the inputs with seeded noise added (at each input's spread).
-    Not judged where an input is not floating (labels, indices: not perturbed) or the perturbed run fails.
+    One more run of the layers up to the tap, on the frames with seeded noise added (at their spread). Judged only
+    where every tensor input is frames (floating, 4-D or 5-D): labels, indices, timesteps or vectors are not
+    moved (noise could push an index out of its range), so a tap could depend on them alone.
     """
     leaves, spec = tree_flatten(list(inputs))
     tensors = [v for v in leaves if isinstance(v, Tensor)]
-    if not tensors or not all(v.is_floating_point() for v in tensors):
+    if not tensors or not all(v.is_floating_point() and v.dim() in (4, 5) for v in tensors):
         return
     noise = torch.Generator().manual_seed(0)
 

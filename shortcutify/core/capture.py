@@ -425,17 +425,7 @@ def trace(model: nn.Module, options: CaptureOptions = CaptureOptions(), n_positi
 
 
 def as_tuple(example_inputs: Any) -> tuple[Any, ...]:
-    """One frame's inputs as a tuple of ``forward``'s positional arguments.
-
-    Raises:
-        TypeError: a dict (keyword arguments), which example inputs cannot be.
-    """
-    if isinstance(example_inputs, Mapping):
-        raise TypeError(
-            f"example_inputs is a {type(example_inputs).__name__} (keys {list(example_inputs)[:6]}): give forward()'s "
-            "positional arguments as a tuple, in order; a keyword argument with a fixed value goes in "
-            "concrete_args={'name': value}"
-        )
+    """One frame's inputs as a tuple of ``forward``'s positional arguments (a dict is one argument)."""
     return tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
 
 
@@ -807,16 +797,21 @@ def example_refused(model: nn.Module, inputs: tuple[Any, ...], exc: Exception) -
     where some are integer tensors (``uint8`` video not yet scaled), else :class:`InputMismatchError`."""
     shapes = [f"{list(v.shape)} {str(v.dtype).replace('torch.', '')}" if isinstance(v, torch.Tensor) else type(v).__name__ for v in inputs]
     failed = f"{type(model).__name__} itself fails on the example inputs {shapes} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+    tensors = [v for v in inputs if isinstance(v, torch.Tensor)]
     integer = [j for j, v in enumerate(inputs) if isinstance(v, torch.Tensor) and not v.is_floating_point() and not v.is_complex() and v.dtype != torch.bool]
-    if integer:
+    about_types = any(word in str(exc) for word in ("dtype", "type (", "Byte", "Long", "Char", "unsigned char", "Int"))
+    if integer and (len(integer) == len(tensors) or about_types):
         return InputTypeError(
             f"{failed}: input(s) {integer} are integer tensors; frames must be floating point in the value range the "
             f"generator was trained on ({SCALING_HINT}). Labels or indices the generator embeds itself are fine: then "
             "check the other inputs."
         )
+    one_dict = len(inputs) == 1 and isinstance(inputs[0], Mapping)
     return InputMismatchError(
         f"{failed}. Give example_inputs it runs on: one frame [B, C, H, W] with the channels its first layer takes, "
-        "or a tuple of forward()'s positional arguments, in order."
+        "or a tuple of forward()'s positional arguments, in order"
+        + (" (a dict is read as forward()'s first argument; for keyword arguments give a tuple of the arguments "
+           "in order, or fix them with concrete_args=)." if one_dict else ".")
     )
 
 
@@ -843,7 +838,7 @@ def _capture_one(
     check_against_eager(captured, model, inputs)
     try:
         annotate(captured, inputs)
-    except ShortcutifyError:
+    except (ShortcutifyError, MemoryError, getattr(torch, "OutOfMemoryError", MemoryError)):
         raise
     except Exception as exc:  # (fx's interpreter and a graph it cannot run node by node: forward(x, **kwargs))
         other = "export" if method == "fx" else "fx"

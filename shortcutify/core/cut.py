@@ -157,7 +157,7 @@ def _check_order(captured: Captured, enc: fx.Node, dec: fx.Node, enc_layer: str,
     _check_4d(dec, "dec_layer", dec_layer, unbatched)
     order = {n: i for i, n in enumerate(captured.gm.graph.nodes)}
     output_node = next(n for n in captured.gm.graph.nodes if n.op == "output")
-    if all(u is output_node for u in enc.users):  # (the generator's output, e.g. the module that runs it all)
+    if enc.users and all(u is output_node for u in enc.users):  # (the generator's output, e.g. the module that runs it all)
         raise TapOrderError(
             f"enc_layer {enc_layer!r} (node {enc.name!r}) is what the generator returns: no layer runs after it, so "
             "there is nothing for a decoder tap to follow. Taps are values inside the generator: pick them from "

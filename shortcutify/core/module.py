@@ -31,7 +31,7 @@ from ..errors import (
 )
 from .blocks import KeyframeTaps, Reference, ShortcutBlock
 from .caller import warn_caller
-from .capture import BatchGuard
+from .capture import BatchGuard, same_value
 from .checks import SCALING_HINT, check_like_example, check_tap_rows, frames_batch, is_count, is_interval, refuse_untensored, shapes_of
 from .config import ShortcutConfig
 from .cost import CostReport, PathCost, count_macs, param_count
@@ -362,7 +362,10 @@ class ShortcutV2V(nn.Module):
         self._main = programs
         # the arguments the programs take by keyword: the inputs, and fixed ones whose values they check (none under export)
         taken = list(inspect.signature(programs.keyframe.forward).parameters)
-        self._keywords, self._fixed_keywords = frozenset(taken), tuple(taken[len(example_inputs):])
+        self._fixed_keywords = tuple(taken[len(example_inputs):])
+        self._input_names = tuple(taken[: len(example_inputs)])
+        # (an export capture's streams are told from positional inputs only: its inputs are not taken by keyword)
+        self._keywords = frozenset(taken if cut.captured.method == "fx" else self._fixed_keywords)
         self.block = block
         self._policy = as_policy(policy)
         self.enc: TapInfo = cut.enc
@@ -570,7 +573,7 @@ class ShortcutV2V(nn.Module):
         if self._teacher[0].training:
             self._teacher_back_to_eval()
         if kwargs and not self._keywords.issuperset(kwargs):
-            self._refuse_keywords(kwargs)
+            self._drop_defaults_or_refuse(kwargs)
         main = self._main
         if self._recapture is None:
             return main
@@ -587,9 +590,21 @@ class ShortcutV2V(nn.Module):
         self._recaptured.move_to_end(key)
         return self._recaptured[key][0]
 
-    def _refuse_keywords(self, kwargs: dict) -> None:
+    def _drop_defaults_or_refuse(self, kwargs: dict) -> None:
+        """Drop (from this call's ``kwargs``, in place) keyword arguments the programs do not take but compute anyway:
+        ``forward()``'s defaults given at their values; refuse any other (:class:`FixedArgumentError`)."""
         unknown = [k for k in kwargs if k not in self._keywords]
         fixed = list(self._fixed_keywords)
+        if any(k in self._input_names for k in unknown):
+            raise FixedArgumentError(
+                f"inputs {[k for k in unknown if k in self._input_names]} were given by keyword: a module captured with "
+                "torch.export takes its inputs positionally, in the order of the example inputs"
+            )
+        defaults = {n: p.default for n, p in inspect.signature(type(self.teacher).forward).parameters.items()}
+        if all(k in defaults and same_value(kwargs[k], defaults[k]) for k in unknown):
+            for k in unknown:  # (the programs compute them at these values)
+                del kwargs[k]
+            return
         raise FixedArgumentError(
             f"forward() got keyword argument(s) {unknown} that the captured programs do not take: only the example "
             "inputs' positional arguments vary from call to call; forward()'s other arguments were fixed when the "

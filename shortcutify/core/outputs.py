@@ -17,8 +17,8 @@ from typing import Any, Union
 from torch import Tensor
 from torch.utils._pytree import tree_flatten
 
-from .checks import looks_channels_last
 from ..errors import OutputSelectionError
+from .checks import looks_channels_last
 
 __all__ = ["OutputSelector", "check_selector", "floating_leaves", "image_count", "output_image"]
 
@@ -91,8 +91,8 @@ def _select(out: Any, output: OutputSelector) -> Any:
             return out[index]
         raise OutputSelectionError(f"output={index}: the generator's output is {_describe(out)}, the index is out of range")
     raise OutputSelectionError(
-        f"output={index} names an index, but the generator's output is {_describe(out)}: give a key for a dict, a "
-        "function, or None"
+        f"output={index} names an index, but the generator's output is {_describe(out)}: give a key for a dict (a field "
+        "name for a dataclass), a function, or None"
     )
 
 

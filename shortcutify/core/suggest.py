@@ -409,6 +409,12 @@ class _Proxy:
                 "pass frames= with frames that differ (a real clip [T, C, H, W])"
             )
         self.change = change
+        # every tensor input differs between the frames of some pair (an integer label map is not moved by the
+        # default pairs: a tap computed from it alone would look frame-free without being so)
+        self.every_input_moves = all(
+            any(not torch.equal(ref_inputs[j], cur_inputs[j]) for ref_inputs, cur_inputs in frame_pairs)
+            for j, v in enumerate(frame_pairs[0][0]) if isinstance(v, Tensor)
+        )
         self._descendants: dict[fx.Node, set[fx.Node]] = {}
         self._designs: dict[tuple[fx.Node, tuple[int, int]], tuple[list[Tensor], list[Tensor], Tensor]] = {}
 
@@ -649,7 +655,7 @@ def _suggest(
         )
     pairs.sort(key=lambda p: (-p[0], graph.index[p[2]], graph.index[p[1]]))
     proxy = _Proxy(captured.gm, _frame_pairs(inputs, frames), output)
-    frame_free = {e for _, e, _ in pairs if not proxy.reads_frames(e)}
+    frame_free = {e for _, e, _ in pairs if not proxy.reads_frames(e)} if proxy.every_input_moves else set()
     if frame_free and len(frame_free) == len({e for _, e, _ in pairs}):
         raise EmptyCutError(
             f"no encoder tap of {type(model).__name__} among the candidates changes with the frames "

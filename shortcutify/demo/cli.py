@@ -230,7 +230,7 @@ def run_demo(
         "timing_seconds": timing,
         "timing_threads": threads,
         "timing_load_average": load,
-        "cpu_count": os.cpu_count(),
+        "cpu_count": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "torch": torch.__version__,
         "wall_seconds": time.time() - t_start,
     }
@@ -301,8 +301,9 @@ def _report_md(r: dict[str, Any], cost: Any) -> str:
     if load is not None and cores and load > cores + 0.5:
         lines += [
             "",
-            f"**Timings unreliable:** the machine's 1-minute load average was {load:.1f} on {cores} cores when the "
-            "timing began: other processes competed for the CPU. Rerun on an idle machine for these ratios.",
+            f"**Timings unreliable:** the machine's 1-minute load average was {load:.1f} on the {cores} cores this "
+            "process may use when the timing began: other processes competed for the CPU. Rerun on an idle machine "
+            "for these ratios.",
         ]
     lines += ["", f"torch {r['torch']}; whole demo took {r['wall_seconds']:.0f} s."]
     return "\n".join(lines) + "\n"

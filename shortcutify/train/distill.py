@@ -205,7 +205,9 @@ def distill(
             ``concrete_args``), ``seed`` is not an integer, ``output`` is not a selector, or ``sv`` is not a module;
             before the first step.
         OutputSelectionError: (a ``ValueError``) ``output`` names no image of the generator's output, or it holds
-            none; raised in the first step, before it is applied (the block is left as it was given).
+            none, or a weighted loss term compares an image the shortcut frame does not change (an early stage's
+            image: name the final one with ``output``); raised in the first step, before it is applied (the block
+            is left as it was given).
         OSError: ``checkpoint_dir`` cannot be created or written, before the first step.
         IncompatibleCheckpointError: (a ``ValueError``) ``resume`` found a checkpoint of
             another run (see ``resume``).
