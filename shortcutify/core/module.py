@@ -366,6 +366,7 @@ class ShortcutV2V(nn.Module):
         self._input_names = tuple(taken[: len(example_inputs)])
         # (an export capture's streams are told from positional inputs only: its inputs are not taken by keyword)
         self._keywords = frozenset(taken if cut.captured.method == "fx" else self._fixed_keywords)
+        self._defaults: dict[str, Any] | None = None  # forward()'s defaults, read when a call first needs them
         self.block = block
         self._policy = as_policy(policy)
         self.enc: TapInfo = cut.enc
@@ -600,7 +601,9 @@ class ShortcutV2V(nn.Module):
                 f"inputs {[k for k in unknown if k in self._input_names]} were given by keyword: a module captured with "
                 "torch.export takes its inputs positionally, in the order of the example inputs"
             )
-        defaults = {n: p.default for n, p in inspect.signature(type(self.teacher).forward).parameters.items()}
+        if self._defaults is None:  # (read once: a caller may pass a default on every frame)
+            self._defaults = {n: p.default for n, p in inspect.signature(type(self.teacher).forward).parameters.items()}
+        defaults = self._defaults
         if all(k in defaults and same_value(kwargs[k], defaults[k]) for k in unknown):
             for k in unknown:  # (the programs compute them at these values)
                 del kwargs[k]
