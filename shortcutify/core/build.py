@@ -120,6 +120,28 @@ def shortcutify(
         ValueError: one tap given without the other, an unknown ``resolution`` or ``motion_prior`` name, a bad
             ``width`` or ``interval``, or an empty example batch.
     """
+    return _wrap(
+        model, enc_layer, dec_layer, example_inputs, interval=interval, policy=policy, width=width, resolution=resolution,
+        motion_prior=motion_prior, prior_size=None, **capture_options,
+    )
+
+
+def _wrap(
+    model: nn.Module,
+    enc_layer: str | None,
+    dec_layer: str | None,
+    example_inputs: Tensor | Sequence[Any] | None,
+    *,
+    interval: int,
+    policy: KeyframePolicy | None,
+    width: int | None,
+    resolution: str,
+    motion_prior: bool | str | None,
+    prior_size: tuple[int, int] | None,
+    **capture_options: Unpack[CaptureKwargs],
+) -> ShortcutV2V:
+    """:func:`shortcutify`; ``prior_size``: the decoder tap's ``(H, W)`` whose pooling the motion prior keeps
+    (:func:`load`: the size the block was built for), None: the example's."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     model = unwrap(model)
@@ -180,7 +202,7 @@ def shortcutify(
                 "Choose taps further apart (list_taps() shows the MACs up to each node).",
                 stacklevel=2,
             )
-        pool = motion_pool_for((cut.dec.shape[-2], cut.dec.shape[-1])) if motion_prior else None  # (the example's frame size)
+        pool = motion_pool_for(prior_size or (cut.dec.shape[-2], cut.dec.shape[-1])) if motion_prior else None
         block = make_block(resolution, cut.enc.shape[1], cut.dec.shape[1], width=width, motion_prior=motion_prior, motion_pool=pool).to(**factory)
 
         def capture_again(args: tuple[Any, ...], any_batch: bool) -> Cut:
@@ -461,9 +483,9 @@ def load(
     _fixed_arguments(manifest, capture_options, cfg_file)
     _leaf_modules(manifest, capture_options, model, cfg_file)
     try:
-        sv = shortcutify(
-            model, cfg.enc_layer, cfg.dec_layer, example_inputs, policy=policy, width=cfg.width, resolution=cfg.resolution,
-            motion_prior=cfg.motion_prior, **capture_options,
+        sv = _wrap(
+            model, cfg.enc_layer, cfg.dec_layer, example_inputs, interval=3, policy=policy, width=cfg.width, resolution=cfg.resolution,
+            motion_prior=cfg.motion_prior, prior_size=(cfg.dec_shape[-2], cfg.dec_shape[-1]), **capture_options,
         )
     except (IncompatibleCheckpointError, UntraceableModelError):
         raise
@@ -485,8 +507,6 @@ def load(
             "concrete_args that could not be saved, pass the same to load().)"
         ) from exc
 
-    if cfg.motion_prior:  # the prior's pooling of the frame size the block was built for, whatever example_inputs are given
-        sv.block.motion_pool = motion_pool_for((cfg.dec_shape[-2], cfg.dec_shape[-1]))
     problems = []
     if sv.config.capture != cfg.capture:  # (only when load() was given another path: by default it takes the saved one)
         problems.append(

@@ -30,7 +30,7 @@ from ..errors import GradientError, OutputSelectionError
 from . import distributed
 from .checkpoint import CHECKPOINT_NAME, TrainingState, prepare_dir, run_record
 from .clips import ClipSource, as_clip, check_clips, check_inputs, each_clip, refuse_single_clip, sample_pairs, to_inputs
-from .evaluate import evaluate
+from .evaluate import compare_clips
 from .guard import StepGuard
 from .history import History
 from .losses import Adversaries, LossWeights, student_terms
@@ -338,7 +338,7 @@ def distill(
     def validate(step: int) -> None:
         if val_list is None or rank != 0:
             return
-        summary = evaluate(sv, val_list, data_range=data_range, output=output).summary()  # restores the training mode
+        summary = compare_clips(sv, val_list, data_range=data_range, max_clips=None, output=output, who="distill(val_clips=)").summary()  # restores the training mode
         run.history.val.append({"step": float(step), **{k: summary[k] for k in ("psnr", "ssim", "psnr_repeat", "ssim_repeat")}})
 
     bar = None

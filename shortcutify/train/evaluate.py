@@ -71,7 +71,6 @@ class EvalResult:
         }
 
 
-@torch.no_grad()
 def evaluate(
     sv: Any, clips: Iterable[Any], *, data_range: float | None = None, max_clips: int | None = None, output: OutputSelector = None
 ) -> EvalResult:
@@ -104,16 +103,24 @@ def evaluate(
         UserWarning: ``data_range`` not given, and the teacher's outputs lie within [0, 1] or spread
             wider than [-1, 1] (:class:`~shortcutify.train.metrics.OutputRange`).
     """
+    return compare_clips(sv, clips, data_range=data_range, max_clips=max_clips, output=output, who="evaluate()")
+
+
+@torch.no_grad()
+def compare_clips(
+    sv: Any, clips: Iterable[Any], *, data_range: float | None, max_clips: int | None, output: OutputSelector, who: str
+) -> EvalResult:
+    """:func:`evaluate`, its warnings and errors naming ``who`` (``distill()``'s validation names itself)."""
     sv = unwrap(sv)  # (a compiled or DistributedDataParallel-wrapped module: the one inside)
     if not isinstance(sv, ShortcutV2V):
-        raise TypeError(f"evaluate() takes a ShortcutV2V (from shortcutify() or load()), got {type(sv).__name__}")
-    refuse_untensored(sv.example_inputs, sv.teacher, "evaluate()")
+        raise TypeError(f"{who} takes a ShortcutV2V (from shortcutify() or load()), got {type(sv).__name__}")
+    refuse_untensored(sv.example_inputs, sv.teacher, who)
     seen = OutputRange() if data_range is None else None
     data_range = check_data_range(data_range)
     if max_clips is not None and not is_count(max_clips):
         raise ValueError(f"max_clips must be a positive integer or None, got {max_clips!r}")
     refuse_single_clip(clips)
-    output = check_selector(output, "evaluate()")
+    output = check_selector(output, who)
     res = EvalResult()
     images = 0  # floating image leaves in the output
     param = next(sv.block.parameters())
@@ -147,27 +154,27 @@ def evaluate(
         sv.reset()
         sv.train(was_training)
     if not res.keyframe:
-        raise ValueError("evaluate() got no clips: give at least one clip [T, C, H, W]")
+        raise ValueError(f"{who} got no clips: give at least one clip [T, C, H, W]")
     if not res.shortcut_frames:
         warn_caller(
-            "evaluate: no shortcut frame was run (every frame a keyframe: clips of one frame, or a keyframe policy "
+            f"{who}: no shortcut frame was run (every frame a keyframe: clips of one frame, or a keyframe policy "
             "that keyframes them all); the means are NaN", RuntimeWarning,
         )
     if output is None and images > 1 and res.shortcut_frames and all(math.isinf(p) for p, k in zip(res.psnr, res.keyframe) if not k) and not all(
         math.isinf(p) for p, k in zip(res.psnr_repeat, res.keyframe) if not k
     ):
         warn_caller(
-            f"evaluate: the compared image (the first [B, C, H, W] leaf of an output of {images} images, output_image) "
+            f"{who}: the compared image (the first [B, C, H, W] leaf of an output of {images} images, output_image) "
             "equals the teacher's exactly on every shortcut frame, while repeating the keyframe does not: the shortcut "
             "computes it outside the layers it skips. If another output is the image to judge (a multi-stage model's "
             "last stage), name it with output= (a key, an index or a function) here and in distill()."
         )
-    hint = None if seen is None else seen.mismatch("evaluate()")
+    hint = None if seen is None else seen.mismatch(who)
     if hint is not None:
         warn_caller(hint)
     if res.nan_frames:
         warn_caller(
-            f"evaluate: {res.nan_frames} shortcut frame(s) gave NaN metrics (non-finite outputs) and are left out of "
+            f"{who}: {res.nan_frames} shortcut frame(s) gave NaN metrics (non-finite outputs) and are left out of "
             "the means; check the clips and the block", RuntimeWarning,
         )
     return res
