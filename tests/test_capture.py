@@ -744,3 +744,34 @@ def test_a_generator_that_writes_into_its_input_leaves_the_example_and_the_kept_
     list_taps(gen, x)
     suggest_taps(gen, x, top=1, progress=False)
     assert torch.equal(x, given) and torch.equal(sv.example_inputs[0], given)
+
+
+class _AssignsATensor(nn.Module):
+    """Assigns a plain tensor attribute in forward (what export's notice is for)."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc, self.mid, self.dec = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 3, 3, padding=1)
+
+    def forward(self, x):
+        self.scale = x.new_ones(1)
+        return self.dec(torch.relu(self.mid(torch.relu(self.enc(x))))) * self.scale
+
+
+def test_export_of_a_spectral_normalised_generator_raises_no_notice_and_follows_new_weights():
+    """torch's notice about attributes assigned during export names the weights spectral_norm's hook assigns; the
+    graph computes them from weight_orig (so it follows new weights), so the notice is dropped for them alone."""
+    sn = nn.utils.spectral_norm
+    x = torch.randn(1, 3, 8, 8)
+    for normalised in ((0, 2, 4), (4,)):  # (torch words one attribute and several differently)
+        convs = [nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 3, 3, padding=1)]
+        gen = nn.Sequential(*(sn(m) if i in normalised else m for i, m in enumerate(convs))).eval()
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            sv = shortcutify(gen, "1", "3", x, capture="export")
+        assert not [w for w in seen if "assigned during export" in str(w.message)]
+    with torch.no_grad():
+        gen[4].weight_orig.mul_(2.0)  # (the last generator's one spectral-normalised layer)
+    assert torch.equal(sv(x), gen(x))
+    with pytest.warns(UserWarning, match=r"attribute self\.scale was assigned during export"):
+        shortcutify(_AssignsATensor(), "enc", "dec", x, capture="export")

@@ -27,6 +27,7 @@ import itertools
 import linecache
 import logging
 import operator
+import re
 import sys
 import traceback
 import warnings
@@ -532,6 +533,29 @@ def _quiet(names: Sequence[str]) -> Iterator[None]:
             lg.setLevel(level)
 
 
+@contextlib.contextmanager
+def _spectral_norm_notice_silenced(model: nn.Module) -> Iterator[None]:
+    """Silence export's notice that tensor attributes were assigned during export where every attribute it
+    names is a weight that ``nn.utils.spectral_norm``'s hook assigns on each call: export traces that hook (the
+    graph computes the weight from ``weight_orig`` and follows new weights), so the notice has nothing for the
+    user to do. A notice naming any other attribute is kept."""
+    from torch.nn.utils.spectral_norm import SpectralNorm
+
+    names = [
+        f"self.{path}.{hook.name}" if path else f"self.{hook.name}"
+        for path, m in model.named_modules()
+        for hook in m._forward_pre_hooks.values()
+        if isinstance(hook, SpectralNorm)
+    ]
+    if not names:
+        yield
+        return
+    allowed = "|".join(sorted((re.escape(n) for n in names), key=len, reverse=True))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=rf"The tensor attributes? (?:(?:{allowed})(?:, | ))+(?:were|was) assigned during export")
+        yield
+
+
 class BatchGuard:
     """Whether an export graph captured with a symbolic batch size holds for given inputs.
 
@@ -596,7 +620,7 @@ def export(
     fixed = dict(options.concrete_args)
     try:
         dynamic = _batch_dims(inputs, fixed) if any_batch else None
-        with _quiet(_EXPORT_LOGGERS):  # (a failure is raised below, named; torch would also log it at length)
+        with _quiet(_EXPORT_LOGGERS), _spectral_norm_notice_silenced(model):  # (a failure is raised below, named)
             exported = torch.export.export(model, inputs, kwargs=fixed or None, strict=False, dynamic_shapes=dynamic)
         gm = exported.module()
     except Exception as exc:  # export raises UserError, GuardOnDataDependentSymNode, RuntimeError, ...
