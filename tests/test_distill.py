@@ -86,13 +86,6 @@ def test_validation_records_psnr_and_ssim_against_the_repeat_baseline():
         assert 0 < v["ssim"] <= 1 and v["psnr"] > 0
 
 
-def test_validation_warnings_name_distill_not_evaluate():
-    """A data-range hint from the validation names the call the user made (distill's val_clips), not evaluate()."""
-    _, sv = _sv()
-    with pytest.warns(UserWarning, match=r"^distill\(val_clips=\): the teacher's outputs .* within \[0, 1\]"):
-        distill(sv, moving_clips(2), steps=2, val_clips=moving_clips(1, seed=9), val_every=2, progress=False, output=lambda o: (o + 1) / 2)
-
-
 class _ClipDataset(Dataset):
     def __init__(self):
         self.clips = moving_clips(3)

@@ -2,6 +2,7 @@
 resume refuses a checkpoint of another run, bad clips and checkpoint directories fail at once."""
 
 import os
+import signal
 import warnings
 
 import pytest
@@ -59,20 +60,63 @@ def test_a_nan_pair_drawn_later_names_its_clip_and_frame_and_keeps_the_last_good
     assert _same(_state(sv), good["block"])  # exactly the block after the last good step
 
 
+def _from_call(k, bad):
+    """A perceptual loss that is ``bad`` from its ``k``-th call on (before: 0 with a gradient of 0)."""
+    calls = []
+
+    def loss(s, t):
+        calls.append(1)
+        return bad(s, t) if len(calls) >= k else (s - s.detach()).sum()
+
+    return loss
+
+
 @pytest.mark.parametrize(
-    "what, perceptual",
+    "what, bad",
     [
         ("loss", lambda s, t: (s - t).abs().mean() * float("nan")),
         # finite loss (0), NaN gradient: d sqrt(|x|)/dx at 0 is inf * 0
         ("gradient", lambda s, t: torch.sqrt((s - s.detach()).abs()).sum()),
     ],
 )
-def test_a_non_finite_loss_or_gradient_is_caught_before_the_optimiser_steps(what, perceptual):
+@pytest.mark.parametrize("step", [1, 2])
+def test_a_non_finite_loss_or_gradient_is_caught_before_the_optimiser_steps(what, bad, step):
+    """At a run's first step nothing can have diverged: the message names the layers or loss that give non-finite
+    values; later, a lower learning rate."""
     sv = _sv()
-    before = _state(sv)
+    good = {}
     with pytest.raises(FloatingPointError, match=what) as err:
-        distill(sv, moving_clips(2), steps=2, progress=False, perceptual=perceptual)
-    assert "step 1" in str(err.value) and "lower lr" in str(err.value)  # the inputs were finite
+        distill(sv, moving_clips(2), steps=3, progress=False, perceptual=_from_call(step, bad), callback=lambda i, logs: good.update(block=_state(sv)))
+    assert f"step {step}" in str(err.value)
+    if step == 1:
+        assert "the run's first" in str(err.value) and "perceptual loss" in str(err.value) and "lower lr" not in str(err.value)
+    else:
+        assert "diverged" in str(err.value) and "lower lr" in str(err.value)
+    assert _same(_state(sv), good.get("block", _state(_sv())))  # the block after the last good step (or as built)
+
+
+class _NaNOnMarkedFrames(torch.nn.Module):
+    """A generator whose output is NaN on frames holding a value above 5 (finite frames, non-finite teacher)."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = ResnetGenerator(ngf=8, n_blocks=2)
+
+    def forward(self, x):
+        marked = x.flatten(1).amax(1).view(-1, 1, 1, 1) > 5
+        return torch.where(marked, torch.full_like(x, float("nan")), self.inner(x))
+
+
+def test_a_teacher_that_gives_nan_on_finite_frames_is_named_with_the_frames_not_the_learning_rate():
+    torch.manual_seed(0)
+    sv = shortcutify(_NaNOnMarkedFrames(), "inner.model.4", "inner.model.12", torch.zeros(1, 3, 16, 16))
+    before = _state(sv)
+    clips = moving_clips(2, frames=4)
+    for c in clips:
+        c[:, 0, 0, 0] = 9.0  # every frame marked
+    with pytest.raises(FloatingPointError, match=r"generator's output or tap values are not finite \(NaN or Inf\) at step 1 on finite frames: clip \d frame \d") as err:
+        distill(sv, clips, steps=2, batch_size=2, progress=False)
+    assert "lower lr" not in str(err.value) and "did not diverge" in str(err.value)
     assert _same(_state(sv), before)
 
 
@@ -258,3 +302,133 @@ def test_an_in_place_op_after_the_decoder_tap_is_named_with_the_fix_and_leaves_t
     with pytest.raises(GradientError, match=r"(?s)in place.*dec_layer 'inner.model.12'.*pick a dec_layer after that op"):
         distill(sv, moving_clips(1, frames=4), steps=2, batch_size=2, progress=False)
     assert _same(_state(sv), before)
+
+
+# ------------------------------------------------------------------ arguments, contexts, interrupts
+@pytest.mark.parametrize("lr", [float("inf"), float("nan"), 0, -1e-3, True, "1e-3"])
+def test_a_learning_rate_that_is_not_positive_and_finite_is_refused_before_anything_runs(lr):
+    sv = _sv()
+    before = _state(sv)
+    with pytest.raises(ValueError, match=r"lr must be a positive finite number"):
+        distill(sv, moving_clips(2), steps=2, lr=lr, progress=False)
+    assert _same(_state(sv), before) and sv.distilled_interval is None
+
+
+@pytest.mark.parametrize("callback, accepted", [
+    (3, False), (lambda: None, False), (lambda step, logs, extra: None, False),
+    (lambda *args: None, True), (lambda step, logs, extra=1: None, True), (print, True),
+])
+def test_a_callback_that_cannot_take_step_and_logs_is_refused_before_the_first_step(callback, accepted):
+    sv = _sv()
+    before = _state(sv)
+    if accepted:
+        distill(sv, moving_clips(2), steps=1, callback=callback, progress=False)
+        return
+    with pytest.raises(TypeError, match="callback"):
+        distill(sv, moving_clips(2), steps=2, callback=callback, progress=False)
+    assert _same(_state(sv), before) and sv.distilled_interval is None
+
+
+@pytest.mark.parametrize("directory, error", [("", ValueError), (3, TypeError), (b"ckpt", TypeError)])
+def test_a_checkpoint_dir_that_is_empty_or_not_a_path_is_refused(directory, error, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(error, match="checkpoint_dir"):
+        distill(_sv(), moving_clips(2), steps=1, checkpoint_dir=directory, progress=False)
+    assert list(tmp_path.iterdir()) == []  # nothing written in the current directory
+
+
+@pytest.mark.parametrize("context", [torch.no_grad, torch.inference_mode])
+def test_distill_trains_inside_a_callers_no_grad_or_inference_mode(context):
+    sv = _sv()
+    before = _state(sv)
+    with context():
+        clips = moving_clips(2)
+        distill(sv, clips, steps=2, val_clips=clips[:1], val_every=1, progress=False)
+    assert not _same(_state(sv), before)
+
+
+def test_a_generator_set_to_require_grad_again_gets_no_gradient_and_keeps_its_setting():
+    sv = _sv()
+    sv.teacher.requires_grad_(True)
+    with pytest.warns(UserWarning, match="require grad.*frozen for this run"):
+        distill(sv, moving_clips(2), steps=2, progress=False)
+    assert all(p.requires_grad and p.grad is None for p in sv.teacher.parameters())
+    assert all(p.grad is None for p in sv.block.parameters())  # nor are the block's last gradients kept
+
+
+def test_a_compiled_module_is_distilled_through_the_module_inside():
+    sv = _sv()
+    before = _state(sv)
+    distill(torch.compile(sv), moving_clips(2), steps=1, progress=False)
+    assert not _same(_state(sv), before)
+
+
+def test_val_clips_of_one_frame_each_are_refused_before_the_first_step():
+    sv = _sv()
+    with pytest.raises(ValueError, match="val_clips: every clip has one frame"):
+        distill(sv, moving_clips(2), steps=2, val_clips=[c[:1] for c in moving_clips(2)], progress=False)
+    assert sv.distilled_interval is None
+
+
+def test_a_shuffled_dataloader_with_checkpoints_warns_that_a_resume_would_draw_other_pairs(tmp_path):
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(moving_clips(3), batch_size=None, shuffle=True)
+    with pytest.warns(UserWarning, match="shuffled DataLoader.*shuffle=False"):
+        distill(_sv(), loader, steps=1, checkpoint_dir=tmp_path, progress=False)
+
+
+def test_a_dataset_whose_len_promises_more_clips_than_it_has_is_named():
+    class Short(torch.utils.data.Dataset):
+        def __init__(self):
+            self.clips = moving_clips(2)
+
+        def __len__(self):
+            return 50
+
+        def __getitem__(self, i):
+            return self.clips[i]
+
+    with pytest.raises(IndexError, match=r"clip 2 could not be read.*len\(\) is 50.*__len__"):
+        distill(_sv(), Short(), steps=1, progress=False)
+
+
+@pytest.mark.parametrize("damage", [{"rng": []}, {"rng": [torch.zeros(5, dtype=torch.uint8)]}, {"rng": ["state"]}, {"history": {"losses": 3}}])
+def test_a_checkpoint_with_damaged_random_state_or_history_is_refused_and_loads_nothing(tmp_path, damage):
+    path = _checkpoint(tmp_path)
+    torch.save({**torch.load(path, weights_only=True), **damage}, path)
+    sv = _sv()
+    before = _state(sv)  # (as built: the checkpoint's block is trained)
+    with pytest.raises(IncompatibleCheckpointError, match=r"damaged.*block is left as it was"):
+        distill(sv, moving_clips(3), checkpoint_dir=tmp_path, resume=True, **RUN)
+    assert _same(_state(sv), before)
+
+
+def _interrupt_at(step, times=1):
+    def callback(i, logs):
+        if i == step:
+            for _ in range(times):
+                os.kill(os.getpid(), signal.SIGINT)
+
+    return callback
+
+
+def test_ctrl_c_is_taken_at_the_end_of_its_step_which_is_checkpointed_and_resumes_exactly(tmp_path):
+    run = dict(steps=6, batch_size=2, checkpoint_every=100, progress=False)
+    sv = _sv()
+    with pytest.raises(KeyboardInterrupt, match=r"interrupted after step 3 of 6.*resume=True continues"):
+        distill(sv, moving_clips(2), checkpoint_dir=tmp_path, callback=_interrupt_at(3), **run)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)["step"] == 3
+    resumed, whole = _sv(), _sv()
+    distill(resumed, moving_clips(2), checkpoint_dir=tmp_path, resume=True, **run)
+    distill(whole, moving_clips(2), **run)
+    assert _same(_state(resumed), _state(whole))
+
+
+def test_a_second_ctrl_c_interrupts_at_once():
+    sv = _sv()
+    with pytest.raises(KeyboardInterrupt) as err:
+        distill(sv, moving_clips(2), steps=6, progress=False, callback=_interrupt_at(2, times=2))
+    assert "distill() interrupted" not in str(err.value)  # torch's own, raised inside the callback
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

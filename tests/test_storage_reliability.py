@@ -298,3 +298,15 @@ def test_load_given_a_file_of_the_saved_block_names_its_directory(tmp_path):
     _sv(0)[1].save(tmp_path)
     with pytest.raises(FileNotFoundError, match=rf"is a file of a saved block: give its directory, load\(model, '{tmp_path}'\)"):
         load(ResnetGenerator(ngf=8, n_blocks=2), tmp_path / CONFIG_NAME)
+
+
+def test_weights_whose_bytes_changed_on_disk_are_refused_by_their_checksum(saved):
+    """A weights file is named by its content's SHA-256: a file that still reads as tensors but holds other bytes
+    (an edit, bit rot in a tensor's data) is refused, not loaded with other weights."""
+    gen, path, w_file = saved
+    state = torch.load(w_file, weights_only=True)
+    first = next(iter(state))
+    state[first] = state[first] + 1.0
+    torch.save(state, w_file)
+    with pytest.raises(IncompatibleCheckpointError, match=rf"{w_file.name} does not hold the bytes it was saved with.*sv\.save"):
+        load(gen, path)

@@ -72,6 +72,8 @@ WEIGHTS_NAME = "shortcut_block.pt"  # the weights of blocks saved before ``weigh
 CHECKPOINT_NAME = "checkpoint.pt"  # what ``distill(checkpoint_dir=...)`` writes (named here so that load() can tell it)
 FORMAT = 2  # 2: the block at half the decoder tap's resolution (format-1 blocks do not fit it)
 _WEIGHTS_FILE = re.compile(r"shortcut_block(\.[0-9a-f]{16})?\.pt")  # the files write_saved writes (and may delete)
+#: a weights file's name holding the start of its content's SHA-256 (see :func:`write_saved`)
+_CHECKSUM_NAME = re.compile(r"shortcut_block\.([0-9a-f]{16})\.pt")
 _FIX = "save the block again with sv.save(path), or restore the file"
 
 
@@ -527,9 +529,17 @@ def read_weights(
     """
     w_file = weights_path(path, manifest)
     try:
-        state = torch.load(w_file, map_location="cpu", weights_only=True)
+        data = w_file.read_bytes()
     except (FileNotFoundError, PermissionError, IsADirectoryError):
         raise
+    named = _CHECKSUM_NAME.fullmatch(w_file.name)  # (an older block's shortcut_block.pt has no checksum to check)
+    if named is not None and hashlib.sha256(data).hexdigest()[:16] != named.group(1):
+        raise IncompatibleCheckpointError(
+            f"{w_file} does not hold the bytes it was saved with (their SHA-256 does not begin with the "
+            f"{named.group(1)} in its name): the file changed on disk (an incomplete copy, bit rot, an edit); {_FIX}"
+        )
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # a damaged archive raises any of OSError, EOFError, RuntimeError, KeyError, UnpicklingError...
         raise IncompatibleCheckpointError(
             f"{w_file} cannot be read as block weights ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'}): "

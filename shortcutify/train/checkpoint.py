@@ -149,6 +149,18 @@ class TrainingState:
         if missing:
             raise IncompatibleCheckpointError(f"checkpoint {path} lacks {missing}: it is not a distill() checkpoint or is damaged")
         self._check(path, state, steps, world)
+        damaged = (
+            "it is damaged: delete it and start afresh (resume=False), or resume from a copy; the block is left as it was"
+        )
+        try:  # (read before anything is loaded)
+            restored = History.from_dict(state["history"])
+            rng = state["rng"][rank]
+            if not isinstance(rng, torch.Tensor) or rng.dtype != torch.uint8:
+                raise TypeError(f"the random state of process {rank} is a {type(rng).__name__}, not a uint8 tensor")
+        except Exception as exc:  # noqa: BLE001  (IndexError, KeyError, TypeError, AttributeError, ...)
+            raise IncompatibleCheckpointError(
+                f"checkpoint {path}: its history or random state cannot be read ({type(exc).__name__}: {exc}); {damaged}"
+            ) from exc
         before = {k: v.clone() for k, v in self.block.state_dict().items()}
         try:
             self.block.load_state_dict(state["block"])
@@ -160,8 +172,13 @@ class TrainingState:
                 f"checkpoint {path}: its block does not fit this module's block "
                 f"({type(self.block).__name__}): {exc}"
             ) from exc
-        self.generator.set_state(state["rng"][rank].cpu())
-        self.adversaries.load_state_dict(state.get("discs", {}))
-        restored = History.from_dict(state["history"])
+        try:
+            self.generator.set_state(rng.cpu())
+            self.adversaries.load_state_dict(state.get("discs", {}))
+        except Exception as exc:  # noqa: BLE001  (RuntimeError "Invalid mt19937 state", a discriminator's KeyError, ...)
+            self.block.load_state_dict(before)
+            raise IncompatibleCheckpointError(
+                f"checkpoint {path}: its random state or discriminators cannot be restored ({type(exc).__name__}: {exc}); {damaged}"
+            ) from exc
         self.history.losses, self.history.val = restored.losses, restored.val
         return int(state["step"])

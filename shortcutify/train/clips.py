@@ -155,7 +155,14 @@ class ClipSource:
         return len(self.items)
 
     def __getitem__(self, i: int) -> tuple[Tensor, ...]:
-        return as_clip(self.items[i], i)
+        try:
+            item = self.items[i]
+        except IndexError as exc:  # (a Dataset whose __len__ promises more items than __getitem__ has)
+            raise IndexError(
+                f"clip {i} could not be read ({exc}), though the clips' len() is {len(self.items)}: a Dataset's __len__ "
+                "must count the items its __getitem__ returns"
+            ) from exc
+        return as_clip(item, i)
 
 
 def _channels_first(clip: tuple[Tensor, ...], channels_last: Sequence[bool]) -> tuple[Tensor, ...]:

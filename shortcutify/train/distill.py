@@ -12,6 +12,9 @@ each rank draws its own pairs; rank 0 alone logs, validates and checkpoints).
 
 from __future__ import annotations
 
+import contextlib
+import inspect
+import math
 import numbers
 import os
 import warnings
@@ -21,8 +24,10 @@ from typing import Any, Literal
 
 import torch
 from torch import Tensor
+from torch.utils.data import DataLoader, RandomSampler
 
 from ..core.blocks import PRIOR_LEFT_OUT_EVERY
+from ..core.capture import unwrap
 from ..core.checks import channels_last_inputs, is_count, refuse_untensored
 from ..core.module import ShortcutV2V
 from ..core.outputs import OutputSelector, check_selector, output_image
@@ -33,6 +38,7 @@ from .clips import ClipSource, as_clip, check_clips, check_inputs, each_clip, re
 from .evaluate import compare_clips
 from .guard import StepGuard
 from .history import History
+from .interrupt import DeferredInterrupt
 from .losses import Adversaries, LossWeights, student_terms
 from .metrics import check_data_range
 from .start import resolve_data_init, start_from_frames
@@ -91,7 +97,27 @@ def _crop(crop: Any) -> tuple[int, int] | None:
     return int(pair[0]), int(pair[1])
 
 
-def _check_arguments(sv: Any, resume: bool, checkpoint_dir: Any, **counts: Any) -> int:
+def _check_callback(callback: Any) -> None:
+    """Refuse a callback that is not callable, or whose signature cannot take ``(step, logs)`` (checked before the
+    first step, not after it)."""
+    if callback is None:
+        return
+    if not callable(callback):
+        raise TypeError(f"callback must be a function callback(step, logs) or None, got {type(callback).__name__}")
+    try:
+        signature = inspect.signature(callback)
+    except (TypeError, ValueError):  # (some builtins have none: left to the call)
+        return
+    try:
+        signature.bind(0, {})
+    except TypeError as exc:
+        raise TypeError(
+            f"callback{signature} cannot be called as callback(step, logs) ({exc}): distill() calls it after every step "
+            "with the step number and a dict of that step's losses"
+        ) from None
+
+
+def _check_arguments(sv: Any, resume: bool, checkpoint_dir: Any, lr: Any, callback: Any, **counts: Any) -> int:
     """Validate the arguments (``counts``: the ones that must be positive integers); returns the keyframe interval α."""
     if not isinstance(sv, ShortcutV2V):
         raise TypeError(f"distill() trains a ShortcutV2V (from shortcutify()), got {type(sv).__name__}")
@@ -99,6 +125,13 @@ def _check_arguments(sv: Any, resume: bool, checkpoint_dir: Any, **counts: Any) 
     for name, value in counts.items():
         if not is_count(value):
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not math.isfinite(lr) or lr <= 0:
+        raise ValueError(f"lr must be a positive finite number (the learning rate; default 2e-3), got {lr!r}")
+    _check_callback(callback)
+    if checkpoint_dir is not None and not isinstance(checkpoint_dir, (str, os.PathLike)):
+        raise TypeError(f"checkpoint_dir must be a directory path (a str or os.PathLike) or None, got {type(checkpoint_dir).__name__}")
+    if checkpoint_dir is not None and not os.fspath(checkpoint_dir):
+        raise ValueError("checkpoint_dir is empty: give a directory (\".\" for the current one), or None for no checkpoints")
     alpha = sv.policy.interval
     if alpha < 2:
         raise ValueError(
@@ -138,7 +171,9 @@ def distill(
     """Train ``sv.block`` so that shortcut frames reproduce the teacher's.
 
     Args:
-        sv: a :class:`~shortcutify.ShortcutV2V` (its teacher stays frozen).
+        sv: a :class:`~shortcutify.ShortcutV2V` (or one wrapped by ``torch.compile``: the module inside). Its
+            teacher stays frozen: parameters set to require grad after ``shortcutify()`` are frozen for the run
+            (with a warning) and given back as they were.
         clips: clips ``[T, C, H, W]`` of consecutive frames (tuples of them for a
             multi-input generator, one tensor per example input): a list, a ``Dataset``, a
             ``DataLoader`` or any iterable; floating frames in the generator's value range (moved
@@ -196,30 +231,35 @@ def distill(
         set later with a longer interval warns).
 
     Raises:
-        ValueError: bad arguments or clips (mixed frame sizes without ``crop``, clips of
-            fewer than 2 frames, a crop larger than some clip, another number of tensors per
+        ValueError: bad arguments or clips (``lr`` not positive and finite, mixed frame sizes without ``crop``, clips
+            of fewer than 2 frames, ``val_clips`` of one frame each, a crop larger than some clip, another number of tensors per
             clip than example inputs), before the first step.
         TypeError: a clip's frames are not floating point (``uint8`` video: scale it to the
             generator's value range first), ``clips`` is a single clip tensor or not a collection, a
             clip is not tensors, an example input is not a tensor (``InputTypeError``: fix it with
-            ``concrete_args``), ``seed`` is not an integer, ``output`` is not a selector, or ``sv`` is not a module;
-            before the first step.
+            ``concrete_args``), ``seed`` is not an integer, ``output`` is not a selector, ``callback`` cannot be
+            called as ``callback(step, logs)``, or ``sv`` is not a module; before the first step.
         OutputSelectionError: (a ``ValueError``) ``output`` names no image of the generator's output, or it holds
             none, or a weighted loss term compares an image the shortcut frame does not change (an early stage's
             image: name the final one with ``output``); raised in the first step, before it is applied (the block
             is left as it was given).
-        OSError: ``checkpoint_dir`` cannot be created or written, before the first step.
+        OSError: ``checkpoint_dir`` cannot be created or written, before the first step (an empty path is a
+            ValueError, one not a str or path a TypeError).
         IncompatibleCheckpointError: (a ``ValueError``) ``resume`` found a checkpoint of
             another run (see ``resume``).
-        FloatingPointError: a step's inputs (naming the clips and frames), loss or
-            gradients are not finite; checked before the optimiser applies the step, so
+        FloatingPointError: a step's inputs or the teacher's outputs and taps on them (naming the clips and
+            frames), its loss or gradients are not finite; checked before the optimiser applies the step, so
             the block is left exactly as after the last good step (checkpoints or not), or
             as it was given when no step was applied (the data-dependent start undone).
+        KeyboardInterrupt: Ctrl-C (SIGINT, in the main thread of a single-process run) is taken at the end of the
+            step it arrives in, after that step's checkpoint is written (with ``checkpoint_dir``), so that
+            ``resume=True`` continues exactly; a second Ctrl-C interrupts at once.
         GradientError: (a ``RuntimeError``) an in-place op in the layers after the decoder tap
             keeps autograd from reaching the block; the block is left as above.
     """
+    sv = unwrap(sv)  # (a compiled or DistributedDataParallel-wrapped module: the one inside)
     alpha = _check_arguments(
-        sv, resume, checkpoint_dir, steps=steps, batch_size=batch_size, val_every=val_every, checkpoint_every=checkpoint_every
+        sv, resume, checkpoint_dir, lr, callback, steps=steps, batch_size=batch_size, val_every=val_every, checkpoint_every=checkpoint_every
     )
     steps, batch_size, val_every, checkpoint_every = int(steps), int(batch_size), int(val_every), int(checkpoint_every)
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
@@ -273,13 +313,28 @@ def distill(
     ckpt_path = None
     if checkpoint_dir is not None:
         ckpt_path = prepare_dir(checkpoint_dir) if rank == 0 else Path(checkpoint_dir) / CHECKPOINT_NAME
+        if isinstance(clips, DataLoader) and isinstance(clips.sampler, RandomSampler):
+            warnings.warn(
+                "clips is a shuffled DataLoader: it is read in another order in each run, so a run resumed from "
+                f"{ckpt_path} draws other pairs than the interrupted one would have (not the same result); distill() "
+                "draws its pairs at random itself: pass shuffle=False",
+                stacklevel=2,
+            )
     if val_clips is not None:
         refuse_single_clip(val_clips, "val_clips")
     val_list = list(each_clip(val_clips)) if val_clips is not None else None
     if val_list is not None and not val_list:
         raise ValueError("val_clips is empty: give at least one held-out clip, or None for no validation")
+    val_frames = 0
     for i, clip in enumerate(val_list or ()):  # checked now, not at the first validation
-        check_inputs(as_clip(clip, i), sv.example_inputs, i)
+        frames = as_clip(clip, i)
+        check_inputs(frames, sv.example_inputs, i)
+        val_frames = max(val_frames, frames[0].shape[0])
+    if val_list is not None and val_frames < 2:
+        raise ValueError(
+            "val_clips: every clip has one frame, so a validation would run keyframes alone (each clip starts a stream "
+            "with one); give held-out clips [T, C, H, W] of at least 2 frames (a shortcut frame needs a keyframe before it)"
+        )
     if not any(p.requires_grad for p in sv.block.parameters()):
         raise ValueError(
             "the block has no trainable parameter (sv.requires_grad_(False) or sv.block.requires_grad_(False) froze it): "
@@ -341,10 +396,25 @@ def distill(
         summary = compare_clips(sv, val_list, data_range=data_range, max_clips=None, output=output, who="distill(val_clips=)").summary()  # restores the training mode
         run.history.val.append({"step": float(step), **{k: summary[k] for k in ("psnr", "ssim", "psnr_repeat", "ssim_repeat")}})
 
+    thawed = [p for p in sv.teacher.parameters() if p.requires_grad]
+    if thawed:
+        warnings.warn(
+            f"{len(thawed)} of the generator's parameters require grad (requires_grad_(True) after shortcutify()): "
+            "distill() trains the block alone, so they are frozen for this run (no gradient reaches them) and "
+            "given back as they were after it",
+            stacklevel=2,
+        )
     bar = None
     dtype = next(sv.block.parameters()).dtype  # the inputs' floating dtype (device: above)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16)
+    grad_mode = contextlib.ExitStack()  # (a caller's no_grad() or inference_mode() must not reach the steps)
+    interrupt = DeferredInterrupt(enabled=world == 1)  # (the processes of a distributed run would have to agree)
     try:
+        grad_mode.enter_context(torch.inference_mode(False))
+        grad_mode.enter_context(torch.enable_grad())
+        grad_mode.enter_context(interrupt)
+        for p in thawed:
+            p.requires_grad_(False)
         sv.reset()
         sv.train()
         if progress and rank == 0:
@@ -361,6 +431,7 @@ def distill(
                 with torch.no_grad():
                     key = sv.run_keyframe(*ref_in)
                     target = sv.run_keyframe(*cur_in)
+                guard.teacher(pairs, key, target)
                 student = step_fn(*cur_in, reference=key.taps, return_aligned=w.alignment > 0)
                 image, target_image = output_image(student.output, output), output_image(target.output, output)
                 previous = output_image(key.output, output)
@@ -399,11 +470,23 @@ def distill(
                 rng = distributed.gather(run.generator.get_state())
                 if rank == 0:
                     run.save(ckpt_path, step, rng)
+            if interrupt.requested:  # Ctrl-C during this step: it is complete, and so is the checkpoint
+                if ckpt_path is not None and not (step % checkpoint_every == 0 or step == steps):
+                    run.save(ckpt_path, step, [run.generator.get_state()])
+                kept = f"; checkpoint of step {step} in {ckpt_path} (resume=True continues)" if ckpt_path is not None else ""
+                raise KeyboardInterrupt(f"distill() interrupted after step {step} of {steps}: the block holds its steps{kept}")
+        if interrupt.requested:  # (Ctrl-C before a step ran: a resumed run that was complete)
+            raise KeyboardInterrupt("distill() interrupted before its first step")
     except BaseException:
         if as_given is not None:  # failed before any step was applied: the data-dependent start is undone too
             sv.block.load_state_dict(as_given)
         raise
     finally:
+        grad_mode.close()
+        for p in thawed:
+            p.requires_grad_(True)
+        for p in sv.block.parameters():  # (the last step's gradients: nothing reads them after the run)
+            p.grad = None
         if bar is not None:
             bar.close()
         sv.eval()
