@@ -311,3 +311,57 @@ def test_matrix_vector_products_and_dot_products_are_counted():
     macs, _, uncounted = count_macs(conv, torch.randn(1, 3, 8, 8))                       # weights: mv and vdot per call)
     assert macs == 6 * 6 * 8 * 27 + 8 * 27 + 8
     assert not set(uncounted) - ELEMENTWISE_OPS, uncounted
+
+
+def _naive_antialias_taps(size_in, size_out, half_taps):
+    """Taps of one antialiased pass per output element, written out: the filter covers ``half_taps`` input
+    pixels each side, widened by the shrink factor, plus the centre."""
+    scale = size_in / size_out
+    import math
+
+    return 2 * math.ceil(half_taps * scale if scale > 1 else half_taps) + 1
+
+
+@pytest.mark.parametrize("mode, antialias, per_output", [
+    ("nearest-exact", False, 1), ("bicubic", False, 16), ("bilinear", True, 1), ("bicubic", True, 2),
+])
+@pytest.mark.parametrize("size", [(5, 7), (24, 40)])
+def test_every_interpolation_mode_is_counted(mode, antialias, per_output, size):
+    """Resampling costs its taps per output element (fvcore's convention for nearest 1 and bilinear 4);
+    antialiased shrinking blends more taps the more it shrinks, in two separable passes."""
+    x = torch.rand(2, 3, 16, 20)
+    macs, _, uncounted = count_macs(lambda x: F.interpolate(x, size=size, mode=mode, antialias=antialias), x)
+    assert not uncounted
+    h, w = size
+    if not antialias:
+        assert macs == per_output * 2 * 3 * h * w
+    else:
+        width_pass = 2 * 3 * 16 * w * _naive_antialias_taps(20, w, per_output)
+        assert macs == width_pass + 2 * 3 * h * w * _naive_antialias_taps(16, h, per_output)
+
+
+@pytest.mark.parametrize("mode, dims, per_output", [("linear", 1, 2), ("trilinear", 3, 8)])
+def test_linear_and_trilinear_interpolation_are_counted(mode, dims, per_output):
+    x = torch.rand(1, 2, *([6] * dims))
+    macs, _, uncounted = count_macs(lambda x: F.interpolate(x, scale_factor=2, mode=mode), x)
+    assert not uncounted and macs == per_output * 2 * 12**dims
+
+
+def test_aliases_and_fresh_constants_of_export_graphs_are_free():
+    """A crop that keeps everything (``out[:, :, :H, :W]``) becomes ``aten::alias`` in an export graph, a constant
+    filled in forward ``lift_fresh_copy``: neither is reported as missing."""
+    from torch import nn
+
+    class Crop(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 3, padding=1)
+
+        def forward(self, x):
+            h, w = x.shape[-2:]
+            mask = torch.tensor([1.0, 0.5, 1.0]).view(1, 3, 1, 1)
+            return (self.conv(x) * mask)[:, :, :h, :w]
+
+    gm = torch.export.export(Crop().eval(), (torch.rand(1, 3, 8, 8),), strict=False).module()
+    _, _, uncounted = count_macs(gm, torch.rand(1, 3, 8, 8))
+    assert set(uncounted) <= ELEMENTWISE_OPS, set(uncounted) - ELEMENTWISE_OPS

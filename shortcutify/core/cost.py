@@ -5,6 +5,8 @@ element, the bilinear weights); we add rules (:data:`MAC_RULES`) for matrix prod
 (one multiply-add per output element and term of its sum: matmul, mm, bmm, mv, dot and their add- forms), ``einsum`` (:func:`einsum_macs`),
 convolutions with string padding, vector norms (one MAC per element), scaled dot-product
 attention, the fused inference paths of ``nn.MultiheadAttention`` and ``nn.TransformerEncoderLayer``,
+resampling in the modes fvcore lacks (the taps blended per output element: linear, trilinear, bicubic,
+nearest-exact, and antialiased shrinking in two separable passes),
 and the fused AdaBD and warp ops of the fast paths (counted as their references). Like every MAC
 counter it leaves out cheap element-wise ops (ReLU, sigmoid, additions). Those are
 listed, per path, in :attr:`PathCost.uncounted_ops` so that nothing is left out silently;
@@ -56,7 +58,7 @@ ELEMENTWISE_OPS = frozenset(
         "prelu softplus softsign logsigmoid gelu_ sigmoid_ exp_ neg_ clamp_max clamp_max_ clamp_min_ fill_ masked_fill_ "
         "zero_ floor ceil round trunc frac log1p expm1 log2 log10 exp2 minimum maximum logical_not logical_and logical_or "
         "amax amin argmax argmin any all max_pool2d_with_indices max_pool3d_with_indices max_unpool2d max_unpool3d "
-        "max_pool1d max_pool3d avg_pool1d avg_pool3d"
+        "max_pool1d max_pool3d avg_pool1d avg_pool3d alias lift_fresh lift_fresh_copy"
     ).split()
 )
 
@@ -233,6 +235,38 @@ def _pointwise_macs(inputs: list[Any], outputs: list[Any]) -> int:
     return b * hh * ww * cin * get_shape(inputs[1])[0]
 
 
+def _per_output(macs: int) -> Callable[[list[Any], list[Any]], int]:
+    """A resampling op's rule: ``macs`` per output element (the taps it blends: fvcore's convention for
+    nearest (1) and bilinear (4) up-sampling, so linear 2, trilinear 8, bicubic 16)."""
+
+    def rule(inputs: list[Any], outputs: list[Any]) -> int:
+        from fvcore.nn.jit_handles import get_shape
+
+        return macs * math.prod(get_shape(outputs[0]))
+
+    return rule
+
+
+def _antialiased_macs(half_taps: int) -> Callable[[list[Any], list[Any]], int]:
+    """``interpolate(..., antialias=True)`` (``_upsample_{bilinear,bicubic}2d_aa``): two separable passes, width
+    then height, each blending per output element the taps its filter covers, ``2 * ceil(support) + 1``
+    with ``support = half_taps * scale`` when shrinking by ``scale`` (else ``half_taps``)."""
+
+    def taps(size_in: int, size_out: int) -> int:
+        support = half_taps * max(size_in / max(size_out, 1), 1.0)
+        return 2 * math.ceil(support) + 1
+
+    def rule(inputs: list[Any], outputs: list[Any]) -> int:
+        from fvcore.nn.jit_handles import get_shape
+
+        *lead, h_in, w_in = get_shape(inputs[0])
+        h_out, w_out = get_shape(outputs[0])[-2:]
+        rows = math.prod(lead)
+        return rows * (h_in * w_out * taps(w_in, w_out) + h_out * w_out * taps(h_in, h_out))
+
+    return rule
+
+
 #: our MAC rules, by op: where fvcore has none, or one that miscounts or fails
 MAC_RULES: dict[str, Callable[[list[Any], list[Any]], int]] = {
     "aten::einsum": _einsum_macs,
@@ -256,6 +290,17 @@ MAC_RULES: dict[str, Callable[[list[Any], list[Any]], int]] = {
     "shortcutify::adabd_conv": _adabd_macs,
     "shortcutify::warp": _warp_macs,
     "shortcutify::pointwise_conv_add": _pointwise_macs,
+    "aten::upsample_linear1d": _per_output(2),
+    "aten::upsample_trilinear3d": _per_output(8),
+    "aten::upsample_bicubic2d": _per_output(16),
+    "aten::upsample_nearest_exact1d": _per_output(1),
+    "aten::_upsample_nearest_exact1d": _per_output(1),
+    "aten::upsample_nearest_exact2d": _per_output(1),
+    "aten::_upsample_nearest_exact2d": _per_output(1),
+    "aten::upsample_nearest_exact3d": _per_output(1),
+    "aten::_upsample_nearest_exact3d": _per_output(1),
+    "aten::_upsample_bilinear2d_aa": _antialiased_macs(1),
+    "aten::_upsample_bicubic2d_aa": _antialiased_macs(2),
 }
 
 
