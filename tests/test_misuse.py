@@ -663,3 +663,17 @@ def test_an_unused_in_place_activation_as_encoder_tap_is_not_called_the_generato
     with pytest.raises(TapOrderError) as e:
         shortcutify(Unused().eval(), "act", "net.2", torch.randn(1, 3, 16, 16), capture="fx")
     assert "is what the generator returns" not in str(e.value)
+
+
+@pytest.mark.parametrize("keyword", [{"output": 0}, {"top": 3}, {"progress": False}, {"colour": "red"}])
+def test_unknown_keywords_are_refused_before_taps_are_ranked_naming_suggest_taps_options(keyword, monkeypatch):
+    import shortcutify.core.build as build
+
+    def never(*args, **kwargs):
+        raise AssertionError("suggest_taps ran before the keywords were checked")
+
+    monkeypatch.setattr(build, "suggest_taps", never)
+    gen = ResnetGenerator(ngf=8, n_blocks=2)
+    with pytest.raises(TypeError, match=rf"unknown keyword argument\(s\) \['{next(iter(keyword))}'\]") as err:
+        shortcutify(gen, example_inputs=torch.zeros(1, 3, 16, 16), **keyword)
+    assert ("suggest_taps()' options" in str(err.value)) == ("colour" not in keyword)

@@ -152,6 +152,18 @@ def _wrap(
         raise ValueError(
             f"give both taps or neither (then suggest_taps() chooses them): got enc_layer={enc_layer!r}, dec_layer={dec_layer!r}"
         )
+    unknown = sorted(set(capture_options) - set(CaptureKwargs.__annotations__))
+    if unknown:  # (before any capture or ranking runs)
+        ranking = sorted(set(unknown) & {"output", "frames", "top", "progress"})
+        raise TypeError(
+            f"shortcutify() got unknown keyword argument(s) {unknown}; besides its own it takes the capture options "
+            f"{sorted(CaptureKwargs.__annotations__)}"
+            + (
+                f". {ranking} are suggest_taps()' options: call suggest_taps(model, example_inputs, ...) with them and "
+                "pass the enc_layer and dec_layer of the pair it ranks first (shortcutify() without taps ranks with the defaults)"
+                if ranking else ""
+            )
+        )
     if enc_layer is None:
         best = suggest_taps(model, example_inputs, resolution=resolution, top=1, **capture_options)[0]
         enc_layer, dec_layer = best.enc_layer, best.dec_layer
