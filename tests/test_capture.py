@@ -381,6 +381,21 @@ def test_a_non_contiguous_input_gets_its_own_program():
     assert torch.isfinite(sv(f + 0.1)).all()
 
 
+def test_a_frame_viewed_out_of_a_video_shares_the_program_of_a_fresh_frame(monkeypatch):
+    """``video[:1, t]`` differs from a fresh frame only in the stride of its batch dimension of size 1, which
+    reaches no element: it is not captured again."""
+    gen, x = ShapeAsserting().eval(), torch.randn(1, 3, 16, 16)
+    sv = shortcutify(gen, "enc", "dec", x, capture="export")
+    video = torch.randn(1, 5, 3, 16, 16)
+    captures = []
+    real = torch.export.export
+    monkeypatch.setattr(torch.export, "export", lambda *a, **k: captures.append(1) or real(*a, **k))
+    for t in range(5):
+        assert video[:1, t].stride(0) != x.stride(0)
+        assert torch.equal(sv(video[:1, t]), sv.run_keyframe(video[:1, t]).output) or not sv.last_was_keyframe
+    assert captures == [], captures
+
+
 def test_a_module_captured_by_export_distils_saves_and_loads_by_the_same_path(tmp_path):
     gen, x = ShapeAsserting().eval(), torch.randn(1, 3, 16, 16)
     sv = shortcutify(gen, "enc", "dec", x, interval=2)

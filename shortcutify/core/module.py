@@ -51,9 +51,15 @@ def _signature(args: tuple, kwargs: dict) -> tuple:
     return tuple((tuple(int(n) for n in v.shape), v.dtype, v.device) if isinstance(v, Tensor) else (type(v), v) for v in leaves)
 
 
+def _layout(v: Tensor, start: int = 0) -> tuple[int, ...]:
+    """``v``'s strides from dimension ``start`` on, those of dimensions of size 1 as 0: no element is reached
+    through them, so views that differ there alone (``video[:1, t]`` and a fresh frame) share a layout."""
+    return tuple(0 if size == 1 else int(stride) for size, stride in zip(v.shape[start:], v.stride()[start:]))
+
+
 def _program_key(args: tuple) -> tuple:
     """What a shape-specific program holds for: the positional inputs' signature and memory layout."""
-    strides = tuple(tuple(int(n) for n in v.stride()) for v in tree_flatten(args)[0] if isinstance(v, Tensor))
+    strides = tuple(_layout(v) for v in tree_flatten(args)[0] if isinstance(v, Tensor))
     return _signature(args, {}), strides
 
 
@@ -66,7 +72,7 @@ def _batch_and_layout(args: tuple) -> tuple[int, tuple] | None:
     sizes = {int(v.shape[0]) for v in args}
     if len(sizes) != 1:
         return None
-    rest = tuple((tuple(int(n) for n in v.shape[1:]), tuple(int(n) for n in v.stride()[1:]), v.dtype, v.device) for v in args)
+    rest = tuple((tuple(int(n) for n in v.shape[1:]), _layout(v, 1), v.dtype, v.device) for v in args)
     return sizes.pop(), rest
 
 
