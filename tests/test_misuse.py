@@ -677,3 +677,21 @@ def test_unknown_keywords_are_refused_before_taps_are_ranked_naming_suggest_taps
     with pytest.raises(TypeError, match=rf"unknown keyword argument\(s\) \['{next(iter(keyword))}'\]") as err:
         shortcutify(gen, example_inputs=torch.zeros(1, 3, 16, 16), **keyword)
     assert ("suggest_taps()' options" in str(err.value)) == ("colour" not in keyword)
+
+
+class _Attention(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.mha = nn.Conv2d(3, 8, 3, padding=1), nn.MultiheadAttention(8, 2, batch_first=True)
+        self.b, self.c = nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 3, 3, padding=1)
+
+    def forward(self, x):
+        f = self.a(x)
+        t = f.flatten(2).transpose(1, 2)
+        att, _ = self.mha(t, t, t)
+        return self.c(self.b(f + att.transpose(1, 2).reshape(f.shape)))
+
+
+def test_a_tap_on_a_module_returning_a_tuple_names_the_tensors_it_returns():
+    with pytest.raises(TapShapeError, match=r"'mha'.*not a tensor.*returns a tuple.*tap one of its tensors, the nodes \['getitem\w* \(1, 64, 8\)'"):
+        shortcutify(_Attention().eval(), "a", "mha", torch.rand(1, 3, 8, 8), capture="fx")

@@ -78,11 +78,25 @@ class _BlockSlot(nn.Module):
     """Where the shortcut block goes (opaque to the effect analysis, as the real block is)."""
 
 
+def _tensor_shape(node: fx.Node) -> tuple[int, ...] | None:
+    """The node's tensor shape on the example, ``None`` where it is not one tensor."""
+    meta = node.meta.get("tensor_meta")
+    return tuple(meta[0]) if meta is not None else None
+
+
 def _check_4d(node: fx.Node, role: str, name: str, unbatched: bool = False) -> tuple[int, int, int, int]:
     """The tap's shape ``[B, C, H, W]``; ``unbatched``: the example gave frames without their batch dimension."""
     meta = node.meta.get("tensor_meta")
     if meta is None:
-        raise TapShapeError(f"{role} {name!r} (node {node.name!r}) is not a tensor on the example input")
+        parts = [
+            f"{u.name} {_tensor_shape(u)}" for u in node.users
+            if u.op == "call_function" and u.target is operator.getitem and _tensor_shape(u) is not None
+        ]
+        hint = (
+            f": it returns a tuple or list (nn.MultiheadAttention returns (output, weights)); tap one of its tensors, "
+            f"the nodes {parts}" if parts else "; pick a tap from list_taps() (column 'shape')"
+        )
+        raise TapShapeError(f"{role} {name!r} (node {node.name!r}) is not a tensor on the example input{hint}")
     shape = meta[0]
     if len(shape) != 4:
         raise TapShapeError(
