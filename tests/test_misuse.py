@@ -695,3 +695,24 @@ class _Attention(nn.Module):
 def test_a_tap_on_a_module_returning_a_tuple_names_the_tensors_it_returns():
     with pytest.raises(TapShapeError, match=r"'mha'.*not a tensor.*returns a tuple.*tap one of its tensors, the nodes \['getitem\w* \(1, 64, 8\)'"):
         shortcutify(_Attention().eval(), "a", "mha", torch.rand(1, 3, 8, 8), capture="fx")
+
+
+class _Windows(nn.Module):
+    """Window partition into the batch: ``[B, C, H, W] -> [4·B, C, H/2, W/2]`` and back (window attention's layout)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.win, self.b, self.c = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 3, 1)
+
+    def forward(self, x):
+        f = self.a(x)
+        b, c, h, w = f.shape
+        parts = f.reshape(b, c, 2, h // 2, 2, w // 2).permute(0, 2, 4, 1, 3, 5).reshape(b * 4, c, h // 2, w // 2)
+        parts = self.win(parts)
+        f = parts.reshape(b, 2, 2, c, h // 2, w // 2).permute(0, 3, 1, 4, 2, 5).reshape(b, c, h, w)
+        return self.c(self.b(f))
+
+
+def test_a_tap_with_windows_folded_into_the_batch_is_named_as_such():
+    with pytest.raises(TapShapeError, match=r"'win' has 8 row\(s\), 4 rows per frame: the generator folds windows"):
+        shortcutify(_Windows().eval(), "a", "win", torch.rand(2, 3, 8, 8))

@@ -137,13 +137,31 @@ def check_tap_rows(enc_shape: tuple[int, ...], dec_shape: tuple[int, ...], input
         TapShapeError: naming the taps ``(enc_layer, dec_layer)`` and the rows.
     """
     batch = frames_batch(shapes_of(inputs))
-    if enc_shape[0] < batch or dec_shape[0] != enc_shape[0]:
-        raise TapShapeError(
-            f"the taps {taps[0]!r} ({enc_shape[0]} rows) and {taps[1]!r} ({dec_shape[0]} rows) do not hold each input "
-            f"frame of the batch of {batch} in rows of their own: the generator folds the batch into their channels "
-            "there (a grouped convolution over [1, B·C, H, W], as StyleGAN's modulated convs do), so a block on them "
-            "would mix the streams. Tap layers whose values are [B, C, H, W] (the modules around such a conv)."
-        )
+    if enc_shape[0] >= batch and dec_shape[0] == enc_shape[0]:
+        return
+
+    def why(rows: int) -> str:
+        if rows < batch:
+            return (
+                "fewer rows than frames: the generator folds the batch into channels there (a grouped convolution over "
+                "[1, B·C, H, W], as StyleGAN's modulated convs do), or the value does not come from the frames at all "
+                "(a table computed from weights, as a relative position bias)"
+            )
+        if rows % batch == 0:
+            return (
+                f"{rows // batch} rows per frame: the generator folds windows, patches or heads into the batch there "
+                "(window attention's [windows·B, heads, N, N])"
+            )
+        return "rows that are not a whole number per frame"
+
+    odd = [(name, shape[0]) for name, shape in zip(taps, (enc_shape, dec_shape)) if shape[0] != batch]
+    odd = odd or [(taps[1], dec_shape[0])]  # (both at least the batch, the decoder tap's rows differing)
+    reasons = "; ".join(f"{name!r} has {rows} row(s), {why(rows)}" for name, rows in odd)
+    raise TapShapeError(
+        f"the taps {taps[0]!r} ({enc_shape[0]} rows) and {taps[1]!r} ({dec_shape[0]} rows) do not hold the batch of "
+        f"{batch} frame(s) one row each, alike: {reasons}. A block on them would mix the streams or be built for "
+        "this batch size alone. Tap layers whose values are [B, C, H, W] feature maps of the frames (list_taps())."
+    )
 
 
 def frame_aspect(shapes: Iterable[Sequence[int]]) -> float | None:
