@@ -5,6 +5,8 @@ model: keyframes equal it, the cut skips the same work, and a graph that compute
 else is an error, never a silently different program.
 """
 
+import collections
+import dataclasses
 import warnings
 
 import pytest
@@ -14,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from generators import FourConvs, random_generators
+from generators import FourConvs, moving_clips, random_generators
 from shortcutify import (
     CaptureMismatchError,
     EmptyCutError,
@@ -790,3 +792,51 @@ def test_export_of_a_spectral_normalised_generator_raises_no_notice_and_follows_
     assert torch.equal(sv(x), gen(x))
     with pytest.warns(UserWarning, match=r"attribute self\.scale was assigned during export"):
         shortcutify(_AssignsATensor(), "enc", "dec", x, capture="export")
+
+
+@dataclasses.dataclass
+class _Output(collections.OrderedDict):
+    """A dict-subclass dataclass output registered with torch's pytree, as transformers' ModelOutput and
+    diffusers' BaseOutput are."""
+
+    image: torch.Tensor = None
+    features: torch.Tensor = None
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            if getattr(self, f.name) is not None:
+                self[f.name] = getattr(self, f.name)
+
+
+torch.utils._pytree.register_pytree_node(
+    _Output, lambda o: (list(o.values()), list(o.keys())), lambda values, keys: _Output(**dict(zip(keys, values)))
+)
+_Pair = collections.namedtuple("_Pair", ["image", "features"])
+
+
+class _Returns(nn.Module):
+    def __init__(self, kind):
+        super().__init__()
+        self.kind = kind
+        self.a, self.b, self.c, self.d = (nn.Conv2d(i, o, 3, padding=1) for i, o in ((3, 8), (8, 8), (8, 8), (8, 3)))
+
+    def forward(self, x):
+        h = self.c(torch.relu(self.b(torch.relu(self.a(x)))))
+        return self.kind(image=self.d(h), features=h)
+
+
+@pytest.mark.parametrize("kind, method, captured", [(_Output, "auto", "export"), (_Pair, "auto", "fx"), (_Pair, "export", "export")])
+def test_outputs_in_model_output_dataclasses_and_namedtuples_are_rebuilt_by_export(kind, method, captured):
+    """fx turns a dict subclass into a dict (refused as another output); export rebuilds it with its own type
+    (and namedtuples), so that output= names their fields and streams split and merge them."""
+    gen, x = _Returns(kind).eval(), torch.randn(3, 3, 16, 16)
+    sv = shortcutify(gen, "a", "c", x[:1], capture=method)
+    assert sv.config.capture == captured  # (fx keeps namedtuples itself)
+    out = sv(x)
+    assert type(out) is kind and torch.equal(out.image, gen(x).image)
+    sv.reset(streams=[1])
+    mixed = sv(x + 0.1)
+    assert type(mixed) is kind and sv.last_keyframes.tolist() == [False, True, False]
+    assert torch.allclose(mixed.image[1], gen(x[1:2] + 0.1).image[0], atol=1e-6)
+    assert type(sv.run_keyframe(x).output) is kind
+    distill(sv, moving_clips(2), steps=1, progress=False, output="image")

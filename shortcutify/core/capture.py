@@ -21,6 +21,7 @@ never a silently different program.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import inspect
 import itertools
@@ -664,7 +665,7 @@ def export(
         else:  # part of a container argument: its value
             n.replace_all_uses_with(leaf)  # type: ignore[arg-type]
             graph.erase_node(n)
-    graph.output(tree_unflatten(list(out), exported.call_spec.out_spec))
+    graph.output(_output_arg(graph, iter(out), exported.call_spec.out_spec))
     result = fx.GraphModule(gm, graph, type(model).__name__)
     return Captured(
         gm=result,
@@ -695,20 +696,48 @@ def _batch_guard(graph: fx.Graph, gm: nn.Module, positional: int, fixed: dict[st
 _OUTPUT_CONTAINERS = (tuple, list, dict, type(None))
 
 
+def _rebuilt_in_graph(kind: type) -> bool:
+    """Whether an output container of type ``kind`` is rebuilt in the graph: the plain ones, and by a call of
+    the type itself a dict subclass (``OrderedDict``; transformers' ``ModelOutput`` and diffusers' ``BaseOutput``
+    dataclasses, registered with torch's pytree by their libraries) or a namedtuple."""
+    if kind is collections.namedtuple:  # (torch's pytree: the node type of every namedtuple, its class the context)
+        return True
+    return kind in _OUTPUT_CONTAINERS or (isinstance(kind, type) and issubclass(kind, dict))
+
+
 def _check_output_structure(spec: Any, model: nn.Module) -> None:
-    """Export's graph returns its outputs flat; we rebuild tuples, lists and dicts of them in the graph."""
+    """Export's graph returns its outputs flat; we rebuild tuples, lists and dicts of them (and the containers
+    :func:`_rebuilt_in_graph` names) in the graph."""
     stack = [spec]
     while stack:
         s = stack.pop()
         if s.is_leaf():
             continue
-        if s.type not in _OUTPUT_CONTAINERS:
+        if not _rebuilt_in_graph(s.type):
             raise UntraceableModelError(
                 f"capture='export': {type(model).__name__} returns a {s.type.__name__}; this path rebuilds outputs made of "
-                "tensors in tuples, lists and dicts. Return one of those (e.g. return_dict=False in diffusers), or "
-                "wrap the model in a module that does."
+                "tensors in tuples, lists, dicts (and dict subclasses such as transformers' ModelOutput, namedtuples). "
+                "Return one of those (concrete_args={'return_dict': False} in diffusers and transformers), or wrap "
+                "the model in a module that does."
             )
         stack.extend(s.children() if hasattr(s, "children") else s.children_specs)
+
+
+def _output_arg(graph: fx.Graph, leaves: Iterator[Any], spec: Any) -> Any:
+    """The output node's argument for export's flat ``leaves`` (nodes) in the structure ``spec``: tuples, lists
+    and dicts as themselves, other containers (:func:`_rebuilt_in_graph`) by a call of their type in the graph."""
+    if spec.is_leaf():
+        return next(leaves)
+    children = [_output_arg(graph, leaves, c) for c in (spec.children() if hasattr(spec, "children") else spec.children_specs)]
+    kind = spec.type
+    if kind is type(None):
+        return None
+    if kind in (tuple, list):
+        return kind(children)
+    if kind is collections.namedtuple:
+        return graph.call_function(spec.context, tuple(children))
+    items = dict(zip(spec.context, children))
+    return items if kind is dict else graph.call_function(kind, (), items)  # (a dict subclass)
 
 
 def _tolerance(dtype: torch.dtype) -> float:
