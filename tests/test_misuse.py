@@ -716,3 +716,30 @@ class _Windows(nn.Module):
 def test_a_tap_with_windows_folded_into_the_batch_is_named_as_such():
     with pytest.raises(TapShapeError, match=r"'win' has 8 row\(s\), 4 rows per frame: the generator folds windows"):
         shortcutify(_Windows().eval(), "a", "win", torch.rand(2, 3, 8, 8))
+
+
+class _Unshuffles(nn.Module):
+    """Frames of sides divisible by 4 only (pixel_unshuffle by 4), captured by fx (one graph for every size)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = nn.Conv2d(48, 16, 3, padding=1), nn.Conv2d(16, 16, 3, padding=1), nn.Conv2d(16, 48, 3, padding=1)
+
+    def forward(self, x):
+        return F.pixel_shuffle(self.c(torch.relu(self.b(torch.relu(self.a(F.pixel_unshuffle(x, 4)))))), 4)
+
+
+def test_frames_of_a_size_the_generator_cannot_run_are_named_on_every_path_and_in_distill_as_the_crop():
+    from shortcutify import InputMismatchError, distill
+
+    gen = _Unshuffles().eval()
+    sv = shortcutify(gen, "a", "b", torch.rand(1, 3, 16, 16), capture="fx")
+    with pytest.raises(InputMismatchError, match=r"generator itself fails on inputs of shape \[\(1, 3, 14, 14\)\]"):
+        sv(torch.rand(1, 3, 14, 14))
+    with pytest.raises(InputMismatchError, match=r"generator itself fails"):
+        sv.run_keyframe(torch.rand(1, 3, 14, 14))
+    before = {k: v.clone() for k, v in sv.block.state_dict().items()}
+    with pytest.raises(InputMismatchError, match=r"crop=\(14, 14\) gives frames of a size the generator cannot run"):
+        distill(sv, moving_clips(2), steps=2, crop=14, progress=False)
+    assert all(torch.equal(v, before[k]) for k, v in sv.block.state_dict().items())
+    distill(sv, moving_clips(2), steps=1, crop=12, progress=False)  # a size it takes

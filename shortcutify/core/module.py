@@ -830,8 +830,16 @@ class ShortcutV2V(nn.Module):
 
     # ---------------------------------------------------------------- running
     def run_keyframe(self, *args: Any, **kwargs: Any) -> KeyframeOutput:
-        """Run the teacher: its output and the encoder/decoder tap values."""
-        out, a, f = self._programs(args, kwargs).keyframe(*args, **kwargs)
+        """Run the teacher: its output and the encoder/decoder tap values.
+
+        Raises:
+            InputMismatchError: the generator itself cannot run ``args`` (e.g. a frame size it does not take).
+        """
+        try:
+            out, a, f = self._programs(args, kwargs).keyframe(*args, **kwargs)
+        except RuntimeError as exc:
+            self._explain_inputs(args, exc)
+            raise
         return KeyframeOutput(out, a, f)
 
     def prepare_reference(self, keyframe: KeyframeOutput) -> Reference:
@@ -871,7 +879,15 @@ class ShortcutV2V(nn.Module):
             return self._stream(args, kwargs)
         except RuntimeError as exc:
             self._explain_placement(exc)
+            self._explain_inputs(args, exc)
             raise
+
+    def _explain_inputs(self, args: tuple, exc: RuntimeError) -> None:
+        """Raise :class:`InputMismatchError` from ``exc`` when the generator itself cannot run ``args`` (a frame
+        size it does not take: the captured programs fail where the model would); other failures pass."""
+        if isinstance(exc, (torch.OutOfMemoryError, ShortcutifyError)):  # (running the generator again would not tell)
+            return
+        self._refuse_unrunnable(args, exc)
 
     def _teacher_where(self) -> set[str]:
         """The dtypes and devices of the generator's floating weights."""

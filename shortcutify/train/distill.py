@@ -18,7 +18,7 @@ import math
 import numbers
 import os
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,7 +31,7 @@ from ..core.capture import unwrap
 from ..core.checks import channels_last_inputs, is_count, refuse_untensored
 from ..core.module import ShortcutV2V
 from ..core.outputs import OutputSelector, check_selector, output_image
-from ..errors import GradientError, OutputSelectionError
+from ..errors import GradientError, InputMismatchError, OutputSelectionError
 from . import distributed
 from .checkpoint import CHECKPOINT_NAME, TrainingState, prepare_dir, run_record
 from .clips import ClipSource, as_clip, check_clips, check_inputs, each_clip, refuse_single_clip, sample_pairs, to_inputs
@@ -85,6 +85,20 @@ def _perceptual_chosen(weights: LossWeights | dict[str, float] | None) -> bool:
     if isinstance(weights, dict):
         return "perceptual" in weights
     return isinstance(weights, LossWeights) and weights.perceptual != LossWeights.perceptual
+
+
+@contextlib.contextmanager
+def _crop_named(crop: tuple[int, int] | None) -> Iterator[None]:
+    """An :class:`InputMismatchError` of the generator on cropped frames, raised again naming the crop."""
+    try:
+        yield
+    except InputMismatchError as exc:
+        if crop is None:
+            raise
+        raise InputMismatchError(
+            f"crop={crop} gives frames of a size the generator cannot run ({exc}). Choose a crop it takes (a multiple "
+            "of its downsampling factor, a size its position embeddings take), or leave crop out"
+        ) from exc
 
 
 def _crop(crop: Any) -> tuple[int, int] | None:
@@ -232,7 +246,8 @@ def distill(
 
     Raises:
         ValueError: bad arguments or clips (``lr`` not positive and finite, mixed frame sizes without ``crop``, clips
-            of fewer than 2 frames, ``val_clips`` of one frame each, a crop larger than some clip, another number of tensors per
+            of fewer than 2 frames, ``val_clips`` of one frame each, a crop larger than some clip or of a size the generator
+            cannot run (``InputMismatchError``, before the first step is applied), another number of tensors per
             clip than example inputs), before the first step.
         TypeError: a clip's frames are not floating point (``uint8`` video: scale it to the
             generator's value range first), ``clips`` is a single clip tensor or not a collection, a
@@ -347,7 +362,8 @@ def distill(
         as_given = {k: v.detach().clone() for k, v in sv.block.state_dict().items()}
     try:  # (a failure before the first step leaves the block as it was given)
         if as_given is not None:
-            start_from_frames(sv, source, alpha - 1, seed=seed, crop=crop_hw, device=device)
+            with _crop_named(crop_hw):
+                start_from_frames(sv, source, alpha - 1, seed=seed, crop=crop_hw, device=device)
         step_fn = distributed.wrap(sv.shortcut_step(), device)
         opt = torch.optim.Adam([p for p in sv.block.parameters() if p.requires_grad], lr=lr, betas=betas)
         run = TrainingState(
@@ -429,8 +445,9 @@ def distill(
             cur_in = to_inputs(pairs.current, device, dtype, non_blocking=True)
             with autocast:
                 with torch.no_grad():
-                    key = sv.run_keyframe(*ref_in)
-                    target = sv.run_keyframe(*cur_in)
+                    with _crop_named(crop_hw):
+                        key = sv.run_keyframe(*ref_in)
+                        target = sv.run_keyframe(*cur_in)
                 guard.teacher(pairs, key, target)
                 student = step_fn(*cur_in, reference=key.taps, return_aligned=w.alignment > 0)
                 image, target_image = output_image(student.output, output), output_image(target.output, output)
