@@ -743,3 +743,28 @@ def test_frames_of_a_size_the_generator_cannot_run_are_named_on_every_path_and_i
         distill(sv, moving_clips(2), steps=2, crop=14, progress=False)
     assert all(torch.equal(v, before[k]) for k, v in sv.block.state_dict().items())
     distill(sv, moving_clips(2), steps=1, crop=12, progress=False)  # a size it takes
+
+
+class _ReturnsHidden(nn.Module):
+    """Returns a hidden state computed between the taps beside the image (transformers' output_hidden_states)."""
+
+    def __init__(self, hidden):
+        super().__init__()
+        self.hidden = hidden
+        self.a, self.b, self.d = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 16, 3, padding=1), nn.Conv2d(8, 3, 3, padding=1)
+        self.c = nn.Conv2d(16, 8, 1)
+
+    def forward(self, x):
+        h1 = torch.relu(self.a(x))
+        h2 = torch.relu(self.b(h1))
+        h3 = torch.relu(self.c(h2))
+        return (self.d(h3), h2) if self.hidden else self.d(h3)
+
+
+def test_layers_between_the_taps_kept_for_side_outputs_are_named_when_they_outweigh_the_saving():
+    with pytest.warns(UserWarning, match=r"still run .* MACs of the layers between enc_layer 'a' and dec_layer 'c' \(\['b'\]\), more than .* side outputs"):
+        sv = shortcutify(_ReturnsHidden(True).eval(), "a", "c", torch.rand(1, 3, 16, 16))
+    assert sv.cost().shortcut.macs > 0.5 * sv.cost().teacher.macs  # (the warning's reason)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        shortcutify(_ReturnsHidden(False).eval(), "a", "c", torch.rand(1, 3, 16, 16))

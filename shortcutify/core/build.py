@@ -207,6 +207,17 @@ def _wrap(
                 "symbolic); capture='export' fixes shapes and skips them, as does computing that size from an input or "
                 "the decoder tap in the generator"
             )
+        side = sum(captured.macs.get(name, 0) for name in cut.side_kept)
+        if side > cut.skipped_macs:
+            readers = sorted({u.name for name in cut.side_kept for u in _node(captured, name).users if u.name not in cut.side_kept})
+            warn_caller(
+                f"shortcut frames still run {side:,} MACs of the layers between enc_layer {enc_layer!r} and dec_layer "
+                f"{dec_layer!r} ({list(cut.side_kept)[:6]}{' ...' if len(cut.side_kept) > 6 else ''}), more than the "
+                f"{cut.skipped_macs:,} the cut skips, because other values read them (nodes {readers[:6]}: side "
+                "outputs such as hidden states or attention maps, or a branch around the decoder tap). Return fewer "
+                "outputs (output_hidden_states=False, output_attentions=False) or choose a decoder tap after the "
+                "branch joins (list_taps())."
+            )
         if macs >= cut.skipped_macs:
             warnings.warn(
                 f"the shortcut block (width {width}) costs {macs:,} MACs per frame but the part of the model it "
@@ -221,6 +232,11 @@ def _wrap(
             return resolve_cut(recapture(captured, model, args, options, any_batch=any_batch), enc_layer, dec_layer)
 
         return ShortcutV2V(model, cut, block, policy, inputs, recapture=capture_again)
+
+
+def _node(captured: Any, name: str) -> Any:
+    """The node ``name`` of the captured graph."""
+    return next(n for n in captured.gm.graph.nodes if n.name == name)
 
 
 #: relative change (largest absolute difference over the largest output magnitude) of one frame's output, batched

@@ -55,6 +55,9 @@ class Cut:
         shape_kept: node names of the generator that shortcut frames run only because a later layer
             reads their shape (``h.shape`` in a graph that keeps shapes symbolic: torch.fx); their MACs
             are paid on shortcut frames although the block predicts past them.
+        side_kept: node names between the taps (computed from the encoder tap, feeding the decoder tap) that
+            shortcut frames still run because something else reads their values (side outputs such as hidden
+            states or attention maps, a branch around the decoder tap); shape_kept ones aside.
     """
 
     enc_layer: str
@@ -72,6 +75,7 @@ class Cut:
     signature: tuple[str, ...]
     ignored_inputs: tuple[str, ...] = ()
     shape_kept: tuple[str, ...] = ()
+    side_kept: tuple[str, ...] = ()
 
 
 class _BlockSlot(nn.Module):
@@ -252,6 +256,11 @@ def resolve_cut(captured: Captured, enc_layer: str, dec_layer: str) -> Cut:
         n.name for n in captured.gm.graph.nodes
         if n.op == "placeholder" and _reads_values(n) and n in env and env[n] in alive and not _reads_values(env[n])
     )
+    between = ancestors(dec) & _descendants(enc)
+    side_kept = tuple(
+        n.name for n in captured.gm.graph.nodes
+        if n in between and n is not enc and env[n] in alive and n.name not in shape_kept and captured.macs.get(n.name, 0) > 0
+    )
     return Cut(
         enc_layer=enc_layer,
         dec_layer=dec_layer,
@@ -268,7 +277,20 @@ def resolve_cut(captured: Captured, enc_layer: str, dec_layer: str) -> Cut:
         signature=graph_signature(captured, enc, dec),
         ignored_inputs=ignored,
         shape_kept=shape_kept,
+        side_kept=side_kept,
     )
+
+
+def _descendants(node: fx.Node) -> set[fx.Node]:
+    """``node`` and every node that depends on it."""
+    seen: set[fx.Node] = set()
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if n not in seen:
+            seen.add(n)
+            stack.extend(n.users)
+    return seen
 
 
 def _value_needed(graph: fx.Graph) -> set[fx.Node]:
