@@ -499,25 +499,28 @@ def test_a_fixed_argument_keeps_its_keyword_on_export():
     assert torch.equal(sv.run_keyframe(x, flip=True).output, gen(x, flip=True))
 
 
+class _Box:
+    """A container registered with torch's pytree that is neither a dict, a namedtuple nor a dataclass."""
+
+    def __init__(self, frame):
+        self.frame = frame
+
+
+torch.utils._pytree.register_pytree_node(_Box, lambda b: ([b.frame], None), lambda values, _: _Box(values[0]))
+
+
 def test_an_output_export_cannot_rebuild_is_refused_with_what_to_do():
-    from dataclasses import dataclass
-
-    @dataclass
-    class Out:
-        frame: torch.Tensor
-
-    class DataclassOut(nn.Module):
+    class BoxOut(nn.Module):
         def __init__(self):
             super().__init__()
             self.a, self.b = nn.Conv2d(3, 3, 1), nn.Conv2d(3, 3, 1)
 
         def forward(self, x):
             assert x.shape[1] == 3
-            return Out(self.b(self.a(x)))
+            return _Box(self.b(self.a(x)))
 
-    torch.utils._pytree.register_dataclass(Out)
-    with pytest.raises(UntraceableModelError, match=r"returns a Out.*tuples, lists and dicts"):
-        list_taps(DataclassOut(), torch.randn(1, 3, 8, 8), capture="export")
+    with pytest.raises(UntraceableModelError, match=r"returns a _Box.*tuples, lists, dicts.*return_dict"):
+        list_taps(BoxOut(), torch.randn(1, 3, 8, 8), capture="export")
 
 
 @pytest.mark.parametrize("capture", ["fx", "export"])
@@ -814,6 +817,16 @@ torch.utils._pytree.register_pytree_node(
 _Pair = collections.namedtuple("_Pair", ["image", "features"])
 
 
+@dataclasses.dataclass
+class _Fields:
+    image: torch.Tensor
+    features: torch.Tensor
+    extra: torch.Tensor | None = None
+
+
+torch.utils._pytree.register_dataclass(_Fields)
+
+
 class _Returns(nn.Module):
     def __init__(self, kind):
         super().__init__()
@@ -825,10 +838,12 @@ class _Returns(nn.Module):
         return self.kind(image=self.d(h), features=h)
 
 
-@pytest.mark.parametrize("kind, method, captured", [(_Output, "auto", "export"), (_Pair, "auto", "fx"), (_Pair, "export", "export")])
+@pytest.mark.parametrize(
+    "kind, method, captured", [(_Output, "auto", "export"), (_Pair, "auto", "fx"), (_Pair, "export", "export"), (_Fields, "export", "export")]
+)
 def test_outputs_in_model_output_dataclasses_and_namedtuples_are_rebuilt_by_export(kind, method, captured):
     """fx turns a dict subclass into a dict (refused as another output); export rebuilds it with its own type
-    (and namedtuples), so that output= names their fields and streams split and merge them."""
+    (and namedtuples, registered dataclasses), so that output= names their fields and streams split and merge them."""
     gen, x = _Returns(kind).eval(), torch.randn(3, 3, 16, 16)
     sv = shortcutify(gen, "a", "c", x[:1], capture=method)
     assert sv.config.capture == captured  # (fx keeps namedtuples itself)

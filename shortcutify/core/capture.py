@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import inspect
 import itertools
 import linecache
@@ -699,10 +700,22 @@ _OUTPUT_CONTAINERS = (tuple, list, dict, type(None))
 def _rebuilt_in_graph(kind: type) -> bool:
     """Whether an output container of type ``kind`` is rebuilt in the graph: the plain ones, and by a call of
     the type itself a dict subclass (``OrderedDict``; transformers' ``ModelOutput`` and diffusers' ``BaseOutput``
-    dataclasses, registered with torch's pytree by their libraries) or a namedtuple."""
+    dataclasses, registered with torch's pytree by their libraries), a namedtuple or a dataclass registered with
+    ``torch.utils._pytree.register_dataclass``."""
     if kind is collections.namedtuple:  # (torch's pytree: the node type of every namedtuple, its class the context)
         return True
-    return kind in _OUTPUT_CONTAINERS or (isinstance(kind, type) and issubclass(kind, dict))
+    return kind in _OUTPUT_CONTAINERS or (isinstance(kind, type) and (issubclass(kind, dict) or dataclasses.is_dataclass(kind)))
+
+
+def _dataclass_fields(context: Any) -> dict[str, None] | None:
+    """The field names of a dataclass node of ``torch.utils._pytree.register_dataclass`` (its context: the names
+    of the fields flattened, those that held None) as a dict to fill, ``None`` for another context."""
+    if (
+        isinstance(context, (list, tuple)) and len(context) == 2
+        and all(isinstance(part, (list, tuple)) and all(isinstance(n, str) for n in part) for part in context)
+    ):
+        return {**dict.fromkeys(context[0]), **dict.fromkeys(context[1])}
+    return None
 
 
 def _check_output_structure(spec: Any, model: nn.Module) -> None:
@@ -736,6 +749,14 @@ def _output_arg(graph: fx.Graph, leaves: Iterator[Any], spec: Any) -> Any:
         return kind(children)
     if kind is collections.namedtuple:
         return graph.call_function(spec.context, tuple(children))
+    if not issubclass(kind, dict):  # a registered dataclass
+        fields = _dataclass_fields(spec.context)
+        if fields is None:
+            raise UntraceableModelError(
+                f"capture='export': the output {kind.__name__} is a dataclass whose pytree registration this path cannot "
+                "read back; return a tuple or dict (or wrap the model in a module that does)"
+            )
+        return graph.call_function(kind, (), {**fields, **dict(zip(spec.context[0], children))})
     items = dict(zip(spec.context, children))
     return items if kind is dict else graph.call_function(kind, (), items)  # (a dict subclass)
 
