@@ -139,8 +139,8 @@ def _check_arguments(sv: Any, resume: bool, checkpoint_dir: Any, lr: Any, callba
     for name, value in counts.items():
         if not is_count(value):
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not math.isfinite(lr) or lr <= 0:
-        raise ValueError(f"lr must be a positive finite number (the learning rate; default 2e-3), got {lr!r}")
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not math.isfinite(lr) or lr < 0:
+        raise ValueError(f"lr must be a finite number >= 0 (the learning rate; default 2e-3), got {lr!r}")
     _check_callback(callback)
     if checkpoint_dir is not None and not isinstance(checkpoint_dir, (str, os.PathLike)):
         raise TypeError(f"checkpoint_dir must be a directory path (a str or os.PathLike) or None, got {type(checkpoint_dir).__name__}")
@@ -245,7 +245,7 @@ def distill(
         set later with a longer interval warns).
 
     Raises:
-        ValueError: bad arguments or clips (``lr`` not positive and finite, mixed frame sizes without ``crop``, clips
+        ValueError: bad arguments or clips (``lr`` negative or not finite, mixed frame sizes without ``crop``, clips
             of fewer than 2 frames, ``val_clips`` of one frame each, a crop larger than some clip or of a size the generator
             cannot run (``InputMismatchError``, before the first step is applied), another number of tensors per
             clip than example inputs), before the first step.
