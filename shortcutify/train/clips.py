@@ -129,25 +129,34 @@ def each_clip(clips: Iterable[Any]) -> Iterator[Any]:
             yield tuple(p[i] for p in parts) if len(parts) > 1 else parts[0][i]
 
 
+def _counted(clips: Iterator[Any], progress: bool) -> Iterator[Any]:
+    """``clips``, counted by a progress bar while they are read when ``progress``."""
+    if not progress:
+        yield from clips
+        return
+    from tqdm.auto import tqdm
+
+    with tqdm(desc="reading clips (an iterable is read once, into memory)", unit="clip", leave=False) as bar:
+        for clip in clips:
+            bar.update(1)
+            yield clip
+
+
 class ClipSource:
     """Random access to clips from a list, a ``Dataset``, a ``DataLoader`` or any iterable.
 
     A ``DataLoader`` (whose batches are ``[N, T, C, H, W]`` or tuples of them; with
     ``batch_size=None``, clips) and plain iterables are read once, into memory; pass a ``Dataset``
     (``__len__`` and ``__getitem__``) to keep large data on disk. A tensor ``[N, T, C, H, W]`` holds
-    ``N`` clips.
+    ``N`` clips. ``progress``: count the clips read with a progress bar.
     """
 
-    def __init__(self, clips: Iterable[Any] | Sequence[Any]) -> None:
+    def __init__(self, clips: Iterable[Any] | Sequence[Any], progress: bool = False) -> None:
         refuse_single_clip(clips)
-        if isinstance(clips, DataLoader) and clips.batch_sampler is None:  # (batch_size=None: each item is a clip)
-            self.items: Any = list(clips)
-        elif isinstance(clips, DataLoader):
-            self.items = list(each_clip(clips))
-        elif hasattr(clips, "__getitem__") and hasattr(clips, "__len__"):
-            self.items = clips
-        else:
-            self.items = list(clips)
+        if hasattr(clips, "__getitem__") and hasattr(clips, "__len__") and not isinstance(clips, DataLoader):
+            self.items: Any = clips
+        else:  # read once: with progress, a bar counts the clips (an endless iterable would otherwise hang unseen)
+            self.items = list(_counted(each_clip(clips), progress))
         if len(self.items) == 0:
             raise ValueError("no clips given")
 

@@ -315,7 +315,7 @@ def distill(
     if bf16 and device.type != "cuda":
         raise ValueError("bf16=True needs the module on a CUDA device (bf16 autocast is a GPU option)")
 
-    source = ClipSource(clips)
+    source = ClipSource(clips, progress=progress and rank == 0)
     longest = check_clips(source, crop_hw, sv.example_inputs)
     layout = channels_last_inputs(sv.example_inputs)  # (inputs whose clips are [T, H, W, C]: cropped and flipped so)
     if longest < alpha:
