@@ -857,13 +857,23 @@ def check_against_eager(captured: Captured, model: nn.Module, example_inputs: An
         )
 
 
-def _refuse_if_eager_fails(model: nn.Module, inputs: tuple[Any, ...], fixed: dict[str, Any]) -> None:
-    """After a failed capture: raise :func:`example_refused`'s error if the generator itself fails on the inputs."""
+def eager_failure(model: nn.Module, inputs: tuple[Any, ...], fixed: dict[str, Any]) -> Exception | None:
+    """What the generator itself raises on ``inputs`` (``None`` when it runs them): run without autograd, on
+    copies (a generator may write into its inputs) and under a forked random state, so that asking leaves
+    the caller's tensors and random stream as they were."""
     try:
         with torch.random.fork_rng(devices=[]), torch.no_grad():
             model(*fresh(inputs), **fixed)
-    except Exception as exc:  # noqa: BLE001 (whatever the generator raises: named in the message)
-        raise example_refused(model, inputs, exc) from exc
+    except Exception as exc:  # noqa: BLE001 (whatever the generator raises: named by the caller)
+        return exc
+    return None
+
+
+def _refuse_if_eager_fails(model: nn.Module, inputs: tuple[Any, ...], fixed: dict[str, Any]) -> None:
+    """After a failed capture: raise :func:`example_refused`'s error if the generator itself fails on the inputs."""
+    failure = eager_failure(model, inputs, fixed)
+    if failure is not None:
+        raise example_refused(model, inputs, failure) from failure
 
 
 def example_refused(model: nn.Module, inputs: tuple[Any, ...], exc: Exception) -> Exception:

@@ -31,7 +31,7 @@ from ..errors import (
 )
 from .blocks import KeyframeTaps, Reference, ShortcutBlock
 from .caller import warn_caller
-from .capture import BatchGuard, same_value
+from .capture import BatchGuard, eager_failure, same_value
 from .checks import SCALING_HINT, check_like_example, check_tap_rows, frames_batch, is_count, is_interval, refuse_untensored, shapes_of
 from .config import ShortcutConfig
 from .cost import CostReport, PathCost, count_macs, param_count
@@ -634,10 +634,8 @@ class ShortcutV2V(nn.Module):
     def _refuse_unrunnable(self, args: tuple, exc: Exception) -> None:
         """Raise :class:`InputMismatchError` from ``exc`` when the generator itself fails on ``args`` (a
         capture for them failed because the model cannot run them, e.g. a ViT built for one frame size)."""
-        try:
-            with torch.no_grad():
-                self.teacher(*args, **self._fixed_args)
-        except Exception as own:  # noqa: BLE001 (whatever the generator raises on these inputs)
+        own = eager_failure(self.teacher, args, self._fixed_args)
+        if own is not None:
             shapes = [tuple(v.shape) for v in tree_flatten(args)[0] if isinstance(v, Tensor)]
             example = [tuple(v.shape) for v in tree_flatten(self._example)[0] if isinstance(v, Tensor)]
             raise InputMismatchError(
