@@ -432,3 +432,46 @@ def test_a_second_ctrl_c_interrupts_at_once():
         distill(sv, moving_clips(2), steps=6, progress=False, callback=_interrupt_at(2, times=2))
     assert "distill() interrupted" not in str(err.value)  # torch's own, raised inside the callback
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_the_teacher_check_reads_only_what_the_loss_compares():
+    """A side output the loss never reads (a log-mask with -inf) does not stop training on output="image"."""
+
+    class WithLogMask(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = ResnetGenerator(ngf=8, n_blocks=2)
+
+        def forward(self, x):
+            return {"image": self.inner(x), "log_mask": torch.log(torch.zeros_like(x[:, :1]))}
+
+    torch.manual_seed(0)
+    sv = shortcutify(WithLogMask(), "inner.model.4", "inner.model.12", torch.zeros(1, 3, 16, 16))
+    distill(sv, moving_clips(2), steps=2, progress=False, output="image")
+    with pytest.raises(FloatingPointError, match="not finite"):  # without output=, the loss compares it too
+        distill(sv, moving_clips(2), steps=2, progress=False)
+
+
+def test_a_decorated_callback_is_judged_by_the_call_it_takes():
+    import functools
+
+    def with_run_name(fn):
+        @functools.wraps(fn)
+        def wrapper(step, logs):
+            return fn(step, logs, "run-1")
+
+        return wrapper
+
+    @with_run_name
+    def log(step, logs, run):
+        pass
+
+    distill(_sv(), moving_clips(2), steps=1, callback=log, progress=False)
+
+
+def test_a_tensor_learning_rate_is_taken_and_a_block_of_inference_tensors_is_refused():
+    distill(_sv(), moving_clips(2), steps=1, lr=torch.tensor(1e-3), progress=False)
+    with torch.inference_mode():
+        sv = _sv()
+    with pytest.raises(ValueError, match="inference tensors.*outside inference_mode"):
+        distill(sv, moving_clips(2), steps=1, progress=False)

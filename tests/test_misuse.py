@@ -18,6 +18,7 @@ from shortcutify import (
     InputMismatchError,
     LossWeights,
     TapShapeError,
+    UntraceableModelError,
     calibrate,
     distill,
     evaluate,
@@ -768,3 +769,71 @@ def test_layers_between_the_taps_kept_for_side_outputs_are_named_when_they_outwe
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         shortcutify(_ReturnsHidden(False).eval(), "a", "c", torch.rand(1, 3, 16, 16))
+
+
+class _Cholesky(nn.Module):
+    """A value-dependent failure (a singular matrix on a flat frame): the generator's own, not a frame size."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c, self.d = (nn.Conv2d(i, o, 3, padding=1) for i, o in ((3, 8), (8, 8), (8, 8), (8, 3)))
+
+    def forward(self, x):
+        h = self.c(torch.relu(self.b(torch.relu(self.a(x)))))
+        m = x.mean((2, 3))[:, :, None] * x.mean((2, 3))[:, None, :] + torch.eye(3) * x.std()
+        return self.d(h) + torch.linalg.cholesky(m).sum()
+
+
+def test_a_failure_of_the_generator_on_frames_of_the_wrapped_size_passes_as_it_is():
+    sv = shortcutify(_Cholesky().eval(), "a", "c", torch.rand(1, 3, 16, 16) + 1)
+    for call in (sv, sv.run_keyframe):
+        with pytest.raises(torch.linalg.LinAlgError):
+            call(torch.zeros(1, 3, 16, 16))
+
+
+def test_run_keyframe_names_a_generator_cast_outside_the_module():
+    from shortcutify import PlacementError
+
+    gen = ResnetGenerator(ngf=8, n_blocks=2).eval()
+    sv = shortcutify(gen, "model.4", "model.12", torch.zeros(1, 3, 16, 16))
+    gen.double()
+    with pytest.raises(PlacementError, match="moved or cast outside this module"):
+        sv.run_keyframe(torch.zeros(1, 3, 16, 16))
+
+
+class _LayoutBranch(nn.Module):
+    """An op whose result depends on its input's memory layout (a fast path taken for contiguous tensors)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c, self.d = (nn.Conv2d(i, o, 3, padding=1) for i, o in ((1, 8), (8, 8), (8, 8), (8, 1)))
+
+    def forward(self, x):
+        h = self.a(x)
+        h = h + (h * 2 if h.is_contiguous() else h * 3).mean((2, 3), keepdim=True)
+        return self.d(self.c(torch.relu(self.b(h))))
+
+
+def test_a_one_channel_frame_in_another_memory_layout_gets_its_own_program():
+    """Only the batch dimension's stride of a batch of one is ignored in a program's key: a one-channel frame
+    viewed out of channels-last video makes convolutions return channels-last values, so it is captured again."""
+    torch.manual_seed(0)
+    gen = _LayoutBranch().eval()
+    sv = shortcutify(gen, "a", "c", torch.randn(1, 1, 16, 16), capture="export")
+    frame = torch.randn(4, 16, 16, 1).permute(0, 3, 1, 2)[:1]
+    assert torch.allclose(sv.run_keyframe(frame).output, gen(frame), atol=1e-6)
+
+
+def test_a_dict_subclass_output_whose_keys_are_not_keywords_is_refused_by_export():
+    import collections
+
+    class Keys(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 3, 1), nn.Conv2d(3, 3, 1)
+
+        def forward(self, x):
+            return collections.OrderedDict([("out-image", self.b(self.a(x))), ("class", x)])
+
+    with pytest.raises(UntraceableModelError, match=r"OrderedDict \(a dict subclass\) with keys \['out-image', 'class'\].*plain dict"):
+        shortcutify(Keys(), "a", "b", torch.rand(1, 3, 8, 8), capture="export")

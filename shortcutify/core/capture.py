@@ -26,6 +26,7 @@ import contextlib
 import dataclasses
 import inspect
 import itertools
+import keyword
 import linecache
 import logging
 import operator
@@ -718,6 +719,16 @@ def _dataclass_fields(context: Any) -> dict[str, None] | None:
     return None
 
 
+def _keyword_keys(spec: Any) -> bool:
+    """Whether a dict subclass node's keys can be passed to its type as keyword arguments (identifiers, not
+    Python keywords: the graph's code calls ``Type(key=value, ...)``); a ``defaultdict``'s context is not its keys."""
+    keys = spec.context
+    return (
+        not issubclass(spec.type, collections.defaultdict) and isinstance(keys, (list, tuple))
+        and all(isinstance(k, str) and k.isidentifier() and not keyword.iskeyword(k) for k in keys)
+    )
+
+
 def _check_output_structure(spec: Any, model: nn.Module) -> None:
     """Export's graph returns its outputs flat; we rebuild tuples, lists and dicts of them (and the containers
     :func:`_rebuilt_in_graph` names) in the graph."""
@@ -726,6 +737,13 @@ def _check_output_structure(spec: Any, model: nn.Module) -> None:
         s = stack.pop()
         if s.is_leaf():
             continue
+        if isinstance(s.type, type) and issubclass(s.type, dict) and s.type is not dict and not _keyword_keys(s):
+            raise UntraceableModelError(
+                f"capture='export': {type(model).__name__} returns a {s.type.__name__} (a dict subclass) "
+                + ("" if issubclass(s.type, collections.defaultdict) else f"with keys {s.context!r}, ")
+                + f"which this path cannot rebuild as {s.type.__name__}(key=value, ...); return a plain "
+                "dict or a tuple (or wrap the model in a module that does)."
+            )
         if not _rebuilt_in_graph(s.type):
             raise UntraceableModelError(
                 f"capture='export': {type(model).__name__} returns a {s.type.__name__}; this path rebuilds outputs made of "

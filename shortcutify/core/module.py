@@ -52,9 +52,17 @@ def _signature(args: tuple, kwargs: dict) -> tuple:
 
 
 def _layout(v: Tensor, start: int = 0) -> tuple[int, ...]:
-    """``v``'s strides from dimension ``start`` on, those of dimensions of size 1 as 0: no element is reached
-    through them, so views that differ there alone (``video[:1, t]`` and a fresh frame) share a layout."""
-    return tuple(0 if size == 1 else int(stride) for size, stride in zip(v.shape[start:], v.stride()[start:]))
+    """``v``'s strides from dimension ``start`` on, the batch dimension's as 0 when it holds one entry: no
+    element is reached through it, so a frame viewed out of a video (``video[:1, t]``) shares a fresh frame's
+    layout. (Other dimensions of size 1 keep theirs: ops choose their output's memory format from them.)"""
+    strides = tuple(int(n) for n in v.stride()[start:])
+    return (0, *strides[1:]) if start == 0 and v.dim() > 0 and v.shape[0] == 1 else strides
+
+
+#: failures that running the generator again cannot explain (it would fail the same way, or worse)
+_PASSING: tuple[type[BaseException], ...] = (
+    ShortcutifyError, MemoryError, getattr(torch, "OutOfMemoryError", MemoryError), *((torch.AcceleratorError,) if hasattr(torch, "AcceleratorError") else ()),
+)
 
 
 def _program_key(args: tuple) -> tuple:
@@ -636,14 +644,18 @@ class ShortcutV2V(nn.Module):
         capture for them failed because the model cannot run them, e.g. a ViT built for one frame size)."""
         own = eager_failure(self.teacher, args, self._fixed_args)
         if own is not None:
-            shapes = [tuple(v.shape) for v in tree_flatten(args)[0] if isinstance(v, Tensor)]
-            example = [tuple(v.shape) for v in tree_flatten(self._example)[0] if isinstance(v, Tensor)]
-            raise InputMismatchError(
-                f"the generator itself fails on inputs of shape {shapes} ({type(own).__name__}: "
-                f"{str(own).splitlines()[0] if str(own) else ''}); it was wrapped on {example}. Give frames of a "
-                "size the generator runs on (a model built for one frame size, e.g. a ViT's position embeddings, "
-                "takes that size only)."
-            ) from exc
+            raise self._unrunnable(args, own) from exc
+
+    def _unrunnable(self, args: tuple, own: Exception) -> InputMismatchError:
+        """The error for inputs ``args`` the generator itself fails on (with ``own``)."""
+        shapes = [tuple(v.shape) for v in tree_flatten(args)[0] if isinstance(v, Tensor)]
+        example = [tuple(v.shape) for v in tree_flatten(self._example)[0] if isinstance(v, Tensor)]
+        return InputMismatchError(
+            f"the generator itself fails on inputs of shape {shapes} ({type(own).__name__}: "
+            f"{str(own).splitlines()[0] if str(own) else ''}); it was wrapped on {example}. Give frames of a "
+            "size the generator runs on (a model built for one frame size, e.g. a ViT's position embeddings, "
+            "takes that size only)."
+        )
 
     def _any_batch_key(self, args: tuple) -> tuple | None:
         """The key of a kept program captured with a symbolic batch size that holds for ``args``."""
@@ -836,6 +848,7 @@ class ShortcutV2V(nn.Module):
         try:
             out, a, f = self._programs(args, kwargs).keyframe(*args, **kwargs)
         except RuntimeError as exc:
+            self._explain_placement(exc)
             self._explain_inputs(args, exc)
             raise
         return KeyframeOutput(out, a, f)
@@ -881,11 +894,19 @@ class ShortcutV2V(nn.Module):
             raise
 
     def _explain_inputs(self, args: tuple, exc: RuntimeError) -> None:
-        """Raise :class:`InputMismatchError` from ``exc`` when the generator itself cannot run ``args`` (a frame
-        size it does not take: the captured programs fail where the model would); other failures pass."""
-        if isinstance(exc, (torch.OutOfMemoryError, ShortcutifyError)):  # (running the generator again would not tell)
+        """Raise :class:`InputMismatchError` from ``exc`` when the generator itself cannot run ``args`` because
+        of their size (the captured programs fail where the model would: a frame size it does not take). Other
+        failures pass as they are: inputs of the example's shapes (which it runs), memory and device errors
+        (running it again would not tell), and an eager failure of another kind than the program's."""
+        if isinstance(exc, _PASSING) or self._shapes(args) == self._shapes(self._example):
             return
-        self._refuse_unrunnable(args, exc)
+        own = eager_failure(self.teacher, args, self._fixed_args)
+        if own is not None and type(own) is type(exc) and not isinstance(own, _PASSING):
+            raise self._unrunnable(args, own) from exc
+
+    @staticmethod
+    def _shapes(args: Any) -> list[tuple[int, ...]]:
+        return [tuple(v.shape) for v in tree_flatten(args)[0] if isinstance(v, Tensor)]
 
     def _teacher_where(self) -> set[str]:
         """The dtypes and devices of the generator's floating weights."""

@@ -118,17 +118,21 @@ def _check_callback(callback: Any) -> None:
         return
     if not callable(callback):
         raise TypeError(f"callback must be a function callback(step, logs) or None, got {type(callback).__name__}")
-    try:
-        signature = inspect.signature(callback)
-    except (TypeError, ValueError):  # (some builtins have none: left to the call)
-        return
-    try:
-        signature.bind(0, {})
-    except TypeError as exc:
-        raise TypeError(
-            f"callback{signature} cannot be called as callback(step, logs) ({exc}): distill() calls it after every step "
-            "with the step number and a dict of that step's losses"
-        ) from None
+    refusals = []
+    for follow in (True, False):  # (a decorator's own signature, and the one it wraps: either may be the call's)
+        try:
+            signature = inspect.signature(callback, follow_wrapped=follow)
+        except (TypeError, ValueError):  # (some builtins have none: left to the call)
+            return
+        try:
+            signature.bind(0, {})
+            return
+        except TypeError as exc:
+            refusals.append(f"callback{signature} ({exc})")
+    raise TypeError(
+        f"{refusals[0]} cannot be called as callback(step, logs): distill() calls it after every step with the "
+        "step number and a dict of that step's losses"
+    )
 
 
 def _check_arguments(sv: Any, resume: bool, checkpoint_dir: Any, lr: Any, callback: Any, **counts: Any) -> int:
@@ -139,7 +143,11 @@ def _check_arguments(sv: Any, resume: bool, checkpoint_dir: Any, lr: Any, callba
     for name, value in counts.items():
         if not is_count(value):
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not math.isfinite(lr) or lr < 0:
+    if isinstance(lr, Tensor) and lr.numel() == 1 and lr.is_floating_point():  # (Adam takes a tensor learning rate)
+        lr_value: Any = float(lr)
+    else:
+        lr_value = lr
+    if isinstance(lr_value, bool) or not isinstance(lr_value, numbers.Real) or not math.isfinite(lr_value) or lr_value < 0:
         raise ValueError(f"lr must be a finite number >= 0 (the learning rate; default 2e-3), got {lr!r}")
     _check_callback(callback)
     if checkpoint_dir is not None and not isinstance(checkpoint_dir, (str, os.PathLike)):
@@ -350,6 +358,12 @@ def distill(
             "val_clips: every clip has one frame, so a validation would run keyframes alone (each clip starts a stream "
             "with one); give held-out clips [T, C, H, W] of at least 2 frames (a shortcut frame needs a keyframe before it)"
         )
+    if any(p.is_inference() for p in sv.block.parameters()):
+        raise ValueError(
+            "the block's parameters are inference tensors (the module was built or loaded under "
+            "torch.inference_mode()), which autograd cannot train: build it with shortcutify() or load() outside "
+            "inference_mode (torch.no_grad() is fine)"
+        )
     if not any(p.requires_grad for p in sv.block.parameters()):
         raise ValueError(
             "the block has no trainable parameter (sv.requires_grad_(False) or sv.block.requires_grad_(False) froze it): "
@@ -448,7 +462,7 @@ def distill(
                     with _crop_named(crop_hw):
                         key = sv.run_keyframe(*ref_in)
                         target = sv.run_keyframe(*cur_in)
-                guard.teacher(pairs, key, target)
+                guard.teacher(pairs, key, target, compared=lambda out: out if output is None else output_image(out, output))
                 student = step_fn(*cur_in, reference=key.taps, return_aligned=w.alignment > 0)
                 image, target_image = output_image(student.output, output), output_image(target.output, output)
                 previous = output_image(key.output, output)

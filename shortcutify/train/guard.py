@@ -8,6 +8,7 @@ gradients dropped), so that a diverging run never corrupts the block it trains.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -67,33 +68,42 @@ class StepGuard:
             "the training itself did not diverge"
         )
 
-    def teacher(self, pairs: Pairs, keyframes: Any, targets: Any) -> None:
-        """Check the teacher's outputs and tap values on the step's reference and current frames
-        (``keyframes``, ``targets``: :class:`~shortcutify.core.module.KeyframeOutput` of each), which the
-        loss compares with: non-finite ones on finite frames come from the generator, not from the training."""
-        bad: list[tuple[int, int]] = []
+    def teacher(self, pairs: Pairs, keyframes: Any, targets: Any, compared: Callable[[Any], Any]) -> None:
+        """Check what the loss reads of the teacher on the step's reference and current frames: the tap values
+        and ``compared(output)`` (the image ``output=`` selects, or the whole output) of ``keyframes`` and
+        ``targets`` (:class:`~shortcutify.core.module.KeyframeOutput` of each). Non-finite ones on finite frames
+        come from the generator, not from the training. One device sync when all are finite."""
         rows = len(pairs.origins)
-        for which, computed in ((1, keyframes), (2, targets)):
-            values = [
-                v for v in tree_flatten(list(computed))[0]
+
+        def read(computed: Any) -> list[torch.Tensor]:
+            return [
+                v.detach() for v in tree_flatten([compared(computed.output), computed.enc, computed.dec])[0]
                 if isinstance(v, torch.Tensor) and v.is_floating_point() and v.dim() > 0 and v.shape[0] == rows
             ]
-            if all(bool(torch.isfinite(v).all()) for v in values):
-                continue
-            finite = torch.stack([torch.isfinite(v.detach()).flatten(1).all(1) if v.dim() > 1 else torch.isfinite(v.detach()) for v in values]).all(0)
+
+        sides = [read(keyframes), read(targets)]
+        flat = [v for side in sides for v in side]
+        try:
+            fine = bool(torch.stack([torch.isfinite(v).all() for v in flat]).all()) if flat else True
+        except RuntimeError:  # (values on several devices)
+            fine = all(bool(torch.isfinite(v).all()) for v in flat)
+        if fine:
+            return
+        bad: list[tuple[int, int]] = []
+        for which, values in enumerate(sides):
+            finite = torch.stack([torch.isfinite(v).flatten(1).all(1).cpu() if v.dim() > 1 else torch.isfinite(v).cpu() for v in values]).all(0)
             for row in (~finite).nonzero().flatten().tolist():
                 clip, ref, cur = pairs.origins[row]
-                frame = ref if which == 1 else cur
+                frame = ref if which == 0 else cur
                 if (clip, frame) not in bad:
                     bad.append((clip, frame))
-        if bad:
-            where = _listed([f"clip {c} frame {f}" for c, f in sorted(bad)])
-            self._fail(
-                f"the generator's output or tap values are not finite (NaN or Inf) at step {self.step} on finite "
-                f"frames: {where}. The teacher itself computes them there (run it on those frames to see: float16 "
-                "overflow, a log or division at 0, ...); leave those frames out of the clips or fix the generator. "
-                "The training itself did not diverge"
-            )
+        where = _listed([f"clip {c} frame {f}" for c, f in sorted(bad)])
+        self._fail(
+            f"the generator's output or tap values are not finite (NaN or Inf) at step {self.step} on finite "
+            f"frames: {where}. The teacher itself computes them there (run it on those frames to see: float16 "
+            "overflow, a log or division at 0, ...); leave those frames out of the clips or fix the generator. "
+            "The training itself did not diverge"
+        )
 
     def check(self, terms: dict[str, float], total: float) -> None:
         """Check the step's loss (its weighted ``terms`` and their ``total``) and the block's gradients."""
