@@ -837,3 +837,32 @@ def test_a_dict_subclass_output_whose_keys_are_not_keywords_is_refused_by_export
 
     with pytest.raises(UntraceableModelError, match=r"OrderedDict \(a dict subclass\) with keys \['out-image', 'class'\].*plain dict"):
         shortcutify(Keys(), "a", "b", torch.rand(1, 3, 8, 8), capture="export")
+
+
+class _Float64Middle(nn.Module):
+    """A submodule kept in float64 between float32 layers."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.c, self.d = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 3, 3, padding=1)
+        self.b = nn.Conv2d(8, 8, 3, padding=1).double()
+        self.e = nn.Conv2d(8, 8, 3, padding=1)
+
+    def forward(self, x):
+        h = torch.relu(self.a(x))
+        h = torch.relu(self.b(h.double())).float()
+        return self.d(torch.relu(self.e(torch.relu(self.c(h)))))
+
+
+def test_taps_in_another_dtype_than_the_generators_weights_are_refused_and_not_suggested():
+    from shortcutify import suggest_taps
+
+    gen, x = _Float64Middle().eval(), torch.rand(1, 3, 16, 16)
+    with pytest.raises(TapShapeError, match=r"enc_layer 'b' is a float64 value, but the block computes in float32"):
+        shortcutify(gen, "b", "e", x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        found = suggest_taps(gen, x, top=20, progress=False)
+    assert found and all(s.enc_layer != "b" and s.dec_layer != "b" for s in found)
+    sv = shortcutify(gen, "a", "e", x)  # taps in float32 around the float64 part
+    assert torch.equal(sv(x), gen(x))

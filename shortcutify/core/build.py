@@ -192,6 +192,7 @@ def _wrap(
         _refuse_frame_free_encoder_tap(cut, inputs)
         _warn_if_random_or_coupled(model, inputs, captured.fixed_args)
         factory = _factory(model, inputs)
+        _refuse_tap_dtypes(cut, factory["dtype"], (enc_layer, dec_layer))
         resolution, width, macs = _size_block(cut, factory, resolution, width, motion_prior)
         if cut.ignored_inputs:
             warn_caller(
@@ -400,6 +401,22 @@ def _frozen_unless_failing(model: nn.Module) -> Iterator[None]:
         for p, grad in grads:
             p.requires_grad_(grad)
         raise
+
+
+def _refuse_tap_dtypes(cut: Cut, dtype: torch.dtype | None, taps: tuple[str, str]) -> None:
+    """Refuse taps computed in another floating dtype than the block's (the generator's weights'): a submodule
+    kept in float64, features cast to bfloat16 inside ``forward``."""
+    if dtype is None:
+        return
+    for role, name, node in (("enc_layer", taps[0], cut.enc_node), ("dec_layer", taps[1], cut.dec_node)):
+        seen = node.meta["tensor_meta"][1]
+        if seen != dtype:
+            raise TapShapeError(
+                f"{role} {name!r} is a {str(seen).replace('torch.', '')} value, but the block computes in "
+                f"{str(dtype).replace('torch.', '')} (the generator's weights' dtype, in which its inputs are given): "
+                "the generator computes this part in another precision (a submodule kept in another dtype, or a cast "
+                "inside forward). Pick taps where it computes in its weights' dtype (list_taps() lists the nodes)."
+            )
 
 
 def _factory(model: nn.Module, inputs: tuple[Any, ...]) -> dict[str, Any]:

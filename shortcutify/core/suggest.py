@@ -216,11 +216,13 @@ def _candidates(captured: Captured, graph: _Graph) -> tuple[list[list[fx.Node]],
     ]
     image_channels = max(images, default=0)
     batch = frames_batch(_input_shapes(graph))  # (a value with fewer rows folds the batch into its channels: check_tap_rows)
+    first = next(iter(captured.gm.parameters()), None)  # (the block's dtype, as shortcutify() chooses it)
+    dtype = first.dtype if first is not None and first.is_floating_point() else None
     nodes, info_of = [], {}
     for node in graph.nodes:
         info = infos.get(node.name)
         meta = node.meta.get("tensor_meta")
-        if info is None or not info.is_4d or meta is None or not meta[1].is_floating_point:
+        if info is None or not info.is_4d or meta is None or not meta[1].is_floating_point or (dtype is not None and meta[1] != dtype):
             continue
         if needed[graph.index[node]] and min(info.shape) >= 1 and info.shape[0] >= batch:
             nodes.append(node)
