@@ -11,7 +11,7 @@ import torch
 from generators import moving_clips
 from shortcutify import distill, shortcutify
 from shortcutify.demo.models import ResnetGenerator
-from shortcutify.errors import IncompatibleCheckpointError
+from shortcutify.errors import GradientError, IncompatibleCheckpointError
 from shortcutify.train import CHECKPOINT_NAME
 
 
@@ -475,3 +475,38 @@ def test_a_tensor_learning_rate_is_taken_and_a_block_of_inference_tensors_is_ref
         sv = _sv()
     with pytest.raises(ValueError, match="inference tensors.*outside inference_mode"):
         distill(sv, moving_clips(2), steps=1, progress=False)
+
+
+class _StraightThrough(torch.autograd.Function):
+    """round() forward, identity backward: the backward is the generator's own, which capture does not keep."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return torch.round(x * 4) / 4
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+class _Quantised(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inner = ResnetGenerator(ngf=8, n_blocks=2)
+
+    def forward(self, x):
+        h = self.inner.model[:13](x)
+        return self.inner.model[13:](_StraightThrough.apply(h))
+
+
+def test_loss_terms_whose_gradient_reaches_the_block_as_zero_are_named_at_the_first_step():
+    """A custom autograd.Function after the decoder tap is captured as its forward (round): the output loss
+    gives the block no gradient. Named with a warning while the feature term trains; an error when no term does."""
+    torch.manual_seed(0)
+    sv = shortcutify(_Quantised(), "inner.model.4", "inner.model.12", torch.zeros(1, 3, 16, 16))
+    with pytest.warns(RuntimeWarning, match=r"\['output'\] give the block exactly zero gradient.*autograd\.Function"):
+        distill(sv, moving_clips(2), steps=2, progress=False)
+    before = _state(sv)
+    with pytest.raises(GradientError, match="no term trains the block"):
+        distill(sv, moving_clips(2), steps=2, progress=False, weights={"feature": 0.0})
+    assert _same(_state(sv), before)

@@ -79,6 +79,30 @@ def _refuse_unreached(terms: dict[str, Tensor], image: Tensor, output: Any) -> N
         )
 
 
+def _refuse_gradient_free(terms: dict[str, Tensor], params: list[Tensor], dec_layer: str) -> None:
+    """Name the loss terms whose gradient reaches the block as exactly zero (checked at a run's first step): a
+    layer between the block and the loss passes no gradient as captured, so they train nothing. A warning when
+    other terms train the block; :class:`GradientError` when none does (the block as given is kept)."""
+    free = [
+        name for name, value in terms.items()
+        if value.requires_grad and all(
+            g is None or not bool(g.any()) for g in torch.autograd.grad(value, params, retain_graph=True, allow_unused=True)
+        )
+    ]
+    if not free:
+        return
+    message = (
+        f"the loss term(s) {free} give the block exactly zero gradient: a layer between the block and the loss passes "
+        f"no gradient as the generator was captured (round, argmax, a threshold; or a custom torch.autograd.Function "
+        f"in the layers after dec_layer {dec_layer!r}, whose backward torch.fx and torch.export do not keep: they record "
+        "its forward only), so they train nothing. Pick a dec_layer after that layer, give those terms weight 0, or "
+        "make the layer differentiable in the generator"
+    )
+    if len(free) == len(terms):
+        raise GradientError(message + "; no term trains the block.")
+    warnings.warn(message + ".", RuntimeWarning, stacklevel=3)
+
+
 def _perceptual_chosen(weights: LossWeights | dict[str, float] | None) -> bool:
     """Whether the caller chose the perceptual term's weight: named in a dict, or set to other than the
     default in a :class:`LossWeights` (the default weight applies only when ``perceptual=`` is given)."""
@@ -278,7 +302,13 @@ def distill(
             step it arrives in, after that step's checkpoint is written (with ``checkpoint_dir``), so that
             ``resume=True`` continues exactly; a second Ctrl-C interrupts at once.
         GradientError: (a ``RuntimeError``) an in-place op in the layers after the decoder tap
-            keeps autograd from reaching the block; the block is left as above.
+            keeps autograd from reaching the block, or at the run's first step every loss term's gradient
+            reaches it as exactly zero (a ``round()``, or a custom ``autograd.Function`` captured as its
+            forward); the block is left as above.
+
+    Warns:
+        RuntimeWarning: at the run's first step, some loss terms' gradients reach the block as exactly zero
+            (they train nothing; the others do).
     """
     sv = unwrap(sv)  # (a compiled or DistributedDataParallel-wrapped module: the one inside)
     alpha = _check_arguments(
@@ -474,6 +504,8 @@ def distill(
                 )
                 terms.update(run.adversaries.student_terms(image, previous))
                 _refuse_unreached(terms, image, output)
+                if step == start + 1 and world == 1:  # (once a run: a backward per term)
+                    _refuse_gradient_free(terms, [p for p in sv.block.parameters() if p.requires_grad], sv.config.dec_layer)
                 total = sum(terms.values())
             opt.zero_grad(set_to_none=True)
             _backward(total, sv)
