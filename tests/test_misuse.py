@@ -866,3 +866,33 @@ def test_taps_in_another_dtype_than_the_generators_weights_are_refused_and_not_s
     assert found and all(s.enc_layer != "b" and s.dec_layer != "b" for s in found)
     sv = shortcutify(gen, "a", "e", x)  # taps in float32 around the float64 part
     assert torch.equal(sv(x), gen(x))
+
+
+class _PerSample(nn.Module):
+    """Per-sample kernels applied with torch.func.vmap."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.c, self.pred = c, nn.Linear(c, c * c)
+
+    def forward(self, x):
+        k = self.pred(x.mean((2, 3))).view(-1, self.c, self.c, 1, 1) * 0.1
+        return torch.func.vmap(lambda xi, ki: F.conv2d(xi.unsqueeze(0), ki).squeeze(0))(x, k)
+
+
+class _Vmapped(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.mid, self.b, self.out = nn.Conv2d(3, 8, 3, padding=1), _PerSample(8), nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 3, 3, padding=1)
+
+    def forward(self, x):
+        h = torch.relu(self.a(x))
+        return self.out(torch.relu(self.b(h + self.mid(h))))
+
+
+def test_vmap_in_forward_names_the_modules_to_keep_whole_and_that_remedy_works():
+    gen, x = _Vmapped().eval(), torch.rand(1, 3, 16, 16)
+    with pytest.raises(UntraceableModelError, match=r"torch\.func\.vmap in forward.*capture='fx', leaf_modules=\['mid'\]"):
+        shortcutify(gen, "a", "b", x)
+    sv = shortcutify(gen, "a", "b", x, capture="fx", leaf_modules=["mid"])
+    assert torch.equal(sv(x), gen(x))

@@ -480,12 +480,26 @@ def annotate(captured: Captured, example_inputs: Any) -> None:
         _Annotator(captured.gm).run(*fresh(inputs))
     if uncountable:  # (raised here, not inside the interpreter, which would append the graph to the message)
         n, exc = uncountable[0]
+        vmapped = sorted({_stack_modules(u)[-1] for u, _ in uncountable if "batch_dim" in str(u.target) and _stack_modules(u)})
+        fix = (
+            "torch.func.vmap in forward: export records it as ops on vmap's batch levels, which neither the MAC "
+            "counter nor a cut can split; capture with capture='fx', leaf_modules="
+            + (f"{vmapped}" if vmapped else "[the modules that call vmap]") + " (a leaf module runs whole)."
+            if any("batch_dim" in str(u.target) for u, _ in uncountable)
+            else "Some submodules cannot be counted (e.g. TorchScript or quantized ones): wrap the generator built "
+            "from plain modules."
+        )
         raise UntraceableModelError(
             f"fvcore's jit trace, which counts the MACs, cannot follow node {n.name!r} ({n.op} {n.target!r}): "
-            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}\nSome submodules cannot be "
-            "counted (e.g. TorchScript or quantized ones): wrap the generator built from plain modules."
+            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}\n{fix}"
         ) from exc
     captured.macs = macs
+
+
+def _stack_modules(n: fx.Node) -> list[str]:
+    """The qualified names of the modules export's ``nn_module_stack`` puts ``n`` in, outermost first."""
+    stack = n.meta.get("nn_module_stack") or {}
+    return [path for path, _ in stack.values() if path]
 
 
 def _is_size(n: fx.Node) -> bool:
