@@ -3,6 +3,7 @@
 Each case here was found by probing the library as a new user would (0.21).
 """
 
+import re
 import warnings
 
 import numpy as np
@@ -896,3 +897,27 @@ def test_vmap_in_forward_names_the_modules_to_keep_whole_and_that_remedy_works()
         shortcutify(gen, "a", "b", x)
     sv = shortcutify(gen, "a", "b", x, capture="fx", leaf_modules=["mid"])
     assert torch.equal(sv(x), gen(x))
+
+
+class _Sliced(nn.Module):
+    """``body`` is only ever called through a slice; ``extra`` is never reached (a loop that stops early)."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
+        self.extra = nn.Conv2d(8, 8, 3, padding=1)
+        self.mid, self.out = nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 3, 3, padding=1)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.mid(self.body[:3](x))))
+
+
+@pytest.mark.parametrize("name, inside", [("body", r"\['body\.0', 'body\.1', 'body\.2'\]"), ("extra", None)])
+def test_a_module_the_graph_never_calls_whole_is_named_as_such_with_its_children(name, inside):
+    from shortcutify import UnknownTapError
+
+    with pytest.raises(UnknownTapError, match=rf"enc_layer '{name}' is a module of the generator, but the graph holds no call of it") as err:
+        shortcutify(_Sliced().eval(), name, "mid", torch.rand(1, 3, 16, 16))
+    assert (inside is None) == ("Tap a module inside it" not in str(err.value))
+    if inside:
+        assert re.search(inside, str(err.value))

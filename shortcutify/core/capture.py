@@ -151,6 +151,7 @@ class Captured:
         module_outputs: per module qualified name, the node each of its calls returned
             (``None`` for a call that returned no single tensor).
         macs: per node name, the multiply-adds of that node alone on the example inputs.
+        module_names: the qualified names of the generator's submodules (called in the graph or not).
         fixed_args: arguments the graph has fixed (the teacher itself needs them to run).
         method: the path that made it, ``"fx"`` or ``"export"``.
         shape_specific: whether the graph holds only for inputs of the example's shapes,
@@ -166,6 +167,7 @@ class Captured:
     module_outputs: dict[str, list[fx.Node | None]]
     macs: dict[str, int] = field(default_factory=dict)
     fixed_args: dict[str, Any] = field(default_factory=dict)
+    module_names: frozenset[str] = frozenset()
     method: str = "fx"
     shape_specific: bool = False
     leaf_modules: tuple[type | str, ...] = ()
@@ -951,6 +953,7 @@ def _capture_one(
     with _attributes_kept(model):  # (trace keeps them itself, before it builds the graph module)
         captured = trace(model, options, len(inputs)) if method == "fx" else export(model, inputs, options, any_batch=any_batch)
     add_module_aliases(captured, model)
+    captured.module_names = frozenset(name for name, _ in model.named_modules(remove_duplicate=False) if name)
     check_against_eager(captured, model, inputs)
     try:
         annotate(captured, inputs)

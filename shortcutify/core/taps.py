@@ -170,6 +170,19 @@ def resolve_tap(captured: Captured, name: str, role: str) -> fx.Node:
     bare = next((name[len(p) :] for p in WRAPPER_PREFIXES if name.startswith(p) and name[len(p) :] in captured.module_outputs), None)
     if bare:
         return resolve_tap(captured, bare, role)
+    if name in captured.module_names:
+        inside = [q for q in captured.module_outputs if q.startswith(name + ".")][:6]
+        hidden = (
+            ", or export records it inside one higher-order op (code under torch.no_grad() in forward, a reentrant "
+            "torch.utils.checkpoint), whose modules the graph does not name (capture='fx' names them)"
+            if captured.method == "export" else ""
+        )
+        raise UnknownTapError(
+            f"{role} {name!r} is a module of the generator, but the graph holds no call of it: it is never called "
+            "whole (only its children, or slices of it such as a Sequential's [:2]), or not on the example inputs "
+            f"(a branch not taken, a loop that stops early){hidden}. "
+            + (f"Tap a module inside it ({inside}) or a node list_taps() lists." if inside else "Tap a node list_taps() lists.")
+        )
     candidates = [n.name for n in captured.gm.graph.nodes if n.op.startswith("call_")]  # (not inputs nor weights)
     candidates = list(dict.fromkeys(candidates + [q for q in captured.module_outputs if q]))  # (a node may bear its module's name)
     close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.5)
