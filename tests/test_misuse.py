@@ -921,3 +921,12 @@ def test_a_module_the_graph_never_calls_whole_is_named_as_such_with_its_children
     assert (inside is None) == ("Tap a module inside it" not in str(err.value))
     if inside:
         assert re.search(inside, str(err.value))
+
+
+def test_a_tap_computed_from_weights_alone_is_named_as_such():
+    gen = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.utils.parametrizations.weight_norm(nn.Conv2d(8, 8, 3, padding=1)), nn.ReLU(),
+        nn.Conv2d(8, 3, 3, padding=1),
+    ).eval()
+    with pytest.raises(TapShapeError, match=r"'2\.parametrizations\.weight' .* computed from the generator's weights alone"):
+        shortcutify(gen, "2.parametrizations.weight", "4", torch.rand(1, 3, 8, 8), capture="export")

@@ -170,6 +170,13 @@ def _check_order(captured: Captured, enc: fx.Node, dec: fx.Node, enc_layer: str,
             )
     if enc is dec:
         raise TapOrderError(f"enc_layer {enc_layer!r} and dec_layer {dec_layer!r} are the same value ({enc.name!r})")
+    for node, role, name in ((enc, "enc_layer", enc_layer), (dec, "dec_layer", dec_layer)):
+        if not any(a.op == "placeholder" for a in ancestors(node)):
+            raise TapShapeError(
+                f"{role} {name!r} (node {node.name!r}) is computed from the generator's weights alone (a "
+                "parametrization's weight, a position table), not from its inputs; taps are feature maps of the frames: "
+                "pick them from list_taps()."
+            )
     unbatched = any(len(n.meta.get("tensor_meta", ((0, 0, 0, 0),))[0]) == 3 for n in captured.gm.graph.nodes if n.op == "placeholder")
     _check_4d(enc, "enc_layer", enc_layer, unbatched)
     _check_4d(dec, "dec_layer", dec_layer, unbatched)
