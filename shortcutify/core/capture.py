@@ -25,6 +25,7 @@ import collections
 import contextlib
 import dataclasses
 import inspect
+import io
 import itertools
 import keyword
 import linecache
@@ -860,7 +861,8 @@ def check_against_eager(captured: Captured, model: nn.Module, example_inputs: An
     except Exception as exc:  # the generator itself: not a capture matter
         raise example_refused(model, inputs, exc) from exc
     try:
-        got = run(captured.gm, *inputs)
+        with contextlib.redirect_stderr(io.StringIO()):  # (fx prints its own traceback of a failing graph: named below)
+            got = run(captured.gm, *inputs)
     except Exception as exc:
         raise UntraceableModelError(
             f"the graph that {captured.method} captured from {type(model).__name__} fails on the example inputs "
