@@ -930,3 +930,8 @@ def test_a_tap_computed_from_weights_alone_is_named_as_such():
     ).eval()
     with pytest.raises(TapShapeError, match=r"'2\.parametrizations\.weight' .* computed from the generator's weights alone"):
         shortcutify(gen, "2.parametrizations.weight", "4", torch.rand(1, 3, 8, 8), capture="export")
+
+
+def test_a_tensor_in_concrete_args_is_refused_naming_where_tensors_go():
+    with pytest.raises(TypeError, match=r"concrete_args \['style'\] hold tensors.*example_inputs=\(frame, style\)"):
+        shortcutify(FourConvs(), "a", "c", torch.rand(1, 3, 8, 8), concrete_args={"style": torch.ones(1)})

@@ -135,6 +135,14 @@ class CaptureOptions:
         for key in ("tracer_kwargs", "concrete_args"):
             if kwargs.get(key) is not None and not isinstance(kwargs[key], dict):
                 raise TypeError(f"{key} must be a dict, got {type(kwargs[key]).__name__}")
+        tensors = [k for k, v in (kwargs.get("concrete_args") or {}).items() if any(isinstance(t, torch.Tensor) for t in tree_flatten(v)[0])]
+        if tensors:
+            raise TypeError(
+                f"concrete_args {tensors} hold tensors: concrete_args fixes non-tensor arguments (flags, sizes, modes). "
+                "Give tensor arguments in example_inputs, a tuple of forward()'s positional arguments in order "
+                "(example_inputs=(frame, style)); a keyword-only tensor argument through a wrapper module whose "
+                "forward() takes it positionally"
+            )
         return cls(
             str(kwargs.get("capture", "auto")),
             tuple(leaf),
