@@ -935,3 +935,20 @@ def test_a_tap_computed_from_weights_alone_is_named_as_such():
 def test_a_tensor_in_concrete_args_is_refused_naming_where_tensors_go():
     with pytest.raises(TypeError, match=r"concrete_args \['style'\] hold tensors.*example_inputs=\(frame, style\)"):
         shortcutify(FourConvs(), "a", "c", torch.rand(1, 3, 8, 8), concrete_args={"style": torch.ones(1)})
+
+
+def test_a_generator_holding_torchscript_submodules_that_no_path_captures_names_them():
+    class Scripted(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.c = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 3, 3, padding=1)
+            self.b = torch.jit.script(nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU()))
+
+        def forward(self, x):
+            return self.c(self.b(torch.relu(self.a(x))))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (torch deprecates torch.jit.script)
+        gen = Scripted().eval()
+    with pytest.raises(UntraceableModelError, match=r"holds TorchScript submodules \['b'\]"):
+        shortcutify(gen, "a", "c", torch.rand(1, 3, 8, 8))

@@ -1082,17 +1082,30 @@ def capture(model: nn.Module, example_inputs: Any, options: CaptureOptions = Cap
 
 
 def _capture_paths(model: nn.Module, inputs: tuple[Any, ...], options: CaptureOptions) -> Captured:
-    if options.method != "auto":
-        return _capture_one(options.method, model, inputs, options)
     try:
-        return _capture_one("fx", model, inputs, options)
-    except UntraceableModelError as fx_error:
+        if options.method != "auto":
+            return _capture_one(options.method, model, inputs, options)
         try:
-            return _capture_one("export", model, inputs, options)
-        except UntraceableModelError as export_error:
-            raise type(export_error)(
-                f"neither capture path works for {type(model).__name__}.\n[fx] {fx_error}\n[export] {export_error}"
-            ) from export_error
+            return _capture_one("fx", model, inputs, options)
+        except UntraceableModelError as fx_error:
+            try:
+                return _capture_one("export", model, inputs, options)
+            except UntraceableModelError as export_error:
+                raise type(export_error)(
+                    f"neither capture path works for {type(model).__name__}.\n[fx] {fx_error}\n[export] {export_error}"
+                ) from export_error
+    except UntraceableModelError as exc:
+        scripted: list[str] = []
+        for name, m in model.named_modules():
+            if name and isinstance(m, torch.jit.ScriptModule) and not any(name.startswith(s + ".") for s in scripted):
+                scripted.append(name)  # (the outermost ones)
+        if not scripted:
+            raise
+        raise type(exc)(
+            f"{exc}\n{type(model).__name__} holds TorchScript submodules {scripted[:6]}: neither path traces into "
+            "TorchScript (nor can fvcore count them); build the generator from their eager modules (script it after "
+            "wrapping, if at all)."
+        ) from exc
 
 
 def _restore_buffers(model: nn.Module, before: dict[str, torch.Tensor]) -> list[str]:
