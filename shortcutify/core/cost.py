@@ -58,7 +58,8 @@ ELEMENTWISE_OPS = frozenset(
         "prelu softplus softsign logsigmoid gelu_ sigmoid_ exp_ neg_ clamp_max clamp_max_ clamp_min_ fill_ masked_fill_ "
         "zero_ floor ceil round trunc frac log1p expm1 log2 log10 exp2 minimum maximum logical_not logical_and logical_or "
         "amax amin argmax argmin any all max_pool2d_with_indices max_pool3d_with_indices max_unpool2d max_unpool3d "
-        "max_pool1d max_pool3d avg_pool1d avg_pool3d alias lift_fresh lift_fresh_copy"
+        "max_pool1d max_pool3d avg_pool1d avg_pool3d alias lift_fresh lift_fresh_copy "
+        "real imag complex view_as_real view_as_complex movedim moveaxis _weight_norm _weight_norm_interface"
     ).split()
 )
 
