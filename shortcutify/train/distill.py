@@ -47,10 +47,17 @@ __all__ = ["distill", "CHECKPOINT_NAME"]
 
 
 def _backward(total: Tensor, sv: ShortcutV2V) -> None:
-    """``total.backward()``; an in-place op that keeps autograd from the block (usually in the generator's layers
-    after the decoder tap) is named, with the fix."""
-    try:
+    """``total.backward()``, see :func:`_inplace_named`."""
+    with _inplace_named(sv):
         total.backward()
+
+
+@contextlib.contextmanager
+def _inplace_named(sv: ShortcutV2V) -> Iterator[None]:
+    """Autograd within: an in-place op that keeps it from the block (usually in the generator's layers after the
+    decoder tap) is named, with the fix."""
+    try:
+        yield
     except RuntimeError as exc:
         if "modified by an inplace operation" not in str(exc):
             raise
@@ -505,7 +512,8 @@ def distill(
                 terms.update(run.adversaries.student_terms(image, previous))
                 _refuse_unreached(terms, image, output)
                 if step == start + 1 and world == 1:  # (once a run: a backward per term)
-                    _refuse_gradient_free(terms, [p for p in sv.block.parameters() if p.requires_grad], sv.config.dec_layer)
+                    with _inplace_named(sv):
+                        _refuse_gradient_free(terms, [p for p in sv.block.parameters() if p.requires_grad], sv.config.dec_layer)
                 total = sum(terms.values())
             opt.zero_grad(set_to_none=True)
             _backward(total, sv)
