@@ -1,8 +1,10 @@
 """Exception types raised by shortcutify.
 
-Every error the library raises on bad user input derives from :class:`ShortcutifyError`,
-so ``except ShortcutifyError`` catches them all; each subclass also derives from the
-built-in type a user would expect (``KeyError``, ``ValueError``, ``TypeError``...).
+The errors about a generator, its taps, inputs, captures, checkpoints and streams derive from
+:class:`ShortcutifyError`, so ``except ShortcutifyError`` catches them; each subclass also derives
+from the built-in type a user would expect (``KeyError``, ``ValueError``, ``TypeError``...). A bad
+argument value or type of a call (a negative ``width``, ``interval=0``, an unknown ``resolution``) is a
+plain ``ValueError`` or ``TypeError``, as in PyTorch.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ __all__ = [
 
 
 class ShortcutifyError(Exception):
-    """Base class of every error shortcutify raises on bad input."""
+    """Base class of shortcutify's own errors (see the module docstring for what they cover)."""
 
 
 class UnknownTapError(ShortcutifyError, KeyError):

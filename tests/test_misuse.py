@@ -242,6 +242,27 @@ def test_a_policy_whose_description_cannot_be_saved_is_named_at_save(tmp_path, c
         sv.save(tmp_path)
 
 
+def test_a_block_saved_with_a_policy_of_ones_own_loads_with_its_interval_or_the_policy_given(tmp_path):
+    class EveryFourth(FixedInterval):
+        def to_config(self):
+            return {"type": "EveryFourth", "n": 4}
+
+    gen, sv = _sv(policy=EveryFourth(4))
+    sv.save(tmp_path)
+    with pytest.warns(UserWarning, match=r"'EveryFourth' keyframe policy .* running FixedInterval\(4\).*Pass policy="):
+        loaded = load(gen, tmp_path)
+    assert type(loaded.policy) is FixedInterval and loaded.policy.interval == 4
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert type(load(gen, tmp_path, policy=EveryFourth(4)).policy) is EveryFourth
+
+
+def test_a_tensor_in_the_place_of_a_tap_name_says_where_the_frames_go():
+    gen, _ = _sv()
+    with pytest.raises(TypeError, match=r"got a tensor where a tap name goes.*example_inputs=frame"):
+        shortcutify(gen, torch.zeros(1, 3, 16, 16))
+
+
 # ------------------------------------------------------------------ arguments of the wrong kind
 def test_arguments_of_the_wrong_kind_are_named(tmp_path):
     gen, sv = _sv()

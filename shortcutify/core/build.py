@@ -144,6 +144,12 @@ def _wrap(
     (:func:`load`: the size the block was built for), None: the example's."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(enc_layer, (Tensor, tuple, list)) or isinstance(dec_layer, (Tensor, tuple, list)):
+        raise TypeError(
+            "shortcutify(model, enc_layer, dec_layer, example_inputs): the taps come second and third (names from "
+            "list_taps()), the frames fourth; got a tensor where a tap name goes. Pass the frames as "
+            "example_inputs=frame (without taps, suggest_taps() chooses them)"
+        )
     model = unwrap(model)
     refuse_unusable(model)
     if example_inputs is None:
@@ -637,10 +643,11 @@ def _leaf_modules(manifest: Manifest, capture_options: dict[str, Any], model: nn
 
 
 def _saved_policy(manifest: Manifest, cfg_file: str) -> KeyframePolicy:
-    """The keyframe policy the config describes.
+    """The keyframe policy the config describes (a policy of the user's own: ``FixedInterval`` of its saved
+    interval, with a warning).
 
     Raises:
-        IncompatibleCheckpointError: it cannot be rebuilt from JSON, or its description is malformed.
+        IncompatibleCheckpointError: its description is malformed.
     """
     try:
         policy = policy_from_config(manifest.policy)
@@ -649,9 +656,12 @@ def _saved_policy(manifest: Manifest, cfg_file: str) -> KeyframePolicy:
             f"the keyframe policy in {cfg_file} is malformed ({type(exc).__name__}: {exc}): {manifest.policy!r}; "
             "fix it (e.g. {\"type\": \"FixedInterval\", \"n\": 3}), pass policy=... to load(), or save the block again with sv.save(path)"
         ) from exc
-    if policy is None:
-        raise IncompatibleCheckpointError(
-            f"the block was saved with a {manifest.policy.get('type')!r} keyframe policy, which cannot be rebuilt "
-            "from JSON: pass policy=... to load()"
+    if policy is None:  # (a policy of the user's own: its description is kept, its class is not known here)
+        warnings.warn(
+            f"the block was saved with a {manifest.policy.get('type')!r} keyframe policy ({manifest.policy!r}), which "
+            f"load() cannot rebuild (only the built-in policies are known to it): running FixedInterval("
+            f"{manifest.interval}), the saved interval. Pass policy=... to load() to run your policy.",
+            stacklevel=3,
         )
+        return FixedInterval(manifest.interval)
     return policy
