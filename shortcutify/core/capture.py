@@ -562,6 +562,16 @@ def _quiet(names: Sequence[str]) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def _stderr_kept_unless_failing() -> Iterator[None]:
+    """What is written to stderr within, written there after it if it succeeds (warnings, the model's own
+    prints), dropped if it raises (torch.export prints the graphs of a failed export: the error names it)."""
+    held = io.StringIO()
+    with contextlib.redirect_stderr(held):
+        yield
+    sys.stderr.write(held.getvalue())
+
+
+@contextlib.contextmanager
 def _spectral_norm_notice_silenced(model: nn.Module) -> Iterator[None]:
     """Silence export's notice that tensor attributes were assigned during export where every attribute it
     names is a weight that ``nn.utils.spectral_norm``'s hook assigns on each call: export traces that hook (the
@@ -648,7 +658,8 @@ def export(
     fixed = dict(options.concrete_args)
     try:
         dynamic = _batch_dims(inputs, fixed) if any_batch else None
-        with _quiet(_EXPORT_LOGGERS), _spectral_norm_notice_silenced(model):  # (a failure is raised below, named)
+        # (a failure is raised below, named; torch would also log it at length, and print graphs to stderr)
+        with _quiet(_EXPORT_LOGGERS), _spectral_norm_notice_silenced(model), _stderr_kept_unless_failing():
             exported = torch.export.export(model, inputs, kwargs=fixed or None, strict=False, dynamic_shapes=dynamic)
         gm = exported.module()
     except Exception as exc:  # export raises UserError, GuardOnDataDependentSymNode, RuntimeError, ...
