@@ -546,3 +546,9 @@ def test_calibration_on_footage_where_nothing_moves_is_refused():
         with pytest.raises(ValueError, match="nothing moves in these clips"):
             calibrate(sv, [still], progress=False, **target)
     assert sv.policy is before  # (before: a threshold of 1e-6 was applied, which keyframes every frame of real video)
+
+
+def test_policies_are_equal_when_they_are_described_alike():
+    assert FixedInterval(3) == FixedInterval(3) != FixedInterval(4)
+    assert AdaptiveKeyframes(0.5, max_interval=8) == AdaptiveKeyframes(0.5, max_interval=8) != AdaptiveKeyframes(0.5)
+    assert FixedInterval(3) != 3 and len({FixedInterval(3), FixedInterval(3)}) == 1

@@ -129,8 +129,21 @@ class FixedInterval:
     def __repr__(self) -> str:
         return f"FixedInterval({self.n})"
 
+    def __eq__(self, other: object) -> bool:
+        return _same_config(self, other)
+
+    def __hash__(self) -> int:
+        return hash(json.dumps(self.to_config(), sort_keys=True))
+
     def to_config(self) -> dict[str, Any]:
+        """Its JSON-ready description, ``{"type": "FixedInterval", "n": n}`` (:func:`policy_from_config` rebuilds it)."""
         return {"type": "FixedInterval", "n": self.n}
+
+
+def _same_config(policy: Any, other: object) -> bool:
+    """Policies are equal when of one type with one description (an adaptive policy's counts of the frames it
+    has decided are not part of it)."""
+    return type(other) is type(policy) and other.to_config() == policy.to_config()  # type: ignore[attr-defined]
 
 
 # The threshold AdaptiveKeyframes uses when not calibrated: the geometric middle of the
@@ -246,7 +259,14 @@ class AdaptiveKeyframes:
             f"max_interval={self.max_interval}{extra})"
         )
 
+    def __eq__(self, other: object) -> bool:
+        return _same_config(self, other)
+
+    def __hash__(self) -> int:
+        return hash(json.dumps(self.to_config(), sort_keys=True))
+
     def to_config(self) -> dict[str, Any]:
+        """Its JSON-ready description (:func:`policy_from_config` rebuilds it)."""
         return {
             "type": "AdaptiveKeyframes",
             "threshold": self.threshold,
