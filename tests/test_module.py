@@ -237,6 +237,13 @@ def test_the_config_describes_the_taps_and_the_block_and_round_trips():
     assert ShortcutConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="lacks"):
         ShortcutConfig.from_dict({"enc_layer": "model.4"})
+    good = cfg.to_dict()
+    for bad, match in (
+        (None, "must be a dict"), ({**good, "width": -5}, "width must be an int >= 1"), ({**good, "kernel_size": 0}, "kernel_size"),
+        ({**good, "enc_shape": [8, 4]}, r"\[C, H, W\]"), ({**good, "dec_shape": [8, 0, 4]}, r"\[C, H, W\]"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            ShortcutConfig.from_dict(bad)
 
 
 def test_an_unknown_capture_option_is_refused_by_name():

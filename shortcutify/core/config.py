@@ -59,6 +59,8 @@ class ShortcutConfig:
         Raises:
             ValueError: a required field is missing or has the wrong type.
         """
+        if not isinstance(d, dict):
+            raise ValueError(f"shortcut config must be a dict (from to_dict()), got {type(d).__name__}")
         names = {f.name for f in fields(cls)}
         required = {f.name for f in fields(cls) if f.name not in ("resolution", "kernel_size", "capture", "motion_prior")}
         missing = sorted(required - set(d))
@@ -71,8 +73,10 @@ class ShortcutConfig:
             kw["enc_shape"], kw["dec_shape"] = tuple(int(v) for v in kw["enc_shape"]), tuple(int(v) for v in kw["dec_shape"])
             for key in ("width", "kernel_size"):
                 if key in kw:
-                    if isinstance(kw[key], bool) or not isinstance(kw[key], int):
-                        raise TypeError(f"{key} must be an int, got {kw[key]!r}")
+                    if isinstance(kw[key], bool) or not isinstance(kw[key], int) or kw[key] < 1:
+                        raise TypeError(f"{key} must be an int >= 1, got {kw[key]!r}")
+            if len(kw["enc_shape"]) != 3 or len(kw["dec_shape"]) != 3 or min(*kw["enc_shape"], *kw["dec_shape"]) < 1:
+                raise ValueError(f"enc_shape and dec_shape must be [C, H, W] of sizes >= 1, got {d['enc_shape']!r}, {d['dec_shape']!r}")
             for key in ("enc_layer", "dec_layer", "enc_node", "dec_node", "resolution", "capture"):
                 if key in kw and not isinstance(kw[key], str):
                     raise TypeError(f"{key} must be a str, got {kw[key]!r}")
