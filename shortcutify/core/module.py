@@ -886,6 +886,16 @@ class ShortcutV2V(nn.Module):
         return self._programs(args, kwargs).inference(*args, **kwargs, **{REFERENCE_INPUT: reference})
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """One frame of every stream: the generator's inputs for it (a frame ``[B, C, H, W]``, or the arguments
+        the module was wrapped with), each of the ``B`` streams a keyframe or a shortcut frame as the policy
+        decides; returns what the generator returns.
+
+        Raises:
+            InputMismatchError, InputTypeError: inputs that do not fit the example inputs (or a frame size the
+                generator itself cannot run).
+            PlacementError: the generator was moved or cast outside this module.
+            StreamSplitError: per-stream keyframes need an input or output not batched by stream.
+        """
         try:
             return self._stream(args, kwargs)
         except RuntimeError as exc:

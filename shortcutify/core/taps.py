@@ -100,14 +100,14 @@ def tap_infos(captured: Captured) -> TapList:
     return taps
 
 
-def list_taps(model: nn.Module, example_inputs: Any, **options: Unpack[CaptureKwargs]) -> TapList:
+def list_taps(model: nn.Module, example_inputs: Any, **capture_options: Unpack[CaptureKwargs]) -> TapList:
     """Every tensor-valued node of ``model``, in execution order, as candidate taps.
 
     Args:
         model: the generator.
         example_inputs: a tensor ``[B, C, H, W]`` or a tuple of ``forward``'s positional
             arguments; used to record shapes and MACs.
-        options: capture options (``capture``, ``leaf_modules``, ``tracer_kwargs``, ``concrete_args``;
+        capture_options: capture options (``capture``, ``leaf_modules``, ``tracer_kwargs``, ``concrete_args``;
             see :class:`~shortcutify.core.capture.CaptureOptions`).
 
     Returns:
@@ -121,7 +121,7 @@ def list_taps(model: nn.Module, example_inputs: Any, **options: Unpack[CaptureKw
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
-        taps = tap_infos(capture(unwrap(model), example_inputs, CaptureOptions.from_kwargs(**options)))
+        taps = tap_infos(capture(unwrap(model), example_inputs, CaptureOptions.from_kwargs(**capture_options)))
     finally:
         for m, mode in modes:
             m.training = mode

@@ -14,7 +14,7 @@ from __future__ import annotations
 import warnings
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -52,10 +52,11 @@ class Calibration:
     frames: int
     mean_psnr: float | None
     worst_psnr: float | None
-    candidates: tuple[tuple[float, float], ...]
+    candidates: tuple[tuple[float, float], ...] = field(repr=False)
 
     @property
     def threshold(self) -> float:
+        """The calibrated policy's threshold (on the change described in :class:`~shortcutify.FrameSignal`)."""
         return self.policy.threshold
 
 

@@ -231,7 +231,8 @@ def distill(
             multi-input generator, one tensor per example input): a list, a ``Dataset``, a
             ``DataLoader`` or any iterable; floating frames in the generator's value range (moved
             to the module's device and floating dtype per batch).
-        steps: optimisation steps (total, also when resuming).
+        steps: optimisation steps (total, also when resuming; a run cannot be extended: a checkpoint of a run
+            with other ``steps`` is refused, since the learning rate decays over them).
         batch_size: pairs per step (per process under torchrun).
         lr, betas: Adam settings; the learning rate decays linearly to 0 at ``steps``.
         weights: :class:`LossWeights` or a dict of some of its fields. The perceptual term's default

@@ -72,7 +72,13 @@ class EvalResult:
 
 
 def evaluate(
-    sv: Any, clips: Iterable[Any], *, data_range: float | None = None, max_clips: int | None = None, output: OutputSelector = None
+    sv: Any,
+    clips: Iterable[Any],
+    *,
+    data_range: float | None = None,
+    max_clips: int | None = None,
+    output: OutputSelector = None,
+    progress: bool = True,
 ) -> EvalResult:
     """Run ``sv`` over each clip (a fresh stream per clip) and compare with the teacher.
 
@@ -88,6 +94,7 @@ def evaluate(
         output: which part of the generator's output is the image compared
             (:data:`~shortcutify.core.outputs.OutputSelector`: a key, an index or a function); None: the first
             floating ``[B, C, H, W]`` leaf (:func:`~shortcutify.core.outputs.output_image`).
+        progress: show a progress bar over the frames.
 
     Returns:
         :class:`EvalResult`; the state of ``sv`` is reset before and after.
@@ -103,12 +110,13 @@ def evaluate(
         UserWarning: ``data_range`` not given, and the teacher's outputs lie within [0, 1] or spread
             wider than [-1, 1] (:class:`~shortcutify.train.metrics.OutputRange`).
     """
-    return compare_clips(sv, clips, data_range=data_range, max_clips=max_clips, output=output, who="evaluate()")
+    return compare_clips(sv, clips, data_range=data_range, max_clips=max_clips, output=output, who="evaluate()", progress=progress)
 
 
 @torch.no_grad()
 def compare_clips(
-    sv: Any, clips: Iterable[Any], *, data_range: float | None, max_clips: int | None, output: OutputSelector, who: str
+    sv: Any, clips: Iterable[Any], *, data_range: float | None, max_clips: int | None, output: OutputSelector, who: str,
+    progress: bool = False,
 ) -> EvalResult:
     """:func:`evaluate`, its warnings and errors naming ``who`` (``distill()``'s validation names itself)."""
     sv = unwrap(sv)  # (a compiled or DistributedDataParallel-wrapped module: the one inside)
@@ -126,6 +134,11 @@ def compare_clips(
     param = next(sv.block.parameters())
     was_training = sv.training
     sv.eval()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(desc=who.rstrip("()"), unit="frame", dynamic_ncols=True, leave=False)
     try:
         for n, clip in enumerate(each_clip(clips)):
             if max_clips is not None and n >= max_clips:
@@ -150,7 +163,11 @@ def compare_clips(
                 res.ssim.append(ssim(out, teacher, data_range).mean().item())
                 res.psnr_repeat.append(psnr(key_out, teacher, data_range).mean().item())
                 res.ssim_repeat.append(ssim(key_out, teacher, data_range).mean().item())
+                if bar is not None:
+                    bar.update(1)
     finally:
+        if bar is not None:
+            bar.close()
         sv.reset()
         sv.train(was_training)
     if not res.keyframe:
