@@ -169,7 +169,7 @@ def test_keyword_and_multi_input_calls():
 def test_repr_is_short_and_informative():
     _, _, sv = _sv()
     r = repr(sv)
-    assert r.startswith("ShortcutV2V(") and "model_4" in r and "FixedInterval(3)" in r and len(r) < 400
+    assert r.startswith("ShortcutV2V(") and "enc='model.4'" in r and "FixedInterval(3)" in r and len(r) < 400
     assert isinstance(sv, ShortcutV2V) and sv.policy.interval == 3 and isinstance(sv.policy, FixedInterval)
 
 

@@ -1237,7 +1237,7 @@ class ShortcutV2V(nn.Module):
 
     def __repr__(self) -> str:
         return (
-            f"ShortcutV2V(teacher={type(self.teacher).__name__}, enc={self.enc.name!r} {list(self.enc.shape[1:])}, "
-            f"dec={self.dec.name!r} {list(self.dec.shape[1:])}, width={self.block.width}, resolution={self.block.resolution!r}, policy={self.policy!r}, "
+            f"ShortcutV2V(teacher={type(self.teacher).__name__}, enc={self.config.enc_layer!r} {list(self.enc.shape[1:])}, "
+            f"dec={self.config.dec_layer!r} {list(self.dec.shape[1:])}, width={self.block.width}, resolution={self.block.resolution!r}, policy={self.policy!r}, "
             f"block_params={param_count(self.block.parameters()):,}, skipped_nodes={len(self.skipped_nodes)})"
         )
