@@ -418,3 +418,28 @@ def test_taps_computed_from_an_integer_label_map_are_still_suggested():
     labels, prev = torch.randint(0, 5, (1, 1, 16, 16)), torch.randn(1, 3, 16, 16)
     found = suggest_taps(gen, (labels, prev), top=5, progress=False)  # (the default pairs move only the frame)
     assert any(s.enc_layer.startswith(("l1", "permute")) for s in found), [(s.enc_layer, s.dec_layer) for s in found]
+
+
+class _PixelShuffleSR(nn.Module):
+    """A super-resolution tail: a conv making 4x the channels, then PixelShuffle(2)."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Sequential(*(m for _ in range(3) for m in (nn.Conv2d(16 if _ else 3, 16, 3, padding=1), nn.ReLU())))
+        self.srtail = nn.Sequential(nn.Conv2d(16, 64, 3, padding=1), nn.PixelShuffle(2), nn.Conv2d(16, 3, 3, padding=1))
+
+    def forward(self, x):
+        return self.srtail(self.head(x))
+
+
+def test_a_decoder_tap_of_sub_pixel_phases_is_not_suggested_and_is_named_when_chosen():
+    """The conv before PixelShuffle holds a finer map's phases in its channels (distilled there, a block lost
+    3-4 dB against the tap after the shuffle in a probe); the shuffle's output is the tap to take."""
+    torch.manual_seed(0)
+    gen, x = _PixelShuffleSR().eval(), torch.rand(1, 3, 16, 16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        found = suggest_taps(gen, x, top=20, progress=False)
+    assert found and all(s.dec_layer != "srtail.0" for s in found)
+    with pytest.warns(UserWarning, match=r"dec_layer 'srtail\.0' feeds a pixel shuffle \(node 'srtail\.1'\)"):
+        shortcutify(gen, "head.0", "srtail.0", x)

@@ -51,6 +51,7 @@ from .storage import (
     weights_path,
 )
 from .suggest import suggest_taps
+from .taps import feeds_depth_to_space
 
 __all__ = ["shortcutify", "load", "block_macs"]
 
@@ -213,6 +214,15 @@ def _wrap(
                 f"layer reads their shape (h.shape / h.size() under capture={captured.method!r}, which keeps shapes "
                 "symbolic); capture='export' fixes shapes and skips them, as does computing that size from an input or "
                 "the decoder tap in the generator"
+            )
+        if feeds_depth_to_space(cut.dec_node, dict(captured.gm.named_modules())):
+            user = next(iter(cut.dec_node.users))
+            shuffle = str(user.target) if user.op == "call_module" else user.name
+            warn_caller(
+                f"dec_layer {dec_layer!r} feeds a pixel shuffle (node {shuffle!r}): its channels hold the sub-pixel "
+                "phases of a finer map, which the block would warp as separate features at the coarse resolution. "
+                f"The shuffle's output holds the same values on the fine grid: dec_layer={shuffle!r} (or the module "
+                "around it) is the better tap (suggest_taps() prefers it)."
             )
         side = sum(captured.macs.get(name, 0) for name in cut.side_kept)
         if side > cut.skipped_macs:

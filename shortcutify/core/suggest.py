@@ -27,7 +27,7 @@ from .caller import warn_caller
 from .checks import check_like_example, frame_aspect, frames_batch, is_count, looks_channels_last, tap_looks_channels_last
 from .cut import resolve_cut
 from .outputs import OutputSelector, check_selector, output_image
-from .taps import TapInfo, resolve_tap, tap_infos
+from .taps import TapInfo, feeds_depth_to_space, resolve_tap, tap_infos
 
 __all__ = ["TapSuggestion", "TapSuggestions", "suggest_taps"]
 
@@ -537,7 +537,9 @@ def suggest_taps(
     module) that are feature maps (more channels than the generator's input and output
     images: on a 3-channel tap the auto-sized block is 4 channels wide and predicts an image
     rather than a feature) and not laid out channels-last (``[B, H, W, C]`` tokens on the
-    frame's grid, told by their aspect), feature maps, module outputs, any value. Each pair is scored by
+    frame's grid, told by their aspect), feature maps, module outputs, any value. A decoder tap used only by a
+    pixel shuffle (its channels hold a finer map's sub-pixel phases: :func:`~shortcutify.core.taps.feeds_depth_to_space`)
+    is left out while other pairs qualify: the shuffle's output holds the same values on the fine grid. Each pair is scored by
 
         ``score = ln(speedup) * (1 - difficulty)``
 
@@ -655,6 +657,9 @@ def _suggest(
             f"{[infos[n].name for n in tiers[-1]][:8]}): every value the output needs is either before all others or "
             "cheap to compute. Check list_taps(model, example_inputs): a shortcut needs costly layers between two feature maps."
         )
+    modules = dict(captured.gm.named_modules())
+    unshuffled = [p for p in pairs if not feeds_depth_to_space(p[2], modules)]
+    pairs = unshuffled or pairs  # (a decoder tap of sub-pixel phases only where nothing else is left: see feeds_depth_to_space)
     pairs.sort(key=lambda p: (-p[0], graph.index[p[2]], graph.index[p[1]]))
     proxy = _Proxy(captured.gm, _frame_pairs(inputs, frames), output)
     frame_free = {e for _, e, _ in pairs if not proxy.reads_frames(e)} if proxy.every_input_moves else set()

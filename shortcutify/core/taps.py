@@ -11,6 +11,7 @@ import difflib
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import Tensor, fx, nn
 from typing_extensions import Unpack
 
@@ -82,6 +83,21 @@ def ancestors(node: fx.Node) -> set[fx.Node]:
         seen.add(n)
         stack.extend(n.all_input_nodes)
     return seen
+
+
+_DEPTH_TO_SPACE = {torch.nn.functional.pixel_shuffle, torch.pixel_shuffle, torch.ops.aten.pixel_shuffle.default}
+
+
+def feeds_depth_to_space(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    """Whether every use of ``node`` is a pixel shuffle (depth to space): its channels hold the sub-pixel phases
+    of a finer map (a super-resolution tail's conv before ``PixelShuffle``), which a block would warp as separate
+    features at the coarse resolution; the shuffle's output holds the same values laid out on the fine grid."""
+    def shuffles(user: fx.Node) -> bool:
+        if user.op == "call_module":
+            return isinstance(modules.get(str(user.target)), nn.PixelShuffle)
+        return (user.op == "call_function" and user.target in _DEPTH_TO_SPACE) or (user.op == "call_method" and user.target == "pixel_shuffle")
+
+    return bool(node.users) and all(shuffles(u) for u in node.users)
 
 
 def tap_infos(captured: Captured) -> TapList:
