@@ -510,3 +510,13 @@ def test_loss_terms_whose_gradient_reaches_the_block_as_zero_are_named_at_the_fi
     with pytest.raises(GradientError, match="no term trains the block"):
         distill(sv, moving_clips(2), steps=2, progress=False, weights={"feature": 0.0})
     assert _same(_state(sv), before)
+
+
+def test_a_run_whose_last_validation_is_below_repeating_the_keyframe_says_so():
+    sv = _sv()
+    with torch.no_grad():  # a block that predicts noise, kept so (lr 0, no data-dependent start)
+        for p in sv.block.parameters():
+            p.copy_(torch.randn(p.shape))
+    with pytest.warns(RuntimeWarning, match=r"after 1 steps the shortcut frames on val_clips are .* dB below repeating the keyframe"):
+        hist = distill(sv, moving_clips(2), steps=1, val_clips=moving_clips(1, seed=3), progress=False, lr=0.0, data_init=False)
+    assert hist.val[-1]["psnr"] < hist.val[-1]["psnr_repeat"]

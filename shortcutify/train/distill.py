@@ -263,6 +263,8 @@ def distill(
             count and block shapes are checked), and its next save records this run.
         callback: called as ``callback(step, logs)`` after every step (rank 0 only).
         seed: seeds the pair sampling (rank r uses ``seed`` and ``r``) and the discriminators' initial weights.
+            The block's own initial weights are drawn by ``shortcutify()`` from torch's global generator: call
+            ``torch.manual_seed`` before it for a run that repeats exactly.
         progress: show a progress bar with the running losses.
         bf16: run forward passes under bf16 autocast (CUDA only).
         data_init: before the first step (not when resuming), set the block's decoder-tap
@@ -316,7 +318,8 @@ def distill(
 
     Warns:
         RuntimeWarning: at the run's first step, some loss terms' gradients reach the block as exactly zero
-            (they train nothing; the others do).
+            (they train nothing; the others do); at the end, the last validation's shortcut frames are below
+            repeating the keyframe.
     """
     sv = unwrap(sv)  # (a compiled or DistributedDataParallel-wrapped module: the one inside)
     alpha = _check_arguments(
@@ -565,4 +568,14 @@ def distill(
         sv.reset()
         if trained:
             sv.distilled_interval = min(alpha, longest)  # (the gaps the clips held; warned above if fewer)
+    last = run.history.val[-1] if run.history.val else None
+    if last is not None and last["psnr"] < last["psnr_repeat"]:  # (NaN: no shortcut frame, warned by the validation)
+        warnings.warn(
+            f"after {steps} steps the shortcut frames on val_clips are {last['psnr_repeat'] - last['psnr']:.2f} dB below "
+            f"repeating the keyframe ({last['psnr']:.2f} vs {last['psnr_repeat']:.2f} dB): the block does not yet beat "
+            "showing the keyframe again. Train longer (steps: the learning rate decays over them), try other taps "
+            "(suggest_taps(..., frames=a clip)), or check output= for a generator of several images.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     return run.history
