@@ -709,6 +709,17 @@ def _suggest(
             cut = resolve_cut(captured, names[enc], names[dec])
         except (TapOrderError, TapShapeError, EmptyCutError):
             continue
+        head = chain[dec]
+        if head is not dec and head in names and head is not enc:
+            # the cut's decoder tap at the start of its chain: the conv's output, before the norm and activation
+            # that pass it on (the tail's norm then normalises the block's prediction; RESULTS.md, "Automatic taps")
+            try:
+                at_head = resolve_cut(captured, names[enc], names[head])
+            except (TapOrderError, TapShapeError, EmptyCutError):
+                at_head = None
+            if at_head is not None and at_head.ignored_inputs == cut.ignored_inputs:
+                cut, dec = at_head, head
+                difficulties = {r: proxy.difficulty(enc, head, r == "half") for r in layouts}
         made = suggestion(cut, difficulties, enc, dec)
         if made is None:
             continue
