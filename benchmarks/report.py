@@ -717,7 +717,26 @@ def taps_section() -> list[str]:
         "",
         r["markdown"],
         "",
-    ] + _taps_verdict(r) + _taps_without_start(r, load("taps_no-data-init"))
+    ] + _taps_verdict(r) + _taps_decoder_positions(r) + _taps_without_start(r, load("taps_no-data-init"))
+
+
+def _taps_decoder_positions(r: dict) -> list[str]:
+    """Pairs that share the paper's encoder tap and differ in the decoder tap (``--extra``): mean PSNR per video."""
+    runs = [x for x in r.get("runs", []) if x["enc"] == r["paper"][0]]
+    decs = list(dict.fromkeys(x["dec"] for x in runs))
+    if len(decs) < 2:
+        return []
+    videos = list(runs[0]["psnr"])
+    cells = []
+    for dec in decs:
+        rs = [x for x in runs if x["dec"] == dec]
+        cells.append(f"`{dec}` " + ", ".join(f"{v} {sum(x['psnr'][v] for x in rs) / len(rs):.2f}" for v in videos) + f" dB ({len(rs)} seeds)")
+    return [
+        f"Decoder tap positions after the paper's encoder tap `{r['paper'][0]}` (a conv, its norm, its activation: "
+        "variants of one cut, which suggest_taps lists once, since 0.25 with the decoder tap on the conv): "
+        + "; ".join(cells) + ".",
+        "",
+    ]
 
 
 def _taps_without_start(r: dict, bare: dict | None) -> list[str]:
@@ -725,16 +744,18 @@ def _taps_without_start(r: dict, bare: dict | None) -> list[str]:
     if not bare or not bare.get("runs") or not r.get("runs"):
         return []
 
-    def means(x: dict) -> dict[tuple[str, str], float]:
-        groups: dict[tuple[str, str], list[float]] = {}
+    def means(x: dict) -> dict[tuple[str, str, str], float]:  # (per pair of taps, not per label: a ranking may change)
+        groups: dict[tuple[str, str, str], list[float]] = {}
         for run in x["runs"]:
             for v, p in run["psnr"].items():
-                groups.setdefault((run["label"], v), []).append(p)
+                groups.setdefault((run["enc"], run["dec"], v), []).append(p)
         return {k: sum(g) / len(g) for k, g in groups.items()}
 
     started, built = means(r), means(bare)
-    cells = [f"{label} {v} {started[(label, v)]:.2f} vs {built[(label, v)]:.2f} dB ({started[(label, v)] - built[(label, v)]:+.2f})"
-             for label, v in started if (label, v) in built]
+    cells = [f"{enc} -> {dec} {v} {started[(enc, dec, v)]:.2f} vs {built[(enc, dec, v)]:.2f} dB ({started[(enc, dec, v)] - built[(enc, dec, v)]:+.2f})"
+             for enc, dec, v in started if (enc, dec, v) in built]
+    if not cells:
+        return []
     return [
         f"The same pairs distilled from their reductions as built (`python benchmarks/taps.py --no-data-init`, "
         f"{bare['machine']['date']}, shortcutify {bare.get('version', '?')}, {bare['seeds']} seeds, otherwise the same), mean "
@@ -763,7 +784,8 @@ def _taps_verdict(r: dict) -> list[str]:
     diffs = ", ".join(f"{v} {mean(first, v) - mean(paper, v):+.2f} dB" for v in videos)
     return [
         f"Target: the first choice (real frames) distils to equal or better held-out PSNR than the paper's taps at no more "
-        f"MACs: shortcut MACs {first[0]['shortcut_macs'] / paper[0]['shortcut_macs']:.2f}× the paper's, mean PSNR over the "
+        f"MACs: shortcut MACs {first[0]['shortcut_macs'] / paper[0]['shortcut_macs']:.3f}× the paper's "
+        f"({first[0]['shortcut_macs'] / 1e6:,.1f} vs {paper[0]['shortcut_macs'] / 1e6:,.1f} MMACs), mean PSNR over the "
         f"{len(first)} seeds {diffs}: {verdict(fewer and better)}.",
         "",
     ]
