@@ -780,10 +780,17 @@ def _check_output_structure(spec: Any, model: nn.Module) -> None:
                 + f"which this path cannot rebuild as {s.type.__name__}(key=value, ...); return a plain "
                 "dict or a tuple (or wrap the model in a module that does)."
             )
+        if isinstance(s.type, type) and not issubclass(s.type, dict) and dataclasses.is_dataclass(s.type) and _dataclass_fields(s.context) is None:
+            raise UntraceableModelError(
+                f"capture='export': {type(model).__name__} returns a {s.type.__name__}, a dataclass whose pytree "
+                "registration this path cannot read back (register it with torch.utils._pytree.register_dataclass); "
+                "return a tuple or dict (or wrap the model in a module that does)."
+            )
         if not _rebuilt_in_graph(s.type):
             raise UntraceableModelError(
                 f"capture='export': {type(model).__name__} returns a {s.type.__name__}; this path rebuilds outputs made of "
-                "tensors in tuples, lists, dicts (and dict subclasses such as transformers' ModelOutput, namedtuples). "
+                "tensors in tuples, lists, dicts (and dict subclasses such as transformers' ModelOutput, namedtuples, "
+                "registered dataclasses). "
                 "Return one of those (concrete_args={'return_dict': False} in diffusers and transformers), or wrap "
                 "the model in a module that does."
             )
@@ -803,13 +810,8 @@ def _output_arg(graph: fx.Graph, leaves: Iterator[Any], spec: Any) -> Any:
         return kind(children)
     if kind is collections.namedtuple:
         return graph.call_function(spec.context, tuple(children))
-    if not issubclass(kind, dict):  # a registered dataclass
-        fields = _dataclass_fields(spec.context)
-        if fields is None:
-            raise UntraceableModelError(
-                f"capture='export': the output {kind.__name__} is a dataclass whose pytree registration this path cannot "
-                "read back; return a tuple or dict (or wrap the model in a module that does)"
-            )
+    if not issubclass(kind, dict):  # a registered dataclass (its context checked by _check_output_structure)
+        fields = _dataclass_fields(spec.context) or {}
         return graph.call_function(kind, (), {**fields, **dict(zip(spec.context[0], children))})
     items = dict(zip(spec.context, children))
     return items if kind is dict else graph.call_function(kind, (), items)  # (a dict subclass)

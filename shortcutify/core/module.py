@@ -648,11 +648,9 @@ class ShortcutV2V(nn.Module):
 
     def _unrunnable(self, args: tuple, own: Exception) -> InputMismatchError:
         """The error for inputs ``args`` the generator itself fails on (with ``own``)."""
-        shapes = [tuple(v.shape) for v in tree_flatten(args)[0] if isinstance(v, Tensor)]
-        example = [tuple(v.shape) for v in tree_flatten(self._example)[0] if isinstance(v, Tensor)]
         return InputMismatchError(
-            f"the generator itself fails on inputs of shape {shapes} ({type(own).__name__}: "
-            f"{str(own).splitlines()[0] if str(own) else ''}); it was wrapped on {example}. Give frames of a "
+            f"the generator itself fails on inputs of shape {self._shapes(args)} ({type(own).__name__}: "
+            f"{str(own).splitlines()[0] if str(own) else ''}); it was wrapped on {self._shapes(self._example)}. Give frames of a "
             "size the generator runs on (a model built for one frame size, e.g. a ViT's position embeddings, "
             "takes that size only)."
         )
@@ -916,6 +914,7 @@ class ShortcutV2V(nn.Module):
 
     @staticmethod
     def _shapes(args: Any) -> list[tuple[int, ...]]:
+        """The shapes of the tensors among ``args``."""
         return [tuple(v.shape) for v in tree_flatten(args)[0] if isinstance(v, Tensor)]
 
     def _teacher_where(self) -> set[str]:
