@@ -192,7 +192,9 @@ def test_bad_inputs_are_reported():
         distill(sv, moving_clips(1), steps=1, resume=True, progress=False)
     with pytest.raises(ValueError, match="no clips"):
         distill(sv, [], steps=1, progress=False)
-    for bad in (LossWeights(feature=-1.0, output=-10.0), LossWeights(output=float("nan")), {"output": -1.0}):
+    changed = LossWeights()
+    changed.output = float("nan")  # (made valid, changed after: checked again)
+    for bad in (changed, {"output": -1.0}):
         with pytest.raises(ValueError, match="finite numbers >= 0"):  # an object is checked as a dict is
             distill(sv, moving_clips(1), steps=1, weights=bad, progress=False)
     with pytest.raises(TypeError, match="LossWeights, a dict"):
@@ -537,3 +539,15 @@ def test_a_generator_of_frame_stacks_is_distilled_on_clips_of_stacks():
     with pytest.raises(ValueError, match=r"a single clip given where a collection of clips is expected\? wrap it in a list: \[clip\]"):
         distill(sv, stacks[0], steps=1, progress=False)  # (a 5-D tensor is read as clips of 4-D frames)
     assert len(suggest_taps(gen, stacks[0][:1], top=2)) >= 1
+
+
+def test_loss_weights_round_trip_as_a_dict_and_refuse_bad_weights_when_made():
+    w = LossWeights(feature=2.0, alignment=0.5)
+    assert LossWeights.from_dict(w.to_dict()) == w and LossWeights.from_dict({"output": 3.0}) == LossWeights(output=3.0)
+    for bad in ({"feature": -1.0}, {"output": float("nan")}, {"output": "1"}):
+        with pytest.raises(ValueError, match="finite numbers >= 0"):
+            LossWeights(**bad)
+    with pytest.raises(ValueError, match=r"unknown loss term\(s\) \['featur'\]"):
+        LossWeights.from_dict({"featur": 1.0})
+    with pytest.raises(TypeError, match="takes a dict"):
+        LossWeights.from_dict([1.0])

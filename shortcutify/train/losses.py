@@ -55,6 +55,26 @@ class LossWeights:
     adversarial: float = 0.0
     temporal: float = 0.0
 
+    def __post_init__(self) -> None:
+        bad = {k: v for k, v in asdict(self).items() if not is_real(v) or v < 0}
+        if bad:
+            raise ValueError(f"loss weights must be finite numbers >= 0 (0 turns a term off), got {bad}")
+
+    def to_dict(self) -> dict[str, float]:
+        """The weights by term, JSON-ready (:meth:`from_dict` reads it back)."""
+        return {k: float(v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, float]) -> LossWeights:
+        """From :meth:`to_dict`'s output (or a dict of some of the terms; the others keep their defaults).
+
+        Raises:
+            TypeError: ``d`` is not a dict. ValueError: an unknown term, or a weight that is not a finite number >= 0.
+        """
+        if not isinstance(d, dict):
+            raise TypeError(f"LossWeights.from_dict takes a dict of weights by term, got {type(d).__name__}")
+        return cls.coerce(d)
+
     @classmethod
     def paper(cls) -> LossWeights:
         """The paper's weights: feature 5, alignment 5, output 10, perceptual 10 (the defaults before 0.5)."""
