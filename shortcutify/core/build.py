@@ -36,7 +36,7 @@ from .blocks import BLOCK_TYPES, make_block, motion_pool_for, motion_prior_name,
 from .blocks.sizing import AUTO, auto_layout, auto_width, block_macs, check_layout_choice
 from .caller import warn_caller
 from .capture import CaptureKwargs, CaptureOptions, as_tuple, capture, fresh, recapture, refuse_unusable, same_value, unwrap
-from .checks import check_tap_rows, frame_aspect, frames_batch, shapes_of, tap_looks_channels_last
+from .checks import check_tap_rows, frame_aspect, frames_batch, shapes_of, tap_looks_channels_last, weights_dtype
 from .cut import Cut, resolve_cut
 from .module import ShortcutV2V
 from .policy import FixedInterval, KeyframePolicy, as_policy, policy_from_config
@@ -438,7 +438,9 @@ def _refuse_tap_dtypes(cut: Cut, dtype: torch.dtype | None, taps: tuple[str, str
 def _factory(model: nn.Module, inputs: tuple[Any, ...]) -> dict[str, Any]:
     """Device and floating dtype for the block: the model's parameters', else the inputs'."""
     p = next((t for t in model.parameters()), None)
-    ref = p if p is not None else next(x for x in tree_flatten(list(inputs))[0] if isinstance(x, Tensor))
+    if p is not None:
+        return {"device": p.device, "dtype": weights_dtype(model)}
+    ref = next(x for x in tree_flatten(list(inputs))[0] if isinstance(x, Tensor))
     return {"device": ref.device, "dtype": ref.dtype if ref.is_floating_point() else None}
 
 

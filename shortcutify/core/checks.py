@@ -8,15 +8,23 @@ import numbers
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import torch
 from torch import Tensor
 from torch.utils._pytree import tree_flatten
 
 from ..errors import InputMismatchError, InputTypeError, TapShapeError
 
-__all__ = ["is_count", "is_interval", "is_real", "check_like_example", "looks_channels_last", "is_channels_last_shape", "channels_last_inputs", "refuse_untensored", "check_tap_rows", "frames_batch", "frame_aspect", "shapes_of", "tap_looks_channels_last", "SCALING_HINT"]
+__all__ = ["is_count", "is_interval", "is_real", "check_like_example", "looks_channels_last", "is_channels_last_shape", "channels_last_inputs", "refuse_untensored", "check_tap_rows", "frames_batch", "frame_aspect", "shapes_of", "tap_looks_channels_last", "weights_dtype", "SCALING_HINT"]
 
 #: how integer video is brought to a generator's floating range (the range cannot be guessed)
 SCALING_HINT = "frames.float() / 127.5 - 1 for [-1, 1], frames.float() / 255 for [0, 1]"
+
+
+def weights_dtype(module: Any) -> torch.dtype | None:
+    """The dtype a block for ``module`` computes in: its first parameter's, where floating (``None`` otherwise:
+    then the inputs'); a tap of another dtype is refused by ``shortcutify()`` and not suggested."""
+    first = next(iter(module.parameters()), None)
+    return first.dtype if first is not None and first.is_floating_point() else None
 
 
 def is_count(value: Any) -> bool:

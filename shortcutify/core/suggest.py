@@ -24,7 +24,7 @@ from ..errors import EmptyCutError, TapOrderError, TapShapeError
 from .blocks.sizing import AUTO, auto_layout, auto_width, block_macs, check_layout_choice
 from .capture import CaptureKwargs, CaptureOptions, Captured, as_tuple, capture, fresh, unwrap
 from .caller import warn_caller
-from .checks import check_like_example, frame_aspect, frames_batch, is_count, looks_channels_last, tap_looks_channels_last
+from .checks import check_like_example, frame_aspect, frames_batch, is_count, looks_channels_last, tap_looks_channels_last, weights_dtype
 from .cut import resolve_cut
 from .outputs import OutputSelector, check_selector, output_image
 from .taps import TapInfo, feeds_depth_to_space, resolve_tap, tap_infos
@@ -216,8 +216,7 @@ def _candidates(captured: Captured, graph: _Graph) -> tuple[list[list[fx.Node]],
     ]
     image_channels = max(images, default=0)
     batch = frames_batch(_input_shapes(graph))  # (a value with fewer rows folds the batch into its channels: check_tap_rows)
-    first = next(iter(captured.gm.parameters()), None)  # (the block's dtype, as shortcutify() chooses it)
-    dtype = first.dtype if first is not None and first.is_floating_point() else None
+    dtype = weights_dtype(captured.gm)  # (the block's dtype, as shortcutify() chooses it)
     nodes, info_of = [], {}
     for node in graph.nodes:
         info = infos.get(node.name)
