@@ -95,12 +95,12 @@ def in_fresh_processes(script: str, argv: list[str], processes: int, env: dict[s
 
 def suggested_taps(gen: Any) -> tuple[str, str]:
     """``suggest_taps``'s first choice on the trained cartoon teacher with real frames (``benchmarks/taps.py``:
-    ``model.6 -> model.21`` there), named by the generator's structure: the ReLU after the first
-    down-sampling conv and the ReLU after the last transposed conv (the decoder tap at the frame's
-    resolution, so the floor skips the last up-sampling stage that the paper's taps keep). The
-    generators of gpu.py and speed.py have random weights, on which ``suggest_taps`` would rank other
-    pairs: the pair is taken from the trained teacher, as a user's trained generator would give it."""
-    return "model.6", f"model.{9 + 3 * gen.n_down + gen.n_blocks}"
+    ``model.6 -> model.16`` there since 0.25), named by the generator's structure: the ReLU after the first
+    down-sampling conv and the first transposed conv's output (the decoder tap at half the frame's
+    resolution, at the head of its conv/norm/ReLU chain). The generators of gpu.py and speed.py have
+    random weights, on which ``suggest_taps`` would rank other pairs: the pair is taken from the trained
+    teacher, as a user's trained generator would give it."""
+    return "model.6", f"model.{4 + 3 * gen.n_down + gen.n_blocks}"
 
 
 #: the tap pairs gpu.py's and speed.py's ``--taps`` name: the paper's (the default) and suggest_taps's first choice on a trained teacher

@@ -93,7 +93,7 @@ def suggested_taps_lines(sp: dict | None) -> list[str]:
     enc, dec = sp["tap_pair"]
     return [
         f"At the tap pair `suggest_taps` ranks first on the trained cartoon teacher (`python benchmarks/speed.py --taps suggested`, "
-        f"{sp['machine']['date']}: `{enc} → {dec}`, the decoder tap at the frame's resolution; block {sp['resolution']}, width "
+        f"{sp['machine']['date']}: `{enc} → {dec}`; block {sp['resolution']}, width "
         f"{sp['block_width']}; the same generator and frame) the median process: teacher {t['teacher'] * 1e3:.0f} ms, shortcut frame "
         f"{t['shortcut'] * 1e3:.0f} ms ({t['teacher'] / t['shortcut']:.2f}×), amortised {t['teacher'] / t['amortised']:.2f}×, "
         f"block share {sp['block_share']:.1%}, peak memory shortcut frame / teacher {mem['shortcut']:.0f} / {mem['teacher']:.0f} MiB. "
