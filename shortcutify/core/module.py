@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, fx, nn
-from torch.utils._pytree import keystr, tree_flatten, tree_flatten_with_path, tree_unflatten
+from torch.utils._pytree import tree_flatten
 
 from ..errors import (
     FixedArgumentError,
@@ -25,14 +25,13 @@ from ..errors import (
     PlacementError,
     PolicyError,
     ShortcutifyError,
-    StreamSplitError,
     TapShapeError,
     UntraceableModelError,
 )
 from .blocks import KeyframeTaps, Reference, ShortcutBlock
 from .caller import warn_caller
 from .capture import BatchGuard, eager_failure, same_value
-from .checks import SCALING_HINT, check_like_example, check_tap_rows, frames_batch, is_count, is_interval, refuse_untensored, shapes_of
+from .checks import SCALING_HINT, check_like_example, check_tap_rows, is_count, is_interval, refuse_untensored
 from .config import ShortcutConfig
 from .cost import CostReport, PathCost, count_macs, param_count
 from .cut import ALIGNED_INPUT, REFERENCE_INPUT, Cut
@@ -40,6 +39,7 @@ from .policy import FrameSignal, KeyframePolicy, as_policy, change_since_keyfram
 from .programs import Programs, build_programs
 from .runner import CompileOptions, Runner
 from .storage import ExampleInput, Manifest, encode_fixed_args, encode_leaf_modules, teacher_checksum, write_saved
+from .streams import batched_leaves, check_streams, merge_streams, per_stream, scatter_streams, streams_of, take_streams
 from .taps import TapInfo
 
 __all__ = ["ShortcutV2V", "KeyframeOutput", "ShortcutOutput", "ShortcutStep"]
@@ -162,90 +162,6 @@ class _State:
     batched_outputs: tuple[bool, ...] | None = None  # per output leaf of the last whole batch: batched by stream
 
 
-def _streams_of(args: tuple, rows: int) -> int:
-    """How many streams a call holds: the taps' batch size, or the frames' (:func:`~shortcutify.core.checks.frames_batch`)
-    where the taps hold several rows per stream (a generator of frame stacks that folds the frames into its batch)."""
-    batch = frames_batch(shapes_of(args))
-    if 0 < batch < rows and rows % batch == 0:
-        return batch
-    return rows
-
-
-def _per_stream(values: Tensor, streams: int, reduce: Callable[[Tensor], Tensor]) -> Tensor:
-    """Per-tap-row ``values [R]`` as ``[streams]``: as they are where ``R == streams``; else ``reduce``
-    over all rows, for every stream (the streams of folded taps take keyframes together)."""
-    if values.shape[0] == streams:
-        return values
-    return reduce(values).reshape(1).expand(streams).clone()
-
-
-def _take(tree: Any, index: Tensor, streams: int) -> Any:
-    """The entries ``index`` of every tensor leaf with ``streams`` entries in dimension 0 (others as they are)."""
-    leaves, spec = tree_flatten(tree)
-    out = [
-        v.index_select(0, index.to(v.device)) if isinstance(v, Tensor) and v.dim() > 0 and v.shape[0] == streams else v
-        for v in leaves
-    ]
-    return tree_unflatten(out, spec)
-
-
-def _check_streams(args: tuple, kwargs: dict, streams: int) -> None:
-    """Per-stream keyframes split the inputs by stream: every tensor input must be ``[B, ...]``."""
-    for v in tree_flatten((args, kwargs))[0]:
-        if isinstance(v, Tensor) and (v.dim() == 0 or v.shape[0] != streams):
-            raise StreamSplitError(
-                f"the keyframe policy chose a keyframe for some of the {streams} streams only, which runs the teacher "
-                f"on those streams' inputs alone, but an input tensor of shape {tuple(v.shape)} is not batched by "
-                f"stream (dimension 0 is not {streams}). Pass every tensor input as [B, ...], or run the streams "
-                "with one module each."
-            )
-
-
-def _batched_leaves(out: Any, streams: int) -> tuple[bool, ...] | None:
-    """Per leaf of a whole batch's output, whether it is batched by stream (``None`` for one stream: unknown)."""
-    if streams < 2:
-        return None
-    return tuple(isinstance(v, Tensor) and v.dim() > 0 and v.shape[0] == streams for v in tree_flatten(out)[0])
-
-
-def _scatter(parts: list[tuple[Tensor, Any]], streams: int, batched: tuple[bool, ...] | None = None) -> Any:
-    """One output for all streams from per-sub-batch outputs ``(stream indices, output)``; ``batched``: which
-    leaves a whole batch's output had batched by stream (a leaf of one entry per sub-batch of one stream is not
-    told apart from a batched one otherwise)."""
-    flat = [tree_flatten(out) for _, out in parts]
-    spec = flat[0][1]
-    if any(f[1] != spec for f in flat[1:]):
-        raise StreamSplitError(
-            "the teacher's and the shortcut's outputs have different structures, so per-stream results cannot be "
-            f"merged: {spec} vs {flat[1][1]}"
-        )
-    merged = []
-    for i, leaf in enumerate(flat[0][0]):
-        values = [f[0][i] for f in flat]
-        if not isinstance(leaf, Tensor):
-            if any(v != leaf for v in values[1:]):
-                raise StreamSplitError(f"a non-tensor output differs between sub-batches ({values!r}); it cannot be merged per stream")
-            merged.append(leaf)
-            continue
-        unbatched = batched is not None and i < len(batched) and not batched[i]
-        if unbatched or any(
-            v.dim() == 0 or v.shape[0] != len(idx) or v.shape[1:] != leaf.shape[1:] or v.dtype != leaf.dtype
-            for v, (idx, _) in zip(values, parts)
-        ):
-            where = keystr(tree_flatten_with_path(parts[0][1])[0][i][0]) or "(the whole output)"
-            raise StreamSplitError(
-                f"the keyframe policy chose a keyframe for some of the {streams} streams only, so the teacher and the "
-                f"shortcut each ran on some streams, but the output at {where} (shapes {[tuple(v.shape) for v in values]} "
-                "in the two sub-batches) is not batched by stream and cannot be merged. Return every tensor output as "
-                "[B, ...] (e.g. a per-frame statistic keeps its batch dimension), or run the streams with one module each."
-            )
-        out = leaf.new_empty((streams, *leaf.shape[1:]))
-        for v, (idx, _) in zip(values, parts):
-            out.index_copy_(0, idx.to(out.device), v)
-        merged.append(out)
-    return tree_unflatten(merged, spec)
-
-
 def _finite_sums(x: Tensor) -> Tensor:
     """``[B]`` bool: whether the sum of each stream's values ``x[b]`` is finite (accumulated in
     at least float32). A NaN or an infinity in ``x[b]`` makes it NaN or infinite; finite values
@@ -257,10 +173,6 @@ def _not_finite(key: KeyframeOutput) -> Tensor:
     """``[B]`` bool, on the taps' device: the streams whose keyframe taps hold a NaN or an
     infinity (one sum over each tap)."""
     return ~(_finite_sums(key.enc) & _finite_sums(key.dec))
-
-
-def _merge(old: Tensor, index: Tensor, new: Tensor) -> Tensor:
-    return old.index_copy(0, index.to(old.device), new.to(old.dtype))
 
 
 def _where(tensors: Any) -> set[str]:
@@ -965,9 +877,9 @@ class ShortcutV2V(nn.Module):
                 change = change_since_keyframe(travelled, state.keyframe_norm)
             # a non-finite tap since the keyframe: no policy could tell a cut from it (queued before the policy's
             # decision is read back, so that reading this adds no wait of its own)
-            blind = None if change is None else _per_stream(~torch.isfinite(change), streams, torch.any)
+            blind = None if change is None else per_stream(~torch.isfinite(change), streams, torch.any)
             if change is not None:
-                change = _per_stream(change, streams, torch.max)  # (the largest change of any row: a NaN stays NaN)
+                change = per_stream(change, streams, torch.max)  # (the largest change of any row: a NaN stays NaN)
             key = self._decide(FrameSignal(since, change), streams) | state.stale
             if blind is not None:
                 key = key | blind.cpu()
@@ -1063,8 +975,8 @@ class ShortcutV2V(nn.Module):
             streams, folded, batched = old.since_keyframe.shape[0], old.folded, old.batched_outputs
         else:
             check_tap_rows(tuple(key.enc.shape), tuple(key.dec.shape), args, (self.config.enc_layer, self.config.dec_layer))
-            streams = _streams_of(args, key.enc.shape[0])
-            folded, batched = key.enc.shape[0] != streams, _batched_leaves(key.output, streams)
+            streams = streams_of(args, key.enc.shape[0])
+            folded, batched = key.enc.shape[0] != streams, batched_leaves(key.output, streams)
         rows = key.enc.shape[0]
         self._state = _State(
             reference=runner.reference(key.enc, key.dec),
@@ -1074,7 +986,7 @@ class ShortcutV2V(nn.Module):
             previous=key.enc if uses_change else None,  # the programs return a copy where needed
             travelled=torch.zeros(rows) if uses_change else None,
             keyframe_norm=tap_l1(key.enc) if uses_change else None,
-            unchecked=[(torch.arange(streams), _per_stream(_not_finite(key), streams, torch.any))],
+            unchecked=[(torch.arange(streams), per_stream(_not_finite(key), streams, torch.any))],
             folded=folded,
             batched_outputs=batched,
         )
@@ -1091,7 +1003,7 @@ class ShortcutV2V(nn.Module):
         state = self._state
         assert state is not None
         streams = key.shape[0]
-        _check_streams(args, kwargs, streams)
+        check_streams(args, kwargs, streams)
         idx_k, idx_s = key.nonzero().flatten(), (~key).nonzero().flatten()
         # the head's values are taken per sub-batch only where each is a feature batched by stream: a size, an
         # index or a count computed from the whole batch (a view(B, ...) after the encoder tap) would be wrong
@@ -1101,25 +1013,25 @@ class ShortcutV2V(nn.Module):
         )
         parts = []
         for idx in (idx_k, idx_s):
-            sub_args, sub_kwargs = _take((args, kwargs), idx, streams)
+            sub_args, sub_kwargs = take_streams((args, kwargs), idx, streams)
             sub_runner = self._runner(sub_args, sub_kwargs)
             sub_head = None
             if per_stream and sub_runner.boundary == runner.boundary:
-                sub_head = _take(tuple(head), idx, streams)  # continue from the head's values: the programs split alike
+                sub_head = take_streams(tuple(head), idx, streams)  # continue from the head's values: the programs split alike
             if idx is idx_k:
                 keyframe = self._keyframe_from(sub_runner, sub_args, sub_kwargs, sub_head)
                 new_ref = sub_runner.reference(keyframe.enc, keyframe.dec)
                 parts.append((idx, keyframe.output))
             else:
-                reference = type(state.reference)(*_take(tuple(state.reference), idx, streams))
+                reference = type(state.reference)(*take_streams(tuple(state.reference), idx, streams))
                 parts.append((idx, self._shortcut(sub_runner, sub_args, sub_kwargs, reference, sub_head)))
-        out = _scatter(parts, streams, state.batched_outputs)
-        state.reference = type(state.reference)(*(_merge(o, idx_k, n) for o, n in zip(state.reference, new_ref)))
+        out = scatter_streams(parts, streams, state.batched_outputs)
+        state.reference = type(state.reference)(*(merge_streams(o, idx_k, n) for o, n in zip(state.reference, new_ref)))
         if change_state is not None:
             assert state.keyframe_norm is not None
             state.previous, travelled = change_state  # a keyframe's tap is the head's value too
             state.travelled = torch.where(key, torch.zeros_like(travelled), travelled)
-            state.keyframe_norm = _merge(state.keyframe_norm, idx_k, tap_l1(keyframe.enc))
+            state.keyframe_norm = merge_streams(state.keyframe_norm, idx_k, tap_l1(keyframe.enc))
         state.since_keyframe = torch.where(key, torch.zeros_like(since), since)
         state.stale = state.stale & ~key
         state.unchecked.append((idx_k.cpu(), _not_finite(keyframe)))
