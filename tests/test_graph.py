@@ -18,6 +18,7 @@ from shortcutify import (
     TapShapeError,
     UnknownTapError,
     UntraceableModelError,
+    TapList,
     list_taps,
     shortcutify,
 )
@@ -43,6 +44,10 @@ def test_list_taps_names_shapes_and_cumulative_macs(resnet):
     assert macs[-1] > macs[0] > 0 or macs[0] == 0
     table = str(taps)
     assert "model.4" in table and "MACs up to it" in table and "8x8" in table
+    assert repr(taps) == table  # (a REPL shows the table)
+    head = taps[:3]
+    assert type(head) is TapList and [t.name for t in head] == names[:3] and str(head).count("\n") == 3 + 1
+    assert taps[0] is not None and not isinstance(taps[0], TapList)
 
 
 def test_list_taps_leaves_a_model_in_training_mode_unchanged():

@@ -80,6 +80,7 @@ def test_every_suggestion_is_a_valid_cut_that_wraps_runs_and_costs_what_it_says(
         gen, x, found = ranked
     assert isinstance(found, TapSuggestions) and all(isinstance(s, TapSuggestion) for s in found)
     assert 1 <= len(found) <= 5
+    assert repr(found) == str(found) and type(found[:1]) is TapSuggestions and found[:1][0] is found[0]
     for s in found:
         assert len(s.enc.shape) == 4 and len(s.dec.shape) == 4
         assert s.skipped_macs > s.block_macs > 0 and s.saved_macs == s.skipped_macs - s.block_macs

@@ -27,7 +27,7 @@ from .caller import warn_caller
 from .checks import check_like_example, frame_aspect, frames_batch, is_count, looks_channels_last, tap_looks_channels_last, weights_dtype
 from .cut import resolve_cut
 from .outputs import OutputSelector, check_selector, output_image
-from .taps import TapInfo, feeds_depth_to_space, resolve_tap, tap_infos
+from .taps import TableList, TapInfo, feeds_depth_to_space, resolve_tap, tap_infos
 
 __all__ = ["TapSuggestion", "TapSuggestions", "suggest_taps"]
 
@@ -93,7 +93,7 @@ class TapSuggestion:
         return _speedup(self.teacher_macs, self.teacher_macs - self.saved_macs)
 
 
-class TapSuggestions(list):
+class TapSuggestions(TableList):
     """A list of :class:`TapSuggestion`, best first, that prints as a table."""
 
     def __str__(self) -> str:

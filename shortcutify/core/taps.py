@@ -48,7 +48,18 @@ class TapInfo:
         return len(self.shape) == 4
 
 
-class TapList(list):
+class TableList(list):
+    """A list that prints as a table (``str`` and ``repr``, so a REPL shows the table) and stays one when sliced."""
+
+    def __getitem__(self, index: Any) -> Any:
+        item = super().__getitem__(index)
+        return type(self)(item) if isinstance(index, slice) else item
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+class TapList(TableList):
     """A list of :class:`TapInfo` that prints as a table."""
 
     def __str__(self) -> str:
