@@ -256,6 +256,58 @@ def test_a_generator_put_back_in_training_mode_is_run_frozen_and_told(capture):
     assert torch.equal(gen.bn.running_mean, running)
 
 
+class _Dropped(_Normed):
+    """:class:`_Normed` with a dropout after its first conv (pix2pix keeps one on at test time)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.drop = torch.nn.Dropout(0.5)
+
+    def forward(self, x):
+        return self.d(torch.relu(self.c(torch.relu(self.b(torch.relu(self.bn(self.drop(self.a(x)))))))))
+
+
+def test_a_dropout_kept_on_for_test_time_noise_is_switched_off_when_wrapping_and_told():
+    """pix2pix keeps its dropouts on at test time: ``generator.eval(); generator.drop.train()``. The module runs the
+    generator in eval mode, so wrapping it says that these modules are put in eval mode (a generator in training
+    mode as a whole, a forgotten ``.eval()``, is put in eval mode as README says, without a warning)."""
+    gen = _Dropped().eval()
+    gen.drop.train()
+    with pytest.warns(UserWarning, match=r"modules inside it are in training mode: \['drop'\].*put them in eval mode") as caught:
+        shortcutify(gen, "a", "c", torch.zeros(1, 3, 16, 16))
+    assert caught[0].filename == __file__ and not gen.drop.training
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        shortcutify(_Dropped().train(), "a", "c", torch.zeros(1, 3, 16, 16))
+
+
+@pytest.mark.parametrize("capture", ["fx", "export"])
+@pytest.mark.parametrize("inside", ["bn", "drop"])
+def test_a_module_inside_the_generator_put_in_training_mode_is_run_frozen_and_told(capture, inside):
+    """``generator.bn.train()`` or a dropout switched on for test-time noise, after wrapping: under fx the program
+    calls that module, which would use batch statistics (and update the generator's running statistics) or drop out;
+    export fixed the modes when it captured. Either way the module runs the generator in eval mode, and says so."""
+    torch.manual_seed(0)
+    gen = _Dropped()
+    sv = shortcutify(gen, "a", "c", torch.zeros(1, 3, 16, 16), capture=capture)
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        expected = gen(x)
+    running = gen.bn.running_mean.clone()
+    getattr(gen, inside).train()
+    with pytest.warns(UserWarning, match=rf"modules of the generator \(_Dropped\) were in training mode: \['{inside}'\]") as caught:
+        out = sv(x)
+    assert caught[0].filename == __file__
+    assert not any(m.training for m in gen.modules())
+    torch.testing.assert_close(out, expected)
+    assert torch.equal(gen.bn.running_mean, running)
+    sv.train()  # the block's mode is the module's own: not the generator's
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sv(x)
+    assert sv.block.training and not any(m.training for m in gen.modules())
+
+
 def test_a_generator_cast_outside_the_module_is_named_with_the_way_back():
     """Two modules sharing one generator: casting one casts the generator under the other."""
     from shortcutify import PlacementError

@@ -36,7 +36,7 @@ from .blocks import BLOCK_TYPES, make_block, motion_pool_for, motion_prior_name,
 from .blocks.sizing import AUTO, auto_layout, auto_width, block_macs, check_layout_choice
 from .caller import warn_caller
 from .capture import CaptureKwargs, CaptureOptions, as_tuple, capture, fresh, recapture, refuse_unusable, same_value, unwrap
-from .checks import check_tap_rows, frame_aspect, frames_batch, shapes_of, tap_looks_channels_last, weights_dtype
+from .checks import MODED_TYPES, check_tap_rows, frame_aspect, frames_batch, shapes_of, tap_looks_channels_last, weights_dtype
 from .cut import Cut, resolve_cut
 from .module import ShortcutV2V
 from .policy import FixedInterval, KeyframePolicy, as_policy, policy_from_config
@@ -191,6 +191,7 @@ def _wrap(
         raise TypeError(f"motion_prior must be True, False or an estimator's name {prior_names()}, got {motion_prior!r}")
     motion_prior = motion_prior_name(motion_prior)
     options = CaptureOptions.from_kwargs(**capture_options)
+    _warn_partial_train_modes(model)
     with _frozen_unless_failing(model):  # (a refused generator keeps its train modes and requires_grad)
         captured = capture(model, inputs, options)
         cut = resolve_cut(captured, enc_layer, dec_layer)
@@ -400,6 +401,21 @@ def _refuse_channels_last_taps(cut: Cut, inputs: tuple[Any, ...], taps: tuple[st
                 "layer before the permute to channels-last, or after the one back (suggest_taps() lists feature maps "
                 "[B, C, H, W] only)."
             )
+
+
+def _warn_partial_train_modes(model: nn.Module) -> None:
+    """Warn where a generator in eval mode holds modules in training mode whose output depends on it (a dropout kept
+    on for test-time noise): the module runs the generator in eval mode (a generator in training mode as a whole, a
+    forgotten ``.eval()``, is put in eval mode as README says)."""
+    on = [name for name, m in model.named_modules() if name and m.training and isinstance(m, MODED_TYPES)]
+    if on and not model.training:
+        warn_caller(
+            f"the generator is in eval mode but modules inside it are in training mode: {on[:5]}"
+            + (f" and {len(on) - 5} more" if len(on) > 5 else "")
+            + " (a dropout kept on for test-time noise, a norm using batch statistics?). shortcutify() runs the "
+            "generator frozen, in eval mode, and has put them in eval mode: keyframes and the distillation's targets "
+            "are the generator's eval-mode outputs (no dropout, running statistics)"
+        )
 
 
 @contextlib.contextmanager

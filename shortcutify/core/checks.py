@@ -14,10 +14,14 @@ from torch.utils._pytree import tree_flatten
 
 from ..errors import InputMismatchError, InputTypeError, TapShapeError
 
-__all__ = ["is_count", "is_interval", "is_real", "check_like_example", "looks_channels_last", "is_channels_last_shape", "channels_last_inputs", "refuse_untensored", "check_tap_rows", "frames_batch", "frame_aspect", "shapes_of", "tap_looks_channels_last", "weights_dtype", "SCALING_HINT"]
+__all__ = ["is_count", "is_interval", "is_real", "check_like_example", "looks_channels_last", "is_channels_last_shape", "channels_last_inputs", "refuse_untensored", "check_tap_rows", "frames_batch", "frame_aspect", "shapes_of", "tap_looks_channels_last", "weights_dtype", "MODED_TYPES", "SCALING_HINT"]
 
 #: how integer video is brought to a generator's floating range (the range cannot be guessed)
 SCALING_HINT = "frames.float() / 127.5 - 1 for [-1, 1], frames.float() / 255 for [0, 1]"
+
+
+#: torch.nn modules whose forward depends on their training mode (batch statistics, dropout)
+MODED_TYPES = (torch.nn.modules.dropout._DropoutNd, torch.nn.modules.batchnorm._NormBase, torch.nn.RNNBase, torch.nn.MultiheadAttention)
 
 
 def weights_dtype(module: Any) -> torch.dtype | None:

@@ -31,7 +31,7 @@ from ..errors import (
 from .blocks import KeyframeTaps, Reference, ShortcutBlock
 from .caller import warn_caller
 from .capture import BatchGuard, eager_failure, same_value
-from .checks import SCALING_HINT, check_like_example, check_tap_rows, is_count, is_interval, refuse_untensored
+from .checks import MODED_TYPES, SCALING_HINT, check_like_example, check_tap_rows, is_count, is_interval, refuse_untensored
 from .config import ShortcutConfig
 from .cost import CostReport, PathCost, count_macs, param_count
 from .cut import ALIGNED_INPUT, REFERENCE_INPUT, Cut
@@ -195,6 +195,17 @@ MAX_RECAPTURED = 64
 MAX_BATCH_FIXED = 2
 
 
+def _moded_modules(teacher: nn.Module, keyframe: fx.GraphModule) -> tuple[tuple[str, nn.Module], ...]:
+    """The generator's modules whose training mode changes what its programs compute: dropouts and norms with
+    running statistics (export fixed their modes when it captured; fx calls them) and the modules of other kinds
+    that an fx program calls whole (whose ``forward`` may read ``self.training``), by qualified name."""
+    called = {str(n.target) for n in keyframe.graph.nodes if n.op == "call_module"}
+    return tuple(
+        (name, m) for name, m in teacher.named_modules()
+        if name and (isinstance(m, MODED_TYPES) or (name in called and not type(m).__module__.startswith("torch.nn.")))
+    )
+
+
 class _ResetOnNewWeights:
     """The block's load-state-dict hook: new weights end the streams of the module the block serves.
 
@@ -322,6 +333,7 @@ class ShortcutV2V(nn.Module):
         self._recaptured: OrderedDict[tuple, tuple[Programs, BatchGuard | None]] = OrderedDict()
         self._batch_fixed: Counter[tuple] = Counter()  # per layout, the captures where export fixed the batch size
         self._teacher = [teacher]  # not a submodule: its weights are already in the programs
+        self._moded = _moded_modules(teacher, programs.keyframe)
         self._example = tuple(x.detach().to("cpu", copy=True) if isinstance(x, Tensor) else x for x in example_inputs)
         # the inputs given in the weights' dtype (frames): another dtype there is a mistake _explain_dtype names; a
         # side input given in another (a float64 timestep the generator casts itself) is the generator's own business
@@ -482,23 +494,35 @@ class ShortcutV2V(nn.Module):
         """``(*inputs, shortcut_reference=) -> output``: what :meth:`forward` runs on shortcut frames."""
         return self._main.inference
 
-    def _teacher_back_to_eval(self) -> None:
-        """The generator was put in training mode after it was wrapped (``generator.train()``, or a ``.train()`` of a
-        module holding it): its programs would use batch statistics and update its running statistics. Put it back
-        in eval mode, saying so."""
+    def _training_modules(self) -> list[str]:
+        """The generator's modules in training mode that its programs would run so: the generator itself
+        (``"(the generator)"``), or modules its programs call (fx)."""
+        if self._teacher[0].training:
+            return ["(the generator)"]
+        return [name for name, m in self._moded if m.training]
+
+    def _teacher_back_to_eval(self, which: list[str]) -> None:
+        """The generator, or modules of it, were put in training mode after it was wrapped (``generator.train()``,
+        ``.train()`` of a module holding it, or of a dropout inside it): its programs would use batch statistics,
+        update its running statistics or drop out. Put it back in eval mode, saying so."""
         self._teacher[0].eval()
+        what = (
+            f"the generator ({type(self._teacher[0]).__name__}) was in training mode" if which == ["(the generator)"] else
+            f"modules of the generator ({type(self._teacher[0]).__name__}) were in training mode: {which[:5]}"
+            + (f" and {len(which) - 5} more" if len(which) > 5 else "")
+        )
         warn_caller(
-            f"the generator ({type(self._teacher[0]).__name__}) was in training mode, put there after shortcutify() "
-            "(generator.train(), or .train() of a module holding it): the module runs it frozen, in eval mode (running "
-            "statistics, no dropout), and has put it back in eval mode. Call .train() on the ShortcutV2V only (it "
-            "trains the block), or .eval() the generator after training other modules around it"
+            f"{what}, put there after shortcutify() (generator.train(), .train() of a module holding it, or of a module "
+            "inside it, such as a dropout kept on at test time): the module runs the generator frozen, in eval mode "
+            "(running statistics, no dropout), and has put it back in eval mode. Call .train() on the ShortcutV2V only "
+            "(it trains the block), or .eval() the generator after training other modules around it"
         )
 
     def _programs(self, args: tuple, kwargs: dict) -> Programs:
         """The programs for these inputs: the ones built at construction, or (for a
         shape-specific capture and inputs of another signature) ones captured for them."""
-        if self._teacher[0].training:
-            self._teacher_back_to_eval()
+        if which := self._training_modules():
+            self._teacher_back_to_eval(which)
         if kwargs and not self._keywords.issuperset(kwargs):
             self._drop_defaults_or_refuse(kwargs)
         main = self._main
