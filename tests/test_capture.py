@@ -855,3 +855,46 @@ def test_outputs_in_model_output_dataclasses_and_namedtuples_are_rebuilt_by_expo
     assert torch.allclose(mixed.image[1], gen(x[1:2] + 0.1).image[0], atol=1e-6)
     assert type(sv.run_keyframe(x).output) is kind
     distill(sv, moving_clips(2), steps=1, progress=False, output="image")
+
+
+class _SeededNoise(nn.Module):
+    """Adds noise drawn from a torch.Generator made and seeded on every call: the same output each call."""
+
+    def forward(self, h):
+        g = torch.Generator().manual_seed(123)
+        return h + 0.5 * torch.randn(h.shape, generator=g)
+
+
+class _NoisyConvs(nn.Module):
+    def __init__(self, own: bool = False) -> None:
+        super().__init__()
+        self.a, self.b, self.c = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 3, 3, padding=1)
+        self.noise = _SeededNoise()
+        self.own = torch.Generator().manual_seed(7) if own else None
+
+    def forward(self, x):
+        h = self.b(torch.relu(self.a(x)))
+        h = self.noise(h) if self.own is None else h + torch.randn(h.shape, generator=self.own)
+        return self.c(torch.relu(h))
+
+
+@pytest.mark.parametrize("capture", ["auto", "fx", "export"])
+@pytest.mark.parametrize("own", [False, True], ids=["seeded-per-call", "generator-attribute"])
+def test_a_generator_drawing_from_a_torch_generator_of_its_own_is_refused_with_the_ways_out(capture, own):
+    """fx cannot generate code holding a torch.Generator; export lifts a copy of it into the graph, made while
+    capturing, whose sequence then goes its own way (a generator seeded on every call agrees on the first call
+    only: every keyframe after the first would differ, silently)."""
+    gen = _NoisyConvs(own)
+    with pytest.raises((CaptureMismatchError, UntraceableModelError), match=r"torch\.Generator.*pass it as an input.*leaf_modules"):
+        shortcutify(gen, "a", "b", torch.randn(1, 3, 16, 16), capture=capture)
+
+
+def test_noise_drawn_inside_a_module_kept_whole_is_the_models():
+    """The remedy the error names: the module that draws the noise kept whole under fx runs eagerly, every call."""
+    gen = _NoisyConvs()
+    sv = shortcutify(gen, "a", "b", torch.randn(1, 3, 16, 16), capture="fx", leaf_modules=[_SeededNoise])
+    x = torch.randn(1, 3, 16, 16)
+    with torch.no_grad():
+        for _ in range(3):
+            sv.reset()
+            torch.testing.assert_close(sv(x), gen(x), rtol=0, atol=0)

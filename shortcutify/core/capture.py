@@ -386,6 +386,36 @@ def _fix_placeholders(model: nn.Module, graph: fx.Graph, concrete: dict[str, Any
         graph._codegen = fx.graph.CodeGen()
 
 
+def _takes_generator(graph: fx.Graph, root: nn.Module, held: Mapping[Any, str] | None = None) -> list[fx.Node]:
+    """The nodes of ``graph`` given a ``torch.Generator`` (``torch.randn(..., generator=g)``): as an attribute of
+    ``root`` (export lifts it into one), or as an object the tracer ``held`` by name (fx's ``tensor_attrs``)."""
+    by_name = {name: obj for obj, name in (held or {}).items()}
+
+    def is_generator(a: Any) -> bool:
+        if isinstance(a, fx.Node) and a.op == "get_attr":
+            try:
+                a = by_name[a.target] if a.target in by_name else operator.attrgetter(str(a.target))(root)
+            except AttributeError:
+                return False
+        return isinstance(a, torch.Generator)
+
+    found = []
+    for n in graph.nodes:
+        leaves: list[Any] = []
+        fx.node.map_aggregate((n.args, n.kwargs), leaves.append)
+        if any(is_generator(a) for a in leaves):
+            found.append(n)
+    return found
+
+
+#: what a generator drawing from a torch.Generator of its own can do instead (both capture paths' errors say it)
+_OWN_GENERATOR_REMEDY = (
+    "Draw the noise outside forward() and pass it as an input, draw it from torch's global generator (torch.randn "
+    "without generator=: a stochastic generator, which shortcutify() then names), or keep the module that draws it "
+    "whole with capture='fx', leaf_modules=[TheModule] (outside the taps)."
+)
+
+
 def trace(model: nn.Module, options: CaptureOptions = CaptureOptions(), n_positional: int | None = None) -> Captured:
     """Symbolically trace ``model`` with ``torch.fx`` (no shapes or MACs yet: see :func:`annotate`).
 
@@ -423,6 +453,12 @@ def trace(model: nn.Module, options: CaptureOptions = CaptureOptions(), n_positi
             "argument that drives control flow. The taps must then lie outside the opaque parts. "
             "(4) pass capture='export' (torch.export runs such code on real tensors)."
         ) from exc
+    if drawn := _takes_generator(graph, tracer.root, getattr(tracer, "tensor_attrs", None)):
+        raise UntraceableModelError(
+            f"torch.fx traced {type(model).__name__}, but its forward() passes a torch.Generator to "
+            f"{sorted({str(n.target.__name__ if callable(n.target) else n.target) for n in drawn})}: fx cannot put a generator "
+            f"object into the code it generates. {_OWN_GENERATOR_REMEDY}"
+        )
     if concrete:  # fixed arguments keep their keyword and default to their fixed value (callers may leave them out)
         _fix_placeholders(model, graph, concrete, set(concrete))
     try:
@@ -895,6 +931,7 @@ def check_against_eager(captured: Captured, model: nn.Module, example_inputs: An
         not (isinstance(v, torch.Tensor) and v.device.type != "cpu") for v in e_leaves
     )
     problem = None
+    drawn = _takes_generator(captured.gm.graph, captured.gm)
     if e_spec != g_spec:
         problem = f"the model returns {e_spec}, the graph {g_spec}"
     for i, (e, g) in enumerate(zip(e_leaves, g_leaves)):
@@ -907,11 +944,33 @@ def check_against_eager(captured: Captured, model: nn.Module, example_inputs: An
             problem = f"output {i}: {why}" if why else None
         elif e is not g and not _same_leaf(e, g):
             problem = f"output {i}: {e!r} from the model, {g!r} from the graph"
+    if problem is None and drawn and not _repeatable(run(captured.gm, *inputs), got, exact) \
+            and _repeatable(run(model, *inputs, **captured.fixed_args), expected, exact):
+        problem = "its second call differs from its first, where the model's do not"
+    if problem and drawn:
+        # (export lifts the torch.Generator into the graph as a copy, made while capturing: it goes on with its own
+        # sequence from call to call, where the model makes a fresh one per call or draws from its own)
+        raise CaptureMismatchError(
+            f"{type(model).__name__}'s forward() draws random numbers from a torch.Generator of its own "
+            f"({sorted({str(getattr(n.target, '__name__', n.target)) for n in drawn})}), and the graph that "
+            f"{captured.method} captured holds a copy of it, made while capturing, whose sequence goes its own way: "
+            f"{problem}, and keyframes would differ from the model's outputs. {_OWN_GENERATOR_REMEDY}"
+        )
     if problem:
         raise CaptureMismatchError(
             f"the graph that {captured.method} captured from {type(model).__name__} computes something other than the "
             f"model on the example inputs: {problem}. Try capture={other!r}."
         )
+
+
+def _repeatable(again: Any, first: Any, exact: bool) -> bool:
+    """Whether a second run's outputs ``again`` equal the first run's ``first`` (tensor leaves as
+    :func:`check_against_eager` compares them; other leaves equal)."""
+    (a_leaves, a_spec), (f_leaves, f_spec) = tree_flatten(again), tree_flatten(first)
+    return a_spec == f_spec and all(
+        (_differs(f, a, exact) is None) if isinstance(f, torch.Tensor) and isinstance(a, torch.Tensor) else _same_leaf(f, a) or f is a
+        for a, f in zip(a_leaves, f_leaves)
+    )
 
 
 def eager_failure(model: nn.Module, inputs: tuple[Any, ...], fixed: dict[str, Any]) -> Exception | None:
