@@ -93,6 +93,18 @@ def test_the_change_is_the_l1_path_since_the_keyframe_over_the_keyframe_norm():
     assert change_since_keyframe(torch.ones(1), torch.zeros(1)).isfinite().all()
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_the_change_of_a_low_precision_tap_is_summed_in_float32(dtype):
+    """A float16 tap of 16x128x128 has an L1 norm far above float16's largest value (65504): summed in float16 it
+    is infinite, the change 0 and motion never triggers a keyframe."""
+    a_ref = torch.randn(2, 16, 128, 128)
+    a = a_ref + 0.3 * torch.randn_like(a_ref)
+    want = change_since_keyframe(tap_l1(a - a_ref), tap_l1(a_ref))
+    low = change_since_keyframe(tap_l1(a.to(dtype) - a_ref.to(dtype)), tap_l1(a_ref.to(dtype)))
+    assert a_ref.abs().sum() > 2 * 65504 and torch.isfinite(low).all()
+    assert low.tolist() == pytest.approx(want.tolist(), rel=0.02)
+
+
 class _Recording(AdaptiveKeyframes):
     """Records the change it is shown."""
 

@@ -81,9 +81,11 @@ class KeyframePolicy(Protocol):
 def tap_l1(x: Tensor) -> Tensor:
     """The L1 norm of each stream's entry of ``x`` ``[B, ...]``: ``[B]`` float32 on CPU.
 
-    One multiply-add per element of ``x`` (fvcore's count of the vector norm).
+    Summed in at least float32 whatever ``x``'s dtype: a float16 tap's norm passes float16's largest value
+    (65504) on feature maps of a few hundred pixels a side. One multiply-add per element of ``x`` (fvcore's
+    count of the vector norm).
     """
-    return torch.linalg.vector_norm(x.flatten(1), ord=1, dim=1).float().cpu()
+    return torch.linalg.vector_norm(x.flatten(1), ord=1, dim=1, dtype=torch.promote_types(x.dtype, torch.float32)).float().cpu()
 
 
 def change_since_keyframe(travelled: Tensor, keyframe_norm: Tensor) -> Tensor:
