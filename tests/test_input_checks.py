@@ -20,10 +20,10 @@ from shortcutify import (
 from shortcutify.demo.models import ResnetGenerator
 
 
-def _sv(batch=1):
+def _sv(batch=1, capture="auto"):
     torch.manual_seed(0)
     gen = ResnetGenerator(ngf=8, n_blocks=2)
-    return gen, shortcutify(gen, "model.4", "model.12", torch.randn(batch, 3, 16, 16))
+    return gen, shortcutify(gen, "model.4", "model.12", torch.randn(batch, 3, 16, 16), capture=capture)
 
 
 @pytest.mark.parametrize(
@@ -57,12 +57,18 @@ def test_a_frame_is_checked_when_the_inputs_change_not_on_every_call():
         sv(x.to(torch.uint8))
 
 
+@pytest.mark.parametrize("capture", ["fx", "export"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
-def test_a_frame_of_another_floating_dtype_than_the_weights_names_both_fixes(dtype):
-    gen, sv = _sv()
+def test_a_frame_of_another_floating_dtype_than_the_weights_names_both_fixes(dtype, capture):
+    """On both capture paths (export captures again for another dtype, and the generator fails there), and in
+    ``cost()`` too."""
+    gen, sv = _sv(capture=capture)
     x = torch.randn(1, 3, 16, 16)
-    with pytest.raises(InputTypeError, match=rf"input 0 is {dtype}, but the module's weights are torch\.float32.*\.to\(torch\.float32\).*sv\.to\({dtype}\)"):
+    fixes = rf"input 0 is {dtype}, but the module's weights are torch\.float32.*\.to\(torch\.float32\).*sv\.to\({dtype}\)"
+    with pytest.raises(InputTypeError, match=fixes):
         sv(x.to(dtype))
+    with pytest.raises(InputTypeError, match=fixes):
+        sv.cost(x.to(dtype))
     assert sv.reference is None
     with torch.no_grad():
         torch.testing.assert_close(sv(x), gen(x), rtol=0, atol=0)  # nothing kept from the refused call
@@ -232,3 +238,10 @@ def test_numpy_frames_and_clips_are_refused_naming_the_conversion():
     for call in (lambda c: evaluate(sv, c), lambda c: distill(sv, c, steps=1, progress=False)):
         with pytest.raises(TypeError, match=r"got ndarray \(clip 0\) \(a numpy array: torch\.from_numpy\(clip\)"):
             call([np.zeros((4, 3, 16, 16), np.float32)])
+
+
+def test_an_empty_batch_under_export_is_named_as_such():
+    """Every stream left: export cannot capture the generator for no frame (before: "the cut skips no multiply-adds")."""
+    _, sv = _sv(capture="export")
+    with torch.no_grad(), pytest.raises(InputMismatchError, match=r"empty batch.*skip the call"):
+        sv(torch.randn(0, 3, 16, 16))

@@ -564,3 +564,16 @@ def test_policies_are_equal_when_they_are_described_alike():
     assert FixedInterval(3) == FixedInterval(3) != FixedInterval(4)
     assert AdaptiveKeyframes(0.5, max_interval=8) == AdaptiveKeyframes(0.5, max_interval=8) != AdaptiveKeyframes(0.5)
     assert FixedInterval(3) != 3 and len({FixedInterval(3), FixedInterval(3)}) == 1
+
+
+def test_an_uncalibrated_threshold_that_keyframes_nearly_every_frame_warns_once_at_the_callers_line():
+    from shortcutify.core.policy import UNCALIBRATED_FRAMES
+
+    _, sv = _resnet_sv(batch=1, policy=AdaptiveKeyframes(1e-9, max_interval=5))  # every change exceeds it
+    frames = [torch.randn(1, 3, 16, 16) for _ in range(UNCALIBRATED_FRAMES + 5)]
+    with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for x in frames:
+            sv(x)
+    rare = [w for w in caught if "took a keyframe on" in str(w.message)]
+    assert len(rare) == 1 and rare[0].filename == __file__ and "calibrate" in str(rare[0].message)

@@ -768,6 +768,29 @@ def test_frames_of_a_size_the_generator_cannot_run_are_named_on_every_path_and_i
     distill(sv, moving_clips(2), steps=1, crop=12, progress=False)  # a size it takes
 
 
+class _InstanceNormed(nn.Module):
+    """Down-sampling to 1x1 on small frames, where InstanceNorm raises a ValueError (not a RuntimeError)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 8, 3, stride=4, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+        self.n, self.c = nn.InstanceNorm2d(8), nn.Conv2d(8, 3, 3, padding=1)
+
+    def forward(self, x):
+        return F.interpolate(self.c(torch.relu(self.n(self.b(torch.relu(self.a(x)))))), size=x.shape[-2:])
+
+
+@pytest.mark.parametrize("capture", ["fx", "export"])
+def test_a_frame_size_the_generator_refuses_with_a_value_error_is_named_too(capture):
+    from shortcutify import InputMismatchError
+
+    sv = shortcutify(_InstanceNormed().eval(), "a", "b", torch.rand(1, 3, 16, 16), capture=capture)
+    with pytest.raises(InputMismatchError, match=r"generator itself fails on inputs of shape \[\(1, 3, 4, 4\)\] \(ValueError"):
+        sv(torch.rand(1, 3, 4, 4))
+    with pytest.raises(InputMismatchError, match=r"\(ValueError"):
+        sv.run_keyframe(torch.rand(1, 3, 4, 4))
+
+
 class _ReturnsHidden(nn.Module):
     """Returns a hidden state computed between the taps beside the image (transformers' output_hidden_states)."""
 

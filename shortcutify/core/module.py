@@ -432,9 +432,11 @@ class ShortcutV2V(nn.Module):
                 that dimension symbolic, when it meets a second (and a batch of 1 apart), so
                 a batch that never splits stays static. ``True``: the batch dimension is
                 symbolic from the first call. ``False``: static shapes, one version per size
-                (with B streams and random splits up to B versions of each program; past
+                (with B streams and random splits up to B versions of each program). Every
+                frame size, dtype and memory layout compiles versions of its own too: past
                 ``torch._dynamo.config.recompile_limit`` versions of one program, compiling
-                fails with ``fullgraph=True`` and runs uncompiled without it). Measured
+                fails with ``fullgraph=True`` (a ``RuntimeError`` naming these ways out) and
+                runs uncompiled without it. Measured
                 against padding sub-batches to B (``benchmarks/mixed_batches.py``): the
                 symbolic batch ran faster per frame on the CPU and on an H100; padding
                 compiles fewer versions.
@@ -580,13 +582,21 @@ class ShortcutV2V(nn.Module):
         capture for them failed because the model cannot run them, e.g. a ViT built for one frame size)."""
         own = eager_failure(self.teacher, args, self._fixed_args)
         if own is not None:
+            if isinstance(own, RuntimeError):
+                self._explain_dtype(args, own)  # (frames of another dtype than the weights: named as such)
             raise self._unrunnable(args, own) from exc
 
     def _unrunnable(self, args: tuple, own: Exception) -> InputMismatchError:
         """The error for inputs ``args`` the generator itself fails on (with ``own``)."""
+        shapes, example = self._shapes(args), self._shapes(self._example)
+        why = f"{type(own).__name__}: {str(own).splitlines()[0] if str(own) else ''}"
+        if shapes == example:  # (not a matter of size: the dtypes, devices or values of the inputs)
+            return InputMismatchError(
+                f"the generator itself fails on these inputs ({why}), of the shapes it was wrapped on {shapes}: compare "
+                "their dtypes, devices and values with the example inputs'"
+            )
         return InputMismatchError(
-            f"the generator itself fails on inputs of shape {self._shapes(args)} ({type(own).__name__}: "
-            f"{str(own).splitlines()[0] if str(own) else ''}); it was wrapped on {self._shapes(self._example)}. Give frames of a "
+            f"the generator itself fails on inputs of shape {shapes} ({why}); it was wrapped on {example}. Give frames of a "
             "size the generator runs on (a model built for one frame size, e.g. a ViT's position embeddings, "
             "takes that size only)."
         )
@@ -605,6 +615,12 @@ class ShortcutV2V(nn.Module):
     def _capture_for(self, args: tuple, key: tuple) -> tuple:
         """Capture the generator for ``args`` (with a symbolic batch size where it can be); the key kept under."""
         split = _batch_and_layout(args)
+        if split is not None and split[0] == 0:
+            raise InputMismatchError(
+                f"the inputs hold an empty batch (shapes {self._shapes(args)}): this module's generator was captured by "
+                "torch.export, which captures it again for inputs of other shapes and cannot capture it for no frame; "
+                "skip the call while no stream is left"
+            )
         # (a model whose code fixes every batch size, e.g. a loop over it, is not asked again and again)
         any_batch = split is not None and split[0] >= 2 and self._batch_fixed[split[1]] < MAX_BATCH_FIXED
         assert self._recapture is not None
@@ -781,8 +797,11 @@ class ShortcutV2V(nn.Module):
         """
         try:
             out, a, f = self._programs(args, kwargs).keyframe(*args, **kwargs)
-        except RuntimeError as exc:
+        except ShortcutifyError:
+            raise
+        except (RuntimeError, ValueError) as exc:  # (a norm's ValueError on a frame too small for it too)
             self._explain_placement(exc)
+            self._explain_dtype(args, exc)
             self._explain_inputs(args, exc)
             raise
         return KeyframeOutput(out, a, f)
@@ -832,12 +851,14 @@ class ShortcutV2V(nn.Module):
         """
         try:
             return self._stream(args, kwargs)
-        except RuntimeError as exc:
+        except ShortcutifyError:
+            raise
+        except (RuntimeError, ValueError) as exc:  # (a norm's ValueError on a frame too small for it too)
             self._explain_placement(exc)
             self._explain_inputs(args, exc)
             raise
 
-    def _explain_inputs(self, args: tuple, exc: RuntimeError) -> None:
+    def _explain_inputs(self, args: tuple, exc: Exception) -> None:
         """Raise :class:`InputMismatchError` from ``exc`` when the generator itself cannot run ``args`` because
         of their size (the captured programs fail where the model would: a frame size it does not take). Other
         failures pass as they are: inputs of the example's shapes (which it runs), memory and device errors
@@ -857,7 +878,7 @@ class ShortcutV2V(nn.Module):
         """The dtypes and devices of the generator's floating weights."""
         return _where(self._teacher[0].parameters())
 
-    def _explain_placement(self, exc: RuntimeError) -> None:
+    def _explain_placement(self, exc: Exception) -> None:
         """Raise :class:`PlacementError` from ``exc`` when the generator's weights are no longer where the block's
         are (moved or cast outside this module: by ``generator.to(...)``, or by another module sharing it)."""
         teacher = self._teacher_where()

@@ -23,13 +23,13 @@ working: :func:`as_policy` adapts them, asking once per stream.
 from __future__ import annotations
 
 import json
-import warnings
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
 
+from .caller import warn_caller
 from .checks import is_count, is_real
 
 __all__ = [
@@ -241,11 +241,10 @@ class AdaptiveKeyframes:
         taken, decided = self._taken, self._free
         self._free = -1  # judged: stop counting
         if taken >= 0.9 * decided:
-            warnings.warn(
+            warn_caller(
                 f"AdaptiveKeyframes(threshold={self.threshold:.4g}) took a keyframe on {taken} of the {decided} frames "
                 "its threshold decided, so shortcut frames are rare: the threshold depends on the generator and the "
-                "footage; choose one with shortcutify.calibrate(sv, clips, keyframe_rate=1/3) (or min_psnr=...).",
-                stacklevel=4,
+                "footage; choose one with shortcutify.calibrate(sv, clips, keyframe_rate=1/3) (or min_psnr=...)."
             )
 
     def with_threshold(self, threshold: float, expected_interval: float | None = None) -> AdaptiveKeyframes:

@@ -28,6 +28,27 @@ from .programs import Programs
 __all__ = ["CompileOptions", "Runner"]
 
 
+def _limit_named(compiled: Callable[..., Any], options: CompileOptions) -> Callable[..., Any]:
+    """``compiled``, whose failure at torch's recompile limit (``fullgraph=True``) names what counts and the ways out."""
+    from torch._dynamo.exc import FailOnRecompileLimitHit
+
+    def run(*args: Any, **kw: Any) -> Any:
+        try:
+            return compiled(*args, **kw)
+        except FailOnRecompileLimitHit as exc:
+            limit = getattr(torch._dynamo.config, "recompile_limit", None)
+            raise RuntimeError(
+                f"torch.compile reached its recompile limit (torch._dynamo.config.recompile_limit = {limit}) on one of "
+                "the module's programs: every input signature it meets (frame size, batch or sub-batch size, dtype, "
+                "memory layout) compiles a version of its own"
+                + (" (dynamic_batch=False: one per batch size too)" if options.dynamic_batch is False else "")
+                + ". Give fewer signatures, compile with dynamic_batch=None or True, raise the limit, or compile with "
+                "fullgraph=False (past the limit the program then runs uncompiled)"
+            ) from exc
+
+    return run
+
+
 @dataclass(frozen=True)
 class CompileOptions:
     """How :meth:`~shortcutify.ShortcutV2V.compile` compiles the programs.
@@ -60,7 +81,7 @@ class CompileOptions:
             kwargs["mode"] = mode
         if self.options:
             kwargs["options"] = dict(self.options)
-        compiled = torch.compile(fn, **kwargs)
+        compiled = _limit_named(torch.compile(fn, **kwargs), self)
         if self.dynamic_batch:
             inner = compiled
 
