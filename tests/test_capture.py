@@ -898,3 +898,25 @@ def test_noise_drawn_inside_a_module_kept_whole_is_the_models():
         for _ in range(3):
             sv.reset()
             torch.testing.assert_close(sv(x), gen(x), rtol=0, atol=0)
+
+
+class _GeneratorArgument(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 3, 3, padding=1)
+
+    def forward(self, x, generator=None):
+        h = self.a(x)
+        return self.b(h + torch.randn(h.shape, generator=generator))
+
+
+@pytest.mark.parametrize("where", ["example_inputs", "concrete_args"])
+def test_a_torch_generator_given_as_an_argument_is_refused_by_name(where):
+    """(before: fx's "computes something other", then export's advice to fix it with concrete_args, then a SyntaxError)"""
+    g, x = torch.Generator().manual_seed(0), torch.randn(1, 3, 16, 16)
+    named = r"example input 1 is a torch\.Generator" if where == "example_inputs" else r"concrete_args\['generator'\] is a torch\.Generator"
+    with pytest.raises(UntraceableModelError, match=named + r".*Leave the argument at None"):
+        if where == "example_inputs":
+            shortcutify(_GeneratorArgument(), "a", "b", (x, g))
+        else:
+            shortcutify(_GeneratorArgument(), "a", "b", x, concrete_args={"generator": g})

@@ -245,3 +245,27 @@ def test_an_empty_batch_under_export_is_named_as_such():
     _, sv = _sv(capture="export")
     with torch.no_grad(), pytest.raises(InputMismatchError, match=r"empty batch.*skip the call"):
         sv(torch.randn(0, 3, 16, 16))
+
+
+class _DictInput(torch.nn.Module):
+    """``forward(inputs)`` with ``inputs = {"image": frames, "style": vectors}``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = ResnetGenerator(ngf=8, n_blocks=2)
+
+    def forward(self, inputs):
+        return self.inner(inputs["image"]) + inputs["style"][:, :, None, None]
+
+
+def test_a_dict_of_tensors_as_an_input_streams_but_training_names_a_wrapper():
+    """(before: the advice to fix the dict with concrete_args, a tensor's repr cut in the middle of the code)"""
+    torch.manual_seed(0)
+    gen, x = _DictInput(), {"image": torch.randn(1, 3, 16, 16), "style": torch.randn(1, 3)}
+    sv = shortcutify(gen, "inner.model.4", "inner.model.12", (x,))
+    with torch.no_grad():
+        torch.testing.assert_close(sv(x), gen(x))
+    clips = [({"image": torch.randn(4, 3, 16, 16), "style": torch.randn(4, 3)},)]
+    with pytest.raises(InputTypeError, match=r"input 0 \('inputs'\) is a dict holding tensors.*wrapper module") as e:
+        distill(sv, clips, steps=1, progress=False)
+    assert "concrete_args" not in str(e.value) and "tensor([" not in str(e.value)

@@ -311,8 +311,9 @@ def _warn_if_random_or_coupled(model: nn.Module, inputs: tuple[Any, ...], fixed:
             f"the generator's output changes by {change:.3g} (of {scale:.3g}) between two runs on the same inputs: it "
             "samples at random in forward() (torch.randn for a noise input left out, dropout called with "
             "training=True, ...), so keyframes differ from a later call of the generator, distill() trains the block "
-            "towards random targets and evaluate() compares against them. Give the noise as an input (per frame, or "
-            "fixed with concrete_args=), or draw it from a torch.Generator seeded anew on each call."
+            "towards random targets and evaluate() compares against them. Give the noise as an input (per frame; a fixed "
+            "one held by a wrapper module as a buffer), or draw it from a torch.Generator seeded anew on each call inside "
+            "a module kept whole (capture='fx', leaf_modules=[TheModule], outside the taps)."
         )
         return
     fits = [(a, b[:1]) for a, b in zip(outs[0], outs[1]) if a.dim() and b.dim() and a.shape[1:] == b.shape[1:] and (a.shape[0], b.shape[0]) == (1, 2)]

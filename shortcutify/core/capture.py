@@ -1140,6 +1140,14 @@ def capture(model: nn.Module, example_inputs: Any, options: CaptureOptions = Cap
             f"example_inputs hold an empty batch (shape {empty[0]}): shapes, MACs and the capture check need at least "
             "one frame; give example frames [B, C, H, W] with B >= 1"
         )
+    given = [f"example input {i}" for i, x in enumerate(inputs) if any(isinstance(v, torch.Generator) for v in tree_flatten(x)[0])]
+    given += [f"concrete_args[{k!r}]" for k, v in options.concrete_args.items() if any(isinstance(u, torch.Generator) for u in tree_flatten(v)[0])]
+    if given:
+        raise UntraceableModelError(
+            f"{', '.join(given)} is a torch.Generator: a captured graph can hold no generator that goes on from call to "
+            "call as the caller's does (fx cannot put one into its code; export would keep a copy made while capturing). "
+            f"Leave the argument at None if the model then draws from torch's global generator, or: {_OWN_GENERATOR_REMEDY}"
+        )
     buffers = {name: b.detach().clone() for name, b in model.named_buffers() if not nn.parameter.is_lazy(b)}
     try:
         captured = _capture_paths(model, inputs, options)

@@ -120,9 +120,17 @@ def refuse_untensored(example: tuple[Any, ...], model: Any, who: str) -> None:
         except (TypeError, ValueError, AttributeError):
             names = []
         name = names[j] if j < len(names) else f"<argument {j}>"
+        if any(isinstance(v, Tensor) for v in tree_flatten(x)[0]):  # (a dict or list of tensors: per-frame values)
+            raise InputTypeError(
+                f"{who} needs example inputs that are each a tensor, but the generator's input {j} ({name!r}) is a "
+                f"{type(x).__name__} holding tensors: clips hold one tensor per input, so give the generator a wrapper "
+                "module whose forward() takes each tensor as an argument of its own (and builds the "
+                f"{type(x).__name__}), and wrap that"
+            )
+        shown = repr(x) if len(repr(x)) <= 60 else "..."
         raise InputTypeError(
             f"{who} needs example inputs that are all tensors, but the generator's input {j} ({name!r}) was given as "
-            f"{type(x).__name__} {x!r:.40}: fix that argument instead, shortcutify(..., concrete_args={{{name!r}: {x!r:.40}}}) "
+            f"{type(x).__name__} {shown}: fix that argument instead, shortcutify(..., concrete_args={{{name!r}: {shown}}}) "
             "with the tensors alone in example_inputs (the value is then part of the captured programs and saved with the block)"
         )
 

@@ -739,7 +739,8 @@ def _suggest(
             f"the MACs saved, against {found[0].saved_fraction:.0%} for the first suggestion), is left out: its shortcut "
             f"frames would not read input(s) {list(ignores[left.enc_layer, left.dec_layer])} (every path from them to the output runs through "
             "the part it skips), so between keyframes the output could not follow them. If they are constant for a "
-            "stream (a conditioning), fix them with concrete_args= or hold them in the generator (a buffer), and ask again."
+            "stream (a conditioning), hold them in a wrapper module (as buffers it passes to the generator: concrete_args= "
+            "fixes non-tensor arguments only), and ask again."
         )
     if not found:
         found = sorted(blind, key=lambda s: -s.score)
