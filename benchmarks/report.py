@@ -1294,22 +1294,19 @@ def gpu_section() -> list[str]:
         "frame with the Triton kernels off (`use_fast_path(False)`, eager configs). Runs differ by machine (same kind): compare",
         "within a run. Newest first.",
         "",
-        "Next GPU run (prepared, not yet run): at the paper's taps the compiled floor (teacher / floor, what a block that cost",
-        "nothing would reach) is " + floor_ratios_line(("gpu_run4", "gpu_run6")) + ", so in those below it no block",
-        "can reach issue 10's 2.2×. The pair `suggest_taps` ranks first on a",
-        "trained teacher (section \"Automatic taps\") puts the decoder tap at the frame's resolution, so its floor skips the",
-        "last up-sampling stage (a transposed conv and a norm at full resolution; full-resolution norms are among the floor's",
-        "largest kernels in the profiles below), while its block runs at full resolution. This command measures both pairs",
-        "with the default layout, side by side:",
+        "Next GPU run (prepared, not yet run): the motion prior's cost in its 0.17 form (one matrix product per row; measured",
+        "on a GPU only in gpu_run6's earlier `unfold` + `einsum` form), beside the default layout, which decides whether the",
+        "prior can be on by default (issue 12):",
         "",
-        "`python benchmarks/gpu.py --tag gpu_run9 --configs fp32-1024x2048-b1-compiled,bf16-1024x2048-b1-compiled,fp32-256-b1-compiled,"
-        "bf16-256-b8-compiled,fp32-1024x2048-b1-eager --resolutions auto --taps paper,suggested --no-tiles --budget-s 330`",
-        "",
-        "Then, with what is left of a session's device time, the motion prior's cost in its 0.17 form (one matrix product",
-        "per row; measured on a GPU only in gpu_run6's earlier `unfold` + `einsum` form), beside the default layout:",
-        "",
-        "`python benchmarks/gpu.py --tag gpu_run10 --configs fp32-256-b1-eager,fp32-256-b1-compiled,fp32-1024x2048-b1-eager "
+        "`python benchmarks/gpu.py --tag gpu_run9 --configs fp32-256-b1-eager,fp32-256-b1-compiled,fp32-1024x2048-b1-eager "
         "--resolutions full-w2,full-w2-mp --taps paper --no-tiles --budget-s 240`",
+        "",
+        "At the paper's taps the compiled floor (teacher / floor, what a block that cost nothing would reach) is "
+        + floor_ratios_line(("gpu_run4", "gpu_run6")) + ", so in those below it no block can reach issue 10's 2.2×. Since",
+        "0.25 the pair `suggest_taps` ranks first on the trained teacher (section \"Automatic taps\": `model.6 -> model.16`)",
+        "keeps the paper's decoder tap, so its floor is the paper's pair's but for the head's norm and ReLU before its encoder",
+        "tap; `--taps paper,suggested` measures both side by side (0.24's first choice, whose decoder tap at the frame's",
+        "resolution let the floor skip the last up-sampling stage, distilled 2.3 dB worse on the CPU).",
         "",
     ]
     out += gpu_layouts_section() + gpu_current_section() + gpu_kernels_section()
