@@ -69,6 +69,26 @@ def process_ranges(sp: dict) -> list[str]:
     return lines + [""]
 
 
+def speed_command(sp: dict, *extra: str) -> str:
+    """The speed.py command line that made ``sp``: its ``--compare`` layouts from what it recorded."""
+    specs = []
+    for c in (sp.get("compared") or {}).values():
+        prior = c.get("motion_prior")
+        specs.append(f"{c['resolution']}:{c['width']}" + ("" if not prior else "+prior" if prior == "local" else f"+{prior}"))
+    return " ".join(["python benchmarks/speed.py", *extra] + (["--compare", *specs] if specs else []))
+
+
+def taps_command(r: dict, *extra: str) -> str:
+    """The taps.py command line that made ``r``: its seeds, steps and extra pairs from what it recorded."""
+    named = {"first choice", "paper's taps"}
+    pairs = list(dict.fromkeys(f"{x['enc']}:{x['dec']}" for x in r.get("runs", []) if x.get("label") not in named))
+    args = ["python benchmarks/taps.py", *extra]
+    args += [f"--seeds {r['seeds']}"] if r.get("seeds", 2) != 2 else []
+    args += [f"--steps {r['steps']}"] if r.get("steps", 300) != 300 else []
+    args += ["--extra", *pairs] if pairs else []
+    return " ".join(args)
+
+
 def keep_memory_lines(sp: dict | None) -> list[str]:
     """The same measurement with glibc's malloc keeping freed memory (speed.py ``--keep-memory``)."""
     if not sp:
@@ -76,7 +96,7 @@ def keep_memory_lines(sp: dict | None) -> list[str]:
     t = sp["seconds"]
     env = " ".join(f"{k}={v}" for k, v in sp.get("malloc_env", {}).items())
     return [
-        f"With malloc keeping freed memory (`python benchmarks/speed.py --keep-memory`, {sp['machine']['date']}: {env}; "
+        f"With malloc keeping freed memory (`{speed_command(sp, '--keep-memory')}`, {sp['machine']['date']}: {env}; "
         "large feature maps then reuse freed pages instead of faulting in fresh ones, as jemalloc or tcmalloc would) the "
         f"median process: teacher {t['teacher'] * 1e3:.0f} ms, shortcut frame {t['shortcut'] * 1e3:.0f} ms "
         f"({t['teacher'] / t['shortcut']:.2f}×), amortised {t['teacher'] / t['amortised']:.2f}×, block share {sp['block_share']:.1%}.",
@@ -707,7 +727,7 @@ def taps_section() -> list[str]:
     return [
         "## Automatic taps",
         "",
-        f"`python benchmarks/taps.py` — {machine_line(r['machine'])}" + (f", shortcutify {r['version']}" if r.get("version") else "")
+        f"`{taps_command(r)}` — {machine_line(r['machine'])}" + (f", shortcutify {r['version']}" if r.get("version") else "")
         + "; cartoon teacher, paper's taps "
         f"`{r['paper'][0]} -> {r['paper'][1]}`; took {r['total_seconds'] / 60:.1f} min. "
         + layout_note({x["resolution"] for x in r.get("runs", []) if "resolution" in x})
@@ -757,7 +777,7 @@ def _taps_without_start(r: dict, bare: dict | None) -> list[str]:
     if not cells:
         return []
     return [
-        f"The same pairs distilled from their reductions as built (`python benchmarks/taps.py --no-data-init`, "
+        f"The same pairs distilled from their reductions as built (`{taps_command(bare, '--no-data-init')}`, "
         f"{bare['machine']['date']}, shortcutify {bare.get('version', '?')}, {bare['seeds']} seeds, otherwise the same), mean "
         "PSNR with `distill`'s data-dependent start against without it: " + "; ".join(cells) + ".",
         "",
@@ -1669,7 +1689,7 @@ def main() -> None:
         out += [
             "## Speed and memory (CPU)",
             "",
-            f"`python benchmarks/speed.py` — {machine_line(speed['machine'])}; ResNet ngf=64, 6 blocks, {speed['size']}x{speed['size']}, "
+            f"`{speed_command(speed)}` — {machine_line(speed['machine'])}; ResNet ngf=64, 6 blocks, {speed['size']}x{speed['size']}, "
             f"block {speed.get('resolution', 'half')} (the default layout for these taps), width {speed.get('block_width', '?')}, median of {speed['repeats']} interleaved rounds after warm-up, all paths in one process"
             + processes_note(speed),
             "",

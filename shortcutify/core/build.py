@@ -115,6 +115,8 @@ def shortcutify(
         UnknownTapError, AmbiguousTapError, TapOrderError, TapShapeError, EmptyCutError,
         UntraceableModelError: with a message that says what to change; the generator is left
             as it was (train modes and ``requires_grad``).
+        CaptureMismatchError: the captured graph computes something other than the generator on the
+            example inputs (the message names the output that differs and the other capture path).
         GeneratorStateError: a TorchScript generator, weights on the meta device or lazy modules
             not yet initialised.
         TypeError: ``model`` is not a module, ``example_inputs`` are missing, ``motion_prior`` is not a bool or a name.
@@ -513,7 +515,8 @@ def load(
             save its block).
         IncompatibleCheckpointError: the generator does not match (the message says what
             differs), or a saved file is damaged or malformed (the message names it).
-        UntraceableModelError: the generator cannot be captured (as from :func:`~shortcutify.shortcutify`).
+        UntraceableModelError, CaptureMismatchError: the generator cannot be captured (as from
+            :func:`~shortcutify.shortcutify`).
         TypeError, ValueError: ``map_location`` is not a device, or one that cannot hold the weights (``"meta"``,
             CUDA where it is not available).
     """

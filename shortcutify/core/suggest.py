@@ -581,7 +581,8 @@ def suggest_taps(
     tap on a side branch, so that the skipped part holds every path from the frame to the
     output: ``Cut.ignored_inputs``) is offered only when no other cut fits. Taps on a conv, its
     norm and its activation (a value passed on unchanged in shape by cheap layers) are variants of one
-    cut: only the best-scoring variant of each is listed.
+    cut, listed once: the encoder tap at the best-scoring variant, the decoder tap at the head of
+    its chain (the conv's output, before its norm and activation).
 
     Args:
         model: the generator (measured in eval mode, as ``shortcutify()`` runs it; its modes are

@@ -10,7 +10,7 @@
   from a temporal discriminator on (previous, current) output pairs (off by default),
   kept by :class:`Adversaries`.
 
-The defaults were chosen on ``benchmarks/distill_teachers.py`` (many teachers, 2 seeds): the
+The defaults were chosen on ``benchmarks/distill_teachers.py`` (many teachers, several seeds each): the
 paper's weights, :meth:`LossWeights.paper`, with the paper's learning rate gained nothing over
 repeating the keyframe on most teachers there. A new loss term is a field of
 :class:`LossWeights` and a few lines in :func:`student_terms`.

@@ -67,7 +67,7 @@ def make_block(
         width: the block's inner width ``h`` (None: the layout's automatic width).
         kernel_size: AdaBD's kernel size (3: the only one built).
         motion_prior: a parameter-free motion estimate as the flow's start (see :func:`~shortcutify.shortcutify`).
-        motion_pool: the prior's pooling factor (None: unpooled; see :func:`motion_pool_for`).
+        motion_pool: the prior's pooling factor (None: chosen per call from the feature's size; see :func:`motion_pool_for`).
 
     Raises:
         ValueError: ``resolution`` names no layout, ``motion_prior`` no estimator, or
