@@ -322,3 +322,15 @@ def test_a_generator_cast_outside_the_module_is_named_with_the_way_back():
             sv(x)
         sv.double()
         torch.testing.assert_close(sv(x.double()), gen(x.double()))
+
+
+def test_a_module_moved_to_the_meta_device_refuses_frames():
+    """(before: a CPU frame came back as uninitialised memory, each frame a keyframe, with a warning blaming the frames)"""
+    from shortcutify import GeneratorStateError
+
+    _, sv = _sv()
+    sv.to("meta")
+    x = torch.randn(1, 3, 16, 16)
+    for call in (sv, sv.run_keyframe, sv.cost):
+        with torch.no_grad(), pytest.raises(GeneratorStateError, match=r"meta device.*no values"):
+            call(x)

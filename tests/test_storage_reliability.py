@@ -97,6 +97,24 @@ def test_a_save_leaves_one_config_and_the_one_weights_file_it_names(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(_outputs(load(gen, tmp_path)), _outputs(sv2)))
 
 
+def test_a_save_deletes_only_the_weights_the_replaced_config_named(tmp_path):
+    """Two saves into one directory at once: while A's weights are written but its config not yet, B commits. B must
+    not delete A's weights (before: it deleted every weights file no config named, so A's config then named a
+    deleted file), nor a file of the user's that looks like weights; it deletes the weights of the block it replaced."""
+    gen, a = _sv(seed=1)
+    _, b = _sv(seed=2)
+    a.save(tmp_path)
+    replaced = _saved_weights(tmp_path)
+    users = tmp_path / "shortcut_block.pt"
+    users.write_bytes(b"the user's own file")
+    in_flight = tmp_path / "shortcut_block.0123456789abcdef.pt"  # a concurrent save's weights, before its config
+    in_flight.write_bytes(b"weights not yet committed")
+    b.save(tmp_path)
+    assert not replaced.exists()
+    assert users.read_bytes() == b"the user's own file" and in_flight.read_bytes() == b"weights not yet committed"
+    assert all(torch.equal(x, y) for x, y in zip(_outputs(load(gen, tmp_path)), _outputs(b)))
+
+
 def test_saving_over_a_block_of_the_old_layout_replaces_it(tmp_path):
     shutil.copytree(OLD_LAYOUT, tmp_path / "blk")
     gen, sv = _sv(seed=1)

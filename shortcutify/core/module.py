@@ -19,6 +19,7 @@ from torch.utils._pytree import tree_flatten
 
 from ..errors import (
     FixedArgumentError,
+    GeneratorStateError,
     InputMismatchError,
     InputTypeError,
     NonFiniteKeyframeWarning,
@@ -353,6 +354,7 @@ class ShortcutV2V(nn.Module):
         self._hold_reset = False
         self.block.register_load_state_dict_post_hook(_ResetOnNewWeights(self))
         self._teacher_was = self._teacher_where()  # (where the generator was placed: see _explain_placement)
+        self._on_meta = False  # (moved to the meta device by .to("meta"): weights without values)
 
     def _placement(self) -> list[tuple[torch.device, torch.dtype]]:
         """Device and dtype of every tensor the block, the teacher and the programs hold."""
@@ -372,6 +374,7 @@ class ShortcutV2V(nn.Module):
             program._apply(fn, *args, **kwargs)
         out = super()._apply(fn, *args, **kwargs)
         self._teacher_was = self._teacher_where()
+        self._on_meta = any(t.is_meta for t in itertools.chain(self.block.parameters(), self._teacher[0].parameters()))
         if self._placement() != before:  # (a .to() to where everything already is keeps streams and compiled code)
             self._main.stages = None  # split again from the moved programs
             self._recaptured.clear()
@@ -523,6 +526,12 @@ class ShortcutV2V(nn.Module):
     def _programs(self, args: tuple, kwargs: dict) -> Programs:
         """The programs for these inputs: the ones built at construction, or (for a
         shape-specific capture and inputs of another signature) ones captured for them."""
+        if self._on_meta:
+            raise GeneratorStateError(
+                "this module's weights are on the meta device (sv.to('meta')): they hold no values, so every frame would "
+                "come out as uninitialised memory. Build the module again from the generator (shortcutify(), or load() "
+                "for a saved block) on a device with its weights"
+            )
         if which := self._training_modules():
             self._teacher_back_to_eval(which)
         if kwargs and not self._keywords.issuperset(kwargs):

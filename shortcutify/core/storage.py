@@ -13,8 +13,10 @@ A saved block is a directory holding two files:
 The config is the commit point, so that a save replaces the whole block atomically:
 :func:`write_saved` writes the new weights under their own name (temporary file, fsync,
 rename), then atomically replaces the config that names them, and only then deletes the
-weights files no config names any more. An interrupted save leaves the previous block
-intact (the old config still names the old weights) and removes its temporary files.
+weights file the replaced config named (unless a config names it again). Other files are left
+alone: a concurrent save's weights not yet committed, or a user's own. An interrupted save
+leaves the previous block intact (the old config still names the old weights) and removes its
+temporary files.
 
 Format-2 blocks saved before ``weights_file`` existed (config without it, weights in
 ``shortcut_block.pt``) read the same way. Older versions of shortcutify cannot read a block
@@ -71,7 +73,6 @@ CONFIG_NAME = "shortcut_config.json"
 WEIGHTS_NAME = "shortcut_block.pt"  # the weights of blocks saved before ``weights_file`` (and its default)
 CHECKPOINT_NAME = "checkpoint.pt"  # what ``distill(checkpoint_dir=...)`` writes (named here so that load() can tell it)
 FORMAT = 2  # 2: the block at half the decoder tap's resolution (format-1 blocks do not fit it)
-_WEIGHTS_FILE = re.compile(r"shortcut_block(\.[0-9a-f]{16})?\.pt")  # the files write_saved writes (and may delete)
 #: a weights file's name holding the start of its content's SHA-256 (see :func:`write_saved`)
 _CHECKSUM_NAME = re.compile(r"shortcut_block\.([0-9a-f]{16})\.pt")
 _FIX = "save the block again with sv.save(path), or restore the file"
@@ -455,13 +456,14 @@ def write_saved(path: str | os.PathLike[str], manifest: Manifest, state: dict[st
     finally:
         if not committed and weights_name != previous:
             (out / weights_name).unlink(missing_ok=True)
+    # only the weights the replaced config named: any other file may be a concurrent save's, not yet committed (which
+    # its config will name), or the user's own
     keep = {weights_name, _named_weights(out)}  # (and what a concurrent save may have committed since)
-    for f in out.iterdir():
-        if _WEIGHTS_FILE.fullmatch(f.name) and f.name not in keep:
-            try:
-                f.unlink()
-            except OSError:
-                pass  # a stale weights file is harmless: no config names it
+    if previous is not None and previous not in keep:
+        try:
+            (out / previous).unlink(missing_ok=True)
+        except OSError:
+            pass  # a stale weights file is harmless: no config names it
     return out
 
 
