@@ -520,3 +520,17 @@ def test_a_run_whose_last_validation_is_below_repeating_the_keyframe_says_so():
     with pytest.warns(RuntimeWarning, match=r"after 1 steps the shortcut frames on val_clips are .* dB below repeating the keyframe"):
         hist = distill(sv, moving_clips(2), steps=1, val_clips=moving_clips(1, seed=3), progress=False, lr=0.0, data_init=False)
     assert hist.val[-1]["psnr"] < hist.val[-1]["psnr_repeat"]
+
+
+def test_a_float16_block_is_refused_before_anything_runs_and_bfloat16_trains():
+    """Adam on float16 weights divides by zero in its first steps (before: "the training diverged; lower lr" at step 2,
+    with the block's weights left infinite)."""
+    sv = _sv().half()
+    before = _state(sv)
+    clips = [c.half() for c in moving_clips(2)]
+    with pytest.raises(ValueError, match=r"float16.*sv\.float\(\); distill\(sv, \.\.\.\); sv\.half\(\)"):
+        distill(sv, clips, steps=2, batch_size=2, progress=False)
+    assert _same(before, _state(sv))
+    sv = _sv().to(torch.bfloat16)
+    distill(sv, [c.to(torch.bfloat16) for c in moving_clips(2)], steps=2, batch_size=2, progress=False)
+    assert all(torch.isfinite(p).all() for p in sv.block.parameters())

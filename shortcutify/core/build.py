@@ -47,6 +47,7 @@ from .storage import (
     graph_fingerprint,
     read_manifest,
     read_weights,
+    same_weights_rounded,
     teacher_checksum,
     weights_path,
 )
@@ -616,7 +617,7 @@ def load(
         ) from exc
     sv.distilled_interval = manifest.distilled_interval
     sv.policy = policy  # (set again now that the distilled interval is known: warns if it allows longer gaps)
-    if teacher_checksum(model) != manifest.teacher_checksum:
+    if teacher_checksum(model) != manifest.teacher_checksum and same_weights_rounded(model, manifest.teacher_checksums) is None:
         warnings.warn(
             "the generator's weights differ from those the block was distilled from (same graph, other weights): "
             "shortcut frames may be poor until you distill again",

@@ -39,7 +39,7 @@ from .cut import ALIGNED_INPUT, REFERENCE_INPUT, Cut
 from .policy import FrameSignal, KeyframePolicy, as_policy, change_since_keyframe, policy_to_config, tap_l1
 from .programs import Programs, build_programs
 from .runner import CompileOptions, Runner
-from .storage import ExampleInput, Manifest, encode_fixed_args, encode_leaf_modules, teacher_checksum, write_saved
+from .storage import ExampleInput, Manifest, encode_fixed_args, encode_leaf_modules, teacher_checksum, teacher_checksums, write_saved
 from .streams import batched_leaves, check_streams, merge_streams, per_stream, scatter_streams, streams_of, take_streams
 from .taps import TapInfo
 
@@ -1189,6 +1189,7 @@ class ShortcutV2V(nn.Module):
             example_inputs=tuple(ExampleInput.of(x) for x in self._example),
             teacher=type(self.teacher).__name__,
             teacher_checksum=teacher_checksum(self.teacher),
+            teacher_checksums=teacher_checksums(self.teacher),
             graph_signature=self.graph_signature,
             fixed_args={k: v for k, v in self._fixed_args.items() if k not in unsaved},
             unsaved_args=unsaved,

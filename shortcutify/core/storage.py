@@ -37,7 +37,7 @@ import numbers
 import os
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -60,6 +60,9 @@ __all__ = [
     "weights_path",
     "atomic_write",
     "teacher_checksum",
+    "teacher_checksums",
+    "same_weights_rounded",
+    "ROUNDINGS",
     "encode_fixed_args",
     "decode_fixed_args",
     "encode_leaf_modules",
@@ -83,13 +86,33 @@ def graph_fingerprint(signature: tuple[str, ...] | list[str]) -> str:
     return hashlib.sha256("\n".join(signature).encode()).hexdigest()[:16]
 
 
-def teacher_checksum(model: nn.Module) -> str:
-    """SHA-256 (first 16 hex digits) of the teacher's parameters and buffers, in state_dict order."""
+#: the precisions a teacher's weights are also checksummed in (:func:`teacher_checksums`): a generator cast to one of
+#: them (or saved in one and loaded in float32) holds the same weights, rounded
+ROUNDINGS = ("bfloat16", "float16")
+
+
+def teacher_checksum(model: nn.Module, rounded: str | None = None) -> str:
+    """SHA-256 (first 16 hex digits) of the teacher's parameters and buffers, in state_dict order; with
+    ``rounded`` (a name of :data:`ROUNDINGS`), of their floating values rounded to that dtype first."""
     h = hashlib.sha256()
     for name, t in model.state_dict().items():
         h.update(name.encode())
-        h.update(t.detach().to("cpu", torch.float64 if t.is_floating_point() else t.dtype).contiguous().numpy().tobytes())
+        t = t.detach()
+        if t.is_floating_point() and rounded is not None:
+            t = t.to(getattr(torch, rounded))
+        h.update(t.to("cpu", torch.float64 if t.is_floating_point() else t.dtype).contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+def teacher_checksums(model: nn.Module) -> dict[str, str]:
+    """:func:`teacher_checksum` of the teacher's weights rounded to each of :data:`ROUNDINGS`, by name."""
+    return {name: teacher_checksum(model, name) for name in ROUNDINGS}
+
+
+def same_weights_rounded(model: nn.Module, saved: Mapping[str, str]) -> str | None:
+    """The precision (a name of :data:`ROUNDINGS`) in which ``model``'s weights equal the saved teacher's, rounded both
+    (a cast of the same weights); ``None`` if in none."""
+    return next((name for name in ROUNDINGS if name in saved and teacher_checksum(model, name) == saved[name]), None)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -265,6 +288,7 @@ class Manifest:
         example_inputs: the example inputs' shapes and dtypes.
         teacher: the teacher's class name.
         teacher_checksum: :func:`teacher_checksum` of the teacher the block was saved with.
+        teacher_checksums: the same, of its weights rounded to each of :data:`ROUNDINGS` (configs before 0.26: none).
         graph_signature: the teacher's graph signature with the taps marked.
         library_version: the shortcutify version that saved it.
         weights_file: the name of the weights file in the same directory (:func:`write_saved`
@@ -291,6 +315,7 @@ class Manifest:
     unsaved_args: tuple[str, ...] = ()
     distilled_interval: int | None = None
     leaf_modules: tuple[str, ...] = ()
+    teacher_checksums: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def graph_fingerprint(self) -> str:
@@ -307,6 +332,7 @@ class Manifest:
             "example_inputs": [{"shape": list(e.shape), "dtype": e.dtype} for e in self.example_inputs],
             "teacher": self.teacher,
             "teacher_checksum": self.teacher_checksum,
+            "teacher_checksums": dict(self.teacher_checksums),
             "graph_fingerprint": self.graph_fingerprint,
             "graph_signature": list(self.graph_signature),
             "weights_file": self.weights_file,
@@ -398,6 +424,9 @@ class Manifest:
         distilled = d.get("distilled_interval")
         if distilled is not None and not (_is_int(distilled) and distilled >= 1):
             raise malformed(f"'distilled_interval' must be an integer >= 1 or null, got {json.dumps(distilled)[:80]}")
+        rounded = d.get("teacher_checksums", {})
+        if not (isinstance(rounded, dict) and all(isinstance(v, str) for v in rounded.values())):
+            raise malformed(f"'teacher_checksums' must be an object of strings, got {json.dumps(rounded)[:80]}")
         leaves = d.get("leaf_modules", [])
         if not (isinstance(leaves, list) and all(isinstance(v, str) for v in leaves)):
             raise malformed(f"'leaf_modules' must be a list of module names and classes, got {json.dumps(leaves)[:80]}")
@@ -415,6 +444,7 @@ class Manifest:
             unsaved_args=tuple(unsaved),
             distilled_interval=distilled,
             leaf_modules=tuple(leaves),
+            teacher_checksums=dict(rounded),
         )
 
 

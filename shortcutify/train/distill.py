@@ -399,6 +399,12 @@ def distill(
             "val_clips: every clip has one frame, so a validation would run keyframes alone (each clip starts a stream "
             "with one); give held-out clips [T, C, H, W] of at least 2 frames (a shortcut frame needs a keyframe before it)"
         )
+    if any(p.dtype == torch.float16 for p in sv.block.parameters() if p.requires_grad):
+        raise ValueError(
+            "the block's parameters are float16 (sv.half()): Adam cannot train float16 weights (its eps, 1e-8, is 0 in "
+            "float16 and squared gradients underflow, so the first steps divide by zero). Distil in float32 and cast "
+            "afterwards: sv.float(); distill(sv, ...); sv.half() (on CUDA, bf16=True trains under bfloat16 autocast)"
+        )
     if any(p.is_inference() for p in sv.block.parameters()):
         raise ValueError(
             "the block's parameters are inference tensors (the module was built or loaded under "
