@@ -850,7 +850,8 @@ class ShortcutV2V(nn.Module):
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         """One frame of every stream: the generator's inputs for it (a frame ``[B, C, H, W]``, or the arguments
         the module was wrapped with), each of the ``B`` streams a keyframe or a shortcut frame as the policy
-        decides; returns what the generator returns.
+        decides; returns what the generator returns. The streams are the module's state: it is not for
+        calls from several threads at once (give each thread its own module, or batch the sources as streams).
 
         Raises:
             InputMismatchError, InputTypeError: inputs that do not fit the example inputs (or a frame size the
