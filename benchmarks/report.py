@@ -89,6 +89,13 @@ def taps_command(r: dict, *extra: str) -> str:
     return " ".join(args)
 
 
+def ci_benchmark_commands() -> list[str]:
+    """The benchmark commands ``.ci/run`` runs (their quick modes), as it lists them."""
+    ci = HERE.parent / ".ci" / "run"
+    lines = ci.read_text().splitlines() if ci.exists() else []
+    return [line.split("#")[0].strip() for line in lines if line.startswith("python benchmarks/")]
+
+
 def keep_memory_lines(sp: dict | None) -> list[str]:
     """The same measurement with glibc's malloc keeping freed memory (speed.py ``--keep-memory``)."""
     if not sp:
@@ -1835,12 +1842,13 @@ def main() -> None:
     out += [
         "## Reproducing",
         "",
-        "Full mode: `python benchmarks/cost.py && python benchmarks/speed.py && python benchmarks/quality.py && "
-        "python benchmarks/report.py`. cost.py and speed.py take under a minute each on 2 cores; quality.py took "
-        + (f"{q['seconds'] / 60:.0f} min" if q else "(not run)")
-        + " (it distils the block and trains the slim student).",
-        "Quick mode (what CI runs after the tests, in a few minutes, results to a scratch directory): "
-        "`python benchmarks/cost.py --quick; python benchmarks/speed.py --quick; python benchmarks/quality.py --quick`.",
+        "Each section states the command that made its table; `python benchmarks/report.py` then writes this file from "
+        "`benchmarks/results/`. The headline figures: `python benchmarks/cost.py && python benchmarks/speed.py && "
+        "python benchmarks/quality.py && python benchmarks/report.py` (cost.py and speed.py take under a minute each on "
+        "2 cores; quality.py took " + (f"{q['seconds'] / 60:.0f} min" if q else "(not run)")
+        + ": it distils the block and trains the slim student).",
+        "Quick mode (what CI runs after the tests, results to a scratch directory, `SHORTCUTIFY_RESULTS`): "
+        + "; ".join(f"`{c}`" for c in ci_benchmark_commands()) + ".",
         "",
     ]
     (HERE / "RESULTS.md").write_text("\n".join(out))
