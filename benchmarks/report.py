@@ -75,12 +75,14 @@ def speed_command(sp: dict, *extra: str) -> str:
     for c in (sp.get("compared") or {}).values():
         prior = c.get("motion_prior")
         specs.append(f"{c['resolution']}:{c['width']}" + ("" if not prior else "+prior" if prior == "local" else f"+{prior}"))
-    return " ".join(["python benchmarks/speed.py", *extra] + (["--compare", *specs] if specs else []))
+    chosen = [f"--resolution {sp['requested']}"] if sp.get("requested", "auto") != "auto" else []
+    chosen += [f"--taps {sp['taps']}"] if sp.get("taps", "paper") != "paper" else []
+    return " ".join(["python benchmarks/speed.py", *extra, *chosen] + (["--compare", *specs] if specs else []))
 
 
 def taps_command(r: dict, *extra: str) -> str:
     """The taps.py command line that made ``r``: its seeds, steps and extra pairs from what it recorded."""
-    named = {"first choice", "paper's taps"}
+    named = {"first choice", "paper's taps", "first choice = paper's taps"}
     pairs = list(dict.fromkeys(f"{x['enc']}:{x['dec']}" for x in r.get("runs", []) if x.get("label") not in named))
     args = ["python benchmarks/taps.py", *extra]
     args += [f"--seeds {r['seeds']}"] if r.get("seeds", 2) != 2 else []
@@ -92,8 +94,9 @@ def taps_command(r: dict, *extra: str) -> str:
 def ci_benchmark_commands() -> list[str]:
     """The benchmark commands ``.ci/run`` runs (their quick modes), as it lists them."""
     ci = HERE.parent / ".ci" / "run"
-    lines = ci.read_text().splitlines() if ci.exists() else []
-    return [line.split("#")[0].strip() for line in lines if line.startswith("python benchmarks/")]
+    if not ci.exists():
+        raise SystemExit(f"{ci} is missing: RESULTS.md lists the quick benchmarks CI runs from it")
+    return [line.split("#")[0].strip() for line in ci.read_text().splitlines() if line.startswith("python benchmarks/")]
 
 
 def keep_memory_lines(sp: dict | None) -> list[str]:

@@ -28,6 +28,7 @@ __all__ = [
     "GradientError",
     "GeneratorStateError",
     "OutputSelectionError",
+    "RecompileLimitError",
     "NonFiniteKeyframeWarning",
 ]
 
@@ -118,6 +119,11 @@ class OutputSelectionError(ShortcutifyError, ValueError):
     ``[B, C, H, W]`` tensor, or ``output=`` names a key or index it lacks, or a function that returns
     something other than an image; or, in ``distill``, a loss term compares an image that the shortcut
     frame does not change (computed outside the layers it replaces)."""
+
+
+class RecompileLimitError(ShortcutifyError, RuntimeError):
+    """A module compiled with ``fullgraph=True`` met more input signatures than ``torch.compile`` compiles
+    versions of one program (``torch._dynamo.config.recompile_limit``); the message names the ways out."""
 
 
 class NonFiniteKeyframeWarning(UserWarning):

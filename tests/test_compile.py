@@ -8,7 +8,7 @@ cores); ``benchmarks/gpu.py`` compiles with inductor and CUDA graphs on a GPU.
 import pytest
 import torch
 
-from shortcutify import AdaptiveKeyframes, shortcutify
+from shortcutify import AdaptiveKeyframes, RecompileLimitError, shortcutify
 from shortcutify.core.runner import CompileOptions
 from shortcutify.demo.models import ResnetGenerator
 
@@ -207,6 +207,6 @@ def test_the_recompile_limit_is_named_with_what_counts_and_the_ways_out(monkeypa
     gen = ResnetGenerator(ngf=8, n_blocks=1).eval()
     sv = shortcutify(gen, "model.4", "model.11", torch.randn(1, 3, 16, 16)).compile(backend="aot_eager", dynamic_batch=False)
     torch._dynamo.reset()
-    with torch.no_grad(), pytest.raises(RuntimeError, match=r"recompile limit.*frame size.*dynamic_batch=False.*fullgraph=False"):
+    with torch.no_grad(), pytest.raises(RecompileLimitError, match=r"recompile limit.*frame size.*dynamic_batch=False.*fullgraph=False"):
         for size in (16, 20, 24, 28):
             sv(torch.randn(1, 3, size, size))

@@ -310,10 +310,11 @@ def test_loading_by_another_capture_path_names_it(tmp_path):
         load(gen, tmp_path, capture="export")
 
 
-@pytest.mark.parametrize("saved_in, loaded_in", [(torch.float32, torch.bfloat16), (torch.float32, torch.float16), (torch.bfloat16, torch.float32)])
+@pytest.mark.parametrize("saved_in, loaded_in", [(torch.float32, torch.bfloat16), (torch.float32, torch.float16), (torch.float16, torch.float32)])
 def test_a_generator_cast_to_another_precision_holds_the_same_weights_and_loads_without_a_warning(tmp_path, saved_in, loaded_in):
     """(before: "the generator's weights differ from those the block was distilled from" for a cast of the same
-    generator, because the checksum hashed the rounded values); other weights still warn, in any precision."""
+    generator, because the checksum hashed the rounded values); other weights still warn, in any precision. (Not
+    covered: a bfloat16 cast against a float16 one, whose roundings of the same weights differ.)"""
     torch.manual_seed(0)
     gen = ResnetGenerator(ngf=8, n_blocks=2)
     sv = shortcutify(gen, "model.4", "model.12", torch.randn(1, 3, 16, 16)).to(saved_in)

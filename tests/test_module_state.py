@@ -308,6 +308,36 @@ def test_a_module_inside_the_generator_put_in_training_mode_is_run_frozen_and_to
     assert sv.block.training and not any(m.training for m in gen.modules())
 
 
+class _Randomised(torch.nn.Module):
+    """An activation whose slope is random in training mode (``RReLU``) and a spectrally normalised conv (its power
+    iteration updates buffers in training mode): neither a dropout nor a norm."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.c = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.Conv2d(8, 3, 3, padding=1)
+        self.act = torch.nn.RReLU()
+        self.sn = torch.nn.utils.parametrizations.spectral_norm(torch.nn.Conv2d(8, 8, 3, padding=1))
+
+    def forward(self, x):
+        return self.c(self.act(self.sn(self.b(self.act(self.a(x))))))
+
+
+@pytest.mark.parametrize("inside", ["act", "sn"])
+def test_any_module_an_fx_program_calls_put_in_training_mode_is_found(inside):
+    torch.manual_seed(0)
+    gen = _Randomised().eval()
+    sv = shortcutify(gen, "a", "b", torch.zeros(1, 3, 16, 16), capture="fx")
+    x = torch.randn(1, 3, 16, 16)
+    with torch.no_grad():
+        expected = gen(x)
+    buffers = {k: v.clone() for k, v in gen.state_dict().items()}
+    getattr(gen, inside).train()
+    with pytest.warns(UserWarning, match=rf"were in training mode: \['{inside}"):
+        out = sv(x)
+    torch.testing.assert_close(out, expected)
+    assert all(torch.equal(v, buffers[k]) for k, v in gen.state_dict().items())
+
+
 def test_a_generator_cast_outside_the_module_is_named_with_the_way_back():
     """Two modules sharing one generator: casting one casts the generator under the other."""
     from shortcutify import PlacementError

@@ -97,7 +97,7 @@ def test_a_save_leaves_one_config_and_the_one_weights_file_it_names(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(_outputs(load(gen, tmp_path)), _outputs(sv2)))
 
 
-def test_a_save_deletes_only_the_weights_the_replaced_config_named(tmp_path):
+def test_a_save_deletes_the_replaced_weights_and_old_orphans_only(tmp_path):
     """Two saves into one directory at once: while A's weights are written but its config not yet, B commits. B must
     not delete A's weights (before: it deleted every weights file no config named, so A's config then named a
     deleted file), nor a file of the user's that looks like weights; it deletes the weights of the block it replaced."""
@@ -113,6 +113,12 @@ def test_a_save_deletes_only_the_weights_the_replaced_config_named(tmp_path):
     assert not replaced.exists()
     assert users.read_bytes() == b"the user's own file" and in_flight.read_bytes() == b"weights not yet committed"
     assert all(torch.equal(x, y) for x, y in zip(_outputs(load(gen, tmp_path)), _outputs(b)))
+    # left by a save killed before its commit, long ago: the next save sweeps it (not the user's file)
+    old = in_flight.stat().st_mtime - 2 * storage.ORPHAN_AGE_S
+    os.utime(in_flight, (old, old))
+    os.utime(users, (old, old))
+    a.save(tmp_path)
+    assert not in_flight.exists() and users.exists()
 
 
 def test_saving_over_a_block_of_the_old_layout_replaces_it(tmp_path):

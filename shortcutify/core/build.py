@@ -194,9 +194,10 @@ def _wrap(
         raise TypeError(f"motion_prior must be True, False or an estimator's name {prior_names()}, got {motion_prior!r}")
     motion_prior = motion_prior_name(motion_prior)
     options = CaptureOptions.from_kwargs(**capture_options)
-    _warn_partial_train_modes(model)
+    switched_off = _partial_train_modes(model)
     with _frozen_unless_failing(model):  # (a refused generator keeps its train modes and requires_grad)
         captured = capture(model, inputs, options)
+        _warn_partial_train_modes(switched_off)  # (captured: the modes stay as set)
         cut = resolve_cut(captured, enc_layer, dec_layer)
         check_tap_rows(cut.enc.shape, cut.dec.shape, inputs, (enc_layer, dec_layer))
         _refuse_channels_last_taps(cut, inputs, (enc_layer, dec_layer))
@@ -407,12 +408,19 @@ def _refuse_channels_last_taps(cut: Cut, inputs: tuple[Any, ...], taps: tuple[st
             )
 
 
-def _warn_partial_train_modes(model: nn.Module) -> None:
-    """Warn where a generator in eval mode holds modules in training mode whose output depends on it (a dropout kept
-    on for test-time noise): the module runs the generator in eval mode (a generator in training mode as a whole, a
-    forgotten ``.eval()``, is put in eval mode as README says)."""
-    on = [name for name, m in model.named_modules() if name and m.training and isinstance(m, MODED_TYPES)]
-    if on and not model.training:
+def _partial_train_modes(model: nn.Module) -> list[str]:
+    """The modules of a generator in eval mode that are in training mode and whose output depends on it (a dropout
+    kept on for test-time noise); none for a generator in training mode as a whole (a forgotten ``.eval()``, which
+    README covers)."""
+    if model.training:
+        return []
+    return [name for name, m in model.named_modules() if name and m.training and isinstance(m, MODED_TYPES)]
+
+
+def _warn_partial_train_modes(on: list[str]) -> None:
+    """Say that the modules ``on`` (:func:`_partial_train_modes`) were put in eval mode: the module runs the generator
+    frozen, in eval mode."""
+    if on:
         warn_caller(
             f"the generator is in eval mode but modules inside it are in training mode: {on[:5]}"
             + (f" and {len(on) - 5} more" if len(on) > 5 else "")

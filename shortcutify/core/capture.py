@@ -456,8 +456,9 @@ def trace(model: nn.Module, options: CaptureOptions = CaptureOptions(), n_positi
     if drawn := _takes_generator(graph, tracer.root, getattr(tracer, "tensor_attrs", None)):
         raise UntraceableModelError(
             f"torch.fx traced {type(model).__name__}, but its forward() passes a torch.Generator to "
-            f"{sorted({str(n.target.__name__ if callable(n.target) else n.target) for n in drawn})}: fx cannot put a generator "
-            f"object into the code it generates. {_OWN_GENERATOR_REMEDY}"
+            f"{sorted({str(n.target.__name__ if callable(n.target) else n.target) for n in drawn})}: the graph would keep "
+            "the one generator object it met while tracing (one made in forward() would not be made again per call), "
+            f"and shortcutify's graphs hold no such objects. {_OWN_GENERATOR_REMEDY}"
         )
     if concrete:  # fixed arguments keep their keyword and default to their fixed value (callers may leave them out)
         _fix_placeholders(model, graph, concrete, set(concrete))
@@ -1145,7 +1146,8 @@ def capture(model: nn.Module, example_inputs: Any, options: CaptureOptions = Cap
     if given:
         raise UntraceableModelError(
             f"{', '.join(given)} is a torch.Generator: a captured graph can hold no generator that goes on from call to "
-            "call as the caller's does (fx cannot put one into its code; export would keep a copy made while capturing). "
+            "call as the caller's does (fx would keep the one object it met while tracing; export a copy made while "
+            "capturing). "
             f"Leave the argument at None if the model then draws from torch's global generator, or: {_OWN_GENERATOR_REMEDY}"
         )
     buffers = {name: b.detach().clone() for name, b in model.named_buffers() if not nn.parameter.is_lazy(b)}

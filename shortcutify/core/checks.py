@@ -123,9 +123,9 @@ def refuse_untensored(example: tuple[Any, ...], model: Any, who: str) -> None:
         if any(isinstance(v, Tensor) for v in tree_flatten(x)[0]):  # (a dict or list of tensors: per-frame values)
             raise InputTypeError(
                 f"{who} needs example inputs that are each a tensor, but the generator's input {j} ({name!r}) is a "
-                f"{type(x).__name__} holding tensors: clips hold one tensor per input, so give the generator a wrapper "
-                "module whose forward() takes each tensor as an argument of its own (and builds the "
-                f"{type(x).__name__}), and wrap that"
+                f"{type(x).__name__} holding tensors (clips and saved example inputs hold one tensor per input): give "
+                "the generator a wrapper module whose forward() takes each tensor as an argument of its own (and builds "
+                f"the {type(x).__name__}), and wrap that"
             )
         shown = repr(x) if len(repr(x)) <= 60 else "..."
         raise InputTypeError(

@@ -39,7 +39,7 @@ from .cut import ALIGNED_INPUT, REFERENCE_INPUT, Cut
 from .policy import FrameSignal, KeyframePolicy, as_policy, change_since_keyframe, policy_to_config, tap_l1
 from .programs import Programs, build_programs
 from .runner import CompileOptions, Runner
-from .storage import ExampleInput, Manifest, encode_fixed_args, encode_leaf_modules, teacher_checksum, teacher_checksums, write_saved
+from .storage import ExampleInput, Manifest, encode_fixed_args, encode_leaf_modules, teacher_checksums, write_saved
 from .streams import batched_leaves, check_streams, merge_streams, per_stream, scatter_streams, streams_of, take_streams
 from .taps import TapInfo
 
@@ -197,13 +197,15 @@ MAX_BATCH_FIXED = 2
 
 
 def _moded_modules(teacher: nn.Module, keyframe: fx.GraphModule) -> tuple[tuple[str, nn.Module], ...]:
-    """The generator's modules whose training mode changes what its programs compute: dropouts and norms with
-    running statistics (export fixed their modes when it captured; fx calls them) and the modules of other kinds
-    that an fx program calls whole (whose ``forward`` may read ``self.training``), by qualified name."""
+    """The generator's modules whose training mode could change what its programs compute, by qualified name: every
+    module an fx program calls whole, with the modules inside it (a ``forward`` may read ``self.training``: a dropout,
+    a norm's statistics, ``RReLU``, a parametrization's power iteration), and every dropout and norm with running
+    statistics (what export fixed the modes of when it captured: switched on later, they would not be)."""
     called = {str(n.target) for n in keyframe.graph.nodes if n.op == "call_module"}
+    inside = tuple(name + "." for name in called)
     return tuple(
         (name, m) for name, m in teacher.named_modules()
-        if name and (isinstance(m, MODED_TYPES) or (name in called and not type(m).__module__.startswith("torch.nn.")))
+        if name and (isinstance(m, MODED_TYPES) or name in called or name.startswith(inside))
     )
 
 
@@ -438,7 +440,7 @@ class ShortcutV2V(nn.Module):
                 (with B streams and random splits up to B versions of each program). Every
                 frame size, dtype and memory layout compiles versions of its own too: past
                 ``torch._dynamo.config.recompile_limit`` versions of one program, compiling
-                fails with ``fullgraph=True`` (a ``RuntimeError`` naming these ways out) and
+                fails with ``fullgraph=True`` (:class:`~shortcutify.RecompileLimitError`, naming these ways out) and
                 runs uncompiled without it. Measured
                 against padding sub-batches to B (``benchmarks/mixed_batches.py``): the
                 symbolic batch ran faster per frame on the CPU and on an H100; padding
@@ -857,7 +859,9 @@ class ShortcutV2V(nn.Module):
             InputMismatchError, InputTypeError: inputs that do not fit the example inputs (or a frame size the
                 generator itself cannot run).
             PlacementError: the generator was moved or cast outside this module.
+            GeneratorStateError: the module was moved to the meta device.
             StreamSplitError: per-stream keyframes need an input or output not batched by stream.
+            RecompileLimitError: a compiled module (:meth:`compile`) met more input signatures than torch compiles.
         """
         try:
             return self._stream(args, kwargs)
@@ -962,7 +966,7 @@ class ShortcutV2V(nn.Module):
                     f".permute(2, 0, 1)[None], floating and scaled to the generator's range, e.g. {SCALING_HINT})"
                 )
 
-    def _explain_dtype(self, args: tuple, exc: RuntimeError) -> None:
+    def _explain_dtype(self, args: tuple, exc: Exception) -> None:
         """Raise :class:`InputTypeError` from ``exc`` when a floating input that the example gave in the weights' dtype
         now differs from the module's (``float64`` frames into a ``float32`` module): the generator's own error names
         neither the input nor the fix. Nothing under autocast, which runs mixed dtypes on purpose."""
@@ -1063,7 +1067,7 @@ class ShortcutV2V(nn.Module):
         # the head's values are taken per sub-batch only where each is a feature batched by stream: a size, an
         # index or a count computed from the whole batch (a view(B, ...) after the encoder tap) would be wrong
         # for a sub-batch, so the sub-batches run their heads again then
-        per_stream = head is not None and all(
+        head_per_stream = head is not None and all(
             isinstance(v, Tensor) and v.is_floating_point() and v.dim() >= 1 and v.shape[0] == streams for v in head
         )
         parts = []
@@ -1071,7 +1075,7 @@ class ShortcutV2V(nn.Module):
             sub_args, sub_kwargs = take_streams((args, kwargs), idx, streams)
             sub_runner = self._runner(sub_args, sub_kwargs)
             sub_head = None
-            if per_stream and sub_runner.boundary == runner.boundary:
+            if head_per_stream and sub_runner.boundary == runner.boundary:
                 sub_head = take_streams(tuple(head), idx, streams)  # continue from the head's values: the programs split alike
             if idx is idx_k:
                 keyframe = self._keyframe_from(sub_runner, sub_args, sub_kwargs, sub_head)
@@ -1183,14 +1187,15 @@ class ShortcutV2V(nn.Module):
         """
         refuse_untensored(self._example, self.teacher, "save()")
         _, unsaved = encode_fixed_args(self._fixed_args)
+        checksum, rounded = teacher_checksums(self.teacher)
         return Manifest(
             config=self.config,
             interval=int(self.policy.interval),
             policy=policy_to_config(self.policy),
             example_inputs=tuple(ExampleInput.of(x) for x in self._example),
             teacher=type(self.teacher).__name__,
-            teacher_checksum=teacher_checksum(self.teacher),
-            teacher_checksums=teacher_checksums(self.teacher),
+            teacher_checksum=checksum,
+            teacher_checksums=rounded,
             graph_signature=self.graph_signature,
             fixed_args={k: v for k, v in self._fixed_args.items() if k not in unsaved},
             unsaved_args=unsaved,

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils._pytree import tree_flatten, tree_map
 
+from ..errors import RecompileLimitError
 from .cut import REFERENCE_INPUT
 from .programs import Programs
 
@@ -29,15 +30,19 @@ __all__ = ["CompileOptions", "Runner"]
 
 
 def _limit_named(compiled: Callable[..., Any], options: CompileOptions) -> Callable[..., Any]:
-    """``compiled``, whose failure at torch's recompile limit (``fullgraph=True``) names what counts and the ways out."""
-    from torch._dynamo.exc import FailOnRecompileLimitHit
+    """``compiled``, whose failure at torch's recompile limit (``fullgraph=True``) is a :class:`RecompileLimitError`
+    naming what counts and the ways out (as it is where this torch names no such failure)."""
+    exc_module = torch._dynamo.exc
+    limit_hit = getattr(exc_module, "FailOnRecompileLimitHit", None) or getattr(exc_module, "FailOnCacheLimitHit", None)
+    if limit_hit is None:
+        return compiled
 
     def run(*args: Any, **kw: Any) -> Any:
         try:
             return compiled(*args, **kw)
-        except FailOnRecompileLimitHit as exc:
-            limit = getattr(torch._dynamo.config, "recompile_limit", None)
-            raise RuntimeError(
+        except limit_hit as exc:
+            limit = getattr(torch._dynamo.config, "recompile_limit", getattr(torch._dynamo.config, "cache_size_limit", None))
+            raise RecompileLimitError(
                 f"torch.compile reached its recompile limit (torch._dynamo.config.recompile_limit = {limit}) on one of "
                 "the module's programs: every input signature it meets (frame size, batch or sub-batch size, dtype, "
                 "memory layout) compiles a version of its own"

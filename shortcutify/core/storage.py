@@ -13,8 +13,9 @@ A saved block is a directory holding two files:
 The config is the commit point, so that a save replaces the whole block atomically:
 :func:`write_saved` writes the new weights under their own name (temporary file, fsync,
 rename), then atomically replaces the config that names them, and only then deletes the
-weights file the replaced config named (unless a config names it again). Other files are left
-alone: a concurrent save's weights not yet committed, or a user's own. An interrupted save
+weights file the replaced config named (unless a config names it again), and hashed weights files
+no config names that are older than :data:`ORPHAN_AGE_S` (left by a save killed before its commit).
+Other files are left alone: a concurrent save's weights not yet committed, or a user's own. An interrupted save
 leaves the previous block intact (the old config still names the old weights) and removes its
 temporary files.
 
@@ -37,6 +38,7 @@ import numbers
 import os
 import re
 import secrets
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +75,11 @@ __all__ = [
 ]
 
 CONFIG_NAME = "shortcut_config.json"
+#: the name of the weights files :func:`write_saved` writes (the SHA-256 prefix of their bytes)
+_HASHED_WEIGHTS = re.compile(r"shortcut_block\.[0-9a-f]{16}\.pt")
+#: a hashed weights file no config names is swept by the next save once it is this old (seconds): older than any
+#: save still in progress could leave its weights before committing them
+ORPHAN_AGE_S = 3600.0
 WEIGHTS_NAME = "shortcut_block.pt"  # the weights of blocks saved before ``weights_file`` (and its default)
 CHECKPOINT_NAME = "checkpoint.pt"  # what ``distill(checkpoint_dir=...)`` writes (named here so that load() can tell it)
 FORMAT = 2  # 2: the block at half the decoder tap's resolution (format-1 blocks do not fit it)
@@ -91,22 +98,35 @@ def graph_fingerprint(signature: tuple[str, ...] | list[str]) -> str:
 ROUNDINGS = ("bfloat16", "float16")
 
 
+def _checksums(model: nn.Module, roundings: tuple[str | None, ...]) -> dict[str | None, str]:
+    """SHA-256 (first 16 hex digits) of the teacher's parameters and buffers in state_dict order, in one pass, per
+    rounding: ``None`` hashes floating values as float64; a name of :data:`ROUNDINGS` hashes them rounded to that
+    dtype, as its bits (other tensors as they are)."""
+    hashers = {r: hashlib.sha256() for r in roundings}
+    for name, t in model.state_dict().items():
+        t = t.detach().cpu()
+        for rounded, h in hashers.items():
+            h.update(name.encode())
+            if not t.is_floating_point():
+                h.update(t.contiguous().numpy().tobytes())
+            elif rounded is None:
+                h.update(t.to(torch.float64).contiguous().numpy().tobytes())
+            else:  # (bfloat16 has no numpy type: its bits as int16)
+                h.update(t.to(getattr(torch, rounded)).contiguous().view(torch.int16).numpy().tobytes())
+    return {r: h.hexdigest()[:16] for r, h in hashers.items()}
+
+
 def teacher_checksum(model: nn.Module, rounded: str | None = None) -> str:
     """SHA-256 (first 16 hex digits) of the teacher's parameters and buffers, in state_dict order; with
     ``rounded`` (a name of :data:`ROUNDINGS`), of their floating values rounded to that dtype first."""
-    h = hashlib.sha256()
-    for name, t in model.state_dict().items():
-        h.update(name.encode())
-        t = t.detach()
-        if t.is_floating_point() and rounded is not None:
-            t = t.to(getattr(torch, rounded))
-        h.update(t.to("cpu", torch.float64 if t.is_floating_point() else t.dtype).contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
+    return _checksums(model, (rounded,))[rounded]
 
 
-def teacher_checksums(model: nn.Module) -> dict[str, str]:
-    """:func:`teacher_checksum` of the teacher's weights rounded to each of :data:`ROUNDINGS`, by name."""
-    return {name: teacher_checksum(model, name) for name in ROUNDINGS}
+def teacher_checksums(model: nn.Module) -> tuple[str, dict[str, str]]:
+    """:func:`teacher_checksum` of the teacher's weights as they are, and rounded to each of :data:`ROUNDINGS` (by
+    name), in one pass."""
+    sums = _checksums(model, (None, *ROUNDINGS))
+    return sums[None], {r: sums[r] for r in ROUNDINGS}
 
 
 def same_weights_rounded(model: nn.Module, saved: Mapping[str, str]) -> str | None:
@@ -486,12 +506,21 @@ def write_saved(path: str | os.PathLike[str], manifest: Manifest, state: dict[st
     finally:
         if not committed and weights_name != previous:
             (out / weights_name).unlink(missing_ok=True)
-    # only the weights the replaced config named: any other file may be a concurrent save's, not yet committed (which
-    # its config will name), or the user's own
+    # the weights the replaced config named, and hashed weights files no config names that are older than any save
+    # in progress could be (left by a save killed before its commit); not a file a concurrent save may be about to
+    # commit, nor one of another name (the user's)
     keep = {weights_name, _named_weights(out)}  # (and what a concurrent save may have committed since)
-    if previous is not None and previous not in keep:
+    stale = [out / previous] if previous is not None and previous not in keep else []
+    cutoff = time.time() - ORPHAN_AGE_S
+    for f in out.iterdir():
         try:
-            (out / previous).unlink(missing_ok=True)
+            if _HASHED_WEIGHTS.fullmatch(f.name) and f.name not in keep and f.stat().st_mtime < cutoff:
+                stale.append(f)
+        except OSError:
+            pass
+    for f in stale:
+        try:
+            f.unlink(missing_ok=True)
         except OSError:
             pass  # a stale weights file is harmless: no config names it
     return out

@@ -290,7 +290,7 @@ def distill(
         ValueError: bad arguments or clips (``lr`` negative or not finite, mixed frame sizes without ``crop``, clips
             of fewer than 2 frames, ``val_clips`` of one frame each, a crop larger than some clip or of a size the generator
             cannot run (``InputMismatchError``, before the first step is applied), another number of tensors per
-            clip than example inputs), before the first step.
+            clip than example inputs, a float16 block: Adam cannot train float16 weights), before the first step.
         TypeError: a clip's frames are not floating point (``uint8`` video: scale it to the
             generator's value range first), ``clips`` is a single clip tensor or not a collection, a
             clip is not tensors, an example input is not a tensor (``InputTypeError``: fix it with
