@@ -522,6 +522,26 @@ def test_a_run_whose_last_validation_is_below_repeating_the_keyframe_says_so():
     assert hist.val[-1]["psnr"] < hist.val[-1]["psnr_repeat"]
 
 
+def test_a_run_whose_steps_leave_the_block_worse_than_at_step_0_says_so():
+    """A U-Net's skips carry the current frame past the taps: the block as built can beat repeat by far, and steps that
+    make it worse went unnoticed (the only warning compared with repeat). Step 0 is validated and the end compared."""
+    sv = _sv()
+    torch.manual_seed(5)
+
+    def spoil(step, logs):  # stands in for steps that make the block worse on the held-out clips
+        if step == 2:
+            with torch.no_grad():
+                for p in sv.block.parameters():
+                    p.add_(0.5 * torch.randn(p.shape))
+
+    with pytest.warns(RuntimeWarning, match=r"after 2 steps the shortcut frames on val_clips are .* dB below those of the block the run started from"):
+        hist = distill(sv, moving_clips(2), steps=2, val_clips=moving_clips(1, seed=3), progress=False, callback=spoil)
+    assert hist.val[0]["step"] == 0 and hist.val[-1]["psnr"] < hist.val[0]["psnr"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        distill(_sv(), moving_clips(2), steps=2, val_clips=moving_clips(1, seed=3), progress=False, lr=0.0)  # unchanged: silent
+
+
 def test_a_float16_block_is_refused_before_anything_runs_and_bfloat16_trains():
     """Adam on float16 weights divides by zero in its first steps (before: "the training diverged; lower lr" at step 2,
     with the block's weights left infinite)."""

@@ -45,6 +45,9 @@ from .start import resolve_data_init, start_from_frames
 
 __all__ = ["distill", "CHECKPOINT_NAME"]
 
+#: a run whose last validation PSNR is this much (dB) below its step 0's warns that the steps made the block worse
+WORSE_THAN_START_DB = 0.1
+
 
 def _backward(total: Tensor, sv: ShortcutV2V) -> None:
     """``total.backward()``, see :func:`_inplace_named`."""
@@ -247,7 +250,9 @@ def distill(
             even crop; see :func:`~shortcutify.train.clips.crop_steps`).
         flip: random horizontal flips shared by both frames of a pair.
         val_clips: held-out clips; PSNR/SSIM of shortcut frames vs the teacher are
-            recorded every ``val_every`` steps and at the end.
+            recorded before the first step (the block as the run starts it: step 0, not for a resumed run),
+            every ``val_every`` steps and at the end. A run ending below its step 0, or below repeating
+            the keyframe, warns (``RuntimeWarning``).
         data_range: width of the outputs' value range for PSNR/SSIM (2.0 for [-1, 1], 1.0 for [0, 1]); None: 2.0,
             with a warning (once) when the teacher's outputs on ``val_clips`` do not look like [-1, 1].
         checkpoint_dir: where ``checkpoint.pt`` is written (atomically) every
@@ -472,6 +477,7 @@ def distill(
             return
         summary = compare_clips(sv, val_list, data_range=data_range, max_clips=None, output=output, who="distill(val_clips=)").summary()  # restores the training mode
         run.history.val.append({"step": float(step), **{k: summary[k] for k in ("psnr", "ssim", "psnr_repeat", "ssim_repeat")}})
+        shown["val PSNR"] = f"{summary['psnr']:.2f}"  # (on the progress bar from the next step)
 
     thawed = [p for p in sv.teacher.parameters() if p.requires_grad]
     if thawed:
@@ -499,6 +505,9 @@ def distill(
 
             bar = tqdm(total=steps, initial=start, desc="distill", unit="step", dynamic_ncols=True)
         running: dict[str, float] = {}
+        shown: dict[str, str] = {}
+        if start == 0:  # (what the steps are judged against: the block as the run starts it)
+            validate(0)
         for step in range(start + 1, steps + 1):
             pairs = sample_pairs(source, batch_size, alpha - 1, run.generator, crop=crop_hw, flip=flip, channels_last=layout)
             guard.start(step, pairs)  # each check raises FloatingPointError and leaves the block as it was
@@ -542,7 +551,7 @@ def distill(
                 running[k] = v if k not in running else 0.9 * running[k] + 0.1 * v
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix({k: f"{v:.4f}" for k, v in running.items() if not k.startswith("D_")}, refresh=False)
+                bar.set_postfix({**{k: f"{v:.4f}" for k, v in running.items() if not k.startswith("D_")}, **shown}, refresh=False)
             if callback is not None and rank == 0:
                 callback(step, logs)
             if val_list is not None and (step % val_every == 0 or step == steps):
@@ -575,6 +584,17 @@ def distill(
         if trained:
             sv.distilled_interval = min(alpha, longest)  # (the gaps the clips held; warned above if fewer)
     last = run.history.val[-1] if run.history.val else None
+    first = run.history.val[0] if run.history.val and run.history.val[0]["step"] == 0 and len(run.history.val) > 1 else None
+    if first is not None and last is not None and last["psnr"] < first["psnr"] - WORSE_THAN_START_DB:
+        warnings.warn(
+            f"after {steps} steps the shortcut frames on val_clips are {first['psnr'] - last['psnr']:.2f} dB below those of "
+            f"the block the run started from ({last['psnr']:.2f} vs {first['psnr']:.2f} dB at step 0; repeating the keyframe: "
+            f"{last['psnr_repeat']:.2f} dB): the steps made it worse on these clips. Where the generator's skips carry the "
+            "current frame past the taps (U-Nets), the block as built can already beat repeat by far and leave little to "
+            "learn: try taps that skip more (suggest_taps(..., frames=a clip)), more steps, or keep a block saved before.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     if last is not None and last["psnr"] < last["psnr_repeat"]:  # (NaN: no shortcut frame, warned by the validation)
         warnings.warn(
             f"after {steps} steps the shortcut frames on val_clips are {last['psnr_repeat'] - last['psnr']:.2f} dB below "
