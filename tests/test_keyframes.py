@@ -189,8 +189,10 @@ def test_the_decision_is_counted_in_the_costs():
     assert ca.decision.macs == int(torch.tensor(adaptive.enc.shape).prod())  # one per element of the encoder tap
     assert ca.shortcut.macs == cf.shortcut.macs + ca.decision.macs
     assert ca.keyframe.macs > cf.keyframe.macs and ca.interval == 5
+    assert "α=5: the policy's largest interval" in str(ca) and "best case; calibrate()" in str(ca)  # (not a mean)
+    assert "α=3: the policy's interval" in str(cf) and "α=2: as given" in str(fixed.cost(interval=2))
     adaptive.policy = AdaptiveKeyframes(0.3, max_interval=5, expected_interval=2.5)
-    assert adaptive.cost().interval == 2.5
+    assert adaptive.cost().interval == 2.5 and "expected mean interval" in str(adaptive.cost())
 
 
 # ------------------------------------------------------------------ per-stream keyframes

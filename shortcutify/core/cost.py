@@ -463,6 +463,7 @@ class CostReport:
             already included in ``keyframe`` and ``shortcut``.
         interval: mean frames per keyframe α used for :meth:`amortised_macs`.
         input_shapes: shapes of the example inputs the counts were taken on.
+        interval_source: where ``interval`` came from, for the report (``""``: not said).
     """
 
     teacher: PathCost
@@ -473,6 +474,7 @@ class CostReport:
     interval: float
     input_shapes: tuple[tuple[int, ...], ...]
     decision: PathCost = PathCost(0, 0)
+    interval_source: str = ""
 
     def amortised_macs(self, interval: float | None = None) -> float:
         """Mean MACs per frame with a keyframe every ``interval`` frames on average: ``(K + (α−1)·S) / α``."""
@@ -517,6 +519,8 @@ class CostReport:
             pr = "" if params is None else f"{params / max(self.teacher.params, 1):>11.4f}"
             lines.append(f"{name:<22}{macs / 1e9:>10.3f}{macs / max(t, 1):>11.4f}{p}{pr}")
         lines.append(f"shortcut frames cost 1/{self.shortcut_reduction:.2f} of the teacher's MACs")
+        if self.interval_source:
+            lines.append(f"α={self.interval:g}: {self.interval_source}")
         unc = set(self.shortcut.uncounted_ops) | set(self.keyframe.uncounted_ops) | set(self.teacher.uncounted_ops)
         cheap, missing = sorted(unc & ELEMENTWISE_OPS), sorted(unc - ELEMENTWISE_OPS)
         if cheap:

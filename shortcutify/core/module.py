@@ -209,6 +209,18 @@ def _moded_modules(teacher: nn.Module, keyframe: fx.GraphModule) -> tuple[tuple[
     )
 
 
+def _interval_source(policy: KeyframePolicy, given: float | None) -> str:
+    """Where :meth:`ShortcutV2V.cost`'s keyframe interval comes from, as its report says it."""
+    if given is not None:
+        return "as given (cost(interval=...))"
+    if getattr(policy, "expected_interval", None):
+        return "the policy's expected mean interval (calibrated)"
+    if getattr(policy, "uses_change", False):
+        return ("the policy's largest interval: an adaptive policy keyframes sooner on changing footage, so this is the "
+                "best case; calibrate() measures its mean interval on clips")
+    return "the policy's interval"
+
+
 class _ResetOnNewWeights:
     """The block's load-state-dict hook: new weights end the streams of the module the block serves.
 
@@ -1175,6 +1187,7 @@ class ShortcutV2V(nn.Module):
             floor=PathCost(s_macs - b_macs, s_params - b_params, dict(s_ops - b_ops), {}),
             decision=PathCost(d_macs, 0, dict(d_ops), dict(d_unc)),
             interval=float(getattr(self._policy, "expected_interval", None) or self._policy.interval) if interval is None else float(interval),
+            interval_source=_interval_source(self._policy, interval),
             input_shapes=tuple(tuple(x.shape) for x in ex if isinstance(x, Tensor)),
         )
 
