@@ -364,3 +364,18 @@ def test_a_module_moved_to_the_meta_device_refuses_frames():
     for call in (sv, sv.run_keyframe, sv.cost):
         with torch.no_grad(), pytest.raises(GeneratorStateError, match=r"meta device.*no values"):
             call(x)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+def test_the_keyframe_check_finds_exactly_the_streams_whose_taps_hold_a_nan_or_an_infinity(dtype):
+    """Against the naive reference (any non-finite value per stream, in either tap)."""
+    from shortcutify.core.module import KeyframeOutput, _not_finite
+
+    enc, dec = torch.randn(8, 4, 3, 3).to(dtype), torch.randn(8, 2, 5, 5).to(dtype)
+    enc[1, 0, 0, 0], enc[2, 3, 2, 1], dec[3, 1, 4, 4] = float("nan"), float("inf"), float("-inf")
+    enc[4, 0, 0, 0], dec[4, 0, 0, 0] = float("inf"), float("-inf")  # (inf - inf in the sums: NaN, still found)
+    dec[5, 0, 0, 0] = float("nan")
+    enc[6] = 60000.0 if dtype == torch.float16 else 1e30  # large but finite: summed in float32 at least, no overflow
+    want = ~(enc.flatten(1).isfinite().all(1) & dec.flatten(1).isfinite().all(1))
+    got = _not_finite(KeyframeOutput(None, enc, dec))
+    assert got.dtype == torch.bool and got.tolist() == want.tolist() == [False, True, True, True, True, True, False, False]

@@ -47,6 +47,8 @@ __all__ = ["ShortcutV2V", "KeyframeOutput", "ShortcutOutput", "ShortcutStep"]
 
 
 def _signature(args: tuple, kwargs: dict) -> tuple:
+    if not kwargs and all(type(v) is Tensor for v in args):  # (the usual call, frames alone: the same tuple, sooner)
+        return tuple((tuple(int(n) for n in v.shape), v.dtype, v.device) for v in args)
     leaves = tree_flatten((args, kwargs))[0]
     # (sizes as ints: under fvcore's jit trace, as in cost(), they are tensors)
     return tuple((tuple(int(n) for n in v.shape), v.dtype, v.device) if isinstance(v, Tensor) else (type(v), v) for v in leaves)
@@ -163,17 +165,17 @@ class _State:
     batched_outputs: tuple[bool, ...] | None = None  # per output leaf of the last whole batch: batched by stream
 
 
-def _finite_sums(x: Tensor) -> Tensor:
-    """``[B]`` bool: whether the sum of each stream's values ``x[b]`` is finite (accumulated in
-    at least float32). A NaN or an infinity in ``x[b]`` makes it NaN or infinite; finite values
-    overflow it only near float32's largest magnitudes, far outside what a feature map holds."""
-    return torch.isfinite(x.flatten(1).sum(1, dtype=torch.promote_types(x.dtype, torch.float32)))
+def _sums(x: Tensor) -> Tensor:
+    """``[B]``: the sum of each stream's values ``x[b]``, accumulated in at least float32."""
+    return x.flatten(1).sum(1, dtype=torch.promote_types(x.dtype, torch.float32))
 
 
 def _not_finite(key: KeyframeOutput) -> Tensor:
-    """``[B]`` bool, on the taps' device: the streams whose keyframe taps hold a NaN or an
-    infinity (one sum over each tap)."""
-    return ~(_finite_sums(key.enc) & _finite_sums(key.dec))
+    """``[B]`` bool, on the taps' device: the streams whose keyframe taps hold a NaN or an infinity. A NaN or an
+    infinity in either tap makes the sum of both taps' sums NaN or infinite, and that times 0 NaN (where a finite
+    sum gives 0): five ops in all, for a check on every keyframe. Finite values overflow the sum only near float32's
+    largest magnitudes, far outside what a feature map holds."""
+    return (_sums(key.enc) + _sums(key.dec)).mul_(0).ne(0)
 
 
 def _where(tensors: Any) -> set[str]:
@@ -923,7 +925,7 @@ class ShortcutV2V(nn.Module):
         state = self._state
         policy = self._policy
         uses_change = bool(getattr(policy, "uses_change", False))
-        with torch.no_grad():
+        with torch.no_grad() if torch.is_grad_enabled() else contextlib.nullcontext():  # (entered only where it changes something)
             if state is not None and state.unchecked:
                 self._check_keyframes(state)
             if state is None or state.signature != sig or (uses_change and state.previous is None):
@@ -954,9 +956,9 @@ class ShortcutV2V(nn.Module):
             key = self._decide(FrameSignal(since, change), streams) | state.stale
             if blind is not None:
                 key = key | blind.cpu()
-            n_key = int(key.sum())
+            n_key = sum(key.tolist())  # (a CPU [B] bool: its count without a tensor op)
             if n_key == streams or (n_key and state.folded):  # (folded taps: no stream can run apart from the others)
-                return self._keyframe_all(args, kwargs, sig, head, uses_change)
+                return self._keyframe_all(args, kwargs, sig, head, uses_change, runner)
             if n_key == 0:
                 out = self._shortcut(runner, args, kwargs, state.reference, head)
                 state.since_keyframe = since
@@ -1038,8 +1040,8 @@ class ShortcutV2V(nn.Module):
             return runner.inference_rest(args, kwargs, head, reference)
         return runner.inference(args, kwargs, reference)
 
-    def _keyframe_all(self, args: tuple, kwargs: dict, sig: tuple, head: Any, uses_change: bool) -> Any:
-        runner = self._runner(args, kwargs)
+    def _keyframe_all(self, args: tuple, kwargs: dict, sig: tuple, head: Any, uses_change: bool, runner: Runner | None = None) -> Any:
+        runner = self._runner(args, kwargs) if runner is None else runner  # (the caller's, for these inputs)
         key = self._keyframe_from(runner, args, kwargs, head)
         old = self._state
         if old is not None and old.signature == sig:  # (inputs met before: what they hold is known)
