@@ -690,6 +690,39 @@ def keyframes_section() -> list[str]:
     return out
 
 
+def overhead_section() -> list[str]:
+    """The module's own Python time per call (benchmarks/overhead.py), and the run before the 0.26 changes beside it."""
+    r = load("overhead")
+    if not r:
+        return []
+    out = [
+        "## Per-call overhead of the module (its own Python time)",
+        "",
+        f"`python benchmarks/overhead.py` — {machine_line(r['machine'])}, shortcutify {r.get('version', '?')}; a tiny "
+        "generator (ResnetGenerator ngf=4, 1 block, 8x8 frames) whose programs are replaced, after one real call, by "
+        "functions returning their cached outputs, so each `sv(x)` call's time is the module's logic (the input "
+        "signature, the policy's decision, per-stream bookkeeping, the keyframe check); medians of "
+        f"{r['calls']} calls, split by what each call ran; one thread. On a GPU a small frame's shortcut program is "
+        "launch-bound, a few milliseconds: this is what the module adds to each frame.",
+        "",
+        r["markdown"],
+        "",
+    ]
+    before = load("overhead_before-592f5e0")
+    if before:
+        out += [
+            "Before 0.26's changes to the per-frame path (the signature of a call with frames alone without a pytree pass, "
+            "the keyframe check in fewer ops, no tensor op to count keyframes, `no_grad` entered only "
+            "where it changes something): the same script on the library at commit 592f5e0~1 "
+            f"(`PYTHONPATH=<a worktree of it> python benchmarks/overhead.py --tag before-592f5e0`), {before['machine']['date']}, "
+            "run alternately with the table above's code, twice each (the second runs shown):",
+            "",
+            before["markdown"],
+            "",
+        ]
+    return out
+
+
 def mixed_batches_section() -> list[str]:
     """Compiled programs under per-stream sub-batches: dynamic batch dimension or padding (mixed_batches.py),
     on the CPU and, where measured, on a GPU."""
@@ -1836,6 +1869,7 @@ def main() -> None:
     out += cpu_gather_section()
     out += ablation_section()
     out += keyframes_section()
+    out += overhead_section()
     out += mixed_batches_section()
     out += taps_section()
     out += distill_teachers_section()
