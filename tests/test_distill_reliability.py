@@ -554,3 +554,11 @@ def test_a_float16_block_is_refused_before_anything_runs_and_bfloat16_trains():
     sv = _sv().to(torch.bfloat16)
     distill(sv, [c.to(torch.bfloat16) for c in moving_clips(2)], steps=2, batch_size=2, progress=False)
     assert all(torch.isfinite(p).all() for p in sv.block.parameters())
+
+
+def test_still_footage_is_not_taken_for_a_layer_that_blocks_gradients():
+    """Pairs of identical frames: the block as built reproduces them exactly, every loss term is 0 and its gradient
+    too (before: GradientError naming a layer between the block and the loss)."""
+    sv = _sv()
+    still = [torch.rand(1, 3, 16, 16).expand(6, 3, 16, 16).clone() * 2 - 1]
+    distill(sv, still, steps=2, batch_size=2, progress=False)

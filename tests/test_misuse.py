@@ -259,7 +259,7 @@ def test_a_block_saved_with_a_policy_of_ones_own_loads_with_its_interval_or_the_
 
 def test_a_tensor_in_the_place_of_a_tap_name_says_where_the_frames_go():
     gen, _ = _sv()
-    with pytest.raises(TypeError, match=r"got a tensor where a tap name goes.*example_inputs=frame"):
+    with pytest.raises(TypeError, match=r"got a Tensor where a tap name goes.*example_inputs=frame"):
         shortcutify(gen, torch.zeros(1, 3, 16, 16))
 
 

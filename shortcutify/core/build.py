@@ -151,7 +151,8 @@ def _wrap(
     if isinstance(enc_layer, (Tensor, tuple, list)) or isinstance(dec_layer, (Tensor, tuple, list)):
         raise TypeError(
             "shortcutify(model, enc_layer, dec_layer, example_inputs): the taps come second and third (names from "
-            "list_taps()), the frames fourth; got a tensor where a tap name goes. Pass the frames as "
+            f"list_taps()), the frames fourth; got a {type(enc_layer if isinstance(enc_layer, (Tensor, tuple, list)) else dec_layer).__name__} "
+            "where a tap name goes. Pass the frames as "
             "example_inputs=frame (without taps, suggest_taps() chooses them)"
         )
     model = unwrap(model)

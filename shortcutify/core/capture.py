@@ -24,6 +24,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import difflib
 import inspect
 import io
 import itertools
@@ -54,7 +55,7 @@ from ..errors import (
     ShortcutifyError,
     UntraceableModelError,
 )
-from .checks import SCALING_HINT
+from .checks import SCALING_HINT, refuse_valueless
 from .cost import call_macs
 
 __all__ = [
@@ -125,7 +126,8 @@ class CaptureOptions:
             raise TypeError(
                 f"unknown capture option(s) {sorted(unknown)}; the options are {sorted(CaptureKwargs.__annotations__)}"
             )
-        leaf = kwargs.get("leaf_modules") or ()
+        leaf = kwargs.get("leaf_modules")
+        leaf = () if leaf is None else leaf
         if isinstance(leaf, (str, type)):
             leaf = (leaf,)
         if not isinstance(leaf, (tuple, list)) or not all(
@@ -431,7 +433,10 @@ def trace(model: nn.Module, options: CaptureOptions = CaptureOptions(), n_positi
     Raises:
         UntraceableModelError: naming the line of the model that failed and the remedies.
     """
-    tracer = _TapTracer(options.leaf_modules, **options.tracer_kwargs)
+    try:
+        tracer = _TapTracer(options.leaf_modules, **options.tracer_kwargs)
+    except TypeError as exc:
+        raise TypeError(f"tracer_kwargs {sorted(options.tracer_kwargs)} are not torch.fx.Tracer's: {exc}") from exc
     defaults = _defaults_to_fix(model, options, n_positional)
     concrete = {**options.concrete_args, **defaults}
     try:
@@ -1135,6 +1140,9 @@ def capture(model: nn.Module, example_inputs: Any, options: CaptureOptions = Cap
     """
     refuse_unusable(model)
     inputs = as_tuple(example_inputs)
+    for i, x in enumerate(tree_flatten(list(inputs))[0]):
+        if isinstance(x, torch.Tensor):
+            refuse_valueless(x, f"example input tensor {i}")
     empty = [list(x.shape) for x in tree_flatten(list(inputs))[0] if isinstance(x, torch.Tensor) and x.dim() == 4 and x.shape[0] == 0]
     if empty:
         raise ValueError(
@@ -1150,6 +1158,7 @@ def capture(model: nn.Module, example_inputs: Any, options: CaptureOptions = Cap
             "capturing). "
             f"Leave the argument at None if the model then draws from torch's global generator, or: {_OWN_GENERATOR_REMEDY}"
         )
+    _refuse_unknown_names(model, options)
     buffers = {name: b.detach().clone() for name, b in model.named_buffers() if not nn.parameter.is_lazy(b)}
     try:
         captured = _capture_paths(model, inputs, options)
@@ -1188,6 +1197,35 @@ def _capture_paths(model: nn.Module, inputs: tuple[Any, ...], options: CaptureOp
             "TorchScript (nor can fvcore count them); build the generator from their eager modules (script it after "
             "wrapping, if at all)."
         ) from exc
+
+
+def _refuse_unknown_names(model: nn.Module, options: CaptureOptions) -> None:
+    """Refuse ``leaf_modules`` names that name no module of ``model`` and ``concrete_args`` that name no argument of
+    its ``forward`` (a misspelling would otherwise be ignored, or blamed on the example inputs).
+
+    Raises:
+        ValueError: naming the unknown names and the close ones.
+    """
+    modules = {name for name, _ in model.named_modules() if name}
+    unknown = [m for m in options.leaf_modules if isinstance(m, str) and m not in modules]
+    if unknown:
+        close = sorted({c for m in unknown for c in difflib.get_close_matches(m, modules, n=3)})
+        raise ValueError(
+            f"leaf_modules names {unknown}, which name no module of {type(model).__name__}"
+            + (f" (close: {close})" if close else "") + ": give qualified module names (as list_taps() shows them) or classes"
+        )
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    extra = [k for k in options.concrete_args if k not in params]
+    if extra:
+        raise ValueError(
+            f"concrete_args names {extra}, which are not arguments of {type(model).__name__}.forward {list(params)}: "
+            "concrete_args fixes forward()'s own non-tensor arguments by name"
+        )
 
 
 def _restore_buffers(model: nn.Module, before: dict[str, torch.Tensor]) -> list[str]:

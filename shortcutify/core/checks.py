@@ -14,7 +14,7 @@ from torch.utils._pytree import tree_flatten
 
 from ..errors import InputMismatchError, InputTypeError, TapShapeError
 
-__all__ = ["is_count", "is_interval", "is_real", "check_like_example", "looks_channels_last", "is_channels_last_shape", "channels_last_inputs", "refuse_untensored", "check_tap_rows", "frames_batch", "frame_aspect", "shapes_of", "tap_looks_channels_last", "weights_dtype", "MODED_TYPES", "SCALING_HINT"]
+__all__ = ["is_count", "is_interval", "is_real", "check_like_example", "looks_channels_last", "is_channels_last_shape", "channels_last_inputs", "refuse_untensored", "check_tap_rows", "frames_batch", "frame_aspect", "shapes_of", "tap_looks_channels_last", "weights_dtype", "refuse_valueless", "check_flag", "MAX_COUNT", "MODED_TYPES", "SCALING_HINT"]
 
 #: how integer video is brought to a generator's floating range (the range cannot be guessed)
 SCALING_HINT = "frames.float() / 127.5 - 1 for [-1, 1], frames.float() / 255 for [0, 1]"
@@ -31,9 +31,24 @@ def weights_dtype(module: Any) -> torch.dtype | None:
     return first.dtype if first is not None and first.is_floating_point() else None
 
 
+#: the largest count or interval taken (an int64 holds it: frame counters are int64 tensors)
+MAX_COUNT = 2**62
+
+
 def is_count(value: Any) -> bool:
-    """Whether ``value`` is an integer >= 1 of any integer type (``numpy.int64`` too; not ``bool``)."""
-    return not isinstance(value, bool) and isinstance(value, numbers.Integral) and value >= 1
+    """Whether ``value`` is an integer from 1 to :data:`MAX_COUNT` of any integer type (``numpy.int64`` too; not ``bool``)."""
+    return not isinstance(value, bool) and isinstance(value, numbers.Integral) and 1 <= value <= MAX_COUNT
+
+
+def check_flag(value: Any, name: str) -> bool:
+    """``value`` as a ``bool``: a ``bool`` (``numpy.bool_`` too) or the integer 0 or 1.
+
+    Raises:
+        TypeError: anything else (a string such as ``"no"`` would otherwise count as true), naming ``name``.
+    """
+    if isinstance(value, bool) or type(value).__name__ == "bool_" or (isinstance(value, numbers.Integral) and value in (0, 1)):
+        return bool(value)
+    raise TypeError(f"{name} must be True or False, got {value!r}")
 
 
 def is_real(value: Any) -> bool:
@@ -64,6 +79,18 @@ def channels_last_inputs(example: tuple[Any, ...]) -> tuple[bool, ...]:
     return tuple(looks_channels_last(x) for x in example)
 
 
+def refuse_valueless(x: Tensor, what: str) -> None:
+    """Refuse a tensor the generator cannot run as an input: on the meta device (no values) or not dense (sparse).
+
+    Raises:
+        InputTypeError: naming ``what`` and the fix.
+    """
+    if x.is_meta:
+        raise InputTypeError(f"{what} is on the meta device: it holds no values to run; give a tensor on the module's device")
+    if x.layout != torch.strided:
+        raise InputTypeError(f"{what} is a {x.layout} tensor; the generator runs dense ones: give x.to_dense()")
+
+
 def check_like_example(x: Tensor, example: Any, what: str, j: int, lead: str = "B") -> None:
     """Check that ``x`` can stand where the example input ``j`` stood when the generator was wrapped:
     as many dimensions, the same channels (dimension 1 of 4-D examples, unless the example looks
@@ -75,6 +102,7 @@ def check_like_example(x: Tensor, example: Any, what: str, j: int, lead: str = "
         InputMismatchError: another number of dimensions or channels.
         InputTypeError: ``x`` is not floating point where the example is.
     """
+    refuse_valueless(x, what)
     if not isinstance(example, Tensor):
         return
     shape = list(example.shape)

@@ -32,7 +32,7 @@ from ..errors import (
 from .blocks import KeyframeTaps, Reference, ShortcutBlock
 from .caller import warn_caller
 from .capture import BatchGuard, eager_failure, same_value
-from .checks import MODED_TYPES, SCALING_HINT, check_like_example, check_tap_rows, is_count, is_interval, refuse_untensored
+from .checks import MODED_TYPES, SCALING_HINT, check_flag, check_like_example, check_tap_rows, is_count, is_interval, refuse_untensored
 from .config import ShortcutConfig
 from .cost import CostReport, PathCost, count_macs, param_count
 from .cut import ALIGNED_INPUT, REFERENCE_INPUT, Cut
@@ -110,12 +110,17 @@ class ShortcutOutput(NamedTuple):
     aligned: Tensor | None
 
 
-def _check_reference(reference: Any) -> None:
+def _check_reference(reference: Any, taps: bool = True) -> None:
+    """Refuse what cannot be a shortcut frame's reference: ``None``, a whole :class:`KeyframeOutput`, anything that
+    is not a reference (a named tuple of tensors); ``taps``: a keyframe's taps are taken too (:meth:`run_shortcut`)."""
+    fix = "give the reference of a keyframe, sv.prepare_reference(sv.run_keyframe(*inputs))" + (
+        ", or the keyframe's taps, sv.run_keyframe(*inputs).taps" if taps else "")
     if reference is None:
-        raise TypeError(
-            "reference is None: give the reference of a keyframe, sv.prepare_reference(sv.run_keyframe(*inputs)), or "
-            "the keyframe's taps, sv.run_keyframe(*inputs).taps"
-        )
+        raise TypeError(f"reference is None: {fix}")
+    if isinstance(reference, KeyframeOutput):
+        raise TypeError(f"reference is a KeyframeOutput (what run_keyframe returns, output and taps): {fix}")
+    if not (isinstance(reference, tuple) and hasattr(reference, "_fields") and all(isinstance(v, Tensor) for v in reference)):
+        raise TypeError(f"reference must be a keyframe's reference (a named tuple of tensors), got {type(reference).__name__}: {fix}")
 
 
 def _call_shortcut(program: nn.Module, args: tuple, kwargs: dict, reference: Any, return_aligned: bool) -> ShortcutOutput:
@@ -466,6 +471,13 @@ class ShortcutV2V(nn.Module):
                 a backend name ``torch.compile`` does not know, or a ``mode`` or ``options``
                 it refuses (inductor's: an unknown mode or option, or both given).
         """
+        if mode is not None and (not isinstance(mode, str) or not mode):
+            raise TypeError(f"mode must be a torch.compile mode name or None, got {mode!r}")
+        if options is not None and not isinstance(options, Mapping):
+            raise TypeError(f"options must be a dict of inductor options or None, got {type(options).__name__}")
+        cuda_graphs, fullgraph = check_flag(cuda_graphs, "cuda_graphs"), check_flag(fullgraph, "fullgraph")
+        if dynamic_batch is not None:
+            dynamic_batch = check_flag(dynamic_batch, "dynamic_batch")
         if cuda_graphs and mode not in (None, "reduce-overhead"):
             raise ValueError(f"cuda_graphs=True replays the programs with mode='reduce-overhead'; it cannot be combined with mode={mode!r}")
         if isinstance(backend, str):  # (checked now: torch.compile would refuse it only on the next frame)
@@ -818,10 +830,19 @@ class ShortcutV2V(nn.Module):
         """Run the teacher: its output and the encoder/decoder tap values.
 
         Raises:
-            InputMismatchError: the generator itself cannot run ``args`` (e.g. a frame size it does not take).
+            InputMismatchError, InputTypeError: inputs unlike the example inputs (dimensions, channels, dtype), or
+                the generator itself cannot run them (e.g. a frame size it does not take).
         """
+        out, a, f = self._explained(args, lambda: self._programs(args, kwargs).keyframe(*args, **kwargs))
+        return KeyframeOutput(out, a, f)
+
+    def _explained(self, args: tuple, run: Callable[[], Any]) -> Any:
+        """``run()`` on inputs ``args`` checked against the example inputs first, its failures explained where the
+        inputs or the module's placement explain them (the training and low-level calls: :meth:`forward` checks
+        the inputs once per signature itself)."""
+        self._check_inputs(args, "input")
         try:
-            out, a, f = self._programs(args, kwargs).keyframe(*args, **kwargs)
+            return run()
         except ShortcutifyError:
             raise
         except (RuntimeError, ValueError) as exc:  # (a norm's ValueError on a frame too small for it too)
@@ -829,10 +850,13 @@ class ShortcutV2V(nn.Module):
             self._explain_dtype(args, exc)
             self._explain_inputs(args, exc)
             raise
-        return KeyframeOutput(out, a, f)
 
     def prepare_reference(self, keyframe: KeyframeOutput) -> Reference:
-        """The block's reference state from a keyframe's tap values."""
+        """The block's reference state from a keyframe's tap values (what :meth:`run_keyframe` returns)."""
+        if not isinstance(keyframe, (KeyframeOutput, KeyframeTaps)):
+            raise TypeError(
+                f"prepare_reference takes a keyframe, what sv.run_keyframe(*inputs) returns, got {type(keyframe).__name__}"
+            )
         return self.block.prepare_reference(keyframe.enc, keyframe.dec)
 
     def run_shortcut(self, *args: Any, reference: Reference | KeyframeTaps, return_aligned: bool = False, **kwargs: Any) -> ShortcutOutput:
@@ -842,13 +866,14 @@ class ShortcutV2V(nn.Module):
         ``return_aligned``: also compute the prediction from the warped reference alone.
         See :meth:`predict` for the output alone.
         """
-        return _call_shortcut(self._programs(args, kwargs).shortcut, args, kwargs, reference, return_aligned)
+        _check_reference(reference)
+        return self._explained(args, lambda: _call_shortcut(self._programs(args, kwargs).shortcut, args, kwargs, reference, return_aligned))
 
     def encode(self, *args: Any, **kwargs: Any) -> Tensor:
         """The encoder tap's value ``[B, Ca, Ha, Wa]`` for these inputs, running only the layers up to it
         (what a policy's :attr:`~shortcutify.FrameSignal.change` is measured on; see :func:`~shortcutify.calibrate`)."""
         with torch.no_grad():
-            return self._programs(args, kwargs).staged().head(*args, **kwargs)[0]
+            return self._explained(args, lambda: self._programs(args, kwargs).staged().head(*args, **kwargs)[0])
 
     def shortcut_step(self) -> ShortcutStep:
         """:meth:`run_shortcut` as a module (what training wraps in ``DistributedDataParallel``)."""
@@ -860,8 +885,8 @@ class ShortcutV2V(nn.Module):
         Unlike :meth:`run_shortcut` it keeps no intermediate value: the predicted decoder
         feature is freed as soon as the tail has read it (lower peak memory).
         """
-        _check_reference(reference)
-        return self._programs(args, kwargs).inference(*args, **kwargs, **{REFERENCE_INPUT: reference})
+        _check_reference(reference, taps=False)
+        return self._explained(args, lambda: self._programs(args, kwargs).inference(*args, **kwargs, **{REFERENCE_INPUT: reference}))
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         """One frame of every stream: the generator's inputs for it (a frame ``[B, C, H, W]``, or the arguments
@@ -1155,6 +1180,11 @@ class ShortcutV2V(nn.Module):
         ex = self._example_on_device() if example_inputs is None else (
             tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
         )
+        if len(ex) != len(self._example):
+            raise ValueError(
+                f"example_inputs holds {len(ex)} input(s), the generator was wrapped with {len(self._example)}: give a frame "
+                "[B, C, H, W] or a tuple of forward()'s positional arguments, as to shortcutify()"
+            )
         self._check_inputs(ex, "example input")
         block = self.block
         with torch.no_grad():
@@ -1220,6 +1250,10 @@ class ShortcutV2V(nn.Module):
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Save the block and its config (not the teacher) to the directory ``path``; see :func:`~shortcutify.load`."""
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a directory path (a str or os.PathLike), got {type(path).__name__}")
+        if not os.fspath(path):
+            raise ValueError('path is empty: give a directory ("." for the current one; a saved block is a directory of two files)')
         return write_saved(path, self.manifest(), self.block.state_dict())
 
     def __repr__(self) -> str:

@@ -24,7 +24,7 @@ from ..errors import EmptyCutError, TapOrderError, TapShapeError
 from .blocks.sizing import AUTO, auto_layout, auto_width, block_macs, check_layout_choice
 from .capture import CaptureKwargs, CaptureOptions, Captured, as_tuple, capture, fresh, unwrap
 from .caller import warn_caller
-from .checks import check_like_example, frame_aspect, frames_batch, is_count, looks_channels_last, tap_looks_channels_last, weights_dtype
+from .checks import check_flag, check_like_example, frame_aspect, frames_batch, is_count, looks_channels_last, tap_looks_channels_last, weights_dtype
 from .cut import resolve_cut
 from .outputs import OutputSelector, check_selector, output_image
 from .taps import TableList, TapInfo, feeds_depth_to_space, resolve_tap, tap_infos
@@ -629,6 +629,7 @@ def suggest_taps(
     if not any(isinstance(x, Tensor) for x in tree_flatten(list(inputs))[0]):
         raise TypeError("example_inputs must be a tensor [B, C, H, W] or a tuple of forward()'s arguments holding tensors")
     output = check_selector(output, "suggest_taps()")
+    progress = check_flag(progress, "progress")
     options = CaptureOptions.from_kwargs(**capture_options)
     modes = [(m, m.training) for m in model.modules()]
     model.eval()  # measured as shortcutify() runs it; the caller's modes are given back

@@ -22,7 +22,7 @@ import torch
 
 from ..core.caller import warn_caller
 from ..core.capture import unwrap
-from ..core.checks import is_real, refuse_untensored
+from ..core.checks import check_flag, is_real, refuse_untensored
 from ..core.module import ShortcutV2V
 from ..core.outputs import OutputSelector, check_selector, output_image
 from ..core.policy import AdaptiveKeyframes, change_since_keyframe, tap_l1
@@ -198,6 +198,7 @@ def calibrate(
     sv = unwrap(sv)  # (a compiled or DistributedDataParallel-wrapped module: the one inside)
     if not isinstance(sv, ShortcutV2V):
         raise TypeError(f"calibrate() takes a ShortcutV2V (from shortcutify() or load()), got {type(sv).__name__}")
+    apply, progress = check_flag(apply, "apply"), check_flag(progress, "progress")
     refuse_untensored(sv.example_inputs, sv.teacher, "calibrate()")
     if (keyframe_rate is None) == (min_psnr is None):
         raise ValueError("calibrate() needs exactly one target: keyframe_rate=... (e.g. 1/3) or min_psnr=... (dB)")

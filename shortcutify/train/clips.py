@@ -12,7 +12,7 @@ for one of channels-last inputs ``[B, H, W, C]``, ``[T, H, W, C]``.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -100,6 +100,11 @@ def refuse_single_clip(clips: object, name: str = "clips") -> None:
             f"{name} must be a collection of clips (a list of [T, C, H, W] tensors, or one tensor [N, T, C, H, W] of N "
             f"clips), got a tensor of shape {list(clips.shape)}"
             + ("; wrap a single clip [T, C, H, W] in a list: [clip]" if clips.dim() == 4 else "")
+        )
+    if isinstance(clips, Mapping):
+        raise TypeError(
+            f"{name} is a {type(clips).__name__}: give the clips as a list (list(clips.values()) for a dict of them), a "
+            "Dataset, a DataLoader or any iterable of clips"
         )
     if isinstance(clips, (str, bytes)) or not (isinstance(clips, Iterable) or hasattr(clips, "__getitem__")):
         raise TypeError(

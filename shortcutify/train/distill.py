@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, RandomSampler
 
 from ..core.blocks import PRIOR_LEFT_OUT_EVERY
 from ..core.capture import unwrap
-from ..core.checks import channels_last_inputs, is_count, refuse_untensored
+from ..core.checks import channels_last_inputs, check_flag, is_count, is_real, refuse_untensored
 from ..core.module import ShortcutV2V
 from ..core.outputs import OutputSelector, check_selector, output_image
 from ..errors import GradientError, InputMismatchError, OutputSelectionError
@@ -79,6 +79,12 @@ def _refuse_unreached(terms: dict[str, Tensor], image: Tensor, output: Any) -> N
     (A term on ``image`` is judged by the image: a perceptual network or a discriminator has weights of its own.)"""
     on_image = {"perceptual", "adversarial", "temporal", *(("output",) if output is not None else ())}
     unreached = [name for name, value in terms.items() if not value.requires_grad or (name in on_image and not image.requires_grad)]
+    if unreached == ["perceptual"] and image.requires_grad:  # (the image reaches the block: the loss itself ignores it)
+        raise OutputSelectionError(
+            "the perceptual loss does not depend on the student image it is given (its value has no gradient: a constant, "
+            "a detached tensor, or the arguments read the other way round?): perceptual must be f(student_image, "
+            "teacher_image) -> a scalar computed from student_image"
+        )
     if unreached:
         which = "the generator's output (no output= given)" if output is None else f"the image output={output!r} names"
         raise OutputSelectionError(
@@ -92,10 +98,12 @@ def _refuse_unreached(terms: dict[str, Tensor], image: Tensor, output: Any) -> N
 def _refuse_gradient_free(terms: dict[str, Tensor], params: list[Tensor], dec_layer: str) -> None:
     """Name the loss terms whose gradient reaches the block as exactly zero (checked at a run's first step): a
     layer between the block and the loss passes no gradient as captured, so they train nothing. A warning when
-    other terms train the block; :class:`GradientError` when none does (the block as given is kept)."""
+    other terms train the block; :class:`GradientError` when none does (the block as given is kept). A term that is
+    exactly 0 is not judged: its gradient is zero because there is nothing to learn on this batch (pairs of still
+    frames, which the block as built reproduces exactly), not because a layer blocks it."""
     free = [
         name for name, value in terms.items()
-        if value.requires_grad and all(
+        if value.requires_grad and bool(value.detach() != 0) and all(
             g is None or not bool(g.any()) for g in torch.autograd.grad(value, params, retain_graph=True, allow_unused=True)
         )
     ]
@@ -333,7 +341,13 @@ def distill(
     steps, batch_size, val_every, checkpoint_every = int(steps), int(batch_size), int(val_every), int(checkpoint_every)
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise TypeError(f"seed must be an integer, got {seed!r}")
+    if not -(2**40) < seed < 2**40:  # (the random generators are seeded with seed * 1_000_003 + rank: an int64)
+        raise ValueError(f"seed must be an integer between -2**40 and 2**40 (exclusive), got {seed!r}")
     seed = int(seed)
+    if not (isinstance(betas, (tuple, list)) and len(betas) == 2 and all(is_real(b) and 0 <= b < 1 for b in betas)):
+        raise ValueError(f"betas must be two numbers in [0, 1) (Adam's decay rates; default (0.5, 0.999)), got {betas!r}")
+    betas = (float(betas[0]), float(betas[1]))
+    flip, resume, progress, bf16 = (check_flag(v, n) for v, n in ((flip, "flip"), (resume, "resume"), (progress, "progress"), (bf16, "bf16")))
     w = LossWeights.coerce(weights)
     if perceptual is not None and not callable(perceptual):
         raise TypeError(f"perceptual must be a callable f(student_image, teacher_image) -> scalar loss, got {type(perceptual).__name__}")

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from ..core.caller import warn_caller
 from ..core.capture import unwrap
-from ..core.checks import is_count, refuse_untensored
+from ..core.checks import check_flag, is_count, refuse_untensored
 from ..core.module import ShortcutV2V
 from ..core.outputs import OutputSelector, check_selector, image_count, output_image
 from .clips import as_clip, check_inputs, each_clip, refuse_single_clip, to_inputs
@@ -110,7 +110,8 @@ def evaluate(
         UserWarning: ``data_range`` not given, and the teacher's outputs lie within [0, 1] or spread
             wider than [-1, 1] (:class:`~shortcutify.train.metrics.OutputRange`).
     """
-    return compare_clips(sv, clips, data_range=data_range, max_clips=max_clips, output=output, who="evaluate()", progress=progress)
+    return compare_clips(sv, clips, data_range=data_range, max_clips=max_clips, output=output, who="evaluate()",
+                         progress=check_flag(progress, "progress"))
 
 
 @torch.no_grad()

@@ -14,6 +14,7 @@ floating dtype.
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 import torch.nn.functional as F
@@ -66,6 +67,8 @@ def check_data_range(data_range: float | None) -> float:
     """``data_range`` as a float, checked: a finite number > 0 (ValueError otherwise); None: :data:`DEFAULT_DATA_RANGE`."""
     if data_range is None:
         return DEFAULT_DATA_RANGE
+    if isinstance(data_range, bool) or not isinstance(data_range, numbers.Real):
+        raise TypeError(f"data_range must be a number (the width of the outputs' value range: 2.0 for [-1, 1]), got {data_range!r}")
     r = float(data_range)
     if not r > 0 or not math.isfinite(r):
         raise ValueError(f"data_range must be a positive finite number, got {data_range!r}")

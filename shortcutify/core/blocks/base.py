@@ -163,6 +163,11 @@ def rows_inside(x: Tensor) -> bool:
     )
 
 
+#: the most channels a block takes or is built with (far above any generator's feature maps; a width beyond it is a
+#: mistake whose weights would not fit in memory)
+MAX_CHANNELS = 1 << 16
+
+
 def default_width(enc_channels: int, dec_channels: int) -> int:
     """Block width ``h`` from the tap widths: half the narrower tap, at least 4."""
     return max(4, min(enc_channels, dec_channels) // 2)
@@ -225,13 +230,16 @@ class ShortcutBlock(nn.Module, ABC):
         motion_prior: bool | str | None = False, motion_pool: int | None = None,
     ) -> None:
         super().__init__()
+        for name, value in (("enc_channels", enc_channels), ("dec_channels", dec_channels), ("kernel_size", kernel_size)):
+            if not is_count(value) or value > MAX_CHANNELS:
+                raise ValueError(f"{name} must be an integer from 1 to {MAX_CHANNELS}, got {value!r}")
         if kernel_size % 2 != 1:
             raise ValueError(f"kernel_size must be odd, got {kernel_size}")
         if motion_pool is not None and not is_count(motion_pool):
             raise ValueError(f"motion_pool must be an integer >= 1 or None, got {motion_pool!r}")
         h = default_width(enc_channels, dec_channels) if width is None else width
-        if not is_count(h):
-            raise ValueError(f"width must be an integer >= 1, got {width!r}")
+        if not is_count(h) or h > MAX_CHANNELS:
+            raise ValueError(f"width must be an integer from 1 to {MAX_CHANNELS}, got {width!r}")
         h = int(h)
         self.enc_channels, self.dec_channels, self.width, self.kernel_size = enc_channels, dec_channels, h, kernel_size
         self.motion_prior = motion_prior_name(motion_prior)
