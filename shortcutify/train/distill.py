@@ -335,6 +335,7 @@ def distill(
             repeating the keyframe.
     """
     sv = unwrap(sv)  # (a compiled or DistributedDataParallel-wrapped module: the one inside)
+    flip, resume, progress, bf16 = (check_flag(v, n) for v, n in ((flip, "flip"), (resume, "resume"), (progress, "progress"), (bf16, "bf16")))
     alpha = _check_arguments(
         sv, resume, checkpoint_dir, lr, callback, steps=steps, batch_size=batch_size, val_every=val_every, checkpoint_every=checkpoint_every
     )
@@ -347,7 +348,6 @@ def distill(
     if not (isinstance(betas, (tuple, list)) and len(betas) == 2 and all(is_real(b) and 0 <= b < 1 for b in betas)):
         raise ValueError(f"betas must be two numbers in [0, 1) (Adam's decay rates; default (0.5, 0.999)), got {betas!r}")
     betas = (float(betas[0]), float(betas[1]))
-    flip, resume, progress, bf16 = (check_flag(v, n) for v, n in ((flip, "flip"), (resume, "resume"), (progress, "progress"), (bf16, "bf16")))
     w = LossWeights.coerce(weights)
     if perceptual is not None and not callable(perceptual):
         raise TypeError(f"perceptual must be a callable f(student_image, teacher_image) -> scalar loss, got {type(perceptual).__name__}")
