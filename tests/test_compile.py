@@ -199,14 +199,16 @@ def test_an_export_capture_compiles_one_symbolic_program_for_the_sub_batches_of_
     assert compiled_batches.count("symbolic") == 6
 
 
-def test_the_recompile_limit_is_named_with_what_counts_and_the_ways_out(monkeypatch):
+def test_the_recompile_limit_is_named_with_what_counts_and_the_ways_out():
     """Static shapes and frames of many sizes: past torch's recompile limit a fullgraph compile fails; the error says
     that every frame size and batch size counts, and how to go on (before: dynamo's bare FailOnRecompileLimitHit)."""
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 2)
     torch.manual_seed(0)
     gen = ResnetGenerator(ngf=8, n_blocks=1).eval()
     sv = shortcutify(gen, "model.4", "model.11", torch.randn(1, 3, 16, 16)).compile(backend="aot_eager", dynamic_batch=False)
     torch._dynamo.reset()
-    with torch.no_grad(), pytest.raises(RecompileLimitError, match=r"recompile limit.*frame size.*dynamic_batch=False.*fullgraph=False"):
+    with torch._dynamo.config.patch(recompile_limit=2), torch.no_grad(), pytest.raises(
+        RecompileLimitError, match=r"recompile limit.*frame size.*dynamic_batch=False.*fullgraph=False"
+    ):
         for size in (16, 20, 24, 28):
             sv(torch.randn(1, 3, size, size))
+    torch._dynamo.reset()
