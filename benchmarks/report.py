@@ -715,7 +715,7 @@ def overhead_section() -> list[str]:
             "the keyframe check in fewer ops, no tensor op to count keyframes, `no_grad` entered only "
             "where it changes something): the same script on the library at commit 592f5e0~1 "
             f"(`PYTHONPATH=<a worktree of it> python benchmarks/overhead.py --tag before-592f5e0`), {before['machine']['date']}, "
-            "run alternately with the table above's code, twice each (the second runs shown):",
+            "run alternately with the library at 592f5e0, whose run is the table above, twice each (the second runs shown):",
             "",
             before["markdown"],
             "",

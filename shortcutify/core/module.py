@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import itertools
+import operator
 import os
 import weakref
 from collections import Counter, OrderedDict
@@ -203,6 +204,9 @@ MAX_RECAPTURED = 64
 MAX_BATCH_FIXED = 2
 
 
+_TRAINING = operator.attrgetter("training")
+
+
 def _moded_modules(teacher: nn.Module, keyframe: fx.GraphModule) -> tuple[tuple[str, nn.Module], ...]:
     """The generator's modules whose training mode could change what its programs compute, by qualified name: every
     module an fx program calls whole, with the modules inside it (a ``forward`` may read ``self.training``: a dropout,
@@ -356,6 +360,7 @@ class ShortcutV2V(nn.Module):
         self._batch_fixed: Counter[tuple] = Counter()  # per layout, the captures where export fixed the batch size
         self._teacher = [teacher]  # not a submodule: its weights are already in the programs
         self._moded = _moded_modules(teacher, programs.keyframe)
+        self._moded_only = tuple(m for _, m in self._moded)
         self._example = tuple(x.detach().to("cpu", copy=True) if isinstance(x, Tensor) else x for x in example_inputs)
         # the inputs given in the weights' dtype (frames): another dtype there is a mistake _explain_dtype names; a
         # side input given in another (a float64 timestep the generator casts itself) is the generator's own business
@@ -532,6 +537,8 @@ class ShortcutV2V(nn.Module):
         (``"(the generator)"``), or modules its programs call (fx)."""
         if self._teacher[0].training:
             return ["(the generator)"]
+        if not any(map(_TRAINING, self._moded_only)):  # (every frame: the names only when one is in training mode)
+            return []
         return [name for name, m in self._moded if m.training]
 
     def _teacher_back_to_eval(self, which: list[str]) -> None:
