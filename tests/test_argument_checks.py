@@ -40,6 +40,8 @@ def _clips():
         (lambda sv: sv.run_shortcut(X, reference=[1, 2]), TypeError, r"got list.*prepare_reference.*taps"),
         (lambda sv: sv.predict(X, reference=sv.run_keyframe(X)), TypeError, r"reference is a KeyframeOutput.*prepare_reference"),
         (lambda sv: sv.prepare_reference(None), TypeError, r"prepare_reference takes a keyframe.*got NoneType"),
+        (lambda sv: sv.predict(torch.randn(2, 3, 16, 16), reference=sv.prepare_reference(sv.run_keyframe(X))),
+         InputMismatchError, r"reference holds 1 row\(s\), the frames 2 stream\(s\)"),
         (lambda sv: sv.predict(X.double(), reference=sv.prepare_reference(sv.run_keyframe(X))), InputTypeError, r"input 0 is torch\.float64"),
         (lambda sv: sv.run_shortcut(torch.randn(1, 4, 16, 16), reference=sv.run_keyframe(X).taps), InputMismatchError, r"4 channels"),
         (lambda sv: sv.run_keyframe(X.long()), InputTypeError, r"torch\.int64"),

@@ -33,7 +33,7 @@ from ..errors import (
 from .blocks import KeyframeTaps, Reference, ShortcutBlock
 from .caller import warn_caller
 from .capture import BatchGuard, eager_failure, same_value
-from .checks import MODED_TYPES, SCALING_HINT, check_flag, check_like_example, check_tap_rows, is_count, is_interval, refuse_untensored
+from .checks import MODED_TYPES, SCALING_HINT, check_flag, check_like_example, check_tap_rows, frames_batch, is_count, is_interval, refuse_untensored, shapes_of
 from .config import ShortcutConfig
 from .cost import CostReport, PathCost, count_macs, param_count
 from .cut import ALIGNED_INPUT, REFERENCE_INPUT, Cut
@@ -843,10 +843,10 @@ class ShortcutV2V(nn.Module):
         out, a, f = self._explained(args, lambda: self._programs(args, kwargs).keyframe(*args, **kwargs))
         return KeyframeOutput(out, a, f)
 
-    def _explained(self, args: tuple, run: Callable[[], Any]) -> Any:
+    def _explained(self, args: tuple, run: Callable[[], Any], reference: Any = None) -> Any:
         """``run()`` on inputs ``args`` checked against the example inputs first, its failures explained where the
-        inputs or the module's placement explain them (the training and low-level calls: :meth:`forward` checks
-        the inputs once per signature itself)."""
+        inputs, the ``reference`` they are run against or the module's placement explain them (the training and
+        low-level calls: :meth:`forward` checks the inputs once per signature itself)."""
         self._check_inputs(args, "input")
         try:
             return run()
@@ -855,8 +855,20 @@ class ShortcutV2V(nn.Module):
         except (RuntimeError, ValueError) as exc:  # (a norm's ValueError on a frame too small for it too)
             self._explain_placement(exc)
             self._explain_dtype(args, exc)
+            self._explain_reference(args, reference, exc)
             self._explain_inputs(args, exc)
             raise
+
+    def _explain_reference(self, args: tuple, reference: Any, exc: Exception) -> None:
+        """Raise :class:`InputMismatchError` from ``exc`` when ``reference`` holds another number of rows than the
+        frames' streams (a reference prepared from a keyframe of other streams)."""
+        rows = reference[0].shape[0] if isinstance(reference, tuple) and reference and isinstance(reference[0], Tensor) and reference[0].dim() else None
+        batch = frames_batch(shapes_of(args))
+        if rows is not None and batch > 0 and rows != batch and rows % batch:
+            raise InputMismatchError(
+                f"the reference holds {rows} row(s), the frames {batch} stream(s): prepare the reference from a keyframe "
+                "of the same streams, sv.prepare_reference(sv.run_keyframe(*inputs))"
+            ) from exc
 
     def prepare_reference(self, keyframe: KeyframeOutput) -> Reference:
         """The block's reference state from a keyframe's tap values (what :meth:`run_keyframe` returns)."""
@@ -874,7 +886,9 @@ class ShortcutV2V(nn.Module):
         See :meth:`predict` for the output alone.
         """
         _check_reference(reference)
-        return self._explained(args, lambda: _call_shortcut(self._programs(args, kwargs).shortcut, args, kwargs, reference, return_aligned))
+        return self._explained(
+            args, lambda: _call_shortcut(self._programs(args, kwargs).shortcut, args, kwargs, reference, return_aligned), reference
+        )
 
     def encode(self, *args: Any, **kwargs: Any) -> Tensor:
         """The encoder tap's value ``[B, Ca, Ha, Wa]`` for these inputs, running only the layers up to it
@@ -893,7 +907,7 @@ class ShortcutV2V(nn.Module):
         feature is freed as soon as the tail has read it (lower peak memory).
         """
         _check_reference(reference, taps=False)
-        return self._explained(args, lambda: self._programs(args, kwargs).inference(*args, **kwargs, **{REFERENCE_INPUT: reference}))
+        return self._explained(args, lambda: self._programs(args, kwargs).inference(*args, **kwargs, **{REFERENCE_INPUT: reference}), reference)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         """One frame of every stream: the generator's inputs for it (a frame ``[B, C, H, W]``, or the arguments
