@@ -702,7 +702,8 @@ def overhead_section() -> list[str]:
         "generator (ResnetGenerator ngf=4, 1 block, 8x8 frames) whose programs are replaced, after one real call, by "
         "functions returning their cached outputs, so each `sv(x)` call's time is the module's logic (the input "
         "signature, the policy's decision, per-stream bookkeeping, the keyframe check); medians of "
-        f"{r['calls']} calls, split by what each call ran; one thread. On a GPU a small frame's shortcut program is "
+        f"{r['calls']} calls, split by what each call ran; one thread, under `torch.inference_mode()` (with grad mode on, a "
+        "call also enters `no_grad`). On a GPU a small frame's shortcut program is "
         "launch-bound, a few milliseconds: this is what the module adds to each frame.",
         "",
         r["markdown"],

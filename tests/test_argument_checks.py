@@ -83,8 +83,8 @@ GEN = ResnetGenerator(3, 3, ngf=4, n_blocks=1)
 @pytest.mark.parametrize(
     "call, error, named",
     [
-        (lambda: FixedInterval(10**30), ValueError, r"from 1 to 2\*\*62"),
-        (lambda: shortcutify(GEN, *resnet_taps(GEN), X, interval=10**30), ValueError, r"2\*\*62"),
+        (lambda: FixedInterval(10**30), ValueError, r"from 1 to 2\*\*63 - 2"),
+        (lambda: shortcutify(GEN, *resnet_taps(GEN), X, interval=10**30), ValueError, r"2\*\*63 - 2"),
         (lambda: shortcutify(GEN, *resnet_taps(GEN), X, width=10**6), ValueError, r"width must be an integer from 1 to"),
         (lambda: make_block("half", -1, 8), ValueError, r"enc_channels must be an integer from 1"),
         (lambda: make_block("half", 8, None), ValueError, r"dec_channels must be an integer from 1"),
@@ -97,9 +97,32 @@ GEN = ResnetGenerator(3, 3, ngf=4, n_blocks=1)
         (lambda: shortcutify(GEN, *resnet_taps(GEN), X, leaf_modules=["model.44"]), ValueError, r"name no module.*close: .*'model\.4'"),
         (lambda: shortcutify(GEN, ["model.4"], "model.11", X), TypeError, r"got a list where a tap name goes"),
         (lambda: shortcutify(GEN, *resnet_taps(GEN), X, concrete_args={"a": 1}), ValueError, r"concrete_args names \['a'\].*forward \['x'\]"),
-        (lambda: shortcutify(GEN, *resnet_taps(GEN), X, tracer_kwargs={"nope": 1}), TypeError, r"tracer_kwargs \['nope'\]"),
+        (lambda: shortcutify(GEN, *resnet_taps(GEN), X, tracer_kwargs={"nope": 1}), TypeError, r"tracer_kwargs \['nope'\] do not fit"),
     ],
 )
 def test_wrapping_and_building_arguments(call, error, named):
     with pytest.raises(error, match=named):
         call()
+
+
+def test_what_the_checks_take_stays_taken(sv):
+    """The checks above refuse no value that works: numpy booleans (NumPy 1 and 2) as flags, a one-element tensor as
+    data_range, the largest count an int64 counter can step past."""
+    import sys
+
+    import numpy as np
+
+    from shortcutify.core.checks import check_flag
+    from shortcutify.train.metrics import psnr
+
+    assert check_flag(np.True_, "flip") is True and check_flag(np.bool_(False), "flip") is False and check_flag(1, "flip")
+    a, b = torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8)
+    assert torch.equal(psnr(a, b, data_range=torch.tensor(1.0)), psnr(a, b, data_range=1.0))
+    evaluate(sv, _clips(), data_range=torch.tensor(2.0), progress=np.False_)
+    assert FixedInterval(sys.maxsize - 1).interval == sys.maxsize - 1
+
+
+def test_a_reference_of_other_streams_is_named_also_when_its_rows_divide_the_frames(sv):
+    ref = sv.prepare_reference(sv.run_keyframe(torch.randn(2, 3, 16, 16)))
+    with pytest.raises(InputMismatchError, match=r"reference holds 2 row\(s\), the frames 1 stream\(s\)"):
+        sv.predict(X, reference=ref)

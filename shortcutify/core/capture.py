@@ -436,7 +436,7 @@ def trace(model: nn.Module, options: CaptureOptions = CaptureOptions(), n_positi
     try:
         tracer = _TapTracer(options.leaf_modules, **options.tracer_kwargs)
     except TypeError as exc:
-        raise TypeError(f"tracer_kwargs {sorted(options.tracer_kwargs)} are not torch.fx.Tracer's: {exc}") from exc
+        raise TypeError(f"tracer_kwargs {sorted(options.tracer_kwargs)} do not fit torch.fx.Tracer: {exc}") from exc
     defaults = _defaults_to_fix(model, options, n_positional)
     concrete = {**options.concrete_args, **defaults}
     try:

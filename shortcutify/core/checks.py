@@ -31,8 +31,8 @@ def weights_dtype(module: Any) -> torch.dtype | None:
     return first.dtype if first is not None and first.is_floating_point() else None
 
 
-#: the largest count or interval taken (an int64 holds it: frame counters are int64 tensors)
-MAX_COUNT = 2**62
+#: the largest count or interval taken (an int64 holds it, with room for one more frame: counters are int64 tensors)
+MAX_COUNT = 2**63 - 2
 
 
 def is_count(value: Any) -> bool:
@@ -46,7 +46,8 @@ def check_flag(value: Any, name: str) -> bool:
     Raises:
         TypeError: anything else (a string such as ``"no"`` would otherwise count as true), naming ``name``.
     """
-    if isinstance(value, bool) or type(value).__name__ == "bool_" or (isinstance(value, numbers.Integral) and value in (0, 1)):
+    numpy_bool = type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_")  # (NumPy 2 and 1)
+    if isinstance(value, bool) or numpy_bool or (isinstance(value, numbers.Integral) and value in (0, 1)):
         return bool(value)
     raise TypeError(f"{name} must be True or False, got {value!r}")
 

@@ -216,8 +216,15 @@ def _moded_modules(teacher: nn.Module, keyframe: fx.GraphModule) -> tuple[tuple[
     inside = tuple(name + "." for name in called)
     return tuple(
         (name, m) for name, m in teacher.named_modules()
-        if name and (isinstance(m, MODED_TYPES) or name in called or name.startswith(inside))
+        if name and (isinstance(m, MODED_TYPES) or ((name in called or name.startswith(inside)) and _reads_training(m)))
     )
+
+
+def _reads_training(module: nn.Module) -> bool:
+    """Whether a module's ``forward`` may read its training mode: it names ``training`` (a ``Conv2d``'s or a ``ReLU``'s
+    does not, ``RReLU``'s and a parametrization's do), or it cannot be told (then: yes). Kept per-frame checks short."""
+    code = getattr(type(module).forward, "__code__", None)
+    return code is None or "training" in code.co_names
 
 
 def _interval_source(policy: KeyframePolicy, given: float | None) -> str:
@@ -225,7 +232,7 @@ def _interval_source(policy: KeyframePolicy, given: float | None) -> str:
     if given is not None:
         return "as given (cost(interval=...))"
     if getattr(policy, "expected_interval", None):
-        return "the policy's expected mean interval (calibrated)"
+        return "the policy's expected mean interval (expected_interval, as calibrate() sets it)"
     if getattr(policy, "uses_change", False):
         return ("the policy's largest interval: an adaptive policy keyframes sooner on changing footage, so this is the "
                 "best case; calibrate() measures its mean interval on clips")
@@ -863,8 +870,9 @@ class ShortcutV2V(nn.Module):
         """Raise :class:`InputMismatchError` from ``exc`` when ``reference`` holds another number of rows than the
         frames' streams (a reference prepared from a keyframe of other streams)."""
         rows = reference[0].shape[0] if isinstance(reference, tuple) and reference and isinstance(reference[0], Tensor) and reference[0].dim() else None
-        batch = frames_batch(shapes_of(args))
-        if rows is not None and batch > 0 and rows != batch and rows % batch:
+        batch, example_batch = frames_batch(shapes_of(args)), frames_batch(shapes_of(self._example))
+        per_stream_rows = self.enc.shape[0] // example_batch if example_batch > 0 and self.enc.shape[0] % example_batch == 0 else 1
+        if rows is not None and batch > 0 and rows != batch * per_stream_rows:
             raise InputMismatchError(
                 f"the reference holds {rows} row(s), the frames {batch} stream(s): prepare the reference from a keyframe "
                 "of the same streams, sv.prepare_reference(sv.run_keyframe(*inputs))"

@@ -112,7 +112,7 @@ class FixedInterval:
 
     def __init__(self, n: int = 3) -> None:
         if not is_count(n):
-            raise ValueError(f"FixedInterval needs an integer interval from 1 to 2**62, got {n!r}")
+            raise ValueError(f"FixedInterval needs an integer interval from 1 to 2**63 - 2, got {n!r}")
         self.n = int(n)
 
     @property

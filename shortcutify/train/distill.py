@@ -95,20 +95,23 @@ def _refuse_unreached(terms: dict[str, Tensor], image: Tensor, output: Any) -> N
         )
 
 
-def _refuse_gradient_free(terms: dict[str, Tensor], params: list[Tensor], dec_layer: str) -> None:
-    """Name the loss terms whose gradient reaches the block as exactly zero (checked at a run's first step): a
-    layer between the block and the loss passes no gradient as captured, so they train nothing. A warning when
-    other terms train the block; :class:`GradientError` when none does (the block as given is kept). A term that is
-    exactly 0 is not judged: its gradient is zero because there is nothing to learn on this batch (pairs of still
-    frames, which the block as built reproduces exactly), not because a layer blocks it."""
+def _refuse_gradient_free(terms: dict[str, Tensor], params: list[Tensor], dec_layer: str) -> bool:
+    """Name the loss terms whose gradient reaches the block as exactly zero (checked at a run's first step with a
+    loss to learn from): a layer between the block and the loss passes no gradient as captured, so they train
+    nothing. A warning when other terms train the block; :class:`GradientError` when none does (the block as given
+    is kept). Returns whether the terms were judged: not when every term is exactly 0 (pairs of still frames, which
+    the block as built reproduces exactly: nothing to learn on this batch, so no gradient), which leaves the check
+    to a later step."""
+    if all(not bool(value.detach().ne(0).any()) for value in terms.values()):
+        return False
     free = [
         name for name, value in terms.items()
-        if value.requires_grad and bool(value.detach() != 0) and all(
+        if value.requires_grad and all(
             g is None or not bool(g.any()) for g in torch.autograd.grad(value, params, retain_graph=True, allow_unused=True)
         )
     ]
     if not free:
-        return
+        return True
     message = (
         f"the loss term(s) {free} give the block exactly zero gradient: a layer between the block and the loss passes "
         f"no gradient as the generator was captured (round, argmax, a threshold; or a custom torch.autograd.Function "
@@ -119,6 +122,7 @@ def _refuse_gradient_free(terms: dict[str, Tensor], params: list[Tensor], dec_la
     if len(free) == len(terms):
         raise GradientError(message + "; no term trains the block.")
     warnings.warn(message + ".", RuntimeWarning, stacklevel=3)
+    return True
 
 
 def _perceptual_chosen(weights: LossWeights | dict[str, float] | None) -> bool:
@@ -520,6 +524,7 @@ def distill(
             bar = tqdm(total=steps, initial=start, desc="distill", unit="step", dynamic_ncols=True)
         running: dict[str, float] = {}
         shown: dict[str, str] = {}
+        unjudged = True  # (whether the loss terms' gradients are still to be checked: _refuse_gradient_free)
         if start == 0:  # (what the steps are judged against: the block as the run starts it)
             validate(0)
         for step in range(start + 1, steps + 1):
@@ -544,9 +549,9 @@ def distill(
                 )
                 terms.update(run.adversaries.student_terms(image, previous))
                 _refuse_unreached(terms, image, output)
-                if step == start + 1 and world == 1:  # (once a run: a backward per term)
+                if unjudged and world == 1:  # (once a run, at its first step with a loss: a backward per term)
                     with _inplace_named(sv):
-                        _refuse_gradient_free(terms, [p for p in sv.block.parameters() if p.requires_grad], sv.config.dec_layer)
+                        unjudged = not _refuse_gradient_free(terms, [p for p in sv.block.parameters() if p.requires_grad], sv.config.dec_layer)
                 total = sum(terms.values())
             opt.zero_grad(set_to_none=True)
             _backward(total, sv)

@@ -67,6 +67,8 @@ def check_data_range(data_range: float | None) -> float:
     """``data_range`` as a float, checked: a finite number > 0 (ValueError otherwise); None: :data:`DEFAULT_DATA_RANGE`."""
     if data_range is None:
         return DEFAULT_DATA_RANGE
+    if isinstance(data_range, torch.Tensor) and data_range.numel() == 1 and not data_range.is_complex():
+        data_range = float(data_range)  # (a computed range, t.max() - t.min())
     if isinstance(data_range, bool) or not isinstance(data_range, numbers.Real):
         raise TypeError(f"data_range must be a number (the width of the outputs' value range: 2.0 for [-1, 1]), got {data_range!r}")
     r = float(data_range)
