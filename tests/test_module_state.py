@@ -236,26 +236,6 @@ class _Normed(torch.nn.Module):
         return self.d(torch.relu(self.c(torch.relu(self.b(torch.relu(self.bn(self.a(x))))))))
 
 
-@pytest.mark.parametrize("capture", ["fx", "export"])
-def test_a_generator_put_back_in_training_mode_is_run_frozen_and_told(capture):
-    """``parent.train()`` on a module holding the generator: keyframes would use batch statistics and update the
-    generator's running statistics. The module puts it back in eval mode, with a warning at the caller's line."""
-    torch.manual_seed(0)
-    gen = _Normed()
-    sv = shortcutify(gen, "bn", "c", torch.zeros(1, 3, 16, 16), capture=capture)
-    x = torch.randn(2, 3, 16, 16)
-    with torch.no_grad():
-        expected = gen(x)
-    running = gen.bn.running_mean.clone()
-    gen.train()
-    with pytest.warns(UserWarning, match=r"generator \(_Normed\) was in training mode.*put it back in eval mode") as caught:
-        out = sv(x)
-    assert caught[0].filename == __file__
-    assert not gen.training and not gen.bn.training
-    torch.testing.assert_close(out, expected)
-    assert torch.equal(gen.bn.running_mean, running)
-
-
 class _Dropped(_Normed):
     """:class:`_Normed` with a dropout after its first conv (pix2pix keeps one on at test time)."""
 
@@ -282,11 +262,12 @@ def test_a_dropout_kept_on_for_test_time_noise_is_switched_off_when_wrapping_and
 
 
 @pytest.mark.parametrize("capture", ["fx", "export"])
-@pytest.mark.parametrize("inside", ["bn", "drop"])
-def test_a_module_inside_the_generator_put_in_training_mode_is_run_frozen_and_told(capture, inside):
-    """``generator.bn.train()`` or a dropout switched on for test-time noise, after wrapping: under fx the program
-    calls that module, which would use batch statistics (and update the generator's running statistics) or drop out;
-    export fixed the modes when it captured. Either way the module runs the generator in eval mode, and says so."""
+@pytest.mark.parametrize("inside", [None, "bn", "drop"], ids=["the-generator", "bn", "drop"])
+def test_a_generator_or_a_module_inside_it_put_in_training_mode_is_run_frozen_and_told(capture, inside):
+    """``parent.train()`` on a module holding the generator, ``generator.bn.train()``, or a dropout switched on for
+    test-time noise, after wrapping: keyframes would use batch statistics (and update the generator's running
+    statistics) or drop out (under fx the program calls those modules; export fixed the modes when it captured).
+    Either way the module runs the generator in eval mode, and says so at the caller's line."""
     torch.manual_seed(0)
     gen = _Dropped()
     sv = shortcutify(gen, "a", "c", torch.zeros(1, 3, 16, 16), capture=capture)
@@ -294,8 +275,10 @@ def test_a_module_inside_the_generator_put_in_training_mode_is_run_frozen_and_to
     with torch.no_grad():
         expected = gen(x)
     running = gen.bn.running_mean.clone()
-    getattr(gen, inside).train()
-    with pytest.warns(UserWarning, match=rf"modules of the generator \(_Dropped\) were in training mode: \['{inside}'\]") as caught:
+    (gen if inside is None else getattr(gen, inside)).train()
+    told = (r"generator \(_Dropped\) was in training mode.*put it back in eval mode" if inside is None else
+            rf"modules of the generator \(_Dropped\) were in training mode: \['{inside}'\]")
+    with pytest.warns(UserWarning, match=told) as caught:
         out = sv(x)
     assert caught[0].filename == __file__
     assert not any(m.training for m in gen.modules())
