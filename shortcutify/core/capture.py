@@ -1140,10 +1140,11 @@ def capture(model: nn.Module, example_inputs: Any, options: CaptureOptions = Cap
     """
     refuse_unusable(model)
     inputs = as_tuple(example_inputs)
-    for i, x in enumerate(tree_flatten(list(inputs))[0]):
+    leaves = tree_flatten(list(inputs))[0]
+    for i, x in enumerate(leaves):
         if isinstance(x, torch.Tensor):
             refuse_valueless(x, f"example input tensor {i}")
-    empty = [list(x.shape) for x in tree_flatten(list(inputs))[0] if isinstance(x, torch.Tensor) and x.dim() == 4 and x.shape[0] == 0]
+    empty = [list(x.shape) for x in leaves if isinstance(x, torch.Tensor) and x.dim() == 4 and x.shape[0] == 0]
     if empty:
         raise ValueError(
             f"example_inputs hold an empty batch (shape {empty[0]}): shapes, MACs and the capture check need at least "

@@ -893,8 +893,7 @@ class ShortcutV2V(nn.Module):
         ``return_aligned``: also compute the prediction from the warped reference alone.
         See :meth:`predict` for the output alone.
         """
-        _check_reference(reference)
-        return self._explained(
+        return self._explained(  # (_call_shortcut checks the reference)
             args, lambda: _call_shortcut(self._programs(args, kwargs).shortcut, args, kwargs, reference, return_aligned), reference
         )
 
