@@ -106,6 +106,7 @@ def test_an_export_captured_module_serves_any_batch_size_and_split_like_streams_
                     sv.reset()
                 out = sv(f[s : s + 1])
                 # (kernels differ by batch size: their float noise, through a random generator and block, reaches about
-                # 1e-4, and up to 1e-3 of the output's magnitude; a stream mixed with another differs by its whole scale)
+                # 1e-4, and on single elements up to 2e-3 of the output's magnitude (a CI run's hypothesis example:
+                # 1.6e-3); a stream mixed with another differs by its whole scale)
                 scale = max(1.0, float(outs[k][s].abs().max()))
-                torch.testing.assert_close(out, outs[k][s : s + 1], rtol=1e-3, atol=1e-3 * scale)
+                torch.testing.assert_close(out, outs[k][s : s + 1], rtol=3e-3, atol=3e-3 * scale)
