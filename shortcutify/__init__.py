@@ -47,6 +47,7 @@ from .core import (
 from .errors import (
     AmbiguousTapError,
     CaptureMismatchError,
+    ConcurrentCallError,
     EmptyCutError,
     FixedArgumentError,
     GeneratorStateError,
@@ -120,6 +121,7 @@ __all__ = [
     "InputTypeError",
     "PolicyError",
     "RecompileLimitError",
+    "ConcurrentCallError",
     "PlacementError",
     "GradientError",
     "GeneratorStateError",

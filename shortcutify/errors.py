@@ -29,6 +29,7 @@ __all__ = [
     "GeneratorStateError",
     "OutputSelectionError",
     "RecompileLimitError",
+    "ConcurrentCallError",
     "NonFiniteKeyframeWarning",
 ]
 
@@ -124,6 +125,11 @@ class OutputSelectionError(ShortcutifyError, ValueError):
 class RecompileLimitError(ShortcutifyError, RuntimeError):
     """A module compiled with ``fullgraph=True`` met more input signatures than ``torch.compile`` compiles
     versions of one program (``torch._dynamo.config.recompile_limit``); the message names the ways out."""
+
+
+class ConcurrentCallError(ShortcutifyError, RuntimeError):
+    """A stateful module was called from a thread while a call from another thread was still running: its
+    streams are its state, so the two threads' frames would run against each other's keyframes."""
 
 
 class NonFiniteKeyframeWarning(UserWarning):

@@ -126,3 +126,44 @@ def test_a_reference_of_other_streams_is_named_also_when_its_rows_divide_the_fra
     ref = sv.prepare_reference(sv.run_keyframe(torch.randn(2, 3, 16, 16)))
     with pytest.raises(InputMismatchError, match=r"reference holds 2 row\(s\), the frames 1 stream\(s\)"):
         sv.predict(X, reference=ref)
+
+
+@pytest.mark.parametrize("resolution", ["half", "full"])
+def test_a_reference_made_at_another_frame_size_is_refused_not_resized(resolution):
+    """Before, the block resized the frame's tap to the reference's and returned an output of the keyframe's size.
+    Refused for a frame size the module has not met (its tap size found from shapes alone) and for one it has."""
+    torch.manual_seed(0)
+    gen = ResnetGenerator(3, 3, ngf=4, n_blocks=1)
+    sv = shortcutify(gen, *resnet_taps(gen), X, resolution=resolution)
+    key = sv.run_keyframe(X)
+    other = torch.randn(1, 3, 24, 24)
+    calls = [(sv.predict, sv.prepare_reference(key)), (sv.run_shortcut, sv.prepare_reference(key)), (sv.run_shortcut, key.taps)]
+    for met in (False, True):
+        if met:
+            sv.run_keyframe(other)
+        for run, reference in calls:
+            with pytest.raises(InputMismatchError, match=r"made for a decoder tap of 8x8, but inputs of shape \[\(1, 3, 24, 24\)\] give one of 12x12"):
+                run(other, reference=reference)
+            assert run(X, reference=reference) is not None  # the keyframe's own size still runs
+
+
+class _FixedSizeInside(torch.nn.Module):
+    """Resizes every frame to 16x16 inside: its taps have one size whatever the frame's."""
+
+    def __init__(self):
+        super().__init__()
+        self.down = torch.nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.mid = torch.nn.Conv2d(8, 8, 3, padding=1)
+        self.up = torch.nn.ConvTranspose2d(8, 3, 2, stride=2)
+
+    def forward(self, x):
+        y = torch.nn.functional.interpolate(x, size=(16, 16), mode="bilinear", align_corners=False)
+        y = self.up(torch.relu(self.mid(torch.relu(self.down(y)))))
+        return torch.nn.functional.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def test_a_reference_serves_frames_of_another_size_where_the_taps_have_the_keyframes_size():
+    torch.manual_seed(0)
+    sv = shortcutify(_FixedSizeInside(), "down", "mid", X)
+    reference = sv.prepare_reference(sv.run_keyframe(X))
+    assert sv.predict(torch.randn(1, 3, 24, 24), reference=reference).shape == (1, 3, 24, 24)

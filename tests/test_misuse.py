@@ -996,3 +996,64 @@ def test_a_generator_holding_torchscript_submodules_that_no_path_captures_names_
         gen = Scripted().eval()
     with pytest.raises(UntraceableModelError, match=r"holds TorchScript submodules \['b'\]"):
         shortcutify(gen, "a", "c", torch.rand(1, 3, 8, 8))
+
+
+class _Gate(nn.Module):
+    """Identity that, once armed, waits inside the call until released (a call still running in one thread)."""
+
+    def __init__(self):
+        super().__init__()
+        import threading
+
+        self.armed, self.entered, self.release = False, threading.Event(), threading.Event()
+
+    def forward(self, x):
+        if self.armed:
+            self.entered.set()
+            assert self.release.wait(timeout=60)
+        return x
+
+
+class _GatedGenerator(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.gate = _Gate()
+        self.enc = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.mid = nn.Conv2d(8, 8, 3, padding=1)
+        self.dec = nn.ConvTranspose2d(8, 8, 2, stride=2)
+        self.out = nn.Conv2d(8, 3, 1)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.dec(torch.relu(self.mid(torch.relu(self.enc(self.gate(x))))))))
+
+
+def test_a_call_from_another_thread_while_one_runs_is_refused_and_the_running_call_completes():
+    import threading
+
+    from shortcutify import ConcurrentCallError
+
+    torch.manual_seed(0)
+    gen = _GatedGenerator().eval()
+    x = torch.randn(1, 3, 16, 16)
+    sv = shortcutify(gen, "enc", "dec", x, leaf_modules=[_Gate])
+    sv(x)
+    expected = gen(x)
+    gen.gate.armed = True
+    results = []
+    worker = threading.Thread(target=lambda: results.append(sv(x)))
+    worker.start()
+    assert gen.gate.entered.wait(timeout=60)
+    try:
+        with pytest.raises(ConcurrentCallError, match=r"called from two threads at once.*its own module"):
+            sv(x)
+    finally:
+        gen.gate.release.set()
+        worker.join(timeout=60)
+    gen.gate.armed = False
+    assert len(results) == 1 and results[0].shape == expected.shape
+    assert sv(x).shape == expected.shape  # the module serves its thread again (and a new one: the call is over)
+    other = []
+    thread = threading.Thread(target=lambda: other.append(sv(x)))
+    thread.start()
+    thread.join(timeout=60)
+    assert len(other) == 1

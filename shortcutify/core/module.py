@@ -7,6 +7,7 @@ import inspect
 import itertools
 import operator
 import os
+import threading
 import weakref
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping
@@ -19,6 +20,7 @@ from torch import Tensor, fx, nn
 from torch.utils._pytree import tree_flatten
 
 from ..errors import (
+    ConcurrentCallError,
     FixedArgumentError,
     GeneratorStateError,
     InputMismatchError,
@@ -75,6 +77,11 @@ def _program_key(args: tuple) -> tuple:
     return _signature(args, {}), strides
 
 
+def _frame_key(args: tuple) -> tuple:
+    """The inputs' shapes without their first (batch) dimension: what sets the taps' sizes."""
+    return tuple(tuple(v.shape[1:]) for v in tree_flatten(args)[0] if isinstance(v, Tensor))
+
+
 def _batch_and_layout(args: tuple) -> tuple[int, tuple] | None:
     """The positional inputs' common batch size and their key without it (what a program
     captured with a symbolic batch size holds for, besides its guard); ``None`` when the
@@ -125,7 +132,6 @@ def _check_reference(reference: Any, taps: bool = True) -> None:
 
 
 def _call_shortcut(program: nn.Module, args: tuple, kwargs: dict, reference: Any, return_aligned: bool) -> ShortcutOutput:
-    _check_reference(reference)
     out, feature, aligned = program(*args, **kwargs, **{REFERENCE_INPUT: reference, ALIGNED_INPUT: return_aligned})
     return ShortcutOutput(out, feature, aligned)
 
@@ -197,6 +203,8 @@ def _nothing() -> None:
 #: above the sub-batch sizes of mixed batches of many streams (each size is a signature), which would else be
 #: captured again and again in turn
 MAX_RECAPTURED = 64
+#: how many frame sizes a module remembers the decoder tap's size of (to refuse a reference made at another size)
+MAX_TAP_SIZES = 64
 
 #: per input layout, how many captures asked for a symbolic batch size may come back without one (export fixed the
 #: size, or failed with it) before the module asks no more (a model whose code fixes every batch size would else
@@ -376,6 +384,13 @@ class ShortcutV2V(nn.Module):
         self._fixed_args: dict[str, Any] = dict(cut.captured.fixed_args)
         self._leaf_modules = tuple(cut.captured.leaf_modules)
         self._state: _State | None = None
+        # the thread inside forward(), or None: a call from another thread meanwhile is refused (held in a list: set
+        # twice per call without nn.Module's attribute bookkeeping)
+        self._calling: list[int | None] = [None]
+        # frame shapes (_frame_key) -> the decoder tap's (Hf, Wf) for them, from every keyframe of new inputs; least
+        # recently met first (predict and run_shortcut refuse a reference made for another size)
+        self._tap_sizes: OrderedDict[tuple, tuple[int, int]] = OrderedDict()
+        self._note_tap_size(tuple(example_inputs), cut.dec.shape)
         self._compile_options: CompileOptions | None = None
         self._runners: dict[int, tuple[Programs, Runner]] = {}
         self.last_keyframes: Tensor | None = None
@@ -848,7 +863,48 @@ class ShortcutV2V(nn.Module):
                 the generator itself cannot run them (e.g. a frame size it does not take).
         """
         out, a, f = self._explained(args, lambda: self._programs(args, kwargs).keyframe(*args, **kwargs))
+        self._note_tap_size(args, f.shape)
         return KeyframeOutput(out, a, f)
+
+    def _note_tap_size(self, args: tuple, dec_shape: Any) -> None:
+        """Remember the decoder tap's size ``dec_shape[-2:]`` for inputs shaped like ``args``."""
+        key = _frame_key(args)
+        self._tap_sizes[key] = (int(dec_shape[-2]), int(dec_shape[-1]))
+        self._tap_sizes.move_to_end(key)
+        if len(self._tap_sizes) > MAX_TAP_SIZES:
+            self._tap_sizes.popitem(last=False)
+
+    def _tap_size_for(self, args: tuple, kwargs: dict) -> tuple[int, int] | None:
+        """The decoder tap's size ``(Hf, Wf)`` for inputs shaped like ``args``: as a keyframe of such inputs gave it,
+        else from the keyframe program run on fake tensors (shapes without values: no layer computes), then
+        remembered; ``None`` where that cannot run (e.g. a layer whose code reads values)."""
+        key = _frame_key(args)
+        size = self._tap_sizes.get(key)
+        if size is None:
+            try:
+                from torch._subclasses.fake_tensor import FakeTensorMode
+
+                program = self._programs(args, kwargs).keyframe
+                with FakeTensorMode(allow_non_fake_inputs=True) as mode:
+                    fake = [mode.from_tensor(v) if isinstance(v, Tensor) else v for v in args]
+                    _, _, f = program(*fake, **kwargs)
+                self._note_tap_size(args, f.shape)
+                size = self._tap_sizes[key]
+            except Exception:  # (values read by Python code, an op without shapes alone: the check is skipped)
+                return None
+        return size
+
+    def _check_reference_size(self, args: tuple, kwargs: dict, reference: Any) -> None:
+        """Refuse a reference made for another decoder tap size than these inputs give (:meth:`_tap_size_for`):
+        the block would resize the frame's tap to the reference's, and return an output of the other size."""
+        made_for = self.block.reference_size(reference)
+        size = self._tap_size_for(args, kwargs) if made_for is not None else None
+        if size is not None and size != made_for:
+            raise InputMismatchError(
+                f"the reference was made for a decoder tap of {made_for[0]}x{made_for[1]}, but inputs of shape "
+                f"{self._shapes(args)} give one of {size[0]}x{size[1]}: a reference serves frames of the keyframe's "
+                "size only. Prepare it from a keyframe of these frames, sv.prepare_reference(sv.run_keyframe(*inputs))"
+            )
 
     def _explained(self, args: tuple, run: Callable[[], Any], reference: Any = None) -> Any:
         """``run()`` on inputs ``args`` checked against the example inputs first, its failures explained where the
@@ -892,10 +948,17 @@ class ShortcutV2V(nn.Module):
         ``reference``: a prepared reference, or a keyframe's raw :class:`KeyframeTaps`.
         ``return_aligned``: also compute the prediction from the warped reference alone.
         See :meth:`predict` for the output alone.
+
+        Raises:
+            InputMismatchError: inputs unlike the example inputs, or a reference made from a keyframe of other
+                streams or of frames whose decoder tap has another size.
         """
-        return self._explained(  # (_call_shortcut checks the reference)
-            args, lambda: _call_shortcut(self._programs(args, kwargs).shortcut, args, kwargs, reference, return_aligned), reference
-        )
+        def run() -> ShortcutOutput:
+            _check_reference(reference)
+            self._check_reference_size(args, kwargs, reference)
+            return _call_shortcut(self._programs(args, kwargs).shortcut, args, kwargs, reference, return_aligned)
+
+        return self._explained(args, run, reference)
 
     def encode(self, *args: Any, **kwargs: Any) -> Tensor:
         """The encoder tap's value ``[B, Ca, Ha, Wa]`` for these inputs, running only the layers up to it
@@ -912,15 +975,25 @@ class ShortcutV2V(nn.Module):
 
         Unlike :meth:`run_shortcut` it keeps no intermediate value: the predicted decoder
         feature is freed as soon as the tail has read it (lower peak memory).
+
+        Raises:
+            InputMismatchError: inputs unlike the example inputs, or a reference made from a keyframe of other
+                streams or of frames whose decoder tap has another size.
         """
         _check_reference(reference, taps=False)
-        return self._explained(args, lambda: self._programs(args, kwargs).inference(*args, **kwargs, **{REFERENCE_INPUT: reference}), reference)
+
+        def run() -> Any:
+            self._check_reference_size(args, kwargs, reference)
+            return self._programs(args, kwargs).inference(*args, **kwargs, **{REFERENCE_INPUT: reference})
+
+        return self._explained(args, run, reference)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         """One frame of every stream: the generator's inputs for it (a frame ``[B, C, H, W]``, or the arguments
         the module was wrapped with), each of the ``B`` streams a keyframe or a shortcut frame as the policy
-        decides; returns what the generator returns. The streams are the module's state: it is not for
-        calls from several threads at once (give each thread its own module, or batch the sources as streams).
+        decides; returns what the generator returns. The streams are the module's state: a call while a call
+        from another thread is still running is refused (give each thread its own module, or batch the sources
+        as streams).
 
         Raises:
             InputMismatchError, InputTypeError: inputs that do not fit the example inputs (or a frame size the
@@ -929,7 +1002,18 @@ class ShortcutV2V(nn.Module):
             GeneratorStateError: the module was moved to the meta device.
             StreamSplitError: per-stream keyframes need an input or output not batched by stream.
             RecompileLimitError: a compiled module (:meth:`compile`) met more input signatures than torch compiles.
+            ConcurrentCallError: a call from another thread is still running.
         """
+        calling = self._calling
+        outer, me = calling[0], threading.get_ident()
+        if outer is not None and outer != me:
+            raise ConcurrentCallError(
+                "this module was called from two threads at once: its streams are its state (each stream's keyframe "
+                "reference, its count of frames since), so the threads' frames would be run against one another's "
+                "keyframes. Give each thread (each video source) its own module, shortcutify(...) or load(...) on the "
+                "same generator, or batch the sources as streams of one call from one thread"
+            )
+        calling[0] = me
         try:
             return self._stream(args, kwargs)
         except ShortcutifyError:
@@ -938,6 +1022,8 @@ class ShortcutV2V(nn.Module):
             self._explain_placement(exc)
             self._explain_inputs(args, exc)
             raise
+        finally:
+            calling[0] = outer
 
     def _explain_inputs(self, args: tuple, exc: Exception) -> None:
         """Raise :class:`InputMismatchError` from ``exc`` when the generator itself cannot run ``args`` because
@@ -1101,6 +1187,7 @@ class ShortcutV2V(nn.Module):
             streams, folded, batched = old.since_keyframe.shape[0], old.folded, old.batched_outputs
         else:
             check_tap_rows(tuple(key.enc.shape), tuple(key.dec.shape), args, (self.config.enc_layer, self.config.dec_layer))
+            self._note_tap_size(args, key.dec.shape)
             streams = streams_of(args, key.enc.shape[0])
             folded, batched = key.enc.shape[0] != streams, batched_leaves(key.output, streams)
         rows = key.enc.shape[0]

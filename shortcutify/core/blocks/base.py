@@ -289,6 +289,14 @@ class ShortcutBlock(nn.Module, ABC):
             reference = self.prepare_reference(reference.enc, reference.dec)
         return self._predict(a, reference, return_aligned)
 
+    def reference_size(self, reference: Any) -> tuple[int, int] | None:
+        """The decoder tap's size ``(Hf, Wf)`` that ``reference`` (what :meth:`prepare_reference` returned,
+        or a keyframe's :class:`KeyframeTaps`) was made for: a frame whose decoder tap has another size cannot be
+        predicted from it. ``None`` where a layout does not say (the base class knows only the taps)."""
+        if isinstance(reference, KeyframeTaps):
+            return int(reference.dec.shape[-2]), int(reference.dec.shape[-1])
+        return None
+
     @property
     def untrained(self) -> bool:
         """``True`` while the reconstruction is all zero, as built: the block then predicts the

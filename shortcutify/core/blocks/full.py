@@ -13,7 +13,7 @@ wide taps (``benchmarks/RESULTS.md``, "Block resolution").
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -86,6 +86,11 @@ class FullResolutionBlock(ShortcutBlock):
         if rows_inside(a):
             enc_half = to_channels_last(enc_half)
         return FullReference(enc_half, to_channels_last(stacked) if stacked.device.type == "cpu" else stacked, motion)
+
+    def reference_size(self, reference: Any) -> tuple[int, int] | None:
+        if isinstance(reference, FullReference):
+            return int(reference.stacked.shape[-2]), int(reference.stacked.shape[-1])
+        return super().reference_size(reference)
 
     def _predict(self, a: Tensor, reference: FullReference, return_aligned: bool) -> BlockOutput:
         a_ref_half, ref, ref_motion = reference

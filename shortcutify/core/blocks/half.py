@@ -24,7 +24,7 @@ rather than MACs; ``benchmarks/RESULTS.md`` has both measured.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -102,6 +102,11 @@ class HalfResolutionBlock(ShortcutBlock):
         h = self.width
         motion = self.motion_features(a_ref, reduced.shape[-2:], reduced[:, :h]) if self.motion_prior else a_ref.new_zeros(a_ref.shape[0], 0, 1, 1)
         return HalfReference(reduced, feature, motion)
+
+    def reference_size(self, reference: Any) -> tuple[int, int] | None:
+        if isinstance(reference, HalfReference):
+            return int(reference.feature.shape[-2]), int(reference.feature.shape[-1])
+        return super().reference_size(reference)
 
     def _predict(self, a: Tensor, reference: HalfReference, return_aligned: bool) -> BlockOutput:
         ref_reduced, f_ref, ref_motion = reference
