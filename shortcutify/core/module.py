@@ -876,18 +876,22 @@ class ShortcutV2V(nn.Module):
 
     def _tap_size_for(self, args: tuple, kwargs: dict) -> tuple[int, int] | None:
         """The decoder tap's size ``(Hf, Wf)`` for inputs shaped like ``args``: as a keyframe of such inputs gave it,
-        else from the keyframe program run on fake tensors (shapes without values: no layer computes), then
-        remembered; ``None`` where that cannot run (e.g. a layer whose code reads values)."""
+        else from the keyframe program run on fake tensors (shapes without values, the weights and buffers too: no
+        layer computes, nothing is written), then remembered; ``None`` where that cannot run (a layer whose code
+        reads values) or could change something (the generator's own ``leaf_modules`` run their Python code)."""
         key = _frame_key(args)
         size = self._tap_sizes.get(key)
         if size is None:
+            if self._leaf_modules:
+                return None
             try:
                 from torch._subclasses.fake_tensor import FakeTensorMode
 
                 program = self._programs(args, kwargs).keyframe
                 with FakeTensorMode(allow_non_fake_inputs=True) as mode:
-                    fake = [mode.from_tensor(v) if isinstance(v, Tensor) else v for v in args]
-                    _, _, f = program(*fake, **kwargs)
+                    fake = lambda v: mode.from_tensor(v) if isinstance(v, Tensor) else v  # noqa: E731
+                    state = {n: fake(t) for n, t in itertools.chain(program.named_parameters(), program.named_buffers())}
+                    _, _, f = torch.func.functional_call(program, state, tuple(fake(v) for v in args), {k: fake(v) for k, v in kwargs.items()})
                 self._note_tap_size(args, f.shape)
                 size = self._tap_sizes[key]
             except Exception:  # (values read by Python code, an op without shapes alone: the check is skipped)
