@@ -85,7 +85,7 @@ class HalfSubpixelBlock(HalfResolutionBlock):
         return None
 
     def _predict(self, a_in: Tensor, reference: HalfReference, return_aligned: bool) -> BlockOutput:
-        ref_reduced, f_ref, _ = reference
+        ref_reduced, f_ref = reference.reduced, reference.feature
         if self.motion_prior:
             raise NotImplementedError(f"{self.resolution} is an experiment without the motion prior")
         h = self.width
@@ -141,7 +141,7 @@ class HalfWideSampleBlock(HalfResolutionBlock):
         nn.init.zeros_(self.reconstruct.bias)
 
     def _predict(self, a_in: Tensor, reference: HalfReference, return_aligned: bool) -> BlockOutput:
-        ref_reduced, f_ref, _ = reference
+        ref_reduced, f_ref = reference.reduced, reference.feature
         if self.motion_prior:
             raise NotImplementedError(f"{self.resolution} is an experiment without the motion prior")
         h, w2 = self.width, 2 * self.width
@@ -169,7 +169,7 @@ class FullCoarseHeadsBlock(FullResolutionBlock):
     resolution = "full-coarse-heads"
 
     def _predict(self, a: Tensor, reference, return_aligned: bool) -> BlockOutput:
-        a_ref_half, ref, _ = reference
+        a_ref_half, ref = reference.enc_half, reference.stacked
         if self.motion_prior:
             raise NotImplementedError(f"{self.resolution} is an experiment without the motion prior")
         h, k2 = self.width, self.kernel_size**2
@@ -212,7 +212,7 @@ class FullNarrowHeadsBlock(FullResolutionBlock):
         self.adabd_head = _narrow_head(self.head_width, 3 * self.kernel_size**2)
 
     def _predict(self, a: Tensor, reference, return_aligned: bool) -> BlockOutput:
-        a_ref_half, ref, _ = reference
+        a_ref_half, ref = reference.enc_half, reference.stacked
         if self.motion_prior:
             raise NotImplementedError(f"{self.resolution} is an experiment without the motion prior")
         h, g, k2 = self.width, self.head_width, self.kernel_size**2

@@ -131,20 +131,26 @@ def test_a_reference_of_other_streams_is_named_also_when_its_rows_divide_the_fra
 @pytest.mark.parametrize("resolution", ["half", "full"])
 def test_a_reference_made_at_another_frame_size_is_refused_not_resized(resolution):
     """Before, the block resized the frame's tap to the reference's and returned an output of the keyframe's size.
-    Refused for a frame size the module has not met (its tap size found from shapes alone) and for one it has."""
+    Refused for a frame size the module has not met (by the block, from the reference's encoder tap size) and for
+    one it has (from the decoder tap size the keyframe gave)."""
     torch.manual_seed(0)
     gen = ResnetGenerator(3, 3, ngf=4, n_blocks=1)
     sv = shortcutify(gen, *resnet_taps(gen), X, resolution=resolution)
     key = sv.run_keyframe(X)
     other = torch.randn(1, 3, 24, 24)
     calls = [(sv.predict, sv.prepare_reference(key)), (sv.run_shortcut, sv.prepare_reference(key)), (sv.run_shortcut, key.taps)]
-    for met in (False, True):
+    for met in (False, True):  # a size no keyframe met: the block compares encoder taps; one met: the decoder taps
         if met:
             sv.run_keyframe(other)
+        named = (r"made for a decoder tap of 8x8, but inputs of shape \[\(1, 3, 24, 24\)\] give one of 12x12" if met else
+                 r"made from an encoder tap of 8x8, but this frame's is 12x12")
         for run, reference in calls:
-            with pytest.raises(InputMismatchError, match=r"made for a decoder tap of 8x8, but inputs of shape \[\(1, 3, 24, 24\)\] give one of 12x12"):
+            with pytest.raises(InputMismatchError, match=named):
                 run(other, reference=reference)
             assert run(X, reference=reference) is not None  # the keyframe's own size still runs
+    by_keyword = sv.run_keyframe(x=other)  # inputs given by keyword are told apart by their shapes too
+    with pytest.raises(InputMismatchError, match="a reference serves frames of"):
+        sv.predict(x=X, reference=sv.prepare_reference(by_keyword))
 
 
 class _FixedSizeInside(torch.nn.Module):

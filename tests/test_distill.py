@@ -335,10 +335,14 @@ def test_resume_after_a_kill_ends_with_the_same_block_as_an_uninterrupted_run(tm
     assert ha == hb  # the loss curve, adversarial terms included, is the same too
 
 
-def test_torchrun_with_two_cpu_processes_keeps_the_blocks_identical(tmp_path):
+@pytest.mark.parametrize("validated", [False, True], ids=["", "val-clips-on-rank-0-keep-best"])
+def test_torchrun_with_two_cpu_processes_keeps_the_blocks_identical(tmp_path, validated):
+    """With val_clips on rank 0 alone (it validates) and a last validation below an earlier one, every rank ends
+    with the kept block (before 0.27's fix: the other ranks never joined the broadcast)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(JOB), str(tmp_path), "6"],
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(JOB), str(tmp_path), "6",
+         *(["--val-on-rank-0"] if validated else [])],
         capture_output=True, text=True, timeout=300, env=env,
     )
     assert run.returncode == 0, run.stderr[-3000:]
@@ -348,7 +352,9 @@ def test_torchrun_with_two_cpu_processes_keeps_the_blocks_identical(tmp_path):
     h0 = json.loads((tmp_path / "history_rank0.json").read_text())
     h1 = json.loads((tmp_path / "history_rank1.json").read_text())
     assert h0["total"] != h1["total"]  # each rank trained on its own pairs
-    assert sum(h0["feature"][-2:]) < sum(h0["feature"][:2])
+    assert h0["kept"] == h1["kept"] and (h0["kept"] in (0, 2, 4) if validated else h0["kept"] is None)
+    if not validated:
+        assert sum(h0["feature"][-2:]) < sum(h0["feature"][:2])
 
 
 def test_distillation_on_real_video_beats_the_untrained_block_and_repeating_the_keyframe():

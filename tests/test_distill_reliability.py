@@ -524,7 +524,8 @@ def test_a_run_whose_last_validation_is_below_repeating_the_keyframe_says_so():
 
 def test_a_run_whose_steps_leave_the_block_worse_than_at_step_0_says_so():
     """A U-Net's skips carry the current frame past the taps: the block as built can beat repeat by far, and steps that
-    make it worse went unnoticed (the only warning compared with repeat). Step 0 is validated and the end compared."""
+    make it worse went unnoticed (the only warning compared with repeat). Step 0 is validated and the end compared
+    (with keep_best, the default, the block of step 0 would be returned instead: see the keep_best tests)."""
     sv = _sv()
     torch.manual_seed(5)
 
@@ -534,8 +535,8 @@ def test_a_run_whose_steps_leave_the_block_worse_than_at_step_0_says_so():
                 for p in sv.block.parameters():
                     p.add_(0.5 * torch.randn(p.shape))
 
-    with pytest.warns(RuntimeWarning, match=r"after 2 steps the shortcut frames on val_clips are .* dB below those of the block the run started from"):
-        hist = distill(sv, moving_clips(2), steps=2, val_clips=moving_clips(1, seed=3), progress=False, callback=spoil)
+    with pytest.warns(RuntimeWarning, match=r"after 2 steps the shortcut frames on val_clips are .* dB below those of the block the run started from.*keep_best=True"):
+        hist = distill(sv, moving_clips(2), steps=2, val_clips=moving_clips(1, seed=3), progress=False, callback=spoil, keep_best=False)
     assert hist.val[0]["step"] == 0 and hist.val[-1]["psnr"] < hist.val[0]["psnr"]
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
@@ -562,3 +563,72 @@ def test_still_footage_is_not_taken_for_a_layer_that_blocks_gradients():
     sv = _sv()
     still = [torch.rand(1, 3, 16, 16).expand(6, 3, 16, 16).clone() * 2 - 1]
     distill(sv, still, steps=2, batch_size=2, progress=False)
+
+
+# ------------------------------------------------------------------ keep_best
+def _scrambling_run(tmp_path=None, fail_at=None, **kwargs):
+    """A validated run whose block is wrecked after step 2 (validations at 0..3 score worse from step 2 on): the
+    block as the run started it, the block after step 1, and the run's callback."""
+    torch.manual_seed(0)
+    sv = shortcutify(ResnetGenerator(ngf=8, n_blocks=2), "model.4", "model.12", torch.randn(1, 3, 16, 16))
+    start, after_one = _state(sv), {}
+
+    def callback(step, logs):
+        if step == 1:
+            after_one.update(_state(sv))
+        if step == 2:
+            with torch.no_grad():
+                for p in sv.block.parameters():
+                    p.add_(3 * torch.randn_like(p))
+        if step == fail_at:
+            raise RuntimeError("the machine went away")
+
+    args = dict(steps=3, val_every=1, batch_size=2, val_clips=moving_clips(1, frames=6), progress=False, data_init=False, callback=callback)
+    if tmp_path is not None:
+        args.update(checkpoint_dir=tmp_path, checkpoint_every=1)
+    return sv, start, after_one, {**args, **kwargs}
+
+
+def test_keep_best_returns_the_best_validated_block_and_says_which():
+    sv, start, after_one, args = _scrambling_run()
+    with pytest.warns(RuntimeWarning, match=r"last validation \(step 3: .* dB on val_clips\) scored below step [01]'s .*keep_best=False returns the last"):
+        history = distill(sv, moving_clips(2), **args)
+    scores = {int(v["step"]): v["psnr"] for v in history.val}
+    assert history.kept == max((0, 1), key=lambda s: scores[s]) and scores[history.kept] > scores[3]
+    assert _same(sv.block.state_dict(), start if history.kept == 0 else after_one)
+    assert "returned the block of step" in history.summary()
+    assert sv.distilled_interval == (None if history.kept == 0 else 3)  # the block as built was trained for nothing
+
+
+def test_keep_best_never_returns_a_block_whose_last_validation_is_not_finite():
+    sv = _sv()
+
+    def poison(step, logs):  # after the last step: no step check sees it, only the validation
+        if step == 2:
+            with torch.no_grad():
+                sv.block.reconstruct.weight.fill_(float("nan"))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        history = distill(sv, moving_clips(2), steps=2, val_every=1, batch_size=2, val_clips=moving_clips(1, frames=6),
+                          progress=False, callback=poison)
+    assert history.kept in (0, 1) and all(bool(torch.isfinite(p).all()) for p in sv.block.parameters())
+
+
+def test_keep_best_false_returns_the_last_block():
+    sv, start, after_one, args = _scrambling_run(keep_best=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        history = distill(sv, moving_clips(2), **args)
+    assert history.kept is None and not _same(sv.block.state_dict(), start) and not _same(sv.block.state_dict(), after_one)
+
+
+def test_the_best_block_survives_an_interrupted_run_and_its_resume(tmp_path):
+    sv, start, after_one, args = _scrambling_run(tmp_path, fail_at=3)
+    with pytest.raises(RuntimeError, match="went away"):
+        distill(sv, moving_clips(2), **args)  # checkpoint of step 2 written; the best (step 0 or 1) with it
+    best = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)["best"]
+    args["callback"] = None
+    with pytest.warns(RuntimeWarning, match=r"the block of step [01] is returned"):
+        history = distill(sv, moving_clips(2), resume=True, **args)
+    assert history.kept == best["step"] and _same(sv.block.state_dict(), start if history.kept == 0 else after_one)

@@ -351,7 +351,7 @@ class _Sigmoid(nn.Module):
         return self.scale * torch.sigmoid(3 * self.inner(x))
 
 
-@pytest.mark.parametrize("scale, message", [(1.0, r"within \[0, 1\].*pass data_range=1\.0"), (255.0, r"wider than .*255 for 8-bit")])
+@pytest.mark.parametrize("scale, message", [(1.0, r"within \[0, 1\].*pass data_range=1\.0"), (255.0, r"wider than .*255 for 8-bit.*spread seen here, data_range=2\d\d")])
 def test_metrics_over_the_default_range_warn_when_the_outputs_do_not_look_like_it(scale, message):
     torch.manual_seed(0)
     gen = _Sigmoid(scale)
@@ -362,8 +362,10 @@ def test_metrics_over_the_default_range_warn_when_the_outputs_do_not_look_like_i
     assert caught[0].filename == __file__  # at the caller's line
     with pytest.warns(UserWarning, match=r"calibrate\(\): the teacher's outputs"):
         calibrate(sv, clips, min_psnr=-100.0, apply=False, progress=False)
-    with pytest.warns(UserWarning, match=r"^distill\(val_clips=\): the teacher's outputs"):  # (the call the user made)
-        distill(sv, moving_clips(2), steps=1, batch_size=2, val_clips=clips, progress=False)
+    with warnings.catch_warnings(record=True) as caught:  # validated at steps 0, 1 and 2: the range is judged once
+        warnings.simplefilter("always")
+        distill(sv, moving_clips(2), steps=2, val_every=1, batch_size=2, val_clips=clips, progress=False)
+    assert len([w for w in caught if re.match(r"distill\(val_clips=\): the teacher's outputs", str(w.message))]) == 1
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         evaluate(sv, clips, data_range=scale)  # the range given: no guess

@@ -180,7 +180,8 @@ def _wrap(
         enc_layer, dec_layer = best.enc_layer, best.dec_layer
         logging.getLogger("shortcutify").warning(
             "shortcutify(): no taps given; chose enc_layer=%r, dec_layer=%r (saves %.1f%% of the teacher's MACs per shortcut "
-            "frame, %.2fx fewer; difficulty %.3f; suggest_taps() ranks the alternatives)",
+            "frame, %.2fx fewer; difficulty %.3f, judged on the example and a copy of it shifted a few pixels; "
+            "suggest_taps(..., frames=a clip) ranks the alternatives on real motion)",
             enc_layer, dec_layer, 100 * best.saved_fraction, best.speedup, best.difficulty,
         )
     inputs = as_tuple(example_inputs)

@@ -518,7 +518,11 @@ class CostReport:
             p = "" if params is None else f"{params:>14,}"
             pr = "" if params is None else f"{params / max(self.teacher.params, 1):>11.4f}"
             lines.append(f"{name:<22}{macs / 1e9:>10.3f}{macs / max(t, 1):>11.4f}{p}{pr}")
-        lines.append(f"shortcut frames cost 1/{self.shortcut_reduction:.2f} of the teacher's MACs")
+        lines.append(
+            f"shortcut frames cost 1/{self.shortcut_reduction:.2f} of the teacher's MACs (multiply-adds, not time: on small "
+            "frames and on layers that move more memory than they multiply, the wall-clock gain is smaller; time both "
+            "paths on your device: shortcutify.demo.timing.time_calls(path_calls(sv, frame), cuda=frame.is_cuda))"
+        )
         if self.interval_source:
             lines.append(f"α={self.interval:g}: {self.interval_source}")
         unc = set(self.shortcut.uncounted_ops) | set(self.keyframe.uncounted_ops) | set(self.teacher.uncounted_ops)

@@ -77,9 +77,10 @@ def _program_key(args: tuple) -> tuple:
     return _signature(args, {}), strides
 
 
-def _frame_key(args: tuple) -> tuple:
-    """The inputs' shapes without their first (batch) dimension: what sets the taps' sizes."""
-    return tuple(tuple(v.shape[1:]) for v in tree_flatten(args)[0] if isinstance(v, Tensor))
+def _frame_key(args: tuple, kwargs: dict) -> tuple:
+    """The inputs' shapes without their first (batch) dimension, positional then by keyword: what sets the taps' sizes."""
+    shapes = lambda values: tuple(tuple(v.shape[1:]) for v in tree_flatten(values)[0] if isinstance(v, Tensor))  # noqa: E731
+    return shapes(args), tuple((k, shapes(kwargs[k])) for k in sorted(kwargs))
 
 
 def _batch_and_layout(args: tuple) -> tuple[int, tuple] | None:
@@ -384,13 +385,14 @@ class ShortcutV2V(nn.Module):
         self._fixed_args: dict[str, Any] = dict(cut.captured.fixed_args)
         self._leaf_modules = tuple(cut.captured.leaf_modules)
         self._state: _State | None = None
-        # the thread inside forward(), or None: a call from another thread meanwhile is refused (held in a list: set
-        # twice per call without nn.Module's attribute bookkeeping)
+        # forward() holds the lock (taken without waiting: a call from another thread meanwhile is refused) and notes
+        # its thread (held in a list: set twice per call without nn.Module's attribute bookkeeping)
+        self._call_lock = threading.Lock()
         self._calling: list[int | None] = [None]
         # frame shapes (_frame_key) -> the decoder tap's (Hf, Wf) for them, from every keyframe of new inputs; least
-        # recently met first (predict and run_shortcut refuse a reference made for another size)
+        # recently noted first (predict and run_shortcut refuse a reference made for another size)
         self._tap_sizes: OrderedDict[tuple, tuple[int, int]] = OrderedDict()
-        self._note_tap_size(tuple(example_inputs), cut.dec.shape)
+        self._note_tap_size(tuple(example_inputs), {}, cut.dec.shape)
         self._compile_options: CompileOptions | None = None
         self._runners: dict[int, tuple[Programs, Runner]] = {}
         self.last_keyframes: Tensor | None = None
@@ -863,46 +865,23 @@ class ShortcutV2V(nn.Module):
                 the generator itself cannot run them (e.g. a frame size it does not take).
         """
         out, a, f = self._explained(args, lambda: self._programs(args, kwargs).keyframe(*args, **kwargs))
-        self._note_tap_size(args, f.shape)
+        self._note_tap_size(args, kwargs, f.shape)
         return KeyframeOutput(out, a, f)
 
-    def _note_tap_size(self, args: tuple, dec_shape: Any) -> None:
-        """Remember the decoder tap's size ``dec_shape[-2:]`` for inputs shaped like ``args``."""
-        key = _frame_key(args)
+    def _note_tap_size(self, args: tuple, kwargs: dict, dec_shape: Any) -> None:
+        """Remember the decoder tap's size ``dec_shape[-2:]`` for inputs shaped like ``args``, ``kwargs``."""
+        key = _frame_key(args, kwargs)
         self._tap_sizes[key] = (int(dec_shape[-2]), int(dec_shape[-1]))
         self._tap_sizes.move_to_end(key)
         if len(self._tap_sizes) > MAX_TAP_SIZES:
             self._tap_sizes.popitem(last=False)
 
-    def _tap_size_for(self, args: tuple, kwargs: dict) -> tuple[int, int] | None:
-        """The decoder tap's size ``(Hf, Wf)`` for inputs shaped like ``args``: as a keyframe of such inputs gave it,
-        else from the keyframe program run on fake tensors (shapes without values, the weights and buffers too: no
-        layer computes, nothing is written), then remembered; ``None`` where that cannot run (a layer whose code
-        reads values) or could change something (the generator's own ``leaf_modules`` run their Python code)."""
-        key = _frame_key(args)
-        size = self._tap_sizes.get(key)
-        if size is None:
-            if self._leaf_modules:
-                return None
-            try:
-                from torch._subclasses.fake_tensor import FakeTensorMode
-
-                program = self._programs(args, kwargs).keyframe
-                with FakeTensorMode(allow_non_fake_inputs=True) as mode:
-                    fake = lambda v: mode.from_tensor(v) if isinstance(v, Tensor) else v  # noqa: E731
-                    state = {n: fake(t) for n, t in itertools.chain(program.named_parameters(), program.named_buffers())}
-                    _, _, f = torch.func.functional_call(program, state, tuple(fake(v) for v in args), {k: fake(v) for k, v in kwargs.items()})
-                self._note_tap_size(args, f.shape)
-                size = self._tap_sizes[key]
-            except Exception:  # (values read by Python code, an op without shapes alone: the check is skipped)
-                return None
-        return size
-
     def _check_reference_size(self, args: tuple, kwargs: dict, reference: Any) -> None:
-        """Refuse a reference made for another decoder tap size than these inputs give (:meth:`_tap_size_for`):
-        the block would resize the frame's tap to the reference's, and return an output of the other size."""
+        """Refuse a reference made for another decoder tap size than inputs of this shape gave in a keyframe (the
+        block would resize the frame's tap to the reference's, and return an output of the other size). Inputs of a
+        shape no keyframe met are left to the block, which compares the encoder tap's size with the reference's."""
         made_for = self.block.reference_size(reference)
-        size = self._tap_size_for(args, kwargs) if made_for is not None else None
+        size = self._tap_sizes.get(_frame_key(args, kwargs)) if made_for is not None else None
         if size is not None and size != made_for:
             raise InputMismatchError(
                 f"the reference was made for a decoder tap of {made_for[0]}x{made_for[1]}, but inputs of shape "
@@ -1008,9 +987,10 @@ class ShortcutV2V(nn.Module):
             RecompileLimitError: a compiled module (:meth:`compile`) met more input signatures than torch compiles.
             ConcurrentCallError: a call from another thread is still running.
         """
-        calling = self._calling
-        outer, me = calling[0], threading.get_ident()
-        if outer is not None and outer != me:
+        calling, me = self._calling, threading.get_ident()
+        if calling[0] == me:  # (a call from inside a call of this thread: already holds the module)
+            return self._forward(args, kwargs)
+        if not self._call_lock.acquire(blocking=False):
             raise ConcurrentCallError(
                 "this module was called from two threads at once: its streams are its state (each stream's keyframe "
                 "reference, its count of frames since), so the threads' frames would be run against one another's "
@@ -1019,6 +999,14 @@ class ShortcutV2V(nn.Module):
             )
         calling[0] = me
         try:
+            return self._forward(args, kwargs)
+        finally:
+            calling[0] = None
+            self._call_lock.release()
+
+    def _forward(self, args: tuple, kwargs: dict) -> Any:
+        """:meth:`forward` inside the module's hold, its failures explained."""
+        try:
             return self._stream(args, kwargs)
         except ShortcutifyError:
             raise
@@ -1026,8 +1014,6 @@ class ShortcutV2V(nn.Module):
             self._explain_placement(exc)
             self._explain_inputs(args, exc)
             raise
-        finally:
-            calling[0] = outer
 
     def _explain_inputs(self, args: tuple, exc: Exception) -> None:
         """Raise :class:`InputMismatchError` from ``exc`` when the generator itself cannot run ``args`` because
@@ -1191,7 +1177,7 @@ class ShortcutV2V(nn.Module):
             streams, folded, batched = old.since_keyframe.shape[0], old.folded, old.batched_outputs
         else:
             check_tap_rows(tuple(key.enc.shape), tuple(key.dec.shape), args, (self.config.enc_layer, self.config.dec_layer))
-            self._note_tap_size(args, key.dec.shape)
+            self._note_tap_size(args, kwargs, key.dec.shape)
             streams = streams_of(args, key.enc.shape[0])
             folded, batched = key.enc.shape[0] != streams, batched_leaves(key.output, streams)
         rows = key.enc.shape[0]

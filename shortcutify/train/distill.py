@@ -211,6 +211,31 @@ def _check_arguments(sv: Any, resume: bool, checkpoint_dir: Any, lr: Any, callba
     return alpha
 
 
+#: the end-of-run advice where the steps did not beat the block as the run started it
+_LITTLE_TO_LEARN = (
+    "Where the current frame reaches the output past the taps (a U-Net's skips, a global residual, a branch around "
+    "the cut), the block as built can already beat repeat by far and leave little to learn: try taps that skip more "
+    "(suggest_taps(..., frames=a clip)), more steps, or keep a block saved before."
+)
+
+
+def _keep_best(sv: ShortcutV2V, run: TrainingState, rank: int, world: int, keep_best: bool) -> None:
+    """At the end of a run with ``keep_best``: where rank 0 validated (``run.best`` set) and the last validation
+    scored below the best one (or not at all: NaN), put the best block back and record its step as
+    ``run.history.kept``. Under torchrun every process calls this (rank 0 decides) and ends with rank 0's block."""
+    best, val = run.best, run.history.val
+    kept = None
+    if rank == 0 and keep_best and best is not None and val and int(best["step"]) != int(val[-1]["step"]) and not val[-1]["psnr"] >= best["psnr"]:
+        kept = int(best["step"])
+    kept = distributed.from_rank_0(kept)
+    if kept is None:
+        return
+    if rank == 0:
+        sv.block.load_state_dict(best["block"])  # type: ignore[index]
+    distributed.broadcast_state(sv.block)
+    run.history.kept = kept
+
+
 def distill(
     sv: ShortcutV2V,
     clips: Iterable[Any],
@@ -235,6 +260,7 @@ def distill(
     bf16: bool = False,
     data_init: bool | Literal["auto"] = "auto",
     output: OutputSelector = None,
+    keep_best: bool = True,
 ) -> History:
     """Train ``sv.block`` so that shortcut frames reproduce the teacher's.
 
@@ -264,7 +290,7 @@ def distill(
         val_clips: held-out clips; PSNR/SSIM of shortcut frames vs the teacher are
             recorded before the first step (the block as the run starts it: step 0, not for a resumed run),
             every ``val_every`` steps and at the end. A run ending below its step 0, or below repeating
-            the keyframe, warns (``RuntimeWarning``).
+            the keyframe, warns (``RuntimeWarning``). See ``keep_best``.
         data_range: width of the outputs' value range for PSNR/SSIM (2.0 for [-1, 1], 1.0 for [0, 1]); None: 2.0,
             with a warning (once) when the teacher's outputs on ``val_clips`` do not look like [-1, 1].
         checkpoint_dir: where ``checkpoint.pt`` is written (atomically) every
@@ -296,6 +322,10 @@ def distill(
             of the output, the other terms and the validations the first floating ``[B, C, H, W]`` leaf
             (:func:`~shortcutify.core.outputs.output_image`). A function cannot be recorded in checkpoints: keep
             it the same when resuming.
+        keep_best: with ``val_clips``, return the block of the validation that scored the highest PSNR (step 0
+            included: the block as the run started it) where the last one scored lower, with a warning, and
+            record its step as ``History.kept`` (the best block so far travels with the checkpoints). ``False``:
+            always the last block. Without ``val_clips``, no effect.
 
     Returns:
         :class:`History` (per-step losses and validations). On return, also after an
@@ -335,11 +365,14 @@ def distill(
 
     Warns:
         RuntimeWarning: at the run's first step, some loss terms' gradients reach the block as exactly zero
-            (they train nothing; the others do); at the end, the last validation's shortcut frames are below
-            repeating the keyframe.
+            (they train nothing; the others do); at the end, the returned block's shortcut frames are below
+            repeating the keyframe, the block of an earlier validation is returned (``keep_best``), or (without
+            ``keep_best``) the last is below the block the run started from.
     """
     sv = unwrap(sv)  # (a compiled or DistributedDataParallel-wrapped module: the one inside)
-    flip, resume, progress, bf16 = (check_flag(v, n) for v, n in ((flip, "flip"), (resume, "resume"), (progress, "progress"), (bf16, "bf16")))
+    flip, resume, progress, bf16, keep_best = (
+        check_flag(v, n) for v, n in ((flip, "flip"), (resume, "resume"), (progress, "progress"), (bf16, "bf16"), (keep_best, "keep_best"))
+    )
     alpha = _check_arguments(
         sv, resume, checkpoint_dir, lr, callback, steps=steps, batch_size=batch_size, val_every=val_every, checkpoint_every=checkpoint_every
     )
@@ -489,11 +522,22 @@ def distill(
             sv.block.load_state_dict(as_given)
         raise
     trained = start > 0  # the block holds steps taken on gaps up to alpha - 1
+    interval_before = sv.distilled_interval
+
+    validated = []  # (the output range is judged on the run's first validation only: its warning comes once)
 
     def validate(step: int) -> None:
         if val_list is None or rank != 0:
             return
-        summary = compare_clips(sv, val_list, data_range=data_range, max_clips=None, output=output, who="distill(val_clips=)").summary()  # restores the training mode
+        result = compare_clips(
+            sv, val_list, data_range=data_range, max_clips=None, output=output, who="distill(val_clips=)", range_hint=not validated
+        )  # restores the training mode
+        summary = result.summary()
+        validated.append(step)
+        best = run.best
+        whole = not result.nan_frames and summary["psnr"] == summary["psnr"]  # (a block with NaN frames is never kept)
+        if keep_best and whole and (best is None or summary["psnr"] > best["psnr"]):
+            run.best = {"step": step, "psnr": float(summary["psnr"]), "block": {k: v.detach().clone() for k, v in sv.block.state_dict().items()}}
         run.history.val.append({"step": float(step), **{k: summary[k] for k in ("psnr", "ssim", "psnr_repeat", "ssim_repeat")}})
         shown["val PSNR"] = f"{summary['psnr']:.2f}"  # (on the progress bar from the next step)
 
@@ -586,6 +630,9 @@ def distill(
                 raise KeyboardInterrupt(f"distill() interrupted after step {step} of {steps}: the block holds its steps{kept}")
         if interrupt.requested:  # (Ctrl-C before a step ran: a resumed run that was complete)
             raise KeyboardInterrupt("distill() interrupted before its first step")
+        _keep_best(sv, run, rank, world, keep_best)  # (every process: rank 0 decides)
+        if run.history.kept == 0 and start == 0:  # the block as the run started it: trained for what it was before
+            sv.distilled_interval, trained = interval_before, False
     except BaseException:
         if as_given is not None:  # failed before any step was applied: the data-dependent start is undone too
             sv.block.load_state_dict(as_given)
@@ -602,15 +649,27 @@ def distill(
         sv.reset()
         if trained:
             sv.distilled_interval = min(alpha, longest)  # (the gaps the clips held; warned above if fewer)
+    if rank != 0:  # (rank 0 validated: its warnings say it once)
+        return run.history
     last = run.history.val[-1] if run.history.val else None
     first = run.history.val[0] if run.history.val and run.history.val[0]["step"] == 0 and len(run.history.val) > 1 else None
-    if first is not None and last is not None and last["psnr"] < first["psnr"] - WORSE_THAN_START_DB:
+    if run.history.kept is not None and last is not None:
+        last = next(v for v in run.history.val if int(v["step"]) == run.history.kept)  # (what the block returned scored)
+        warnings.warn(
+            f"distill(): the last validation (step {int(run.history.val[-1]['step'])}: {run.history.val[-1]['psnr']:.2f} dB on "
+            f"val_clips) scored below step {run.history.kept}'s ({last['psnr']:.2f} dB), so the block of step "
+            f"{run.history.kept} is returned (keep_best=True; keep_best=False returns the last). "
+            + (_LITTLE_TO_LEARN if run.history.kept == 0 and last["psnr"] > last["psnr_repeat"] + WORSE_THAN_START_DB else
+               "Fewer steps or a lower lr may serve these clips better, as may training clips more like val_clips."),
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    elif first is not None and last is not None and last["psnr"] < first["psnr"] - WORSE_THAN_START_DB:
         warnings.warn(
             f"after {steps} steps the shortcut frames on val_clips are {first['psnr'] - last['psnr']:.2f} dB below those of "
             f"the block the run started from ({last['psnr']:.2f} vs {first['psnr']:.2f} dB at step 0; repeating the keyframe: "
-            f"{last['psnr_repeat']:.2f} dB): the steps made it worse on these clips. Where the generator's skips carry the "
-            "current frame past the taps (U-Nets), the block as built can already beat repeat by far and leave little to "
-            "learn: try taps that skip more (suggest_taps(..., frames=a clip)), more steps, or keep a block saved before.",
+            f"{last['psnr_repeat']:.2f} dB): the steps made it worse on these clips. " + _LITTLE_TO_LEARN
+            + ("" if keep_best else " keep_best=True returns the best validated block instead."),
             RuntimeWarning,
             stacklevel=2,
         )

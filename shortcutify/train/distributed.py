@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["init_from_env", "rank_and_world", "wrap", "gather"]
+__all__ = ["init_from_env", "rank_and_world", "wrap", "gather", "broadcast_state", "from_rank_0"]
 
 
 def init_from_env() -> None:
@@ -47,3 +47,21 @@ def gather(obj: Any) -> list[Any]:
     out: list[Any] = [None] * world
     dist.all_gather_object(out, obj)
     return out
+
+
+def broadcast_state(module: nn.Module) -> None:
+    """Give every process rank 0's parameters and buffers of ``module``, in place (nothing in one process)."""
+    if rank_and_world()[1] == 1:
+        return
+    with torch.no_grad():
+        for t in module.state_dict().values():
+            dist.broadcast(t, src=0)
+
+
+def from_rank_0(obj: Any) -> Any:
+    """Rank 0's ``obj`` in every process (``obj`` itself in one process)."""
+    if rank_and_world()[1] == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

@@ -117,14 +117,16 @@ def evaluate(
 @torch.no_grad()
 def compare_clips(
     sv: Any, clips: Iterable[Any], *, data_range: float | None, max_clips: int | None, output: OutputSelector, who: str,
-    progress: bool = False,
+    progress: bool = False, range_hint: bool = True,
 ) -> EvalResult:
-    """:func:`evaluate`, its warnings and errors naming ``who`` (``distill()``'s validation names itself)."""
+    """:func:`evaluate`, its warnings and errors naming ``who`` (``distill()``'s validation names itself);
+    ``range_hint``: warn when ``data_range`` is None and the outputs do not look like the default range (a caller
+    that validates again and again asks for it once)."""
     sv = unwrap(sv)  # (a compiled or DistributedDataParallel-wrapped module: the one inside)
     if not isinstance(sv, ShortcutV2V):
         raise TypeError(f"{who} takes a ShortcutV2V (from shortcutify() or load()), got {type(sv).__name__}")
     refuse_untensored(sv.example_inputs, sv.teacher, who)
-    seen = OutputRange() if data_range is None else None
+    seen = OutputRange() if data_range is None and range_hint else None
     data_range = check_data_range(data_range)
     if max_clips is not None and not is_count(max_clips):
         raise ValueError(f"max_clips must be a positive integer or None, got {max_clips!r}")

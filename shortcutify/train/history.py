@@ -17,10 +17,13 @@ class History:
         val: one dict per validation: ``step``, ``psnr``, ``ssim`` (dB / [0, 1], shortcut
             frames vs the teacher) and ``psnr_repeat``, ``ssim_repeat`` (repeating the
             keyframe's output, the trivial baseline).
+        kept: the step whose block the run returned, where ``keep_best`` chose one validated before the last
+            (its validation scored higher on ``val_clips``); ``None`` where the run returned its last block.
     """
 
     losses: dict[str, list[float]] = field(default_factory=dict)
     val: list[dict[str, float]] = field(default_factory=list)
+    kept: int | None = None
 
     @property
     def steps(self) -> int:
@@ -33,13 +36,15 @@ class History:
             self.losses.setdefault(k, []).append(v)
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"losses": ..., "val": ...}`` as plain lists and dicts (what checkpoints hold; :meth:`from_dict` reads it)."""
-        return {"losses": self.losses, "val": self.val}
+        """``{"losses": ..., "val": ..., "kept": ...}`` as plain lists and dicts (what checkpoints hold; :meth:`from_dict`
+        reads it)."""
+        return {"losses": self.losses, "val": self.val, "kept": self.kept}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> History:
         """The history :meth:`to_dict` wrote."""
-        return cls(losses={k: list(v) for k, v in d["losses"].items()}, val=list(d["val"]))
+        kept = d.get("kept")  # (histories before 0.27 have none)
+        return cls(losses={k: list(v) for k, v in d["losses"].items()}, val=list(d["val"]), kept=None if kept is None else int(kept))
 
     def summary(self) -> str:
         """A few lines: the mean loss of the first and last tenth of the steps, and each validation."""
@@ -54,4 +59,6 @@ class History:
                 f"step {int(v['step'])}: PSNR {v['psnr']:.2f} dB, SSIM {v['ssim']:.4f} "
                 f"(repeat keyframe: {v['psnr_repeat']:.2f} dB, {v['ssim_repeat']:.4f})"
             )
+        if self.kept is not None:
+            lines.append(f"returned the block of step {self.kept} (keep_best: its validation scored highest)")
         return "\n".join(lines)

@@ -106,7 +106,8 @@ class OutputRange:
         if hi - lo > 1.25 * DEFAULT_DATA_RANGE:
             return (
                 f"{who}: {seen}, wider than the default range [-1, 1] (data_range={DEFAULT_DATA_RANGE:g}) that PSNR and "
-                "SSIM were taken over: pass data_range= the width of the generator's output range (255 for 8-bit values)"
+                "SSIM were taken over: pass data_range= the width of the generator's output range (255 for 8-bit values; "
+                f"for outputs without a fixed range, e.g. the spread seen here, data_range={hi - lo:.4g})"
             )
         return None
 

@@ -26,6 +26,7 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from ...errors import InputMismatchError
 from ...ops import MOTION_PRIORS, adabd_conv, coarse_features, coarse_grid, coarse_pool, correlation_flow
 from ...ops.fast_path import fast_path_enabled, scoped_switch
 from ...ops.gather import gather_pays
@@ -33,7 +34,7 @@ from ..checks import is_count
 from .principal import PatchMoments, principal_components, set_rows_
 from .resize import half_size
 
-__all__ = ["ShortcutBlock", "BlockOutput", "KeyframeTaps", "LightConv", "default_width", "rows_inside", "channels_last_inside", "motion_pool_for", "prior_names", "REDUCED_PRIORS", "PRIOR_LEFT_OUT_EVERY", "REDUCTION_SHIFT", "REDUCTIONS", "START_REDUCTIONS"]
+__all__ = ["ShortcutBlock", "BlockOutput", "KeyframeTaps", "tap_size_of", "LightConv", "default_width", "rows_inside", "channels_last_inside", "motion_pool_for", "prior_names", "REDUCED_PRIORS", "PRIOR_LEFT_OUT_EVERY", "REDUCTION_SHIFT", "REDUCTIONS", "START_REDUCTIONS"]
 
 #: a block with the motion prior trains every ``PRIOR_LEFT_OUT_EVERY``-th sample of a batch without it (the others
 #: with it): distilled from the prior on every sample, the cartoon teacher's block learned to correct the prior
@@ -72,6 +73,12 @@ class BlockOutput(NamedTuple):
 
     feature: Tensor
     aligned: Tensor | None
+
+
+def tap_size_of(a: Tensor) -> Tensor:
+    """``[B, 0, Ha, Wa]`` for an encoder tap ``a [B, Ca, Ha, Wa]``: a tensor without values whose shape records
+    the tap's size, what a reference keeps to refuse frames of another size (:meth:`ShortcutBlock.forward`)."""
+    return a.new_empty((a.shape[0], 0, a.shape[-2], a.shape[-1]))
 
 
 def _light_groups(cin: int, cout: int, min_per_group: int = 8) -> int:
@@ -284,9 +291,19 @@ class ShortcutBlock(nn.Module, ABC):
         ``reference``: what :meth:`prepare_reference` returned, or the keyframe's
         :class:`KeyframeTaps` (then prepared here). ``return_aligned``: also return the
         prediction from the warped reference alone.
+
+        Raises:
+            InputMismatchError: ``a`` has another size than the encoder tap the reference was made from.
         """
         if isinstance(reference, KeyframeTaps):
             reference = self.prepare_reference(reference.enc, reference.dec)
+        made_from = getattr(reference, "tap", None)
+        if made_from is not None and made_from.shape[-2:] != a.shape[-2:]:
+            raise InputMismatchError(
+                f"the reference was made from an encoder tap of {made_from.shape[-2]}x{made_from.shape[-1]}, but this frame's "
+                f"is {a.shape[-2]}x{a.shape[-1]}: a reference serves frames of its keyframe's size only. Prepare it from a "
+                "keyframe of these frames, sv.prepare_reference(sv.run_keyframe(*inputs))"
+            )
         return self._predict(a, reference, return_aligned)
 
     def reference_size(self, reference: Any) -> tuple[int, int] | None:

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from ...ops import warp
 from ...ops.layout import to_channels_last
 from ...ops.pointwise import pointwise_conv_add
-from .base import BlockOutput, ShortcutBlock, rows_inside
+from .base import BlockOutput, ShortcutBlock, rows_inside, tap_size_of
 from .resize import half_size, resize
 
 __all__ = ["FullReference", "FullResolutionBlock"]
@@ -41,11 +41,14 @@ class FullReference(NamedTuple):
         motion: the encoder tap (or its reduction, ``enc_half``) as the motion prior compares
             it, ``[B, C, h, w]`` on the prior's coarse grid (``[B, 0, 1, 1]`` for a block
             without the prior).
+        tap: ``[B, 0, Ha, Wa]``, no values: its shape records the size of the encoder tap the reference was
+            made from (a frame whose encoder tap has another size is refused).
     """
 
     enc_half: Tensor
     stacked: Tensor
     motion: Tensor
+    tap: Tensor
 
 
 def pointwise_resized(conv: nn.Module, x: Tensor, size: tuple[int, int]) -> Tensor:
@@ -85,7 +88,7 @@ class FullResolutionBlock(ShortcutBlock):
         motion = self.motion_features(a_ref, enc_half.shape[-2:], enc_half) if self.motion_prior else a_ref.new_zeros(a_ref.shape[0], 0, 1, 1)
         if rows_inside(a):
             enc_half = to_channels_last(enc_half)
-        return FullReference(enc_half, to_channels_last(stacked) if stacked.device.type == "cpu" else stacked, motion)
+        return FullReference(enc_half, to_channels_last(stacked) if stacked.device.type == "cpu" else stacked, motion, tap_size_of(a_ref))
 
     def reference_size(self, reference: Any) -> tuple[int, int] | None:
         if isinstance(reference, FullReference):
@@ -93,7 +96,7 @@ class FullResolutionBlock(ShortcutBlock):
         return super().reference_size(reference)
 
     def _predict(self, a: Tensor, reference: FullReference, return_aligned: bool) -> BlockOutput:
-        a_ref_half, ref, ref_motion = reference
+        a_ref_half, ref, ref_motion, _ = reference
         h = self.width
         hf, wf = ref.shape[-2:]
         tap = a

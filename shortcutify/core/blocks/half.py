@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from ...ops import warp
 from ...ops.layout import to_channels_last, to_contiguous
-from .base import BlockOutput, ShortcutBlock
+from .base import BlockOutput, ShortcutBlock, tap_size_of
 from .resize import resize
 
 __all__ = ["HalfReference", "HalfResolutionBlock"]
@@ -50,11 +50,14 @@ class HalfReference(NamedTuple):
         motion: the encoder tap (or its reduction, the first ``h`` channels of ``reduced``) as
             the motion prior compares it, ``[B, C, h, w]`` on the prior's coarse grid
             (``[B, 0, 1, 1]`` for a block without the prior).
+        tap: ``[B, 0, Ha, Wa]``, no values: its shape records the size of the encoder tap the reference was
+            made from (a frame whose encoder tap has another size is refused).
     """
 
     reduced: Tensor
     feature: Tensor
     motion: Tensor
+    tap: Tensor
 
 
 def _pad_even(x: Tensor) -> Tensor:
@@ -101,7 +104,7 @@ class HalfResolutionBlock(ShortcutBlock):
             feature = feature.clone()  # the state must not share memory with the tap (nor the teacher's output)
         h = self.width
         motion = self.motion_features(a_ref, reduced.shape[-2:], reduced[:, :h]) if self.motion_prior else a_ref.new_zeros(a_ref.shape[0], 0, 1, 1)
-        return HalfReference(reduced, feature, motion)
+        return HalfReference(reduced, feature, motion, tap_size_of(a_ref))
 
     def reference_size(self, reference: Any) -> tuple[int, int] | None:
         if isinstance(reference, HalfReference):
@@ -109,7 +112,7 @@ class HalfResolutionBlock(ShortcutBlock):
         return super().reference_size(reference)
 
     def _predict(self, a: Tensor, reference: HalfReference, return_aligned: bool) -> BlockOutput:
-        ref_reduced, f_ref, ref_motion = reference
+        ref_reduced, f_ref, ref_motion, _ = reference
         h = self.width
         hf, wf = f_ref.shape[-2:]
         tap = a
