@@ -632,3 +632,22 @@ def test_the_best_block_survives_an_interrupted_run_and_its_resume(tmp_path):
     with pytest.warns(RuntimeWarning, match=r"the block of step [01] is returned"):
         history = distill(sv, moving_clips(2), resume=True, **args)
     assert history.kept == best["step"] and _same(sv.block.state_dict(), start if history.kept == 0 else after_one)
+
+
+@pytest.mark.parametrize("below, kept", [(0.5, None), (2.0, 1), (float("nan"), 1), (-3.0, None)])
+def test_keep_best_takes_an_earlier_block_only_beyond_the_margin(below, kept):
+    """Validations closer than KEEP_BEST_MARGIN_DB differ by noise: the last block, trained longest, stays. ``below``:
+    how far the last validation scores below the best, in margins (NaN: not at all)."""
+    from types import SimpleNamespace
+
+    from shortcutify.train.distill import KEEP_BEST_MARGIN_DB, _keep_best
+    from shortcutify.train.history import History
+
+    last = 30.05 - below * KEEP_BEST_MARGIN_DB
+    sv = _sv()
+    best = {k: torch.full_like(v, 0.5) for k, v in sv.block.state_dict().items()}
+    before = _state(sv)
+    history = History(val=[{"step": 0.0, "psnr": 20.0}, {"step": 1.0, "psnr": 30.05}, {"step": 2.0, "psnr": last}])
+    run = SimpleNamespace(best={"step": 1, "psnr": 30.05, "block": best}, history=history)
+    _keep_best(sv, run, rank=0, world=1, keep_best=True)
+    assert history.kept == kept and _same(_state(sv), best if kept is not None else before)

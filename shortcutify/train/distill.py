@@ -47,6 +47,9 @@ __all__ = ["distill", "CHECKPOINT_NAME"]
 
 #: a run whose last validation PSNR is this much (dB) below its step 0's warns that the steps made the block worse
 WORSE_THAN_START_DB = 0.1
+#: ``keep_best`` returns an earlier validated block where the last validation's PSNR is more than this (dB) below it
+#: (closer than that, validations differ by noise: the last block, trained longest, is kept)
+KEEP_BEST_MARGIN_DB = 0.1
 
 
 def _backward(total: Tensor, sv: ShortcutV2V) -> None:
@@ -221,11 +224,11 @@ _LITTLE_TO_LEARN = (
 
 def _keep_best(sv: ShortcutV2V, run: TrainingState, rank: int, world: int, keep_best: bool) -> None:
     """At the end of a run with ``keep_best``: where rank 0 validated (``run.best`` set) and the last validation
-    scored below the best one (or not at all: NaN), put the best block back and record its step as
+    scored more than :data:`KEEP_BEST_MARGIN_DB` below the best one (or not at all: NaN), put the best block back and record its step as
     ``run.history.kept``. Under torchrun every process calls this (rank 0 decides) and ends with rank 0's block."""
     best, val = run.best, run.history.val
     kept = None
-    if rank == 0 and keep_best and best is not None and val and int(best["step"]) != int(val[-1]["step"]) and not val[-1]["psnr"] >= best["psnr"]:
+    if rank == 0 and keep_best and best is not None and val and int(best["step"]) != int(val[-1]["step"]) and not val[-1]["psnr"] >= best["psnr"] - KEEP_BEST_MARGIN_DB:
         kept = int(best["step"])
     kept = distributed.from_rank_0(kept)
     if kept is None:
@@ -323,7 +326,8 @@ def distill(
             (:func:`~shortcutify.core.outputs.output_image`). A function cannot be recorded in checkpoints: keep
             it the same when resuming.
         keep_best: with ``val_clips``, return the block of the validation that scored the highest PSNR (step 0
-            included: the block as the run started it) where the last one scored lower, with a warning, and
+            included: the block as the run started it) where the last one scored lower by more than
+            :data:`KEEP_BEST_MARGIN_DB` (or NaN), with a warning, and
             record its step as ``History.kept`` (the best block so far travels with the checkpoints). ``False``:
             always the last block. Without ``val_clips``, no effect.
 
