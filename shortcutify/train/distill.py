@@ -224,12 +224,14 @@ _LITTLE_TO_LEARN = (
 
 def _keep_best(sv: ShortcutV2V, run: TrainingState, rank: int, world: int, keep_best: bool) -> None:
     """At the end of a run with ``keep_best``: where rank 0 validated (``run.best`` set) and the last validation
-    scored more than :data:`KEEP_BEST_MARGIN_DB` below the best one (or not at all: NaN), put the best block back and record its step as
-    ``run.history.kept``. Under torchrun every process calls this (rank 0 decides) and ends with rank 0's block."""
+    scored more than :data:`KEEP_BEST_MARGIN_DB` below the best one (or not at all: NaN), put the best block back
+    and record its step as ``run.history.kept``. Under torchrun every process calls this (rank 0 decides) and ends
+    with rank 0's block."""
     best, val = run.best, run.history.val
     kept = None
-    if rank == 0 and keep_best and best is not None and val and int(best["step"]) != int(val[-1]["step"]) and not val[-1]["psnr"] >= best["psnr"] - KEEP_BEST_MARGIN_DB:
-        kept = int(best["step"])
+    if rank == 0 and keep_best and best is not None and val and int(best["step"]) != int(val[-1]["step"]):
+        if not val[-1]["psnr"] >= best["psnr"] - KEEP_BEST_MARGIN_DB:  # (NaN: not >=)
+            kept = int(best["step"])
     kept = distributed.from_rank_0(kept)
     if kept is None:
         return
@@ -528,7 +530,7 @@ def distill(
     trained = start > 0  # the block holds steps taken on gaps up to alpha - 1
     interval_before = sv.distilled_interval
 
-    validated = []  # (the output range is judged on the run's first validation only: its warning comes once)
+    validated = []  # steps validated in this call (the output range is judged on the first only: its warning comes once)
 
     def validate(step: int) -> None:
         if val_list is None or rank != 0:
