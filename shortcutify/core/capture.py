@@ -903,7 +903,10 @@ def check_against_eager(captured: Captured, model: nn.Module, example_inputs: An
     """Run the captured graph and the eager model on ``example_inputs`` under one random seed; compare.
 
     Exact for fx on CPU; within :data:`EXPORT_TOLERANCE` (relative and absolute) for export
-    or on other devices.
+    or on other devices. Where an exact comparison fails, a second pair of calls decides: the
+    graph is accepted when it then equals the model (the first difference was the machine's
+    kernels), or when the model's own outputs varied between its two calls by a rounding-sized
+    amount and the graph's lie within :data:`SPREAD_FACTOR` times that variation.
 
     Raises:
         CaptureMismatchError: the outputs differ in structure, shape, dtype or value.
@@ -932,24 +935,18 @@ def check_against_eager(captured: Captured, model: nn.Module, example_inputs: An
             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}): it is not the program the model runs "
             f"(e.g. tracing took a branch the model does not take). Try capture={other!r}."
         ) from exc
-    (e_leaves, e_spec), (g_leaves, g_spec) = tree_flatten(expected), tree_flatten(got)
     exact = captured.method == "fx" and all(
-        not (isinstance(v, torch.Tensor) and v.device.type != "cpu") for v in e_leaves
+        not (isinstance(v, torch.Tensor) and v.device.type != "cpu") for v in tree_flatten(expected)[0]
     )
-    problem = None
     drawn = _takes_generator(captured.gm.graph, captured.gm)
-    if e_spec != g_spec:
-        problem = f"the model returns {e_spec}, the graph {g_spec}"
-    for i, (e, g) in enumerate(zip(e_leaves, g_leaves)):
-        if problem:
-            break
-        if isinstance(e, torch.Tensor) != isinstance(g, torch.Tensor):
-            problem = f"output {i}: a {type(e).__name__} from the model, a {type(g).__name__} from the graph"
-        elif isinstance(e, torch.Tensor):
-            why = _differs(e, g, exact)
-            problem = f"output {i}: {why}" if why else None
-        elif e is not g and not _same_leaf(e, g):
-            problem = f"output {i}: {e!r} from the model, {g!r} from the graph"
+    problem = _mismatch(expected, got, exact)
+    if problem and exact and not drawn:
+        # CPU kernels are not always bitwise reproducible from call to call (a loaded machine's thread scheduling): a
+        # difference that a second pair of calls does not repeat was the machine's; where the model's own outputs
+        # vary from call to call, the graph's must lie within that variation
+        again, got_again = run(model, *inputs, **captured.fixed_args), run(captured.gm, *inputs)
+        if _mismatch(again, got_again, exact) is None or _within_spread(expected, again, got_again):
+            problem = None
     if problem is None and drawn and not _repeatable(run(captured.gm, *inputs), got, exact) \
             and _repeatable(run(model, *inputs, **captured.fixed_args), expected, exact):
         problem = "its second call differs from its first, where the model's do not"
@@ -967,6 +964,63 @@ def check_against_eager(captured: Captured, model: nn.Module, example_inputs: An
             f"the graph that {captured.method} captured from {type(model).__name__} computes something other than the "
             f"model on the example inputs: {problem}. Try capture={other!r}."
         )
+
+
+def _mismatch(expected: Any, got: Any, exact: bool) -> str | None:
+    """What differs between the model's outputs ``expected`` and the graph's ``got`` (``None`` when nothing does):
+    structure, leaf kinds, tensor shapes, dtypes and values (exactly or within :func:`_tolerance`), other leaves."""
+    (e_leaves, e_spec), (g_leaves, g_spec) = tree_flatten(expected), tree_flatten(got)
+    if e_spec != g_spec:
+        return f"the model returns {e_spec}, the graph {g_spec}"
+    for i, (e, g) in enumerate(zip(e_leaves, g_leaves)):
+        if isinstance(e, torch.Tensor) != isinstance(g, torch.Tensor):
+            return f"output {i}: a {type(e).__name__} from the model, a {type(g).__name__} from the graph"
+        if isinstance(e, torch.Tensor):
+            why = _differs(e, g, exact)
+            if why:
+                return f"output {i}: {why}"
+        elif e is not g and not _same_leaf(e, g):
+            return f"output {i}: {e!r} from the model, {g!r} from the graph"
+    return None
+
+
+SPREAD_FACTOR = 4.0
+"""How far beyond the model's own call-to-call variation a graph's outputs may lie (see :func:`_within_spread`)."""
+
+
+def _within_spread(first: Any, again: Any, got: Any) -> bool:
+    """Whether the graph's outputs ``got`` lie within :data:`SPREAD_FACTOR` times the variation between two calls of
+    the model (``first``, ``again``), where that variation is of rounding size (at most ``max(tolerance, 1e-3)``
+    times ``1 + max |output|`` per floating leaf: a model whose outputs vary by more, e.g. one that draws from
+    Python's or NumPy's random numbers, which a graph keeps as constants, is not judged this way). Every other leaf,
+    and every floating leaf the model repeats exactly, must be equal."""
+    (f_leaves, f_spec), (a_leaves, a_spec), (g_leaves, g_spec) = tree_flatten(first), tree_flatten(again), tree_flatten(got)
+    if not f_spec == a_spec == g_spec:
+        return False
+    varied = False
+    for f, a, g in zip(f_leaves, a_leaves, g_leaves):
+        if not (isinstance(f, torch.Tensor) and isinstance(a, torch.Tensor) and isinstance(g, torch.Tensor)):
+            if not (_same_leaf(a, g) or a is g):
+                return False
+            continue
+        if _differs(a, g, exact=True) is None:
+            continue
+        if not (a.is_floating_point() and f.shape == a.shape == g.shape and f.dtype == a.dtype == g.dtype):
+            return False
+        if not torch.equal(f.isnan(), a.isnan()) or not torch.equal(a.isnan(), g.isnan()):
+            return False
+        finite = torch.isfinite(f) & torch.isfinite(a) & torch.isfinite(g)
+        if not (torch.equal(f[~finite], a[~finite]) and torch.equal(a[~finite], g[~finite])):
+            return False  # (infinities in the same places with the same signs; NaNs checked above)
+        f64, a64, g64 = f.double()[finite], a.double()[finite], g.double()[finite]
+        spread = (f64 - a64).abs().max().item() if f64.numel() else 0.0
+        scale = 1.0 + (a64.abs().max().item() if a64.numel() else 0.0)
+        if spread == 0.0 or spread > max(_tolerance(a.dtype), 1e-3) * scale:
+            return False
+        if (g64 - a64).abs().max().item() > SPREAD_FACTOR * spread:
+            return False
+        varied = True
+    return varied
 
 
 def _repeatable(again: Any, first: Any, exact: bool) -> bool:
