@@ -446,3 +446,63 @@ def test_a_decoder_tap_of_sub_pixel_phases_is_not_suggested_and_is_named_when_ch
     assert found and all(s.dec_layer != "srtail.0" for s in found)
     with pytest.warns(UserWarning, match=r"dec_layer 'srtail\.0' feeds a pixel shuffle \(node 'srtail\.1'\)"):
         shortcutify(gen, "head.0", "srtail.0", x)
+
+
+class _FunctionalResidualChain(nn.Module):
+    """Residual blocks written in ``forward`` (``h = h + relu(conv(h))``): the sums, not the convs' outputs, hold
+    the features, and no module returns them."""
+
+    def __init__(self, scale: float | None = None) -> None:
+        super().__init__()
+        self.scale = scale
+        self.c1, self.c2 = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 32, 3, 2, 1)
+        self.res = nn.ModuleList([nn.Conv2d(32, 32, 3, padding=1) for _ in range(3)])
+        self.up, self.rgb = nn.ConvTranspose2d(32, 16, 4, 2, 1), nn.Conv2d(16, 3, 3, padding=1)
+
+    def forward(self, x):
+        h = F.relu(self.c2(F.relu(self.c1(x))))
+        for r in self.res:
+            h = h + F.relu(r(h))
+        return torch.tanh(self.rgb(F.relu(self.up(h))))
+
+
+@pytest.mark.parametrize("capture", ["fx", "export"])
+def test_residual_sums_written_in_forward_are_candidate_taps(capture):
+    """(before: only module outputs were candidates while any pair of them qualified; here that chose a cut between
+    the residual convs' own outputs, 1.2x fewer MACs, which shortcutify() then warned about)"""
+    torch.manual_seed(0)
+    gen, x = _FunctionalResidualChain().eval(), torch.rand(1, 3, 64, 64) * 2 - 1
+    found = suggest_taps(gen, x, top=3, capture=capture)
+    best = found[0]
+    assert best.dec_layer.startswith("add") and best.speedup > 2.0, [(s.enc_layer, s.dec_layer, s.speedup) for s in found]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # (no warning that the cut skips less than its shortcut frames run)
+        sv = shortcutify(gen, best.enc_layer, best.dec_layer, x, capture=capture)
+    assert sv.cost().shortcut.macs == pytest.approx(sv.cost().teacher.macs / best.speedup, rel=1e-6)
+
+
+class _SumInModule(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(32, 32, 3, padding=1)
+
+    def forward(self, h):
+        return (h + F.relu(self.conv(h))) / 1.0  # (diffusers' resnets divide the sum by output_scale_factor)
+
+
+class _ModuleResidualChain(_FunctionalResidualChain):
+    def __init__(self) -> None:
+        super().__init__()
+        self.res = nn.ModuleList([_SumInModule() for _ in range(3)])
+
+    def forward(self, x):
+        h = F.relu(self.c2(F.relu(self.c1(x))))
+        for r in self.res:
+            h = r(h)
+        return torch.tanh(self.rgb(F.relu(self.up(h))))
+
+
+def test_a_sum_that_a_module_returns_is_named_by_the_module():
+    torch.manual_seed(0)
+    found = suggest_taps(_ModuleResidualChain().eval(), torch.rand(1, 3, 64, 64) * 2 - 1, top=3, capture="fx")
+    assert found[0].dec_layer.startswith("res.") and not any(s.enc_layer.startswith("add") or s.dec_layer.startswith("add") for s in found)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -203,7 +204,10 @@ def _candidates(captured: Captured, graph: _Graph) -> tuple[list[list[fx.Node]],
     generator's input and output images (a 3-channel tap is an image: the block, half as
     wide as the narrower tap, would be a few channels wide), that do not look channels-last
     (:func:`~shortcutify.core.checks.tap_looks_channels_last`) and that have the frame's aspect (:func:`_frame_shaped`: not a
-    transformer's heads); then such feature maps of any node; then module outputs; then all of them.
+    transformer's heads), and the residual sums among such feature maps that no module output passes on
+    (:func:`_is_residual_sum`: ``h = h + f(h)`` written in a ``forward``, where the sum, not the module's output
+    ``f(h)``, holds the features a cut must predict); then such feature maps of any node; then module outputs;
+    then all of them.
 
     Raises:
         TapShapeError: the generator computes no such value.
@@ -238,7 +242,10 @@ def _candidates(captured: Captured, graph: _Graph) -> tuple[list[list[fx.Node]],
         if info_of[n].shape[1] > image_channels and not tap_looks_channels_last(info_of[n].shape, aspect) and _frame_shaped(info_of[n].shape, aspect)
     ]
     modules = [n for n in nodes if info_of[n].modules]
-    tiers = [[n for n in features if info_of[n].modules], features, modules, nodes]
+    chain = _chains(graph)
+    passed_on = {chain[n] for n in features if info_of[n].modules}  # (chains that a module's output names)
+    named = [n for n in features if info_of[n].modules or (_is_residual_sum(n) and chain[n] not in passed_on)]
+    tiers = [named, features, modules, nodes]
     return [t for i, t in enumerate(tiers) if t and t not in tiers[:i]], info_of
 
 
@@ -247,6 +254,18 @@ LOW_DIFFICULTY = 0.01
 
 #: MACs per output element up to which a layer counts as passing its input on (a norm: fvcore counts 5)
 PASS_ON_MACS = 5
+
+
+_SUMS = (operator.add, operator.iadd, torch.add, torch.ops.aten.add.Tensor, torch.ops.aten.add_.Tensor)
+
+
+def _is_residual_sum(node: fx.Node) -> bool:
+    """Whether ``node`` adds two 4-D values of its own shape (``h + f(h)``; as torch.fx or torch.export records it)."""
+    if not ((node.op == "call_function" and node.target in _SUMS) or (node.op == "call_method" and node.target in ("add", "add_"))):
+        return False
+    shape = node.meta.get("tensor_meta", ((),))[0]
+    parts = [a for a in node.all_input_nodes if a.meta.get("tensor_meta", ((),))[0] == shape]
+    return len(shape) == 4 and len(parts) == 2
 
 
 def _chains(graph: _Graph) -> dict[fx.Node, fx.Node]:
@@ -536,7 +555,9 @@ def suggest_taps(
     module) that are feature maps (more channels than the generator's input and output
     images: on a 3-channel tap the auto-sized block is 4 channels wide and predicts an image
     rather than a feature) and not laid out channels-last (``[B, H, W, C]`` tokens on the
-    frame's grid, told by their aspect), feature maps, module outputs, any value. A decoder tap used only by a
+    frame's grid, told by their aspect), with the residual sums among such feature maps that no module returns
+    (``h = h + f(h)`` written in a ``forward``: named by their graph node, e.g. ``add_2``); then feature maps,
+    module outputs, any value. A decoder tap used only by a
     pixel shuffle (its channels hold a finer map's sub-pixel phases: :func:`~shortcutify.core.taps.feeds_depth_to_space`)
     is left out while other pairs qualify: the shuffle's output holds the same values on the fine grid. Each pair is scored by
 
