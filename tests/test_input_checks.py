@@ -269,3 +269,44 @@ def test_a_dict_of_tensors_as_an_input_streams_but_training_names_a_wrapper():
     with pytest.raises(InputTypeError, match=r"input 0 \('inputs'\) is a dict holding tensors.*wrapper module") as e:
         distill(sv, clips, steps=1, progress=False)
     assert "concrete_args" not in str(e.value) and "tensor([" not in str(e.value)
+
+
+class _Conditioned(torch.nn.Module):
+    """``forward(x, cond=None)``: a conditioning the example gives and a call may leave out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.c2 = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Conv2d(8, 8, 3, padding=1)
+        self.film, self.out = torch.nn.Linear(4, 8), torch.nn.Conv2d(8, 3, 3, padding=1)
+
+    def forward(self, x, cond=None):
+        h = torch.relu(self.c1(x))
+        if cond is not None:
+            h = h * self.film(cond)[:, :, None, None]
+        return self.out(torch.relu(self.c2(h)))
+
+
+@pytest.mark.parametrize("call", ["forward", "run_keyframe", "encode"])
+def test_an_input_left_out_of_an_fx_capture_is_named_and_export_captures_again(call):
+    """(before: fx's programs ran with forward()'s default, None, where they were traced with a tensor: a TypeError
+    from inside the graph)"""
+    torch.manual_seed(0)
+    gen, x, c = _Conditioned().eval(), torch.randn(1, 3, 16, 16), torch.randn(1, 4)
+    sv = shortcutify(gen, "c1", "c2", (x, c), capture="fx")
+    with pytest.raises(InputMismatchError, match=r"1 input\(s\) given where the generator was wrapped with 2.*missing \['cond'\].*capture='export'"):
+        getattr(sv, call)(x)
+    with torch.no_grad():
+        assert torch.equal(sv(x, cond=c), gen(x, c))  # (given by keyword: fx's programs take it so)
+        exported = shortcutify(gen, "c1", "c2", (x, c), capture="export")
+        assert torch.equal(exported(x), gen(x))  # (captured again for the new inputs)
+
+
+class _KeywordOnly(_Conditioned):
+    def forward(self, x, *, cond):
+        return super().forward(x, cond)
+
+
+def test_an_example_input_for_a_keyword_only_argument_is_refused_with_the_wrapper_to_write():
+    x, c = torch.randn(1, 3, 16, 16), torch.randn(1, 4)
+    with pytest.raises(InputMismatchError, match=r"takes 2 positional arguments.*\['cond'\] are keyword-only: to vary one.*wrap the generator"):
+        shortcutify(_KeywordOnly().eval(), "c1", "c2", (x, c))

@@ -1067,12 +1067,25 @@ def example_refused(model: nn.Module, inputs: tuple[Any, ...], exc: Exception) -
             "check the other inputs."
         )
     one_dict = len(inputs) == 1 and isinstance(inputs[0], Mapping)
+    keyword_only = _keyword_only(model) if isinstance(exc, TypeError) and "positional argument" in str(exc) else []
     return InputMismatchError(
         f"{failed}. Give example_inputs it runs on: one frame [B, C, H, W] with the channels its first layer takes, "
         "or a tuple of forward()'s positional arguments, in order"
         + (" (a dict is read as forward()'s first argument; for keyword arguments give a tuple of the arguments "
            "in order, or fix them with concrete_args=)." if one_dict else ".")
+        + (f" forward()'s {keyword_only} are keyword-only: to vary one from frame to frame, wrap the generator in a "
+           "module whose forward() takes it positionally and passes it on by keyword; to fix one, give "
+           "concrete_args={'name': value} (non-tensor values)." if keyword_only else "")
     )
+
+
+def _keyword_only(model: nn.Module) -> list[str]:
+    """The names of ``model.forward``'s keyword-only parameters (none where its signature cannot be read)."""
+    try:
+        parameters = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    return [p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY]
 
 
 def add_module_aliases(captured: Captured, model: nn.Module) -> None:

@@ -864,7 +864,7 @@ class ShortcutV2V(nn.Module):
             InputMismatchError, InputTypeError: inputs unlike the example inputs (dimensions, channels, dtype), or
                 the generator itself cannot run them (e.g. a frame size it does not take).
         """
-        out, a, f = self._explained(args, lambda: self._programs(args, kwargs).keyframe(*args, **kwargs))
+        out, a, f = self._explained(args, kwargs, lambda: self._programs(args, kwargs).keyframe(*args, **kwargs))
         self._note_tap_size(args, kwargs, f.shape)
         return KeyframeOutput(out, a, f)
 
@@ -889,11 +889,11 @@ class ShortcutV2V(nn.Module):
                 "size only. Prepare it from a keyframe of these frames, sv.prepare_reference(sv.run_keyframe(*inputs))"
             )
 
-    def _explained(self, args: tuple, run: Callable[[], Any], reference: Any = None) -> Any:
+    def _explained(self, args: tuple, kwargs: dict, run: Callable[[], Any], reference: Any = None) -> Any:
         """``run()`` on inputs ``args`` checked against the example inputs first, its failures explained where the
         inputs, the ``reference`` they are run against or the module's placement explain them (the training and
         low-level calls: :meth:`forward` checks the inputs once per signature itself)."""
-        self._check_inputs(args, "input")
+        self._check_inputs(args, kwargs, "input")
         try:
             return run()
         except ShortcutifyError:
@@ -941,13 +941,13 @@ class ShortcutV2V(nn.Module):
             self._check_reference_size(args, kwargs, reference)
             return _call_shortcut(self._programs(args, kwargs).shortcut, args, kwargs, reference, return_aligned)
 
-        return self._explained(args, run, reference)
+        return self._explained(args, kwargs, run, reference)
 
     def encode(self, *args: Any, **kwargs: Any) -> Tensor:
         """The encoder tap's value ``[B, Ca, Ha, Wa]`` for these inputs, running only the layers up to it
         (what a policy's :attr:`~shortcutify.FrameSignal.change` is measured on; see :func:`~shortcutify.calibrate`)."""
         with torch.no_grad():
-            return self._explained(args, lambda: self._programs(args, kwargs).staged().head(*args, **kwargs)[0])
+            return self._explained(args, kwargs, lambda: self._programs(args, kwargs).staged().head(*args, **kwargs)[0])
 
     def shortcut_step(self) -> ShortcutStep:
         """:meth:`run_shortcut` as a module (what training wraps in ``DistributedDataParallel``)."""
@@ -969,7 +969,7 @@ class ShortcutV2V(nn.Module):
             self._check_reference_size(args, kwargs, reference)
             return self._programs(args, kwargs).inference(*args, **kwargs, **{REFERENCE_INPUT: reference})
 
-        return self._explained(args, run, reference)
+        return self._explained(args, kwargs, run, reference)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         """One frame of every stream: the generator's inputs for it (a frame ``[B, C, H, W]``, or the arguments
@@ -1059,7 +1059,7 @@ class ShortcutV2V(nn.Module):
                 self._check_keyframes(state)
             if state is None or state.signature != sig or (uses_change and state.previous is None):
                 if state is None or state.signature != sig:  # (inputs the module has not met: checked once)
-                    self._check_inputs(args, "input")
+                    self._check_inputs(args, kwargs, "input")
                     try:
                         return self._keyframe_all(args, kwargs, sig, None, uses_change)
                     except RuntimeError as exc:
@@ -1097,8 +1097,18 @@ class ShortcutV2V(nn.Module):
                 return out
             return self._mixed(runner, args, kwargs, key, since, head, (current, travelled) if uses_change else None)
 
-    def _check_inputs(self, args: tuple, what: str) -> None:
-        """Refuse positional inputs unlike the example inputs (:func:`~shortcutify.core.checks.check_like_example`)."""
+    def _check_inputs(self, args: tuple, kwargs: dict, what: str) -> None:
+        """Refuse positional inputs unlike the example inputs (:func:`~shortcutify.core.checks.check_like_example`),
+        and, where the programs cannot be captured again for other inputs (torch.fx), fewer inputs than the example's
+        (an input left out would take forward()'s default inside programs traced with a tensor there)."""
+        missing = [n for n in self._input_names[len(args):] if n not in kwargs]
+        if missing and self._recapture is None:
+            raise InputMismatchError(
+                f"{len(args)} input(s) given where the generator was wrapped with {len(self._example)} (example_inputs), "
+                f"missing {missing}: torch.fx traced the programs with the example's value there, so every call gives it. To run "
+                f"without it, wrap the generator again with example_inputs of the inputs you give (the others then take "
+                "forward()'s defaults), or with capture='export', which captures again for other inputs"
+            )
         for j, (x, ex) in enumerate(zip(args, self._example)):
             if isinstance(x, Tensor):
                 check_like_example(x, ex, f"{what} {j}", j)
@@ -1290,7 +1300,7 @@ class ShortcutV2V(nn.Module):
                 f"example_inputs holds {len(ex)} input(s), the generator was wrapped with {len(self._example)}: give a frame "
                 "[B, C, H, W] or a tuple of forward()'s positional arguments, as to shortcutify()"
             )
-        self._check_inputs(ex, "example input")
+        self._check_inputs(ex, {}, "example input")
         block = self.block
         with torch.no_grad():
             _, a, f = self.run_keyframe(*ex)
