@@ -1,3 +1,3 @@
 """The library version (also in pyproject.toml)."""
 
-__version__ = "0.27.0"
+__version__ = "0.28.0"
