@@ -506,3 +506,25 @@ def test_a_sum_that_a_module_returns_is_named_by_the_module():
     torch.manual_seed(0)
     found = suggest_taps(_ModuleResidualChain().eval(), torch.rand(1, 3, 64, 64) * 2 - 1, top=3, capture="fx")
     assert found[0].dec_layer.startswith("res.") and not any(s.enc_layer.startswith("add") or s.dec_layer.startswith("add") for s in found)
+
+
+class _PositionEmbedded(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 16, 3, padding=1)
+        self.pos = nn.Parameter(torch.randn(1, 16, 16, 16))
+
+    def forward(self, x):
+        h = self.c1(x)
+        return self.c2(h + self.pos) + h
+
+
+@pytest.mark.parametrize("capture", ["fx", "export"])
+def test_a_value_plus_a_weight_is_no_residual_sum_and_a_sum_of_two_values_is(capture):
+    from shortcutify.core.capture import CaptureOptions
+    from shortcutify.core.capture import capture as capture_graph
+    from shortcutify.core.suggest import _is_residual_sum
+
+    captured = capture_graph(_PositionEmbedded().eval(), (torch.randn(1, 3, 16, 16),), CaptureOptions(method=capture))
+    sums = [n for n in captured.gm.graph.nodes if _is_residual_sum(n)]
+    assert len(sums) == 1 and sums[0] in captured.gm.graph.output_node().all_input_nodes, [n.name for n in sums]

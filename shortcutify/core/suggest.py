@@ -260,11 +260,12 @@ _SUMS = (operator.add, operator.iadd, torch.add, torch.ops.aten.add.Tensor, torc
 
 
 def _is_residual_sum(node: fx.Node) -> bool:
-    """Whether ``node`` adds two 4-D values of its own shape (``h + f(h)``; as torch.fx or torch.export records it)."""
+    """Whether ``node`` adds two computed 4-D values of its own shape (``h + f(h)``; as torch.fx or torch.export
+    records it; not a value plus a weight, such as a position embedding)."""
     if not ((node.op == "call_function" and node.target in _SUMS) or (node.op == "call_method" and node.target in ("add", "add_"))):
         return False
     shape = node.meta.get("tensor_meta", ((),))[0]
-    parts = [a for a in node.all_input_nodes if a.meta.get("tensor_meta", ((),))[0] == shape]
+    parts = [a for a in node.all_input_nodes if a.op not in ("get_attr", "placeholder") and a.meta.get("tensor_meta", ((),))[0] == shape]
     return len(shape) == 4 and len(parts) == 2
 
 
