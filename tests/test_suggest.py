@@ -452,9 +452,8 @@ class _FunctionalResidualChain(nn.Module):
     """Residual blocks written in ``forward`` (``h = h + relu(conv(h))``): the sums, not the convs' outputs, hold
     the features, and no module returns them."""
 
-    def __init__(self, scale: float | None = None) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.scale = scale
         self.c1, self.c2 = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 32, 3, 2, 1)
         self.res = nn.ModuleList([nn.Conv2d(32, 32, 3, padding=1) for _ in range(3)])
         self.up, self.rgb = nn.ConvTranspose2d(32, 16, 4, 2, 1), nn.Conv2d(16, 3, 3, padding=1)
