@@ -527,3 +527,27 @@ def test_a_value_plus_a_weight_is_no_residual_sum_and_a_sum_of_two_values_is(cap
     captured = capture_graph(_PositionEmbedded().eval(), (torch.randn(1, 3, 16, 16),), CaptureOptions(method=capture))
     sums = [n for n in captured.gm.graph.nodes if _is_residual_sum(n)]
     assert len(sums) == 1 and sums[0] in captured.gm.graph.output_node().all_input_nodes, [n.name for n in sums]
+
+
+class _GlobalResidual(nn.Module):
+    """ESRGAN's trunk: ``fea + trunk(body(fea))``, the first features added back around the body."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = nn.Conv2d(3, 32, 3, padding=1)
+        self.body = nn.Sequential(*[m for _ in range(3) for m in (nn.Conv2d(32, 32, 3, padding=1), nn.LeakyReLU(0.2))])
+        self.trunk, self.last = nn.Conv2d(32, 32, 3, padding=1), nn.Conv2d(32, 3, 3, padding=1)
+
+    def forward(self, x):
+        fea = self.first(x)
+        return self.last(fea + self.trunk(self.body(fea)))
+
+
+@pytest.mark.parametrize("capture", ["fx", "export"])
+def test_a_decoder_tap_on_a_sum_around_the_cut_moves_to_the_addend_the_cut_skips(capture):
+    """The cut at ``trunk`` skips what the one at the sum does, and its tail adds the current frame's ``fea``
+    exactly, where the block would have to carry it."""
+    torch.manual_seed(0)
+    found = suggest_taps(_GlobalResidual().eval(), torch.rand(1, 3, 32, 32) * 2 - 1, top=5, capture=capture)
+    assert found[0].dec_layer == "trunk", [(s.enc_layer, s.dec_layer) for s in found]
+    assert not any(s.dec_layer.startswith("add") and s.enc_layer == "first" for s in found)

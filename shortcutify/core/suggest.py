@@ -269,6 +269,17 @@ def _is_residual_sum(node: fx.Node) -> bool:
     return len(shape) == 4 and len(parts) == 2
 
 
+def _skipped_addend(node: fx.Node, skipped: Sequence[str]) -> fx.Node | None:
+    """Where ``node`` is a residual sum (:func:`_is_residual_sum`) of one addend that a cut skips (by node name in
+    ``skipped``) and one it does not, the skipped addend; else ``None``."""
+    if not _is_residual_sum(node):
+        return None
+    shape = node.meta["tensor_meta"][0]
+    parts = [a for a in node.all_input_nodes if a.op not in ("get_attr", "placeholder") and a.meta.get("tensor_meta", ((),))[0] == shape]
+    inside = [a for a in parts if a.name in set(skipped)]
+    return inside[0] if len(inside) == 1 else None
+
+
 def _chains(graph: _Graph) -> dict[fx.Node, fx.Node]:
     """Each node's chain, named by its first node: a node joins its input's chain when it passes that
     value on, as a norm, an activation or a dropout does after a conv: its one 4-D input, used by it
@@ -604,7 +615,10 @@ def suggest_taps(
     output: ``Cut.ignored_inputs``) is offered only when no other cut fits. Taps on a conv, its
     norm and its activation (a value passed on unchanged in shape by cheap layers) are variants of one
     cut, listed once: the encoder tap at the best-scoring variant, the decoder tap at the head of
-    its chain (the conv's output, before its norm and activation).
+    its chain (the conv's output, before its norm and activation). A decoder tap on a residual sum
+    one of whose addends shortcut frames compute anyway (a residual around the cut, ``fea + trunk(body(fea))``)
+    moves to the addend the cut skips: the same work skipped, and the tail adds the current frame's
+    other addend exactly.
 
     Args:
         model: the generator (measured in eval mode, as ``shortcutify()`` runs it; its modes are
@@ -732,17 +746,22 @@ def _suggest(
             cut = resolve_cut(captured, names[enc], names[dec])
         except (TapOrderError, TapShapeError, EmptyCutError):
             continue
-        head = chain[dec]
-        if head is not dec and head in names and head is not enc:
-            # the cut's decoder tap at the start of its chain: the conv's output, before the norm and activation
-            # that pass it on (the tail's norm then normalises the block's prediction; RESULTS.md, "Automatic taps")
-            try:
-                at_head = resolve_cut(captured, names[enc], names[head])
-            except (TapOrderError, TapShapeError, EmptyCutError):
-                at_head = None
-            if at_head is not None and at_head.ignored_inputs == cut.ignored_inputs:
-                cut, dec = at_head, head
-                difficulties = {r: proxy.difficulty(enc, head, r == "half") for r in layouts}
+        measured = dec
+        # a sum one of whose addends shortcut frames compute anyway (a residual around the cut): the decoder tap on
+        # the other addend skips the same work, and the tail then adds the current frame's exactly; then the tap at
+        # the start of its chain: the conv's output, before the norm and activation that pass it on (the tail's
+        # norm then normalises the block's prediction; RESULTS.md, "Automatic taps")
+        for step in (lambda: _skipped_addend(dec, cut.skipped), lambda: chain[dec]):  # (each on the tap the last left)
+            moved = step()
+            if moved is not None and moved is not dec and moved in names and moved is not enc:
+                try:
+                    at = resolve_cut(captured, names[enc], names[moved])
+                except (TapOrderError, TapShapeError, EmptyCutError):
+                    continue
+                if at.ignored_inputs == cut.ignored_inputs:
+                    cut, dec = at, moved
+        if dec is not measured:
+            difficulties = {r: proxy.difficulty(enc, dec, r == "half") for r in layouts}
         made = suggestion(cut, difficulties, enc, dec)
         if made is None:
             continue
