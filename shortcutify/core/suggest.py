@@ -259,24 +259,25 @@ PASS_ON_MACS = 5
 _SUMS = (operator.add, operator.iadd, torch.add, torch.ops.aten.add.Tensor, torch.ops.aten.add_.Tensor)
 
 
-def _is_residual_sum(node: fx.Node) -> bool:
-    """Whether ``node`` adds two computed 4-D values of its own shape (``h + f(h)``; as torch.fx or torch.export
-    records it; not a value plus a weight, such as a position embedding)."""
+def _addends(node: fx.Node) -> list[fx.Node] | None:
+    """The two computed 4-D values of its own shape that ``node`` adds (``h + f(h)``, as torch.fx or torch.export
+    records it; not a value plus a weight, such as a position embedding); ``None`` where it is no such sum."""
     if not ((node.op == "call_function" and node.target in _SUMS) or (node.op == "call_method" and node.target in ("add", "add_"))):
-        return False
+        return None
     shape = node.meta.get("tensor_meta", ((),))[0]
     parts = [a for a in node.all_input_nodes if a.op not in ("get_attr", "placeholder") and a.meta.get("tensor_meta", ((),))[0] == shape]
-    return len(shape) == 4 and len(parts) == 2
+    return parts if len(shape) == 4 and len(parts) == 2 else None
+
+
+def _is_residual_sum(node: fx.Node) -> bool:
+    """Whether ``node`` adds two computed 4-D values of its own shape (:func:`_addends`)."""
+    return _addends(node) is not None
 
 
 def _skipped_addend(node: fx.Node, skipped: Sequence[str]) -> fx.Node | None:
-    """Where ``node`` is a residual sum (:func:`_is_residual_sum`) of one addend that a cut skips (by node name in
+    """Where ``node`` is a residual sum (:func:`_addends`) of one addend that a cut skips (by node name in
     ``skipped``) and one it does not, the skipped addend; else ``None``."""
-    if not _is_residual_sum(node):
-        return None
-    shape = node.meta["tensor_meta"][0]
-    parts = [a for a in node.all_input_nodes if a.op not in ("get_attr", "placeholder") and a.meta.get("tensor_meta", ((),))[0] == shape]
-    inside = [a for a in parts if a.name in set(skipped)]
+    inside = [a for a in _addends(node) or () if a.name in skipped]
     return inside[0] if len(inside) == 1 else None
 
 
