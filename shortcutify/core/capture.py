@@ -1026,11 +1026,7 @@ def _within_spread(first: Any, again: Any, got: Any) -> bool:
 def _repeatable(again: Any, first: Any, exact: bool) -> bool:
     """Whether a second run's outputs ``again`` equal the first run's ``first`` (tensor leaves as
     :func:`check_against_eager` compares them; other leaves equal)."""
-    (a_leaves, a_spec), (f_leaves, f_spec) = tree_flatten(again), tree_flatten(first)
-    return a_spec == f_spec and all(
-        (_differs(f, a, exact) is None) if isinstance(f, torch.Tensor) and isinstance(a, torch.Tensor) else _same_leaf(f, a) or f is a
-        for a, f in zip(a_leaves, f_leaves)
-    )
+    return _mismatch(first, again, exact) is None
 
 
 def eager_failure(model: nn.Module, inputs: tuple[Any, ...], fixed: dict[str, Any]) -> Exception | None:
