@@ -50,6 +50,25 @@ def test_list_taps_names_shapes_and_cumulative_macs(resnet):
     assert taps[0] is not None and not isinstance(taps[0], TapList)
 
 
+class _ScaledByMean(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 3, 3, padding=1)
+
+    def forward(self, x):
+        return self.b(self.a(x) * x.mean())
+
+
+@pytest.mark.parametrize("capture", ["fx", "export"])
+def test_list_taps_prints_a_zero_dim_value_with_an_empty_shape(capture):
+    """A scalar tensor (here ``x.mean()``) is listed, not a tap (not 4-D), and its shape column reads ``()``."""
+    taps = list_taps(_ScaledByMean(), torch.randn(1, 3, 8, 8), capture=capture)
+    (mean,) = [t for t in taps if t.shape == ()]
+    assert not mean.is_4d
+    row = next(line for line in str(taps).splitlines() if line.startswith(mean.name + " "))
+    assert row.split()[-2] == "()"
+
+
 def test_list_taps_leaves_a_model_in_training_mode_unchanged():
     """Its normalisation statistics are not updated by the capture's runs; its modes are given back."""
     gen = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 3, 3, padding=1)).train()

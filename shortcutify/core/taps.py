@@ -65,7 +65,7 @@ class TapList(TableList):
     def __str__(self) -> str:
         rows = [("node", "module", "op", "shape", "MACs up to it")]
         for t in self:
-            rows.append((t.name, ", ".join(t.modules) or "-", t.op, "x".join(map(str, t.shape)), f"{t.macs:,}"))
+            rows.append((t.name, ", ".join(t.modules) or "-", t.op, "x".join(map(str, t.shape)) or "()", f"{t.macs:,}"))
         widths = [max(len(r[i]) for r in rows) for i in range(5)]
         lines = ["  ".join(c.ljust(w) if i < 4 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
