@@ -1,3 +1,3 @@
 """The library version (also in pyproject.toml)."""
 
-__version__ = "0.28.0"
+__version__ = "0.29.0"

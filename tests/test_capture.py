@@ -411,6 +411,47 @@ def test_a_module_captured_by_export_distils_saves_and_loads_by_the_same_path(tm
         assert torch.equal(sv(f), sv2(f))
 
 
+class GradModeSwitches(nn.Module):
+    """Runs its tail under ``torch.no_grad()`` or in a reentrant checkpoint (which runs it without grad), as
+    inference code does: a graph that kept the switch would let no gradient out of it."""
+
+    def __init__(self, switch: str):
+        super().__init__()
+        self.switch = switch
+        self.enc = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.mid = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
+        self.up = nn.ConvTranspose2d(8, 8, 2, stride=2)
+        self.out = nn.Conv2d(8, 3, 1)
+
+    def tail(self, h):
+        return self.out(F.relu(self.up(h)))
+
+    def forward(self, x):
+        h = self.mid(self.enc(x))
+        if self.switch == "no_grad":
+            with torch.no_grad():
+                return torch.tanh(self.tail(h))
+        return torch.tanh(torch.utils.checkpoint.checkpoint(self.tail, h, use_reentrant=True))
+
+
+@pytest.mark.parametrize("switch", ["no_grad", "checkpoint"])
+@pytest.mark.parametrize("grad_at_capture", [True, False])
+def test_grad_mode_switches_in_forward_leave_no_trace_in_an_exported_graph(switch, grad_at_capture):
+    """Whatever the caller's grad mode when the module is built, the output of a shortcut frame depends on the
+    block through the tail (distillation trains through it, as on fx) and the modules inside stay taps."""
+    gen, x = GradModeSwitches(switch).eval(), torch.randn(1, 3, 16, 16)
+    with torch.set_grad_enabled(grad_at_capture), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (a reentrant checkpoint warns that no input requires grad)
+        sv = shortcutify(gen, "enc", "up", x, capture="export")
+    assert sv.config.capture == "export"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = sv.shortcut_step()(x + 0.1, reference=sv.run_keyframe(x).taps).output
+        assert out.requires_grad
+        out.square().mean().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in sv.block.parameters())
+
+
 def test_in_place_ops_after_a_tap_leave_the_tap_values_intact_on_export():
     class InPlace(nn.Module):
         def __init__(self):

@@ -700,8 +700,12 @@ def export(
     fixed = dict(options.concrete_args)
     try:
         dynamic = _batch_dims(inputs, fixed) if any_batch else None
-        # (a failure is raised below, named; torch would also log it at length, and print graphs to stderr)
-        with _quiet(_EXPORT_LOGGERS), _spectral_norm_notice_silenced(model), _stderr_kept_unless_failing():
+        # (a failure is raised below, named; torch would also log it at length, and print graphs to stderr).
+        # Under no_grad, as torch.fx sees forward(): a grad-mode switch inside it (torch.no_grad(), a reentrant
+        # torch.utils.checkpoint) then leaves no trace, where with grad on export records it, as a higher-order op
+        # that hides the modules inside, whose output no gradient leaves: the graph would depend on the caller's
+        # grad mode, and distillation could not train through it.
+        with torch.no_grad(), _quiet(_EXPORT_LOGGERS), _spectral_norm_notice_silenced(model), _stderr_kept_unless_failing():
             exported = torch.export.export(model, inputs, kwargs=fixed or None, strict=False, dynamic_shapes=dynamic)
         gm = exported.module()
     except Exception as exc:  # export raises UserError, GuardOnDataDependentSymNode, RuntimeError, ...

@@ -200,8 +200,8 @@ def resolve_tap(captured: Captured, name: str, role: str) -> fx.Node:
     if name in captured.module_names:
         inside = [q for q in captured.module_outputs if q.startswith(name + ".")][:6]
         hidden = (
-            ", or export records it inside one higher-order op (code under torch.no_grad() in forward, a reentrant "
-            "torch.utils.checkpoint), whose modules the graph does not name (capture='fx' names them)"
+            ", or export records it inside one higher-order op (code under torch.enable_grad() or torch.autocast in "
+            "forward), whose modules the graph does not name (capture='fx' names them)"
             if captured.method == "export" else ""
         )
         raise UnknownTapError(
