@@ -452,6 +452,32 @@ def test_grad_mode_switches_in_forward_leave_no_trace_in_an_exported_graph(switc
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in sv.block.parameters())
 
 
+class DepthBySize(nn.Module):
+    """Runs one body layer on frames up to 16 pixels wide, three on wider ones (a size-dependent loop count)."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.body = nn.ModuleList([nn.Conv2d(8, 8, 3, padding=1) for _ in range(3)])
+        self.dec = nn.ConvTranspose2d(8, 3, 2, stride=2)
+
+    def forward(self, x):
+        h = self.enc(x)
+        for layer in self.body[: 1 if x.shape[-1] <= 16 else 3]:
+            h = F.relu(layer(h))
+        return torch.tanh(self.dec(h))
+
+
+def test_a_tap_that_a_capture_for_other_inputs_lacks_is_named_with_those_inputs():
+    """The frame size, not the example, decides the loop count: the error says which inputs were captured again."""
+    gen = DepthBySize().eval()
+    sv = shortcutify(gen, "enc", "body.2", torch.randn(1, 3, 24, 24), capture="export")
+    with torch.no_grad():
+        sv(torch.randn(1, 3, 24, 24))
+        with pytest.raises(UnknownTapError, match=r"inputs of shapes \[\(1, 3, 16, 16\)\].*captured again.*loop count"):
+            sv(torch.randn(1, 3, 16, 16))
+
+
 def test_in_place_ops_after_a_tap_leave_the_tap_values_intact_on_export():
     class InPlace(nn.Module):
         def __init__(self):

@@ -6,13 +6,16 @@
 * A generator with non-tensor keyword defaults that drive control flow (CUT's
   ``forward(input, layers=[], encode_only=False)``): fx fixes them to their defaults with no
   ``concrete_args``, and a call with another value is refused, naming the argument.
+* A semantic-map-to-video generator ``forward(labels [B, H, W] int64) -> image``: its label maps are
+  its frames, for automatic taps (moved as frames are), training and evaluation (clips ``[T, H, W]``).
 """
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from shortcutify import InputMismatchError, ShortcutifyError, list_taps, shortcutify
+from shortcutify import InputMismatchError, ShortcutifyError, distill, evaluate, list_taps, shortcutify
 from shortcutify.core.capture import EXPORT_TOLERANCE, FixedArgumentError
 
 
@@ -180,3 +183,55 @@ def test_export_takes_keyword_arguments_at_their_defaults_and_inputs_only_positi
     assert sv(x + 0.1, gain=1.0).shape == x.shape and not sv.last_was_keyframe
     with pytest.raises(FixedArgumentError, match=r"inputs \['x'\] were given by keyword.*positionally"):
         sv(x=x)
+
+
+class LabelsToImage(nn.Module):
+    """``labels [B, H, W]`` (int64, ``K`` classes) ``-> image [B, 3, H, W]``, one-hot inside ``forward``."""
+
+    K = 5
+
+    def __init__(self, c=8):
+        super().__init__()
+        self.head = nn.Conv2d(self.K, c, 3, padding=1)
+        self.down = nn.Conv2d(c, 2 * c, 3, stride=2, padding=1)
+        self.body = nn.Sequential(*[nn.Sequential(nn.Conv2d(2 * c, 2 * c, 3, padding=1), nn.ReLU()) for _ in range(2)])
+        self.up = nn.ConvTranspose2d(2 * c, c, 2, stride=2)
+        self.tail = nn.Conv2d(c, 3, 3, padding=1)
+
+    def forward(self, labels):
+        h = F.relu(self.head(F.one_hot(labels, self.K).permute(0, 3, 1, 2).float()))
+        return torch.tanh(self.tail(F.relu(self.up(self.body(F.relu(self.down(h)))))))
+
+
+def _label_clip(frames=6, size=16, shift=0):
+    """Stripes of ``K`` classes drifting a pixel per frame: ``[T, size, size]`` int64."""
+    grid = torch.arange(size)[:, None] // 3 + torch.arange(size)[None] // 4
+    return torch.stack([(grid.roll(t + shift, 1)) % LabelsToImage.K for t in range(frames)])
+
+
+def test_a_label_map_generator_gets_taps_distils_and_evaluates_on_clips_of_label_maps():
+    torch.manual_seed(0)
+    gen, clip = LabelsToImage().eval(), _label_clip()
+    x = clip[:1]
+    sv = shortcutify(gen, example_inputs=x)  # automatic taps: the label map is moved as a frame is
+    assert {n for t in list_taps(gen, x) for n in (t.name, *t.modules)} >= {sv.config.enc_layer, sv.config.dec_layer}
+    before = {k: v.clone() for k, v in sv.block.state_dict().items()}
+    hist = distill(sv, [clip, _label_clip(shift=3)], steps=2, batch_size=2, crop=8, flip=True, val_clips=[clip], progress=False)
+    assert len(hist.losses["total"]) == 2 and all(torch.isfinite(torch.tensor(hist.losses["total"])))
+    assert any(not torch.equal(v, before[k]) for k, v in sv.block.state_dict().items())
+    report = evaluate(sv, [clip], progress=False)
+    assert report.shortcut_frames > 0 and report.nan_frames == 0
+    with torch.no_grad():
+        assert torch.equal(sv.run_keyframe(x).output, gen(x))
+
+
+def test_a_label_map_is_moved_as_a_frame_for_suggestions_only_where_no_input_is_a_frame():
+    from shortcutify.core.suggest import _frame_pairs
+
+    labels, frame = _label_clip()[:1], torch.randn(1, 3, 16, 16)
+    ((_, moved),) = _frame_pairs((labels,), None)
+    assert moved[0].dtype == torch.int64 and torch.equal(moved[0][:, 2:, 2:], labels[:, :-2, :-2])
+    ((_, moved),) = _frame_pairs((frame, labels), None)  # beside a frame (e.g. a mask): the frame alone moves
+    assert torch.equal(moved[1], labels) and torch.equal(moved[0][:, :, 2:, 2:], frame[:, :, :-2, :-2])
+    with pytest.raises(InputMismatchError, match=r"frames=\(clip, ...\)\).*give shortcutify\(\) the taps"):
+        _frame_pairs((torch.randn(1, 7),), None)

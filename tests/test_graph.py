@@ -7,7 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from generators import TinyUNet, TwoInputGen
+from hypothesis import given, settings
+
+from generators import TinyUNet, TwoInputGen, random_generators
 from shortcutify import (
     FixedArgumentError,
     AmbiguousTapError,
@@ -48,6 +50,45 @@ def test_list_taps_names_shapes_and_cumulative_macs(resnet):
     head = taps[:3]
     assert type(head) is TapList and [t.name for t in head] == names[:3] and str(head).count("\n") == 3 + 1
     assert taps[0] is not None and not isinstance(taps[0], TapList)
+
+
+@settings(max_examples=25, deadline=None)
+@given(random_generators(max_ops=9))
+def test_macs_up_to_a_node_count_each_ancestor_once_as_a_walk_over_its_ancestors_does(gen_x):
+    """The one-pass count (bit masks of costly ancestors, summed by byte tables) equals the naive sum over
+    each node's ancestors on arbitrary generators, residual and concatenated branches (diamonds) included."""
+    from shortcutify.core.capture import capture
+    from shortcutify.core.taps import ancestors, macs_up_to, tap_info, tap_infos
+
+    gen, x = gen_x
+    captured = capture(gen.eval(), x)
+    fast = macs_up_to(captured)
+    for n in captured.gm.graph.nodes:
+        assert fast[n] == sum(captured.macs.get(a.name, 0) for a in ancestors(n)), n.name
+    for t in tap_infos(captured):
+        assert t == tap_info(captured, captured.node(t.name))
+
+
+def test_macs_up_to_count_a_node_reached_by_many_paths_once_past_a_byte_of_costly_nodes():
+    from shortcutify.core.capture import capture
+    from shortcutify.core.taps import ancestors, macs_up_to
+
+    class Wide(nn.Module):  # 12 costly convs (more than one byte of the mask), each read by two later sums
+        def __init__(self):
+            super().__init__()
+            self.convs = nn.ModuleList([nn.Conv2d(3, 3, 3, padding=1) for _ in range(12)])
+
+        def forward(self, x):
+            outs = [c(x) for c in self.convs]
+            total = outs[0]
+            for o in outs[1:]:
+                total = total + o + o * 2
+            return total
+
+    captured = capture(Wide().eval(), torch.randn(1, 3, 8, 8))
+    fast = macs_up_to(captured)
+    output = next(n for n in captured.gm.graph.nodes if n.op == "output")
+    assert fast[output] == sum(captured.macs.values()) == sum(captured.macs.get(a.name, 0) for a in ancestors(output))
 
 
 class _ScaledByMean(nn.Module):

@@ -594,6 +594,29 @@ def test_a_channels_last_tap_is_refused_naming_the_layers_to_tap_instead():
     assert shortcutify(gen, "stem", "body", x).enc.shape == (1, 16, 32, 48)
 
 
+def test_a_tap_far_from_the_frames_aspect_is_warned_of_as_no_feature_map():
+    class ChannelAttention(nn.Module):  # Restormer's "transposed" attention: [B, heads, C / heads, H·W] inside
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem, self.qkv, self.out = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 24, 1), nn.Conv2d(8, 3, 3, padding=1)
+
+        def forward(self, x):
+            h = self.stem(x)
+            b, c, hh, ww = h.shape
+            q, k, v = (t.reshape(b, 2, c // 2, hh * ww) for t in self.qkv(h).chunk(3, dim=1))
+            attn = torch.softmax(q @ k.transpose(-2, -1), dim=-1)
+            return self.out((attn @ v).reshape(b, c, hh, ww) + h)
+
+    gen, x = ChannelAttention().eval(), torch.randn(1, 3, 16, 16)
+    attended = [t.name for t in list_taps(gen, x) if t.shape == (1, 2, 4, 256)][-1]  # attention @ values
+    with pytest.warns(UserWarning, match=rf"the tap '{attended}' has shape \(1, 2, 4, 256\).*does not look like a feature map"):
+        shortcutify(gen, "stem", attended, x)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        shortcutify(gen, "stem", "add", x)  # a feature map of the frame
+    assert not any("feature map" in str(w.message) for w in seen)
+
+
 def test_evaluate_says_when_the_compared_image_is_one_the_shortcut_computes_exactly():
     class TwoStages(nn.Module):  # as HINet / MPRNet: an early stage's image, then the final one
         def __init__(self) -> None:

@@ -36,7 +36,7 @@ from .blocks import BLOCK_TYPES, make_block, motion_pool_for, motion_prior_name,
 from .blocks.sizing import AUTO, auto_layout, auto_width, block_macs, check_layout_choice
 from .caller import warn_caller
 from .capture import CaptureKwargs, CaptureOptions, as_tuple, capture, fresh, recapture, refuse_unusable, same_value, unwrap
-from .checks import MODED_TYPES, check_tap_rows, frame_aspect, frames_batch, shapes_of, tap_looks_channels_last, weights_dtype
+from .checks import ASPECT_FACTOR, MODED_TYPES, check_tap_rows, frame_aspect, frames_batch, off_frame_aspect, shapes_of, tap_looks_channels_last, weights_dtype
 from .cut import Cut, resolve_cut
 from .module import ShortcutV2V
 from .policy import FixedInterval, KeyframePolicy, as_policy, policy_from_config
@@ -202,7 +202,7 @@ def _wrap(
         _warn_partial_train_modes(switched_off)  # (captured: the modes stay as set)
         cut = resolve_cut(captured, enc_layer, dec_layer)
         check_tap_rows(cut.enc.shape, cut.dec.shape, inputs, (enc_layer, dec_layer))
-        _refuse_channels_last_taps(cut, inputs, (enc_layer, dec_layer))
+        _check_tap_layouts(cut, inputs, (enc_layer, dec_layer))
         _refuse_frame_free_encoder_tap(cut, inputs)
         _warn_if_random_or_coupled(model, inputs, captured.fixed_args)
         factory = _factory(model, inputs)
@@ -396,9 +396,10 @@ def _refuse_frame_free_encoder_tap(cut: Cut, inputs: tuple[Any, ...]) -> None:
         )
 
 
-def _refuse_channels_last_taps(cut: Cut, inputs: tuple[Any, ...], taps: tuple[str, str]) -> None:
+def _check_tap_layouts(cut: Cut, inputs: tuple[Any, ...], taps: tuple[str, str]) -> None:
     """Refuse a tap that looks channels-last ``[B, H, W, C]`` (a LayerNorm between permutes, as in ConvNeXt):
-    the block would take its rows for channels and fail on frames of another height."""
+    the block would take its rows for channels and fail on frames of another height. Warn of a tap whose aspect is
+    far from the frame's (:func:`~shortcutify.core.checks.off_frame_aspect`): no feature map of the frame."""
     aspect = frame_aspect(shapes_of(inputs))
     for name, tap in zip(taps, (cut.enc, cut.dec)):
         if tap_looks_channels_last(tuple(tap.shape), aspect):
@@ -407,6 +408,13 @@ def _refuse_channels_last_taps(cut: Cut, inputs: tuple[Any, ...], taps: tuple[st
                 "and 2 have the frame's aspect, 2 and 3 do not): the block would take its rows for channels. Tap the "
                 "layer before the permute to channels-last, or after the one back (suggest_taps() lists feature maps "
                 "[B, C, H, W] only)."
+            )
+        if off_frame_aspect(tuple(tap.shape), aspect):
+            warn_caller(
+                f"the tap {name!r} has shape {tuple(tap.shape)}: its height / width ({tap.shape[2] / tap.shape[3]:.3g}) is "
+                f"more than {ASPECT_FACTOR:g} times off the frames' ({aspect:.3g}), so it does not look like a feature map "
+                "[B, C, H, W] of the frame (an attention matrix [B, heads, C, tokens], or tokens reshaped), which the block "
+                "would warp and blend as an image. Tap feature maps of the frame (suggest_taps() lists them)."
             )
 
 

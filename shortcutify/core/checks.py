@@ -14,7 +14,7 @@ from torch.utils._pytree import tree_flatten
 
 from ..errors import InputMismatchError, InputTypeError, TapShapeError
 
-__all__ = ["is_count", "is_interval", "is_real", "check_like_example", "looks_channels_last", "is_channels_last_shape", "channels_last_inputs", "refuse_untensored", "check_tap_rows", "frames_batch", "frame_aspect", "shapes_of", "tap_looks_channels_last", "weights_dtype", "refuse_valueless", "check_flag", "MAX_COUNT", "MODED_TYPES", "SCALING_HINT"]
+__all__ = ["is_count", "is_interval", "is_real", "check_like_example", "looks_channels_last", "is_channels_last_shape", "channels_last_inputs", "refuse_untensored", "check_tap_rows", "frames_batch", "frame_aspect", "off_frame_aspect", "ASPECT_FACTOR", "shapes_of", "tap_looks_channels_last", "weights_dtype", "refuse_valueless", "check_flag", "MAX_COUNT", "MODED_TYPES", "SCALING_HINT"]
 
 #: how integer video is brought to a generator's floating range (the range cannot be guessed)
 SCALING_HINT = "frames.float() / 127.5 - 1 for [-1, 1], frames.float() / 255 for [0, 1]"
@@ -223,6 +223,20 @@ def frame_aspect(shapes: Iterable[Sequence[int]]) -> float | None:
             if min(h, w) > 4:
                 return h / w
     return None
+
+
+#: how far (as a factor) a tap's height / width may lie from the frame's before :func:`off_frame_aspect` says the tap
+#: is no feature map of the frame: convolutions keep the aspect up to padding and rounding; an attention matrix
+#: ``[B, heads, C, N]`` or tokens folded into rows do not
+ASPECT_FACTOR = 2.0
+
+
+def off_frame_aspect(shape: tuple[int, ...], aspect: float | None) -> bool:
+    """Whether a 4-D value ``[B, C, H, W]`` has a height / width more than :data:`ASPECT_FACTOR` times off the frame's
+    ``aspect`` (:func:`frame_aspect`; never without one)."""
+    if aspect is None or min(shape[2:]) <= 0:
+        return False
+    return abs(math.log(shape[2] / shape[3] / aspect)) > math.log(ASPECT_FACTOR)
 
 
 def tap_looks_channels_last(shape: tuple[int, ...], aspect: float | None) -> bool:

@@ -24,7 +24,7 @@ from torch import fx, nn
 from ..errors import EmptyCutError, TapOrderError, TapShapeError
 from .capture import Captured
 from .effects import keeps_writes, may_be_mutated
-from .taps import TapInfo, ancestors, describe, resolve_tap, tap_infos
+from .taps import TapInfo, ancestors, describe, resolve_tap, tap_info
 
 __all__ = ["Cut", "resolve_cut", "graph_signature", "BLOCK_NAME", "REFERENCE_INPUT", "ALIGNED_INPUT", "root_dict"]
 
@@ -253,7 +253,6 @@ def resolve_cut(captured: Captured, enc_layer: str, dec_layer: str) -> Cut:
             f"(skipped nodes: {list(skipped)}); a shortcut block would only add cost. Choose taps further apart: "
             "list_taps() shows the MACs up to each node."
         )
-    taps = {t.name: t for t in tap_infos(captured)}
     valued = _value_needed(shortcut.graph)
     shape_kept = tuple(
         n.name for n in captured.gm.graph.nodes
@@ -274,8 +273,8 @@ def resolve_cut(captured: Captured, enc_layer: str, dec_layer: str) -> Cut:
         captured=captured,
         enc_node=enc,
         dec_node=dec,
-        enc=taps[enc.name],
-        dec=taps[dec.name],
+        enc=tap_info(captured, enc),
+        dec=tap_info(captured, dec),
         copy_enc=copy_enc,
         copy_dec=copy_dec,
         shortcut=shortcut,

@@ -10,6 +10,7 @@ writers.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import operator
 from collections.abc import Callable
@@ -42,6 +43,26 @@ def _target_name(node: fx.Node) -> str:
     return t if isinstance(t, str) else getattr(t, "__name__", "")
 
 
+@functools.lru_cache(maxsize=4096)
+def _signature_of(target: Callable[..., object]) -> inspect.Signature | None:
+    """``inspect.signature(target)``, ``None`` where it has none (a builtin); cached: reading a builtin's costs
+    a parse of its text signature, and a graph calls the same few functions many times."""
+    try:
+        return inspect.signature(target)
+    except (TypeError, ValueError):
+        return None
+
+
+def _signature(target: Callable[..., object]) -> inspect.Signature | None:
+    try:
+        return _signature_of(target)
+    except TypeError:  # (unhashable: not cached)
+        try:
+            return inspect.signature(target)
+        except (TypeError, ValueError):
+            return None
+
+
 def effect(node: fx.Node, modules: dict[str, nn.Module]) -> str:
     """What ``node`` may do to its tensor arguments: ``"write"``, ``"alias"`` (return one of
     them or a view) or ``"pure"``. Conservative: anything not known to be pure or an alias
@@ -71,9 +92,8 @@ def effect(node: fx.Node, modules: dict[str, nn.Module]) -> str:
     if name.endswith("_") and not name.endswith("__"):
         return "write"
     if node.op == "call_function" and callable(node.target):
-        try:
-            signature = inspect.signature(node.target)
-        except (TypeError, ValueError):  # a builtin: torch's and operator's write only as checked above
+        signature = _signature(node.target)
+        if signature is None:  # a builtin: torch's and operator's write only as checked above
             module = getattr(node.target, "__module__", None) or ""
             known = node.target is getattr or module.startswith("torch") or module in ("_operator", "operator")
             return ("alias" if name in _VIEW_OPS else "pure") if known else "write"

@@ -20,7 +20,9 @@ from torch import Tensor, fx, nn
 from torch.utils._pytree import tree_flatten
 
 from ..errors import (
+    AmbiguousTapError,
     ConcurrentCallError,
+    EmptyCutError,
     FixedArgumentError,
     GeneratorStateError,
     InputMismatchError,
@@ -29,7 +31,9 @@ from ..errors import (
     PlacementError,
     PolicyError,
     ShortcutifyError,
+    TapOrderError,
     TapShapeError,
+    UnknownTapError,
     UntraceableModelError,
 )
 from .blocks import KeyframeTaps, Reference, ShortcutBlock
@@ -707,6 +711,14 @@ class ShortcutV2V(nn.Module):
             except (UntraceableModelError, InputMismatchError, InputTypeError) as exc:  # (the last two: the generator fails)
                 self._refuse_unrunnable(args, exc)
                 raise
+            except (UnknownTapError, AmbiguousTapError, TapShapeError, TapOrderError, EmptyCutError) as exc:
+                # (the taps, resolved again in this capture: its message speaks of "the example inputs")
+                raise type(exc)(
+                    f"inputs of shapes {self._shapes(args)} (the example's: {self._shapes(self._example)}) are captured "
+                    "again, and the taps do not cut that capture as they cut the example's: the generator's code takes "
+                    "another branch or loop count for these inputs (one that depends on the frame size). Give inputs of "
+                    f"a size that takes the example's path, or choose taps that every size computes. In that capture: {exc}"
+                ) from exc
         for role, tap in (("enc_layer", cut.enc), ("dec_layer", cut.dec)):
             built = self.enc if role == "enc_layer" else self.dec
             if tap.shape[1] != built.shape[1]:

@@ -21,7 +21,7 @@ from torch import Tensor, fx, nn
 from torch.utils._pytree import tree_flatten
 from typing_extensions import Unpack
 
-from ..errors import EmptyCutError, TapOrderError, TapShapeError
+from ..errors import EmptyCutError, InputMismatchError, TapOrderError, TapShapeError
 from .blocks.sizing import AUTO, auto_layout, auto_width, block_macs, check_layout_choice
 from .capture import CaptureKwargs, CaptureOptions, Captured, as_tuple, capture, fresh, unwrap
 from .caller import warn_caller
@@ -306,15 +306,25 @@ def _is_frame(x: Any) -> bool:
     return isinstance(x, Tensor) and x.dim() in (4, 5) and x.is_floating_point()
 
 
+def _is_map(x: Any) -> bool:
+    """A label map ``[B, H, W]`` or ``[B, 1, H, W]`` of integers (or a mask of booleans): the frames of a
+    semantic-map-to-video generator, moved as frames are where no input is a floating frame."""
+    return isinstance(x, Tensor) and not x.is_floating_point() and not x.is_complex() and (
+        x.dim() == 3 or (x.dim() == 4 and x.shape[1] == 1)
+    )
+
+
 def _translate(x: Tensor, shift: tuple[int, int] = SHIFT) -> Tensor:
     """``x`` ``[B, C, H, W]`` moved ``shift`` pixels down and right, the border replicated (a channels-last
-    ``[B, H, W, C]``, :func:`~shortcutify.core.checks.looks_channels_last`, moved in its height and width)."""
+    ``[B, H, W, C]``, :func:`~shortcutify.core.checks.looks_channels_last`, moved in its height and width; a
+    stack ``[B, C, D, H, W]`` and a map ``[B, H, W]`` in their last two dimensions). Any dtype (label maps too)."""
     if looks_channels_last(x):
         return _translate(x.movedim(-1, 1), shift).movedim(1, -1)
     dy, dx = shift
     h, w = x.shape[-2:]
-    pad = (dx, 0, dy, 0) + ((0, 0) if x.dim() == 5 else ())  # (a 5-D stack: its frames' height and width)
-    return F.pad(x, pad, mode="replicate")[..., :h, :w]
+    rows = (torch.arange(h, device=x.device) - dy).clamp_(min=0)  # (row i shows row i - dy; the first rows repeat row 0)
+    cols = (torch.arange(w, device=x.device) - dx).clamp_(min=0)
+    return x.index_select(-2, rows).index_select(-1, cols)
 
 
 def _frame_pairs(inputs: tuple[Any, ...], frames: Any) -> list[tuple[tuple[Any, ...], tuple[Any, ...]]]:
@@ -324,10 +334,14 @@ def _frame_pairs(inputs: tuple[Any, ...], frames: Any) -> list[tuple[tuple[Any, 
         ValueError: ``frames`` does not match the example inputs, or has fewer than 2 frames.
     """
     if frames is None:
-        moved = tuple(_translate(x) if _is_frame(x) else x for x in inputs)
-        if not any(_is_frame(x) for x in inputs):
-            raise ValueError("no example input is a frame [B, C, H, W] that can be moved: pass frames=(clip, ...) of real frames")
-        return [(inputs, moved)]
+        movable = _is_frame if any(_is_frame(x) for x in inputs) else _is_map
+        if not any(movable(x) for x in inputs):
+            raise InputMismatchError(
+                f"no example input is a frame [B, C, H, W] or a label map [B, H, W] (shapes {[list(x.shape) if isinstance(x, Tensor) else type(x).__name__ for x in inputs]}), so none "
+                "can be moved to make the second frame that ranks the taps: pass suggest_taps(model, example_inputs, "
+                "frames=(clip, ...)) clips of real inputs [T, ...] and give shortcutify() the taps it suggests"
+            )
+        return [(inputs, tuple(_translate(x) if movable(x) else x for x in inputs))]
     clips = tuple(frames) if isinstance(frames, (tuple, list)) else (frames,)
     if len(clips) != len(inputs):
         raise ValueError(

@@ -215,7 +215,7 @@ def calibrate(
     if not isinstance(policy, AdaptiveKeyframes):
         raise TypeError(f"calibrate() chooses the threshold of an AdaptiveKeyframes policy, got {type(policy).__name__}")
     refuse_single_clip(clips)
-    clip_list = [as_clip(c, i) for i, c in enumerate(each_clip(clips))]
+    clip_list = [as_clip(c, i, sv.example_inputs) for i, c in enumerate(each_clip(clips, sv.example_inputs))]
     if not clip_list:
         raise ValueError("calibrate() needs at least one clip")
     for i, clip in enumerate(clip_list):

@@ -28,9 +28,20 @@ FRAME_DIMS = (4, 5)
 __all__ = ["FRAME_DIMS", "as_clip", "each_clip", "ClipSource", "check_clips", "check_inputs", "to_inputs", "refuse_single_clip", "Pairs", "sample_pairs"]
 
 
-def as_clip(clip: Any, index: int | None = None) -> tuple[Tensor, ...]:
+def _holds_frames(rank: int, j: int, example: Sequence[object] | None) -> bool:
+    """Whether a clip tensor of ``rank`` dimensions for the generator's input ``j`` holds its frames: ``[T, C, H, W]``
+    (or a stack ``[T, C, D, H, W]``), or maps ``[T, H, W]`` where that input is a map ``[B, H, W]`` (a label map of a
+    semantic-map-to-video generator, whose frames are its maps)."""
+    if rank in FRAME_DIMS:
+        return True
+    given = example[j] if example is not None and j < len(example) else None
+    return rank == 3 and isinstance(given, Tensor) and given.dim() == 3
+
+
+def as_clip(clip: Any, index: int | None = None, example: Sequence[object] | None = None) -> tuple[Tensor, ...]:
     """Normalise a clip to a tuple of ``[T, ...]`` tensors with a common ``T >= 1``, at least one of them
-    frames ``[T, C, H, W]``."""
+    frames ``[T, C, H, W]`` (or, where ``example``, the generator's example inputs, holds a map ``[B, H, W]``
+    for it, maps ``[T, H, W]``)."""
     where = "" if index is None else f" (clip {index})"
     parts = (clip,) if isinstance(clip, Tensor) else tuple(clip) if isinstance(clip, (tuple, list)) else None
     if not parts or not all(isinstance(p, Tensor) for p in parts):
@@ -44,12 +55,12 @@ def as_clip(clip: Any, index: int | None = None) -> tuple[Tensor, ...]:
         )
     stack = "; a clip stacks consecutive frames [C, H, W] into one tensor: torch.stack(frames)"
     for p in parts:
-        if p.dim() < 1 or (len(parts) == 1 and p.dim() not in FRAME_DIMS):
+        if p.dim() < 1 or (len(parts) == 1 and not _holds_frames(p.dim(), 0, example)):
             raise ValueError(
                 f"a clip tensor must be frames [T, C, H, W] (or, beside frames, a per-frame input [T, ...]), got shape "
                 f"{tuple(p.shape)}{where}" + (stack if p.dim() == 3 else "")
             )
-    if not any(p.dim() in FRAME_DIMS for p in parts):
+    if not any(_holds_frames(p.dim(), j, example) for j, p in enumerate(parts)):
         frames = all(p.dim() == 3 for p in parts) and len({p.shape for p in parts}) == 1
         raise ValueError(
             f"a clip needs frames [T, C, H, W], got tensors of shapes {[tuple(p.shape) for p in parts]}{where}"
@@ -113,9 +124,10 @@ def refuse_single_clip(clips: object, name: str = "clips") -> None:
         )
 
 
-def each_clip(clips: Iterable[Any]) -> Iterator[Any]:
+def each_clip(clips: Iterable[Any], example: Sequence[object] | None = None) -> Iterator[Any]:
     """The clips of ``clips`` one at a time, as read: a ``DataLoader``'s batches ``[N, T, C, H, W]`` (or tuples of
-    them) split into their ``N`` clips; any other iterable as it is.
+    them; ``[N, T, H, W]`` for an input that ``example``, the generator's example inputs, holds as a map
+    ``[B, H, W]``) split into their ``N`` clips; any other iterable as it is.
 
     Raises:
         ValueError: a batch of a ``DataLoader`` is not a batch of clips.
@@ -125,7 +137,9 @@ def each_clip(clips: Iterable[Any]) -> Iterator[Any]:
         return
     for batch in clips:
         parts = (batch,) if isinstance(batch, Tensor) else tuple(batch)
-        if any(not isinstance(p, Tensor) or p.dim() < 2 for p in parts) or not any(p.dim() - 1 in FRAME_DIMS for p in parts):
+        if any(not isinstance(p, Tensor) or p.dim() < 2 for p in parts) or not any(
+            _holds_frames(p.dim() - 1, j, example) for j, p in enumerate(parts)
+        ):
             raise ValueError(
                 "a DataLoader of clips must yield batches [N, T, C, H, W] (or [N, T, C, D, H, W] of frame stacks, or "
                 "tuples of them and [N, T, ...]); a loader of unbatched clips: DataLoader(..., batch_size=None)"
@@ -153,15 +167,19 @@ class ClipSource:
     A ``DataLoader`` (whose batches are ``[N, T, C, H, W]`` or tuples of them; with
     ``batch_size=None``, clips) and plain iterables are read once, into memory; pass a ``Dataset``
     (``__len__`` and ``__getitem__``) to keep large data on disk. A tensor ``[N, T, C, H, W]`` holds
-    ``N`` clips. ``progress``: count the clips read with a progress bar.
+    ``N`` clips. ``progress``: count the clips read with a progress bar. ``example``: the generator's example
+    inputs, for clips of maps ``[T, H, W]`` (:func:`as_clip`).
     """
 
-    def __init__(self, clips: Iterable[Any] | Sequence[Any], progress: bool = False) -> None:
+    def __init__(
+        self, clips: Iterable[Any] | Sequence[Any], progress: bool = False, example: Sequence[object] | None = None
+    ) -> None:
         refuse_single_clip(clips)
+        self.example = example
         if hasattr(clips, "__getitem__") and hasattr(clips, "__len__") and not isinstance(clips, DataLoader):
             self.items: Any = clips
         else:  # read once: with progress, a bar counts the clips (an endless iterable would otherwise hang unseen)
-            self.items = list(_counted(each_clip(clips), progress))
+            self.items = list(_counted(each_clip(clips, example), progress))
         if len(self.items) == 0:
             raise ValueError("no clips given")
 
@@ -176,7 +194,7 @@ class ClipSource:
                 f"clip {i} could not be read ({exc}), though the clips' len() is {len(self.items)}: a Dataset's __len__ "
                 "must count the items its __getitem__ returns"
             ) from exc
-        return as_clip(item, i)
+        return as_clip(item, i, self.example)
 
 
 def _channels_first(clip: tuple[Tensor, ...], channels_last: Sequence[bool]) -> tuple[Tensor, ...]:
@@ -197,10 +215,13 @@ def _sizes(clip: tuple[Tensor, ...]) -> str:
 def _frame_size(clip: tuple[Tensor, ...]) -> tuple[int, int]:
     """``(H, W)`` of the clip's first frames tensor larger than 1×1 (crops are in its pixels).
 
+    Where the clip holds no frames, its first map ``[T, H, W]`` (a label map, see :func:`as_clip`) gives the size.
+
     Raises:
-        ValueError: the clip holds no frames ``[T, C, H, W]``.
+        ValueError: the clip holds no frames ``[T, C, H, W]`` nor maps.
     """
     frames = [(int(p.shape[-2]), int(p.shape[-1])) for p in clip if p.dim() in FRAME_DIMS]
+    frames = frames or [(int(p.shape[-2]), int(p.shape[-1])) for p in clip if p.dim() == 3]
     if not frames:
         raise ValueError(f"a clip needs frames [T, C, H, W], got tensors of shapes {[tuple(p.shape) for p in clip]}")
     return next((hw for hw in frames if hw != (1, 1)), frames[0])

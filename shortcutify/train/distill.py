@@ -426,7 +426,7 @@ def distill(
     if bf16 and device.type != "cuda":
         raise ValueError("bf16=True needs the module on a CUDA device (bf16 autocast is a GPU option)")
 
-    source = ClipSource(clips, progress=progress and rank == 0)
+    source = ClipSource(clips, progress=progress and rank == 0, example=sv.example_inputs)
     longest = check_clips(source, crop_hw, sv.example_inputs)
     layout = channels_last_inputs(sv.example_inputs)  # (inputs whose clips are [T, H, W, C]: cropped and flipped so)
     if longest < alpha:
@@ -448,12 +448,12 @@ def distill(
             )
     if val_clips is not None:
         refuse_single_clip(val_clips, "val_clips")
-    val_list = list(each_clip(val_clips)) if val_clips is not None else None
+    val_list = list(each_clip(val_clips, sv.example_inputs)) if val_clips is not None else None
     if val_list is not None and not val_list:
         raise ValueError("val_clips is empty: give at least one held-out clip, or None for no validation")
     val_frames = 0
     for i, clip in enumerate(val_list or ()):  # checked now, not at the first validation
-        frames = as_clip(clip, i)
+        frames = as_clip(clip, i, sv.example_inputs)
         check_inputs(frames, sv.example_inputs, i)
         val_frames = max(val_frames, frames[0].shape[0])
     if val_list is not None and val_frames < 2:

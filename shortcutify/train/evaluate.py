@@ -143,10 +143,10 @@ def compare_clips(
 
         bar = tqdm(desc=who.rstrip("()"), unit="frame", dynamic_ncols=True, leave=False)
     try:
-        for n, clip in enumerate(each_clip(clips)):
+        for n, clip in enumerate(each_clip(clips, sv.example_inputs)):
             if max_clips is not None and n >= max_clips:
                 break
-            frames = as_clip(clip, n)
+            frames = as_clip(clip, n, sv.example_inputs)
             check_inputs(frames, sv.example_inputs, n)
             sv.reset()
             key_out: Tensor | None = None
