@@ -784,6 +784,37 @@ def taps_section() -> list[str]:
     ] + _taps_verdict(r) + _taps_decoder_positions(r) + _taps_without_start(r, load("taps_no-data-init"))
 
 
+def graph_scale_section() -> list[str]:
+    """list_taps, suggest_taps and shortcutify on graphs of hundreds to thousands of nodes (benchmarks/graph_scale.py),
+    with the same script's run on the commit before the one-pass MAC count where it was kept."""
+    r, before = load("graph_scale"), load("graph_scale_before")
+    if not r:
+        return []
+    out = [
+        "## Graph size: listing, suggesting and wrapping large generators",
+        "",
+        f"`python benchmarks/graph_scale.py` — {machine_line(r['machine'])}, shortcutify {r['version']}; one call of each "
+        "(suggest_taps builds and measures the cut of the candidate pairs it ranks), seconds:",
+        "",
+        r["markdown"],
+        "",
+    ]
+    if before:
+        old = {row[0]: row for row in before["rows"]}
+        pairs = [(row, old[row[0]]) for row in r["rows"] if row[0] in old]
+        out += [
+            f"The same script on commit {before['commit']} (`PYTHONPATH=<a checkout of it> python benchmarks/graph_scale.py --tag old`, "
+            f"{machine_line(before['machine'])}; its graph_scale_old.json kept as results/graph_scale_before.json), which summed the MACs over each node's ancestors, "
+            "node by node, for the table of taps and again for each cut, and walked the graph by node objects for each candidate "
+            "decoder tap: suggest_taps "
+            + "; ".join(f"{new[0]} {o[5]:.1f} → {new[5]:.1f} s" for new, o in pairs)
+            + "; list_taps " + "; ".join(f"{new[0]} {o[4]:.1f} → {new[4]:.1f} s" for new, o in pairs) + ". Two runs, one after the other, "
+            "on a machine whose times vary by some tens of percent between runs.",
+            "",
+        ]
+    return out
+
+
 def _taps_decoder_positions(r: dict) -> list[str]:
     """Pairs that share the paper's encoder tap and differ in the decoder tap (``--extra``): mean PSNR per video."""
     runs = [x for x in r.get("runs", []) if x["enc"] == r["paper"][0]]
@@ -1873,6 +1904,7 @@ def main() -> None:
     out += overhead_section()
     out += mixed_batches_section()
     out += taps_section()
+    out += graph_scale_section()
     out += distill_teachers_section()
     out += data_init_section()
     out += motion_prior_section()

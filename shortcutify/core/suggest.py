@@ -141,11 +141,12 @@ class _Graph:
         self.total = sum(captured.macs.get(n.name, 0) for n in self.nodes)
         self.output = next(n for n in self.nodes if n.op == "output")
         n = len(self.nodes)
+        self.inputs = [[self.index[a] for a in node.all_input_nodes] for node in self.nodes]  # (by index: walked often)
         self.ancestors = torch.zeros(n, n, dtype=torch.bool)  # row i: node i and every node it depends on
-        for i, node in enumerate(self.nodes):  # in order: a node's inputs come before it
+        for i, inputs in enumerate(self.inputs):  # in order: a node's inputs come before it
             self.ancestors[i, i] = True
-            for a in node.all_input_nodes:
-                self.ancestors[i] |= self.ancestors[self.index[a]]
+            for a in inputs:
+                self.ancestors[i] |= self.ancestors[a]
 
     def depends(self, node: fx.Node, on: fx.Node) -> bool:
         """Whether ``node`` is ``on`` or computed from it."""
@@ -153,16 +154,15 @@ class _Graph:
 
     def kept_without(self, dec: fx.Node) -> Tensor:
         """``[N]`` bool: the nodes the output needs when ``dec``'s value is given (``dec`` excluded)."""
-        kept = torch.zeros(len(self.nodes), dtype=torch.bool)
-        seen, stack = set(), [self.output]
+        given, kept = self.index[dec], bytearray(len(self.nodes))
+        stack = [self.index[self.output]]
         while stack:
-            node = stack.pop()
-            if node is dec or node in seen:
+            i = stack.pop()
+            if i == given or kept[i]:
                 continue
-            seen.add(node)
-            kept[self.index[node]] = True
-            stack.extend(node.all_input_nodes)
-        return kept
+            kept[i] = 1
+            stack.extend(self.inputs[i])
+        return torch.frombuffer(kept, dtype=torch.uint8).bool()
 
     def skipped(self, encs: Sequence[fx.Node], dec: fx.Node) -> list[int]:
         """MACs skipped by the cut of each encoder tap in ``encs`` with the decoder tap ``dec``."""
@@ -552,11 +552,13 @@ def _block_macs(resolution: str, width: int, enc_shape: tuple[int, ...], dec_sha
 def _pairs(graph: _Graph, nodes: list[fx.Node], infos: dict[fx.Node, TapInfo]) -> list[tuple[int, fx.Node, fx.Node]]:
     """``(skipped MACs, enc, dec)`` of every pair of ``nodes`` that makes a cut skipping some MACs."""
     found = []
-    for dec in nodes:
-        encs = [
-            e for e in nodes
-            if e is not dec and graph.depends(dec, e) and infos[e].shape[0] == infos[dec].shape[0]
-        ]
+    at = torch.tensor([graph.index[n] for n in nodes], dtype=torch.long)
+    rows = torch.tensor([infos[n].shape[0] for n in nodes])
+    for k, dec in enumerate(nodes):
+        # the other nodes dec depends on, with its rows (batch), as graph.depends says, for all at once
+        upstream = graph.ancestors[graph.index[dec]][at] & (rows == rows[k])
+        upstream[k] = False
+        encs = [nodes[i] for i in upstream.nonzero().flatten().tolist()]
         if encs:
             found += [(s, e, dec) for s, e in zip(graph.skipped(encs, dec), encs) if s > 0]
     return found
