@@ -43,24 +43,23 @@ def _target_name(node: fx.Node) -> str:
     return t if isinstance(t, str) else getattr(t, "__name__", "")
 
 
-@functools.lru_cache(maxsize=4096)
-def _signature_of(target: Callable[..., object]) -> inspect.Signature | None:
-    """``inspect.signature(target)``, ``None`` where it has none (a builtin); cached: reading a builtin's costs
-    a parse of its text signature, and a graph calls the same few functions many times."""
+def _read_signature(target: Callable[..., object]) -> inspect.Signature | None:
+    """``inspect.signature(target)``, ``None`` where it has none (a builtin)."""
     try:
         return inspect.signature(target)
     except (TypeError, ValueError):
         return None
 
 
+#: cached: reading a builtin's signature parses its text, and a graph calls the same few functions many times
+_cached_signature = functools.lru_cache(maxsize=4096)(_read_signature)
+
+
 def _signature(target: Callable[..., object]) -> inspect.Signature | None:
     try:
-        return _signature_of(target)
-    except TypeError:  # (unhashable: not cached)
-        try:
-            return inspect.signature(target)
-        except (TypeError, ValueError):
-            return None
+        return _cached_signature(target)
+    except TypeError:  # (an unhashable callable: read, not cached)
+        return _read_signature(target)
 
 
 def effect(node: fx.Node, modules: dict[str, nn.Module]) -> str:

@@ -148,10 +148,6 @@ class _Graph:
             for a in inputs:
                 self.ancestors[i] |= self.ancestors[a]
 
-    def depends(self, node: fx.Node, on: fx.Node) -> bool:
-        """Whether ``node`` is ``on`` or computed from it."""
-        return bool(self.ancestors[self.index[node], self.index[on]])
-
     def kept_without(self, dec: fx.Node) -> Tensor:
         """``[N]`` bool: the nodes the output needs when ``dec``'s value is given (``dec`` excluded)."""
         given, kept = self.index[dec], bytearray(len(self.nodes))
@@ -555,7 +551,7 @@ def _pairs(graph: _Graph, nodes: list[fx.Node], infos: dict[fx.Node, TapInfo]) -
     at = torch.tensor([graph.index[n] for n in nodes], dtype=torch.long)
     rows = torch.tensor([infos[n].shape[0] for n in nodes])
     for k, dec in enumerate(nodes):
-        # the other nodes dec depends on, with its rows (batch), as graph.depends says, for all at once
+        # the other nodes dec is computed from (its row of the ancestor matrix), with its rows (batch)
         upstream = graph.ancestors[graph.index[dec]][at] & (rows == rows[k])
         upstream[k] = False
         encs = [nodes[i] for i in upstream.nonzero().flatten().tolist()]

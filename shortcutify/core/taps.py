@@ -140,12 +140,11 @@ def macs_up_to(captured: Captured) -> dict[fx.Node, int]:
     return totals
 
 
-def tap_info(captured: Captured, node: fx.Node, macs: int | None = None) -> TapInfo:
-    """The :class:`TapInfo` of one tensor-valued node of an annotated :class:`Captured` (``macs``: the MACs up to it,
-    when known, see :func:`macs_up_to`)."""
+def tap_info(captured: Captured, node: fx.Node) -> TapInfo:
+    """The :class:`TapInfo` of one tensor-valued node of an annotated :class:`Captured` (as :func:`tap_infos` lists it,
+    without counting the MACs up to every other node)."""
     modules = tuple(sorted(q for q, outs in captured.module_outputs.items() if q and len(outs) == 1 and outs[0] is node))
-    if macs is None:
-        macs = sum(captured.macs.get(a.name, 0) for a in ancestors(node))
+    macs = sum(captured.macs.get(a.name, 0) for a in ancestors(node))
     return TapInfo(node.name, modules, describe(captured.gm, node), node.meta["tensor_meta"][0], macs)
 
 
