@@ -25,7 +25,7 @@ from ..errors import EmptyCutError, InputMismatchError, TapOrderError, TapShapeE
 from .blocks.sizing import AUTO, auto_layout, auto_width, block_macs, check_layout_choice
 from .capture import CaptureKwargs, CaptureOptions, Captured, as_tuple, capture, fresh, unwrap
 from .caller import warn_caller
-from .checks import check_flag, check_like_example, frame_aspect, frames_batch, is_count, looks_channels_last, tap_looks_channels_last, weights_dtype
+from .checks import check_flag, check_like_example, frame_aspect, frames_batch, is_count, looks_channels_last, shapes_of, tap_looks_channels_last, weights_dtype
 from .cut import resolve_cut
 from .outputs import OutputSelector, check_selector, output_image
 from .taps import TableList, TapInfo, feeds_depth_to_space, resolve_tap, tap_infos
@@ -333,7 +333,7 @@ def _frame_pairs(inputs: tuple[Any, ...], frames: Any) -> list[tuple[tuple[Any, 
         movable = _is_frame if any(_is_frame(x) for x in inputs) else _is_map
         if not any(movable(x) for x in inputs):
             raise InputMismatchError(
-                f"no example input is a frame [B, C, H, W] or a label map [B, H, W] (shapes {[list(x.shape) if isinstance(x, Tensor) else type(x).__name__ for x in inputs]}), so none "
+                f"no example input is a frame [B, C, H, W] or a label map [B, H, W] (shapes {shapes_of(inputs)}), so none "
                 "can be moved to make the second frame that ranks the taps: pass suggest_taps(model, example_inputs, "
                 "frames=(clip, ...)) clips of real inputs [T, ...] and give shortcutify() the taps it suggests"
             )
